@@ -1,0 +1,279 @@
+//! An actor: follows the learner's parameter broadcast, samples sequences for captions,
+//! has them scored by the reward server, and pushes the scored trajectories, each tagged
+//! with the policy version that sampled it.
+//!
+//! Actors are stateless and safe to kill at any time: a batch in flight is simply lost
+//! (never half-pushed), and a restarted actor starts from the learner's newest version.
+//! Both connections are lazy channels: when a server goes away, calls fail, the actor
+//! retries with exponential backoff, and the channel reconnects by itself.
+
+pub mod params;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use musicrl_common::Config;
+use musicrl_common::policy::Policy;
+use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::policy::sampling::{Sampled, Sampler};
+use musicrl_common::prompts::load_prompts;
+use musicrl_common::types::SampleScore;
+use musicrl_common::wire::{self, ScoreInput};
+use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
+use musicrl_proto::v1::reward_service_client::RewardServiceClient;
+
+/// Errors that stop an actor (transient network failures are retried, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error(transparent)]
+    Common(#[from] musicrl_common::Error),
+    #[error("bad endpoint {url:?}: {message}")]
+    Endpoint { url: String, message: String },
+    #[error("the sampling task failed: {0}")]
+    Sampling(String),
+}
+
+/// Result with [`ActorError`].
+pub type Result<T, E = ActorError> = std::result::Result<T, E>;
+
+/// What an actor did before it stopped.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ActorOutcome {
+    pub rounds: u64,
+    pub samples_pushed: u64,
+    pub samples_rejected: u64,
+    pub max_policy_version_used: u64,
+    pub versions_loaded: u64,
+}
+
+/// Opens a lazy channel: it connects on first use and reconnects after failures.
+pub fn lazy_channel(url: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| ActorError::Endpoint {
+        url: url.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+fn backoff(config: &Config) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs_f64(config.actor.max_backoff_seconds))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Runs one actor until the learner announces the end of training or `shutdown` resolves.
+pub async fn run(config: Config, actor_id: String, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<ActorOutcome> {
+    config.validate().map_err(musicrl_common::Error::from)?;
+    let prompts = load_prompts(&config.actor.prompts)?;
+    let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner)?);
+    let reward = RewardServiceClient::new(lazy_channel(&config.actor.reward)?)
+        .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
+
+    let (params_tx, mut params_rx) = watch::channel::<Option<Arc<ParameterBlob>>>(None);
+    let subscriber = tokio::spawn(params::follow(learner.clone(), actor_id.clone(), params_tx, backoff(&config)));
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let seed = config.actor.seed ^ fnv(&actor_id);
+    let mut worker = Some(Worker {
+        sampler: Sampler::new(seed, config.sampling.temperature),
+        prompt_rng: StdRng::seed_from_u64(seed.rotate_left(17)),
+        policy: None,
+    });
+    let mut outcome = ActorOutcome::default();
+    tracing::info!(actor = %actor_id, learner = %config.actor.learner, reward = %config.actor.reward, "actor started");
+
+    loop {
+        // The newest parameters (waiting for the first version).
+        let blob = loop {
+            if let Some(b) = params_rx.borrow_and_update().clone() {
+                break b;
+            }
+            tokio::select! {
+                changed = params_rx.changed() => if changed.is_err() { return Ok(outcome) },
+                () = &mut shutdown => return Ok(outcome),
+            }
+        };
+        if blob.training_complete {
+            tracing::info!(actor = %actor_id, version = %blob.version, "training complete; actor exits");
+            break;
+        }
+
+        // Sample off the executor.
+        let mut w = worker.take().expect("the worker is returned after every round");
+        let captions: Vec<String> = (0..config.actor.batch_size)
+            .map(|_| prompts[w.prompt_rng.random_range(0..prompts.len())].clone())
+            .collect();
+        let policy_config = config.policy.clone();
+        let sampling = {
+            let captions = captions.clone();
+            let blob = blob.clone();
+            tokio::task::spawn_blocking(move || {
+                let loaded = w.ensure_policy(&blob);
+                let started = Instant::now();
+                let device = musicrl_common::device::inference_device();
+                let (_, policy) = w.policy.as_ref().expect("ensure_policy loaded a policy");
+                let sampled = w.sampler.sample(policy, &policy_config, &captions, policy_config.max_tokens, &device);
+                (w, loaded, sampled, started.elapsed())
+            })
+        };
+        let (w, loaded, sampled, took) = tokio::select! {
+            r = sampling => r.map_err(|e| ActorError::Sampling(e.to_string()))?,
+            () = &mut shutdown => break,
+        };
+        let (w, loaded) = (w, loaded?);
+        worker = Some(w);
+        if let Some(sync) = loaded {
+            outcome.versions_loaded += 1;
+            metrics::histogram!("musicrl_actor_param_load_seconds").record(sync.as_secs_f64());
+            metrics::gauge!("musicrl_actor_policy_version").set(blob.version.0 as f64);
+        }
+        let n_tokens: usize = sampled.iter().map(|s| s.tokens.len()).sum();
+        metrics::histogram!("musicrl_actor_sample_seconds").record(took.as_secs_f64());
+        metrics::counter!("musicrl_actor_samples_total").increment(sampled.len() as u64);
+        metrics::counter!("musicrl_actor_tokens_total").increment(n_tokens as u64);
+
+        // Score, retrying through outages.
+        let inputs: Vec<ScoreInput> = captions
+            .iter()
+            .zip(&sampled)
+            .map(|(c, s)| ScoreInput {
+                caption: c.clone(),
+                tokens: s.tokens.clone(),
+            })
+            .collect();
+        let scored = tokio::select! {
+            r = score(&reward, &inputs, &config) => r,
+            () = &mut shutdown => break,
+        };
+        let (scores, components, scorer_version) = scored;
+
+        let trajectories: Vec<Trajectory> = captions
+            .into_iter()
+            .zip(sampled)
+            .zip(scores)
+            .map(|((caption, Sampled { tokens, logprobs }), s)| Trajectory {
+                actor_id: actor_id.clone(),
+                policy_version: blob.version,
+                caption,
+                tokens,
+                behaviour_logprobs: logprobs,
+                reward: s.reward,
+                components: components.iter().map(|c| c.clone()).zip(s.components).collect(),
+                scorer_version: scorer_version.clone(),
+            })
+            .collect();
+
+        let pushed = tokio::select! {
+            r = push(&learner, &trajectories, &config) => r,
+            () = &mut shutdown => break,
+        };
+        outcome.rounds += 1;
+        outcome.samples_pushed += pushed.accepted;
+        outcome.samples_rejected += pushed.rejected;
+        outcome.max_policy_version_used = outcome.max_policy_version_used.max(blob.version.0);
+        let lag = PolicyVersion(pushed.learner_version).0.saturating_sub(blob.version.0);
+        metrics::gauge!("musicrl_actor_policy_lag").set(lag as f64);
+        if pushed.rejected > 0 {
+            metrics::counter!("musicrl_actor_trajectories_rejected_total").increment(pushed.rejected);
+            tracing::warn!(actor = %actor_id, rejections = ?pushed.rejections, "the learner rejected trajectories");
+        }
+    }
+    subscriber.abort();
+    tracing::info!(actor = %actor_id, ?outcome, "actor stopped");
+    Ok(outcome)
+}
+
+/// The sampling state that moves in and out of the blocking pool each round.
+struct Worker {
+    sampler: Sampler,
+    prompt_rng: StdRng,
+    policy: Option<(PolicyVersion, Policy)>,
+}
+
+impl Worker {
+    /// Loads `blob` unless it is the version already loaded; returns how long loading took.
+    fn ensure_policy(&mut self, blob: &ParameterBlob) -> musicrl_common::Result<Option<Duration>> {
+        if self.policy.as_ref().is_some_and(|(v, _)| *v == blob.version) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let policy = blob.to_policy(&musicrl_common::device::inference_device())?;
+        self.policy = Some((blob.version, policy));
+        Ok(Some(started.elapsed()))
+    }
+}
+
+async fn score(
+    client: &RewardServiceClient<Channel>,
+    inputs: &[ScoreInput],
+    config: &Config,
+) -> (Vec<SampleScore>, Vec<String>, String) {
+    let timeout = Duration::from_secs_f64(config.actor.reward_timeout_seconds);
+    let call = || async {
+        let mut client = client.clone();
+        let mut request = tonic::Request::new(wire::score_request_to_wire(inputs));
+        request.set_timeout(timeout);
+        let started = Instant::now();
+        let response = client.score(request).await?;
+        metrics::histogram!("musicrl_actor_reward_call_seconds").record(started.elapsed().as_secs_f64());
+        wire::score_response_from_wire(response.into_inner(), inputs.len())
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    };
+    let (scores, components, version) = call
+        .retry(backoff(config))
+        .notify(|e: &tonic::Status, wait| {
+            metrics::counter!("musicrl_actor_reconnects_total", "target" => "reward").increment(1);
+            tracing::warn!(code = ?e.code(), message = e.message(), ?wait, "reward call failed; retrying");
+        })
+        .await
+        .expect("retries without a limit only return on success");
+    (scores, components.into_iter().map(|c| c.name).collect(), version)
+}
+
+async fn push(
+    client: &LearnerServiceClient<Channel>,
+    trajectories: &[Trajectory],
+    config: &Config,
+) -> musicrl_proto::v1::PushSummary {
+    let call = || async {
+        let mut client = client.clone();
+        let started = Instant::now();
+        let items: Vec<_> = trajectories.iter().map(wire::trajectory_to_wire).collect();
+        let summary = client.push_trajectories(tokio_stream::iter(items)).await?.into_inner();
+        metrics::histogram!("musicrl_actor_push_seconds").record(started.elapsed().as_secs_f64());
+        Ok::<_, tonic::Status>(summary)
+    };
+    call.retry(backoff(config))
+        .when(|e: &tonic::Status| e.code() != tonic::Code::InvalidArgument)
+        .notify(|e: &tonic::Status, wait| {
+            metrics::counter!("musicrl_actor_reconnects_total", "target" => "learner").increment(1);
+            tracing::warn!(code = ?e.code(), message = e.message(), ?wait, "push failed; retrying");
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(code = ?e.code(), message = e.message(), "the learner refused a push");
+            musicrl_proto::v1::PushSummary {
+                rejected: trajectories.len() as u64,
+                ..Default::default()
+            }
+        })
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}

@@ -1,0 +1,87 @@
+//! Following the learner's parameter broadcast: subscribe, reassemble chunks, publish the
+//! newest complete version locally; resubscribe with backoff when the stream breaks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::wire::ChunkAssembler;
+use musicrl_proto::v1::SubscribeRequest;
+use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
+
+/// Largest parameter blob an actor accepts (4 GiB).
+pub const MAX_PARAMETER_BYTES: usize = 4 << 30;
+
+/// Publishes every complete version into `out` until one marked `training_complete`
+/// arrives (published too) or `out` has no receivers.
+pub async fn follow(
+    client: LearnerServiceClient<Channel>,
+    actor_id: String,
+    out: watch::Sender<Option<Arc<ParameterBlob>>>,
+    backoff: ExponentialBuilder,
+) {
+    let mut delays = backoff.build();
+    loop {
+        match subscribe_once(client.clone(), &actor_id, &out).await {
+            Ok(Finished::TrainingComplete) | Ok(Finished::NoReceivers) => return,
+            Ok(Finished::StreamEnded) => {
+                tracing::warn!("parameter stream ended; resubscribing");
+            }
+            Err(e) => {
+                tracing::warn!(code = ?e.code(), message = e.message(), "parameter stream failed; resubscribing");
+            }
+        }
+        metrics::counter!("musicrl_actor_reconnects_total", "target" => "learner").increment(1);
+        let wait = delays.next().unwrap_or(Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+enum Finished {
+    TrainingComplete,
+    NoReceivers,
+    StreamEnded,
+}
+
+async fn subscribe_once(
+    mut client: LearnerServiceClient<Channel>,
+    actor_id: &str,
+    out: &watch::Sender<Option<Arc<ParameterBlob>>>,
+) -> Result<Finished, tonic::Status> {
+    let mut stream = client
+        .subscribe_parameters(SubscribeRequest {
+            actor_id: actor_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let mut assembler = ChunkAssembler::new(MAX_PARAMETER_BYTES);
+    let mut first_chunk_at = None;
+    while let Some(chunk) = stream.message().await? {
+        if chunk.chunk_index == 0 {
+            first_chunk_at = Some(Instant::now());
+        }
+        match assembler.push(chunk) {
+            Ok(None) => {}
+            Ok(Some(blob)) => {
+                if let Some(t) = first_chunk_at.take() {
+                    metrics::histogram!("musicrl_actor_param_receive_seconds").record(t.elapsed().as_secs_f64());
+                }
+                tracing::debug!(version = %blob.version, bytes = blob.bytes.len(), "received parameters");
+                let complete = blob.training_complete;
+                if out.send(Some(Arc::new(blob))).is_err() {
+                    return Ok(Finished::NoReceivers);
+                }
+                if complete {
+                    return Ok(Finished::TrainingComplete);
+                }
+            }
+            // A broken version is skipped; the next one arrives whole.
+            Err(e) => tracing::warn!(error = %e, "discarded a parameter version"),
+        }
+    }
+    Ok(Finished::StreamEnded)
+}

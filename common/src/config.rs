@@ -1,0 +1,420 @@
+//! The one configuration file every role reads (TOML), its defaults, and its validation.
+//!
+//! Configuration is loaded in two stages: raw values (the file, then environment variables
+//! and flags that the binary applies on top) and then [`Config::validate`], which every
+//! process calls before it binds a port. The embedded default is [`Config::default`]; the
+//! same values are written out in `config/default.toml` (a test keeps the two equal).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The whole configuration: one section per role, plus the policy's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub policy: PolicyConfig,
+    pub sampling: SamplingConfig,
+    pub learner: LearnerConfig,
+    pub actor: ActorConfig,
+    pub reward: RewardConfig,
+    pub local: LocalConfig,
+}
+
+/// The policy's architecture. The RL system is token-agnostic: vocabulary, length and size
+/// are configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Number of distinct music tokens.
+    pub vocab_size: usize,
+    /// Tokens per sampled sequence (and the size of the position table).
+    pub max_tokens: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_layers: usize,
+    /// Width of each block's feed-forward layer.
+    pub d_ff: usize,
+    /// Hash buckets of the caption's bag-of-words encoder.
+    pub caption_buckets: usize,
+    /// Caption words beyond this many are ignored.
+    pub max_caption_words: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 64,
+            max_tokens: 32,
+            d_model: 128,
+            n_heads: 4,
+            n_layers: 2,
+            d_ff: 512,
+            caption_buckets: 1024,
+            max_caption_words: 24,
+        }
+    }
+}
+
+/// How actors sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Softmax temperature (the paper samples at 0.99).
+    pub temperature: f32,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self { temperature: 0.99 }
+    }
+}
+
+/// The learner: objective, optimiser, staleness rule, checkpoints, service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearnerConfig {
+    /// gRPC address (trajectory push, parameter broadcast, status, health).
+    pub listen: String,
+    /// Prometheus `/metrics` address; empty disables the exporter.
+    pub metrics_listen: String,
+    /// Learner steps to run before finishing; 0 runs until stopped.
+    pub steps: u64,
+    /// Trajectories per update.
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// α: weight of the exact KL to the reference policy; the policy-gradient term has 1 − α.
+    pub kl_coef: f32,
+    /// Weight of the value regression loss.
+    pub value_coef: f32,
+    /// Weight of an entropy bonus (0 by default: the paper has none; entropy is still logged).
+    pub entropy_coef: f32,
+    /// Global gradient-norm clip; 0 disables.
+    pub max_grad_norm: f32,
+    /// Staleness rule, part 1: trajectories sampled by a policy more than this many versions
+    /// older than the one being updated are dropped (and counted).
+    pub max_policy_lag: u64,
+    /// Staleness rule, part 2: per-token importance weights π_θ/π_behaviour are truncated at
+    /// this value (V-trace's c̄). 0 turns importance weighting off.
+    pub importance_clip: f32,
+    /// Where checkpoints go; the learner resumes from the newest one there.
+    pub checkpoint_dir: PathBuf,
+    /// Save a checkpoint every this many steps (and at the end); 0 saves only at the end.
+    pub checkpoint_every: u64,
+    /// A policy checkpoint (a burnpack file) to start from as θ0; empty starts from a seeded
+    /// random initialisation.
+    pub init_policy: PathBuf,
+    /// Trajectories held between the service and the training loop.
+    pub queue_capacity: usize,
+    /// Largest number of trajectories one push may carry.
+    pub max_push: usize,
+    /// Parameter broadcast chunk size in bytes (each chunk is one gRPC message).
+    pub chunk_bytes: usize,
+    /// Where per-step history (`history.jsonl`) is written; empty disables it.
+    pub history_path: PathBuf,
+    pub seed: u64,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".into(),
+            metrics_listen: "0.0.0.0:9100".into(),
+            steps: 0,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            kl_coef: 0.02,
+            value_coef: 0.5,
+            entropy_coef: 0.0,
+            max_grad_norm: 1.0,
+            max_policy_lag: 4,
+            importance_clip: 1.0,
+            checkpoint_dir: PathBuf::from("runs/checkpoints"),
+            checkpoint_every: 50,
+            init_policy: PathBuf::new(),
+            queue_capacity: 256,
+            max_push: 1024,
+            chunk_bytes: 1 << 20,
+            history_path: PathBuf::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// An actor: where the learner and the reward server are, and how much it samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorConfig {
+    /// Learner endpoint, e.g. `http://learner:50051`.
+    pub learner: String,
+    /// Reward server endpoint, e.g. `http://reward-server:50052`.
+    pub reward: String,
+    /// Prometheus `/metrics` address; empty disables the exporter.
+    pub metrics_listen: String,
+    /// Sequences sampled (and scored, and pushed) per round.
+    pub batch_size: usize,
+    /// A prompt file (one caption a line); empty uses the built-in prompt set.
+    pub prompts: PathBuf,
+    /// Base seed; each actor mixes in its id.
+    pub seed: u64,
+    /// Longest wait between reconnection attempts, in seconds.
+    pub max_backoff_seconds: f64,
+    /// Deadline of one reward call, in seconds.
+    pub reward_timeout_seconds: f64,
+}
+
+impl Default for ActorConfig {
+    fn default() -> Self {
+        Self {
+            learner: "http://127.0.0.1:50051".into(),
+            reward: "http://127.0.0.1:50052".into(),
+            metrics_listen: "0.0.0.0:9102".into(),
+            batch_size: 8,
+            prompts: PathBuf::new(),
+            seed: 0,
+            max_backoff_seconds: 5.0,
+            reward_timeout_seconds: 30.0,
+        }
+    }
+}
+
+/// The reward server and its scorers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardConfig {
+    pub listen: String,
+    /// Prometheus `/metrics` address; empty disables the exporter.
+    pub metrics_listen: String,
+    /// Largest number of samples one Score call may carry.
+    pub max_batch: usize,
+    /// The scorers, combined as Σ weight · normalise(score).
+    pub components: Vec<ComponentConfig>,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50052".into(),
+            metrics_listen: "0.0.0.0:9101".into(),
+            max_batch: 512,
+            components: vec![ComponentConfig::default()],
+        }
+    }
+}
+
+/// One reward component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// The scorer: `token-fraction` (a test scorer, see the reward-server crate).
+    pub kind: String,
+    /// Name reported on the wire and in metrics; defaults to `kind`.
+    pub name: String,
+    pub weight: f32,
+    /// Affine normalisation applied before weighting: (score − shift) · scale.
+    pub shift: f32,
+    pub scale: f32,
+    /// `token-fraction`: a token counts as a hit when its id is below this.
+    pub target_below: u32,
+}
+
+impl Default for ComponentConfig {
+    fn default() -> Self {
+        Self {
+            kind: "token-fraction".into(),
+            name: String::new(),
+            weight: 1.0,
+            shift: 0.0,
+            scale: 1.0,
+            target_below: 16,
+        }
+    }
+}
+
+impl ComponentConfig {
+    /// The component's reported name.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() { &self.kind } else { &self.name }
+    }
+}
+
+/// `musicrl local`: one machine, every role as its own process on loopback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Learner steps.
+    pub steps: u64,
+    /// Actor processes.
+    pub actors: usize,
+    /// Output folder (summary, history, checkpoints, logs).
+    pub out: PathBuf,
+    /// Serve Prometheus metrics from each process on an ephemeral loopback port.
+    pub metrics: bool,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            steps: 200,
+            actors: 2,
+            out: PathBuf::from("runs/local"),
+            metrics: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; missing keys take their defaults, unknown keys are an error.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })
+    }
+
+    /// The default file, or `path` when given.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(p) => Self::from_file(p),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// Serialises to TOML (saved beside every checkpoint).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("Config holds only TOML-representable values")
+    }
+
+    /// Checks every value a process relies on. Call before binding anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: String| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                why,
+            })
+        };
+        let p = &self.policy;
+        if p.vocab_size < 2 || p.vocab_size > (1 << 24) {
+            return bad("policy.vocab_size", format!("{} is not in 2..=16777216", p.vocab_size));
+        }
+        if p.max_tokens == 0 || p.max_tokens > 65_536 {
+            return bad("policy.max_tokens", format!("{} is not in 1..=65536", p.max_tokens));
+        }
+        if p.n_heads == 0 || p.d_model == 0 || p.d_model % p.n_heads != 0 {
+            return bad(
+                "policy.d_model",
+                format!("d_model {} must be a positive multiple of n_heads {}", p.d_model, p.n_heads),
+            );
+        }
+        if p.n_layers == 0 || p.d_ff == 0 {
+            return bad("policy.n_layers", "n_layers and d_ff must be positive".into());
+        }
+        if p.caption_buckets < 2 || p.max_caption_words == 0 {
+            return bad(
+                "policy.caption_buckets",
+                "caption_buckets must be >= 2 and max_caption_words >= 1".into(),
+            );
+        }
+        let t = self.sampling.temperature;
+        if !t.is_finite() || t <= 0.0 {
+            return bad("sampling.temperature", format!("{t} must be finite and > 0"));
+        }
+        let l = &self.learner;
+        if l.batch_size == 0 {
+            return bad("learner.batch_size", "must be positive".into());
+        }
+        if !(l.learning_rate.is_finite() && l.learning_rate > 0.0) {
+            return bad("learner.learning_rate", format!("{} must be > 0", l.learning_rate));
+        }
+        if !(0.0..=1.0).contains(&l.kl_coef) {
+            return bad("learner.kl_coef", format!("α = {} must be in [0, 1]", l.kl_coef));
+        }
+        for (field, v) in [
+            ("learner.value_coef", l.value_coef),
+            ("learner.entropy_coef", l.entropy_coef),
+            ("learner.max_grad_norm", l.max_grad_norm),
+            ("learner.importance_clip", l.importance_clip),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(field, format!("{v} must be finite and >= 0"));
+            }
+        }
+        if l.queue_capacity == 0 || l.max_push == 0 {
+            return bad("learner.queue_capacity", "queue_capacity and max_push must be positive".into());
+        }
+        if l.chunk_bytes < 1024 || l.chunk_bytes > 3 << 20 {
+            return bad(
+                "learner.chunk_bytes",
+                format!("{} must be in 1 KiB ..= 3 MiB (below gRPC's 4 MiB message limit)", l.chunk_bytes),
+            );
+        }
+        let a = &self.actor;
+        if a.batch_size == 0 {
+            return bad("actor.batch_size", "must be positive".into());
+        }
+        if !(a.max_backoff_seconds.is_finite() && a.max_backoff_seconds > 0.0) {
+            return bad("actor.max_backoff_seconds", "must be > 0".into());
+        }
+        if !(a.reward_timeout_seconds.is_finite() && a.reward_timeout_seconds > 0.0) {
+            return bad("actor.reward_timeout_seconds", "must be > 0".into());
+        }
+        let r = &self.reward;
+        if r.max_batch == 0 {
+            return bad("reward.max_batch", "must be positive".into());
+        }
+        if r.components.is_empty() {
+            return bad("reward.components", "at least one component is needed".into());
+        }
+        for (i, c) in r.components.iter().enumerate() {
+            for (what, v) in [("weight", c.weight), ("shift", c.shift), ("scale", c.scale)] {
+                if !v.is_finite() {
+                    return bad(&format!("reward.components[{i}].{what}"), format!("{v} is not finite"));
+                }
+            }
+        }
+        if self.local.actors == 0 {
+            return bad("local.actors", "at least one actor is needed".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_file_matches_embedded_default() {
+        let text = include_str!("../../config/default.toml");
+        let parsed = Config::from_toml(text).expect("config/default.toml parses");
+        assert_eq!(parsed, Config::default());
+        parsed.validate().expect("the default is valid");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Config::from_toml("[learner]\nbatch_sise = 3\n").unwrap_err();
+        assert!(err.to_string().contains("batch_sise"), "{err}");
+        let mut c = Config::default();
+        c.policy.n_heads = 3;
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("policy.d_model"), "{err}");
+    }
+}

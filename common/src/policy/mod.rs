@@ -1,0 +1,40 @@
+//! The policy network, its sampler and its parameter transport.
+
+pub mod model;
+pub mod params;
+pub mod sampling;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+pub use model::{CaptionBatch, KvCache, Policy, PolicyOutput};
+
+use crate::caption;
+use crate::config::PolicyConfig;
+
+/// Tokenises and pads captions into tensors on `device`.
+pub fn caption_batch<S: AsRef<str>>(captions: &[S], config: &PolicyConfig, device: &Device) -> CaptionBatch {
+    let tokenised: Vec<Vec<u32>> = captions
+        .iter()
+        .map(|c| caption::tokenize(c.as_ref(), config.caption_buckets, config.max_caption_words))
+        .collect();
+    let (ids, mask, words) = caption::pad_batch(&tokenised);
+    let batch = captions.len();
+    CaptionBatch {
+        ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, words]), device),
+        mask: Tensor::<2>::from_data(TensorData::new(mask, [batch, words]), device),
+    }
+}
+
+/// A `[rows, cols]` integer tensor from token ids.
+pub fn token_tensor(tokens: &[u32], rows: usize, cols: usize, device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+    Tensor::<2, Int>::from_data(TensorData::new(data, [rows, cols]), device)
+}
+
+/// Reads a float tensor back as a `Vec<f32>`.
+pub fn to_vec_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("a converted f32 tensor reads back as f32")
+}

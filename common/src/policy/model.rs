@@ -1,0 +1,262 @@
+//! The policy: a decoder-only transformer over music tokens, conditioned on a caption,
+//! with a value head on the same trunk.
+//!
+//! Layout of one sequence (positions 0..T):
+//!
+//! ```text
+//! position   0          1          2               T-1
+//! input      cond(c)    emb(a_0)   emb(a_1)   ...  emb(a_{T-2})
+//! predicts   a_0        a_1        a_2        ...  a_{T-1}
+//! value      V(s_0)     V(s_1)     V(s_2)     ...  V(s_{T-1})
+//! ```
+//!
+//! where `cond(c)` is the caption embedding (see [`crate::caption`]) and
+//! `s_t = (caption, a_0 .. a_{t-1})`. The same blocks serve the learner's full-sequence
+//! forward (causal mask) and the actors' incremental decoding (a per-layer key/value cache,
+//! one new position per step, no recomputation of the prefix).
+//!
+//! This module does no IO and knows nothing of gRPC.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use crate::config::PolicyConfig;
+
+/// One pre-LN decoder block: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
+#[derive(Module, Debug)]
+pub struct Block {
+    ln1: LayerNorm,
+    /// Fused query, key and value projection: `[d_model, 3 * d_model]`.
+    qkv: Linear,
+    attn_out: Linear,
+    ln2: LayerNorm,
+    mlp_in: Linear,
+    mlp_out: Linear,
+    n_heads: usize,
+}
+
+/// Keys and values of the positions seen so far, per layer: `[batch, heads, past, d_head]`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a policy of `n_layers` blocks.
+    pub fn new(n_layers: usize) -> Self {
+        Self {
+            layers: vec![None; n_layers],
+            len: 0,
+        }
+    }
+
+    /// Number of positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position has been fed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Block {
+    fn new(config: &PolicyConfig, device: &Device) -> Self {
+        let d = config.d_model;
+        Self {
+            ln1: LayerNormConfig::new(d).init(device),
+            qkv: LinearConfig::new(d, 3 * d).init(device),
+            attn_out: LinearConfig::new(d, d).init(device),
+            ln2: LayerNormConfig::new(d).init(device),
+            mlp_in: LinearConfig::new(d, config.d_ff).init(device),
+            mlp_out: LinearConfig::new(config.d_ff, d).init(device),
+            n_heads: config.n_heads,
+        }
+    }
+
+    /// `x`: `[batch, new, d_model]` at positions `past .. past + new`. With a cache slot, the
+    /// new keys and values are appended to it and attention covers all `past + new`
+    /// positions; without one (`past` = 0) this is the plain causal forward.
+    fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+        let [batch, new, d_model] = x.dims();
+        let n_heads = self.n_heads;
+        let d_head = d_model / n_heads;
+
+        let qkv = self.qkv.forward(self.ln1.forward(x.clone())); // [B, new, 3d]
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * d_model, d_model)
+                .reshape([batch, new, n_heads, d_head])
+                .swap_dims(1, 2) // [B, H, new, Dh]
+        };
+        let (q, mut k, mut v) = (split(0), split(1), split(2));
+
+        if let Some(slot) = cache {
+            if let Some((k_past, v_past)) = slot.take() {
+                k = Tensor::cat(vec![k_past, k], 2); // [B, H, past + new, Dh]
+                v = Tensor::cat(vec![v_past, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let total = k.dims()[2];
+        let past = total - new;
+
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d_head as f64).sqrt(); // [B, H, new, total]
+        let scores = if new > 1 {
+            // Query i (absolute position past + i) may see keys 0 ..= past + i.
+            let mask = Tensor::<2, Bool>::tril_mask([new, total], past as i64, &x.device())
+                .unsqueeze_dims::<4>(&[0, 1]);
+            scores.mask_fill(mask, -1.0e9)
+        } else {
+            scores
+        };
+        let attn = softmax(scores, 3).matmul(v); // [B, H, new, Dh]
+        let attn = attn.swap_dims(1, 2).reshape([batch, new, d_model]);
+        let x = x + self.attn_out.forward(attn);
+
+        let h = self.mlp_out.forward(gelu(self.mlp_in.forward(self.ln2.forward(x.clone()))));
+        x + h
+    }
+}
+
+/// The text-conditioned policy with its value head.
+#[derive(Module, Debug)]
+pub struct Policy {
+    token_emb: Embedding,
+    pos_emb: Embedding,
+    caption_emb: Embedding,
+    cond_proj: Linear,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    lm_head: Linear,
+    value_head: Linear,
+}
+
+/// The policy's outputs over a whole sequence.
+#[derive(Debug)]
+pub struct PolicyOutput {
+    /// `[batch, T, vocab]`: row t is the distribution of a_t given s_t (before temperature).
+    pub logits: Tensor<3>,
+    /// `[batch, T]`: V(s_t).
+    pub values: Tensor<2>,
+}
+
+/// A batch of tokenised captions: hashed word ids and a mask of real (non-pad) words.
+#[derive(Debug, Clone)]
+pub struct CaptionBatch {
+    /// `[batch, words]` word-bucket ids; pads are 0 and masked out.
+    pub ids: Tensor<2, Int>,
+    /// `[batch, words]` 1.0 for a real word, 0.0 for a pad.
+    pub mask: Tensor<2>,
+}
+
+impl Policy {
+    /// A freshly initialised policy. Seed the device first for a reproducible init.
+    pub fn new(config: &PolicyConfig, device: &Device) -> Self {
+        let d = config.d_model;
+        Self {
+            token_emb: EmbeddingConfig::new(config.vocab_size, d).init(device),
+            pos_emb: EmbeddingConfig::new(config.max_tokens, d).init(device),
+            caption_emb: EmbeddingConfig::new(config.caption_buckets, d).init(device),
+            cond_proj: LinearConfig::new(d, d).init(device),
+            blocks: (0..config.n_layers).map(|_| Block::new(config, device)).collect(),
+            ln_f: LayerNormConfig::new(d).init(device),
+            lm_head: LinearConfig::new(d, config.vocab_size).init(device),
+            value_head: LinearConfig::new(d, 1).init(device),
+        }
+    }
+
+    /// Number of decoder blocks.
+    pub fn n_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The conditioning vector of each caption: the masked mean of its word embeddings,
+    /// projected. `[batch, 1, d_model]`.
+    fn condition(&self, captions: &CaptionBatch) -> Tensor<3> {
+        let emb = self.caption_emb.forward(captions.ids.clone()); // [B, W, d]
+        let mask = captions.mask.clone().unsqueeze_dim::<3>(2); // [B, W, 1]
+        let count = mask.clone().sum_dim(1).clamp_min(1.0); // [B, 1, 1]
+        let mean = (emb * mask).sum_dim(1) / count; // [B, 1, d]
+        self.cond_proj.forward(mean)
+    }
+
+    fn positions(&self, batch: usize, start: usize, len: usize, device: &Device) -> Tensor<3> {
+        let pos = Tensor::<1, Int>::arange(start as i64..(start + len) as i64, device)
+            .unsqueeze_dim::<2>(0)
+            .repeat_dim(0, batch); // [B, len]
+        self.pos_emb.forward(pos)
+    }
+
+    fn head(&self, h: Tensor<3>) -> (Tensor<3>, Tensor<2>) {
+        let h = self.ln_f.forward(h);
+        let logits = self.lm_head.forward(h.clone());
+        let values = self.value_head.forward(h).squeeze_dim::<2>(2);
+        (logits, values)
+    }
+
+    /// Teacher-forced forward over whole sequences (the learner's path).
+    ///
+    /// `tokens`: `[batch, T]` the actions a_0 .. a_{T-1}, T >= 1. Returns logits and values
+    /// for every step t, computed from s_t.
+    pub fn forward(&self, captions: &CaptionBatch, tokens: Tensor<2, Int>) -> PolicyOutput {
+        let [batch, t] = tokens.dims();
+        let device = tokens.device();
+        let cond = self.condition(captions); // [B, 1, d]
+        let x = if t > 1 {
+            let prev = self.token_emb.forward(tokens.narrow(1, 0, t - 1)); // [B, T-1, d]
+            Tensor::cat(vec![cond, prev], 1) // [B, T, d]
+        } else {
+            cond
+        };
+        let mut x = x + self.positions(batch, 0, t, &device);
+        for block in &self.blocks {
+            x = block.forward(x, None);
+        }
+        let (logits, values) = self.head(x);
+        PolicyOutput { logits, values }
+    }
+
+    /// Starts incremental decoding: feeds the caption condition (position 0) and returns
+    /// the logits of a_0, `[batch, vocab]`, and V(s_0), `[batch]`.
+    pub fn start(&self, captions: &CaptionBatch, cache: &mut KvCache) -> (Tensor<2>, Tensor<1>) {
+        let x = self.condition(captions);
+        self.step_embedded(x, cache)
+    }
+
+    /// Feeds the previous actions `[batch]` at the next position and returns the logits of
+    /// the next action and the value of the new state.
+    pub fn step(&self, prev_tokens: Tensor<1, Int>, cache: &mut KvCache) -> (Tensor<2>, Tensor<1>) {
+        let x = self.token_emb.forward(prev_tokens.unsqueeze_dim::<2>(1)); // [B, 1, d]
+        self.step_embedded(x, cache)
+    }
+
+    fn step_embedded(&self, x: Tensor<3>, cache: &mut KvCache) -> (Tensor<2>, Tensor<1>) {
+        let [batch, new, _] = x.dims();
+        let device = x.device();
+        let mut x = x + self.positions(batch, cache.len, new, &device);
+        for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            x = block.forward(x, Some(slot));
+        }
+        cache.len += new;
+        let (logits, values) = self.head(x); // [B, 1, V], [B, 1]
+        (logits.squeeze_dim::<2>(1), values.squeeze_dim::<1>(1))
+    }
+
+    /// Logits of the last position recomputed from scratch for the given prefix (no cache):
+    /// the reference path the cache is tested and benchmarked against.
+    pub fn next_logits_uncached(&self, captions: &CaptionBatch, prefix: Tensor<2, Int>) -> Tensor<2> {
+        let [batch, t] = prefix.dims();
+        // The sequence a_0..a_{t-1} plus one dummy action: its last row is conditioned on
+        // s_t = (c, a_0 .. a_{t-1}) and ignores the dummy.
+        let dummy = Tensor::<2, Int>::zeros([batch, 1], &prefix.device());
+        let tokens = if t == 0 { dummy } else { Tensor::cat(vec![prefix, dummy], 1) };
+        let out = self.forward(captions, tokens);
+        let [_, len, vocab] = out.logits.dims();
+        out.logits.narrow(1, len - 1, 1).reshape([batch, vocab])
+    }
+}

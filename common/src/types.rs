@@ -1,0 +1,62 @@
+//! Domain types shared by every role. Wire types never appear here.
+
+use serde::{Deserialize, Serialize};
+
+/// A version of the policy's parameters. Version 0 is θ0, the reference; the learner
+/// publishes version n after its n-th update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct PolicyVersion(pub u64);
+
+impl PolicyVersion {
+    /// How many versions `self` is behind `newer` (0 if it is not behind).
+    pub fn lag_behind(self, newer: PolicyVersion) -> u64 {
+        newer.0.saturating_sub(self.0)
+    }
+
+    /// The version after this one.
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for PolicyVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// One sampled sequence, scored, tagged with the policy version that produced it.
+///
+/// Invariant (checked at the wire edge): `tokens.len() == behaviour_logprobs.len()`, every
+/// token is below the policy's vocabulary size, the length is within `1..=max_tokens`, and
+/// every float is finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trajectory {
+    pub actor_id: String,
+    pub policy_version: PolicyVersion,
+    pub caption: String,
+    pub tokens: Vec<u32>,
+    /// log π_behaviour(a_t | s_t) at the sampling temperature.
+    pub behaviour_logprobs: Vec<f32>,
+    /// The combined sequence-level reward.
+    pub reward: f32,
+    /// Raw component scores by name.
+    pub components: Vec<(String, f32)>,
+    pub scorer_version: String,
+}
+
+/// A reward component's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub version: String,
+    pub weight: f32,
+}
+
+/// The reward server's answer for one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleScore {
+    pub reward: f32,
+    /// Raw component scores, aligned with the response's components.
+    pub components: Vec<f32>,
+}

@@ -1,0 +1,454 @@
+//! The one conversion module between wire types (`musicrl_proto::v1`) and domain types.
+//!
+//! Every conversion from the wire validates: token ids in range, lengths that match and fit,
+//! finite floats, bounded strings. Nothing past this module sees an unchecked value.
+
+use musicrl_proto::v1 as pb;
+
+use crate::config::PolicyConfig;
+use crate::error::{Error, Result};
+use crate::policy::params::ParameterBlob;
+use crate::types::{ComponentInfo, PolicyVersion, SampleScore, Trajectory};
+
+/// Longest caption accepted, in bytes.
+pub const MAX_CAPTION_BYTES: usize = 4096;
+/// Longest actor id or name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// What a token sequence must satisfy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLimits {
+    pub vocab_size: u32,
+    pub max_tokens: usize,
+}
+
+impl TokenLimits {
+    pub fn of(policy: &PolicyConfig) -> Self {
+        Self {
+            vocab_size: policy.vocab_size as u32,
+            max_tokens: policy.max_tokens,
+        }
+    }
+
+    /// Checks one token sequence; the error names the offending position.
+    pub fn check_tokens(&self, tokens: &[u32]) -> std::result::Result<(), Rejection> {
+        if tokens.is_empty() || tokens.len() > self.max_tokens {
+            return Err(Rejection::new(
+                "bad_length",
+                format!("{} tokens, expected 1..={}", tokens.len(), self.max_tokens),
+            ));
+        }
+        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| **t >= self.vocab_size) {
+            return Err(Rejection::new(
+                "token_out_of_range",
+                format!("token {t} at position {i} is not below the vocabulary size {}", self.vocab_size),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why one item was refused: a short stable reason (a metric label) and a detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason: &'static str, detail: String) -> Self {
+        Self { reason, detail }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+fn check_caption(caption: &str) -> std::result::Result<(), Rejection> {
+    if caption.len() > MAX_CAPTION_BYTES {
+        return Err(Rejection::new(
+            "caption_too_long",
+            format!("caption of {} bytes, at most {MAX_CAPTION_BYTES}", caption.len()),
+        ));
+    }
+    Ok(())
+}
+
+// ---- trajectories ----
+
+/// Validates and converts a pushed trajectory.
+pub fn trajectory_from_wire(t: pb::Trajectory, limits: &TokenLimits) -> std::result::Result<Trajectory, Rejection> {
+    if t.actor_id.len() > MAX_NAME_BYTES {
+        return Err(Rejection::new("bad_actor_id", format!("actor id of {} bytes", t.actor_id.len())));
+    }
+    check_caption(&t.caption)?;
+    limits.check_tokens(&t.tokens)?;
+    if t.behaviour_logprobs.len() != t.tokens.len() {
+        return Err(Rejection::new(
+            "length_mismatch",
+            format!("{} tokens but {} log-probabilities", t.tokens.len(), t.behaviour_logprobs.len()),
+        ));
+    }
+    if let Some(i) = t.behaviour_logprobs.iter().position(|lp| !lp.is_finite() || *lp > 1e-4) {
+        return Err(Rejection::new(
+            "bad_logprob",
+            format!("log-probability {} at position {i} is not a finite value <= 0", t.behaviour_logprobs[i]),
+        ));
+    }
+    if !t.reward.is_finite() {
+        return Err(Rejection::new("non_finite_reward", format!("reward {}", t.reward)));
+    }
+    if let Some(c) = t.components.iter().find(|c| !c.value.is_finite() || c.name.len() > MAX_NAME_BYTES) {
+        return Err(Rejection::new("bad_component", format!("component {:?} = {}", c.name, c.value)));
+    }
+    Ok(Trajectory {
+        actor_id: t.actor_id,
+        policy_version: PolicyVersion(t.policy_version),
+        caption: t.caption,
+        tokens: t.tokens,
+        behaviour_logprobs: t.behaviour_logprobs,
+        reward: t.reward,
+        components: t.components.into_iter().map(|c| (c.name, c.value)).collect(),
+        scorer_version: t.scorer_version,
+    })
+}
+
+pub fn trajectory_to_wire(t: &Trajectory) -> pb::Trajectory {
+    pb::Trajectory {
+        actor_id: t.actor_id.clone(),
+        policy_version: t.policy_version.0,
+        caption: t.caption.clone(),
+        tokens: t.tokens.clone(),
+        behaviour_logprobs: t.behaviour_logprobs.clone(),
+        reward: t.reward,
+        components: t
+            .components
+            .iter()
+            .map(|(name, value)| pb::ComponentScore {
+                name: name.clone(),
+                value: *value,
+            })
+            .collect(),
+        scorer_version: t.scorer_version.clone(),
+    }
+}
+
+// ---- scoring ----
+
+/// One sample to score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreInput {
+    pub caption: String,
+    pub tokens: Vec<u32>,
+}
+
+/// Validates a Score request: non-empty, at most `max_batch` samples, each valid.
+pub fn score_request_from_wire(req: pb::ScoreRequest, limits: &TokenLimits, max_batch: usize) -> Result<Vec<ScoreInput>> {
+    if req.samples.is_empty() {
+        return Err(Error::invalid("empty batch: at least one sample is needed"));
+    }
+    if req.samples.len() > max_batch {
+        return Err(Error::invalid(format!(
+            "batch of {} samples exceeds the server's limit of {max_batch}",
+            req.samples.len()
+        )));
+    }
+    req.samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            check_caption(&s.caption)
+                .and_then(|()| limits.check_tokens(&s.tokens))
+                .map_err(|r| Error::invalid(format!("sample {i}: {r}")))?;
+            Ok(ScoreInput {
+                caption: s.caption,
+                tokens: s.tokens,
+            })
+        })
+        .collect()
+}
+
+pub fn score_request_to_wire(samples: &[ScoreInput]) -> pb::ScoreRequest {
+    pb::ScoreRequest {
+        samples: samples
+            .iter()
+            .map(|s| pb::Sample {
+                caption: s.caption.clone(),
+                tokens: s.tokens.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn components_to_wire(components: &[ComponentInfo]) -> Vec<pb::Component> {
+    components
+        .iter()
+        .map(|c| pb::Component {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            weight: c.weight,
+        })
+        .collect()
+}
+
+/// Validates a Score response against the request it answers.
+pub fn score_response_from_wire(resp: pb::ScoreResponse, n_samples: usize) -> Result<(Vec<SampleScore>, Vec<ComponentInfo>, String)> {
+    if resp.scores.len() != n_samples {
+        return Err(Error::Internal(format!(
+            "reward server answered {} scores for {n_samples} samples",
+            resp.scores.len()
+        )));
+    }
+    let n_components = resp.components.len();
+    let scores = resp
+        .scores
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if !s.reward.is_finite() || s.components.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Internal(format!("reward server returned a non-finite score for sample {i}")));
+            }
+            if s.components.len() != n_components {
+                return Err(Error::Internal(format!(
+                    "sample {i} has {} component scores for {n_components} components",
+                    s.components.len()
+                )));
+            }
+            Ok(SampleScore {
+                reward: s.reward,
+                components: s.components,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let components = resp
+        .components
+        .into_iter()
+        .map(|c| ComponentInfo {
+            name: c.name,
+            version: c.version,
+            weight: c.weight,
+        })
+        .collect();
+    Ok((scores, components, resp.scorer_version))
+}
+
+// ---- parameters ----
+
+/// Splits a parameter blob into wire chunks of at most `chunk_bytes` of data each.
+pub fn blob_to_chunks(blob: &ParameterBlob, chunk_bytes: usize) -> Vec<pb::ParameterChunk> {
+    let total = blob.bytes.len();
+    let chunk_count = total.div_ceil(chunk_bytes).max(1);
+    let config_json = serde_json::to_string(&blob.config).expect("PolicyConfig serialises to JSON");
+    (0..chunk_count)
+        .map(|i| {
+            let start = i * chunk_bytes;
+            let end = (start + chunk_bytes).min(total);
+            pb::ParameterChunk {
+                version: blob.version.0,
+                chunk_index: i as u32,
+                chunk_count: chunk_count as u32,
+                total_bytes: total as u64,
+                data: bytes::Bytes::copy_from_slice(&blob.bytes[start..end]),
+                checksum: blob.checksum.to_vec().into(),
+                policy_config_json: if i == 0 { config_json.clone() } else { String::new() },
+                training_complete: blob.training_complete,
+                temperature: blob.temperature,
+            }
+        })
+        .collect()
+}
+
+/// Reassembles parameter chunks into blobs. A chunk out of sequence discards the partial
+/// version and waits for the next version's first chunk.
+#[derive(Debug, Default)]
+pub struct ChunkAssembler {
+    partial: Option<Partial>,
+    /// Largest blob accepted, in bytes.
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Partial {
+    version: u64,
+    next_index: u32,
+    chunk_count: u32,
+    total: usize,
+    checksum: Vec<u8>,
+    config: PolicyConfig,
+    temperature: f32,
+    training_complete: bool,
+    data: Vec<u8>,
+}
+
+impl ChunkAssembler {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            partial: None,
+            max_bytes,
+        }
+    }
+
+    /// Feeds one chunk; returns a blob when its last chunk arrives.
+    pub fn push(&mut self, chunk: pb::ParameterChunk) -> Result<Option<ParameterBlob>> {
+        if chunk.chunk_index == 0 {
+            let config: PolicyConfig = serde_json::from_str(&chunk.policy_config_json)
+                .map_err(|e| Error::BadParameters(format!("chunk 0 of version {} has no valid policy config: {e}", chunk.version)))?;
+            let total = usize::try_from(chunk.total_bytes).unwrap_or(usize::MAX);
+            if total > self.max_bytes || chunk.chunk_count == 0 {
+                return Err(Error::BadParameters(format!(
+                    "version {} announces {} bytes in {} chunks (limit {} bytes)",
+                    chunk.version, chunk.total_bytes, chunk.chunk_count, self.max_bytes
+                )));
+            }
+            self.partial = Some(Partial {
+                version: chunk.version,
+                next_index: 0,
+                chunk_count: chunk.chunk_count,
+                total,
+                checksum: chunk.checksum.to_vec(),
+                config,
+                temperature: chunk.temperature,
+                training_complete: chunk.training_complete,
+                data: Vec::with_capacity(total),
+            });
+        }
+        let Some(p) = self.partial.as_mut() else {
+            return Err(Error::BadParameters(format!(
+                "chunk {} of version {} arrived without its chunk 0",
+                chunk.chunk_index, chunk.version
+            )));
+        };
+        if chunk.version != p.version || chunk.chunk_index != p.next_index || p.data.len() + chunk.data.len() > p.total {
+            let msg = format!(
+                "chunk {}/{} of version {} out of sequence (expected chunk {} of version {})",
+                chunk.chunk_index, chunk.chunk_count, chunk.version, p.next_index, p.version
+            );
+            self.partial = None;
+            return Err(Error::BadParameters(msg));
+        }
+        p.data.extend_from_slice(&chunk.data);
+        p.next_index += 1;
+        if p.next_index < p.chunk_count {
+            return Ok(None);
+        }
+        let p = self.partial.take().expect("checked above");
+        if p.data.len() != p.total {
+            return Err(Error::BadParameters(format!(
+                "version {} carried {} bytes, announced {}",
+                p.version,
+                p.data.len(),
+                p.total
+            )));
+        }
+        let sum = blake3::hash(&p.data);
+        if sum.as_bytes().as_slice() != p.checksum.as_slice() {
+            return Err(Error::BadParameters(format!("version {} failed its checksum", p.version)));
+        }
+        let mut blob = ParameterBlob::from_bytes(p.data, PolicyVersion(p.version), &p.config, p.temperature);
+        blob.training_complete = p.training_complete;
+        Ok(Some(blob))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> TokenLimits {
+        TokenLimits {
+            vocab_size: 8,
+            max_tokens: 4,
+        }
+    }
+
+    fn good() -> pb::Trajectory {
+        pb::Trajectory {
+            actor_id: "a".into(),
+            policy_version: 3,
+            caption: "a reel".into(),
+            tokens: vec![1, 2, 7],
+            behaviour_logprobs: vec![-0.1, -2.0, -0.5],
+            reward: 0.5,
+            components: vec![],
+            scorer_version: "s".into(),
+        }
+    }
+
+    #[test]
+    fn trajectories_are_validated_with_named_reasons() {
+        assert!(trajectory_from_wire(good(), &limits()).is_ok());
+        let cases: Vec<(&str, Box<dyn Fn(&mut pb::Trajectory)>)> = vec![
+            ("token_out_of_range", Box::new(|t| t.tokens[1] = 8)),
+            ("length_mismatch", Box::new(|t| t.behaviour_logprobs.pop().map(drop).unwrap_or(()))),
+            ("bad_length", Box::new(|t| t.tokens.clear())),
+            ("bad_logprob", Box::new(|t| t.behaviour_logprobs[0] = f32::NAN)),
+            ("non_finite_reward", Box::new(|t| t.reward = f32::INFINITY)),
+        ];
+        for (reason, mutate) in cases {
+            let mut t = good();
+            mutate(&mut t);
+            let err = trajectory_from_wire(t, &limits()).unwrap_err();
+            assert_eq!(err.reason, reason, "{err}");
+        }
+    }
+
+    #[test]
+    fn score_requests_reject_empty_oversized_and_bad_samples() {
+        let sample = |tokens: Vec<u32>| pb::Sample {
+            caption: "c".into(),
+            tokens,
+        };
+        let ok = pb::ScoreRequest {
+            samples: vec![sample(vec![1, 2])],
+        };
+        assert_eq!(score_request_from_wire(ok, &limits(), 2).unwrap().len(), 1);
+        for req in [
+            pb::ScoreRequest { samples: vec![] },
+            pb::ScoreRequest {
+                samples: vec![sample(vec![1]); 3],
+            },
+            pb::ScoreRequest {
+                samples: vec![sample(vec![9])],
+            },
+            pb::ScoreRequest {
+                samples: vec![sample(vec![1; 5])],
+            },
+        ] {
+            assert!(matches!(
+                score_request_from_wire(req, &limits(), 2),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn chunks_reassemble_and_corruption_is_caught() {
+        let config = PolicyConfig::default();
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let blob = ParameterBlob::from_bytes(bytes.clone(), PolicyVersion(7), &config, 0.99);
+        let chunks = blob_to_chunks(&blob, 4096);
+        assert_eq!(chunks.len(), 3);
+        let mut asm = ChunkAssembler::new(1 << 20);
+        let mut out = None;
+        for c in chunks.clone() {
+            out = asm.push(c).unwrap();
+        }
+        let got = out.expect("complete after the last chunk");
+        assert_eq!(got.version, PolicyVersion(7));
+        assert_eq!(*got.bytes, bytes);
+        assert_eq!(got.config, config);
+
+        let mut bad = chunks.clone();
+        bad[1].data = bytes::Bytes::from(vec![0u8; bad[1].data.len()]);
+        let mut asm = ChunkAssembler::new(1 << 20);
+        asm.push(bad[0].clone()).unwrap();
+        asm.push(bad[1].clone()).unwrap();
+        assert!(asm.push(bad[2].clone()).is_err());
+
+        let mut asm = ChunkAssembler::new(1 << 20);
+        assert!(asm.push(chunks[1].clone()).is_err(), "a chunk without its chunk 0");
+    }
+}

@@ -1,0 +1,123 @@
+//! Checkpoints: the full learner state on disk, and resuming from it.
+//!
+//! Layout of `checkpoint_dir`:
+//!
+//! ```text
+//! reference.bpk            θ0, the frozen KL reference (written once)
+//! step-00000050/
+//!   policy.bpk             the policy's parameters (burnpack)
+//!   optimizer.bpk          Adam's state (burnpack)
+//!   state.json             step, counters
+//!   config.toml            the whole configuration the run used
+//! LATEST                   the name of the newest complete step folder
+//! ```
+//!
+//! A step folder is complete before `LATEST` names it, so a crash mid-save resumes from the
+//! previous one. The newest `KEEP` step folders are kept.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use musicrl_common::config::Config;
+use musicrl_common::fsutil::write_atomic;
+use musicrl_common::policy::params::{load_policy, save_policy};
+
+use crate::error::{LearnerError, Result};
+use crate::trainer::Trainer;
+
+/// Step folders kept on disk.
+pub const KEEP: usize = 3;
+
+/// Counters that continue across a resume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub trajectories_accepted: u64,
+    pub trajectories_rejected: u64,
+    pub trajectories_dropped_stale: u64,
+    pub max_policy_version_seen: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    step: u64,
+    counters: Counters,
+}
+
+fn ck_err(path: &Path, what: impl std::fmt::Display) -> LearnerError {
+    LearnerError::Checkpoint(format!("{}: {what}", path.display()))
+}
+
+/// Saves the trainer's full state; returns the step folder.
+pub fn save(dir: &Path, trainer: &Trainer, counters: Counters, config: &Config) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| ck_err(dir, e))?;
+    let reference = dir.join("reference.bpk");
+    if !reference.exists() {
+        save_policy(trainer.reference(), &reference)?;
+    }
+    let name = format!("step-{:08}", trainer.step_count());
+    let folder = dir.join(&name);
+    std::fs::create_dir_all(&folder).map_err(|e| ck_err(&folder, e))?;
+    save_policy(trainer.policy(), &folder.join("policy.bpk"))?;
+    write_atomic(&folder.join("optimizer.bpk"), &trainer.optimizer_bytes()?)?;
+    let state = State {
+        step: trainer.step_count(),
+        counters,
+    };
+    let json = serde_json::to_vec_pretty(&state).expect("State serialises");
+    write_atomic(&folder.join("state.json"), &json)?;
+    write_atomic(&folder.join("config.toml"), config.to_toml().as_bytes())?;
+    write_atomic(&dir.join("LATEST"), name.as_bytes())?;
+    prune(dir, KEEP);
+    Ok(folder)
+}
+
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut steps: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+        .collect();
+    steps.sort();
+    let n = steps.len();
+    for old in steps.into_iter().take(n.saturating_sub(keep)) {
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            tracing::warn!(path = %old.display(), error = %e, "could not prune an old checkpoint");
+        }
+    }
+}
+
+/// The newest complete checkpoint in `dir`, if any.
+pub fn latest(dir: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(dir.join("LATEST")).ok()?;
+    let folder = dir.join(name.trim());
+    folder.is_dir().then_some(folder)
+}
+
+/// Restores the trainer from the newest checkpoint in `dir`; `None` if there is none.
+/// Fails if the checkpoint's policy architecture differs from `config`'s.
+pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Trainer, Counters)>> {
+    let Some(folder) = latest(dir) else { return Ok(None) };
+    let saved_config_path = folder.join("config.toml");
+    let saved = Config::from_file(&saved_config_path).map_err(|e| ck_err(&saved_config_path, e))?;
+    if saved.policy != config.policy {
+        return Err(ck_err(
+            &folder,
+            format!(
+                "the checkpoint's policy architecture {:?} differs from the configured {:?}; \
+                 point learner.checkpoint_dir elsewhere to start a new run",
+                saved.policy, config.policy
+            ),
+        ));
+    }
+    let state_path = folder.join("state.json");
+    let state: State = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| ck_err(&state_path, e))?)
+        .map_err(|e| ck_err(&state_path, e))?;
+    let policy = load_policy(&folder.join("policy.bpk"), &config.policy, device)?;
+    let reference = load_policy(&dir.join("reference.bpk"), &config.policy, device)?;
+    let opt_path = folder.join("optimizer.bpk");
+    let optimizer = std::fs::read(&opt_path).map_err(|e| ck_err(&opt_path, e))?;
+    let trainer = Trainer::restore(config, device, policy, reference, optimizer, state.step)?;
+    Ok(Some((trainer, state.counters)))
+}

@@ -1,0 +1,16 @@
+//! The learner: receives trajectories, maximises the KL-regularised REINFORCE objective,
+//! and broadcasts each new parameter version.
+//!
+//! Architecture invariant: the learner is the only process that changes parameters and the
+//! only one that assigns policy versions.
+
+pub mod checkpoint;
+pub mod error;
+pub mod loss;
+pub mod run;
+pub mod service;
+pub mod staleness;
+pub mod trainer;
+
+pub use error::{LearnerError, Result};
+pub use run::{LearnerOutcome, serve};

@@ -1,0 +1,235 @@
+//! The objective of method.md §2: KL-regularised REINFORCE with a value baseline.
+//!
+//! For a trajectory a_0 … a_{T-1} with a sequence-level reward R (so the return-to-go is R
+//! at every step) the loss minimised is, averaged over the batch's real (unmasked) steps:
+//!
+//! ```text
+//! L = (1 − α) · [ −w_t · (R − V(s_t))ₛ · log π_θ(a_t | s_t) ]          policy gradient
+//!   +  α      · Σ_a π_θ(a | s_t) · (log π_θ(a | s_t) − log π_θ0(a | s_t))  exact KL
+//!   +  c_v    · (R − V(s_t))²                                            value regression
+//!   −  c_H    · H(π_θ(· | s_t))                                          optional entropy bonus
+//! ```
+//!
+//! `(·)ₛ` stops the gradient (the baseline only reduces variance), the KL is computed over
+//! the whole vocabulary at every step against the frozen reference, and w_t is the truncated
+//! importance weight min(c̄, π_θ(a_t|s_t) / μ(a_t|s_t)) (stop-gradient) that corrects for
+//! trajectories sampled by an older policy version μ; with c̄ = 0 it is 1. All
+//! distributions are the tempered softmax(logits / τ) the actors sample from.
+//!
+//! Averaging over steps instead of the paper's sum over t rescales the objective by the
+//! constant 1/(B·T) for fixed-length sequences; the learning rate absorbs it.
+//!
+//! Pure tensor math: no IO, no device choice.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor};
+
+/// Everything the loss needs for one batch, padded to `[batch, T]`.
+#[derive(Debug, Clone)]
+pub struct LossInputs {
+    /// `[B, T, V]` the policy's logits (tracked for gradients).
+    pub logits: Tensor<3>,
+    /// `[B, T, V]` the frozen reference policy's logits.
+    pub ref_logits: Tensor<3>,
+    /// `[B, T]` V(s_t).
+    pub values: Tensor<2>,
+    /// `[B, T]` the sampled actions.
+    pub actions: Tensor<2, Int>,
+    /// `[B, T]` log μ(a_t | s_t) recorded by the actor.
+    pub behaviour_logprobs: Tensor<2>,
+    /// `[B]` the sequence-level reward R.
+    pub rewards: Tensor<1>,
+    /// `[B, T]` 1.0 on real steps, 0.0 on padding.
+    pub mask: Tensor<2>,
+}
+
+/// The objective's coefficients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossCoefs {
+    /// α.
+    pub kl_coef: f32,
+    pub value_coef: f32,
+    pub entropy_coef: f32,
+    /// c̄; 0 disables importance weighting.
+    pub importance_clip: f32,
+    /// τ, the sampling temperature.
+    pub temperature: f32,
+}
+
+/// The loss and its parts, each a one-element tensor averaged over real steps.
+#[derive(Debug, Clone)]
+pub struct LossParts {
+    /// What is minimised (tracked for gradients).
+    pub total: Tensor<1>,
+    pub policy: Tensor<1>,
+    pub kl: Tensor<1>,
+    pub value: Tensor<1>,
+    pub entropy: Tensor<1>,
+    /// Mean truncated importance weight.
+    pub importance_weight: Tensor<1>,
+}
+
+/// Computes the loss of method.md §2 (see the module docs).
+pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs) -> LossParts {
+    let tau = f64::from(c.temperature);
+    let logp_all = log_softmax(x.logits / tau, 2); // [B, T, V]
+    let ref_logp_all = log_softmax(x.ref_logits / tau, 2).detach(); // [B, T, V]
+
+    let logp_a = logp_all
+        .clone()
+        .gather(2, x.actions.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2); // [B, T]
+
+    let p_all = logp_all.clone().exp();
+    let kl_t = (p_all.clone() * (logp_all.clone() - ref_logp_all))
+        .sum_dim(2)
+        .squeeze_dim::<2>(2); // [B, T]
+    let entropy_t = (p_all * logp_all).sum_dim(2).squeeze_dim::<2>(2).neg(); // [B, T]
+
+    let returns = x.rewards.unsqueeze_dim::<2>(1); // [B, 1], broadcast over t
+    let advantage = (returns.clone() - x.values.clone()).detach(); // [B, T]
+    let weight = if c.importance_clip > 0.0 {
+        (logp_a.clone().detach() - x.behaviour_logprobs)
+            .exp()
+            .clamp_max(c.importance_clip)
+    } else {
+        logp_a.ones_like()
+    };
+    let pg_t = (weight.clone() * advantage * logp_a).neg(); // [B, T]
+    let value_t = (returns - x.values).powi_scalar(2); // [B, T]
+
+    let n = x.mask.clone().sum().clamp_min(1.0); // [1]
+    let mean = |t: Tensor<2>| (t * x.mask.clone()).sum() / n.clone();
+    let policy = mean(pg_t);
+    let kl = mean(kl_t);
+    let value = mean(value_t);
+    let entropy = mean(entropy_t);
+    let importance_weight = mean(weight).detach();
+
+    let total = policy.clone() * (1.0 - c.kl_coef)
+        + kl.clone() * c.kl_coef
+        + value.clone() * c.value_coef
+        - entropy.clone() * c.entropy_coef;
+    LossParts {
+        total,
+        policy,
+        kl,
+        value,
+        entropy,
+        importance_weight,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn scalar(t: Tensor<1>) -> f32 {
+        t.into_scalar::<f32>()
+    }
+
+    /// One step, two actions: π = softmax([0, 0]) = [½, ½], π0 = softmax([0, ln 3]) = [¼, ¾];
+    /// the actor took action 0 with μ(0) = ½ and got R = 1.
+    fn tiny(device: &Device, value: f32) -> (LossInputs, Tensor<3>) {
+        let logits = Tensor::<3>::from_data(TensorData::new(vec![0.0f32, 0.0], [1, 1, 2]), device).require_grad();
+        let x = LossInputs {
+            logits: logits.clone(),
+            ref_logits: Tensor::from_data(TensorData::new(vec![0.0f32, 3f32.ln()], [1, 1, 2]), device),
+            values: Tensor::from_data(TensorData::new(vec![value], [1, 1]), device),
+            actions: Tensor::from_data(TensorData::new(vec![0i64], [1, 1]), device),
+            behaviour_logprobs: Tensor::from_data(TensorData::new(vec![0.5f32.ln()], [1, 1]), device),
+            rewards: Tensor::from_data(TensorData::new(vec![1.0f32], [1]), device),
+            mask: Tensor::ones([1, 1], device),
+        };
+        (x, logits)
+    }
+
+    fn coefs(kl_coef: f32) -> LossCoefs {
+        LossCoefs {
+            kl_coef,
+            value_coef: 0.5,
+            entropy_coef: 0.0,
+            importance_clip: 1.0,
+            temperature: 1.0,
+        }
+    }
+
+    #[test]
+    fn hand_computed_parts_and_total() {
+        let device = Device::flex().autodiff();
+        let (x, _) = tiny(&device, 0.25);
+        let parts = reinforce_kl_loss(x, coefs(0.1));
+        // KL = ½ ln(½/¼) + ½ ln(½/¾) = ½ ln(4/3).
+        let kl = 0.5 * (4.0f32 / 3.0).ln();
+        assert!((scalar(parts.kl.clone()) - kl).abs() < 1e-6);
+        // Policy term: −(R − V) log π(a) = −0.75 · ln ½.
+        let pg = -0.75 * 0.5f32.ln();
+        assert!((scalar(parts.policy.clone()) - pg).abs() < 1e-6);
+        // Value term: (1 − 0.25)² = 0.5625.
+        assert!((scalar(parts.value.clone()) - 0.5625).abs() < 1e-6);
+        assert!((scalar(parts.entropy.clone()) - 2f32.ln()).abs() < 1e-6);
+        assert!((scalar(parts.importance_weight.clone()) - 1.0).abs() < 1e-6);
+        let total = 0.9 * pg + 0.1 * kl + 0.5 * 0.5625;
+        assert!((scalar(parts.total) - total).abs() < 1e-5);
+    }
+
+    #[test]
+    fn baseline_scales_the_policy_gradient() {
+        let device = Device::flex().autodiff();
+        // α = 0: the gradient w.r.t. the logits is −(R − V)(onehot(a) − π).
+        for (value, expected) in [(0.25f32, -0.375f32), (1.0, 0.0), (0.0, -0.5)] {
+            let (x, logits) = tiny(&device, value);
+            let mut c = coefs(0.0);
+            c.value_coef = 0.0;
+            let grads = reinforce_kl_loss(x, c).total.backward();
+            let g: Vec<f32> = logits.grad(&grads).expect("logits are tracked").into_data().to_vec().unwrap();
+            assert!((g[0] - expected).abs() < 1e-6, "V = {value}: {g:?}");
+            assert!((g[1] + expected).abs() < 1e-6, "V = {value}: {g:?}");
+        }
+    }
+
+    #[test]
+    fn exact_kl_gradient_pulls_toward_the_reference() {
+        let device = Device::flex().autodiff();
+        // α = 1: ∂KL/∂z_i = π_i (log(π_i/π0_i) − KL).
+        let (x, logits) = tiny(&device, 1.0);
+        let mut c = coefs(1.0);
+        c.value_coef = 0.0;
+        let grads = reinforce_kl_loss(x, c).total.backward();
+        let g: Vec<f32> = logits.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        let kl = 0.5 * (4.0f32 / 3.0).ln();
+        let g0 = 0.5 * (2f32.ln() - kl);
+        assert!((g[0] - g0).abs() < 1e-6 && (g[1] + g0).abs() < 1e-6, "{g:?}");
+    }
+
+    #[test]
+    fn importance_weight_is_truncated_and_mask_excludes_padding() {
+        let device = Device::flex().autodiff();
+        // μ(a) = ¼ < π(a) = ½: the ratio 2 is truncated at c̄ = 1; with c̄ = 3 it is 2.
+        for (clip, w) in [(1.0f32, 1.0f32), (3.0, 2.0)] {
+            let (mut x, _) = tiny(&device, 0.25);
+            x.behaviour_logprobs = Tensor::from_data(TensorData::new(vec![0.25f32.ln()], [1, 1]), &device);
+            let mut c = coefs(0.0);
+            c.importance_clip = clip;
+            let parts = reinforce_kl_loss(x, c);
+            assert!((scalar(parts.importance_weight) - w).abs() < 1e-6);
+            assert!((scalar(parts.policy) - w * -0.75 * 0.5f32.ln()).abs() < 1e-5);
+        }
+        // A padded second step with garbage contributes nothing.
+        let (x1, _) = tiny(&device, 0.25);
+        let pad = |t: Tensor<3>, fill: f32| Tensor::cat(vec![t.clone(), t.full_like(fill)], 1);
+        let x2 = LossInputs {
+            logits: pad(x1.logits.clone(), 5.0),
+            ref_logits: pad(x1.ref_logits.clone(), -3.0),
+            values: Tensor::cat(vec![x1.values.clone(), x1.values.full_like(9.0)], 1),
+            actions: Tensor::cat(vec![x1.actions.clone(), x1.actions.clone()], 1),
+            behaviour_logprobs: Tensor::cat(vec![x1.behaviour_logprobs.clone(), x1.behaviour_logprobs.full_like(-7.0)], 1),
+            rewards: x1.rewards.clone(),
+            mask: Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device),
+        };
+        let a = scalar(reinforce_kl_loss(x1, coefs(0.1)).total);
+        let b = scalar(reinforce_kl_loss(x2, coefs(0.1)).total);
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+}

@@ -1,0 +1,319 @@
+//! The learner process: the training loop on its own thread, the gRPC server on tokio.
+//!
+//! [`serve`] takes an already-bound listener and a shutdown future, so tests start it on
+//! `127.0.0.1:0`. It returns when training reaches `learner.steps` (after giving
+//! subscribers a moment to receive the final version) or when `shutdown` resolves.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use musicrl_common::Config;
+use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::wire::TokenLimits;
+use musicrl_common::Trajectory;
+use musicrl_proto::v1::learner_service_server::LearnerServiceServer;
+
+use crate::checkpoint::{self, Counters};
+use crate::error::{LearnerError, Result};
+use crate::service::{Learner, Progress, Shared};
+use crate::staleness::{Admission, StalenessRule};
+use crate::trainer::{StepStats, Trainer};
+
+/// What a learner run ended with.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LearnerOutcome {
+    pub steps: u64,
+    pub policy_version: u64,
+    pub trajectories_accepted: u64,
+    pub trajectories_rejected: u64,
+    pub trajectories_dropped_stale: u64,
+    pub max_policy_version_seen_by_actors: u64,
+    /// Mean reward of each step, in order (this run's steps only).
+    pub reward_means: Vec<f32>,
+    pub kl_last: f32,
+    /// Step at which this run started (non-zero after a resume).
+    pub resumed_from_step: u64,
+    pub completed: bool,
+}
+
+/// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<LearnerOutcome> {
+    config.validate().map_err(musicrl_common::Error::from)?;
+    let device = musicrl_common::device::training_device();
+
+    // Restore or initialise off the executor: loading and serialising take a while.
+    let (trainer, counters, blob) = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let dir = &config.learner.checkpoint_dir;
+            let (trainer, counters) = match checkpoint::resume(dir, &config, &device)? {
+                Some((t, c)) => {
+                    tracing::info!(step = t.step_count(), dir = %dir.display(), "resumed from checkpoint");
+                    (t, c)
+                }
+                None => {
+                    let t = Trainer::new(&config, &device)?;
+                    tracing::info!(dir = %dir.display(), "starting a new run at step 0");
+                    (t, Counters::default())
+                }
+            };
+            let blob = trainer.blob(config.sampling.temperature)?;
+            Ok((trainer, counters, blob))
+        })
+        .await
+        .map_err(|e| LearnerError::TrainingThread(e.to_string()))??
+    };
+
+    let start_step = trainer.step_count();
+    let (queue_tx, queue_rx) = mpsc::channel::<Trajectory>(config.learner.queue_capacity);
+    let (params_tx, params_rx) = watch::channel(Some(Arc::new(blob)));
+    let shared = Arc::new(Shared {
+        progress: std::sync::Mutex::new(Progress {
+            step: start_step,
+            target_steps: config.learner.steps,
+            policy_version: start_step,
+            trajectories_accepted: counters.trajectories_accepted,
+            trajectories_rejected: counters.trajectories_rejected,
+            trajectories_dropped_stale: counters.trajectories_dropped_stale,
+            max_policy_version_seen: counters.max_policy_version_seen,
+            ..Progress::default()
+        }),
+        params: params_rx,
+        queue: queue_tx,
+        limits: TokenLimits::of(&config.policy),
+        max_push: config.learner.max_push,
+        chunk_bytes: config.learner.chunk_bytes,
+        subscribers: AtomicUsize::new(0),
+    });
+    metrics::gauge!("musicrl_learner_policy_version").set(start_step as f64);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let train_thread = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let config = config.clone();
+        let handle = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("musicrl-train".into())
+            .spawn(move || {
+                let outcome = train_loop(trainer, queue_rx, params_tx, &shared, &stop, &config, &handle);
+                let _ = done_tx.send(());
+                outcome
+            })?
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<LearnerServiceServer<Learner>>().await;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, steps = config.learner.steps, "learner serving");
+
+    let server_shared = shared.clone();
+    let stop_for_shutdown = stop.clone();
+    let server_shutdown = async move {
+        tokio::select! {
+            () = shutdown => { stop_for_shutdown.store(true, Ordering::Relaxed); }
+            _ = done_rx => {
+                // Let subscribers receive the final version, briefly.
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while server_shared.subscribers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            LearnerServiceServer::new(Learner::new(shared.clone()))
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .send_compressed(tonic::codec::CompressionEncoding::Zstd),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown)
+        .await?;
+    stop.store(true, Ordering::Relaxed);
+    let joined = tokio::task::spawn_blocking(move || train_thread.join())
+        .await
+        .map_err(|e| LearnerError::TrainingThread(e.to_string()))?;
+    let mut outcome = joined.map_err(|_| LearnerError::TrainingThread("the training thread panicked".into()))??;
+    let p = shared.progress().clone();
+    outcome.trajectories_accepted = p.trajectories_accepted;
+    outcome.trajectories_rejected = p.trajectories_rejected;
+    outcome.max_policy_version_seen_by_actors = p.max_policy_version_seen;
+    outcome.resumed_from_step = start_step;
+    Ok(outcome)
+}
+
+fn train_loop(
+    mut trainer: Trainer,
+    mut queue: mpsc::Receiver<Trajectory>,
+    params: watch::Sender<Option<Arc<ParameterBlob>>>,
+    shared: &Shared,
+    stop: &AtomicBool,
+    config: &Config,
+    handle: &tokio::runtime::Handle,
+) -> Result<LearnerOutcome> {
+    let l = &config.learner;
+    let rule = StalenessRule {
+        max_policy_lag: l.max_policy_lag,
+    };
+    let mut history = open_history(&l.history_path)?;
+    let mut outcome = LearnerOutcome::default();
+    let mut last_saved = trainer.step_count();
+    let finished = |step: u64| l.steps > 0 && step >= l.steps;
+
+    while !stop.load(Ordering::Relaxed) && !finished(trainer.step_count()) {
+        // Gather a batch, applying the staleness rule against the version being updated.
+        let wait_started = Instant::now();
+        let mut batch = Vec::with_capacity(l.batch_size);
+        while batch.len() < l.batch_size && !stop.load(Ordering::Relaxed) {
+            let next = handle.block_on(async { tokio::time::timeout(Duration::from_millis(100), queue.recv()).await });
+            let t = match next {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(_elapsed) => continue,
+            };
+            match rule.admit(t.policy_version, trainer.version()) {
+                Admission::Admit { .. } => batch.push(t),
+                Admission::Stale { lag } => {
+                    tracing::debug!(lag, "dropped a stale trajectory");
+                    metrics::counter!("musicrl_learner_trajectories_dropped_total", "reason" => "stale").increment(1);
+                    shared.progress().trajectories_dropped_stale += 1;
+                }
+                Admission::Future => {
+                    metrics::counter!("musicrl_learner_trajectories_dropped_total", "reason" => "future_version").increment(1);
+                }
+            }
+        }
+        if batch.len() < l.batch_size {
+            break; // stopping
+        }
+        metrics::gauge!("musicrl_learner_queue_depth").set((queue.max_capacity() - queue.capacity()) as f64);
+        metrics::histogram!("musicrl_learner_batch_wait_seconds").record(wait_started.elapsed().as_secs_f64());
+
+        let step_started = Instant::now();
+        let stats = {
+            let _span = tracing::info_span!("train_step", step = trainer.step_count() + 1).entered();
+            trainer.train_step(&batch)
+        };
+        metrics::histogram!("musicrl_learner_step_seconds").record(step_started.elapsed().as_secs_f64());
+        if !stats.loss.is_finite() {
+            return Err(LearnerError::TrainingThread(format!(
+                "the loss became non-finite at step {} ({stats:?}); lower learner.learning_rate",
+                stats.step
+            )));
+        }
+
+        let done = finished(trainer.step_count());
+        let broadcast_started = Instant::now();
+        let mut blob = trainer.blob(config.sampling.temperature)?;
+        blob.training_complete = done;
+        let blob_bytes = blob.bytes.len();
+        params.send_replace(Some(Arc::new(blob)));
+        metrics::histogram!("musicrl_learner_broadcast_seconds").record(broadcast_started.elapsed().as_secs_f64());
+        metrics::gauge!("musicrl_learner_broadcast_bytes").set(blob_bytes as f64);
+
+        record_step_metrics(&stats);
+        outcome.reward_means.push(stats.reward_mean);
+        outcome.kl_last = stats.kl;
+        if let Some(f) = history.as_mut() {
+            let line = serde_json::to_string(&stats).expect("StepStats serialises");
+            writeln!(f, "{line}").map_err(LearnerError::Io)?;
+        }
+        {
+            let mut p = shared.progress();
+            p.step = stats.step;
+            p.policy_version = trainer.version().0;
+            p.reward_mean_last = f64::from(stats.reward_mean);
+            p.kl_last = f64::from(stats.kl);
+            p.training_complete = done;
+        }
+        tracing::info!(
+            step = stats.step,
+            reward = stats.reward_mean,
+            kl = stats.kl,
+            loss = stats.loss,
+            entropy = stats.entropy,
+            lag = stats.policy_lag_mean,
+            "train step"
+        );
+        if l.checkpoint_every > 0 && stats.step % l.checkpoint_every == 0 {
+            save_checkpoint(&trainer, shared, config)?;
+            last_saved = stats.step;
+        }
+    }
+    // Stop accepting: pushes now answer `training_complete`.
+    queue.close();
+    if trainer.step_count() != last_saved {
+        save_checkpoint(&trainer, shared, config)?;
+    }
+    if !finished(trainer.step_count()) {
+        // Stopped early: tell subscribers no newer version is coming.
+        let mut blob = trainer.blob(config.sampling.temperature)?;
+        blob.training_complete = true;
+        params.send_replace(Some(Arc::new(blob)));
+    }
+    let p = shared.progress().clone();
+    outcome.steps = trainer.step_count();
+    outcome.policy_version = trainer.version().0;
+    outcome.trajectories_dropped_stale = p.trajectories_dropped_stale;
+    outcome.completed = finished(trainer.step_count());
+    shared.progress().training_complete = true;
+    Ok(outcome)
+}
+
+fn save_checkpoint(trainer: &Trainer, shared: &Shared, config: &Config) -> Result<()> {
+    let p = shared.progress().clone();
+    let counters = Counters {
+        trajectories_accepted: p.trajectories_accepted,
+        trajectories_rejected: p.trajectories_rejected,
+        trajectories_dropped_stale: p.trajectories_dropped_stale,
+        max_policy_version_seen: p.max_policy_version_seen,
+    };
+    let started = Instant::now();
+    let folder = checkpoint::save(&config.learner.checkpoint_dir, trainer, counters, config)?;
+    metrics::histogram!("musicrl_learner_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(step = trainer.step_count(), path = %folder.display(), "checkpoint saved");
+    Ok(())
+}
+
+fn open_history(path: &Path) -> Result<Option<std::fs::File>> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
+}
+
+fn record_step_metrics(s: &StepStats) {
+    metrics::counter!("musicrl_learner_steps_total").increment(1);
+    metrics::counter!("musicrl_learner_tokens_total").increment(s.batch_tokens as u64);
+    metrics::counter!("musicrl_learner_trajectories_trained_total").increment(s.batch_size as u64);
+    metrics::gauge!("musicrl_learner_policy_version").set(s.step as f64);
+    for (part, v) in [
+        ("total", s.loss),
+        ("policy", s.policy_loss),
+        ("value", s.value_loss),
+    ] {
+        metrics::gauge!("musicrl_learner_loss", "part" => part).set(f64::from(v));
+    }
+    metrics::gauge!("musicrl_learner_kl").set(f64::from(s.kl));
+    metrics::gauge!("musicrl_learner_entropy").set(f64::from(s.entropy));
+    metrics::gauge!("musicrl_learner_reward_mean").set(f64::from(s.reward_mean));
+    for (name, v) in &s.component_means {
+        metrics::gauge!("musicrl_learner_reward_component_mean", "component" => name.clone()).set(f64::from(*v));
+    }
+    metrics::gauge!("musicrl_learner_grad_norm").set(f64::from(s.grad_norm));
+    metrics::gauge!("musicrl_learner_importance_weight_mean").set(f64::from(s.importance_weight));
+    metrics::gauge!("musicrl_learner_policy_lag_mean").set(f64::from(s.policy_lag_mean));
+}

@@ -1,0 +1,215 @@
+//! The learner's gRPC service: trajectory push in, parameter broadcast out, status.
+//!
+//! Handlers convert wire → domain (validating through `musicrl_common::wire`), hand the
+//! result to the training loop over a bounded queue (back-pressure reaches the actors),
+//! and never block the executor.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::wire::{self, Rejection, TokenLimits};
+use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_proto::v1 as pb;
+use musicrl_proto::v1::learner_service_server::LearnerService;
+
+/// Training progress, shared with the Status RPC.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub step: u64,
+    pub target_steps: u64,
+    pub policy_version: u64,
+    pub trajectories_accepted: u64,
+    pub trajectories_rejected: u64,
+    pub trajectories_dropped_stale: u64,
+    pub reward_mean_last: f64,
+    pub kl_last: f64,
+    pub max_policy_version_seen: u64,
+    pub training_complete: bool,
+}
+
+/// State shared by the handlers and the training loop.
+#[derive(Debug)]
+pub struct Shared {
+    pub progress: Mutex<Progress>,
+    pub params: watch::Receiver<Option<Arc<ParameterBlob>>>,
+    pub queue: mpsc::Sender<Trajectory>,
+    pub limits: TokenLimits,
+    pub max_push: usize,
+    pub chunk_bytes: usize,
+    pub subscribers: AtomicUsize,
+}
+
+impl Shared {
+    /// The progress, even if a panicking thread poisoned the lock (it only holds counters).
+    pub fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current_version(&self) -> PolicyVersion {
+        PolicyVersion(self.progress().policy_version)
+    }
+}
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct Learner {
+    shared: Arc<Shared>,
+}
+
+impl Learner {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ParameterChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LearnerService for Learner {
+    #[tracing::instrument(skip_all, name = "push_trajectories")]
+    async fn push_trajectories(
+        &self,
+        request: Request<Streaming<pb::Trajectory>>,
+    ) -> Result<Response<pb::PushSummary>, Status> {
+        let mut inbound = request.into_inner();
+        let mut accepted = 0u64;
+        let mut seen = 0usize;
+        let mut rejections: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut reject = |r: Rejection| {
+            tracing::warn!(reason = r.reason, detail = %r.detail, "rejected a trajectory");
+            metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => r.reason).increment(1);
+            *rejections.entry(r.reason).or_default() += 1;
+        };
+        while let Some(item) = inbound.next().await {
+            let t = item?;
+            seen += 1;
+            if seen > self.shared.max_push {
+                reject(Rejection::new("push_too_large", format!("more than {} trajectories in one push", self.shared.max_push)));
+                continue;
+            }
+            let t = match wire::trajectory_from_wire(t, &self.shared.limits) {
+                Ok(t) => t,
+                Err(r) => {
+                    reject(r);
+                    continue;
+                }
+            };
+            let current = self.shared.current_version();
+            if t.policy_version > current {
+                reject(Rejection::new(
+                    "future_version",
+                    format!("sampled by {} but the learner is at {current}", t.policy_version),
+                ));
+                continue;
+            }
+            let version = t.policy_version.0;
+            if self.shared.queue.send(t).await.is_err() {
+                reject(Rejection::new("training_complete", "the learner no longer trains".into()));
+                continue;
+            }
+            accepted += 1;
+            metrics::counter!("musicrl_learner_trajectories_accepted_total").increment(1);
+            let mut p = self.shared.progress();
+            p.trajectories_accepted += 1;
+            p.max_policy_version_seen = p.max_policy_version_seen.max(version);
+        }
+        if seen == 0 {
+            return Err(Status::invalid_argument("empty push: at least one trajectory is needed"));
+        }
+        let rejected: u64 = rejections.values().sum();
+        let learner_version = {
+            let mut p = self.shared.progress();
+            p.trajectories_rejected += rejected;
+            p.policy_version
+        };
+        metrics::gauge!("musicrl_learner_queue_depth")
+            .set((self.shared.queue.max_capacity() - self.shared.queue.capacity()) as f64);
+        Ok(Response::new(pb::PushSummary {
+            accepted,
+            rejected,
+            rejections: rejections
+                .into_iter()
+                .map(|(reason, count)| pb::RejectionCount {
+                    reason: reason.to_string(),
+                    count,
+                })
+                .collect(),
+            learner_version,
+        }))
+    }
+
+    type SubscribeParametersStream = ChunkStream;
+
+    #[tracing::instrument(skip_all, name = "subscribe_parameters")]
+    async fn subscribe_parameters(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeParametersStream>, Status> {
+        let actor = request.into_inner().actor_id;
+        if actor.len() > wire::MAX_NAME_BYTES {
+            return Err(Status::invalid_argument("actor id longer than 256 bytes"));
+        }
+        let mut params = self.shared.params.clone();
+        let chunk_bytes = self.shared.chunk_bytes;
+        let shared = self.shared.clone();
+        // Small buffer: a slow subscriber holds back only itself, and always gets the newest
+        // version next (intermediate ones are skipped).
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let n = shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::gauge!("musicrl_learner_subscribers").set(n as f64);
+            tracing::info!(actor = %actor, "parameter subscriber connected");
+            loop {
+                let blob = params.borrow_and_update().clone();
+                if let Some(blob) = blob {
+                    let started = Instant::now();
+                    for chunk in wire::blob_to_chunks(&blob, chunk_bytes) {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            break;
+                        }
+                    }
+                    metrics::histogram!("musicrl_learner_broadcast_send_seconds").record(started.elapsed().as_secs_f64());
+                    if blob.training_complete || tx.is_closed() {
+                        break;
+                    }
+                }
+                tokio::select! {
+                    changed = params.changed() => if changed.is_err() { break },
+                    () = tx.closed() => break,
+                }
+            }
+            let n = shared.subscribers.fetch_sub(1, Ordering::Relaxed) - 1;
+            metrics::gauge!("musicrl_learner_subscribers").set(n as f64);
+            tracing::info!(actor = %actor, "parameter subscriber left");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as ChunkStream))
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let queue_depth = (self.shared.queue.max_capacity() - self.shared.queue.capacity()) as u64;
+        let p = self.shared.progress().clone();
+        Ok(Response::new(pb::StatusResponse {
+            step: p.step,
+            target_steps: p.target_steps,
+            policy_version: p.policy_version,
+            trajectories_accepted: p.trajectories_accepted,
+            trajectories_rejected: p.trajectories_rejected,
+            trajectories_dropped_stale: p.trajectories_dropped_stale,
+            reward_mean_last: p.reward_mean_last,
+            kl_last: p.kl_last,
+            max_policy_version_seen: p.max_policy_version_seen,
+            training_complete: p.training_complete,
+            queue_depth,
+        }))
+    }
+}

@@ -1,0 +1,145 @@
+//! Combining components: reward = Σ_i weight_i · (score_i − shift_i) · scale_i.
+
+use futures::future::try_join_all;
+
+use musicrl_common::config::RewardConfig;
+use musicrl_common::types::{ComponentInfo, SampleScore};
+use musicrl_common::wire::ScoreInput;
+
+use crate::error::{Result, RewardError};
+use crate::scorer::{self, Scorer};
+
+/// One configured component.
+pub struct Component {
+    pub scorer: Box<dyn Scorer>,
+    pub weight: f32,
+    pub shift: f32,
+    pub scale: f32,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("name", &self.scorer.name())
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+/// The configured set of components.
+#[derive(Debug)]
+pub struct RewardModel {
+    components: Vec<Component>,
+}
+
+impl RewardModel {
+    pub fn new(components: Vec<Component>) -> Self {
+        Self { components }
+    }
+
+    /// Builds every component the config lists.
+    pub fn from_config(config: &RewardConfig) -> Result<Self> {
+        let components = config
+            .components
+            .iter()
+            .map(|c| {
+                Ok(Component {
+                    scorer: scorer::build(c)?,
+                    weight: c.weight,
+                    shift: c.shift,
+                    scale: c.scale,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::new(components))
+    }
+
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        self.components
+            .iter()
+            .map(|c| ComponentInfo {
+                name: c.scorer.name().to_string(),
+                version: c.scorer.version(),
+                weight: c.weight,
+            })
+            .collect()
+    }
+
+    /// Identifies the whole configuration: every component's name, version and weight.
+    pub fn scorer_version(&self) -> String {
+        self.components
+            .iter()
+            .map(|c| format!("{}@{}*{}", c.scorer.name(), c.scorer.version(), c.weight))
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// Scores a batch with every component (concurrently) and combines them.
+    pub async fn score(&self, batch: &[ScoreInput]) -> Result<Vec<SampleScore>> {
+        let per_component = try_join_all(self.components.iter().map(|c| async move {
+            let started = std::time::Instant::now();
+            let scores = c.scorer.score(batch).await?;
+            metrics::histogram!("musicrl_reward_component_seconds", "component" => c.scorer.name().to_string())
+                .record(started.elapsed().as_secs_f64());
+            if scores.len() != batch.len() {
+                return Err(RewardError::Scorer {
+                    name: c.scorer.name().to_string(),
+                    message: format!("{} scores for {} samples", scores.len(), batch.len()),
+                });
+            }
+            if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+                return Err(RewardError::Scorer {
+                    name: c.scorer.name().to_string(),
+                    message: format!("non-finite score {} for sample {i}", scores[i]),
+                });
+            }
+            Ok(scores)
+        }))
+        .await?;
+        Ok((0..batch.len())
+            .map(|i| {
+                let components: Vec<f32> = per_component.iter().map(|s| s[i]).collect();
+                let reward = self
+                    .components
+                    .iter()
+                    .zip(&components)
+                    .map(|(c, s)| c.weight * (s - c.shift) * c.scale)
+                    .sum();
+                SampleScore { reward, components }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scorer::TokenFraction;
+
+    #[tokio::test]
+    async fn combination_is_the_weighted_normalised_sum() {
+        let model = RewardModel::new(vec![
+            Component {
+                scorer: Box::new(TokenFraction::new("low", 2)),
+                weight: 2.0,
+                shift: 0.5,
+                scale: 1.0,
+            },
+            Component {
+                scorer: Box::new(TokenFraction::new("any", 100)),
+                weight: 0.5,
+                shift: 0.0,
+                scale: 4.0,
+            },
+        ]);
+        let batch = vec![ScoreInput {
+            caption: "c".into(),
+            tokens: vec![0, 1, 5, 7],
+        }];
+        let out = model.score(&batch).await.unwrap();
+        assert_eq!(out[0].components, vec![0.5, 1.0]);
+        // 2·(0.5 − 0.5)·1 + 0.5·(1 − 0)·4 = 2.
+        assert!((out[0].reward - 2.0).abs() < 1e-6);
+        assert!(model.scorer_version().contains("low@token-fraction-1"));
+    }
+}

@@ -1,0 +1,28 @@
+//! Errors of the reward server.
+
+/// Everything that can go wrong while building or running scorers.
+#[derive(Debug, thiserror::Error)]
+pub enum RewardError {
+    #[error(transparent)]
+    Common(#[from] musicrl_common::Error),
+    #[error("unknown scorer kind {0:?} (known: token-fraction)")]
+    UnknownScorer(String),
+    #[error("scorer {name} failed: {message}")]
+    Scorer { name: String, message: String },
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<RewardError> for tonic::Status {
+    fn from(e: RewardError) -> Self {
+        match e {
+            RewardError::Common(c) => c.into(),
+            other => tonic::Status::internal(other.to_string()),
+        }
+    }
+}
+
+/// Result with [`RewardError`].
+pub type Result<T, E = RewardError> = std::result::Result<T, E>;

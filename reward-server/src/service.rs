@@ -1,0 +1,101 @@
+//! The reward service: validate → score → combine → answer, with latency and batch-size
+//! metrics. A bad request gets `INVALID_ARGUMENT` and the server keeps serving.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use musicrl_common::Config;
+use musicrl_common::wire::{self, TokenLimits};
+use musicrl_proto::v1 as pb;
+use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServer};
+
+use crate::combine::RewardModel;
+use crate::error::Result;
+
+/// The tonic service over a [`RewardModel`].
+#[derive(Debug, Clone)]
+pub struct Rewards {
+    model: Arc<RewardModel>,
+    limits: TokenLimits,
+    max_batch: usize,
+}
+
+impl Rewards {
+    pub fn new(model: Arc<RewardModel>, limits: TokenLimits, max_batch: usize) -> Self {
+        Self { model, limits, max_batch }
+    }
+
+    async fn score_inner(&self, request: pb::ScoreRequest) -> Result<pb::ScoreResponse, Status> {
+        let batch = wire::score_request_from_wire(request, &self.limits, self.max_batch)?;
+        metrics::histogram!("musicrl_reward_batch_size").record(batch.len() as f64);
+        let scores = self.model.score(&batch).await?;
+        Ok(pb::ScoreResponse {
+            scores: scores
+                .into_iter()
+                .map(|s| pb::SampleScore {
+                    reward: s.reward,
+                    components: s.components,
+                })
+                .collect(),
+            components: wire::components_to_wire(&self.model.components()),
+            scorer_version: self.model.scorer_version(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl RewardService for Rewards {
+    #[tracing::instrument(skip_all, name = "score", fields(samples = request.get_ref().samples.len()))]
+    async fn score(&self, request: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
+        let started = Instant::now();
+        let result = self.score_inner(request.into_inner()).await;
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(s) if s.code() == tonic::Code::InvalidArgument => "invalid_argument",
+            Err(_) => "error",
+        };
+        metrics::counter!("musicrl_reward_requests_total", "code" => code).increment(1);
+        metrics::histogram!("musicrl_reward_request_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(s) = &result {
+            tracing::warn!(code = ?s.code(), message = s.message(), "score request failed");
+        }
+        result.map(Response::new)
+    }
+
+    async fn info(&self, _request: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+        Ok(Response::new(pb::InfoResponse {
+            components: wire::components_to_wire(&self.model.components()),
+            scorer_version: self.model.scorer_version(),
+            vocab_size: self.limits.vocab_size,
+            max_tokens: self.limits.max_tokens as u32,
+            max_batch: self.max_batch as u32,
+        }))
+    }
+}
+
+/// Serves the reward service and gRPC health on `listener` until `shutdown` resolves.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    config.validate().map_err(musicrl_common::Error::from)?;
+    let model = Arc::new(RewardModel::from_config(&config.reward)?);
+    let service = Rewards::new(model.clone(), TokenLimits::of(&config.policy), config.reward.max_batch);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RewardServiceServer<Rewards>>().await;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, scorer = %model.scorer_version(), "reward server serving");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            RewardServiceServer::new(service)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .send_compressed(tonic::codec::CompressionEncoding::Zstd),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    tracing::info!("reward server stopped");
+    Ok(())
+}
