@@ -183,7 +183,7 @@ mod tests {
             let mut c = coefs(0.0);
             c.value_coef = 0.0;
             let grads = reinforce_kl_loss(x, c).total.backward();
-            let g: Vec<f32> = logits.grad(&grads).expect("logits are tracked").into_data().to_vec().unwrap();
+            let g: Vec<f32> = logits.grad(&grads).expect("logits are tracked").into_data().try_to_vec().unwrap();
             assert!((g[0] - expected).abs() < 1e-6, "V = {value}: {g:?}");
             assert!((g[1] + expected).abs() < 1e-6, "V = {value}: {g:?}");
         }
@@ -197,7 +197,7 @@ mod tests {
         let mut c = coefs(1.0);
         c.value_coef = 0.0;
         let grads = reinforce_kl_loss(x, c).total.backward();
-        let g: Vec<f32> = logits.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        let g: Vec<f32> = logits.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
         let kl = 0.5 * (4.0f32 / 3.0).ln();
         let g0 = 0.5 * (2f32.ln() - kl);
         assert!((g[0] - g0).abs() < 1e-6 && (g[1] + g0).abs() < 1e-6, "{g:?}");

@@ -260,3 +260,106 @@ impl Policy {
         out.logits.narrow(1, len - 1, 1).reshape([batch, vocab])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{caption_batch, to_vec_f32, token_tensor};
+
+    fn tiny() -> PolicyConfig {
+        PolicyConfig {
+            vocab_size: 11,
+            max_tokens: 9,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            d_ff: 32,
+            caption_buckets: 64,
+            max_caption_words: 8,
+        }
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn cached_and_uncached_decoding_give_the_same_logits() {
+        let config = tiny();
+        let device = Device::flex();
+        device.seed(7);
+        let policy = Policy::new(&config, &device);
+        let captions = caption_batch(&["a fast reel", "a slow air in e minor, flute"], &config, &device);
+        let seq: [[u32; 6]; 2] = [[3, 1, 4, 1, 5, 9], [2, 7, 1, 8, 2, 8]];
+
+        let mut cache = KvCache::new(policy.n_layers());
+        let (mut cached, _) = policy.start(&captions, &mut cache);
+        for t in 0..=seq[0].len() {
+            let prefix: Vec<u32> = seq.iter().flat_map(|s| s[..t].iter().copied()).collect();
+            let uncached = policy.next_logits_uncached(&captions, token_tensor(&prefix, 2, t, &device));
+            let (a, b) = (to_vec_f32(cached.clone()), to_vec_f32(uncached));
+            assert!(max_abs_diff(&a, &b) < 1e-4, "step {t}: cached and uncached logits differ");
+            if t < seq[0].len() {
+                let next = Tensor::<1, Int>::from_data(
+                    burn::tensor::TensorData::new(vec![i64::from(seq[0][t]), i64::from(seq[1][t])], [2]),
+                    &device,
+                );
+                cached = policy.step(next, &mut cache).0;
+            }
+        }
+        assert_eq!(cache.len(), seq[0].len() + 1);
+    }
+
+    #[test]
+    fn full_forward_rows_match_incremental_values_and_logits() {
+        let config = tiny();
+        let device = Device::flex();
+        device.seed(3);
+        let policy = Policy::new(&config, &device);
+        let captions = caption_batch(&["jig"], &config, &device);
+        let tokens = [4u32, 0, 10];
+        let full = policy.forward(&captions, token_tensor(&tokens, 1, 3, &device));
+        let logits = to_vec_f32(full.logits);
+        let values = to_vec_f32(full.values);
+        let mut cache = KvCache::new(policy.n_layers());
+        let (l0, v0) = policy.start(&captions, &mut cache);
+        assert!(max_abs_diff(&to_vec_f32(l0), &logits[..11]) < 1e-4);
+        assert!((to_vec_f32(v0)[0] - values[0]).abs() < 1e-4);
+        let prev = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![4i64], [1]), &device);
+        let (l1, v1) = policy.step(prev, &mut cache);
+        assert!(max_abs_diff(&to_vec_f32(l1), &logits[11..22]) < 1e-4);
+        assert!((to_vec_f32(v1)[0] - values[1]).abs() < 1e-4);
+    }
+
+    #[test]
+    fn captions_change_the_distribution() {
+        let config = tiny();
+        let device = Device::flex();
+        device.seed(1);
+        let policy = Policy::new(&config, &device);
+        let captions = caption_batch(&["reel", "waltz in three"], &config, &device);
+        let empty = Tensor::<2, Int>::zeros([2, 0], &device);
+        let rows = to_vec_f32(policy.next_logits_uncached(&captions, empty));
+        assert!(max_abs_diff(&rows[..11], &rows[11..]) > 1e-3);
+    }
+
+    #[test]
+    fn parameters_round_trip_through_bytes() {
+        let config = tiny();
+        let device = Device::flex();
+        device.seed(5);
+        let policy = Policy::new(&config, &device);
+        let bytes = crate::policy::params::encode_policy(&policy).unwrap();
+        let restored = crate::policy::params::decode_policy(&config, &bytes, &device).unwrap();
+        let captions = caption_batch(&["air"], &config, &device);
+        let t = token_tensor(&[1, 2, 3], 1, 3, &device);
+        let a = to_vec_f32(policy.forward(&captions, t.clone()).logits);
+        let b = to_vec_f32(restored.forward(&captions, t).logits);
+        assert_eq!(a, b);
+        let mut other = config.clone();
+        other.d_model = 32;
+        assert!(crate::policy::params::decode_policy(&other, &bytes, &device).is_err());
+        assert!(crate::policy::params::decode_policy(&config, &bytes[..bytes.len() / 2], &device).is_err());
+    }
+}
