@@ -76,7 +76,11 @@ fn backoff(config: &Config) -> ExponentialBuilder {
 }
 
 /// Runs one actor until the learner announces the end of training or `shutdown` resolves.
-pub async fn run(config: Config, actor_id: String, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<ActorOutcome> {
+pub async fn run(
+    config: Config,
+    actor_id: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ActorOutcome> {
     config.validate().map_err(musicrl_common::Error::from)?;
     let prompts = load_prompts(&config.actor.prompts)?;
     let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner)?);
@@ -85,7 +89,12 @@ pub async fn run(config: Config, actor_id: String, shutdown: impl Future<Output 
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
 
     let (params_tx, mut params_rx) = watch::channel::<Option<Arc<ParameterBlob>>>(None);
-    let subscriber = tokio::spawn(params::follow(learner.clone(), actor_id.clone(), params_tx, backoff(&config)));
+    let subscriber = tokio::spawn(params::follow(
+        learner.clone(),
+        actor_id.clone(),
+        params_tx,
+        backoff(&config),
+    ));
 
     let mut shutdown = std::pin::pin!(shutdown);
     let seed = config.actor.seed ^ fnv(&actor_id);
@@ -114,7 +123,9 @@ pub async fn run(config: Config, actor_id: String, shutdown: impl Future<Output 
         }
 
         // Sample off the executor.
-        let mut w = worker.take().expect("the worker is returned after every round");
+        let mut w = worker
+            .take()
+            .expect("the worker is returned after every round");
         let captions: Vec<String> = (0..config.actor.batch_size)
             .map(|_| prompts[w.prompt_rng.random_range(0..prompts.len())].clone())
             .collect();
@@ -127,7 +138,13 @@ pub async fn run(config: Config, actor_id: String, shutdown: impl Future<Output 
                 let started = Instant::now();
                 let device = musicrl_common::device::inference_device();
                 let (_, policy) = w.policy.as_ref().expect("ensure_policy loaded a policy");
-                let sampled = w.sampler.sample(policy, &policy_config, &captions, policy_config.max_tokens, &device);
+                let sampled = w.sampler.sample(
+                    policy,
+                    &policy_config,
+                    &captions,
+                    policy_config.max_tokens,
+                    &device,
+                );
                 (w, loaded, sampled, started.elapsed())
             })
         };
@@ -173,7 +190,11 @@ pub async fn run(config: Config, actor_id: String, shutdown: impl Future<Output 
                 tokens,
                 behaviour_logprobs: logprobs,
                 reward: s.reward,
-                components: components.iter().map(|c| c.clone()).zip(s.components).collect(),
+                components: components
+                    .iter()
+                    .map(|c| c.clone())
+                    .zip(s.components)
+                    .collect(),
                 scorer_version: scorer_version.clone(),
             })
             .collect();
@@ -186,11 +207,22 @@ pub async fn run(config: Config, actor_id: String, shutdown: impl Future<Output 
         outcome.samples_pushed += pushed.accepted;
         outcome.samples_rejected += pushed.rejected;
         outcome.max_policy_version_used = outcome.max_policy_version_used.max(blob.version.0);
-        let lag = PolicyVersion(pushed.learner_version).0.saturating_sub(blob.version.0);
+        let lag = PolicyVersion(pushed.learner_version)
+            .0
+            .saturating_sub(blob.version.0);
         metrics::gauge!("musicrl_actor_policy_lag").set(lag as f64);
         if pushed.rejected > 0 {
-            metrics::counter!("musicrl_actor_trajectories_rejected_total").increment(pushed.rejected);
-            tracing::warn!(actor = %actor_id, rejections = ?pushed.rejections, "the learner rejected trajectories");
+            metrics::counter!("musicrl_actor_trajectories_rejected_total")
+                .increment(pushed.rejected);
+            if pushed
+                .rejections
+                .iter()
+                .all(|r| r.reason == "training_complete")
+            {
+                tracing::info!(actor = %actor_id, "the learner has finished training");
+            } else {
+                tracing::warn!(actor = %actor_id, rejections = ?pushed.rejections, "the learner rejected trajectories");
+            }
         }
     }
     subscriber.abort();
@@ -208,7 +240,11 @@ struct Worker {
 impl Worker {
     /// Loads `blob` unless it is the version already loaded; returns how long loading took.
     fn ensure_policy(&mut self, blob: &ParameterBlob) -> musicrl_common::Result<Option<Duration>> {
-        if self.policy.as_ref().is_some_and(|(v, _)| *v == blob.version) {
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|(v, _)| *v == blob.version)
+        {
             return Ok(None);
         }
         let started = Instant::now();
@@ -230,7 +266,8 @@ async fn score(
         request.set_timeout(timeout);
         let started = Instant::now();
         let response = client.score(request).await?;
-        metrics::histogram!("musicrl_actor_reward_call_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("musicrl_actor_reward_call_seconds")
+            .record(started.elapsed().as_secs_f64());
         wire::score_response_from_wire(response.into_inner(), inputs.len())
             .map_err(|e| tonic::Status::internal(e.to_string()))
     };
@@ -242,7 +279,11 @@ async fn score(
         })
         .await
         .expect("retries without a limit only return on success");
-    (scores, components.into_iter().map(|c| c.name).collect(), version)
+    (
+        scores,
+        components.into_iter().map(|c| c.name).collect(),
+        version,
+    )
 }
 
 async fn push(
@@ -254,7 +295,10 @@ async fn push(
         let mut client = client.clone();
         let started = Instant::now();
         let items: Vec<_> = trajectories.iter().map(wire::trajectory_to_wire).collect();
-        let summary = client.push_trajectories(tokio_stream::iter(items)).await?.into_inner();
+        let summary = client
+            .push_trajectories(tokio_stream::iter(items))
+            .await?
+            .into_inner();
         metrics::histogram!("musicrl_actor_push_seconds").record(started.elapsed().as_secs_f64());
         Ok::<_, tonic::Status>(summary)
     };
@@ -275,5 +319,7 @@ async fn push(
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }

@@ -68,7 +68,8 @@ async fn subscribe_once(
             Ok(None) => {}
             Ok(Some(blob)) => {
                 if let Some(t) = first_chunk_at.take() {
-                    metrics::histogram!("musicrl_actor_param_receive_seconds").record(t.elapsed().as_secs_f64());
+                    metrics::histogram!("musicrl_actor_param_receive_seconds")
+                        .record(t.elapsed().as_secs_f64());
                 }
                 tracing::debug!(version = %blob.version, bytes = blob.bytes.len(), "received parameters");
                 let complete = blob.training_complete;

@@ -1,1 +1,55 @@
-//! placeholder
+//! The `musicrl` command: one binary for every role, so one container image serves them all.
+//!
+//! This crate only parses flags, applies them over the configuration file, and hands off to
+//! the library crates (`musicrl-learner`, `musicrl-actor`, `musicrl-reward`); `local`
+//! supervises the three as child processes.
+
+pub mod args;
+pub mod bench;
+pub mod local;
+pub mod process;
+pub mod roles;
+
+use args::{Cli, Command};
+use musicrl_common::Config;
+
+/// Loads the configuration named by `--config` (or the embedded default).
+pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(cli.config.as_deref())?)
+}
+
+/// Runs the parsed command to completion.
+pub fn main_with(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Local(args) => {
+            let summary = runtime.block_on(local::run(config, args))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            eprintln!(
+                "done: {} steps in {:.1} s; reward {:.3} -> {:.3} (first/last 10% of steps); summary in {}",
+                summary.steps,
+                summary.wall_seconds,
+                summary.reward_mean_first,
+                summary.reward_mean_last,
+                summary.out.join("summary.json").display()
+            );
+            Ok(())
+        }
+        Command::Learner(args) => runtime.block_on(roles::learner(config, args)),
+        Command::Actor(args) => runtime.block_on(roles::actor(config, args)),
+        Command::RewardServer(args) => runtime.block_on(roles::reward_server(config, args)),
+        Command::Bench(args) => {
+            let report = bench::run(&config, &args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Config => {
+            config.validate()?;
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+    }
+}

@@ -106,7 +106,9 @@ pub struct LearnerConfig {
     /// A policy checkpoint (a burnpack file) to start from as θ0; empty starts from a seeded
     /// random initialisation.
     pub init_policy: PathBuf,
-    /// Trajectories held between the service and the training loop.
+    /// Trajectories held between the service and the training loop. Pushes wait when it is
+    /// full (back-pressure on actors); more than `batch_size × max_policy_lag` only makes
+    /// trajectories go stale while they wait.
     pub queue_capacity: usize,
     /// Largest number of trajectories one push may carry.
     pub max_push: usize,
@@ -124,7 +126,7 @@ impl Default for LearnerConfig {
             metrics_listen: "0.0.0.0:9100".into(),
             steps: 0,
             batch_size: 16,
-            learning_rate: 1e-3,
+            learning_rate: 3e-3,
             kl_coef: 0.02,
             value_coef: 0.5,
             entropy_coef: 0.0,
@@ -134,7 +136,7 @@ impl Default for LearnerConfig {
             checkpoint_dir: PathBuf::from("runs/checkpoints"),
             checkpoint_every: 50,
             init_policy: PathBuf::new(),
-            queue_capacity: 256,
+            queue_capacity: 32,
             max_push: 1024,
             chunk_bytes: 1 << 20,
             history_path: PathBuf::new(),
@@ -236,7 +238,11 @@ impl Default for ComponentConfig {
 impl ComponentConfig {
     /// The component's reported name.
     pub fn display_name(&self) -> &str {
-        if self.name.is_empty() { &self.kind } else { &self.name }
+        if self.name.is_empty() {
+            &self.kind
+        } else {
+            &self.name
+        }
     }
 }
 
@@ -312,19 +318,31 @@ impl Config {
         };
         let p = &self.policy;
         if p.vocab_size < 2 || p.vocab_size > (1 << 24) {
-            return bad("policy.vocab_size", format!("{} is not in 2..=16777216", p.vocab_size));
+            return bad(
+                "policy.vocab_size",
+                format!("{} is not in 2..=16777216", p.vocab_size),
+            );
         }
         if p.max_tokens == 0 || p.max_tokens > 65_536 {
-            return bad("policy.max_tokens", format!("{} is not in 1..=65536", p.max_tokens));
+            return bad(
+                "policy.max_tokens",
+                format!("{} is not in 1..=65536", p.max_tokens),
+            );
         }
         if p.n_heads == 0 || p.d_model == 0 || p.d_model % p.n_heads != 0 {
             return bad(
                 "policy.d_model",
-                format!("d_model {} must be a positive multiple of n_heads {}", p.d_model, p.n_heads),
+                format!(
+                    "d_model {} must be a positive multiple of n_heads {}",
+                    p.d_model, p.n_heads
+                ),
             );
         }
         if p.n_layers == 0 || p.d_ff == 0 {
-            return bad("policy.n_layers", "n_layers and d_ff must be positive".into());
+            return bad(
+                "policy.n_layers",
+                "n_layers and d_ff must be positive".into(),
+            );
         }
         if p.caption_buckets < 2 || p.max_caption_words == 0 {
             return bad(
@@ -334,17 +352,26 @@ impl Config {
         }
         let t = self.sampling.temperature;
         if !t.is_finite() || t <= 0.0 {
-            return bad("sampling.temperature", format!("{t} must be finite and > 0"));
+            return bad(
+                "sampling.temperature",
+                format!("{t} must be finite and > 0"),
+            );
         }
         let l = &self.learner;
         if l.batch_size == 0 {
             return bad("learner.batch_size", "must be positive".into());
         }
         if !(l.learning_rate.is_finite() && l.learning_rate > 0.0) {
-            return bad("learner.learning_rate", format!("{} must be > 0", l.learning_rate));
+            return bad(
+                "learner.learning_rate",
+                format!("{} must be > 0", l.learning_rate),
+            );
         }
         if !(0.0..=1.0).contains(&l.kl_coef) {
-            return bad("learner.kl_coef", format!("α = {} must be in [0, 1]", l.kl_coef));
+            return bad(
+                "learner.kl_coef",
+                format!("α = {} must be in [0, 1]", l.kl_coef),
+            );
         }
         for (field, v) in [
             ("learner.value_coef", l.value_coef),
@@ -357,12 +384,18 @@ impl Config {
             }
         }
         if l.queue_capacity == 0 || l.max_push == 0 {
-            return bad("learner.queue_capacity", "queue_capacity and max_push must be positive".into());
+            return bad(
+                "learner.queue_capacity",
+                "queue_capacity and max_push must be positive".into(),
+            );
         }
         if l.chunk_bytes < 1024 || l.chunk_bytes > 3 << 20 {
             return bad(
                 "learner.chunk_bytes",
-                format!("{} must be in 1 KiB ..= 3 MiB (below gRPC's 4 MiB message limit)", l.chunk_bytes),
+                format!(
+                    "{} must be in 1 KiB ..= 3 MiB (below gRPC's 4 MiB message limit)",
+                    l.chunk_bytes
+                ),
             );
         }
         let a = &self.actor;
@@ -380,12 +413,18 @@ impl Config {
             return bad("reward.max_batch", "must be positive".into());
         }
         if r.components.is_empty() {
-            return bad("reward.components", "at least one component is needed".into());
+            return bad(
+                "reward.components",
+                "at least one component is needed".into(),
+            );
         }
         for (i, c) in r.components.iter().enumerate() {
             for (what, v) in [("weight", c.weight), ("shift", c.shift), ("scale", c.scale)] {
                 if !v.is_finite() {
-                    return bad(&format!("reward.components[{i}].{what}"), format!("{v} is not finite"));
+                    return bad(
+                        &format!("reward.components[{i}].{what}"),
+                        format!("{v} is not finite"),
+                    );
                 }
             }
         }

@@ -34,7 +34,10 @@ pub fn load_prompts(path: &Path) -> Result<Vec<String>> {
         .map(str::to_string)
         .collect();
     if prompts.is_empty() {
-        return Err(Error::invalid(format!("prompt file {} has no captions", path.display())));
+        return Err(Error::invalid(format!(
+            "prompt file {} has no captions",
+            path.display()
+        )));
     }
     Ok(prompts)
 }

@@ -19,7 +19,11 @@ pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("MUSICRL_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -45,12 +49,16 @@ pub fn serve_metrics(listen: &str) -> Result<Option<SocketAddr>> {
     // Bind first so that port 0 resolves to a real port we can report.
     let probe = std::net::TcpListener::bind(listen)
         .map_err(|e| Error::Internal(format!("cannot bind metrics address {listen}: {e}")))?;
-    let addr = probe.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let addr = probe
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
     drop(probe);
     prometheus_builder()
         .with_http_listener(addr)
         .install()
-        .map_err(|e| Error::Internal(format!("cannot start the metrics exporter on {addr}: {e}")))?;
+        .map_err(|e| {
+            Error::Internal(format!("cannot start the metrics exporter on {addr}: {e}"))
+        })?;
     Ok(Some(addr))
 }
 

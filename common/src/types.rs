@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// A version of the policy's parameters. Version 0 is θ0, the reference; the learner
 /// publishes version n after its n-th update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct PolicyVersion(pub u64);
 
 impl PolicyVersion {

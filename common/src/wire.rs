@@ -38,10 +38,17 @@ impl TokenLimits {
                 format!("{} tokens, expected 1..={}", tokens.len(), self.max_tokens),
             ));
         }
-        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| **t >= self.vocab_size) {
+        if let Some((i, t)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, t)| **t >= self.vocab_size)
+        {
             return Err(Rejection::new(
                 "token_out_of_range",
-                format!("token {t} at position {i} is not below the vocabulary size {}", self.vocab_size),
+                format!(
+                    "token {t} at position {i} is not below the vocabulary size {}",
+                    self.vocab_size
+                ),
             ));
         }
         Ok(())
@@ -71,7 +78,10 @@ fn check_caption(caption: &str) -> std::result::Result<(), Rejection> {
     if caption.len() > MAX_CAPTION_BYTES {
         return Err(Rejection::new(
             "caption_too_long",
-            format!("caption of {} bytes, at most {MAX_CAPTION_BYTES}", caption.len()),
+            format!(
+                "caption of {} bytes, at most {MAX_CAPTION_BYTES}",
+                caption.len()
+            ),
         ));
     }
     Ok(())
@@ -80,29 +90,56 @@ fn check_caption(caption: &str) -> std::result::Result<(), Rejection> {
 // ---- trajectories ----
 
 /// Validates and converts a pushed trajectory.
-pub fn trajectory_from_wire(t: pb::Trajectory, limits: &TokenLimits) -> std::result::Result<Trajectory, Rejection> {
+pub fn trajectory_from_wire(
+    t: pb::Trajectory,
+    limits: &TokenLimits,
+) -> std::result::Result<Trajectory, Rejection> {
     if t.actor_id.len() > MAX_NAME_BYTES {
-        return Err(Rejection::new("bad_actor_id", format!("actor id of {} bytes", t.actor_id.len())));
+        return Err(Rejection::new(
+            "bad_actor_id",
+            format!("actor id of {} bytes", t.actor_id.len()),
+        ));
     }
     check_caption(&t.caption)?;
     limits.check_tokens(&t.tokens)?;
     if t.behaviour_logprobs.len() != t.tokens.len() {
         return Err(Rejection::new(
             "length_mismatch",
-            format!("{} tokens but {} log-probabilities", t.tokens.len(), t.behaviour_logprobs.len()),
+            format!(
+                "{} tokens but {} log-probabilities",
+                t.tokens.len(),
+                t.behaviour_logprobs.len()
+            ),
         ));
     }
-    if let Some(i) = t.behaviour_logprobs.iter().position(|lp| !lp.is_finite() || *lp > 1e-4) {
+    if let Some(i) = t
+        .behaviour_logprobs
+        .iter()
+        .position(|lp| !lp.is_finite() || *lp > 1e-4)
+    {
         return Err(Rejection::new(
             "bad_logprob",
-            format!("log-probability {} at position {i} is not a finite value <= 0", t.behaviour_logprobs[i]),
+            format!(
+                "log-probability {} at position {i} is not a finite value <= 0",
+                t.behaviour_logprobs[i]
+            ),
         ));
     }
     if !t.reward.is_finite() {
-        return Err(Rejection::new("non_finite_reward", format!("reward {}", t.reward)));
+        return Err(Rejection::new(
+            "non_finite_reward",
+            format!("reward {}", t.reward),
+        ));
     }
-    if let Some(c) = t.components.iter().find(|c| !c.value.is_finite() || c.name.len() > MAX_NAME_BYTES) {
-        return Err(Rejection::new("bad_component", format!("component {:?} = {}", c.name, c.value)));
+    if let Some(c) = t
+        .components
+        .iter()
+        .find(|c| !c.value.is_finite() || c.name.len() > MAX_NAME_BYTES)
+    {
+        return Err(Rejection::new(
+            "bad_component",
+            format!("component {:?} = {}", c.name, c.value),
+        ));
     }
     Ok(Trajectory {
         actor_id: t.actor_id,
@@ -111,7 +148,11 @@ pub fn trajectory_from_wire(t: pb::Trajectory, limits: &TokenLimits) -> std::res
         tokens: t.tokens,
         behaviour_logprobs: t.behaviour_logprobs,
         reward: t.reward,
-        components: t.components.into_iter().map(|c| (c.name, c.value)).collect(),
+        components: t
+            .components
+            .into_iter()
+            .map(|c| (c.name, c.value))
+            .collect(),
         scorer_version: t.scorer_version,
     })
 }
@@ -146,7 +187,11 @@ pub struct ScoreInput {
 }
 
 /// Validates a Score request: non-empty, at most `max_batch` samples, each valid.
-pub fn score_request_from_wire(req: pb::ScoreRequest, limits: &TokenLimits, max_batch: usize) -> Result<Vec<ScoreInput>> {
+pub fn score_request_from_wire(
+    req: pb::ScoreRequest,
+    limits: &TokenLimits,
+    max_batch: usize,
+) -> Result<Vec<ScoreInput>> {
     if req.samples.is_empty() {
         return Err(Error::invalid("empty batch: at least one sample is needed"));
     }
@@ -195,7 +240,10 @@ pub fn components_to_wire(components: &[ComponentInfo]) -> Vec<pb::Component> {
 }
 
 /// Validates a Score response against the request it answers.
-pub fn score_response_from_wire(resp: pb::ScoreResponse, n_samples: usize) -> Result<(Vec<SampleScore>, Vec<ComponentInfo>, String)> {
+pub fn score_response_from_wire(
+    resp: pb::ScoreResponse,
+    n_samples: usize,
+) -> Result<(Vec<SampleScore>, Vec<ComponentInfo>, String)> {
     if resp.scores.len() != n_samples {
         return Err(Error::Internal(format!(
             "reward server answered {} scores for {n_samples} samples",
@@ -209,7 +257,9 @@ pub fn score_response_from_wire(resp: pb::ScoreResponse, n_samples: usize) -> Re
         .enumerate()
         .map(|(i, s)| {
             if !s.reward.is_finite() || s.components.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Internal(format!("reward server returned a non-finite score for sample {i}")));
+                return Err(Error::Internal(format!(
+                    "reward server returned a non-finite score for sample {i}"
+                )));
             }
             if s.components.len() != n_components {
                 return Err(Error::Internal(format!(
@@ -253,7 +303,11 @@ pub fn blob_to_chunks(blob: &ParameterBlob, chunk_bytes: usize) -> Vec<pb::Param
                 total_bytes: total as u64,
                 data: bytes::Bytes::copy_from_slice(&blob.bytes[start..end]),
                 checksum: blob.checksum.to_vec().into(),
-                policy_config_json: if i == 0 { config_json.clone() } else { String::new() },
+                policy_config_json: if i == 0 {
+                    config_json.clone()
+                } else {
+                    String::new()
+                },
                 training_complete: blob.training_complete,
                 temperature: blob.temperature,
             }
@@ -294,8 +348,13 @@ impl ChunkAssembler {
     /// Feeds one chunk; returns a blob when its last chunk arrives.
     pub fn push(&mut self, chunk: pb::ParameterChunk) -> Result<Option<ParameterBlob>> {
         if chunk.chunk_index == 0 {
-            let config: PolicyConfig = serde_json::from_str(&chunk.policy_config_json)
-                .map_err(|e| Error::BadParameters(format!("chunk 0 of version {} has no valid policy config: {e}", chunk.version)))?;
+            let config: PolicyConfig =
+                serde_json::from_str(&chunk.policy_config_json).map_err(|e| {
+                    Error::BadParameters(format!(
+                        "chunk 0 of version {} has no valid policy config: {e}",
+                        chunk.version
+                    ))
+                })?;
             let total = usize::try_from(chunk.total_bytes).unwrap_or(usize::MAX);
             if total > self.max_bytes || chunk.chunk_count == 0 {
                 return Err(Error::BadParameters(format!(
@@ -321,7 +380,10 @@ impl ChunkAssembler {
                 chunk.chunk_index, chunk.version
             )));
         };
-        if chunk.version != p.version || chunk.chunk_index != p.next_index || p.data.len() + chunk.data.len() > p.total {
+        if chunk.version != p.version
+            || chunk.chunk_index != p.next_index
+            || p.data.len() + chunk.data.len() > p.total
+        {
             let msg = format!(
                 "chunk {}/{} of version {} out of sequence (expected chunk {} of version {})",
                 chunk.chunk_index, chunk.chunk_count, chunk.version, p.next_index, p.version
@@ -345,9 +407,13 @@ impl ChunkAssembler {
         }
         let sum = blake3::hash(&p.data);
         if sum.as_bytes().as_slice() != p.checksum.as_slice() {
-            return Err(Error::BadParameters(format!("version {} failed its checksum", p.version)));
+            return Err(Error::BadParameters(format!(
+                "version {} failed its checksum",
+                p.version
+            )));
         }
-        let mut blob = ParameterBlob::from_bytes(p.data, PolicyVersion(p.version), &p.config, p.temperature);
+        let mut blob =
+            ParameterBlob::from_bytes(p.data, PolicyVersion(p.version), &p.config, p.temperature);
         blob.training_complete = p.training_complete;
         Ok(Some(blob))
     }
@@ -382,9 +448,15 @@ mod tests {
         assert!(trajectory_from_wire(good(), &limits()).is_ok());
         let cases: Vec<(&str, Box<dyn Fn(&mut pb::Trajectory)>)> = vec![
             ("token_out_of_range", Box::new(|t| t.tokens[1] = 8)),
-            ("length_mismatch", Box::new(|t| t.behaviour_logprobs.pop().map(drop).unwrap_or(()))),
+            (
+                "length_mismatch",
+                Box::new(|t| t.behaviour_logprobs.pop().map(drop).unwrap_or(())),
+            ),
             ("bad_length", Box::new(|t| t.tokens.clear())),
-            ("bad_logprob", Box::new(|t| t.behaviour_logprobs[0] = f32::NAN)),
+            (
+                "bad_logprob",
+                Box::new(|t| t.behaviour_logprobs[0] = f32::NAN),
+            ),
             ("non_finite_reward", Box::new(|t| t.reward = f32::INFINITY)),
         ];
         for (reason, mutate) in cases {
@@ -449,6 +521,9 @@ mod tests {
         assert!(asm.push(bad[2].clone()).is_err());
 
         let mut asm = ChunkAssembler::new(1 << 20);
-        assert!(asm.push(chunks[1].clone()).is_err(), "a chunk without its chunk 0");
+        assert!(
+            asm.push(chunks[1].clone()).is_err(),
+            "a chunk without its chunk 0"
+        );
     }
 }

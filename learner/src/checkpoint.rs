@@ -74,10 +74,17 @@ pub fn save(dir: &Path, trainer: &Trainer, counters: Counters, config: &Config) 
 }
 
 fn prune(dir: &Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut steps: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-"))
+        })
         .collect();
     steps.sort();
     let n = steps.len();
@@ -98,7 +105,9 @@ pub fn latest(dir: &Path) -> Option<PathBuf> {
 /// Restores the trainer from the newest checkpoint in `dir`; `None` if there is none.
 /// Fails if the checkpoint's policy architecture differs from `config`'s.
 pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Trainer, Counters)>> {
-    let Some(folder) = latest(dir) else { return Ok(None) };
+    let Some(folder) = latest(dir) else {
+        return Ok(None);
+    };
     let saved_config_path = folder.join("config.toml");
     let saved = Config::from_file(&saved_config_path).map_err(|e| ck_err(&saved_config_path, e))?;
     if saved.policy != config.policy {
@@ -112,8 +121,9 @@ pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Tr
         ));
     }
     let state_path = folder.join("state.json");
-    let state: State = serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| ck_err(&state_path, e))?)
-        .map_err(|e| ck_err(&state_path, e))?;
+    let state: State =
+        serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| ck_err(&state_path, e))?)
+            .map_err(|e| ck_err(&state_path, e))?;
     let policy = load_policy(&folder.join("policy.bpk"), &config.policy, device)?;
     let reference = load_policy(&dir.join("reference.bpk"), &config.policy, device)?;
     let opt_path = folder.join("optimizer.bpk");

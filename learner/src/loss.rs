@@ -106,10 +106,9 @@ pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs) -> LossParts {
     let entropy = mean(entropy_t);
     let importance_weight = mean(weight).detach();
 
-    let total = policy.clone() * (1.0 - c.kl_coef)
-        + kl.clone() * c.kl_coef
-        + value.clone() * c.value_coef
-        - entropy.clone() * c.entropy_coef;
+    let total =
+        policy.clone() * (1.0 - c.kl_coef) + kl.clone() * c.kl_coef + value.clone() * c.value_coef
+            - entropy.clone() * c.entropy_coef;
     LossParts {
         total,
         policy,
@@ -132,13 +131,20 @@ mod tests {
     /// One step, two actions: π = softmax([0, 0]) = [½, ½], π0 = softmax([0, ln 3]) = [¼, ¾];
     /// the actor took action 0 with μ(0) = ½ and got R = 1.
     fn tiny(device: &Device, value: f32) -> (LossInputs, Tensor<3>) {
-        let logits = Tensor::<3>::from_data(TensorData::new(vec![0.0f32, 0.0], [1, 1, 2]), device).require_grad();
+        let logits = Tensor::<3>::from_data(TensorData::new(vec![0.0f32, 0.0], [1, 1, 2]), device)
+            .require_grad();
         let x = LossInputs {
             logits: logits.clone(),
-            ref_logits: Tensor::from_data(TensorData::new(vec![0.0f32, 3f32.ln()], [1, 1, 2]), device),
+            ref_logits: Tensor::from_data(
+                TensorData::new(vec![0.0f32, 3f32.ln()], [1, 1, 2]),
+                device,
+            ),
             values: Tensor::from_data(TensorData::new(vec![value], [1, 1]), device),
             actions: Tensor::from_data(TensorData::new(vec![0i64], [1, 1]), device),
-            behaviour_logprobs: Tensor::from_data(TensorData::new(vec![0.5f32.ln()], [1, 1]), device),
+            behaviour_logprobs: Tensor::from_data(
+                TensorData::new(vec![0.5f32.ln()], [1, 1]),
+                device,
+            ),
             rewards: Tensor::from_data(TensorData::new(vec![1.0f32], [1]), device),
             mask: Tensor::ones([1, 1], device),
         };
@@ -183,7 +189,12 @@ mod tests {
             let mut c = coefs(0.0);
             c.value_coef = 0.0;
             let grads = reinforce_kl_loss(x, c).total.backward();
-            let g: Vec<f32> = logits.grad(&grads).expect("logits are tracked").into_data().try_to_vec().unwrap();
+            let g: Vec<f32> = logits
+                .grad(&grads)
+                .expect("logits are tracked")
+                .into_data()
+                .try_to_vec()
+                .unwrap();
             assert!((g[0] - expected).abs() < 1e-6, "V = {value}: {g:?}");
             assert!((g[1] + expected).abs() < 1e-6, "V = {value}: {g:?}");
         }
@@ -197,10 +208,18 @@ mod tests {
         let mut c = coefs(1.0);
         c.value_coef = 0.0;
         let grads = reinforce_kl_loss(x, c).total.backward();
-        let g: Vec<f32> = logits.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+        let g: Vec<f32> = logits
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         let kl = 0.5 * (4.0f32 / 3.0).ln();
         let g0 = 0.5 * (2f32.ln() - kl);
-        assert!((g[0] - g0).abs() < 1e-6 && (g[1] + g0).abs() < 1e-6, "{g:?}");
+        assert!(
+            (g[0] - g0).abs() < 1e-6 && (g[1] + g0).abs() < 1e-6,
+            "{g:?}"
+        );
     }
 
     #[test]
@@ -209,7 +228,8 @@ mod tests {
         // μ(a) = ¼ < π(a) = ½: the ratio 2 is truncated at c̄ = 1; with c̄ = 3 it is 2.
         for (clip, w) in [(1.0f32, 1.0f32), (3.0, 2.0)] {
             let (mut x, _) = tiny(&device, 0.25);
-            x.behaviour_logprobs = Tensor::from_data(TensorData::new(vec![0.25f32.ln()], [1, 1]), &device);
+            x.behaviour_logprobs =
+                Tensor::from_data(TensorData::new(vec![0.25f32.ln()], [1, 1]), &device);
             let mut c = coefs(0.0);
             c.importance_clip = clip;
             let parts = reinforce_kl_loss(x, c);
@@ -224,7 +244,13 @@ mod tests {
             ref_logits: pad(x1.ref_logits.clone(), -3.0),
             values: Tensor::cat(vec![x1.values.clone(), x1.values.full_like(9.0)], 1),
             actions: Tensor::cat(vec![x1.actions.clone(), x1.actions.clone()], 1),
-            behaviour_logprobs: Tensor::cat(vec![x1.behaviour_logprobs.clone(), x1.behaviour_logprobs.full_like(-7.0)], 1),
+            behaviour_logprobs: Tensor::cat(
+                vec![
+                    x1.behaviour_logprobs.clone(),
+                    x1.behaviour_logprobs.full_like(-7.0),
+                ],
+                1,
+            ),
             rewards: x1.rewards.clone(),
             mask: Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device),
         };

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use musicrl_common::Config;
+use musicrl_common::Trajectory;
 use musicrl_common::policy::params::ParameterBlob;
 use musicrl_common::wire::TokenLimits;
-use musicrl_common::Trajectory;
 use musicrl_proto::v1::learner_service_server::LearnerServiceServer;
 
 use crate::checkpoint::{self, Counters};
@@ -28,7 +28,7 @@ use crate::staleness::{Admission, StalenessRule};
 use crate::trainer::{StepStats, Trainer};
 
 /// What a learner run ended with.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LearnerOutcome {
     pub steps: u64,
     pub policy_version: u64,
@@ -45,7 +45,11 @@ pub struct LearnerOutcome {
 }
 
 /// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<LearnerOutcome> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<LearnerOutcome> {
     config.validate().map_err(musicrl_common::Error::from)?;
     let device = musicrl_common::device::training_device();
 
@@ -105,7 +109,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
         std::thread::Builder::new()
             .name("musicrl-train".into())
             .spawn(move || {
-                let outcome = train_loop(trainer, queue_rx, params_tx, &shared, &stop, &config, &handle);
+                let outcome = train_loop(
+                    trainer, queue_rx, params_tx, &shared, &stop, &config, &handle,
+                );
                 let _ = done_tx.send(());
                 outcome
             })?
@@ -143,7 +149,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     let joined = tokio::task::spawn_blocking(move || train_thread.join())
         .await
         .map_err(|e| LearnerError::TrainingThread(e.to_string()))?;
-    let mut outcome = joined.map_err(|_| LearnerError::TrainingThread("the training thread panicked".into()))??;
+    let mut outcome = joined
+        .map_err(|_| LearnerError::TrainingThread("the training thread panicked".into()))??;
     let p = shared.progress().clone();
     outcome.trajectories_accepted = p.trajectories_accepted;
     outcome.trajectories_rejected = p.trajectories_rejected;
@@ -175,7 +182,9 @@ fn train_loop(
         let wait_started = Instant::now();
         let mut batch = Vec::with_capacity(l.batch_size);
         while batch.len() < l.batch_size && !stop.load(Ordering::Relaxed) {
-            let next = handle.block_on(async { tokio::time::timeout(Duration::from_millis(100), queue.recv()).await });
+            let next = handle.block_on(async {
+                tokio::time::timeout(Duration::from_millis(100), queue.recv()).await
+            });
             let t = match next {
                 Ok(Some(t)) => t,
                 Ok(None) => break,
@@ -196,15 +205,19 @@ fn train_loop(
         if batch.len() < l.batch_size {
             break; // stopping
         }
-        metrics::gauge!("musicrl_learner_queue_depth").set((queue.max_capacity() - queue.capacity()) as f64);
-        metrics::histogram!("musicrl_learner_batch_wait_seconds").record(wait_started.elapsed().as_secs_f64());
+        metrics::gauge!("musicrl_learner_queue_depth")
+            .set((queue.max_capacity() - queue.capacity()) as f64);
+        metrics::histogram!("musicrl_learner_batch_wait_seconds")
+            .record(wait_started.elapsed().as_secs_f64());
 
         let step_started = Instant::now();
         let stats = {
-            let _span = tracing::info_span!("train_step", step = trainer.step_count() + 1).entered();
+            let _span =
+                tracing::info_span!("train_step", step = trainer.step_count() + 1).entered();
             trainer.train_step(&batch)
         };
-        metrics::histogram!("musicrl_learner_step_seconds").record(step_started.elapsed().as_secs_f64());
+        metrics::histogram!("musicrl_learner_step_seconds")
+            .record(step_started.elapsed().as_secs_f64());
         if !stats.loss.is_finite() {
             return Err(LearnerError::TrainingThread(format!(
                 "the loss became non-finite at step {} ({stats:?}); lower learner.learning_rate",
@@ -218,7 +231,8 @@ fn train_loop(
         blob.training_complete = done;
         let blob_bytes = blob.bytes.len();
         params.send_replace(Some(Arc::new(blob)));
-        metrics::histogram!("musicrl_learner_broadcast_seconds").record(broadcast_started.elapsed().as_secs_f64());
+        metrics::histogram!("musicrl_learner_broadcast_seconds")
+            .record(broadcast_started.elapsed().as_secs_f64());
         metrics::gauge!("musicrl_learner_broadcast_bytes").set(blob_bytes as f64);
 
         record_step_metrics(&stats);
@@ -280,7 +294,8 @@ fn save_checkpoint(trainer: &Trainer, shared: &Shared, config: &Config) -> Resul
     };
     let started = Instant::now();
     let folder = checkpoint::save(&config.learner.checkpoint_dir, trainer, counters, config)?;
-    metrics::histogram!("musicrl_learner_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("musicrl_learner_checkpoint_seconds")
+        .record(started.elapsed().as_secs_f64());
     tracing::info!(step = trainer.step_count(), path = %folder.display(), "checkpoint saved");
     Ok(())
 }
@@ -292,7 +307,12 @@ fn open_history(path: &Path) -> Result<Option<std::fs::File>> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    Ok(Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
+    Ok(Some(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?,
+    ))
 }
 
 fn record_step_metrics(s: &StepStats) {
@@ -311,7 +331,8 @@ fn record_step_metrics(s: &StepStats) {
     metrics::gauge!("musicrl_learner_entropy").set(f64::from(s.entropy));
     metrics::gauge!("musicrl_learner_reward_mean").set(f64::from(s.reward_mean));
     for (name, v) in &s.component_means {
-        metrics::gauge!("musicrl_learner_reward_component_mean", "component" => name.clone()).set(f64::from(*v));
+        metrics::gauge!("musicrl_learner_reward_component_mean", "component" => name.clone())
+            .set(f64::from(*v));
     }
     metrics::gauge!("musicrl_learner_grad_norm").set(f64::from(s.grad_norm));
     metrics::gauge!("musicrl_learner_importance_weight_mean").set(f64::from(s.importance_weight));

@@ -60,6 +60,10 @@ impl Shared {
     }
 }
 
+/// The rejection reason for pushes that arrive after training ended (not counted as
+/// rejected data in the learner's totals).
+pub const TRAINING_COMPLETE: &str = "training_complete";
+
 /// The tonic service.
 #[derive(Debug, Clone)]
 pub struct Learner {
@@ -86,15 +90,27 @@ impl LearnerService for Learner {
         let mut seen = 0usize;
         let mut rejections: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut reject = |r: Rejection| {
-            tracing::warn!(reason = r.reason, detail = %r.detail, "rejected a trajectory");
-            metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => r.reason).increment(1);
+            if r.reason == TRAINING_COMPLETE {
+                // Not bad data: the actor simply had not heard yet that training ended.
+                tracing::debug!(detail = %r.detail, "refused a trajectory after training ended");
+            } else {
+                tracing::warn!(reason = r.reason, detail = %r.detail, "rejected a trajectory");
+            }
+            metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => r.reason)
+                .increment(1);
             *rejections.entry(r.reason).or_default() += 1;
         };
         while let Some(item) = inbound.next().await {
             let t = item?;
             seen += 1;
             if seen > self.shared.max_push {
-                reject(Rejection::new("push_too_large", format!("more than {} trajectories in one push", self.shared.max_push)));
+                reject(Rejection::new(
+                    "push_too_large",
+                    format!(
+                        "more than {} trajectories in one push",
+                        self.shared.max_push
+                    ),
+                ));
                 continue;
             }
             let t = match wire::trajectory_from_wire(t, &self.shared.limits) {
@@ -108,13 +124,19 @@ impl LearnerService for Learner {
             if t.policy_version > current {
                 reject(Rejection::new(
                     "future_version",
-                    format!("sampled by {} but the learner is at {current}", t.policy_version),
+                    format!(
+                        "sampled by {} but the learner is at {current}",
+                        t.policy_version
+                    ),
                 ));
                 continue;
             }
             let version = t.policy_version.0;
             if self.shared.queue.send(t).await.is_err() {
-                reject(Rejection::new("training_complete", "the learner no longer trains".into()));
+                reject(Rejection::new(
+                    TRAINING_COMPLETE,
+                    "the learner no longer trains".into(),
+                ));
                 continue;
             }
             accepted += 1;
@@ -124,12 +146,19 @@ impl LearnerService for Learner {
             p.max_policy_version_seen = p.max_policy_version_seen.max(version);
         }
         if seen == 0 {
-            return Err(Status::invalid_argument("empty push: at least one trajectory is needed"));
+            return Err(Status::invalid_argument(
+                "empty push: at least one trajectory is needed",
+            ));
         }
         let rejected: u64 = rejections.values().sum();
+        let invalid: u64 = rejections
+            .iter()
+            .filter(|(r, _)| **r != TRAINING_COMPLETE)
+            .map(|(_, n)| n)
+            .sum();
         let learner_version = {
             let mut p = self.shared.progress();
-            p.trajectories_rejected += rejected;
+            p.trajectories_rejected += invalid;
             p.policy_version
         };
         metrics::gauge!("musicrl_learner_queue_depth")
@@ -178,7 +207,8 @@ impl LearnerService for Learner {
                             break;
                         }
                     }
-                    metrics::histogram!("musicrl_learner_broadcast_send_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("musicrl_learner_broadcast_send_seconds")
+                        .record(started.elapsed().as_secs_f64());
                     if blob.training_complete || tx.is_closed() {
                         break;
                     }
@@ -192,10 +222,15 @@ impl LearnerService for Learner {
             metrics::gauge!("musicrl_learner_subscribers").set(n as f64);
             tracing::info!(actor = %actor, "parameter subscriber left");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as ChunkStream))
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as ChunkStream
+        ))
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let queue_depth = (self.shared.queue.max_capacity() - self.shared.queue.capacity()) as u64;
         let p = self.shared.progress().clone();
         Ok(Response::new(pb::StatusResponse {

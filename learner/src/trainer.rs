@@ -51,7 +51,9 @@ pub struct Trainer {
 
 impl std::fmt::Debug for Trainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trainer").field("step", &self.step).finish_non_exhaustive()
+        f.debug_struct("Trainer")
+            .field("step", &self.step)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,7 +68,14 @@ impl Trainer {
             load_policy(&config.learner.init_policy, &config.policy, device)?
         };
         let reference = policy.valid();
-        Ok(Self::assemble(config, device, policy, reference, optimizer(config), 0))
+        Ok(Self::assemble(
+            config,
+            device,
+            policy,
+            reference,
+            optimizer(config),
+            0,
+        ))
     }
 
     /// A trainer restored from saved parts.
@@ -81,7 +90,14 @@ impl Trainer {
         let optimizer = optimizer(config)
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer_bytes))
             .map_err(|e| LearnerError::Checkpoint(format!("optimizer state: {e}")))?;
-        Ok(Self::assemble(config, device, policy, reference.valid(), optimizer, step))
+        Ok(Self::assemble(
+            config,
+            device,
+            policy,
+            reference.valid(),
+            optimizer,
+            step,
+        ))
     }
 
     fn assemble(
@@ -150,7 +166,10 @@ impl Trainer {
 
     /// One update on `batch` (non-empty, already admitted by the staleness rule).
     pub fn train_step(&mut self, batch: &[Trajectory]) -> StepStats {
-        assert!(!batch.is_empty(), "the learner never trains on an empty batch");
+        assert!(
+            !batch.is_empty(),
+            "the learner never trains on an empty batch"
+        );
         let b = batch.len();
         let t = batch.iter().map(|x| x.tokens.len()).max().unwrap_or(1);
 
@@ -172,7 +191,9 @@ impl Trainer {
         let plain = dev.clone().without_autodiff();
         let ref_logits = {
             let c = caption_batch(&captions, &self.policy_config, &plain);
-            let out = self.reference.forward(&c, token_tensor(&tokens, b, t, &plain));
+            let out = self
+                .reference
+                .forward(&c, token_tensor(&tokens, b, t, &plain));
             Tensor::<3>::from_data(out.logits.into_data(), dev)
         };
         let c = caption_batch(&captions, &self.policy_config, dev);
@@ -190,7 +211,9 @@ impl Trainer {
 
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.policy);
         let (grads, grad_norm) = clip_global_norm(grads, &self.policy, self.max_grad_norm);
-        self.policy = self.optimizer.step(self.learning_rate, self.policy.clone(), grads);
+        self.policy = self
+            .optimizer
+            .step(self.learning_rate, self.policy.clone(), grads);
         self.step += 1;
 
         let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
@@ -209,7 +232,10 @@ impl Trainer {
             // The batch was sampled to update version step-1.
             policy_lag_mean: batch
                 .iter()
-                .map(|x| x.policy_version.lag_behind(PolicyVersion(new_version.0 - 1)) as f32)
+                .map(|x| {
+                    x.policy_version
+                        .lag_behind(PolicyVersion(new_version.0 - 1)) as f32
+                })
                 .sum::<f32>()
                 / b as f32,
             batch_size: b,
@@ -236,13 +262,19 @@ fn component_means(batch: &[Trajectory]) -> Vec<(String, f32)> {
             }
         }
     }
-    sums.into_iter().map(|(n, s, k)| (n, s / k as f32)).collect()
+    sums.into_iter()
+        .map(|(n, s, k)| (n, s / k as f32))
+        .collect()
 }
 
 /// Scales all gradients together so that their global L2 norm is at most `max_norm`
 /// (burn's own clipping is per tensor). Returns the norm before clipping. `max_norm` 0
 /// only measures.
-pub fn clip_global_norm<M: Module>(grads: GradientsParams, module: &M, max_norm: f32) -> (GradientsParams, f32) {
+pub fn clip_global_norm<M: Module>(
+    grads: GradientsParams,
+    module: &M,
+    max_norm: f32,
+) -> (GradientsParams, f32) {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
         total: f64,
@@ -266,7 +298,10 @@ pub fn clip_global_norm<M: Module>(grads: GradientsParams, module: &M, max_norm:
         }
     }
 
-    let mut sum = SumSquares { grads: &grads, total: 0.0 };
+    let mut sum = SumSquares {
+        grads: &grads,
+        total: 0.0,
+    };
     module.visit(&mut sum);
     let norm = sum.total.sqrt() as f32;
     let mut grads = grads;

@@ -62,7 +62,10 @@ impl Scorer for TokenFraction {
 /// Builds the scorer a component names.
 pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
     match component.kind.as_str() {
-        "token-fraction" => Ok(Box::new(TokenFraction::new(component.display_name(), component.target_below))),
+        "token-fraction" => Ok(Box::new(TokenFraction::new(
+            component.display_name(),
+            component.target_below,
+        ))),
         other => Err(RewardError::UnknownScorer(other.to_string())),
     }
 }

@@ -27,7 +27,11 @@ pub struct Rewards {
 
 impl Rewards {
     pub fn new(model: Arc<RewardModel>, limits: TokenLimits, max_batch: usize) -> Self {
-        Self { model, limits, max_batch }
+        Self {
+            model,
+            limits,
+            max_batch,
+        }
     }
 
     async fn score_inner(&self, request: pb::ScoreRequest) -> Result<pb::ScoreResponse, Status> {
@@ -51,7 +55,10 @@ impl Rewards {
 #[tonic::async_trait]
 impl RewardService for Rewards {
     #[tracing::instrument(skip_all, name = "score", fields(samples = request.get_ref().samples.len()))]
-    async fn score(&self, request: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
+    async fn score(
+        &self,
+        request: Request<pb::ScoreRequest>,
+    ) -> Result<Response<pb::ScoreResponse>, Status> {
         let started = Instant::now();
         let result = self.score_inner(request.into_inner()).await;
         let code = match &result {
@@ -60,14 +67,18 @@ impl RewardService for Rewards {
             Err(_) => "error",
         };
         metrics::counter!("musicrl_reward_requests_total", "code" => code).increment(1);
-        metrics::histogram!("musicrl_reward_request_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("musicrl_reward_request_seconds")
+            .record(started.elapsed().as_secs_f64());
         if let Err(s) = &result {
             tracing::warn!(code = ?s.code(), message = s.message(), "score request failed");
         }
         result.map(Response::new)
     }
 
-    async fn info(&self, _request: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        _request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
         Ok(Response::new(pb::InfoResponse {
             components: wire::components_to_wire(&self.model.components()),
             scorer_version: self.model.scorer_version(),
@@ -79,10 +90,18 @@ impl RewardService for Rewards {
 }
 
 /// Serves the reward service and gRPC health on `listener` until `shutdown` resolves.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     config.validate().map_err(musicrl_common::Error::from)?;
     let model = Arc::new(RewardModel::from_config(&config.reward)?);
-    let service = Rewards::new(model.clone(), TokenLimits::of(&config.policy), config.reward.max_batch);
+    let service = Rewards::new(
+        model.clone(),
+        TokenLimits::of(&config.policy),
+        config.reward.max_batch,
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RewardServiceServer<Rewards>>().await;
     let addr = listener.local_addr()?;

@@ -12,7 +12,11 @@ use crate::caption;
 use crate::config::PolicyConfig;
 
 /// Tokenises and pads captions into tensors on `device`.
-pub fn caption_batch<S: AsRef<str>>(captions: &[S], config: &PolicyConfig, device: &Device) -> CaptionBatch {
+pub fn caption_batch<S: AsRef<str>>(
+    captions: &[S],
+    config: &PolicyConfig,
+    device: &Device,
+) -> CaptionBatch {
     let tokenised: Vec<Vec<u32>> = captions
         .iter()
         .map(|c| caption::tokenize(c.as_ref(), config.caption_buckets, config.max_caption_words))

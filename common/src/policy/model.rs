@@ -81,7 +81,11 @@ impl Block {
     /// `x`: `[batch, new, d_model]` at positions `past .. past + new`. With a cache slot, the
     /// new keys and values are appended to it and attention covers all `past + new`
     /// positions; without one (`past` = 0) this is the plain causal forward.
-    fn forward(&self, x: Tensor<3>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
         let [batch, new, d_model] = x.dims();
         let n_heads = self.n_heads;
         let d_head = d_model / n_heads;
@@ -118,7 +122,9 @@ impl Block {
         let attn = attn.swap_dims(1, 2).reshape([batch, new, d_model]);
         let x = x + self.attn_out.forward(attn);
 
-        let h = self.mlp_out.forward(gelu(self.mlp_in.forward(self.ln2.forward(x.clone()))));
+        let h = self
+            .mlp_out
+            .forward(gelu(self.mlp_in.forward(self.ln2.forward(x.clone()))));
         x + h
     }
 }
@@ -163,7 +169,9 @@ impl Policy {
             pos_emb: EmbeddingConfig::new(config.max_tokens, d).init(device),
             caption_emb: EmbeddingConfig::new(config.caption_buckets, d).init(device),
             cond_proj: LinearConfig::new(d, d).init(device),
-            blocks: (0..config.n_layers).map(|_| Block::new(config, device)).collect(),
+            blocks: (0..config.n_layers)
+                .map(|_| Block::new(config, device))
+                .collect(),
             ln_f: LayerNormConfig::new(d).init(device),
             lm_head: LinearConfig::new(d, config.vocab_size).init(device),
             value_head: LinearConfig::new(d, 1).init(device),
@@ -249,12 +257,20 @@ impl Policy {
 
     /// Logits of the last position recomputed from scratch for the given prefix (no cache):
     /// the reference path the cache is tested and benchmarked against.
-    pub fn next_logits_uncached(&self, captions: &CaptionBatch, prefix: Tensor<2, Int>) -> Tensor<2> {
+    pub fn next_logits_uncached(
+        &self,
+        captions: &CaptionBatch,
+        prefix: Tensor<2, Int>,
+    ) -> Tensor<2> {
         let [batch, t] = prefix.dims();
         // The sequence a_0..a_{t-1} plus one dummy action: its last row is conditioned on
         // s_t = (c, a_0 .. a_{t-1}) and ignores the dummy.
         let dummy = Tensor::<2, Int>::zeros([batch, 1], &prefix.device());
-        let tokens = if t == 0 { dummy } else { Tensor::cat(vec![prefix, dummy], 1) };
+        let tokens = if t == 0 {
+            dummy
+        } else {
+            Tensor::cat(vec![prefix, dummy], 1)
+        };
         let out = self.forward(captions, tokens);
         let [_, len, vocab] = out.logits.dims();
         out.logits.narrow(1, len - 1, 1).reshape([batch, vocab])
@@ -281,7 +297,10 @@ mod tests {
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -290,19 +309,30 @@ mod tests {
         let device = Device::flex();
         device.seed(7);
         let policy = Policy::new(&config, &device);
-        let captions = caption_batch(&["a fast reel", "a slow air in e minor, flute"], &config, &device);
+        let captions = caption_batch(
+            &["a fast reel", "a slow air in e minor, flute"],
+            &config,
+            &device,
+        );
         let seq: [[u32; 6]; 2] = [[3, 1, 4, 1, 5, 9], [2, 7, 1, 8, 2, 8]];
 
         let mut cache = KvCache::new(policy.n_layers());
         let (mut cached, _) = policy.start(&captions, &mut cache);
         for t in 0..=seq[0].len() {
             let prefix: Vec<u32> = seq.iter().flat_map(|s| s[..t].iter().copied()).collect();
-            let uncached = policy.next_logits_uncached(&captions, token_tensor(&prefix, 2, t, &device));
+            let uncached =
+                policy.next_logits_uncached(&captions, token_tensor(&prefix, 2, t, &device));
             let (a, b) = (to_vec_f32(cached.clone()), to_vec_f32(uncached));
-            assert!(max_abs_diff(&a, &b) < 1e-4, "step {t}: cached and uncached logits differ");
+            assert!(
+                max_abs_diff(&a, &b) < 1e-4,
+                "step {t}: cached and uncached logits differ"
+            );
             if t < seq[0].len() {
                 let next = Tensor::<1, Int>::from_data(
-                    burn::tensor::TensorData::new(vec![i64::from(seq[0][t]), i64::from(seq[1][t])], [2]),
+                    burn::tensor::TensorData::new(
+                        vec![i64::from(seq[0][t]), i64::from(seq[1][t])],
+                        [2],
+                    ),
                     &device,
                 );
                 cached = policy.step(next, &mut cache).0;
@@ -326,7 +356,8 @@ mod tests {
         let (l0, v0) = policy.start(&captions, &mut cache);
         assert!(max_abs_diff(&to_vec_f32(l0), &logits[..11]) < 1e-4);
         assert!((to_vec_f32(v0)[0] - values[0]).abs() < 1e-4);
-        let prev = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![4i64], [1]), &device);
+        let prev =
+            Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![4i64], [1]), &device);
         let (l1, v1) = policy.step(prev, &mut cache);
         assert!(max_abs_diff(&to_vec_f32(l1), &logits[11..22]) < 1e-4);
         assert!((to_vec_f32(v1)[0] - values[1]).abs() < 1e-4);
@@ -360,6 +391,9 @@ mod tests {
         let mut other = config.clone();
         other.d_model = 32;
         assert!(crate::policy::params::decode_policy(&other, &bytes, &device).is_err());
-        assert!(crate::policy::params::decode_policy(&config, &bytes[..bytes.len() / 2], &device).is_err());
+        assert!(
+            crate::policy::params::decode_policy(&config, &bytes[..bytes.len() / 2], &device)
+                .is_err()
+        );
     }
 }

@@ -38,7 +38,12 @@ impl ParameterBlob {
         Ok(Self::from_bytes(bytes, version, config, temperature))
     }
 
-    pub fn from_bytes(bytes: Vec<u8>, version: PolicyVersion, config: &PolicyConfig, temperature: f32) -> Self {
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        version: PolicyVersion,
+        config: &PolicyConfig,
+        temperature: f32,
+    ) -> Self {
         let checksum = *blake3::hash(&bytes).as_bytes();
         Self {
             version,

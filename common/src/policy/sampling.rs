@@ -56,25 +56,67 @@ impl Sampler {
         }
         let captions = caption_batch(captions, config, device);
         let mut cache = KvCache::new(policy.n_layers());
-        let (mut logits, _) = policy.start(&captions, &mut cache);
+        let mut logits = policy.start(&captions, &mut cache).0;
         for t in 0..len {
-            let rows = to_vec_f32(logits);
-            let vocab = rows.len() / batch;
-            let mut next = Vec::with_capacity(batch);
-            for (b, row) in rows.chunks(vocab).enumerate() {
-                let (token, logp) = sample_row(row, self.temperature, self.rng.random::<f64>());
-                out[b].tokens.push(token);
-                out[b].logprobs.push(logp);
-                next.push(i64::from(token));
-            }
-            if t + 1 < len {
-                let prev = Tensor::<1, Int>::from_data(TensorData::new(next, [batch]), device);
-                logits = policy.step(prev, &mut cache).0;
-            } else {
+            let next = self.draw(logits, &mut out);
+            if t + 1 == len {
                 break;
             }
+            let prev = Tensor::<1, Int>::from_data(TensorData::new(next, [batch]), device);
+            logits = policy.step(prev, &mut cache).0;
         }
         out
+    }
+
+    /// The same draw as [`Sampler::sample`] but recomputing the whole prefix for every token
+    /// (no cache): quadratic work, kept as the reference the cache is tested and benchmarked
+    /// against. For the same seed it returns the same sequences as `sample` (up to float
+    /// rounding at a sampling boundary).
+    pub fn sample_uncached<S: AsRef<str>>(
+        &mut self,
+        policy: &Policy,
+        config: &PolicyConfig,
+        captions: &[S],
+        len: usize,
+        device: &Device,
+    ) -> Vec<Sampled> {
+        let batch = captions.len();
+        let mut out = vec![
+            Sampled {
+                tokens: Vec::with_capacity(len),
+                logprobs: Vec::with_capacity(len),
+            };
+            batch
+        ];
+        if batch == 0 || len == 0 {
+            return out;
+        }
+        let captions = caption_batch(captions, config, device);
+        for t in 0..len {
+            let prefix: Vec<i64> = out
+                .iter()
+                .flat_map(|s| s.tokens.iter().map(|&x| i64::from(x)))
+                .collect();
+            let prefix = Tensor::<2, Int>::from_data(TensorData::new(prefix, [batch, t]), device);
+            let logits = policy.next_logits_uncached(&captions, prefix);
+            self.draw(logits, &mut out);
+        }
+        out
+    }
+
+    /// Draws one token per row of `logits` `[B, V]`, appends it (and its log-probability)
+    /// to `out`, and returns the drawn ids.
+    fn draw(&mut self, logits: Tensor<2>, out: &mut [Sampled]) -> Vec<i64> {
+        let rows = to_vec_f32(logits);
+        let vocab = rows.len() / out.len();
+        let mut next = Vec::with_capacity(out.len());
+        for (b, row) in rows.chunks(vocab).enumerate() {
+            let (token, logp) = sample_row(row, self.temperature, self.rng.random::<f64>());
+            out[b].tokens.push(token);
+            out[b].logprobs.push(logp);
+            next.push(i64::from(token));
+        }
+        next
     }
 }
 
@@ -97,8 +139,15 @@ pub fn sample_row(row: &[f32], temperature: f32, u: f64) -> (u32, f32) {
 /// log softmax(row / temperature), in f64 for a stable normaliser.
 pub fn tempered_log_softmax(row: &[f32], temperature: f32) -> Vec<f64> {
     let t = f64::from(temperature);
-    let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x) / t));
-    let log_z = row.iter().map(|&x| (f64::from(x) / t - max).exp()).sum::<f64>().ln() + max;
+    let max = row
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x) / t));
+    let log_z = row
+        .iter()
+        .map(|&x| (f64::from(x) / t - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     row.iter().map(|&x| f64::from(x) / t - log_z).collect()
 }
 
@@ -117,5 +166,40 @@ mod tests {
         // Temperature 0.5 squares the odds: [1, 9] / 10.
         let (_, lp) = sample_row(&row, 0.5, 0.05);
         assert!((lp - 0.1f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cached_and_uncached_sampling_draw_the_same_sequences() {
+        let config = PolicyConfig {
+            vocab_size: 13,
+            max_tokens: 10,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            d_ff: 32,
+            caption_buckets: 64,
+            max_caption_words: 8,
+        };
+        let device = Device::flex();
+        device.seed(11);
+        let policy = Policy::new(&config, &device);
+        let captions = ["a jig in d major", "a slow air", "a reel"];
+        let cached = Sampler::new(5, 0.99).sample(&policy, &config, &captions, 10, &device);
+        let uncached =
+            Sampler::new(5, 0.99).sample_uncached(&policy, &config, &captions, 10, &device);
+        for (c, u) in cached.iter().zip(&uncached) {
+            assert_eq!(c.tokens, u.tokens);
+            assert_eq!(c.tokens.len(), 10);
+            for (a, b) in c.logprobs.iter().zip(&u.logprobs) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+                assert!(*a <= 0.0);
+            }
+        }
+        // A different seed draws something else.
+        let other = Sampler::new(6, 0.99).sample(&policy, &config, &captions, 10, &device);
+        assert_ne!(
+            other.iter().map(|s| &s.tokens).collect::<Vec<_>>(),
+            cached.iter().map(|s| &s.tokens).collect::<Vec<_>>()
+        );
     }
 }

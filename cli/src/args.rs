@@ -1,0 +1,256 @@
+//! Command-line flags. Every flag also reads an environment variable (shown by `--help`),
+//! and both override the config file: flag > environment > file > embedded default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use musicrl_common::Config;
+
+/// musicrl: fine-tune a text-to-music policy from rewards with distributed RL.
+#[derive(Debug, Parser)]
+#[command(name = "musicrl", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Omitted: the embedded default (`config/default.toml`).
+    #[arg(long, global = true, env = "MUSICRL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole loop on this machine: a reward server, a learner and K actors as
+    /// separate processes on loopback, with a progress bar and OUT/summary.json at the end.
+    Local(LocalArgs),
+    /// Run the learner: receives trajectories, trains, broadcasts parameters, checkpoints.
+    Learner(LearnerArgs),
+    /// Run an actor: samples from the newest policy, gets rewards, pushes trajectories.
+    Actor(ActorArgs),
+    /// Run the reward server: scores token sequences with the configured components.
+    RewardServer(RewardArgs),
+    /// Measure sampling (with and without the KV cache) and learner throughput.
+    Bench(BenchArgs),
+    /// Print the effective configuration (file + environment + defaults) as TOML.
+    Config,
+}
+
+/// Flags for processes that another program supervises (`musicrl local`, tests, scripts).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProcessArgs {
+    /// Once listening, write the bound addresses here as JSON (`{"grpc": .., "metrics": ..}`),
+    /// which is how a supervisor learns the real port behind `:0`.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// On exit, write what the process did here as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub outcome_file: Option<PathBuf>,
+    /// Also stop when standard input closes (a supervisor's death then stops its children).
+    #[arg(long, hide = true)]
+    pub stop_on_stdin_close: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// Learner steps to run [default: local.steps = 200].
+    #[arg(long, env = "MUSICRL_LOCAL_STEPS", value_name = "N")]
+    pub steps: Option<u64>,
+    /// Actor processes [default: local.actors = 2].
+    #[arg(long, env = "MUSICRL_LOCAL_ACTORS", value_name = "K")]
+    pub actors: Option<usize>,
+    /// Output folder: summary.json, history.jsonl, checkpoints/, logs/ [default: local.out = runs/local].
+    #[arg(long, env = "MUSICRL_LOCAL_OUT", value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in OUT from its newest checkpoint (to a total of --steps) instead of
+    /// starting afresh. Without it a previous run in OUT is replaced.
+    #[arg(long)]
+    pub resume: bool,
+    /// Do not serve Prometheus metrics from the child processes.
+    #[arg(long)]
+    pub no_metrics: bool,
+}
+
+impl LocalArgs {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(v) = self.steps {
+            c.local.steps = v;
+        }
+        if let Some(v) = self.actors {
+            c.local.actors = v;
+        }
+        if let Some(v) = &self.out {
+            c.local.out = v.clone();
+        }
+        if self.no_metrics {
+            c.local.metrics = false;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LearnerArgs {
+    /// gRPC listen address [default: learner.listen = 0.0.0.0:50051].
+    #[arg(long, env = "MUSICRL_LEARNER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Prometheus /metrics address; "" disables [default: learner.metrics_listen = 0.0.0.0:9100].
+    #[arg(long, env = "MUSICRL_LEARNER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Steps to train before finishing; 0 trains until stopped [default: learner.steps = 0].
+    #[arg(long, env = "MUSICRL_LEARNER_STEPS", value_name = "N")]
+    pub steps: Option<u64>,
+    /// Checkpoint folder; the learner resumes from its newest checkpoint
+    /// [default: learner.checkpoint_dir = runs/checkpoints].
+    #[arg(long, env = "MUSICRL_CHECKPOINT_DIR", value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Policy weights (burnpack) to start from as θ0 [default: learner.init_policy = seeded random].
+    #[arg(long, env = "MUSICRL_INIT_POLICY", value_name = "FILE")]
+    pub init_policy: Option<PathBuf>,
+    /// Append per-step statistics (JSON lines) here [default: learner.history_path = none].
+    #[arg(long, env = "MUSICRL_HISTORY", value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Trajectories per update [default: learner.batch_size = 16].
+    #[arg(long, env = "MUSICRL_LEARNER_BATCH_SIZE", value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Seed of the initialisation [default: learner.seed = 0].
+    #[arg(long, env = "MUSICRL_LEARNER_SEED", value_name = "N")]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
+}
+
+impl LearnerArgs {
+    pub fn apply(&self, c: &mut Config) {
+        let l = &mut c.learner;
+        if let Some(v) = &self.listen {
+            l.listen = v.clone();
+        }
+        if let Some(v) = &self.metrics_listen {
+            l.metrics_listen = v.clone();
+        }
+        if let Some(v) = self.steps {
+            l.steps = v;
+        }
+        if let Some(v) = &self.checkpoint_dir {
+            l.checkpoint_dir = v.clone();
+        }
+        if let Some(v) = &self.init_policy {
+            l.init_policy = v.clone();
+        }
+        if let Some(v) = &self.history {
+            l.history_path = v.clone();
+        }
+        if let Some(v) = self.batch_size {
+            l.batch_size = v;
+        }
+        if let Some(v) = self.seed {
+            l.seed = v;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ActorArgs {
+    /// Learner endpoint [default: actor.learner = http://127.0.0.1:50051].
+    #[arg(long, env = "MUSICRL_LEARNER_URL", value_name = "URL")]
+    pub learner: Option<String>,
+    /// Reward server endpoint [default: actor.reward = http://127.0.0.1:50052].
+    #[arg(long, env = "MUSICRL_REWARD_URL", value_name = "URL")]
+    pub reward: Option<String>,
+    /// This actor's name in logs, metrics and trajectories [default: $HOSTNAME, else actor-PID].
+    #[arg(long, env = "MUSICRL_ACTOR_ID", value_name = "NAME")]
+    pub id: Option<String>,
+    /// Prometheus /metrics address; "" disables [default: actor.metrics_listen = 0.0.0.0:9102].
+    #[arg(long, env = "MUSICRL_ACTOR_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Sequences per round [default: actor.batch_size = 8].
+    #[arg(long, env = "MUSICRL_ACTOR_BATCH_SIZE", value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Prompt file, one caption a line [default: actor.prompts = built-in set].
+    #[arg(long, env = "MUSICRL_PROMPTS", value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Base seed, mixed with the actor id [default: actor.seed = 0].
+    #[arg(long, env = "MUSICRL_ACTOR_SEED", value_name = "N")]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
+}
+
+impl ActorArgs {
+    pub fn apply(&self, c: &mut Config) {
+        let a = &mut c.actor;
+        if let Some(v) = &self.learner {
+            a.learner = v.clone();
+        }
+        if let Some(v) = &self.reward {
+            a.reward = v.clone();
+        }
+        if let Some(v) = &self.metrics_listen {
+            a.metrics_listen = v.clone();
+        }
+        if let Some(v) = self.batch_size {
+            a.batch_size = v;
+        }
+        if let Some(v) = &self.prompts {
+            a.prompts = v.clone();
+        }
+        if let Some(v) = self.seed {
+            a.seed = v;
+        }
+    }
+
+    /// The actor's name: `--id`, else the host name (the pod name on Kubernetes), else by PID.
+    pub fn actor_id(&self) -> String {
+        self.id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| format!("actor-{}", std::process::id()))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RewardArgs {
+    /// gRPC listen address [default: reward.listen = 0.0.0.0:50052].
+    #[arg(long, env = "MUSICRL_REWARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Prometheus /metrics address; "" disables [default: reward.metrics_listen = 0.0.0.0:9101].
+    #[arg(long, env = "MUSICRL_REWARD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Largest batch one Score call may carry [default: reward.max_batch = 512].
+    #[arg(long, env = "MUSICRL_REWARD_MAX_BATCH", value_name = "N")]
+    pub max_batch: Option<usize>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
+}
+
+impl RewardArgs {
+    pub fn apply(&self, c: &mut Config) {
+        let r = &mut c.reward;
+        if let Some(v) = &self.listen {
+            r.listen = v.clone();
+        }
+        if let Some(v) = &self.metrics_listen {
+            r.metrics_listen = v.clone();
+        }
+        if let Some(v) = self.max_batch {
+            r.max_batch = v;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Timed repetitions of each measurement (after one warm-up).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub iters: usize,
+    /// Sequences sampled together (the actor's batch) [default: actor.batch_size].
+    #[arg(long, value_name = "N")]
+    pub sample_batch: Option<usize>,
+    /// Trajectories per learner update [default: learner.batch_size].
+    #[arg(long, value_name = "N")]
+    pub learner_batch: Option<usize>,
+    /// Also write the results here as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}

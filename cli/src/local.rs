@@ -1,0 +1,462 @@
+//! `musicrl local`: every role as its own process on loopback, supervised from here.
+//!
+//! The supervisor writes the effective configuration to `OUT/config.toml`, starts the reward
+//! server and the learner on `127.0.0.1:0`, reads the ports they bound from their ready
+//! files, starts K actors pointed at them, and follows the learner's `Status` RPC with a
+//! progress bar. Children log to `OUT/logs/<role>.log` and stop when their standard input
+//! closes, so they never outlive the supervisor. When the learner has trained the requested
+//! steps it exits, the actors see `training_complete` and exit, the reward server is told to
+//! stop, and `OUT/summary.json` is written.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use musicrl_common::Config;
+use musicrl_proto::v1::StatusRequest;
+use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
+
+use crate::args::LocalArgs;
+use crate::process::{Ready, write_json};
+
+/// Marks a folder as written by `musicrl local`, so a rerun may replace it.
+const MARKER: &str = ".musicrl-local";
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+const ACTOR_EXIT_GRACE: Duration = Duration::from_secs(20);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// What `OUT/summary.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Learner steps completed in total (including steps before a resume).
+    pub steps: u64,
+    /// Steps this run started from (0 unless `--resume`).
+    pub resumed_from_step: u64,
+    pub completed: bool,
+    pub trajectories_accepted: u64,
+    pub trajectories_rejected: u64,
+    pub trajectories_dropped_stale: u64,
+    /// Mean reward over the first and the last 10% of this run's steps (at least one step).
+    pub reward_mean_first: f32,
+    pub reward_mean_last: f32,
+    pub kl_last: f32,
+    pub policy_version: u64,
+    pub max_policy_version_seen_by_actors: u64,
+    /// Trajectories accepted by the learner per second of training (learner ready → exit).
+    pub samples_per_second: f64,
+    pub training_seconds: f64,
+    /// The whole run, process start-up and shutdown included.
+    pub wall_seconds: f64,
+    pub actors: usize,
+    pub actor_outcomes: Vec<serde_json::Value>,
+    pub out: PathBuf,
+}
+
+/// The mean of the first and the last `ceil(10%)` of `rewards` (at least one value each).
+pub fn first_last_means(rewards: &[f32]) -> (f32, f32) {
+    if rewards.is_empty() {
+        return (f32::NAN, f32::NAN);
+    }
+    let k = rewards.len().div_ceil(10).max(1);
+    let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;
+    (mean(&rewards[..k]), mean(&rewards[rewards.len() - k..]))
+}
+
+struct Role {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Role {
+    /// Closes the child's stdin: its signal to shut down cleanly.
+    fn ask_to_stop(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    async fn stop(&mut self, grace: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        self.ask_to_stop();
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                tracing::warn!(role = %self.name, "did not stop within {grace:?}; killing it");
+                self.child.kill().await?;
+                Ok(self.child.wait().await?)
+            }
+        }
+    }
+
+    fn failure(&self, status: std::process::ExitStatus) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{} exited with {status}; last lines of {}:\n{}",
+            self.name,
+            self.log.display(),
+            tail(&self.log, 20)
+        )
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn spawn(name: &str, exe: &Path, args: &[String], logs: &Path) -> anyhow::Result<Role> {
+    let log = logs.join(format!("{name}.log"));
+    let file =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {name} ({})", exe.display()))?;
+    Ok(Role {
+        name: name.to_string(),
+        child,
+        log,
+    })
+}
+
+async fn wait_ready(role: &mut Role, file: &Path) -> anyhow::Result<Ready> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(ready) = serde_json::from_str::<Ready>(&text)
+        {
+            return Ok(ready);
+        }
+        if let Some(status) = role.child.try_wait()? {
+            return Err(role.failure(status));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} was not ready after {READY_TIMEOUT:?}; see {}",
+                role.name,
+                role.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prepares OUT: refuses a folder that `musicrl local` did not create; without `resume`
+/// removes the previous run's files.
+fn prepare_out(out: &Path, resume: bool) -> anyhow::Result<()> {
+    let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
+    if occupied && !out.join(MARKER).exists() {
+        bail!(
+            "{} exists, is not empty and was not written by `musicrl local`; choose another --out",
+            out.display()
+        );
+    }
+    if !resume {
+        for dir in ["checkpoints", "logs", "run"] {
+            let p = out.join(dir);
+            if p.exists() {
+                std::fs::remove_dir_all(&p)
+                    .with_context(|| format!("cannot clear {}", p.display()))?;
+            }
+        }
+        for file in ["history.jsonl", "summary.json", "config.toml"] {
+            let p = out.join(file);
+            if p.exists() {
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("cannot clear {}", p.display()))?;
+            }
+        }
+    }
+    for dir in ["logs", "run"] {
+        std::fs::create_dir_all(out.join(dir))?;
+    }
+    std::fs::write(
+        out.join(MARKER),
+        "written by `musicrl local`; a rerun may replace this folder\n",
+    )?;
+    Ok(())
+}
+
+/// The configuration every child reads: loopback ports chosen by the OS, paths under OUT.
+fn child_config(config: &Config, out: &Path) -> Config {
+    let mut c = config.clone();
+    let metrics = if config.local.metrics {
+        "127.0.0.1:0"
+    } else {
+        ""
+    };
+    c.learner.listen = "127.0.0.1:0".into();
+    c.learner.metrics_listen = metrics.into();
+    c.learner.steps = config.local.steps;
+    c.learner.checkpoint_dir = out.join("checkpoints");
+    c.learner.history_path = out.join("history.jsonl");
+    c.reward.listen = "127.0.0.1:0".into();
+    c.reward.metrics_listen = metrics.into();
+    c.actor.metrics_listen = metrics.into();
+    c
+}
+
+pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    args.apply(&mut config);
+    if config.local.steps == 0 {
+        bail!("musicrl local needs --steps N with N > 0 (local.steps is 0)");
+    }
+    config.validate()?;
+    let out = config.local.out.clone();
+    prepare_out(&out, args.resume)?;
+    let child = child_config(&config, &out);
+    let config_path = out.join("config.toml");
+    musicrl_common::fsutil::write_atomic(&config_path, child.to_toml().as_bytes())?;
+    let (logs, run_dir) = (out.join("logs"), out.join("run"));
+    let exe = std::env::current_exe().context("cannot find the musicrl executable")?;
+    let base = |role: &str| -> Vec<String> {
+        vec![
+            "--config".into(),
+            config_path.display().to_string(),
+            role.into(),
+            "--stop-on-stdin-close".into(),
+            "--ready-file".into(),
+            run_dir
+                .join(format!("{role}.ready.json"))
+                .display()
+                .to_string(),
+            "--outcome-file".into(),
+            run_dir
+                .join(format!("{role}.outcome.json"))
+                .display()
+                .to_string(),
+        ]
+    };
+
+    eprintln!(
+        "musicrl local: {} steps, {} actors, policy d_model={} layers={} vocab={}, output in {}",
+        config.local.steps,
+        config.local.actors,
+        config.policy.d_model,
+        config.policy.n_layers,
+        config.policy.vocab_size,
+        out.display()
+    );
+    let mut reward = spawn("reward-server", &exe, &base("reward-server"), &logs)?;
+    let mut learner = spawn("learner", &exe, &base("learner"), &logs)?;
+    let reward_ready = wait_ready(&mut reward, &run_dir.join("reward-server.ready.json")).await?;
+    let learner_ready = wait_ready(&mut learner, &run_dir.join("learner.ready.json")).await?;
+    let learner_addr = learner_ready
+        .grpc
+        .context("the learner reported no gRPC address")?;
+    let reward_addr = reward_ready
+        .grpc
+        .context("the reward server reported no gRPC address")?;
+    let training_started = Instant::now();
+
+    let mut actors = Vec::with_capacity(config.local.actors);
+    for i in 0..config.local.actors {
+        let name = format!("actor-{i}");
+        let mut a = base("actor");
+        for (ready_or_outcome, idx) in [("ready", 5), ("outcome", 7)] {
+            a[idx] = run_dir
+                .join(format!("{name}.{ready_or_outcome}.json"))
+                .display()
+                .to_string();
+        }
+        a.extend([
+            "--id".into(),
+            name.clone(),
+            "--learner".into(),
+            format!("http://{learner_addr}"),
+            "--reward".into(),
+            format!("http://{reward_addr}"),
+        ]);
+        actors.push(spawn(&name, &exe, &a, &logs)?);
+    }
+    let mut endpoints = vec![
+        format!("learner grpc {learner_addr}"),
+        format!("reward-server grpc {reward_addr}"),
+    ];
+    for (name, r) in [
+        ("learner", &learner_ready),
+        ("reward-server", &reward_ready),
+    ] {
+        if let Some(m) = r.metrics {
+            endpoints.push(format!("{name} metrics http://{m}/metrics"));
+        }
+    }
+    eprintln!("  {}; logs in {}", endpoints.join(", "), logs.display());
+
+    let learner_status = follow_progress(&mut learner, &mut actors, learner_addr, &config).await;
+
+    // The learner has exited (or failed): actors leave on `training_complete`; give them a
+    // moment, then ask, then insist.
+    let deadline = Instant::now() + ACTOR_EXIT_GRACE;
+    for a in &mut actors {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, a.child.wait()).await.is_err() {
+            tracing::debug!(actor = %a.name, "still running after training; stopping it");
+        }
+    }
+    let mut actor_failures = Vec::new();
+    for a in &mut actors {
+        let status = a.stop(STOP_GRACE).await?;
+        if !status.success() {
+            actor_failures.push(a.failure(status));
+        }
+    }
+    let reward_status = reward.stop(STOP_GRACE).await?;
+    let learner_status = learner_status?;
+    if !learner_status.success() {
+        return Err(learner.failure(learner_status));
+    }
+    if !reward_status.success() {
+        return Err(reward.failure(reward_status));
+    }
+    for e in &actor_failures {
+        eprintln!("warning: {e}");
+    }
+
+    let learner_outcome: serde_json::Value = read_json(&run_dir.join("learner.outcome.json"))?;
+    let outcome: musicrl_learner::LearnerOutcome = serde_json::from_value(learner_outcome)?;
+    let actor_outcomes = (0..config.local.actors)
+        .filter_map(|i| read_json(&run_dir.join(format!("actor-{i}.outcome.json"))).ok())
+        .collect();
+    let (reward_mean_first, reward_mean_last) = first_last_means(&outcome.reward_means);
+    let training_seconds = training_started.elapsed().as_secs_f64();
+    let summary = Summary {
+        steps: outcome.steps,
+        resumed_from_step: outcome.resumed_from_step,
+        completed: outcome.completed,
+        trajectories_accepted: outcome.trajectories_accepted,
+        trajectories_rejected: outcome.trajectories_rejected,
+        trajectories_dropped_stale: outcome.trajectories_dropped_stale,
+        reward_mean_first,
+        reward_mean_last,
+        kl_last: outcome.kl_last,
+        policy_version: outcome.policy_version,
+        max_policy_version_seen_by_actors: outcome.max_policy_version_seen_by_actors,
+        samples_per_second: outcome.trajectories_accepted as f64 / training_seconds.max(1e-9),
+        training_seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        actors: config.local.actors,
+        actor_outcomes,
+        out: out.clone(),
+    };
+    write_json(&out.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?)
+}
+
+/// Shows progress from the learner's `Status` until the learner exits; Ctrl-C asks it to
+/// stop (it checkpoints first). Returns the learner's exit status.
+async fn follow_progress(
+    learner: &mut Role,
+    actors: &mut [Role],
+    addr: std::net::SocketAddr,
+    config: &Config,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let total = config.local.steps;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let interactive = !bar.is_hidden();
+    let mut client = None;
+    let mut last_print = Instant::now();
+    let mut interrupted = false;
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        if let Some(status) = learner.child.try_wait()? {
+            bar.finish_and_clear();
+            return Ok(status);
+        }
+        if actors
+            .iter_mut()
+            .all(|a| matches!(a.child.try_wait(), Ok(Some(_))))
+            && !interrupted
+        {
+            bar.abandon();
+            eprintln!("every actor has exited before training finished; stopping the learner");
+            for a in actors.iter() {
+                eprintln!("{}:\n{}", a.name, tail(&a.log, 10));
+            }
+            learner.ask_to_stop();
+            interrupted = true;
+        }
+        if client.is_none() {
+            client = LearnerServiceClient::connect(format!("http://{addr}"))
+                .await
+                .ok();
+        }
+        if let Some(c) = client.as_mut() {
+            match c.status(StatusRequest {}).await {
+                Ok(s) => {
+                    let s = s.into_inner();
+                    bar.set_position(s.step.min(total));
+                    let msg = format!(
+                        "reward {:.3}  kl {:.4}  accepted {}  stale {}  version {}",
+                        s.reward_mean_last,
+                        s.kl_last,
+                        s.trajectories_accepted,
+                        s.trajectories_dropped_stale,
+                        s.policy_version
+                    );
+                    if !interactive && last_print.elapsed() > Duration::from_secs(10) {
+                        eprintln!("step {}/{}  {msg}", s.step, total);
+                        last_print = Instant::now();
+                    }
+                    bar.set_message(msg);
+                }
+                Err(_) => client = None,
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = &mut ctrl_c, if !interrupted => {
+                eprintln!("interrupted: stopping the learner (it saves a checkpoint; rerun with --resume)");
+                learner.ask_to_stop();
+                interrupted = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_ten_percent() {
+        let r: Vec<f32> = (0..20).map(|i| i as f32).collect();
+        assert_eq!(first_last_means(&r), (0.5, 18.5));
+        // Fewer than 10 steps still use one step each.
+        assert_eq!(first_last_means(&[1.0, 2.0, 4.0]), (1.0, 4.0));
+        // 11 steps: ceil(1.1) = 2.
+        let r: Vec<f32> = (0..11).map(|i| i as f32).collect();
+        assert_eq!(first_last_means(&r), (0.5, 9.5));
+    }
+
+    #[test]
+    fn refuses_a_folder_it_did_not_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("precious.txt"), "keep").expect("write");
+        let err = prepare_out(dir.path(), false).unwrap_err();
+        assert!(
+            err.to_string().contains("not written by `musicrl local`"),
+            "{err}"
+        );
+        assert!(dir.path().join("precious.txt").exists());
+    }
+}

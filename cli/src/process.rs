@@ -1,0 +1,89 @@
+//! What every long-running role shares: shutdown signals, the ready file, the outcome file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::args::ProcessArgs;
+
+/// Resolves on Ctrl-C, SIGTERM (what Kubernetes sends), or — with `--stop-on-stdin-close` —
+/// when standard input reaches end of file.
+pub async fn shutdown_signal(stop_on_stdin_close: bool) {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
+    };
+    let stdin_closed = async {
+        if !stop_on_stdin_close {
+            return std::future::pending::<()>().await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // A plain thread (not tokio's blocking pool) so a pending read never delays exit.
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("interrupted; shutting down"),
+        () = term => tracing::info!("SIGTERM; shutting down"),
+        () = stdin_closed => tracing::info!("supervisor closed stdin; shutting down"),
+    }
+}
+
+/// The addresses a process bound, as written to `--ready-file`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Ready {
+    pub grpc: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub pid: u32,
+}
+
+pub fn write_ready(
+    args: &ProcessArgs,
+    grpc: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    if let Some(path) = &args.ready_file {
+        let ready = Ready {
+            grpc,
+            metrics,
+            pid: std::process::id(),
+        };
+        write_json(path, &ready)?;
+    }
+    Ok(())
+}
+
+pub fn write_outcome<T: Serialize>(args: &ProcessArgs, outcome: &T) -> anyhow::Result<()> {
+    if let Some(path) = &args.outcome_file {
+        write_json(path, outcome)?;
+    }
+    Ok(())
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    musicrl_common::fsutil::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
