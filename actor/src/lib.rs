@@ -176,6 +176,7 @@ pub async fn run(
         let scored = tokio::select! {
             r = score(&reward, &inputs, &config) => r,
             () = &mut shutdown => break,
+            () = training_complete(params_rx.clone()) => continue,
         };
         let (scores, components, scorer_version) = scored;
 
@@ -202,6 +203,8 @@ pub async fn run(
         let pushed = tokio::select! {
             r = push(&learner, &trajectories, &config) => r,
             () = &mut shutdown => break,
+            // The learner may be gone for good; do not retry into the void.
+            () = training_complete(params_rx.clone()) => continue,
         };
         outcome.rounds += 1;
         outcome.samples_pushed += pushed.accepted;
@@ -228,6 +231,22 @@ pub async fn run(
     subscriber.abort();
     tracing::info!(actor = %actor_id, ?outcome, "actor stopped");
     Ok(outcome)
+}
+
+/// Resolves once the learner has announced the end of training (never otherwise).
+async fn training_complete(mut params: watch::Receiver<Option<Arc<ParameterBlob>>>) {
+    loop {
+        if params
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(|b| b.training_complete)
+        {
+            return;
+        }
+        if params.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The sampling state that moves in and out of the blocking pool each round.

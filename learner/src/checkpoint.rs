@@ -131,3 +131,115 @@ pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Tr
     let trainer = Trainer::restore(config, device, policy, reference, optimizer, state.step)?;
     Ok(Some((trainer, state.counters)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Module;
+    use musicrl_common::config::PolicyConfig;
+    use musicrl_common::policy::params::encode_policy;
+    use musicrl_common::{PolicyVersion, Trajectory};
+
+    fn tiny(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.policy = PolicyConfig {
+            vocab_size: 9,
+            max_tokens: 5,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 32,
+            caption_buckets: 32,
+            max_caption_words: 6,
+        };
+        c.learner.checkpoint_dir = dir.to_path_buf();
+        c.learner.learning_rate = 0.01;
+        c
+    }
+
+    fn batch(version: u64) -> Vec<Trajectory> {
+        (0..4u32)
+            .map(|i| Trajectory {
+                actor_id: "test".into(),
+                policy_version: PolicyVersion(version),
+                caption: format!("a tune number {i}"),
+                tokens: vec![i, (i + 1) % 9, 2, 8, i],
+                behaviour_logprobs: vec![-2.2; 5],
+                reward: i as f32 / 3.0,
+                components: vec![("c".into(), i as f32)],
+                scorer_version: "t".into(),
+            })
+            .collect()
+    }
+
+    fn params(t: &Trainer) -> Vec<u8> {
+        encode_policy(&t.policy().valid()).expect("encode")
+    }
+
+    #[test]
+    fn resume_restores_policy_optimizer_and_step_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = tiny(dir.path());
+        let device = musicrl_common::device::training_device();
+        let mut original = Trainer::new(&config, &device).expect("trainer");
+        original.train_step(&batch(0));
+        original.train_step(&batch(1));
+        let counters = Counters {
+            trajectories_accepted: 8,
+            trajectories_rejected: 1,
+            trajectories_dropped_stale: 2,
+            max_policy_version_seen: 1,
+        };
+        save(dir.path(), &original, counters, &config).expect("save");
+
+        let (mut resumed, restored) = resume(dir.path(), &config, &device)
+            .expect("resume")
+            .expect("a checkpoint");
+        assert_eq!(resumed.step_count(), 2);
+        assert_eq!(restored, counters);
+        assert_eq!(params(&resumed), params(&original));
+        assert_eq!(
+            encode_policy(resumed.reference()).expect("encode"),
+            encode_policy(original.reference()).expect("encode")
+        );
+
+        // The next update is identical only if Adam's moments were restored too.
+        original.train_step(&batch(2));
+        resumed.train_step(&batch(2));
+        assert_eq!(params(&resumed), params(&original));
+
+        // A fresh optimiser on the same parameters takes a different step.
+        let mut fresh = Trainer::restore(
+            &config,
+            &device,
+            load_policy(
+                &latest(dir.path()).expect("latest").join("policy.bpk"),
+                &config.policy,
+                &device,
+            )
+            .expect("load"),
+            original.reference().clone(),
+            Trainer::new(&config, &device)
+                .expect("trainer")
+                .optimizer_bytes()
+                .expect("bytes"),
+            2,
+        )
+        .expect("restore");
+        fresh.train_step(&batch(2));
+        assert_ne!(params(&fresh), params(&original));
+    }
+
+    #[test]
+    fn a_different_architecture_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = tiny(dir.path());
+        let device = musicrl_common::device::training_device();
+        let t = Trainer::new(&config, &device).expect("trainer");
+        save(dir.path(), &t, Counters::default(), &config).expect("save");
+        let mut other = config.clone();
+        other.policy.d_model = 32;
+        let err = resume(dir.path(), &other, &device).err().expect("refused");
+        assert!(err.to_string().contains("architecture"), "{err}");
+    }
+}

@@ -191,7 +191,10 @@ fn train_loop(
                 Err(_elapsed) => continue,
             };
             match rule.admit(t.policy_version, trainer.version()) {
-                Admission::Admit { .. } => batch.push(t),
+                Admission::Admit { .. } => {
+                    batch.push(t);
+                    shared.progress().gathered = batch.len();
+                }
                 Admission::Stale { lag } => {
                     tracing::debug!(lag, "dropped a stale trajectory");
                     metrics::counter!("musicrl_learner_trajectories_dropped_total", "reason" => "stale").increment(1);
@@ -205,8 +208,8 @@ fn train_loop(
         if batch.len() < l.batch_size {
             break; // stopping
         }
-        metrics::gauge!("musicrl_learner_queue_depth")
-            .set((queue.max_capacity() - queue.capacity()) as f64);
+        shared.progress().gathered = 0;
+        metrics::gauge!("musicrl_learner_queue_depth").set(shared.queue_depth() as f64);
         metrics::histogram!("musicrl_learner_batch_wait_seconds")
             .record(wait_started.elapsed().as_secs_f64());
 

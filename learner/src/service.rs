@@ -35,6 +35,8 @@ pub struct Progress {
     pub kl_last: f64,
     pub max_policy_version_seen: u64,
     pub training_complete: bool,
+    /// Trajectories the training loop has taken off the queue for the batch it is filling.
+    pub gathered: usize,
 }
 
 /// State shared by the handlers and the training loop.
@@ -55,6 +57,11 @@ impl Shared {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Trajectories waiting to be trained on: in the queue plus in the batch being filled.
+    pub fn queue_depth(&self) -> usize {
+        (self.queue.max_capacity() - self.queue.capacity()) + self.progress().gathered
+    }
+
     fn current_version(&self) -> PolicyVersion {
         PolicyVersion(self.progress().policy_version)
     }
@@ -63,6 +70,18 @@ impl Shared {
 /// The rejection reason for pushes that arrive after training ended (not counted as
 /// rejected data in the learner's totals).
 pub const TRAINING_COMPLETE: &str = "training_complete";
+
+/// INVALID_ARGUMENT for a push whose item `index` is malformed (counted by reason).
+fn invalid_push(shared: &Shared, r: Rejection, index: usize) -> Status {
+    // Every item received so far is refused with it.
+    shared.progress().trajectories_rejected += index as u64 + 1;
+    tracing::warn!(reason = r.reason, detail = %r.detail, index, "refused a push with a malformed trajectory");
+    metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => r.reason)
+        .increment(1);
+    Status::invalid_argument(format!(
+        "trajectory {index}: {r}; nothing of this push was used"
+    ))
+}
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -86,8 +105,38 @@ impl LearnerService for Learner {
         request: Request<Streaming<pb::Trajectory>>,
     ) -> Result<Response<pb::PushSummary>, Status> {
         let mut inbound = request.into_inner();
+        // Validate the whole push before queueing any of it: a push is all or nothing.
+        let mut batch = Vec::new();
+        let mut index = 0usize;
+        while let Some(item) = inbound.next().await {
+            let item = item?;
+            if index >= self.shared.max_push {
+                return Err(invalid_push(
+                    &self.shared,
+                    Rejection::new(
+                        "push_too_large",
+                        format!(
+                            "more than {} trajectories in one push",
+                            self.shared.max_push
+                        ),
+                    ),
+                    index,
+                ));
+            }
+            match wire::trajectory_from_wire(item, &self.shared.limits) {
+                Ok(t) => batch.push(t),
+                Err(r) => return Err(invalid_push(&self.shared, r, index)),
+            }
+            index += 1;
+        }
+        if batch.is_empty() {
+            metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => "empty_push").increment(1);
+            return Err(Status::invalid_argument(
+                "empty push: at least one trajectory is needed",
+            ));
+        }
+
         let mut accepted = 0u64;
-        let mut seen = 0usize;
         let mut rejections: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut reject = |r: Rejection| {
             if r.reason == TRAINING_COMPLETE {
@@ -100,26 +149,7 @@ impl LearnerService for Learner {
                 .increment(1);
             *rejections.entry(r.reason).or_default() += 1;
         };
-        while let Some(item) = inbound.next().await {
-            let t = item?;
-            seen += 1;
-            if seen > self.shared.max_push {
-                reject(Rejection::new(
-                    "push_too_large",
-                    format!(
-                        "more than {} trajectories in one push",
-                        self.shared.max_push
-                    ),
-                ));
-                continue;
-            }
-            let t = match wire::trajectory_from_wire(t, &self.shared.limits) {
-                Ok(t) => t,
-                Err(r) => {
-                    reject(r);
-                    continue;
-                }
-            };
+        for t in batch {
             let current = self.shared.current_version();
             if t.policy_version > current {
                 reject(Rejection::new(
@@ -145,11 +175,6 @@ impl LearnerService for Learner {
             p.trajectories_accepted += 1;
             p.max_policy_version_seen = p.max_policy_version_seen.max(version);
         }
-        if seen == 0 {
-            return Err(Status::invalid_argument(
-                "empty push: at least one trajectory is needed",
-            ));
-        }
         let rejected: u64 = rejections.values().sum();
         let invalid: u64 = rejections
             .iter()
@@ -161,8 +186,7 @@ impl LearnerService for Learner {
             p.trajectories_rejected += invalid;
             p.policy_version
         };
-        metrics::gauge!("musicrl_learner_queue_depth")
-            .set((self.shared.queue.max_capacity() - self.shared.queue.capacity()) as f64);
+        metrics::gauge!("musicrl_learner_queue_depth").set(self.shared.queue_depth() as f64);
         Ok(Response::new(pb::PushSummary {
             accepted,
             rejected,
@@ -231,7 +255,7 @@ impl LearnerService for Learner {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let queue_depth = (self.shared.queue.max_capacity() - self.shared.queue.capacity()) as u64;
+        let queue_depth = self.shared.queue_depth() as u64;
         let p = self.shared.progress().clone();
         Ok(Response::new(pb::StatusResponse {
             step: p.step,

@@ -1,0 +1,313 @@
+//! Each RPC against bad input: the answer is INVALID_ARGUMENT with a message naming the
+//! problem, and the server keeps serving the next good request. Plus health, the chunked
+//! parameter broadcast, and the learner's refusal of versions it never published.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tonic::Code;
+
+use musicrl_common::Config;
+use musicrl_common::wire::ChunkAssembler;
+use musicrl_proto::v1 as pb;
+use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
+use musicrl_proto::v1::reward_service_client::RewardServiceClient;
+use musicrl_tests::{start_learner, start_reward_server, tiny_config};
+
+fn sample(tokens: Vec<u32>) -> pb::Sample {
+    pb::Sample {
+        caption: "a lively reel in d major".into(),
+        tokens,
+    }
+}
+
+fn good_tokens(config: &Config) -> Vec<u32> {
+    (0..config.policy.max_tokens as u32)
+        .map(|i| i % config.policy.vocab_size as u32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_rejects_bad_batches_and_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = tiny_config(dir.path());
+    let server = start_reward_server(&config).await;
+    let mut client = RewardServiceClient::connect(server.url())
+        .await
+        .expect("connect");
+    let good = good_tokens(&config);
+    let vocab = config.policy.vocab_size as u32;
+    let max = config.policy.max_tokens;
+
+    let cases: Vec<(&str, Vec<pb::Sample>, &str)> = vec![
+        ("empty batch", vec![], "empty"),
+        (
+            "oversized batch",
+            vec![sample(good.clone()); config.reward.max_batch + 1],
+            "exceeds",
+        ),
+        (
+            "token out of range",
+            vec![sample(good.clone()), sample(vec![1, vocab, 2])],
+            "vocabulary",
+        ),
+        ("huge token id", vec![sample(vec![u32::MAX])], "vocabulary"),
+        ("no tokens", vec![sample(vec![])], "tokens"),
+        ("too many tokens", vec![sample(vec![0; max + 1])], "tokens"),
+        (
+            "caption too long",
+            vec![pb::Sample {
+                caption: "x".repeat(10_000),
+                tokens: good.clone(),
+            }],
+            "caption",
+        ),
+    ];
+    for (what, samples, needle) in cases {
+        let err = client
+            .score(pb::ScoreRequest { samples })
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(
+            err.message().contains(needle),
+            "{what}: message {:?} should mention {needle:?}",
+            err.message()
+        );
+
+        // Still serving.
+        let ok = client
+            .score(pb::ScoreRequest {
+                samples: vec![sample(good.clone()), sample(vec![0, 1, 2, 3])],
+            })
+            .await
+            .unwrap_or_else(|e| panic!("after {what} the server still answers: {e:?}"))
+            .into_inner();
+        assert_eq!(ok.scores.len(), 2);
+        // token-fraction below 4: [0,1,2,3] scores 1, the good sequence 4 hits of 12.
+        assert!((ok.scores[1].reward - 1.0).abs() < 1e-6);
+        assert!(
+            (ok.scores[0].reward - 4.0 / 12.0).abs() < 1e-6,
+            "{:?}",
+            ok.scores[0]
+        );
+        assert_eq!(ok.components.len(), 1);
+        assert_eq!(ok.scores[0].components.len(), 1);
+        assert!(!ok.scorer_version.is_empty());
+    }
+
+    let info = client
+        .info(pb::InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.vocab_size, vocab);
+    assert_eq!(info.max_tokens as usize, max);
+
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "musicrl.v1.RewardService".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    server.stop().await.expect("clean stop");
+}
+
+fn trajectory(config: &Config, version: u64) -> pb::Trajectory {
+    let tokens = good_tokens(config);
+    pb::Trajectory {
+        actor_id: "test-actor".into(),
+        policy_version: version,
+        caption: "a slow air".into(),
+        behaviour_logprobs: vec![-1.5; tokens.len()],
+        tokens,
+        reward: 0.5,
+        components: vec![pb::ComponentScore {
+            name: "token-fraction".into(),
+            value: 0.5,
+        }],
+        scorer_version: "test".into(),
+    }
+}
+
+async fn push(
+    client: &mut LearnerServiceClient<tonic::transport::Channel>,
+    items: Vec<pb::Trajectory>,
+) -> Result<pb::PushSummary, tonic::Status> {
+    client
+        .push_trajectories(tokio_stream::iter(items))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_rejects_malformed_trajectories_and_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 0; // serve until stopped
+    config.learner.max_push = 16;
+    config.learner.batch_size = 64; // never trains in this test
+    config.learner.queue_capacity = 64;
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let vocab = config.policy.vocab_size as u32;
+
+    let mut cases: Vec<(&str, Vec<pb::Trajectory>, &str)> = vec![("empty push", vec![], "empty")];
+    let mut bad = |what: &'static str, needle: &'static str, f: &dyn Fn(&mut pb::Trajectory)| {
+        let mut t = trajectory(&config, 0);
+        f(&mut t);
+        // A good trajectory first: the push is refused as a whole.
+        cases.push((what, vec![trajectory(&config, 0), t], needle));
+    };
+    bad("token out of range", "token_out_of_range", &|t| {
+        t.tokens[3] = vocab
+    });
+    bad("empty tokens", "bad_length", &|t| {
+        t.tokens.clear();
+        t.behaviour_logprobs.clear();
+    });
+    bad("too many tokens", "bad_length", &|t| {
+        t.tokens.push(0);
+        t.behaviour_logprobs.push(-1.0);
+    });
+    bad("mismatched log-probabilities", "length_mismatch", &|t| {
+        t.behaviour_logprobs.pop();
+    });
+    bad("NaN reward", "non_finite_reward", &|t| t.reward = f32::NAN);
+    bad("infinite reward", "non_finite_reward", &|t| {
+        t.reward = f32::INFINITY
+    });
+    bad("NaN log-probability", "bad_logprob", &|t| {
+        t.behaviour_logprobs[0] = f32::NAN
+    });
+    bad("positive log-probability", "bad_logprob", &|t| {
+        t.behaviour_logprobs[0] = 0.7
+    });
+    bad("NaN component", "bad_component", &|t| {
+        t.components[0].value = f32::NAN
+    });
+    cases.push((
+        "oversized push",
+        vec![trajectory(&config, 0); 17],
+        "push_too_large",
+    ));
+
+    for (what, items, needle) in cases {
+        let err = push(&mut client, items).await.expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(
+            err.message().contains(needle),
+            "{what}: message {:?} should mention {needle:?}",
+            err.message()
+        );
+        let status = client
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        assert_eq!(
+            status.trajectories_accepted, 0,
+            "{what}: nothing of a refused push is used"
+        );
+    }
+
+    // Still serving: a good push is accepted; a trajectory from a version the learner never
+    // published is refused with its reason.
+    let summary = push(
+        &mut client,
+        vec![
+            trajectory(&config, 0),
+            trajectory(&config, 0),
+            trajectory(&config, 7),
+        ],
+    )
+    .await
+    .expect("a good push");
+    assert_eq!(summary.accepted, 2);
+    assert_eq!(summary.rejected, 1);
+    assert_eq!(summary.rejections[0].reason, "future_version");
+    let status = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.trajectories_accepted, 2);
+    assert_eq!(status.queue_depth, 2);
+
+    // Subscribing with an absurd actor id is refused too.
+    let err = client
+        .subscribe_parameters(pb::SubscribeRequest {
+            actor_id: "a".repeat(1000),
+        })
+        .await
+        .expect_err("long id");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let outcome = learner.stop().await.expect("clean stop");
+    assert_eq!(outcome.steps, 0);
+    assert!(!outcome.completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_arrive_in_chunks_below_the_limit_and_reassemble() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.chunk_bytes = 4096;
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let mut stream = client
+        .subscribe_parameters(pb::SubscribeRequest {
+            actor_id: "probe".into(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut assembler = ChunkAssembler::new(1 << 30);
+    let mut chunks = 0;
+    let blob = loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a chunk in time")
+            .expect("the stream stays open")
+            .expect("a chunk");
+        assert!(chunk.data.len() <= 4096);
+        chunks += 1;
+        if let Some(b) = assembler.push(chunk).expect("valid chunks") {
+            break b;
+        }
+    };
+    assert!(
+        chunks > 1,
+        "the tiny policy still spans several 4 KiB chunks"
+    );
+    assert_eq!(blob.version.0, 0);
+    assert_eq!(blob.config, config.policy);
+    let policy = blob
+        .to_policy(&musicrl_common::device::inference_device())
+        .expect("decodes into a policy");
+    let sampled = musicrl_common::policy::sampling::Sampler::new(1, 1.0).sample(
+        &policy,
+        &config.policy,
+        &["a jig"],
+        config.policy.max_tokens,
+        &musicrl_common::device::inference_device(),
+    );
+    assert_eq!(sampled[0].tokens.len(), config.policy.max_tokens);
+    drop(stream);
+    learner.stop().await.expect("clean stop");
+}
