@@ -29,6 +29,7 @@ const MARKER: &str = ".musicrl-local";
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 const ACTOR_EXIT_GRACE: Duration = Duration::from_secs(20);
 const STOP_GRACE: Duration = Duration::from_secs(15);
+const STALL_WARNING: Duration = Duration::from_secs(60);
 
 /// What `OUT/summary.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,8 +159,14 @@ fn prepare_out(out: &Path, resume: bool) -> anyhow::Result<()> {
             out.display()
         );
     }
+    // Ready and outcome files always belong to the run about to start: a stale ready file
+    // would point actors at a port that no longer listens.
+    let run = out.join("run");
+    if run.exists() {
+        std::fs::remove_dir_all(&run).with_context(|| format!("cannot clear {}", run.display()))?;
+    }
     if !resume {
-        for dir in ["checkpoints", "logs", "run"] {
+        for dir in ["checkpoints", "logs"] {
             let p = out.join(dir);
             if p.exists() {
                 std::fs::remove_dir_all(&p)
@@ -375,6 +382,7 @@ async fn follow_progress(
     let interactive = !bar.is_hidden();
     let mut client = None;
     let mut last_print = Instant::now();
+    let (mut last_step, mut last_change) = (u64::MAX, Instant::now());
     let mut interrupted = false;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
@@ -405,6 +413,19 @@ async fn follow_progress(
                 Ok(s) => {
                     let s = s.into_inner();
                     bar.set_position(s.step.min(total));
+                    if s.step != last_step {
+                        (last_step, last_change) = (s.step, Instant::now());
+                    } else if last_change.elapsed() > STALL_WARNING {
+                        bar.suspend(|| {
+                            eprintln!(
+                                "warning: no learner step for {:?} (queue depth {}); see the logs in {}",
+                                STALL_WARNING,
+                                s.queue_depth,
+                                learner.log.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                            )
+                        });
+                        last_change = Instant::now();
+                    }
                     let msg = format!(
                         "reward {:.3}  kl {:.4}  accepted {}  stale {}  version {}",
                         s.reward_mean_last,

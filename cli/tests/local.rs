@@ -1,0 +1,195 @@
+//! `musicrl local` as a user runs it: separate processes on loopback, a summary at the end,
+//! and `--resume` continuing the same run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"
+[policy]
+vocab_size = 16
+max_tokens = 12
+d_model = 32
+n_heads = 2
+n_layers = 1
+d_ff = 64
+caption_buckets = 64
+max_caption_words = 8
+
+[learner]
+batch_size = 8
+learning_rate = 0.01
+checkpoint_every = 10
+
+[actor]
+batch_size = 8
+max_backoff_seconds = 0.5
+
+[[reward.components]]
+kind = "token-fraction"
+target_below = 4
+"#;
+
+/// Runs the binary to completion, killing it (and failing) if it hangs.
+fn run_to_end(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("musicrl starts");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "musicrl hung; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn musicrl(config: &Path, args: &[&str]) -> std::process::Output {
+    run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("MUSICRL_CONFIG"),
+    )
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary.json"))
+        .expect("JSON")
+}
+
+#[test]
+fn local_runs_every_role_and_writes_a_summary_then_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, TINY).expect("write config");
+    let out = dir.path().join("out");
+    let out_arg = out.to_str().expect("utf-8 path");
+
+    let run = musicrl(
+        &config,
+        &["local", "--steps", "40", "--actors", "2", "--out", out_arg],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "musicrl local failed:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let s = summary(&out);
+    for key in [
+        "steps",
+        "trajectories_accepted",
+        "trajectories_rejected",
+        "reward_mean_first",
+        "reward_mean_last",
+        "kl_last",
+        "policy_version",
+        "max_policy_version_seen_by_actors",
+        "samples_per_second",
+        "wall_seconds",
+    ] {
+        assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
+    }
+    assert_eq!(s["steps"], 40);
+    assert_eq!(s["completed"], true);
+    let (first, last) = (
+        s["reward_mean_first"].as_f64().expect("f"),
+        s["reward_mean_last"].as_f64().expect("f"),
+    );
+    assert!(last > first + 0.1, "reward {first} -> {last}");
+    assert!(s["max_policy_version_seen_by_actors"].as_u64().expect("u") > 1);
+    assert!(s["kl_last"].as_f64().expect("f").is_finite());
+    for role in ["learner", "reward-server", "actor-0", "actor-1"] {
+        let log =
+            std::fs::read_to_string(out.join(format!("logs/{role}.log"))).expect("a log per role");
+        assert!(!log.contains("panicked"), "{role}: {log}");
+    }
+
+    // Continue the same run to 50 steps.
+    let run = musicrl(
+        &config,
+        &[
+            "local", "--steps", "50", "--actors", "1", "--out", out_arg, "--resume",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["steps"], 50);
+    assert_eq!(s["resumed_from_step"], 40);
+}
+
+#[test]
+fn bad_configuration_is_named_and_nothing_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[learner]\nlearning_rate = -1.0\n").expect("write");
+    let run = musicrl(
+        &config,
+        &[
+            "local",
+            "--steps",
+            "5",
+            "--out",
+            dir.path().join("out").to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("learner.learning_rate"), "{stderr}");
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing is written for an invalid config"
+    );
+
+    std::fs::write(&config, "[learner]\nlearning_rait = 0.1\n").expect("write");
+    let run = musicrl(&config, &["config"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("learning_rait"));
+
+    // Environment variables override the file (here: the step count).
+    std::fs::write(&config, "[local]\nsteps = 5\n").expect("write");
+    let run = run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .args(["--config", config.to_str().expect("utf-8"), "local"])
+            .env("MUSICRL_LOCAL_STEPS", "0")
+            .env(
+                "MUSICRL_LOCAL_OUT",
+                dir.path().join("out").to_str().expect("utf-8"),
+            ),
+    );
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("--steps N"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn config_prints_a_configuration_that_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[learner]\nsteps = 7\n").expect("write");
+    let printed = musicrl(&config, &["config"]);
+    assert!(printed.status.success());
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("steps = 7"), "{text}");
+    // The printed configuration reads back as the same configuration.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, text.as_bytes()).expect("write");
+    assert_eq!(
+        String::from_utf8_lossy(&musicrl(&again, &["config"]).stdout),
+        text
+    );
+}
