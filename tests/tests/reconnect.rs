@@ -1,0 +1,92 @@
+//! Actors survive servers that are not there yet or go away: calls fail, the actor retries
+//! with backoff, and the loop carries on once the server is back.
+
+use std::time::Duration;
+
+use musicrl_tests::{start_actor, start_learner, tiny_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_waits_for_a_late_reward_server_and_survives_its_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 0; // until stopped
+
+    // Reserve a port for the reward server, then leave it closed for a while.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let reward_url = format!("http://127.0.0.1:{port}");
+    let learner = start_learner(&config).await;
+    let actor = start_actor(&config, &learner.url(), &reward_url, "actor-0");
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let status = learner_step(&learner.url()).await;
+    assert_eq!(status, 0, "no reward server, so nothing can be trained yet");
+
+    // The reward server appears: the actor's retries get through.
+    let serve = |config: musicrl_common::Config| async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind the reserved port");
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(musicrl_reward::serve(config, listener, async move {
+            let _ = rx.await;
+        }));
+        (stop, handle)
+    };
+    let (stop, handle) = serve(config.clone()).await;
+    wait_until(|| async { learner_step(&learner.url()).await >= 3 }).await;
+
+    // It goes away: once the queued trajectories are trained on, the learner stalls...
+    let _ = stop.send(());
+    handle.await.expect("joins").expect("stops cleanly");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled = learner_step(&learner.url()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        learner_step(&learner.url()).await,
+        stalled,
+        "no rewards, no training"
+    );
+
+    // ...and it comes back: the same actor carries on.
+    let (stop, handle) = serve(config.clone()).await;
+    wait_until(|| async { learner_step(&learner.url()).await >= stalled + 5 }).await;
+
+    let outcome = learner.stop().await.expect("the learner succeeds");
+    assert!(outcome.steps >= stalled + 5);
+    let a = tokio::time::timeout(Duration::from_secs(60), actor.join())
+        .await
+        .expect("the actor stops when the learner ends training")
+        .expect("the actor succeeds");
+    assert!(a.versions_loaded > 1, "{a:?}");
+    let _ = stop.send(());
+    handle.await.expect("joins").expect("stops cleanly");
+}
+
+async fn learner_step(url: &str) -> u64 {
+    let mut c =
+        musicrl_proto::v1::learner_service_client::LearnerServiceClient::connect(url.to_string())
+            .await
+            .expect("the learner is up");
+    c.status(musicrl_proto::v1::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .step
+}
+
+async fn wait_until<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..3000 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached within 60 s");
+}
