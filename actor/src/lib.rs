@@ -82,6 +82,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ActorOutcome> {
     config.validate().map_err(musicrl_common::Error::from)?;
+    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Actor);
     let prompts = load_prompts(&config.actor.prompts)?;
     let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner)?);
     let reward = RewardServiceClient::new(lazy_channel(&config.actor.reward)?)
@@ -118,8 +119,16 @@ pub async fn run(
             }
         };
         if blob.training_complete {
-            tracing::info!(actor = %actor_id, version = %blob.version, "training complete; actor exits");
-            break;
+            if config.actor.exit_on_completion {
+                tracing::info!(actor = %actor_id, version = %blob.version, "training complete; actor exits");
+                break;
+            }
+            tracing::info!(actor = %actor_id, version = %blob.version, "training complete; waiting for a new run");
+            tokio::select! {
+                changed = params_rx.changed() => if changed.is_err() { break },
+                () = &mut shutdown => break,
+            }
+            continue;
         }
 
         // Sample off the executor.
@@ -156,13 +165,18 @@ pub async fn run(
         worker = Some(w);
         if let Some(sync) = loaded {
             outcome.versions_loaded += 1;
-            metrics::histogram!("musicrl_actor_param_load_seconds").record(sync.as_secs_f64());
-            metrics::gauge!("musicrl_actor_policy_version").set(blob.version.0 as f64);
+            metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PARAM_LOAD_SECONDS)
+                .record(sync.as_secs_f64());
+            metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_POLICY_VERSION)
+                .set(blob.version.0 as f64);
         }
         let n_tokens: usize = sampled.iter().map(|s| s.tokens.len()).sum();
-        metrics::histogram!("musicrl_actor_sample_seconds").record(took.as_secs_f64());
-        metrics::counter!("musicrl_actor_samples_total").increment(sampled.len() as u64);
-        metrics::counter!("musicrl_actor_tokens_total").increment(n_tokens as u64);
+        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_SAMPLE_SECONDS)
+            .record(took.as_secs_f64());
+        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_SAMPLES_TOTAL)
+            .increment(sampled.len() as u64);
+        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_TOKENS_TOTAL)
+            .increment(n_tokens as u64);
 
         // Score, retrying through outages.
         let inputs: Vec<ScoreInput> = captions
@@ -213,9 +227,9 @@ pub async fn run(
         let lag = PolicyVersion(pushed.learner_version)
             .0
             .saturating_sub(blob.version.0);
-        metrics::gauge!("musicrl_actor_policy_lag").set(lag as f64);
+        metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_POLICY_LAG).set(lag as f64);
         if pushed.rejected > 0 {
-            metrics::counter!("musicrl_actor_trajectories_rejected_total")
+            metrics::counter!(musicrl_common::metrics_catalog::ACTOR_TRAJECTORIES_REJECTED_TOTAL)
                 .increment(pushed.rejected);
             if pushed
                 .rejections
@@ -285,7 +299,7 @@ async fn score(
         request.set_timeout(timeout);
         let started = Instant::now();
         let response = client.score(request).await?;
-        metrics::histogram!("musicrl_actor_reward_call_seconds")
+        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_REWARD_CALL_SECONDS)
             .record(started.elapsed().as_secs_f64());
         wire::score_response_from_wire(response.into_inner(), inputs.len())
             .map_err(|e| tonic::Status::internal(e.to_string()))
@@ -293,7 +307,7 @@ async fn score(
     let (scores, components, version) = call
         .retry(backoff(config))
         .notify(|e: &tonic::Status, wait| {
-            metrics::counter!("musicrl_actor_reconnects_total", "target" => "reward").increment(1);
+            metrics::counter!(musicrl_common::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "reward").increment(1);
             tracing::warn!(code = ?e.code(), message = e.message(), ?wait, "reward call failed; retrying");
         })
         .await
@@ -318,13 +332,14 @@ async fn push(
             .push_trajectories(tokio_stream::iter(items))
             .await?
             .into_inner();
-        metrics::histogram!("musicrl_actor_push_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PUSH_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         Ok::<_, tonic::Status>(summary)
     };
     call.retry(backoff(config))
         .when(|e: &tonic::Status| e.code() != tonic::Code::InvalidArgument)
         .notify(|e: &tonic::Status, wait| {
-            metrics::counter!("musicrl_actor_reconnects_total", "target" => "learner").increment(1);
+            metrics::counter!(musicrl_common::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "learner").increment(1);
             tracing::warn!(code = ?e.code(), message = e.message(), ?wait, "push failed; retrying");
         })
         .await

@@ -35,7 +35,7 @@ pub async fn follow(
                 tracing::warn!(code = ?e.code(), message = e.message(), "parameter stream failed; resubscribing");
             }
         }
-        metrics::counter!("musicrl_actor_reconnects_total", "target" => "learner").increment(1);
+        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "learner").increment(1);
         let wait = delays.next().unwrap_or(Duration::from_secs(1));
         tokio::time::sleep(wait).await;
     }
@@ -68,8 +68,10 @@ async fn subscribe_once(
             Ok(None) => {}
             Ok(Some(blob)) => {
                 if let Some(t) = first_chunk_at.take() {
-                    metrics::histogram!("musicrl_actor_param_receive_seconds")
-                        .record(t.elapsed().as_secs_f64());
+                    metrics::histogram!(
+                        musicrl_common::metrics_catalog::ACTOR_PARAM_RECEIVE_SECONDS
+                    )
+                    .record(t.elapsed().as_secs_f64());
                 }
                 tracing::debug!(version = %blob.version, bytes = blob.bytes.len(), "received parameters");
                 let complete = blob.training_complete;

@@ -173,7 +173,12 @@ fn prepare_out(out: &Path, resume: bool) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot clear {}", p.display()))?;
             }
         }
-        for file in ["history.jsonl", "summary.json", "config.toml"] {
+        for file in [
+            "history.jsonl",
+            "summary.json",
+            "config.toml",
+            "prometheus-targets.json",
+        ] {
             let p = out.join(file);
             if p.exists() {
                 std::fs::remove_file(&p)
@@ -284,6 +289,25 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         ]);
         actors.push(spawn(&name, &exe, &a, &logs)?);
     }
+    // Every process's /metrics, as a Prometheus file_sd target list
+    // (deploy/prometheus/prometheus-local.yml scrapes it).
+    let mut targets = Vec::new();
+    for (role, ready) in [
+        ("learner", &learner_ready),
+        ("reward-server", &reward_ready),
+    ] {
+        if let Some(m) = ready.metrics {
+            targets.push(serde_json::json!({"targets": [m.to_string()], "labels": {"role": role}}));
+        }
+    }
+    for a in &mut actors {
+        let ready = wait_ready(a, &run_dir.join(format!("{}.ready.json", a.name))).await?;
+        if let Some(m) = ready.metrics {
+            targets.push(serde_json::json!({"targets": [m.to_string()], "labels": {"role": "actor", "actor": a.name}}));
+        }
+    }
+    write_json(&out.join("prometheus-targets.json"), &targets)?;
+
     let mut endpoints = vec![
         format!("learner grpc {learner_addr}"),
         format!("reward-server grpc {reward_addr}"),

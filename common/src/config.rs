@@ -116,6 +116,9 @@ pub struct LearnerConfig {
     pub chunk_bytes: usize,
     /// Where per-step history (`history.jsonl`) is written; empty disables it.
     pub history_path: PathBuf,
+    /// Exit once `steps` are trained (`musicrl local`, batch jobs). False keeps serving the
+    /// final parameters and status until stopped (a StatefulSet that must not restart).
+    pub exit_on_completion: bool,
     pub seed: u64,
 }
 
@@ -140,6 +143,7 @@ impl Default for LearnerConfig {
             max_push: 1024,
             chunk_bytes: 1 << 20,
             history_path: PathBuf::new(),
+            exit_on_completion: true,
             seed: 0,
         }
     }
@@ -165,6 +169,9 @@ pub struct ActorConfig {
     pub max_backoff_seconds: f64,
     /// Deadline of one reward call, in seconds.
     pub reward_timeout_seconds: f64,
+    /// Exit when the learner announces the end of training. False waits for a newer version
+    /// instead (a Deployment whose pods must not restart in a loop).
+    pub exit_on_completion: bool,
 }
 
 impl Default for ActorConfig {
@@ -178,6 +185,7 @@ impl Default for ActorConfig {
             seed: 0,
             max_backoff_seconds: 5.0,
             reward_timeout_seconds: 30.0,
+            exit_on_completion: true,
         }
     }
 }
@@ -191,6 +199,9 @@ pub struct RewardConfig {
     pub metrics_listen: String,
     /// Largest number of samples one Score call may carry.
     pub max_batch: usize,
+    /// Close client connections after this many seconds (in-flight calls finish), so that
+    /// actors spread over reward-server replicas added later. 0 keeps connections forever.
+    pub max_connection_age_seconds: u64,
     /// The scorers, combined as Σ weight · normalise(score).
     pub components: Vec<ComponentConfig>,
 }
@@ -201,6 +212,7 @@ impl Default for RewardConfig {
             listen: "0.0.0.0:50052".into(),
             metrics_listen: "0.0.0.0:9101".into(),
             max_batch: 512,
+            max_connection_age_seconds: 60,
             components: vec![ComponentConfig::default()],
         }
     }

@@ -51,6 +51,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<LearnerOutcome> {
     config.validate().map_err(musicrl_common::Error::from)?;
+    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Learner);
     let device = musicrl_common::device::training_device();
 
     // Restore or initialise off the executor: loading and serialising take a while.
@@ -97,7 +98,7 @@ pub async fn serve(
         chunk_bytes: config.learner.chunk_bytes,
         subscribers: AtomicUsize::new(0),
     });
-    metrics::gauge!("musicrl_learner_policy_version").set(start_step as f64);
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -124,10 +125,17 @@ pub async fn serve(
 
     let server_shared = shared.clone();
     let stop_for_shutdown = stop.clone();
+    let exit_on_completion = config.learner.exit_on_completion;
     let server_shutdown = async move {
+        let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {
-            () = shutdown => { stop_for_shutdown.store(true, Ordering::Relaxed); }
+            () = &mut shutdown => { stop_for_shutdown.store(true, Ordering::Relaxed); }
             _ = done_rx => {
+                if !exit_on_completion {
+                    tracing::info!("training complete; serving the final version until stopped");
+                    shutdown.await;
+                    return;
+                }
                 // Let subscribers receive the final version, briefly.
                 let deadline = Instant::now() + Duration::from_secs(3);
                 while server_shared.subscribers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
@@ -197,11 +205,11 @@ fn train_loop(
                 }
                 Admission::Stale { lag } => {
                     tracing::debug!(lag, "dropped a stale trajectory");
-                    metrics::counter!("musicrl_learner_trajectories_dropped_total", "reason" => "stale").increment(1);
+                    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "stale").increment(1);
                     shared.progress().trajectories_dropped_stale += 1;
                 }
                 Admission::Future => {
-                    metrics::counter!("musicrl_learner_trajectories_dropped_total", "reason" => "future_version").increment(1);
+                    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "future_version").increment(1);
                 }
             }
         }
@@ -209,8 +217,9 @@ fn train_loop(
             break; // stopping
         }
         shared.progress().gathered = 0;
-        metrics::gauge!("musicrl_learner_queue_depth").set(shared.queue_depth() as f64);
-        metrics::histogram!("musicrl_learner_batch_wait_seconds")
+        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
+            .set(shared.queue_depth() as f64);
+        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BATCH_WAIT_SECONDS)
             .record(wait_started.elapsed().as_secs_f64());
 
         let step_started = Instant::now();
@@ -219,7 +228,7 @@ fn train_loop(
                 tracing::info_span!("train_step", step = trainer.step_count() + 1).entered();
             trainer.train_step(&batch)
         };
-        metrics::histogram!("musicrl_learner_step_seconds")
+        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_STEP_SECONDS)
             .record(step_started.elapsed().as_secs_f64());
         if !stats.loss.is_finite() {
             return Err(LearnerError::TrainingThread(format!(
@@ -234,9 +243,10 @@ fn train_loop(
         blob.training_complete = done;
         let blob_bytes = blob.bytes.len();
         params.send_replace(Some(Arc::new(blob)));
-        metrics::histogram!("musicrl_learner_broadcast_seconds")
+        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BROADCAST_SECONDS)
             .record(broadcast_started.elapsed().as_secs_f64());
-        metrics::gauge!("musicrl_learner_broadcast_bytes").set(blob_bytes as f64);
+        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_BROADCAST_BYTES)
+            .set(blob_bytes as f64);
 
         record_step_metrics(&stats);
         outcome.reward_means.push(stats.reward_mean);
@@ -297,7 +307,7 @@ fn save_checkpoint(trainer: &Trainer, shared: &Shared, config: &Config) -> Resul
     };
     let started = Instant::now();
     let folder = checkpoint::save(&config.learner.checkpoint_dir, trainer, counters, config)?;
-    metrics::histogram!("musicrl_learner_checkpoint_seconds")
+    metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_CHECKPOINT_SECONDS)
         .record(started.elapsed().as_secs_f64());
     tracing::info!(step = trainer.step_count(), path = %folder.display(), "checkpoint saved");
     Ok(())
@@ -319,25 +329,31 @@ fn open_history(path: &Path) -> Result<Option<std::fs::File>> {
 }
 
 fn record_step_metrics(s: &StepStats) {
-    metrics::counter!("musicrl_learner_steps_total").increment(1);
-    metrics::counter!("musicrl_learner_tokens_total").increment(s.batch_tokens as u64);
-    metrics::counter!("musicrl_learner_trajectories_trained_total").increment(s.batch_size as u64);
-    metrics::gauge!("musicrl_learner_policy_version").set(s.step as f64);
+    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_STEPS_TOTAL).increment(1);
+    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TOKENS_TOTAL)
+        .increment(s.batch_tokens as u64);
+    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_TRAINED_TOTAL)
+        .increment(s.batch_size as u64);
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(s.step as f64);
     for (part, v) in [
         ("total", s.loss),
         ("policy", s.policy_loss),
         ("value", s.value_loss),
     ] {
-        metrics::gauge!("musicrl_learner_loss", "part" => part).set(f64::from(v));
+        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_LOSS, "part" => part)
+            .set(f64::from(v));
     }
-    metrics::gauge!("musicrl_learner_kl").set(f64::from(s.kl));
-    metrics::gauge!("musicrl_learner_entropy").set(f64::from(s.entropy));
-    metrics::gauge!("musicrl_learner_reward_mean").set(f64::from(s.reward_mean));
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_KL).set(f64::from(s.kl));
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_ENTROPY).set(f64::from(s.entropy));
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_REWARD_MEAN)
+        .set(f64::from(s.reward_mean));
     for (name, v) in &s.component_means {
-        metrics::gauge!("musicrl_learner_reward_component_mean", "component" => name.clone())
+        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_REWARD_COMPONENT_MEAN, "component" => name.clone())
             .set(f64::from(*v));
     }
-    metrics::gauge!("musicrl_learner_grad_norm").set(f64::from(s.grad_norm));
-    metrics::gauge!("musicrl_learner_importance_weight_mean").set(f64::from(s.importance_weight));
-    metrics::gauge!("musicrl_learner_policy_lag_mean").set(f64::from(s.policy_lag_mean));
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_GRAD_NORM).set(f64::from(s.grad_norm));
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_IMPORTANCE_WEIGHT_MEAN)
+        .set(f64::from(s.importance_weight));
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_LAG_MEAN)
+        .set(f64::from(s.policy_lag_mean));
 }

@@ -76,7 +76,7 @@ fn invalid_push(shared: &Shared, r: Rejection, index: usize) -> Status {
     // Every item received so far is refused with it.
     shared.progress().trajectories_rejected += index as u64 + 1;
     tracing::warn!(reason = r.reason, detail = %r.detail, index, "refused a push with a malformed trajectory");
-    metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => r.reason)
+    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
         .increment(1);
     Status::invalid_argument(format!(
         "trajectory {index}: {r}; nothing of this push was used"
@@ -130,7 +130,7 @@ impl LearnerService for Learner {
             index += 1;
         }
         if batch.is_empty() {
-            metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => "empty_push").increment(1);
+            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => "empty_push").increment(1);
             return Err(Status::invalid_argument(
                 "empty push: at least one trajectory is needed",
             ));
@@ -145,7 +145,7 @@ impl LearnerService for Learner {
             } else {
                 tracing::warn!(reason = r.reason, detail = %r.detail, "rejected a trajectory");
             }
-            metrics::counter!("musicrl_learner_trajectories_rejected_total", "reason" => r.reason)
+            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
                 .increment(1);
             *rejections.entry(r.reason).or_default() += 1;
         };
@@ -170,7 +170,8 @@ impl LearnerService for Learner {
                 continue;
             }
             accepted += 1;
-            metrics::counter!("musicrl_learner_trajectories_accepted_total").increment(1);
+            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_ACCEPTED_TOTAL)
+                .increment(1);
             let mut p = self.shared.progress();
             p.trajectories_accepted += 1;
             p.max_policy_version_seen = p.max_policy_version_seen.max(version);
@@ -186,7 +187,8 @@ impl LearnerService for Learner {
             p.trajectories_rejected += invalid;
             p.policy_version
         };
-        metrics::gauge!("musicrl_learner_queue_depth").set(self.shared.queue_depth() as f64);
+        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
+            .set(self.shared.queue_depth() as f64);
         Ok(Response::new(pb::PushSummary {
             accepted,
             rejected,
@@ -220,7 +222,7 @@ impl LearnerService for Learner {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let n = shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
-            metrics::gauge!("musicrl_learner_subscribers").set(n as f64);
+            metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
             tracing::info!(actor = %actor, "parameter subscriber connected");
             loop {
                 let blob = params.borrow_and_update().clone();
@@ -231,8 +233,10 @@ impl LearnerService for Learner {
                             break;
                         }
                     }
-                    metrics::histogram!("musicrl_learner_broadcast_send_seconds")
-                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(
+                        musicrl_common::metrics_catalog::LEARNER_BROADCAST_SEND_SECONDS
+                    )
+                    .record(started.elapsed().as_secs_f64());
                     if blob.training_complete || tx.is_closed() {
                         break;
                     }
@@ -243,7 +247,7 @@ impl LearnerService for Learner {
                 }
             }
             let n = shared.subscribers.fetch_sub(1, Ordering::Relaxed) - 1;
-            metrics::gauge!("musicrl_learner_subscribers").set(n as f64);
+            metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
             tracing::info!(actor = %actor, "parameter subscriber left");
         });
         Ok(Response::new(

@@ -79,7 +79,7 @@ impl RewardModel {
         let per_component = try_join_all(self.components.iter().map(|c| async move {
             let started = std::time::Instant::now();
             let scores = c.scorer.score(batch).await?;
-            metrics::histogram!("musicrl_reward_component_seconds", "component" => c.scorer.name().to_string())
+            metrics::histogram!(musicrl_common::metrics_catalog::REWARD_COMPONENT_SECONDS, "component" => c.scorer.name().to_string())
                 .record(started.elapsed().as_secs_f64());
             if scores.len() != batch.len() {
                 return Err(RewardError::Scorer {

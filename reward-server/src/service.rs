@@ -36,7 +36,8 @@ impl Rewards {
 
     async fn score_inner(&self, request: pb::ScoreRequest) -> Result<pb::ScoreResponse, Status> {
         let batch = wire::score_request_from_wire(request, &self.limits, self.max_batch)?;
-        metrics::histogram!("musicrl_reward_batch_size").record(batch.len() as f64);
+        metrics::histogram!(musicrl_common::metrics_catalog::REWARD_BATCH_SIZE)
+            .record(batch.len() as f64);
         let scores = self.model.score(&batch).await?;
         Ok(pb::ScoreResponse {
             scores: scores
@@ -66,8 +67,9 @@ impl RewardService for Rewards {
             Err(s) if s.code() == tonic::Code::InvalidArgument => "invalid_argument",
             Err(_) => "error",
         };
-        metrics::counter!("musicrl_reward_requests_total", "code" => code).increment(1);
-        metrics::histogram!("musicrl_reward_request_seconds")
+        metrics::counter!(musicrl_common::metrics_catalog::REWARD_REQUESTS_TOTAL, "code" => code)
+            .increment(1);
+        metrics::histogram!(musicrl_common::metrics_catalog::REWARD_REQUEST_SECONDS)
             .record(started.elapsed().as_secs_f64());
         if let Err(s) = &result {
             tracing::warn!(code = ?s.code(), message = s.message(), "score request failed");
@@ -96,6 +98,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate().map_err(musicrl_common::Error::from)?;
+    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::RewardServer);
     let model = Arc::new(RewardModel::from_config(&config.reward)?);
     let service = Rewards::new(
         model.clone(),
@@ -106,7 +109,15 @@ pub async fn serve(
     health.set_serving::<RewardServiceServer<Rewards>>().await;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, scorer = %model.scorer_version(), "reward server serving");
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if config.reward.max_connection_age_seconds > 0 {
+        builder = builder
+            .max_connection_age(std::time::Duration::from_secs(
+                config.reward.max_connection_age_seconds,
+            ))
+            .max_connection_age_grace(std::time::Duration::from_secs(10));
+    }
+    builder
         .add_service(health_service)
         .add_service(
             RewardServiceServer::new(service)

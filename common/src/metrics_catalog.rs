@@ -1,0 +1,473 @@
+//! The catalog of every metric musicrl exports: names, kinds, the role that exports them,
+//! and their help text. Code records metrics only through these constants, so this file,
+//! the table in `ARCHITECTURE.md`, the Grafana dashboard and the alert rules can be checked
+//! against one list (tests do).
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// The Prometheus type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The process that exports a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Actor,
+    Learner,
+    RewardServer,
+}
+
+/// One exported metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub role: Role,
+    /// The one label the metric carries, if any (labels stay low-cardinality).
+    pub label: Option<&'static str>,
+    /// Label values a counter starts at zero with, so `rate()` and `increase()` see the series
+    /// before the first event.
+    pub initial_label_values: &'static [&'static str],
+    pub help: &'static str,
+}
+
+pub const ACTOR_SAMPLES_TOTAL: &str = "musicrl_actor_samples_total";
+pub const ACTOR_TOKENS_TOTAL: &str = "musicrl_actor_tokens_total";
+pub const ACTOR_SAMPLE_SECONDS: &str = "musicrl_actor_sample_seconds";
+pub const ACTOR_REWARD_CALL_SECONDS: &str = "musicrl_actor_reward_call_seconds";
+pub const ACTOR_PUSH_SECONDS: &str = "musicrl_actor_push_seconds";
+pub const ACTOR_POLICY_LAG: &str = "musicrl_actor_policy_lag";
+pub const ACTOR_POLICY_VERSION: &str = "musicrl_actor_policy_version";
+pub const ACTOR_PARAM_LOAD_SECONDS: &str = "musicrl_actor_param_load_seconds";
+pub const ACTOR_PARAM_RECEIVE_SECONDS: &str = "musicrl_actor_param_receive_seconds";
+pub const ACTOR_RECONNECTS_TOTAL: &str = "musicrl_actor_reconnects_total";
+pub const ACTOR_TRAJECTORIES_REJECTED_TOTAL: &str = "musicrl_actor_trajectories_rejected_total";
+pub const LEARNER_STEPS_TOTAL: &str = "musicrl_learner_steps_total";
+pub const LEARNER_TOKENS_TOTAL: &str = "musicrl_learner_tokens_total";
+pub const LEARNER_TRAJECTORIES_TRAINED_TOTAL: &str = "musicrl_learner_trajectories_trained_total";
+pub const LEARNER_TRAJECTORIES_ACCEPTED_TOTAL: &str = "musicrl_learner_trajectories_accepted_total";
+pub const LEARNER_TRAJECTORIES_REJECTED_TOTAL: &str = "musicrl_learner_trajectories_rejected_total";
+pub const LEARNER_TRAJECTORIES_DROPPED_TOTAL: &str = "musicrl_learner_trajectories_dropped_total";
+pub const LEARNER_LOSS: &str = "musicrl_learner_loss";
+pub const LEARNER_KL: &str = "musicrl_learner_kl";
+pub const LEARNER_ENTROPY: &str = "musicrl_learner_entropy";
+pub const LEARNER_REWARD_MEAN: &str = "musicrl_learner_reward_mean";
+pub const LEARNER_REWARD_COMPONENT_MEAN: &str = "musicrl_learner_reward_component_mean";
+pub const LEARNER_GRAD_NORM: &str = "musicrl_learner_grad_norm";
+pub const LEARNER_IMPORTANCE_WEIGHT_MEAN: &str = "musicrl_learner_importance_weight_mean";
+pub const LEARNER_POLICY_LAG_MEAN: &str = "musicrl_learner_policy_lag_mean";
+pub const LEARNER_POLICY_VERSION: &str = "musicrl_learner_policy_version";
+pub const LEARNER_QUEUE_DEPTH: &str = "musicrl_learner_queue_depth";
+pub const LEARNER_SUBSCRIBERS: &str = "musicrl_learner_subscribers";
+pub const LEARNER_STEP_SECONDS: &str = "musicrl_learner_step_seconds";
+pub const LEARNER_BATCH_WAIT_SECONDS: &str = "musicrl_learner_batch_wait_seconds";
+pub const LEARNER_BROADCAST_SECONDS: &str = "musicrl_learner_broadcast_seconds";
+pub const LEARNER_BROADCAST_SEND_SECONDS: &str = "musicrl_learner_broadcast_send_seconds";
+pub const LEARNER_BROADCAST_BYTES: &str = "musicrl_learner_broadcast_bytes";
+pub const LEARNER_CHECKPOINT_SECONDS: &str = "musicrl_learner_checkpoint_seconds";
+pub const REWARD_REQUESTS_TOTAL: &str = "musicrl_reward_requests_total";
+pub const REWARD_REQUEST_SECONDS: &str = "musicrl_reward_request_seconds";
+pub const REWARD_BATCH_SIZE: &str = "musicrl_reward_batch_size";
+pub const REWARD_COMPONENT_SECONDS: &str = "musicrl_reward_component_seconds";
+
+/// Every metric, grouped by role.
+pub const CATALOG: &[Metric] = &[
+    Metric {
+        name: ACTOR_SAMPLES_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "sequences sampled (rate = samples/s)",
+    },
+    Metric {
+        name: ACTOR_TOKENS_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "tokens sampled (rate = tokens/s)",
+    },
+    Metric {
+        name: ACTOR_SAMPLE_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "time to sample one round's batch",
+    },
+    Metric {
+        name: ACTOR_REWARD_CALL_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "latency of one successful Score call",
+    },
+    Metric {
+        name: ACTOR_PUSH_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "latency of one trajectory push",
+    },
+    Metric {
+        name: ACTOR_POLICY_LAG,
+        kind: Kind::Gauge,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "versions between the learner and the policy that sampled the last push",
+    },
+    Metric {
+        name: ACTOR_POLICY_VERSION,
+        kind: Kind::Gauge,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "the version this actor samples with",
+    },
+    Metric {
+        name: ACTOR_PARAM_LOAD_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "time to load a received version into the model",
+    },
+    Metric {
+        name: ACTOR_PARAM_RECEIVE_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "time from a version's first chunk to its last",
+    },
+    Metric {
+        name: ACTOR_RECONNECTS_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Actor,
+        label: Some("target"),
+        initial_label_values: &["reward", "learner"],
+        help: "failed calls retried with backoff (reward, learner)",
+    },
+    Metric {
+        name: ACTOR_TRAJECTORIES_REJECTED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "trajectories the learner did not accept",
+    },
+    Metric {
+        name: LEARNER_STEPS_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "updates taken",
+    },
+    Metric {
+        name: LEARNER_TOKENS_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "tokens trained on",
+    },
+    Metric {
+        name: LEARNER_TRAJECTORIES_TRAINED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "trajectories trained on",
+    },
+    Metric {
+        name: LEARNER_TRAJECTORIES_ACCEPTED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "trajectories queued from pushes",
+    },
+    Metric {
+        name: LEARNER_TRAJECTORIES_REJECTED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: Some("reason"),
+        initial_label_values: &[],
+        help: "trajectories refused at the door (malformed: token_out_of_range, bad_length, length_mismatch, bad_logprob, non_finite_reward, …; empty_push, push_too_large, future_version, training_complete)",
+    },
+    Metric {
+        name: LEARNER_TRAJECTORIES_DROPPED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: Some("reason"),
+        initial_label_values: &["stale", "future_version"],
+        help: "admitted to the queue but dropped by the staleness rule (stale, future_version)",
+    },
+    Metric {
+        name: LEARNER_LOSS,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: Some("part"),
+        initial_label_values: &[],
+        help: "last step's loss: total, policy, value",
+    },
+    Metric {
+        name: LEARNER_KL,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "last step's mean exact per-token KL(πθ‖πθ0)",
+    },
+    Metric {
+        name: LEARNER_ENTROPY,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "last step's mean per-token policy entropy",
+    },
+    Metric {
+        name: LEARNER_REWARD_MEAN,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "last batch's mean combined reward",
+    },
+    Metric {
+        name: LEARNER_REWARD_COMPONENT_MEAN,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: Some("component"),
+        initial_label_values: &[],
+        help: "last batch's mean raw score per reward component",
+    },
+    Metric {
+        name: LEARNER_GRAD_NORM,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "global gradient norm before clipping",
+    },
+    Metric {
+        name: LEARNER_IMPORTANCE_WEIGHT_MEAN,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "mean truncated importance weight",
+    },
+    Metric {
+        name: LEARNER_POLICY_LAG_MEAN,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "mean versions between the sampling and the updated policy",
+    },
+    Metric {
+        name: LEARNER_POLICY_VERSION,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "the newest published version",
+    },
+    Metric {
+        name: LEARNER_QUEUE_DEPTH,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "trajectories waiting for the training loop",
+    },
+    Metric {
+        name: LEARNER_SUBSCRIBERS,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "actors following the parameter broadcast",
+    },
+    Metric {
+        name: LEARNER_STEP_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "time of one update",
+    },
+    Metric {
+        name: LEARNER_BATCH_WAIT_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "time spent waiting for a full batch",
+    },
+    Metric {
+        name: LEARNER_BROADCAST_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "time to serialise and publish a new version",
+    },
+    Metric {
+        name: LEARNER_BROADCAST_SEND_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "time to send one version's chunks to one subscriber",
+    },
+    Metric {
+        name: LEARNER_BROADCAST_BYTES,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "size of the newest version",
+    },
+    Metric {
+        name: LEARNER_CHECKPOINT_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "time to write a checkpoint",
+    },
+    Metric {
+        name: REWARD_REQUESTS_TOTAL,
+        kind: Kind::Counter,
+        role: Role::RewardServer,
+        label: Some("code"),
+        initial_label_values: &["ok", "invalid_argument", "error"],
+        help: "Score calls by outcome (ok, invalid_argument, error)",
+    },
+    Metric {
+        name: REWARD_REQUEST_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "latency of one Score call",
+    },
+    Metric {
+        name: REWARD_BATCH_SIZE,
+        kind: Kind::Histogram,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "samples per Score call",
+    },
+    Metric {
+        name: REWARD_COMPONENT_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::RewardServer,
+        label: Some("component"),
+        initial_label_values: &[],
+        help: "time one component takes on one batch",
+    },
+];
+
+/// Describes `role`'s metrics (HELP lines) and starts its counters at zero. Call once the
+/// recorder is installed, before serving.
+pub fn register(role: Role) {
+    for m in CATALOG.iter().filter(|m| m.role == role) {
+        let unit = if m.name.ends_with("_seconds") {
+            Some(Unit::Seconds)
+        } else if m.name.ends_with("_bytes") {
+            Some(Unit::Bytes)
+        } else {
+            None
+        };
+        match (m.kind, unit) {
+            (Kind::Counter, _) => {
+                describe_counter!(m.name, m.help);
+                match m.label {
+                    Some(label) => {
+                        for v in m.initial_label_values {
+                            metrics::counter!(m.name, label => *v).increment(0);
+                        }
+                    }
+                    None => metrics::counter!(m.name).increment(0),
+                }
+            }
+            (Kind::Gauge, Some(u)) => describe_gauge!(m.name, u, m.help),
+            (Kind::Gauge, None) => describe_gauge!(m.name, m.help),
+            (Kind::Histogram, Some(u)) => describe_histogram!(m.name, u, m.help),
+            (Kind::Histogram, None) => describe_histogram!(m.name, m.help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions_and_are_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in CATALOG {
+            assert!(seen.insert(m.name), "{} listed twice", m.name);
+            assert!(m.name.starts_with("musicrl_"), "{}", m.name);
+            assert!(
+                m.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                m.name
+            );
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                m.name
+            );
+            let prefix = match m.role {
+                Role::Actor => "musicrl_actor_",
+                Role::Learner => "musicrl_learner_",
+                Role::RewardServer => "musicrl_reward_",
+            };
+            assert!(
+                m.name.starts_with(prefix),
+                "{} is exported by {:?}",
+                m.name,
+                m.role
+            );
+            assert!(
+                m.initial_label_values.is_empty() || m.label.is_some(),
+                "{}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn architecture_md_lists_exactly_the_catalog() {
+        let doc = include_str!("../../ARCHITECTURE.md");
+        let listed: std::collections::BTreeSet<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `musicrl_"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let catalog: std::collections::BTreeSet<&str> = CATALOG
+            .iter()
+            .map(|m| &m.name["musicrl_".len()..])
+            .collect();
+        assert_eq!(
+            listed, catalog,
+            "the metrics table in ARCHITECTURE.md and the catalog differ"
+        );
+    }
+}
