@@ -460,6 +460,15 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_configuration_is_valid() {
+        let text = include_str!("../../deploy/base/config/musicrl.toml");
+        let c = Config::from_toml(text).expect("deploy/base/config/musicrl.toml parses");
+        c.validate().expect("and is valid");
+        assert!(!c.learner.exit_on_completion && !c.actor.exit_on_completion);
+        assert!(c.learner.checkpoint_dir.starts_with("/var/lib/musicrl"));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let err = Config::from_toml("[learner]\nbatch_sise = 3\n").unwrap_err();
         assert!(err.to_string().contains("batch_sise"), "{err}");

@@ -61,6 +61,7 @@ pub const LEARNER_GRAD_NORM: &str = "musicrl_learner_grad_norm";
 pub const LEARNER_IMPORTANCE_WEIGHT_MEAN: &str = "musicrl_learner_importance_weight_mean";
 pub const LEARNER_POLICY_LAG_MEAN: &str = "musicrl_learner_policy_lag_mean";
 pub const LEARNER_POLICY_VERSION: &str = "musicrl_learner_policy_version";
+pub const LEARNER_TRAINING_COMPLETE: &str = "musicrl_learner_training_complete";
 pub const LEARNER_QUEUE_DEPTH: &str = "musicrl_learner_queue_depth";
 pub const LEARNER_SUBSCRIBERS: &str = "musicrl_learner_subscribers";
 pub const LEARNER_STEP_SECONDS: &str = "musicrl_learner_step_seconds";
@@ -283,6 +284,14 @@ pub const CATALOG: &[Metric] = &[
         label: None,
         initial_label_values: &[],
         help: "the newest published version",
+    },
+    Metric {
+        name: LEARNER_TRAINING_COMPLETE,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "1 once learner.steps are trained, else 0",
     },
     Metric {
         name: LEARNER_QUEUE_DEPTH,

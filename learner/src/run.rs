@@ -99,6 +99,7 @@ pub async fn serve(
         subscribers: AtomicUsize::new(0),
     });
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -294,6 +295,9 @@ fn train_loop(
     outcome.trajectories_dropped_stale = p.trajectories_dropped_stale;
     outcome.completed = finished(trainer.step_count());
     shared.progress().training_complete = true;
+    if outcome.completed {
+        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
+    }
     Ok(outcome)
 }
 

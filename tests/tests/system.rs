@@ -111,6 +111,31 @@ async fn reward_rises_with_real_services_and_actors_follow_new_versions() {
             "{required} was not emitted; got {emitted:?}"
         );
     }
+    // The dashboard and the alert rules use only series that the processes export.
+    for (file, text) in [
+        (
+            "deploy/monitoring/grafana/musicrl-dashboard.json",
+            include_str!("../../deploy/monitoring/grafana/musicrl-dashboard.json"),
+        ),
+        (
+            "deploy/prometheus/rules.yml",
+            include_str!("../../deploy/prometheus/rules.yml"),
+        ),
+        (
+            "deploy/monitoring/operator/prometheusrule.yaml",
+            include_str!("../../deploy/monitoring/operator/prometheusrule.yaml"),
+        ),
+    ] {
+        let used = metric_names_in(text);
+        assert!(!used.is_empty(), "{file} uses no musicrl metric");
+        for name in &used {
+            assert!(
+                emitted.contains(name),
+                "{file} uses {name}, which no musicrl process exports; exported: {emitted:?}"
+            );
+        }
+    }
+
     let architecture = include_str!("../../ARCHITECTURE.md");
     for name in &emitted {
         assert!(
@@ -118,4 +143,28 @@ async fn reward_rises_with_real_services_and_actors_follow_new_versions() {
             "metric {name} is emitted but not listed in ARCHITECTURE.md"
         );
     }
+}
+
+/// Every `musicrl_*` series name in a dashboard or rule file, without histogram suffixes.
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("musicrl_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        // Recording-rule style names (musicrl:...) and words inside prose are not series.
+        let preceded_by_word = i > 0 && rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+        if !preceded_by_word {
+            names.insert(base.to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
 }
