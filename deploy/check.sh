@@ -6,6 +6,11 @@
 # Needs: kubectl (kustomize built in), kubernetes-validate (PyPI), promtool and prometheus
 # (Debian's prometheus package), python3 with PyYAML.
 set -euo pipefail
+mode=${1:-}
+bin=""
+if [ "$mode" = "--scrape" ]; then
+  bin=$(realpath "${2:?usage: deploy/check.sh [--scrape path/to/musicrl]}")
+fi
 cd "$(dirname "$0")"
 K8S_VERSION=${K8S_VERSION:-1.31.0}
 work=$(mktemp -d)
@@ -59,8 +64,7 @@ PY
 promtool check rules "$work/dashboard-rules.yml" >/dev/null
 echo "  every dashboard query parses"
 
-if [ "${1:-}" = "--scrape" ]; then
-  bin=$(realpath "$2")
+if [ "$mode" = "--scrape" ]; then
   echo "== a real Prometheus scrapes musicrl local =="
   "$bin" --config base/config/musicrl.toml config > /dev/null
   echo "  deploy/base/config/musicrl.toml is a valid musicrl configuration"
