@@ -95,6 +95,7 @@ pub async fn run(
         actor_id.clone(),
         params_tx,
         backoff(&config),
+        config.actor.exit_on_completion,
     ));
 
     let mut shutdown = std::pin::pin!(shutdown);

@@ -17,16 +17,18 @@ use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 pub const MAX_PARAMETER_BYTES: usize = 4 << 30;
 
 /// Publishes every complete version into `out` until one marked `training_complete`
-/// arrives (published too) or `out` has no receivers.
+/// arrives (published too; with `exit_on_completion` false it keeps following, for the next
+/// run) or `out` has no receivers.
 pub async fn follow(
     client: LearnerServiceClient<Channel>,
     actor_id: String,
     out: watch::Sender<Option<Arc<ParameterBlob>>>,
     backoff: ExponentialBuilder,
+    exit_on_completion: bool,
 ) {
     let mut delays = backoff.build();
     loop {
-        match subscribe_once(client.clone(), &actor_id, &out).await {
+        match subscribe_once(client.clone(), &actor_id, &out, exit_on_completion).await {
             Ok(Finished::TrainingComplete) | Ok(Finished::NoReceivers) => return,
             Ok(Finished::StreamEnded) => {
                 tracing::warn!("parameter stream ended; resubscribing");
@@ -51,6 +53,7 @@ async fn subscribe_once(
     mut client: LearnerServiceClient<Channel>,
     actor_id: &str,
     out: &watch::Sender<Option<Arc<ParameterBlob>>>,
+    exit_on_completion: bool,
 ) -> Result<Finished, tonic::Status> {
     let mut stream = client
         .subscribe_parameters(SubscribeRequest {
@@ -78,7 +81,7 @@ async fn subscribe_once(
                 if out.send(Some(Arc::new(blob))).is_err() {
                     return Ok(Finished::NoReceivers);
                 }
-                if complete {
+                if complete && exit_on_completion {
                     return Ok(Finished::TrainingComplete);
                 }
             }

@@ -80,6 +80,9 @@ pub async fn serve(
     let start_step = trainer.step_count();
     let (queue_tx, queue_rx) = mpsc::channel::<Trajectory>(config.learner.queue_capacity);
     let (params_tx, params_rx) = watch::channel(Some(Arc::new(blob)));
+    // The server keeps a sender too, so subscriptions outlive the training thread.
+    let params_keepalive = params_tx.clone();
+    let (closing_tx, closing_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         progress: std::sync::Mutex::new(Progress {
             step: start_step,
@@ -97,6 +100,7 @@ pub async fn serve(
         max_push: config.learner.max_push,
         chunk_bytes: config.learner.chunk_bytes,
         subscribers: AtomicUsize::new(0),
+        closing: closing_rx,
     });
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);
@@ -129,21 +133,29 @@ pub async fn serve(
     let exit_on_completion = config.learner.exit_on_completion;
     let server_shutdown = async move {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut done_rx = done_rx;
         tokio::select! {
-            () = &mut shutdown => { stop_for_shutdown.store(true, Ordering::Relaxed); }
-            _ = done_rx => {
+            () = &mut shutdown => {
+                // Let the training loop finish its step, checkpoint and publish the final
+                // version (marked training_complete) before streams close.
+                stop_for_shutdown.store(true, Ordering::Relaxed);
+                let _ = (&mut done_rx).await;
+            }
+            _ = &mut done_rx => {
                 if !exit_on_completion {
                     tracing::info!("training complete; serving the final version until stopped");
                     shutdown.await;
+                    let _ = closing_tx.send(true);
                     return;
-                }
-                // Let subscribers receive the final version, briefly.
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while server_shared.subscribers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
+        // Let subscribers receive the final version, briefly.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while server_shared.subscribers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = closing_tx.send(true);
     };
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -155,6 +167,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown)
         .await?;
     stop.store(true, Ordering::Relaxed);
+    drop(params_keepalive);
     let joined = tokio::task::spawn_blocking(move || train_thread.join())
         .await
         .map_err(|e| LearnerError::TrainingThread(e.to_string()))?;

@@ -49,6 +49,9 @@ pub struct Shared {
     pub max_push: usize,
     pub chunk_bytes: usize,
     pub subscribers: AtomicUsize,
+    /// Becomes true when the server starts shutting down: parameter streams end, so a
+    /// graceful shutdown never waits on a subscriber.
+    pub closing: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -220,6 +223,7 @@ impl LearnerService for Learner {
         // Small buffer: a slow subscriber holds back only itself, and always gets the newest
         // version next (intermediate ones are skipped).
         let (tx, rx) = mpsc::channel(4);
+        let mut closing = self.shared.closing.clone();
         tokio::spawn(async move {
             let n = shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
@@ -237,13 +241,16 @@ impl LearnerService for Learner {
                         musicrl_common::metrics_catalog::LEARNER_BROADCAST_SEND_SECONDS
                     )
                     .record(started.elapsed().as_secs_f64());
-                    if blob.training_complete || tx.is_closed() {
+                    if tx.is_closed() {
                         break;
                     }
                 }
+                // The stream stays open after the final version (an actor that outlives the
+                // run keeps listening for the next one); it ends when the server closes.
                 tokio::select! {
                     changed = params.changed() => if changed.is_err() { break },
                     () = tx.closed() => break,
+                    _ = closing.wait_for(|c| *c) => break,
                 }
             }
             let n = shared.subscribers.fetch_sub(1, Ordering::Relaxed) - 1;

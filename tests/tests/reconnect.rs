@@ -90,3 +90,79 @@ where
     }
     panic!("condition not reached within 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_roles_outlive_a_run_and_pick_up_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 3;
+    config.learner.exit_on_completion = false;
+    config.actor.exit_on_completion = false;
+    let reward = musicrl_tests::start_reward_server(&config).await;
+
+    // The learner always listens on the same port, as behind a Kubernetes Service.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let learner_url = format!("http://127.0.0.1:{port}");
+    let start = |config: musicrl_common::Config| async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the learner port");
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(musicrl_learner::serve(config, listener, async move {
+            let _ = rx.await;
+        }));
+        (stop, handle)
+    };
+
+    let (stop, handle) = start(config.clone()).await;
+    let actor = start_actor(&config, &learner_url, &reward.url(), "actor-0");
+    wait_until(|| async { status(&learner_url).await.training_complete }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !handle.is_finished(),
+        "the learner keeps serving after its last step"
+    );
+    assert!(
+        !actor.handle.is_finished(),
+        "the actor waits for the next run"
+    );
+    assert_eq!(status(&learner_url).await.step, 3);
+
+    // Stop the learner (it must not hang on the actor's open parameter stream).
+    let _ = stop.send(());
+    let first = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("a graceful stop does not wait on subscribers")
+        .expect("joins")
+        .expect("succeeds");
+    assert!(first.completed);
+
+    // A longer run from the same checkpoint folder: the same actor resumes sampling.
+    config.learner.steps = 6;
+    let (stop, handle) = start(config.clone()).await;
+    wait_until(|| async { status(&learner_url).await.training_complete }).await;
+    assert_eq!(status(&learner_url).await.step, 6);
+    let _ = stop.send(());
+    let second = handle.await.expect("joins").expect("succeeds");
+    assert_eq!((second.resumed_from_step, second.steps), (3, 6));
+    let a = actor.stop().await.expect("the actor stops on request");
+    assert!(
+        a.max_policy_version_used >= 3,
+        "the actor sampled with the second run's versions: {a:?}"
+    );
+    reward.stop().await.expect("clean stop");
+}
+
+async fn status(url: &str) -> musicrl_proto::v1::StatusResponse {
+    let mut c =
+        musicrl_proto::v1::learner_service_client::LearnerServiceClient::connect(url.to_string())
+            .await
+            .expect("the learner is up");
+    c.status(musicrl_proto::v1::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
