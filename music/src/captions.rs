@@ -42,7 +42,7 @@ fn collection_phrase(collection: &str) -> &'static str {
         "essen" => "from the Essen folksong collection",
         "oneills1850" => "from O'Neill's Music of Ireland",
         "ryans_mammoth" => "from Ryan's Mammoth Collection",
-        "airds_airs" => "from Aird's Airs",
+        "airds_airs" => "from James Aird's selection",
         _ => "from a folk collection",
     }
 }
@@ -79,7 +79,14 @@ pub fn caption(tune: &Tune, instrument: Instrument, bpm: u32, rng: &mut StdRng) 
     };
     let key = format!("{} {}", tune.key_tonic, tune.key_mode);
     let inst = instrument.caption_name();
-    let origin = (!tune.origin.is_empty()).then(|| tune.origin.clone());
+    // O'Neill's collection is Irish music by definition; elsewhere only a stated origin.
+    let origin = if !tune.origin.is_empty() {
+        Some(tune.origin.clone())
+    } else if tune.collection == "oneills1850" {
+        Some("Irish".to_string())
+    } else {
+        None
+    };
 
     // The subject: "a lively Irish reel", "a German folk song", "a jig".
     let mut subject = String::from("a");
@@ -139,7 +146,7 @@ mod tests {
     fn tune(tune_type: &str, origin: &str, mode: &str) -> Tune {
         Tune {
             id: "t".into(),
-            collection: "oneills1850".into(),
+            collection: "ryans_mammoth".into(),
             title: "T".into(),
             tune_type: tune_type.into(),
             origin: origin.into(),

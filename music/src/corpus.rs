@@ -107,7 +107,8 @@ pub fn load(path: &Path) -> Result<Vec<Tune>> {
     Ok(tunes)
 }
 
-/// The corpus shipped with the repository.
-pub fn default_path() -> std::path::PathBuf {
+/// The corpus in this source tree (for tests and tools run from the repository; binaries
+/// take the path from their configuration).
+pub fn repo_path() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/corpus/tunes.jsonl.gz")
 }
