@@ -32,6 +32,10 @@ pub enum Command {
     RewardServer(RewardArgs),
     /// Measure sampling (with and without the KV cache) and learner throughput.
     Bench(BenchArgs),
+    /// Pretrain the base policy θ0 on the folk-tune corpus (teacher-forced, caption-conditioned).
+    Pretrain(PretrainArgs),
+    /// Sample melodies for captions and write WAVs, token files and an index.html to listen to.
+    Generate(GenerateArgs),
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
 }
@@ -253,4 +257,58 @@ pub struct BenchArgs {
     /// Also write the results here as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PretrainArgs {
+    /// The corpus [default: pretrain.corpus = data/corpus/tunes.jsonl.gz].
+    #[arg(long, env = "MUSICRL_CORPUS", value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    /// Output folder for policy.bpk, config.toml, metrics.json [default: pretrain.out = runs/pretrain].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Passes over the training split [default: pretrain.epochs = 8].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Use at most N tunes per split, for quick runs [default: pretrain.max_tunes = 0, all].
+    #[arg(long, value_name = "N")]
+    pub max_tunes: Option<usize>,
+}
+
+impl PretrainArgs {
+    pub fn apply(&self, c: &mut Config) {
+        let p = &mut c.pretrain;
+        if let Some(v) = &self.corpus {
+            p.corpus = v.clone();
+        }
+        if let Some(v) = &self.out {
+            p.out = v.clone();
+        }
+        if let Some(v) = self.epochs {
+            p.epochs = v;
+        }
+        if let Some(v) = self.max_tunes {
+            p.max_tunes = v;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// A caption to generate for (repeat the flag for several).
+    #[arg(long, required = true, value_name = "TEXT")]
+    pub caption: Vec<String>,
+    /// Samples per caption.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub n: usize,
+    /// Output folder (WAVs, token files, index.html).
+    #[arg(long, default_value = "runs/generate", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Policy weights; the config.toml beside them gives the architecture
+    /// [default: pretrain.out/policy.bpk].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
 }

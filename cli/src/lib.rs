@@ -7,6 +7,7 @@
 pub mod args;
 pub mod bench;
 pub mod local;
+pub mod music_cmds;
 pub mod process;
 pub mod roles;
 
@@ -44,6 +45,16 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             let report = bench::run(&config, &args)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Pretrain(args) => {
+            let report = music_cmds::pretrain(config, &args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Generate(args) => {
+            let index = music_cmds::generate(config, &args)?;
+            eprintln!("open {} in a browser to listen", index.display());
             Ok(())
         }
         Command::Config => {

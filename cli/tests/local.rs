@@ -17,6 +17,7 @@ caption_buckets = 64
 max_caption_words = 8
 
 [learner]
+init_policy = ""
 batch_size = 8
 learning_rate = 0.01
 checkpoint_every = 10

@@ -21,6 +21,43 @@ pub struct Config {
     pub actor: ActorConfig,
     pub reward: RewardConfig,
     pub local: LocalConfig,
+    pub pretrain: PretrainConfig,
+}
+
+/// `musicrl pretrain`: teacher-forced training of θ0 on the folk-tune corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// The corpus (gzip-compressed JSON lines, see data/corpus/README.md).
+    pub corpus: PathBuf,
+    /// Where policy.bpk, config.toml and metrics.json go.
+    pub out: PathBuf,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Global gradient-norm clip; 0 disables.
+    pub max_grad_norm: f32,
+    /// Use at most this many tunes of each split (0: all).
+    pub max_tunes: usize,
+    /// Sequences sampled after training to measure how many decode without repair.
+    pub decode_check_samples: usize,
+    pub seed: u64,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        Self {
+            corpus: PathBuf::from("data/corpus/tunes.jsonl.gz"),
+            out: PathBuf::from("runs/pretrain"),
+            epochs: 8,
+            batch_size: 32,
+            learning_rate: 2e-3,
+            max_grad_norm: 1.0,
+            max_tunes: 0,
+            decode_check_samples: 256,
+            seed: 0,
+        }
+    }
 }
 
 /// The policy's architecture. The RL system is token-agnostic: vocabulary, length and size
@@ -47,7 +84,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             vocab_size: 64,
-            max_tokens: 32,
+            max_tokens: 128,
             d_model: 128,
             n_heads: 4,
             n_layers: 2,
@@ -103,8 +140,9 @@ pub struct LearnerConfig {
     pub checkpoint_dir: PathBuf,
     /// Save a checkpoint every this many steps (and at the end); 0 saves only at the end.
     pub checkpoint_every: u64,
-    /// A policy checkpoint (a burnpack file) to start from as θ0; empty starts from a seeded
-    /// random initialisation.
+    /// A policy checkpoint (a burnpack file) to start from as θ0: by default the base policy
+    /// pretrained on the folk-tune corpus that ships in `models/base/` (see `musicrl
+    /// pretrain`). Empty starts from a seeded random initialisation.
     pub init_policy: PathBuf,
     /// Trajectories held between the service and the training loop. Pushes wait when it is
     /// full (back-pressure on actors); more than `batch_size × max_policy_lag` only makes
@@ -138,7 +176,7 @@ impl Default for LearnerConfig {
             importance_clip: 1.0,
             checkpoint_dir: PathBuf::from("runs/checkpoints"),
             checkpoint_every: 50,
-            init_policy: PathBuf::new(),
+            init_policy: PathBuf::from("models/base/policy.bpk"),
             queue_capacity: 32,
             max_push: 1024,
             chunk_bytes: 1 << 20,
@@ -439,6 +477,25 @@ impl Config {
                     );
                 }
             }
+        }
+        let pt = &self.pretrain;
+        if pt.epochs == 0 || pt.batch_size == 0 {
+            return bad(
+                "pretrain.epochs",
+                "epochs and batch_size must be positive".into(),
+            );
+        }
+        if !(pt.learning_rate.is_finite() && pt.learning_rate > 0.0) {
+            return bad(
+                "pretrain.learning_rate",
+                format!("{} must be > 0", pt.learning_rate),
+            );
+        }
+        if !pt.max_grad_norm.is_finite() || pt.max_grad_norm < 0.0 {
+            return bad(
+                "pretrain.max_grad_norm",
+                format!("{} must be finite and >= 0", pt.max_grad_norm),
+            );
         }
         if self.local.actors == 0 {
             return bad("local.actors", "at least one actor is needed".into());

@@ -154,6 +154,7 @@ mod tests {
         };
         c.learner.checkpoint_dir = dir.to_path_buf();
         c.learner.learning_rate = 0.01;
+        c.learner.init_policy = PathBuf::new();
         c
     }
 

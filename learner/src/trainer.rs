@@ -65,7 +65,15 @@ impl Trainer {
             device.seed(config.learner.seed);
             Policy::new(&config.policy, device)
         } else {
-            load_policy(&config.learner.init_policy, &config.policy, device)?
+            let path = &config.learner.init_policy;
+            if !path.exists() {
+                return Err(LearnerError::Checkpoint(format!(
+                    "learner.init_policy {} does not exist: run `musicrl pretrain` and point init_policy at \
+                     its policy.bpk, or set init_policy = \"\" to start from a random policy",
+                    path.display()
+                )));
+            }
+            load_policy(path, &config.policy, device)?
         };
         let reference = policy.valid();
         Ok(Self::assemble(

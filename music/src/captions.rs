@@ -37,6 +37,28 @@ pub fn default_bpm(tune: &Tune) -> u32 {
     }
 }
 
+/// How a caption is rendered when nothing else is known (by `musicrl generate` and by the
+/// reward server): the instrument it names (the harp when it names none or several) and the
+/// tempo its tempo word stands for, in quarter notes per minute (110 without one).
+pub fn rendering_for(caption: &str) -> (Instrument, f32) {
+    let lower = caption.to_lowercase();
+    let instrument = Instrument::named_in(&lower).unwrap_or(Instrument::Harp);
+    let bpm = [
+        ("slow", 76.0),
+        ("moderate", 110.0),
+        ("lively", 150.0),
+        ("fast", 180.0),
+    ]
+    .into_iter()
+    .find(|(word, _)| {
+        lower
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| w == *word)
+    })
+    .map_or(110.0, |(_, bpm)| bpm);
+    (instrument, bpm)
+}
+
 fn collection_phrase(collection: &str) -> &'static str {
     match collection {
         "essen" => "from the Essen folksong collection",

@@ -33,6 +33,7 @@ pub fn tiny_config(dir: &Path) -> Config {
     c.learner.checkpoint_every = 0;
     c.learner.history_path = dir.join("history.jsonl");
     c.learner.seed = 3;
+    c.learner.init_policy = std::path::PathBuf::new();
     c.actor.batch_size = 8;
     c.actor.metrics_listen = String::new();
     c.actor.max_backoff_seconds = 0.2;

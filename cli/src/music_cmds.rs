@@ -1,0 +1,208 @@
+//! `musicrl pretrain` and `musicrl generate`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use musicrl_common::Config;
+use musicrl_common::policy::params::load_policy;
+use musicrl_common::policy::sampling::Sampler;
+use musicrl_learner::pretrain::{self, EpochStats, PretrainReport};
+use musicrl_music::captions;
+use musicrl_music::render;
+use musicrl_music::tokens::{self, Event};
+
+use crate::args::{GenerateArgs, PretrainArgs};
+
+struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl pretrain::Progress for Bar {
+    fn epoch_started(&mut self, epoch: usize, batches: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(epoch.to_string());
+        self.bar = Some(bar);
+    }
+    fn batch_done(&mut self, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("loss {loss:.3}"));
+            b.inc(1);
+        }
+    }
+    fn epoch_done(&mut self, s: &EpochStats) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        eprintln!(
+            "epoch {}: train loss {:.4}, validation loss {:.4}, validation perplexity {:.3} ({:.0} s)",
+            s.epoch, s.train_loss, s.validation_loss, s.validation_perplexity, s.seconds
+        );
+    }
+}
+
+pub fn pretrain(mut config: Config, args: &PretrainArgs) -> anyhow::Result<PretrainReport> {
+    args.apply(&mut config);
+    config.validate()?;
+    let p = &config.pretrain;
+    let tunes = musicrl_music::corpus::load(&p.corpus).with_context(|| {
+        format!(
+            "cannot read the corpus (pretrain.corpus = {})",
+            p.corpus.display()
+        )
+    })?;
+    eprintln!(
+        "pretraining a policy (d_model {}, {} layers, {} tokens) on {} tunes for {} epochs into {}",
+        config.policy.d_model,
+        config.policy.n_layers,
+        config.policy.max_tokens,
+        tunes.len(),
+        p.epochs,
+        p.out.display()
+    );
+    let report = pretrain::pretrain(&config, &tunes, &p.out, &mut Bar { bar: None })?;
+    eprintln!(
+        "validation perplexity {:.3} (unigram baseline {:.3}); {:.1}% of {} samples decode without repair; wrote {}",
+        report.validation_perplexity,
+        report.unigram_validation_perplexity,
+        100.0 * report.decode_without_repair,
+        report.samples_checked,
+        p.out.join("policy.bpk").display()
+    );
+    Ok(report)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn describe(events: &[Event]) -> String {
+    const NAMES: [&str; 12] = [
+        "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+    ];
+    events
+        .iter()
+        .map(|e| match *e {
+            Event::Bar => "|".to_string(),
+            Event::Note {
+                pitch: None,
+                twelfths,
+            } => format!("rest/{twelfths}"),
+            Event::Note {
+                pitch: Some(p),
+                twelfths,
+            } => format!(
+                "{}{}/{twelfths}",
+                NAMES[(p % 12) as usize],
+                i32::from(p / 12) - 1
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathBuf> {
+    let policy_path = args
+        .policy
+        .clone()
+        .unwrap_or_else(|| config.pretrain.out.join("policy.bpk"));
+    // The architecture comes from the config saved beside the weights, when there is one.
+    if let Some(saved) = policy_path
+        .parent()
+        .map(|d| d.join("config.toml"))
+        .filter(|p| p.exists())
+    {
+        config.policy = Config::from_file(&saved)?.policy;
+    }
+    config.validate()?;
+    let device = musicrl_common::device::inference_device();
+    let policy = load_policy(&policy_path, &config.policy, &device).with_context(|| {
+        format!(
+            "cannot load the policy {} (run `musicrl pretrain` first, or pass --policy)",
+            policy_path.display()
+        )
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut sampler = Sampler::new(args.seed, config.sampling.temperature);
+    let mut html = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>musicrl samples</title>\n\
+         <style>body{font-family:sans-serif;max-width:60em;margin:2em auto}li{margin:.6em 0}\
+         code{color:#555;font-size:.8em}</style></head><body>\n<h1>musicrl samples</h1>\n",
+    );
+    let _ = writeln!(
+        html,
+        "<p>Policy: <code>{}</code></p>",
+        html_escape(&policy_path.display().to_string())
+    );
+    for (c_idx, caption) in args.caption.iter().enumerate() {
+        let (instrument, bpm) = captions::rendering_for(caption);
+        let captions = vec![caption.as_str(); args.n];
+        let samples = sampler.sample(
+            &policy,
+            &config.policy,
+            &captions,
+            config.policy.max_tokens,
+            &device,
+        );
+        let _ = writeln!(
+            html,
+            "<h2>{}</h2>\n<p>{} at {bpm} quarter notes per minute</p>\n<ol>",
+            html_escape(caption),
+            instrument.caption_name()
+        );
+        for (i, s) in samples.iter().enumerate() {
+            let decoded = tokens::decode(&s.tokens);
+            let audio = render::render(
+                &decoded.events,
+                bpm,
+                instrument,
+                render::DEFAULT_SAMPLE_RATE,
+                args.seed + i as u64,
+            );
+            let stem = format!("caption{c_idx}-sample{i}");
+            let wav = args.out.join(format!("{stem}.wav"));
+            render::write_wav(&wav, &audio, render::DEFAULT_SAMPLE_RATE)?;
+            let ids: Vec<String> = s.tokens.iter().map(u32::to_string).collect();
+            std::fs::write(
+                args.out.join(format!("{stem}.tokens.txt")),
+                format!("{}\n{}\n", ids.join(" "), describe(&decoded.events)),
+            )?;
+            let seconds = audio.len() as f32 / render::DEFAULT_SAMPLE_RATE as f32;
+            let _ = writeln!(
+                html,
+                "<li><audio controls src=\"{stem}.wav\"></audio> {seconds:.1} s, {} notes{}<br><code>{}</code></li>",
+                decoded.notes().count(),
+                if decoded.repairs > 0 {
+                    format!(", {} repairs", decoded.repairs)
+                } else {
+                    String::new()
+                },
+                html_escape(&describe(&decoded.events))
+            );
+            eprintln!(
+                "{}: {seconds:.1} s, {} notes, {} repairs",
+                wav.display(),
+                decoded.notes().count(),
+                decoded.repairs
+            );
+        }
+        html.push_str("</ol>\n");
+    }
+    html.push_str("</body></html>\n");
+    let index = args.out.join("index.html");
+    std::fs::write(&index, html)?;
+    Ok(index)
+}
