@@ -1,0 +1,251 @@
+//! Graded degradations of corpus renderings, and the MOS labels they get: the synthetic
+//! training data of the quality model (a simplified stand-in for human MOS ratings, named as
+//! such; a ratings file of real scores can replace or extend it).
+//!
+//! A clip is either clean or has one fault at a severity `s` in (0, 1]:
+//!
+//! | fault | what it does at severity `s` |
+//! |---|---|
+//! | wrong notes | each note, with probability 0.6·s, moves by ±1 or ±6 semitones (out of key) |
+//! | off-grid rhythm | each note, with probability 0.3 + 0.6·s, lengthens or shortens by 1 to 1 + ⌊4s⌉ twelfths of a quarter |
+//! | broken phrases | each bar, with probability 0.6·s, becomes a long rest, loses its second half, or stutters one note |
+//! | clipping | gain 1 + 15·s, then a hard clip at the rendering's peak level |
+//! | noise | white noise at a signal-to-noise ratio of 30 − 30·s dB |
+//!
+//! **Labels**: a clean rendering of a corpus tune is rated 4.5; a degraded one 4.5 − 3.5·s, so
+//! labels span [1, 4.5] on the MOS scale of 1 to 5.
+
+use rand::RngExt;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use musicrl_music::tokens::{Event, HIGHEST_PITCH, LOWEST_PITCH};
+
+pub const CLEAN_MOS: f32 = 4.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    WrongNotes,
+    OffGrid,
+    BrokenPhrases,
+    Clipping,
+    Noise,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::WrongNotes,
+        Fault::OffGrid,
+        Fault::BrokenPhrases,
+        Fault::Clipping,
+        Fault::Noise,
+    ];
+}
+
+/// What is done to a clip.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Degradation {
+    pub fault: Option<Fault>,
+    pub severity: f32,
+}
+
+impl Degradation {
+    pub const CLEAN: Degradation = Degradation {
+        fault: None,
+        severity: 0.0,
+    };
+
+    /// The documented MOS label.
+    pub fn mos(&self) -> f32 {
+        match self.fault {
+            None => CLEAN_MOS,
+            Some(_) => CLEAN_MOS - 3.5 * self.severity.clamp(0.0, 1.0),
+        }
+    }
+
+    /// A random degradation: clean with probability `clean`, else a uniform fault at a
+    /// severity uniform in [0.1, 1].
+    pub fn random(clean: f32, rng: &mut StdRng) -> Self {
+        if rng.random::<f32>() < clean {
+            return Self::CLEAN;
+        }
+        Degradation {
+            fault: Some(Fault::ALL[rng.random_range(0..Fault::ALL.len())]),
+            severity: rng.random_range(0.1f32..=1.0),
+        }
+    }
+
+    /// The melody with this degradation's note-level faults.
+    pub fn apply_to_events(&self, events: &[Event], rng: &mut StdRng) -> Vec<Event> {
+        let s = self.severity.clamp(0.0, 1.0);
+        match self.fault {
+            Some(Fault::WrongNotes) => events
+                .iter()
+                .map(|e| match *e {
+                    Event::Note {
+                        pitch: Some(p),
+                        twelfths,
+                    } if rng.random::<f32>() < 0.6 * s => {
+                        let shift = [-6i16, -1, 1, 6][rng.random_range(0..4)];
+                        let moved = (i16::from(p) + shift)
+                            .clamp(i16::from(LOWEST_PITCH), i16::from(HIGHEST_PITCH));
+                        Event::Note {
+                            pitch: Some(moved as u8),
+                            twelfths,
+                        }
+                    }
+                    other => other,
+                })
+                .collect(),
+            Some(Fault::OffGrid) => {
+                let k = 1 + (4.0 * s).round() as i32;
+                events
+                    .iter()
+                    .map(|e| match *e {
+                        Event::Note { pitch, twelfths } if rng.random::<f32>() < 0.3 + 0.6 * s => {
+                            let mut d = 0;
+                            while d == 0 {
+                                d = rng.random_range(-k..=k);
+                            }
+                            Event::Note {
+                                pitch,
+                                twelfths: (i32::from(twelfths) + d).max(1) as u16,
+                            }
+                        }
+                        other => other,
+                    })
+                    .collect()
+            }
+            Some(Fault::BrokenPhrases) => {
+                let mut out = Vec::with_capacity(events.len());
+                for bar in events.split_inclusive(|e| *e == Event::Bar) {
+                    if rng.random::<f32>() >= 0.6 * s {
+                        out.extend_from_slice(bar);
+                        continue;
+                    }
+                    let notes: Vec<(Option<u8>, u16)> = bar
+                        .iter()
+                        .filter_map(|e| match *e {
+                            Event::Note { pitch, twelfths } => Some((pitch, twelfths)),
+                            Event::Bar => None,
+                        })
+                        .collect();
+                    let total: u16 = notes.iter().map(|n| n.1).sum();
+                    match rng.random_range(0..3) {
+                        0 => out.push(Event::Note {
+                            pitch: None,
+                            twelfths: total.max(12) * 2,
+                        }),
+                        1 => out.extend(
+                            notes[..notes.len().div_ceil(2)]
+                                .iter()
+                                .map(|&(pitch, twelfths)| Event::Note { pitch, twelfths }),
+                        ),
+                        _ => {
+                            let pitch = notes.iter().find_map(|n| n.0);
+                            for _ in 0..(total / 3).clamp(2, 16) {
+                                out.push(Event::Note { pitch, twelfths: 3 });
+                            }
+                        }
+                    }
+                    if bar.last() == Some(&Event::Bar) {
+                        out.push(Event::Bar);
+                    }
+                }
+                out
+            }
+            _ => events.to_vec(),
+        }
+    }
+
+    /// The audio with this degradation's signal-level faults.
+    pub fn apply_to_audio(&self, audio: &mut [f32], rng: &mut StdRng) {
+        let s = self.severity.clamp(0.0, 1.0);
+        match self.fault {
+            Some(Fault::Clipping) => {
+                let peak = audio.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let gain = 1.0 + 15.0 * s;
+                audio
+                    .iter_mut()
+                    .for_each(|x| *x = (*x * gain).clamp(-peak, peak));
+            }
+            Some(Fault::Noise) => {
+                let rms =
+                    (audio.iter().map(|x| x * x).sum::<f32>() / audio.len().max(1) as f32).sqrt();
+                let snr_db = 30.0 - 30.0 * s;
+                // Uniform noise in [−a, a] has RMS a/√3.
+                let a = rms / 10f32.powf(snr_db / 20.0) * 3f32.sqrt();
+                audio.iter_mut().for_each(|x| {
+                    *x = (*x + a * (2.0 * rng.random::<f32>() - 1.0)).clamp(-1.0, 1.0)
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn melody() -> Vec<Event> {
+        (0..32)
+            .map(|i| {
+                if i % 5 == 4 {
+                    Event::Bar
+                } else {
+                    Event::Note {
+                        pitch: Some(60 + (i % 7) as u8),
+                        twelfths: 6,
+                    }
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn labels_follow_the_documented_scale() {
+        assert_eq!(Degradation::CLEAN.mos(), 4.5);
+        let d = |s| Degradation {
+            fault: Some(Fault::Noise),
+            severity: s,
+        };
+        assert!((d(1.0).mos() - 1.0).abs() < 1e-6);
+        assert!((d(0.5).mos() - 2.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn note_faults_change_the_melody_and_audio_faults_the_signal() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let m = melody();
+        for fault in [Fault::WrongNotes, Fault::OffGrid, Fault::BrokenPhrases] {
+            let d = Degradation {
+                fault: Some(fault),
+                severity: 1.0,
+            };
+            assert_ne!(d.apply_to_events(&m, &mut rng), m, "{fault:?}");
+        }
+        assert_eq!(Degradation::CLEAN.apply_to_events(&m, &mut rng), m);
+        let clean: Vec<f32> = (0..1000).map(|i| 0.5 * (i as f32 * 0.05).sin()).collect();
+        let mut clipped = clean.clone();
+        Degradation {
+            fault: Some(Fault::Clipping),
+            severity: 1.0,
+        }
+        .apply_to_audio(&mut clipped, &mut rng);
+        let at_peak = clipped.iter().filter(|x| x.abs() >= 0.4999).count();
+        assert!(at_peak > 600, "{at_peak} samples at the peak");
+        let mut noisy = clean.clone();
+        Degradation {
+            fault: Some(Fault::Noise),
+            severity: 1.0,
+        }
+        .apply_to_audio(&mut noisy, &mut rng);
+        // 0 dB: the noise has the signal's power.
+        let noise_power: f32 = noisy.iter().zip(&clean).map(|(a, b)| (a - b).powi(2)).sum();
+        let signal_power: f32 = clean.iter().map(|x| x * x).sum();
+        assert!((noise_power / signal_power - 1.0).abs() < 0.2);
+    }
+}

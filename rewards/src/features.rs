@@ -1,0 +1,362 @@
+//! Audio features shared by the audio reward models: per-frame log-mel energies, chroma and
+//! onset strength, plus a clip-level tempogram.
+//!
+//! A simplified stand-in for MuLan's and the MOS predictor's front ends, named as such:
+//! - audio is rendered at [`FEATURE_SAMPLE_RATE`] (16 kHz mono) and cut into frames of
+//!   [`N_FFT`] samples every [`HOP`] samples (64 ms windows, 25 frames a second), Hann-windowed
+//!   and transformed with `realfft`;
+//! - **log-mel**: [`N_MELS`] triangular mel bands from 40 Hz to 8 kHz, `ln(1e-4 + energy)`;
+//! - **chroma**: the energy of every spectral peak between 55 Hz and 4 kHz (a local maximum of
+//!   the power spectrum, its frequency refined by parabolic interpolation, its energy the three
+//!   bins around it) folded onto its pitch class (nearest semitone), normalised to sum to one
+//!   (zeros in silence);
+//! - **onset strength**: half-wave-rectified spectral flux of the log-mel frame;
+//! - **tempogram** (one vector a window): the normalised autocorrelation of the onset strength
+//!   at lags 1..=[`TEMPO_LAGS`] frames (40 ms to 2.56 s), which shows the beat and the bar.
+//!
+//! Frames are stored row-major as `[frames, FRAME_DIM]`.
+
+use std::sync::Arc;
+
+use realfft::{RealFftPlanner, RealToComplex};
+
+pub const FEATURE_SAMPLE_RATE: u32 = 16_000;
+pub const N_FFT: usize = 1024;
+pub const HOP: usize = 640;
+pub const N_MELS: usize = 48;
+pub const N_CHROMA: usize = 12;
+/// log-mel, chroma, onset strength.
+pub const FRAME_DIM: usize = N_MELS + N_CHROMA + 1;
+pub const TEMPO_LAGS: usize = 64;
+/// Frames a second.
+pub const FRAME_RATE: f32 = FEATURE_SAMPLE_RATE as f32 / HOP as f32;
+
+const LOG_FLOOR: f32 = 1e-4;
+
+/// The features of one clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    pub frames: usize,
+    /// `[frames, FRAME_DIM]`, row-major.
+    pub data: Vec<f32>,
+}
+
+impl Features {
+    pub fn frame(&self, i: usize) -> &[f32] {
+        &self.data[i * FRAME_DIM..(i + 1) * FRAME_DIM]
+    }
+
+    /// Frames `start..end` (clamped) as a new clip.
+    pub fn slice(&self, start: usize, end: usize) -> Features {
+        let end = end.min(self.frames);
+        let start = start.min(end);
+        Features {
+            frames: end - start,
+            data: self.data[start * FRAME_DIM..end * FRAME_DIM].to_vec(),
+        }
+    }
+
+    /// Exactly `len` frames from `start`, padded with silence past the end of the clip.
+    pub fn window(&self, start: usize, len: usize) -> Features {
+        let mut w = self.slice(start, start + len);
+        let silence = silence_frame();
+        while w.frames < len {
+            w.data.extend_from_slice(&silence);
+            w.frames += 1;
+        }
+        w
+    }
+
+    /// The onset-strength column.
+    pub fn onset(&self) -> Vec<f32> {
+        (0..self.frames)
+            .map(|i| self.frame(i)[FRAME_DIM - 1])
+            .collect()
+    }
+
+    /// The tempogram of these frames: autocorrelation of the mean-removed onset strength at
+    /// lags 1..=TEMPO_LAGS, divided by the lag-0 energy (zeros if there is none).
+    pub fn tempogram(&self) -> Vec<f32> {
+        let onset = self.onset();
+        let n = onset.len();
+        let mean = onset.iter().sum::<f32>() / n.max(1) as f32;
+        let x: Vec<f32> = onset.iter().map(|v| v - mean).collect();
+        let energy: f32 = x.iter().map(|v| v * v).sum();
+        (1..=TEMPO_LAGS)
+            .map(|lag| {
+                if energy <= 1e-9 || lag >= n {
+                    return 0.0;
+                }
+                let c: f32 = (0..n - lag).map(|i| x[i] * x[i + lag]).sum();
+                c / energy
+            })
+            .collect()
+    }
+}
+
+/// Computes frame features; reuse one extractor per thread (it owns the FFT plan).
+pub struct Extractor {
+    fft: Arc<dyn RealToComplex<f32>>,
+    window: Vec<f32>,
+    /// `(first_bin, weights)` per mel band.
+    mel: Vec<(usize, Vec<f32>)>,
+    /// Whether each FFT bin lies in the chroma range.
+    chroma_bin: Vec<bool>,
+    bin_hz: f32,
+}
+
+impl std::fmt::Debug for Extractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extractor").finish_non_exhaustive()
+    }
+}
+
+impl Default for Extractor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn hz_to_mel(hz: f32) -> f32 {
+    2595.0 * (1.0 + hz / 700.0).log10()
+}
+
+fn mel_to_hz(mel: f32) -> f32 {
+    700.0 * (10f32.powf(mel / 2595.0) - 1.0)
+}
+
+impl Extractor {
+    pub fn new() -> Self {
+        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
+        let window = (0..N_FFT)
+            .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / N_FFT as f32).cos())
+            .collect();
+        let bins = N_FFT / 2 + 1;
+        let bin_hz = FEATURE_SAMPLE_RATE as f32 / N_FFT as f32;
+        let (lo, hi) = (hz_to_mel(40.0), hz_to_mel(8000.0));
+        let edges: Vec<f32> = (0..N_MELS + 2)
+            .map(|i| mel_to_hz(lo + (hi - lo) * i as f32 / (N_MELS + 1) as f32))
+            .collect();
+        let mel = (0..N_MELS)
+            .map(|m| {
+                let (a, b, c) = (edges[m], edges[m + 1], edges[m + 2]);
+                // Bands narrower than a bin still take the nearest bin.
+                let first = ((a / bin_hz).floor() as usize).min(bins - 1);
+                let last = ((c / bin_hz).ceil() as usize).clamp(first + 1, bins);
+                let weights: Vec<f32> = (first..last)
+                    .map(|k| {
+                        let f = k as f32 * bin_hz;
+                        if f <= b {
+                            ((f - a) / (b - a)).max(0.0)
+                        } else {
+                            ((c - f) / (c - b)).max(0.0)
+                        }
+                    })
+                    .collect();
+                let sum: f32 = weights.iter().sum();
+                let weights = if sum > 0.0 {
+                    weights.iter().map(|w| w / sum).collect()
+                } else {
+                    let mut w = vec![0.0; weights.len()];
+                    let nearest = ((b / bin_hz).round() as usize).clamp(first, last - 1);
+                    w[nearest - first] = 1.0;
+                    w
+                };
+                (first, weights)
+            })
+            .collect();
+        let chroma_bin = (0..bins)
+            .map(|k| (55.0..=4000.0).contains(&(k as f32 * bin_hz)))
+            .collect();
+        Self {
+            fft,
+            window,
+            mel,
+            chroma_bin,
+            bin_hz,
+        }
+    }
+
+    /// Features of `audio` sampled at [`FEATURE_SAMPLE_RATE`]. A clip shorter than one window
+    /// is zero-padded to one frame.
+    pub fn extract(&self, audio: &[f32]) -> Features {
+        let frames = if audio.len() <= N_FFT {
+            1
+        } else {
+            1 + (audio.len() - N_FFT).div_ceil(HOP)
+        };
+        let mut data = Vec::with_capacity(frames * FRAME_DIM);
+        let mut input = self.fft.make_input_vec();
+        let mut spectrum = self.fft.make_output_vec();
+        let mut scratch = self.fft.make_scratch_vec();
+        let mut power = vec![0.0f32; spectrum.len()];
+        let mut prev_mel: Option<Vec<f32>> = None;
+        for f in 0..frames {
+            let start = f * HOP;
+            for (i, x) in input.iter_mut().enumerate() {
+                *x = audio.get(start + i).copied().unwrap_or(0.0) * self.window[i];
+            }
+            self.fft
+                .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
+                .expect("buffers come from the plan");
+            for (p, c) in power.iter_mut().zip(&spectrum) {
+                *p = c.norm_sqr();
+            }
+            let mel: Vec<f32> = self
+                .mel
+                .iter()
+                .map(|(first, w)| {
+                    let e: f32 = w.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
+                    (LOG_FLOOR + e).ln()
+                })
+                .collect();
+            let mut chroma = [0.0f32; N_CHROMA];
+            for k in 1..power.len() - 1 {
+                let (a, b, c) = (power[k - 1], power[k], power[k + 1]);
+                if !(self.chroma_bin[k] && b > a && b >= c) {
+                    continue;
+                }
+                // A spectral peak: its frequency by parabolic interpolation of the log power,
+                // its energy the three bins around it.
+                let (la, lb, lc) = ((a + 1e-12).ln(), (b + 1e-12).ln(), (c + 1e-12).ln());
+                let denom = la - 2.0 * lb + lc;
+                let delta = if denom.abs() > 1e-12 {
+                    (0.5 * (la - lc) / denom).clamp(-0.5, 0.5)
+                } else {
+                    0.0
+                };
+                let hz = (k as f32 + delta) * self.bin_hz;
+                let midi = 69.0 + 12.0 * (hz / 440.0).log2();
+                chroma[(midi.round() as i64).rem_euclid(12) as usize] += a + b + c;
+            }
+            let total: f32 = chroma.iter().sum();
+            if total > 1e-6 {
+                chroma.iter_mut().for_each(|c| *c /= total);
+            } else {
+                chroma = [0.0; N_CHROMA];
+            }
+            let flux = prev_mel.as_ref().map_or(0.0, |p| {
+                mel.iter()
+                    .zip(p)
+                    .map(|(m, q)| (m - q).max(0.0))
+                    .sum::<f32>()
+                    / N_MELS as f32
+            });
+            data.extend_from_slice(&mel);
+            data.extend_from_slice(&chroma);
+            data.push(flux);
+            prev_mel = Some(mel);
+        }
+        Features { frames, data }
+    }
+}
+
+/// Start frames of `n` windows of `len` frames spread evenly from the start to the end of a
+/// clip of `frames` frames (overlapping when the clip is short; all at 0 when the clip is no
+/// longer than one window, which [`Features::window`] then pads with silence).
+pub fn window_starts(frames: usize, n: usize, len: usize) -> Vec<usize> {
+    let n = n.max(1);
+    if frames <= len || n == 1 {
+        return vec![0; n];
+    }
+    (0..n).map(|i| (frames - len) * i / (n - 1)).collect()
+}
+
+/// The features of a silent frame (padding).
+pub fn silence_frame() -> [f32; FRAME_DIM] {
+    let mut f = [0.0; FRAME_DIM];
+    f[..N_MELS].fill(LOG_FLOOR.ln());
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(hz: f32, seconds: f32) -> Vec<f32> {
+        let n = (seconds * FEATURE_SAMPLE_RATE as f32) as usize;
+        (0..n)
+            .map(|i| {
+                0.5 * (std::f32::consts::TAU * hz * i as f32 / FEATURE_SAMPLE_RATE as f32).sin()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frame_count_and_shape() {
+        let x = Extractor::new();
+        let f = x.extract(&sine(440.0, 1.0));
+        // 16000 samples: 1 + ceil((16000 − 1024) / 640) = 25 frames.
+        assert_eq!(f.frames, 25);
+        assert_eq!(f.data.len(), 25 * FRAME_DIM);
+        assert_eq!(x.extract(&[]).frames, 1);
+    }
+
+    #[test]
+    fn an_a_puts_chroma_on_a_and_mel_energy_near_440_hz() {
+        let x = Extractor::new();
+        let f = x.extract(&sine(440.0, 1.0));
+        let frame = f.frame(10);
+        let chroma = &frame[N_MELS..N_MELS + N_CHROMA];
+        // Pitch class of A is 9 (C = 0).
+        let best = (0..12)
+            .max_by(|&a, &b| chroma[a].total_cmp(&chroma[b]))
+            .unwrap();
+        assert_eq!(best, 9, "{chroma:?}");
+        assert!(chroma[9] > 0.9, "{chroma:?}");
+        let mel = &frame[..N_MELS];
+        let loudest = (0..N_MELS)
+            .max_by(|&a, &b| mel[a].total_cmp(&mel[b]))
+            .unwrap();
+        let lo = hz_to_mel(40.0);
+        let hi = hz_to_mel(8000.0);
+        let centre = mel_to_hz(lo + (hi - lo) * (loudest + 1) as f32 / (N_MELS + 1) as f32);
+        assert!(
+            (centre - 440.0).abs() < 80.0,
+            "loudest band centred at {centre} Hz"
+        );
+    }
+
+    #[test]
+    fn onsets_repeat_at_the_beat_and_the_tempogram_peaks_there() {
+        // A 100 ms click every 0.5 s (12.5 frames): the tempogram peaks near lag 12–13 or 25.
+        let sr = FEATURE_SAMPLE_RATE as f32;
+        let audio: Vec<f32> = (0..(8.0 * sr) as usize)
+            .map(|i| {
+                let t = i as f32 / sr;
+                if t % 0.5 < 0.1 {
+                    (std::f32::consts::TAU * 660.0 * t).sin()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let f = Extractor::new().extract(&audio);
+        let tg = f.tempogram();
+        let best = (0..TEMPO_LAGS)
+            .max_by(|&a, &b| tg[a].total_cmp(&tg[b]))
+            .unwrap()
+            + 1;
+        assert!(
+            (12..=13).contains(&best) || (24..=26).contains(&best),
+            "peak at lag {best}: {tg:?}"
+        );
+        let silent = Extractor::new().extract(&vec![0.0; 16000]);
+        assert!(silent.tempogram().iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn windows_spread_over_the_clip_and_pad_short_ones() {
+        assert_eq!(window_starts(300, 3, 100), vec![0, 100, 200]);
+        assert_eq!(window_starts(300, 2, 200), vec![0, 100]);
+        assert_eq!(window_starts(50, 3, 100), vec![0, 0, 0]);
+        let x = Extractor::new();
+        let f = x.extract(&sine(440.0, 1.0));
+        let w = f.window(20, 10);
+        assert_eq!(w.frames, 10);
+        assert_eq!(w.frame(4), f.frame(24));
+        assert_eq!(w.frame(5), &silence_frame()[..]);
+        // Silence extracts to the padding frame.
+        assert_eq!(x.extract(&vec![0.0; 4000]).frame(1), &silence_frame()[..]);
+    }
+}

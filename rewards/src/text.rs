@@ -1,0 +1,593 @@
+//! Text adherence: a two-tower text/audio model (a simplified MuLan stand-in) trained
+//! contrastively on corpus renderings and their captions (`musicrl train-reward text`).
+//!
+//! Training pairs: each training tune rendered `renders_per_tune` times, each time with a
+//! random instrument and a tempo around the tune's customary one (×0.8–1.25), captioned with
+//! [`musicrl_music::captions::caption`] for that instrument and tempo. Each step takes a random
+//! window of `window_frames` frames from every clip and minimises the symmetric InfoNCE loss
+//! of the batch (temperature `temperature`).
+//!
+//! Score of (caption, clip): the cosine similarity of the caption's embedding and the clip's
+//! embedding, averaged over `windows` windows spread over the clip, as MuLan is averaged over
+//! three 10 s windows. Range [−1, 1].
+//!
+//! Held-out measurements (`metrics.json`), on test-split tunes:
+//! - retrieval recall@1 and @5 of the right caption among 100 clip/caption pairs (captions
+//!   distinct as strings), clip → caption;
+//! - attribute accuracy: how often the true caption outscores the same caption with one
+//!   attribute changed (tune type, meter, instrument), over the pairs where the caption
+//!   mentions that attribute.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use musicrl_music::captions::{caption, default_bpm};
+use musicrl_music::corpus::{Split, Tune};
+use musicrl_music::render::Instrument;
+
+use crate::clips::{features_of, par_map, tune_events};
+use crate::encoder::{
+    AudioEncoder, AudioEncoderConfig, TextEncoder, TextEncoderConfig, audio_batch, l2_normalize,
+    text_batch,
+};
+use crate::error::{Error, Result};
+use crate::features::{Features, window_starts};
+use crate::store;
+
+pub const KIND: &str = "text";
+
+/// The architecture and how scores are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TextModelConfig {
+    pub audio: AudioEncoderConfig,
+    pub text: TextEncoderConfig,
+    /// Frames a window (25 a second).
+    pub window_frames: usize,
+    /// Windows a clip is scored on.
+    pub windows: usize,
+    pub temperature: f32,
+}
+
+impl Default for TextModelConfig {
+    fn default() -> Self {
+        Self {
+            audio: AudioEncoderConfig {
+                hidden: 64,
+                out: 64,
+            },
+            text: TextEncoderConfig {
+                buckets: 2048,
+                max_words: 32,
+                embed: 64,
+                hidden: 64,
+                out: 64,
+            },
+            window_frames: 160,
+            windows: 3,
+            temperature: 0.07,
+        }
+    }
+}
+
+/// How the model is trained and measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextTrainConfig {
+    /// Training tunes (a seeded sample of the train split; 0 = all).
+    pub tunes: usize,
+    pub renders_per_tune: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Token budget of a clip (the policy's `max_tokens`).
+    pub max_tokens: usize,
+    /// Held-out pairs for retrieval.
+    pub eval_pairs: usize,
+    pub seed: u64,
+}
+
+impl Default for TextTrainConfig {
+    fn default() -> Self {
+        Self {
+            tunes: 3000,
+            renders_per_tune: 2,
+            epochs: 15,
+            batch_size: 64,
+            learning_rate: 2e-3,
+            max_tokens: 128,
+            eval_pairs: 100,
+            seed: 7,
+        }
+    }
+}
+
+/// What `config.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub model: TextModelConfig,
+    pub train: TextTrainConfig,
+}
+
+#[derive(Module, Debug)]
+pub struct TextAudioModel {
+    audio: AudioEncoder,
+    text: TextEncoder,
+}
+
+impl TextAudioModel {
+    pub fn new(config: &TextModelConfig, device: &Device) -> Self {
+        assert_eq!(
+            config.audio.out, config.text.out,
+            "the towers share one embedding size"
+        );
+        Self {
+            audio: AudioEncoder::new(config.audio, device),
+            text: TextEncoder::new(config.text, device),
+        }
+    }
+
+    /// Unit-length embeddings of equal-length windows.
+    pub fn embed_audio(&self, windows: &[&Features], device: &Device) -> Tensor<2> {
+        let (frames, tempo) = audio_batch(windows, device);
+        l2_normalize(self.audio.forward(frames, tempo))
+    }
+
+    /// Unit-length embeddings of captions.
+    pub fn embed_text<S: AsRef<str>>(
+        &self,
+        captions: &[S],
+        config: &TextModelConfig,
+        device: &Device,
+    ) -> Tensor<2> {
+        let (ids, mask) = text_batch(captions, &config.text, device);
+        l2_normalize(self.text.forward(ids, mask))
+    }
+}
+
+fn eye(n: usize, device: &Device) -> Tensor<2> {
+    let mut data = vec![0.0f32; n * n];
+    for i in 0..n {
+        data[i * n + i] = 1.0;
+    }
+    Tensor::<2>::from_data(TensorData::new(data, [n, n]), device)
+}
+
+/// Symmetric InfoNCE of matched rows of unit-length `audio` and `text` (`[B, D]`).
+pub fn contrastive_loss(audio: Tensor<2>, text: Tensor<2>, temperature: f32) -> Tensor<1> {
+    let [b, _] = audio.dims();
+    let device = audio.device();
+    let logits = audio.matmul(text.transpose()) / temperature; // [B, B]
+    let diag = eye(b, &device);
+    let a2t = (log_softmax(logits.clone(), 1) * diag.clone()).sum();
+    let t2a = (log_softmax(logits, 0) * diag).sum();
+    (a2t + t2a).neg() / (2.0 * b as f32)
+}
+
+/// A trained model ready to score.
+pub struct TextModel {
+    model: TextAudioModel,
+    pub config: TextModelConfig,
+    pub version: String,
+    device: Device,
+}
+
+impl std::fmt::Debug for TextModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextModel")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl TextModel {
+    pub fn new(model: TextAudioModel, config: TextModelConfig, version: String) -> Self {
+        Self {
+            model: model.valid(),
+            config,
+            version,
+            device: musicrl_common::device::inference_device(),
+        }
+    }
+
+    /// Loads a checkpoint folder written by [`train`].
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config: TextConfig = store::load_config(dir)?;
+        let device = musicrl_common::device::inference_device();
+        let (model, version) =
+            store::load_params(dir, KIND, TextAudioModel::new(&config.model, &device))?;
+        Ok(Self::new(model, config.model, version))
+    }
+
+    /// The windows a clip is scored on.
+    pub fn windows_of(&self, clip: &Features) -> Vec<Features> {
+        let len = self.config.window_frames;
+        window_starts(clip.frames, self.config.windows, len)
+            .into_iter()
+            .map(|s| clip.window(s, len))
+            .collect()
+    }
+
+    /// Window-averaged cosine similarity of each (caption, clip).
+    pub fn score(&self, items: &[(&str, &Features)]) -> Vec<f32> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let n = self.config.windows.max(1);
+        let windows: Vec<Features> = items.iter().flat_map(|(_, f)| self.windows_of(f)).collect();
+        let refs: Vec<&Features> = windows.iter().collect();
+        let audio = self.model.embed_audio(&refs, &self.device); // [N·n, D]
+        let captions: Vec<&str> = items.iter().map(|(c, _)| *c).collect();
+        let text = self.model.embed_text(&captions, &self.config, &self.device); // [N, D]
+        let [_, d] = text.dims();
+        let text = text
+            .unsqueeze_dim::<3>(1)
+            .repeat_dim(1, n)
+            .reshape([items.len() * n, d]);
+        let cos = (audio * text)
+            .sum_dim(1)
+            .reshape([items.len(), n])
+            .mean_dim(1);
+        musicrl_common::policy::to_vec_f32(cos.reshape([items.len()]))
+    }
+
+    /// Cosine similarity of every clip (rows) with every caption (columns), window-averaged.
+    pub fn similarity_matrix(&self, clips: &[&Features], captions: &[&str]) -> Vec<Vec<f32>> {
+        let n = self.config.windows.max(1);
+        let windows: Vec<Features> = clips.iter().flat_map(|f| self.windows_of(f)).collect();
+        let refs: Vec<&Features> = windows.iter().collect();
+        let audio = self.model.embed_audio(&refs, &self.device);
+        let [_, d] = audio.dims();
+        let audio = audio
+            .reshape([clips.len(), n, d])
+            .mean_dim(1)
+            .reshape([clips.len(), d]);
+        // The mean of cosines equals the cosine with the mean of unit window embeddings
+        // (the caption embedding has unit length).
+        let text = self.model.embed_text(captions, &self.config, &self.device);
+        let sims = musicrl_common::policy::to_vec_f32(audio.matmul(text.transpose()));
+        sims.chunks(captions.len()).map(<[f32]>::to_vec).collect()
+    }
+}
+
+/// One training or evaluation clip.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub tune: usize,
+    pub instrument: Instrument,
+    pub bpm: u32,
+    pub caption: String,
+    pub caption_seed: u64,
+    pub features: Features,
+}
+
+fn sample_tunes<'a>(
+    tunes: &'a [Tune],
+    split: Split,
+    n: usize,
+    rng: &mut StdRng,
+) -> Vec<(usize, &'a Tune)> {
+    let mut v: Vec<(usize, &Tune)> = tunes
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.split == split)
+        .collect();
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+    if n > 0 {
+        v.truncate(n);
+    }
+    v
+}
+
+/// Renders `(tune, renders)` pairs with random instruments, tempos and captions.
+pub fn render_pairs(
+    tunes: &[(usize, &Tune)],
+    renders: usize,
+    max_tokens: usize,
+    rng: &mut StdRng,
+) -> Vec<Pair> {
+    struct Job<'a> {
+        tune: usize,
+        t: &'a Tune,
+        instrument: Instrument,
+        bpm: u32,
+        caption: String,
+        caption_seed: u64,
+        seed: u64,
+    }
+    let mut jobs = Vec::new();
+    for &(i, t) in tunes {
+        for _ in 0..renders {
+            let instrument = Instrument::ALL[rng.random_range(0..Instrument::ALL.len())];
+            let bpm = (default_bpm(t) as f32 * rng.random_range(0.8f32..1.25)).round() as u32;
+            let caption_seed = rng.random::<u64>();
+            let caption = caption(t, instrument, bpm, &mut StdRng::seed_from_u64(caption_seed));
+            jobs.push(Job {
+                tune: i,
+                t,
+                instrument,
+                bpm,
+                caption,
+                caption_seed,
+                seed: rng.random(),
+            });
+        }
+    }
+    par_map(&jobs, |x, j| Pair {
+        tune: j.tune,
+        instrument: j.instrument,
+        bpm: j.bpm,
+        caption: j.caption.clone(),
+        caption_seed: j.caption_seed,
+        features: features_of(
+            x,
+            &tune_events(j.t, max_tokens),
+            j.instrument,
+            j.bpm as f32,
+            j.seed,
+        ),
+    })
+}
+
+/// Held-out measurements.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TextMetrics {
+    pub eval_pairs: usize,
+    pub recall_at_1: f64,
+    pub recall_at_5: f64,
+    /// Recall@1 of a model that ranks at random.
+    pub chance_recall_at_1: f64,
+    pub tune_type_accuracy: f64,
+    pub tune_type_pairs: usize,
+    pub meter_accuracy: f64,
+    pub meter_pairs: usize,
+    pub instrument_accuracy: f64,
+    pub instrument_pairs: usize,
+    pub train_pairs: usize,
+    pub epochs: Vec<TextEpoch>,
+    pub parameters: usize,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TextEpoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub seconds: f64,
+}
+
+/// Progress of a training run, for the command line.
+pub trait Progress {
+    fn stage(&mut self, what: &str);
+    fn epoch_started(&mut self, epoch: usize, batches: usize);
+    fn batch_done(&mut self, loss: f64);
+    fn epoch_done(&mut self, epoch: usize, loss: f64);
+}
+
+const TYPES: [&str; 8] = [
+    "reel",
+    "jig",
+    "hornpipe",
+    "waltz",
+    "march",
+    "polka",
+    "air",
+    "strathspey",
+];
+const METERS: [&str; 4] = ["2/4", "3/4", "4/4", "6/8"];
+
+/// Trains a text/audio model on `tunes`, measures it on held-out tunes and writes the
+/// checkpoint folder `out`.
+pub fn train(
+    config: &TextConfig,
+    tunes: &[Tune],
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(TextModel, TextMetrics)> {
+    let t = &config.train;
+    let m = &config.model;
+    if t.batch_size < 2 {
+        return Err(Error::Training(
+            "batch_size must be at least 2 for a contrastive loss".into(),
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(t.seed);
+    let train_tunes = sample_tunes(tunes, Split::Train, t.tunes, &mut rng);
+    if train_tunes.len() < 2 {
+        return Err(Error::Data(
+            "the corpus has fewer than 2 training tunes".into(),
+        ));
+    }
+    progress.stage(&format!(
+        "rendering {} training clips",
+        train_tunes.len() * t.renders_per_tune
+    ));
+    let pairs = render_pairs(
+        &train_tunes,
+        t.renders_per_tune.max(1),
+        t.max_tokens,
+        &mut rng,
+    );
+
+    let device = musicrl_common::device::training_device();
+    device.seed(t.seed);
+    let mut model = TextAudioModel::new(m, &device);
+    let parameters = model.num_params();
+    let mut optimizer = AdamWConfig::new().with_weight_decay(1e-4).init();
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let mut epochs = Vec::new();
+    for epoch in 1..=t.epochs {
+        let started = std::time::Instant::now();
+        for i in (1..order.len()).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        // Drop the last partial batch: a contrastive batch of one teaches nothing.
+        let batches: Vec<&[usize]> = order
+            .chunks(t.batch_size)
+            .filter(|b| b.len() >= 2)
+            .collect();
+        progress.epoch_started(epoch, batches.len());
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for batch in batches {
+            let windows: Vec<Features> = batch
+                .iter()
+                .map(|&k| {
+                    let f = &pairs[k].features;
+                    let room = f.frames.saturating_sub(m.window_frames);
+                    f.window(rng.random_range(0..=room), m.window_frames)
+                })
+                .collect();
+            let refs: Vec<&Features> = windows.iter().collect();
+            let captions: Vec<&str> = batch.iter().map(|&k| pairs[k].caption.as_str()).collect();
+            let loss = contrastive_loss(
+                model.embed_audio(&refs, &device),
+                model.embed_text(&captions, m, &device),
+                m.temperature,
+            );
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let value = f64::from(loss.into_scalar::<f32>());
+            if !value.is_finite() {
+                return Err(Error::Training(format!(
+                    "the loss became {value} in epoch {epoch}"
+                )));
+            }
+            model = optimizer.step(t.learning_rate, model, grads);
+            sum += value;
+            count += 1;
+            progress.batch_done(value);
+        }
+        let loss = sum / count.max(1) as f64;
+        progress.epoch_done(epoch, loss);
+        epochs.push(TextEpoch {
+            epoch,
+            train_loss: loss,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+
+    progress.stage("measuring on held-out tunes");
+    let scorer = TextModel::new(model.clone(), *m, String::new());
+    let mut metrics = evaluate(&scorer, tunes, t)?;
+    metrics.train_pairs = pairs.len();
+    metrics.epochs = epochs;
+    metrics.parameters = parameters;
+    let version = store::save(out, KIND, &model.valid(), config, &metrics)?;
+    metrics.version = version.clone();
+    store::write_metrics(out, &metrics)?;
+    Ok((TextModel::new(model, *m, version), metrics))
+}
+
+/// Retrieval and attribute measurements on test-split tunes.
+pub fn evaluate(scorer: &TextModel, tunes: &[Tune], t: &TextTrainConfig) -> Result<TextMetrics> {
+    let mut rng = StdRng::seed_from_u64(t.seed ^ 0x7e57);
+    let candidates = sample_tunes(tunes, Split::Test, 0, &mut rng);
+    // Render more than needed, then keep the first `eval_pairs` with distinct captions.
+    let take: Vec<(usize, &Tune)> = candidates.into_iter().take(t.eval_pairs * 2).collect();
+    let rendered = render_pairs(&take, 1, t.max_tokens, &mut rng);
+    let mut seen = std::collections::HashSet::new();
+    let pairs: Vec<&Pair> = rendered
+        .iter()
+        .filter(|p| seen.insert(p.caption.clone()))
+        .take(t.eval_pairs)
+        .collect();
+    let n = pairs.len();
+    if n < 5 {
+        return Err(Error::Data(format!("only {n} held-out test clips")));
+    }
+    let clips: Vec<&Features> = pairs.iter().map(|p| &p.features).collect();
+    let captions: Vec<&str> = pairs.iter().map(|p| p.caption.as_str()).collect();
+    let sims = scorer.similarity_matrix(&clips, &captions);
+    let (mut r1, mut r5) = (0usize, 0usize);
+    for (i, row) in sims.iter().enumerate() {
+        let higher = row.iter().filter(|&&s| s > row[i]).count();
+        r1 += usize::from(higher < 1);
+        r5 += usize::from(higher < 5);
+    }
+
+    // Attribute swaps: the same caption wording (same caption seed) with one attribute changed.
+    let (mut type_ok, mut type_n, mut meter_ok, mut meter_n, mut inst_ok, mut inst_n) =
+        (0, 0, 0, 0, 0, 0);
+    for p in &pairs {
+        let tune = &tunes[p.tune];
+        let recaption = |t: &Tune, inst: Instrument| {
+            caption(t, inst, p.bpm, &mut StdRng::seed_from_u64(p.caption_seed))
+        };
+        let mut wrong = Vec::new();
+        if TYPES.contains(&tune.tune_type.as_str()) {
+            let mut t2 = tune.clone();
+            t2.tune_type = TYPES[(TYPES
+                .iter()
+                .position(|x| *x == tune.tune_type)
+                .expect("listed")
+                + 1
+                + rng.random_range(0..TYPES.len() - 1))
+                % TYPES.len()]
+            .to_string();
+            wrong.push((0, recaption(&t2, p.instrument)));
+        }
+        if METERS.contains(&tune.meter.as_str()) {
+            let mut t2 = tune.clone();
+            t2.meter = METERS[(METERS
+                .iter()
+                .position(|x| *x == tune.meter)
+                .expect("listed")
+                + 1
+                + rng.random_range(0..METERS.len() - 1))
+                % METERS.len()]
+            .to_string();
+            wrong.push((1, recaption(&t2, p.instrument)));
+        }
+        let other = Instrument::ALL[(Instrument::ALL
+            .iter()
+            .position(|x| *x == p.instrument)
+            .expect("listed")
+            + 1
+            + rng.random_range(0..Instrument::ALL.len() - 1))
+            % Instrument::ALL.len()];
+        wrong.push((2, recaption(tune, other)));
+        for (kind, w) in wrong {
+            if w == p.caption {
+                continue; // the caption does not mention this attribute
+            }
+            let s = scorer.score(&[(p.caption.as_str(), &p.features), (w.as_str(), &p.features)]);
+            let ok = usize::from(s[0] > s[1]);
+            match kind {
+                0 => (type_ok, type_n) = (type_ok + ok, type_n + 1),
+                1 => (meter_ok, meter_n) = (meter_ok + ok, meter_n + 1),
+                _ => (inst_ok, inst_n) = (inst_ok + ok, inst_n + 1),
+            }
+        }
+    }
+    let ratio = |a: usize, b: usize| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
+    Ok(TextMetrics {
+        eval_pairs: n,
+        recall_at_1: ratio(r1, n),
+        recall_at_5: ratio(r5, n),
+        chance_recall_at_1: 1.0 / n as f64,
+        tune_type_accuracy: ratio(type_ok, type_n),
+        tune_type_pairs: type_n,
+        meter_accuracy: ratio(meter_ok, meter_n),
+        meter_pairs: meter_n,
+        instrument_accuracy: ratio(inst_ok, inst_n),
+        instrument_pairs: inst_n,
+        train_pairs: 0,
+        epochs: Vec::new(),
+        parameters: 0,
+        version: String::new(),
+    })
+}
