@@ -305,7 +305,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "runs/generate", value_name = "DIR")]
     pub out: PathBuf,
     /// Policy weights; the config.toml beside them gives the architecture
-    /// [default: pretrain.out/policy.bpk].
+    /// [default: learner.init_policy, the shipped base policy models/base/policy.bpk].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Sampling seed.

@@ -117,6 +117,10 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
     let policy_path = args
         .policy
         .clone()
+        .or_else(|| {
+            let base = &config.learner.init_policy;
+            (!base.as_os_str().is_empty()).then(|| base.clone())
+        })
         .unwrap_or_else(|| config.pretrain.out.join("policy.bpk"));
     // The architecture comes from the config saved beside the weights, when there is one.
     if let Some(saved) = policy_path
