@@ -36,8 +36,54 @@ pub enum Command {
     Pretrain(PretrainArgs),
     /// Sample melodies for captions and write WAVs, token files and an index.html to listen to.
     Generate(GenerateArgs),
+    /// Train a reward model (text adherence or quality) on the corpus and write its
+    /// checkpoint folder with held-out metrics.
+    TrainReward(TrainRewardArgs),
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
+}
+
+/// Which reward model to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RewardKind {
+    /// The MuLan-style text/audio model (contrastive).
+    Text,
+    /// The MOS-style quality regressor (graded degradations, optional ratings file).
+    Quality,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainRewardArgs {
+    /// The model to train.
+    #[arg(value_enum)]
+    pub kind: RewardKind,
+    /// The corpus [default: pretrain.corpus = data/corpus/tunes.jsonl.gz].
+    #[arg(long, env = "MUSICRL_CORPUS", value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    /// Checkpoint folder (model.bpk, config.json, metrics.json) [default: runs/rewards/KIND].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Training tunes, a seeded sample of the train split; 0 = all [default: text 3000, quality 2000].
+    #[arg(long, value_name = "N")]
+    pub tunes: Option<usize>,
+    /// Passes over the training clips [default: text 15, quality 12].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Held-out clips to measure on [default: text 100 pairs, quality 400 clips].
+    #[arg(long, value_name = "N")]
+    pub eval: Option<usize>,
+    /// Clip length in tokens, as the policy samples [default: policy.max_tokens].
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// Quality only: a ratings file (JSON Lines of {"wav": PATH, "mos": 1..5}) to train on too.
+    #[arg(long, value_name = "FILE")]
+    pub ratings: Option<PathBuf>,
+    /// Quality only: train on the ratings file alone, without synthetic degradations.
+    #[arg(long, requires = "ratings")]
+    pub ratings_only: bool,
+    /// Training seed.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 /// Flags for processes that another program supervises (`musicrl local`, tests, scripts).

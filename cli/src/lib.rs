@@ -9,6 +9,7 @@ pub mod bench;
 pub mod local;
 pub mod music_cmds;
 pub mod process;
+pub mod reward_cmds;
 pub mod roles;
 
 use args::{Cli, Command};
@@ -55,6 +56,11 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => {
             let index = music_cmds::generate(config, &args)?;
             eprintln!("open {} in a browser to listen", index.display());
+            Ok(())
+        }
+        Command::TrainReward(args) => {
+            let metrics = reward_cmds::train_reward(config, &args)?;
+            println!("{}", serde_json::to_string_pretty(&metrics)?);
             Ok(())
         }
         Command::Config => {

@@ -260,7 +260,8 @@ impl Default for RewardConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComponentConfig {
-    /// The scorer: `token-fraction` (a test scorer, see the reward-server crate).
+    /// The scorer: `text` (text adherence), `quality`, `remote` (a component of another
+    /// reward server), or `token-fraction` (a test scorer, see the reward-server crate).
     pub kind: String,
     /// Name reported on the wire and in metrics; defaults to `kind`.
     pub name: String,
@@ -270,6 +271,12 @@ pub struct ComponentConfig {
     pub scale: f32,
     /// `token-fraction`: a token counts as a hit when its id is below this.
     pub target_below: u32,
+    /// `text`, `quality`: the checkpoint folder written by `musicrl train-reward`.
+    pub checkpoint: PathBuf,
+    /// `remote`: the other reward server's URL, e.g. `http://clap-service:50052`.
+    pub endpoint: String,
+    /// `remote`: the name of the component to take from the other server's answer.
+    pub remote_component: String,
 }
 
 impl Default for ComponentConfig {
@@ -281,6 +288,9 @@ impl Default for ComponentConfig {
             shift: 0.0,
             scale: 1.0,
             target_below: 16,
+            checkpoint: PathBuf::new(),
+            endpoint: String::new(),
+            remote_component: String::new(),
         }
     }
 }

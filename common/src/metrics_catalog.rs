@@ -74,6 +74,7 @@ pub const REWARD_REQUESTS_TOTAL: &str = "musicrl_reward_requests_total";
 pub const REWARD_REQUEST_SECONDS: &str = "musicrl_reward_request_seconds";
 pub const REWARD_BATCH_SIZE: &str = "musicrl_reward_batch_size";
 pub const REWARD_COMPONENT_SECONDS: &str = "musicrl_reward_component_seconds";
+pub const REWARD_RENDER_SECONDS: &str = "musicrl_reward_render_seconds";
 
 /// Every metric, grouped by role.
 pub const CATALOG: &[Metric] = &[
@@ -401,6 +402,14 @@ pub const CATALOG: &[Metric] = &[
         label: Some("component"),
         initial_label_values: &[],
         help: "time one component takes on one batch",
+    },
+    Metric {
+        name: REWARD_RENDER_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "time to decode and render one batch to audio features, shared by the audio components",
     },
 ];
 

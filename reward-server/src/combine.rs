@@ -1,5 +1,7 @@
 //! Combining components: reward = Σ_i weight_i · (score_i − shift_i) · scale_i.
 
+use std::sync::Arc;
+
 use futures::future::try_join_all;
 
 use musicrl_common::config::RewardConfig;
@@ -7,7 +9,7 @@ use musicrl_common::types::{ComponentInfo, SampleScore};
 use musicrl_common::wire::ScoreInput;
 
 use crate::error::{Result, RewardError};
-use crate::scorer::{self, Scorer};
+use crate::scorer::{self, Batch, Scorer};
 
 /// One configured component.
 pub struct Component {
@@ -74,17 +76,52 @@ impl RewardModel {
             .join("+")
     }
 
+    /// Whether any component reads audio.
+    pub fn needs_audio(&self) -> bool {
+        self.components.iter().any(|c| c.scorer.needs_audio())
+    }
+
+    /// Decodes and renders every sample once (on all cores, off the executor) when a
+    /// component needs audio.
+    pub async fn prepare(&self, inputs: Vec<ScoreInput>) -> Result<Arc<Batch>> {
+        if !self.needs_audio() {
+            return Ok(Arc::new(Batch {
+                inputs,
+                audio: None,
+            }));
+        }
+        let started = std::time::Instant::now();
+        let batch = tokio::task::spawn_blocking(move || {
+            let audio = musicrl_rewards::clips::par_map(&inputs, |x, s| {
+                musicrl_rewards::clips::sample_features(x, &s.caption, &s.tokens)
+            });
+            Batch {
+                inputs,
+                audio: Some(audio),
+            }
+        })
+        .await
+        .map_err(|e| RewardError::Internal(format!("rendering task: {e}")))?;
+        metrics::histogram!(musicrl_common::metrics_catalog::REWARD_RENDER_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        Ok(Arc::new(batch))
+    }
+
     /// Scores a batch with every component (concurrently) and combines them.
-    pub async fn score(&self, batch: &[ScoreInput]) -> Result<Vec<SampleScore>> {
-        let per_component = try_join_all(self.components.iter().map(|c| async move {
+    pub async fn score(&self, inputs: &[ScoreInput]) -> Result<Vec<SampleScore>> {
+        let batch = self.prepare(inputs.to_vec()).await?;
+        let n = batch.inputs.len();
+        let per_component = try_join_all(self.components.iter().map(|c| {
+            let batch = batch.clone();
+            async move {
             let started = std::time::Instant::now();
             let scores = c.scorer.score(batch).await?;
             metrics::histogram!(musicrl_common::metrics_catalog::REWARD_COMPONENT_SECONDS, "component" => c.scorer.name().to_string())
                 .record(started.elapsed().as_secs_f64());
-            if scores.len() != batch.len() {
+            if scores.len() != n {
                 return Err(RewardError::Scorer {
                     name: c.scorer.name().to_string(),
-                    message: format!("{} scores for {} samples", scores.len(), batch.len()),
+                    message: format!("{} scores for {n} samples", scores.len()),
                 });
             }
             if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
@@ -94,9 +131,9 @@ impl RewardModel {
                 });
             }
             Ok(scores)
-        }))
+        }}))
         .await?;
-        Ok((0..batch.len())
+        Ok((0..n)
             .map(|i| {
                 let components: Vec<f32> = per_component.iter().map(|s| s[i]).collect();
                 let reward = self

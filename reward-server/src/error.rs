@@ -5,8 +5,12 @@
 pub enum RewardError {
     #[error(transparent)]
     Common(#[from] musicrl_common::Error),
-    #[error("unknown scorer kind {0:?} (known: token-fraction)")]
+    #[error("unknown scorer kind {0:?} (known: text, quality, remote, token-fraction)")]
     UnknownScorer(String),
+    #[error("reward configuration: {0}")]
+    Config(String),
+    #[error("internal: {0}")]
+    Internal(String),
     #[error("scorer {name} failed: {message}")]
     Scorer { name: String, message: String },
     #[error("gRPC transport: {0}")]

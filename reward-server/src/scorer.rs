@@ -1,9 +1,32 @@
-//! The scorer trait and the built-in test scorer.
+//! The scorer trait, the music reward scorers, the remote scorer and the test scorer.
+
+use std::sync::{Arc, Mutex};
 
 use musicrl_common::config::ComponentConfig;
 use musicrl_common::wire::ScoreInput;
+use musicrl_proto::v1 as pb;
+use musicrl_rewards::features::Features;
+use musicrl_rewards::quality::QualityModel;
+use musicrl_rewards::text::TextModel;
 
 use crate::error::{Result, RewardError};
+
+/// One request's samples, with their audio features when a component needs them: each
+/// sequence is decoded and rendered once per request and shared by every audio scorer.
+#[derive(Debug)]
+pub struct Batch {
+    pub inputs: Vec<ScoreInput>,
+    /// One per input when any component [`Scorer::needs_audio`].
+    pub audio: Option<Vec<Features>>,
+}
+
+impl Batch {
+    pub fn audio(&self) -> Result<&[Features]> {
+        self.audio
+            .as_deref()
+            .ok_or_else(|| RewardError::Internal("audio features were not prepared".into()))
+    }
+}
 
 /// A sequence-level reward component. Implementations must be deterministic for a given
 /// version, return one finite score per input, and do heavy work off the async executor.
@@ -13,14 +36,18 @@ pub trait Scorer: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Identifies the scorer's weights or rules; changes whenever its scores could change.
     fn version(&self) -> String;
+    /// Whether the scorer reads [`Batch::audio`].
+    fn needs_audio(&self) -> bool {
+        false
+    }
     /// One score per input, in order.
-    async fn score(&self, batch: &[ScoreInput]) -> Result<Vec<f32>>;
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>>;
 }
 
 /// **A test scorer, not a music reward**: the fraction of a sequence's tokens whose id is
 /// below `target_below`. It gives the RL system an honest, cheap, caption-independent
 /// objective that a policy can visibly climb, so the distributed loop is tested end to end
-/// before (and independently of) the music reward models.
+/// independently of the music reward models.
 #[derive(Debug, Clone)]
 pub struct TokenFraction {
     name: String,
@@ -54,18 +81,266 @@ impl Scorer for TokenFraction {
         format!("token-fraction-1(target_below={})", self.target_below)
     }
 
-    async fn score(&self, batch: &[ScoreInput]) -> Result<Vec<f32>> {
-        Ok(batch.iter().map(|s| self.score_one(&s.tokens)).collect())
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        Ok(batch
+            .inputs
+            .iter()
+            .map(|s| self.score_one(&s.tokens))
+            .collect())
+    }
+}
+
+/// Text adherence: the MuLan-style model's window-averaged cosine similarity, in [−1, 1].
+pub struct TextScorer {
+    name: String,
+    model: Arc<Mutex<TextModel>>,
+    version: String,
+}
+
+impl TextScorer {
+    pub fn new(name: impl Into<String>, model: TextModel) -> Self {
+        let version = model.version.clone();
+        Self {
+            name: name.into(),
+            model: Arc::new(Mutex::new(model)),
+            version,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Scorer for TextScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    fn needs_audio(&self) -> bool {
+        true
+    }
+
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        let model = self.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let audio = batch.audio()?;
+            let items: Vec<(&str, &Features)> = batch
+                .inputs
+                .iter()
+                .zip(audio)
+                .map(|(i, f)| (i.caption.as_str(), f))
+                .collect();
+            let model = model
+                .lock()
+                .map_err(|_| RewardError::Internal("text model lock poisoned".into()))?;
+            Ok(model.score(&items))
+        })
+        .await
+        .map_err(|e| RewardError::Internal(format!("text scorer task: {e}")))?
+    }
+}
+
+/// Quality: the MOS-style model's head/tail prediction rescaled to [0, 1].
+pub struct QualityScorer {
+    name: String,
+    model: Arc<Mutex<QualityModel>>,
+    version: String,
+}
+
+impl QualityScorer {
+    pub fn new(name: impl Into<String>, model: QualityModel) -> Self {
+        let version = model.version.clone();
+        Self {
+            name: name.into(),
+            model: Arc::new(Mutex::new(model)),
+            version,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Scorer for QualityScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    fn needs_audio(&self) -> bool {
+        true
+    }
+
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        let model = self.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let clips: Vec<&Features> = batch.audio()?.iter().collect();
+            let model = model
+                .lock()
+                .map_err(|_| RewardError::Internal("quality model lock poisoned".into()))?;
+            Ok(model.score(&clips))
+        })
+        .await
+        .map_err(|e| RewardError::Internal(format!("quality scorer task: {e}")))?
+    }
+}
+
+/// A component served by another endpoint that speaks the same reward protocol (for
+/// example a Python MuLan or CLAP service): the batch is forwarded as a Score request and
+/// the named component of the answer is returned.
+pub struct RemoteScorer {
+    name: String,
+    endpoint: String,
+    component: String,
+    client: pb::reward_service_client::RewardServiceClient<tonic::transport::Channel>,
+    /// The remote component's version, as last reported.
+    seen_version: Mutex<String>,
+}
+
+impl RemoteScorer {
+    /// Connects lazily: the remote server may start after this one.
+    pub fn new(name: impl Into<String>, endpoint: &str, component: &str) -> Result<Self> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| RewardError::Config(format!("remote endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(60))
+            .connect_lazy();
+        Ok(Self {
+            name: name.into(),
+            endpoint: endpoint.to_string(),
+            component: component.to_string(),
+            client: pb::reward_service_client::RewardServiceClient::new(channel)
+                .max_decoding_message_size(64 << 20),
+            seen_version: Mutex::new("unknown".into()),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Scorer for RemoteScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        let seen = self
+            .seen_version
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        format!("remote({}#{})@{seen}", self.endpoint, self.component)
+    }
+
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        let request = pb::ScoreRequest {
+            samples: batch
+                .inputs
+                .iter()
+                .map(|s| pb::Sample {
+                    caption: s.caption.clone(),
+                    tokens: s.tokens.clone(),
+                })
+                .collect(),
+        };
+        let remote_error = |message: String| RewardError::Scorer {
+            name: self.name.clone(),
+            message,
+        };
+        let response = self
+            .client
+            .clone()
+            .score(request)
+            .await
+            .map_err(|s| {
+                remote_error(format!(
+                    "{}: {} ({:?})",
+                    self.endpoint,
+                    s.message(),
+                    s.code()
+                ))
+            })?
+            .into_inner();
+        let index = response
+            .components
+            .iter()
+            .position(|c| c.name == self.component)
+            .ok_or_else(|| {
+                let names: Vec<&str> = response
+                    .components
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                remote_error(format!(
+                    "{} has no component {:?} (it has {names:?})",
+                    self.endpoint, self.component
+                ))
+            })?;
+        if let Ok(mut v) = self.seen_version.lock() {
+            *v = response.components[index].version.clone();
+        }
+        if response.scores.len() != batch.inputs.len() {
+            return Err(remote_error(format!(
+                "{} answered {} scores for {} samples",
+                self.endpoint,
+                response.scores.len(),
+                batch.inputs.len()
+            )));
+        }
+        response
+            .scores
+            .iter()
+            .map(|s| {
+                s.components.get(index).copied().ok_or_else(|| {
+                    remote_error(format!(
+                        "{} sent a score without component {index}",
+                        self.endpoint
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
 /// Builds the scorer a component names.
 pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
+    let name = component.display_name();
+    let checkpoint = || {
+        if component.checkpoint.as_os_str().is_empty() {
+            Err(RewardError::Config(format!(
+                "component {name:?} of kind {:?} needs `checkpoint`, the folder `musicrl train-reward {}` wrote",
+                component.kind, component.kind
+            )))
+        } else {
+            Ok(component.checkpoint.as_path())
+        }
+    };
     match component.kind.as_str() {
-        "token-fraction" => Ok(Box::new(TokenFraction::new(
-            component.display_name(),
-            component.target_below,
-        ))),
+        "token-fraction" => Ok(Box::new(TokenFraction::new(name, component.target_below))),
+        "text" => {
+            let model =
+                TextModel::load(checkpoint()?).map_err(|e| RewardError::Config(e.to_string()))?;
+            Ok(Box::new(TextScorer::new(name, model)))
+        }
+        "quality" => {
+            let model = QualityModel::load(checkpoint()?)
+                .map_err(|e| RewardError::Config(e.to_string()))?;
+            Ok(Box::new(QualityScorer::new(name, model)))
+        }
+        "remote" => {
+            if component.endpoint.is_empty() || component.remote_component.is_empty() {
+                return Err(RewardError::Config(format!(
+                    "component {name:?} of kind \"remote\" needs `endpoint` and `remote_component`"
+                )));
+            }
+            Ok(Box::new(RemoteScorer::new(
+                name,
+                &component.endpoint,
+                &component.remote_component,
+            )?))
+        }
         other => Err(RewardError::UnknownScorer(other.to_string())),
     }
 }

@@ -1,0 +1,350 @@
+//! The audio reward models, trained small on the real corpus, then served: each score moves
+//! the right way on constructed cases, the reward server returns every component for a batch
+//! and rejects malformed requests, and the remote scorer forwards to a second server.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tonic::Code;
+
+use musicrl_common::Config;
+use musicrl_common::config::{ComponentConfig, PolicyConfig};
+use musicrl_music::captions::caption;
+use musicrl_music::corpus::{self, Split, Tune};
+use musicrl_music::render::Instrument;
+use musicrl_music::tokens;
+use musicrl_proto::v1 as pb;
+use musicrl_proto::v1::reward_service_client::RewardServiceClient;
+use musicrl_rewards::clips::{features_of, tune_events};
+use musicrl_rewards::degrade::{Degradation, Fault};
+use musicrl_rewards::features::Extractor;
+use musicrl_rewards::quality::{self, QualityModel};
+use musicrl_rewards::text::{self, TextModel};
+use musicrl_tests::{start_reward_server, tiny_config};
+
+const MAX_TOKENS: usize = 64;
+
+struct Quiet;
+impl text::Progress for Quiet {
+    fn stage(&mut self, _: &str) {}
+    fn epoch_started(&mut self, _: usize, _: usize) {}
+    fn batch_done(&mut self, _: f64) {}
+    fn epoch_done(&mut self, _: usize, _: f64) {}
+}
+
+fn tunes() -> &'static [Tune] {
+    static TUNES: OnceLock<Vec<Tune>> = OnceLock::new();
+    TUNES.get_or_init(|| corpus::load(&corpus::repo_path()).expect("the bundled corpus loads"))
+}
+
+/// Both models, trained once per test binary into a folder that outlives the tests.
+fn checkpoints() -> &'static (PathBuf, PathBuf) {
+    static DIRS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let root =
+            std::env::temp_dir().join(format!("musicrl-reward-models-{}", std::process::id()));
+        let (text_dir, quality_dir) = (root.join("text"), root.join("quality"));
+        let mut t = text::TextConfig {
+            model: text::TextModelConfig::default(),
+            train: text::TextTrainConfig::default(),
+        };
+        t.model.audio.hidden = 32;
+        t.model.audio.out = 32;
+        t.model.text.hidden = 32;
+        t.model.text.out = 32;
+        t.model.text.embed = 32;
+        t.model.window_frames = 100;
+        t.train.tunes = 160;
+        t.train.renders_per_tune = 2;
+        t.train.epochs = 10;
+        t.train.batch_size = 32;
+        t.train.max_tokens = MAX_TOKENS;
+        t.train.eval_pairs = 20;
+        text::train(&t, tunes(), &text_dir, &mut Quiet).expect("the text model trains");
+
+        let mut q = quality::QualityConfig {
+            model: quality::QualityModelConfig::default(),
+            train: quality::QualityTrainConfig::default(),
+        };
+        q.model.audio.hidden = 32;
+        q.model.audio.out = 16;
+        q.model.window_frames = 100;
+        q.train.tunes = 160;
+        q.train.renders_per_tune = 2;
+        q.train.epochs = 10;
+        q.train.max_tokens = MAX_TOKENS;
+        q.train.eval_clips = 40;
+        quality::train(&q, tunes(), &quality_dir, &mut Quiet).expect("the quality model trains");
+        (text_dir, quality_dir)
+    })
+}
+
+fn held_out(n: usize) -> Vec<&'static Tune> {
+    tunes()
+        .iter()
+        .filter(|t| t.split == Split::Test)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn text_score_prefers_the_caption_that_matches_the_clip() {
+    let model = TextModel::load(&checkpoints().0).expect("loads");
+    let x = Extractor::new();
+    let (mut right, mut total) = (0, 0);
+    for (i, tune) in held_out(40).into_iter().enumerate() {
+        let inst = Instrument::ALL[i % 4];
+        let other = Instrument::ALL[(i + 2) % 4];
+        let clip = features_of(&x, &tune_events(tune, MAX_TOKENS), inst, 120.0, i as u64);
+        let matching = caption(tune, inst, 120, &mut StdRng::seed_from_u64(i as u64));
+        let contradicting = caption(tune, other, 120, &mut StdRng::seed_from_u64(i as u64));
+        let s = model.score(&[(matching.as_str(), &clip), (contradicting.as_str(), &clip)]);
+        assert!(
+            s.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)),
+            "{s:?}"
+        );
+        right += usize::from(s[0] > s[1]);
+        total += 1;
+    }
+    eprintln!("matching caption won {right} of {total}");
+    // The instrument is the easiest attribute to hear; chance is 50%.
+    assert!(
+        right * 10 >= total * 8,
+        "matching caption won {right} of {total}"
+    );
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoints().0.join("metrics.json")).expect("metrics.json"),
+    )
+    .expect("JSON");
+    assert!(
+        metrics["recall_at_1"].as_f64().is_some()
+            && metrics["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("text-"))
+    );
+}
+
+#[test]
+fn quality_score_rates_clean_renderings_above_corrupted_ones() {
+    let model = QualityModel::load(&checkpoints().1).expect("loads");
+    let x = Extractor::new();
+    let (mut right, mut total) = (0, 0);
+    for (i, tune) in held_out(30).into_iter().enumerate() {
+        let inst = Instrument::ALL[i % 4];
+        let events = tune_events(tune, MAX_TOKENS);
+        let clean = features_of(&x, &events, inst, 120.0, i as u64);
+        let mut rng = StdRng::seed_from_u64(i as u64);
+        let fault = if i % 2 == 0 {
+            Fault::Noise
+        } else {
+            Fault::Clipping
+        };
+        let d = Degradation {
+            fault: Some(fault),
+            severity: 1.0,
+        };
+        let mut audio = musicrl_rewards::clips::render_audio(&events, inst, 120.0, i as u64);
+        d.apply_to_audio(&mut audio, &mut rng);
+        let corrupted = x.extract(&audio);
+        let s = model.score(&[&clean, &corrupted]);
+        assert!(s.iter().all(|v| (0.0..=1.0).contains(v)), "{s:?}");
+        right += usize::from(s[0] > s[1]);
+        total += 1;
+    }
+    eprintln!("clean won {right} of {total}");
+    assert!(right * 10 >= total * 8, "clean won {right} of {total}");
+}
+
+fn music_config(dir: &std::path::Path, components: Vec<ComponentConfig>) -> Config {
+    let mut c = tiny_config(dir);
+    c.policy = PolicyConfig {
+        vocab_size: tokens::VOCAB_SIZE,
+        max_tokens: MAX_TOKENS,
+        ..c.policy
+    };
+    c.reward.components = components;
+    c
+}
+
+fn component(kind: &str, checkpoint: &std::path::Path, weight: f32) -> ComponentConfig {
+    ComponentConfig {
+        kind: kind.into(),
+        checkpoint: checkpoint.to_path_buf(),
+        weight,
+        ..ComponentConfig::default()
+    }
+}
+
+fn samples(n: usize) -> Vec<pb::Sample> {
+    held_out(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut toks = tokens::clip(&tokens::encode(&t.events), MAX_TOKENS - 1).to_vec();
+            toks.push(tokens::END);
+            pb::Sample {
+                caption: caption(
+                    t,
+                    Instrument::ALL[i % 4],
+                    120,
+                    &mut StdRng::seed_from_u64(i as u64),
+                ),
+                tokens: toks,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reward_server_returns_every_component_and_rejects_bad_batches() {
+    let (text_dir, quality_dir) = checkpoints().clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = music_config(
+        dir.path(),
+        vec![
+            component("text", &text_dir, 0.5),
+            component("quality", &quality_dir, 2.0),
+        ],
+    );
+    let server = start_reward_server(&config).await;
+    let mut client = RewardServiceClient::connect(server.url())
+        .await
+        .expect("connect");
+    let batch = samples(5);
+    let response = client
+        .score(pb::ScoreRequest {
+            samples: batch.clone(),
+        })
+        .await
+        .expect("scores")
+        .into_inner();
+    let names: Vec<&str> = response
+        .components
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["text", "quality"]);
+    assert!(response.components[0].version.starts_with("text-"));
+    assert!(response.components[1].version.starts_with("quality-"));
+    assert_eq!(response.scores.len(), 5);
+    for s in &response.scores {
+        let (t, q) = (s.components[0], s.components[1]);
+        assert!(
+            (-1.0..=1.0).contains(&t) && (0.0..=1.0).contains(&q),
+            "{s:?}"
+        );
+        assert!((s.reward - (0.5 * t + 2.0 * q)).abs() < 1e-5, "{s:?}");
+    }
+    // The same samples score the same again (rendering is seeded by the tokens).
+    let again = client
+        .score(pb::ScoreRequest {
+            samples: batch.clone(),
+        })
+        .await
+        .expect("scores")
+        .into_inner();
+    assert_eq!(again.scores, response.scores);
+
+    let mut bad = batch.clone();
+    bad[2].tokens[3] = tokens::VOCAB_SIZE as u32;
+    let err = client
+        .score(pb::ScoreRequest { samples: bad })
+        .await
+        .expect_err("a token outside the vocabulary is refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // Still serving.
+    client
+        .score(pb::ScoreRequest { samples: batch })
+        .await
+        .expect("serves after a bad request");
+    server.stop().await.expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_scorer_forwards_a_component_to_a_second_server() {
+    let (_, quality_dir) = checkpoints().clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = start_reward_server(&music_config(
+        dir.path(),
+        vec![component("quality", &quality_dir, 1.0)],
+    ))
+    .await;
+    let remote = ComponentConfig {
+        kind: "remote".into(),
+        name: "quality-remote".into(),
+        endpoint: backend.url(),
+        remote_component: "quality".into(),
+        ..ComponentConfig::default()
+    };
+    let fraction = ComponentConfig {
+        kind: "token-fraction".into(),
+        target_below: 16,
+        weight: 0.0,
+        ..ComponentConfig::default()
+    };
+    let front = start_reward_server(&music_config(dir.path(), vec![remote, fraction])).await;
+    let batch = samples(4);
+    let direct = RewardServiceClient::connect(backend.url())
+        .await
+        .expect("connect")
+        .score(pb::ScoreRequest {
+            samples: batch.clone(),
+        })
+        .await
+        .expect("scores")
+        .into_inner();
+    let forwarded = RewardServiceClient::connect(front.url())
+        .await
+        .expect("connect")
+        .score(pb::ScoreRequest { samples: batch })
+        .await
+        .expect("scores")
+        .into_inner();
+    assert_eq!(forwarded.components[0].name, "quality-remote");
+    assert!(
+        forwarded.components[0].version.contains("quality-"),
+        "{:?}",
+        forwarded.components[0]
+    );
+    for (d, f) in direct.scores.iter().zip(&forwarded.scores) {
+        assert_eq!(d.components[0], f.components[0]);
+        assert_eq!(f.reward, f.components[0]);
+    }
+    // A remote component the backend does not have is an error that names it.
+    let missing = ComponentConfig {
+        kind: "remote".into(),
+        endpoint: backend.url(),
+        remote_component: "preference".into(),
+        ..ComponentConfig::default()
+    };
+    let broken = start_reward_server(&music_config(dir.path(), vec![missing])).await;
+    let err = RewardServiceClient::connect(broken.url())
+        .await
+        .expect("connect")
+        .score(pb::ScoreRequest {
+            samples: samples(1),
+        })
+        .await
+        .expect_err("no such remote component");
+    assert!(err.message().contains("preference"), "{err:?}");
+    for s in [broken, front, backend] {
+        s.stop().await.expect("stops cleanly");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_checkpoint_stops_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = music_config(
+        dir.path(),
+        vec![component("text", &dir.path().join("nowhere"), 1.0)],
+    );
+    let server = start_reward_server(&config).await;
+    let err = server
+        .join()
+        .await
+        .expect_err("cannot start without its model");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+}
