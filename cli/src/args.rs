@@ -63,10 +63,10 @@ pub struct TrainRewardArgs {
     /// Checkpoint folder (model.bpk, config.json, metrics.json) [default: runs/rewards/KIND].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Training tunes, a seeded sample of the train split; 0 = all [default: text 3000, quality 2000].
+    /// Training tunes, a seeded sample of the train split; 0 = all [default: text 3000, quality 5000].
     #[arg(long, value_name = "N")]
     pub tunes: Option<usize>,
-    /// Passes over the training clips [default: text 15, quality 12].
+    /// Passes over the training clips [default: text 15, quality 20].
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
     /// Held-out clips to measure on [default: text 100 pairs, quality 400 clips].

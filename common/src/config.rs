@@ -251,7 +251,19 @@ impl Default for RewardConfig {
             metrics_listen: "0.0.0.0:9101".into(),
             max_batch: 512,
             max_connection_age_seconds: 60,
-            components: vec![ComponentConfig::default()],
+            // RL-R of the paper: text adherence + quality, the models shipped in models/rewards.
+            components: vec![
+                ComponentConfig {
+                    kind: "text".into(),
+                    checkpoint: PathBuf::from("models/rewards/text"),
+                    ..ComponentConfig::default()
+                },
+                ComponentConfig {
+                    kind: "quality".into(),
+                    checkpoint: PathBuf::from("models/rewards/quality"),
+                    ..ComponentConfig::default()
+                },
+            ],
         }
     }
 }

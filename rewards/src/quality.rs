@@ -83,10 +83,10 @@ pub struct QualityTrainConfig {
 impl Default for QualityTrainConfig {
     fn default() -> Self {
         Self {
-            tunes: 2000,
+            tunes: 5000,
             renders_per_tune: 2,
             clean_share: 0.25,
-            epochs: 12,
+            epochs: 20,
             batch_size: 32,
             learning_rate: 2e-3,
             max_tokens: 128,
