@@ -39,6 +39,8 @@ pub enum Command {
     /// Train a reward model (text adherence or quality) on the corpus and write its
     /// checkpoint folder with held-out metrics.
     TrainReward(TrainRewardArgs),
+    /// The preference store: `simulate` fills it with simulated listeners' choices.
+    Preferences(PreferencesArgs),
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
 }
@@ -50,6 +52,52 @@ pub enum RewardKind {
     Text,
     /// The MOS-style quality regressor (graded degradations, optional ratings file).
     Quality,
+    /// The Bradley–Terry user-preference model (a preference store; initialised from θ0).
+    Preference,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PreferencesArgs {
+    #[command(subcommand)]
+    pub command: PreferencesCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum PreferencesCommand {
+    /// Fill a preference store with simulated listeners' choices between pairs of base-policy
+    /// samples for the same caption.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Pairs to judge.
+    #[arg(long, default_value_t = 3000, value_name = "N")]
+    pub pairs: usize,
+    /// The preference store to append to (population.json is written beside it).
+    #[arg(
+        long,
+        default_value = "runs/preferences/store.jsonl",
+        value_name = "FILE"
+    )]
+    pub store: PathBuf,
+    /// Listeners in the population.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub listeners: usize,
+    /// How much listeners' tastes differ (standard deviation of each weight around the mean).
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    pub spread: f32,
+    /// Choice noise: a listener picks A with probability σ((u(A) − u(B)) / temperature).
+    #[arg(long, default_value_t = 0.25, value_name = "X")]
+    pub temperature: f32,
+    /// The policy to sample from [default: learner.init_policy].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Corpus for the captions [default: pretrain.corpus].
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -81,6 +129,12 @@ pub struct TrainRewardArgs {
     /// Quality only: train on the ratings file alone, without synthetic degradations.
     #[arg(long, requires = "ratings")]
     pub ratings_only: bool,
+    /// Preference only: the preference store [default: runs/preferences/store.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
+    /// Preference only: ignore captions (the paper's caption-less ablation).
+    #[arg(long)]
+    pub caption_free: bool,
     /// Training seed.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

@@ -63,6 +63,13 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&metrics)?);
             Ok(())
         }
+        Command::Preferences(args) => match args.command {
+            args::PreferencesCommand::Simulate(a) => {
+                let report = reward_cmds::simulate(config, &a)?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+        },
         Command::Config => {
             config.validate()?;
             print!("{}", config.to_toml());

@@ -8,7 +8,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use musicrl_common::Config;
 use musicrl_rewards::{quality, text};
 
-use crate::args::{RewardKind, TrainRewardArgs};
+use musicrl_common::policy::params::load_policy;
+use musicrl_common::policy::sampling::Sampler;
+use musicrl_rewards::preference::{self, Population};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::args::{RewardKind, SimulateArgs, TrainRewardArgs};
 
 struct Bar {
     bar: Option<ProgressBar>,
@@ -56,6 +62,13 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
     let kind_name = match args.kind {
         RewardKind::Text => "text",
         RewardKind::Quality => "quality",
+        RewardKind::Preference => {
+            if args.caption_free {
+                "preference-caption-free"
+            } else {
+                "preference"
+            }
+        }
     };
     let out = args
         .out
@@ -99,6 +112,7 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
             );
             serde_json::to_value(&m)?
         }
+        RewardKind::Preference => train_preference(&config, args, &out, &mut progress)?,
         RewardKind::Quality => {
             let mut c = quality::QualityConfig {
                 model: quality::QualityModelConfig::default(),
@@ -134,4 +148,230 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
         }
     };
     Ok(metrics)
+}
+
+/// The policy a command samples from: `path` or `learner.init_policy`, its architecture from
+/// the `config.toml` beside it.
+fn base_policy(
+    config: &Config,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<(
+    musicrl_common::policy::Policy,
+    musicrl_common::config::PolicyConfig,
+    PathBuf,
+)> {
+    let path = path
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| config.learner.init_policy.clone());
+    let mut policy_config = config.policy.clone();
+    if let Some(saved) = path
+        .parent()
+        .map(|d| d.join("config.toml"))
+        .filter(|p| p.exists())
+    {
+        policy_config = Config::from_file(&saved)?.policy;
+    }
+    let device = musicrl_common::device::inference_device();
+    let policy = load_policy(&path, &policy_config, &device)
+        .with_context(|| format!("cannot load the policy {}", path.display()))?;
+    Ok((policy, policy_config, path))
+}
+
+/// `musicrl preferences simulate`.
+pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_json::Value> {
+    let corpus = args
+        .corpus
+        .clone()
+        .unwrap_or_else(|| config.pretrain.corpus.clone());
+    let tunes = musicrl_music::corpus::load(&corpus)
+        .with_context(|| format!("cannot read the corpus {}", corpus.display()))?;
+    let train: Vec<&musicrl_music::corpus::Tune> = tunes
+        .iter()
+        .filter(|t| t.split == musicrl_music::corpus::Split::Train)
+        .collect();
+    let (policy, policy_config, policy_path) = base_policy(&config, args.policy.as_deref())?;
+    let population = Population::new(
+        args.listeners.max(1),
+        args.spread,
+        args.temperature,
+        args.seed,
+    );
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut sampler = Sampler::new(args.seed, config.sampling.temperature);
+    let device = musicrl_common::device::inference_device();
+    let bar = ProgressBar::new(args.pairs as u64);
+    bar.set_style(
+        ProgressStyle::with_template("sampling pairs [{bar:30}] {pos}/{len} ({eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut pairs = Vec::with_capacity(args.pairs);
+    while pairs.len() < args.pairs {
+        let n = (args.pairs - pairs.len()).min(8);
+        let captions: Vec<String> = (0..n)
+            .map(|_| {
+                let t = train[rng.random_range(0..train.len())];
+                let inst = musicrl_music::render::Instrument::ALL[rng.random_range(0..4)];
+                musicrl_music::captions::caption(
+                    t,
+                    inst,
+                    musicrl_music::captions::default_bpm(t),
+                    &mut rng,
+                )
+            })
+            .collect();
+        // Two samples for each caption: the batch holds every caption twice.
+        let doubled: Vec<&str> = captions
+            .iter()
+            .chain(captions.iter())
+            .map(String::as_str)
+            .collect();
+        let samples = sampler.sample(
+            &policy,
+            &policy_config,
+            &doubled,
+            policy_config.max_tokens,
+            &device,
+        );
+        for i in 0..n {
+            pairs.push((
+                captions[i].clone(),
+                samples[i].tokens.clone(),
+                samples[n + i].tokens.clone(),
+            ));
+        }
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let choices = preference::simulate_choices(&population, &pairs, when, args.seed);
+    preference::append_store(&args.store, &choices)?;
+    let population_path = args.store.with_file_name("population.json");
+    musicrl_common::fsutil::write_atomic(
+        &population_path,
+        &serde_json::to_vec_pretty(&population)?,
+    )?;
+    let (own, shared) = preference::ceilings(&population, &choices);
+    eprintln!(
+        "{} choices by {} listeners appended to {}; ceiling of agreement: {:.3} knowing each listener's taste, {:.3} knowing the shared taste",
+        choices.len(),
+        population.weights.len(),
+        args.store.display(),
+        own,
+        shared
+    );
+    Ok(serde_json::json!({
+        "choices": choices.len(),
+        "listeners": population.weights.len(),
+        "store": args.store,
+        "population": population_path,
+        "policy": policy_path,
+        "ceiling_knowing_listener": own,
+        "ceiling_shared_taste": shared,
+    }))
+}
+
+fn train_preference(
+    config: &Config,
+    args: &TrainRewardArgs,
+    out: &std::path::Path,
+    progress: &mut Bar,
+) -> anyhow::Result<serde_json::Value> {
+    use musicrl_rewards::preference::model;
+    let mut c = model::PreferenceConfig {
+        policy: config.policy.clone(),
+        train: model::PreferenceTrainConfig::default(),
+    };
+    c.train.init_policy = config.learner.init_policy.clone();
+    if let Some(saved) = c
+        .train
+        .init_policy
+        .parent()
+        .map(|d| d.join("config.toml"))
+        .filter(|p| p.exists())
+    {
+        c.policy = Config::from_file(&saved)?.policy;
+    }
+    c.train.caption_free = args.caption_free;
+    if let Some(v) = &args.store {
+        c.train.store = v.clone();
+    }
+    if let Some(v) = args.epochs {
+        c.train.epochs = v;
+    }
+    if let Some(v) = args.seed {
+        c.train.seed = v;
+    }
+    eprintln!(
+        "training the preference model on {} into {}",
+        c.train.store.display(),
+        out.display()
+    );
+    let (metrics, eval) = model::train(&c, out, progress)?;
+    let mut value = serde_json::to_value(&metrics)?;
+    // How often the listener's choice is the clip the simulated population's taste, the text
+    // model or the quality model prefers, on the same held-out choices.
+    let population_path = c.train.store.with_file_name("population.json");
+    if let Ok(text) = std::fs::read_to_string(&population_path) {
+        let population: Population = serde_json::from_str(&text)?;
+        let (own, shared) = preference::ceilings(&population, &eval);
+        value["ceiling_knowing_listener"] = own.into();
+        value["ceiling_shared_taste"] = shared.into();
+    }
+    let dirs: Vec<(&str, PathBuf)> = config
+        .reward
+        .components
+        .iter()
+        .filter(|k| k.kind == "text" || k.kind == "quality")
+        .map(|k| {
+            (
+                if k.kind == "text" { "text" } else { "quality" },
+                k.checkpoint.clone(),
+            )
+        })
+        .collect();
+    if !dirs.is_empty() {
+        text::Progress::stage(
+            progress,
+            "scoring held-out pairs with the text and quality models",
+        );
+        let items: Vec<(&str, &[u32])> = eval
+            .iter()
+            .flat_map(|e| {
+                [
+                    (e.caption.as_str(), e.a.as_slice()),
+                    (e.caption.as_str(), e.b.as_slice()),
+                ]
+            })
+            .collect();
+        let features = musicrl_rewards::clips::par_map(&items, |x, (c, t)| {
+            musicrl_rewards::clips::sample_features(x, c, t)
+        });
+        for (kind, dir) in dirs {
+            let scores: Vec<f32> = if kind == "text" {
+                let m = musicrl_rewards::text::TextModel::load(&dir)?;
+                let pairs: Vec<(&str, &musicrl_rewards::features::Features)> = items
+                    .iter()
+                    .zip(&features)
+                    .map(|((c, _), f)| (*c, f))
+                    .collect();
+                pairs.chunks(64).flat_map(|p| m.score(p)).collect()
+            } else {
+                let m = musicrl_rewards::quality::QualityModel::load(&dir)?;
+                let refs: Vec<&musicrl_rewards::features::Features> = features.iter().collect();
+                refs.chunks(64).flat_map(|p| m.score(p)).collect()
+            };
+            let agree = eval
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| (scores[2 * i] > scores[2 * i + 1]) == (e.choice == "a"))
+                .count();
+            value[format!("{kind}_agreement")] = (agree as f64 / eval.len().max(1) as f64).into();
+        }
+    }
+    musicrl_rewards::store::write_metrics(out, &value)?;
+    eprintln!("{}", serde_json::to_string(&value)?);
+    Ok(value)
 }

@@ -240,6 +240,11 @@ pub struct RewardConfig {
     /// Close client connections after this many seconds (in-flight calls finish), so that
     /// actors spread over reward-server replicas added later. 0 keeps connections forever.
     pub max_connection_age_seconds: u64,
+    /// Dynamic batching: concurrent Score calls are merged and scored together, up to this
+    /// many samples (a single larger call is scored alone). 1 disables merging.
+    pub batch_max_samples: usize,
+    /// Dynamic batching: how long the first call of a batch waits for others to join.
+    pub batch_max_wait_ms: u64,
     /// The scorers, combined as Σ weight · normalise(score).
     pub components: Vec<ComponentConfig>,
 }
@@ -251,6 +256,8 @@ impl Default for RewardConfig {
             metrics_listen: "0.0.0.0:9101".into(),
             max_batch: 512,
             max_connection_age_seconds: 60,
+            batch_max_samples: 64,
+            batch_max_wait_ms: 5,
             // RL-R of the paper: text adherence + quality, the models shipped in models/rewards.
             components: vec![
                 ComponentConfig {
@@ -272,7 +279,7 @@ impl Default for RewardConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComponentConfig {
-    /// The scorer: `text` (text adherence), `quality`, `remote` (a component of another
+    /// The scorer: `text` (text adherence), `quality`, `preference`, `remote` (a component of another
     /// reward server), or `token-fraction` (a test scorer, see the reward-server crate).
     pub kind: String,
     /// Name reported on the wire and in metrics; defaults to `kind`.
@@ -283,7 +290,7 @@ pub struct ComponentConfig {
     pub scale: f32,
     /// `token-fraction`: a token counts as a hit when its id is below this.
     pub target_below: u32,
-    /// `text`, `quality`: the checkpoint folder written by `musicrl train-reward`.
+    /// `text`, `quality`, `preference`: the checkpoint folder written by `musicrl train-reward`.
     pub checkpoint: PathBuf,
     /// `remote`: the other reward server's URL, e.g. `http://clap-service:50052`.
     pub endpoint: String,
@@ -483,6 +490,18 @@ impl Config {
         let r = &self.reward;
         if r.max_batch == 0 {
             return bad("reward.max_batch", "must be positive".into());
+        }
+        if r.batch_max_samples == 0 {
+            return bad(
+                "reward.batch_max_samples",
+                "must be positive (1 disables merging)".into(),
+            );
+        }
+        if r.batch_max_wait_ms > 10_000 {
+            return bad(
+                "reward.batch_max_wait_ms",
+                format!("{} ms is more than 10 s", r.batch_max_wait_ms),
+            );
         }
         if r.components.is_empty() {
             return bad(

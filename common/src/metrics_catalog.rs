@@ -75,6 +75,7 @@ pub const REWARD_REQUEST_SECONDS: &str = "musicrl_reward_request_seconds";
 pub const REWARD_BATCH_SIZE: &str = "musicrl_reward_batch_size";
 pub const REWARD_COMPONENT_SECONDS: &str = "musicrl_reward_component_seconds";
 pub const REWARD_RENDER_SECONDS: &str = "musicrl_reward_render_seconds";
+pub const REWARD_SCORED_BATCH_SIZE: &str = "musicrl_reward_scored_batch_size";
 
 /// Every metric, grouped by role.
 pub const CATALOG: &[Metric] = &[
@@ -410,6 +411,14 @@ pub const CATALOG: &[Metric] = &[
         label: None,
         initial_label_values: &[],
         help: "time to decode and render one batch to audio features, shared by the audio components",
+    },
+    Metric {
+        name: REWARD_SCORED_BATCH_SIZE,
+        kind: Kind::Histogram,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "samples scored together after dynamic batching merged concurrent calls",
     },
 ];
 

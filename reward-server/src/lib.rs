@@ -4,6 +4,7 @@
 //! Architecture invariant: actors never compute rewards themselves; every reward comes from
 //! a scorer behind [`scorer::Scorer`], so a model served elsewhere plugs in as a scorer.
 
+pub mod batcher;
 pub mod combine;
 pub mod error;
 pub mod scorer;

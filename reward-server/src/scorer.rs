@@ -6,6 +6,7 @@ use musicrl_common::config::ComponentConfig;
 use musicrl_common::wire::ScoreInput;
 use musicrl_proto::v1 as pb;
 use musicrl_rewards::features::Features;
+use musicrl_rewards::preference::model::PreferenceModel;
 use musicrl_rewards::quality::QualityModel;
 use musicrl_rewards::text::TextModel;
 
@@ -188,6 +189,53 @@ impl Scorer for QualityScorer {
     }
 }
 
+/// User preference: the Bradley–Terry model's unbounded scalar over caption + tokens (no
+/// audio needed).
+pub struct PreferenceScorer {
+    name: String,
+    model: Arc<Mutex<PreferenceModel>>,
+    version: String,
+}
+
+impl PreferenceScorer {
+    pub fn new(name: impl Into<String>, model: PreferenceModel) -> Self {
+        let version = model.version.clone();
+        Self {
+            name: name.into(),
+            model: Arc::new(Mutex::new(model)),
+            version,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Scorer for PreferenceScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        let model = self.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let items: Vec<(&str, &[u32])> = batch
+                .inputs
+                .iter()
+                .map(|i| (i.caption.as_str(), i.tokens.as_slice()))
+                .collect();
+            let model = model
+                .lock()
+                .map_err(|_| RewardError::Internal("preference model lock poisoned".into()))?;
+            Ok(model.score(&items))
+        })
+        .await
+        .map_err(|e| RewardError::Internal(format!("preference scorer task: {e}")))?
+    }
+}
+
 /// A component served by another endpoint that speaks the same reward protocol (for
 /// example a Python MuLan or CLAP service): the batch is forwarded as a Score request and
 /// the named component of the answer is returned.
@@ -328,6 +376,11 @@ pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
             let model = QualityModel::load(checkpoint()?)
                 .map_err(|e| RewardError::Config(e.to_string()))?;
             Ok(Box::new(QualityScorer::new(name, model)))
+        }
+        "preference" => {
+            let model = PreferenceModel::load(checkpoint()?)
+                .map_err(|e| RewardError::Config(e.to_string()))?;
+            Ok(Box::new(PreferenceScorer::new(name, model)))
         }
         "remote" => {
             if component.endpoint.is_empty() || component.remote_component.is_empty() {

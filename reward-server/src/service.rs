@@ -14,6 +14,7 @@ use musicrl_common::wire::{self, TokenLimits};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServer};
 
+use crate::batcher::Batcher;
 use crate::combine::RewardModel;
 use crate::error::Result;
 
@@ -21,13 +22,22 @@ use crate::error::Result;
 #[derive(Debug, Clone)]
 pub struct Rewards {
     model: Arc<RewardModel>,
+    batcher: Batcher,
     limits: TokenLimits,
     max_batch: usize,
 }
 
 impl Rewards {
-    pub fn new(model: Arc<RewardModel>, limits: TokenLimits, max_batch: usize) -> Self {
+    /// Starts the batching task on the current runtime.
+    pub fn new(
+        model: Arc<RewardModel>,
+        limits: TokenLimits,
+        max_batch: usize,
+        batch_max_samples: usize,
+        batch_max_wait: std::time::Duration,
+    ) -> Self {
         Self {
+            batcher: Batcher::spawn(model.clone(), batch_max_samples, batch_max_wait),
             model,
             limits,
             max_batch,
@@ -38,7 +48,7 @@ impl Rewards {
         let batch = wire::score_request_from_wire(request, &self.limits, self.max_batch)?;
         metrics::histogram!(musicrl_common::metrics_catalog::REWARD_BATCH_SIZE)
             .record(batch.len() as f64);
-        let scores = self.model.score(&batch).await?;
+        let scores = self.batcher.score(batch).await?;
         Ok(pb::ScoreResponse {
             scores: scores
                 .into_iter()
@@ -104,6 +114,8 @@ pub async fn serve(
         model.clone(),
         TokenLimits::of(&config.policy),
         config.reward.max_batch,
+        config.reward.batch_max_samples,
+        std::time::Duration::from_millis(config.reward.batch_max_wait_ms),
     );
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RewardServiceServer<Rewards>>().await;

@@ -348,3 +348,74 @@ async fn a_missing_checkpoint_stops_the_server_with_a_clear_error() {
         .expect_err("cannot start without its model");
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
+
+/// A corpus tune and a scrambled, leaping, rushed version of it: the population's shared
+/// taste clearly prefers the tune.
+fn unambiguous_pairs(n: usize, seed: u64) -> Vec<(String, Vec<u32>, Vec<u32>)> {
+    use rand::RngExt;
+    let mut rng = StdRng::seed_from_u64(seed);
+    tunes()
+        .iter()
+        .filter(|t| t.split == Split::Train)
+        .take(n)
+        .map(|t| {
+            let mut nice = tokens::clip(&tokens::encode(&t.events), MAX_TOKENS - 1).to_vec();
+            nice.push(tokens::END);
+            let harsh: Vec<u32> = nice
+                .iter()
+                .map(|&tok| match tokens::Token::of(tok) {
+                    tokens::Token::Pitch(_) => tokens::PITCH_BASE + rng.random_range(0..48),
+                    tokens::Token::Dur(_) => tokens::DUR_BASE,
+                    _ => tok,
+                })
+                .collect();
+            let caption = caption(t, Instrument::Harp, 120, &mut rng);
+            if rng.random::<bool>() {
+                (caption, nice, harsh)
+            } else {
+                (caption, harsh, nice)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_preference_model_learns_an_unambiguous_taste_and_serves_it() {
+    use musicrl_rewards::preference::{self, Population, model};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store.jsonl");
+    let population = Population::new(20, 0.3, 0.25, 4);
+    let choices = preference::simulate_choices(&population, &unambiguous_pairs(300, 9), 0, 2);
+    preference::append_store(&store, &choices).expect("writes the store");
+    let mut c = model::PreferenceConfig {
+        policy: PolicyConfig {
+            vocab_size: tokens::VOCAB_SIZE,
+            max_tokens: MAX_TOKENS,
+            d_model: 32,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 64,
+            caption_buckets: 64,
+            max_caption_words: 16,
+        },
+        train: model::PreferenceTrainConfig::default(),
+    };
+    c.train.store = store;
+    c.train.init_policy = PathBuf::new();
+    c.train.epochs = 6;
+    c.train.learning_rate = 3e-3;
+    let out = dir.path().join("preference");
+    let (metrics, eval) = model::train(&c, &out, &mut Quiet).expect("trains");
+    let (ceiling, _) = preference::ceilings(&population, &eval);
+    eprintln!("held-out accuracy {} (ceiling {ceiling})", metrics.accuracy);
+    assert!(
+        metrics.accuracy >= 0.8,
+        "held-out accuracy {}",
+        metrics.accuracy
+    );
+    let m = model::PreferenceModel::load(&out).expect("loads");
+    let (cap, a, b) = &unambiguous_pairs(1, 77)[0];
+    let s = m.score(&[(cap.as_str(), a.as_slice()), (cap.as_str(), b.as_slice())]);
+    let nice_first = preference::taste_features(a)[1] > preference::taste_features(b)[1];
+    assert_eq!(s[0] > s[1], nice_first, "{s:?}");
+}

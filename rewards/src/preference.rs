@@ -1,0 +1,660 @@
+//! User preference: a Bradley–Terry reward model over caption + tokens, trained on a
+//! preference store of pairwise choices; and the simulated listener population that fills
+//! the store in the embedded default (simplified stand-ins for the paper's users, named as
+//! such).
+//!
+//! **Preference store** (`musicrl preferences simulate` writes one): JSON Lines, one choice a
+//! line:
+//!
+//! ```json
+//! {"caption": "a lively jig …", "a": [28, 53, …], "b": [30, 53, …], "choice": "a",
+//!  "who": "listener-17", "when": 1764460800}
+//! ```
+//!
+//! `a` and `b` are the two clips' token ids (the melody vocabulary), `choice` is `"a"` or `"b"`,
+//! `who` identifies the listener, `when` is Unix seconds. Real choices from an app can be
+//! written in the same format.
+//!
+//! **Simulated listeners.** Each listener has hidden weights over seven musical qualities of a
+//! melody that are neither text adherence nor audio quality ([`taste_features`]): pitch range,
+//! stepwise motion, note density, register, bar-to-bar repetition, ending on the opening pitch
+//! class, and rhythmic variety. Weights are a population mean (shared taste) plus a
+//! per-listener deviation of the same size, so listeners disagree; a listener prefers A with
+//! probability σ((u(A) − u(B)) / temperature). The temperature keeps the ceiling of agreement
+//! modest, as with real users.
+//!
+//! **The model**: the policy's transformer trunk with its scalar (value) head, initialised from
+//! the pretrained policy θ0; r(caption, tokens) is the head's output at the last real position.
+//! Trained with the Bradley–Terry loss −log σ(r(chosen) − r(rejected)). The caption-less
+//! variant (`caption_free`) replaces every caption by the empty caption, for the paper's
+//! ablation.
+
+use std::io::Write;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use musicrl_music::tokens::{self, Event};
+
+use crate::error::{Error, Result};
+
+/// Number of taste features.
+pub const TASTE_DIM: usize = 7;
+
+/// The qualities listeners care about, each roughly in [0, 1] for real tunes.
+pub fn taste_features(tokens_: &[u32]) -> [f32; TASTE_DIM] {
+    let decoded = tokens::decode(tokens_);
+    let notes: Vec<(u8, u16)> = decoded
+        .notes()
+        .filter_map(|(p, d)| p.map(|p| (p, d)))
+        .collect();
+    if notes.len() < 2 {
+        return [0.0; TASTE_DIM];
+    }
+    let pitches: Vec<i32> = notes.iter().map(|n| i32::from(n.0)).collect();
+    let (lo, hi) = (
+        pitches.iter().min().copied().unwrap_or(0),
+        pitches.iter().max().copied().unwrap_or(0),
+    );
+    let range = (hi - lo) as f32 / 24.0;
+    let steps = pitches
+        .windows(2)
+        .filter(|w| (w[1] - w[0]).abs() <= 2)
+        .count() as f32
+        / (pitches.len() - 1) as f32;
+    let quarters = decoded.quarters().max(0.25) as f32;
+    let density = (notes.len() as f32 / quarters / 4.0).min(1.5);
+    let register = ((pitches.iter().sum::<i32>() as f32 / pitches.len() as f32) - 60.0) / 24.0;
+    // Bars as pitch sequences; the share that repeat an earlier bar's first three pitches.
+    let mut bars: Vec<Vec<u8>> = vec![Vec::new()];
+    for e in &decoded.events {
+        match e {
+            Event::Bar => bars.push(Vec::new()),
+            Event::Note { pitch: Some(p), .. } => bars.last_mut().expect("one bar").push(*p),
+            Event::Note { pitch: None, .. } => {}
+        }
+    }
+    let heads: Vec<&[u8]> = bars
+        .iter()
+        .filter(|b| b.len() >= 3)
+        .map(|b| &b[..3])
+        .collect();
+    let repeats = heads
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| heads[..*i].contains(h))
+        .count() as f32
+        / heads.len().max(1) as f32;
+    let closure = f32::from(pitches[0].rem_euclid(12) == pitches[pitches.len() - 1].rem_euclid(12));
+    let mut durations: Vec<u16> = notes.iter().map(|n| n.1).collect();
+    durations.sort_unstable();
+    durations.dedup();
+    let variety = (durations.len() as f32 / 5.0).min(1.0);
+    [range, steps, density, register, repeats, closure, variety]
+}
+
+/// The simulated listener population.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Population {
+    /// Per-listener weights over [`taste_features`].
+    pub weights: Vec<[f32; TASTE_DIM]>,
+    pub temperature: f32,
+}
+
+/// The population's shared taste: likes stepwise, repetitive, closed melodies in a moderate
+/// range, a little above middle C, with some rhythmic variety; dislikes very dense ones.
+pub const MEAN_TASTE: [f32; TASTE_DIM] = [0.5, 1.5, -0.8, 0.6, 1.2, 0.8, 0.6];
+
+impl Population {
+    /// `listeners` listeners with weights `MEAN_TASTE + spread · N(0, 1)` (per weight).
+    pub fn new(listeners: usize, spread: f32, temperature: f32, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let weights = (0..listeners)
+            .map(|_| {
+                let mut w = MEAN_TASTE;
+                for x in &mut w {
+                    *x += spread * normal(&mut rng);
+                }
+                w
+            })
+            .collect();
+        Self {
+            weights,
+            temperature,
+        }
+    }
+
+    pub fn utility(&self, listener: usize, features: &[f32; TASTE_DIM]) -> f32 {
+        self.weights[listener]
+            .iter()
+            .zip(features)
+            .map(|(w, f)| w * f)
+            .sum()
+    }
+
+    /// The probability that `listener` picks A over B.
+    pub fn p_a(&self, listener: usize, a: &[u32], b: &[u32]) -> f32 {
+        let d =
+            self.utility(listener, &taste_features(a)) - self.utility(listener, &taste_features(b));
+        1.0 / (1.0 + (-d / self.temperature).exp())
+    }
+}
+
+fn normal(rng: &mut StdRng) -> f32 {
+    // Box–Muller.
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// One pairwise choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub caption: String,
+    pub a: Vec<u32>,
+    pub b: Vec<u32>,
+    /// `"a"` or `"b"`.
+    pub choice: String,
+    pub who: String,
+    /// Unix seconds.
+    pub when: u64,
+}
+
+impl Choice {
+    /// (chosen, rejected).
+    pub fn ordered(&self) -> (&[u32], &[u32]) {
+        if self.choice == "a" {
+            (&self.a, &self.b)
+        } else {
+            (&self.b, &self.a)
+        }
+    }
+}
+
+/// Reads a preference store, validating every line (token ids, choice).
+pub fn read_store(path: &Path) -> Result<Vec<Choice>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let c: Choice =
+            serde_json::from_str(line).map_err(|e| Error::Data(format!("{}: {e}", at())))?;
+        if c.choice != "a" && c.choice != "b" {
+            return Err(Error::Data(format!(
+                "{}: choice must be \"a\" or \"b\", not {:?}",
+                at(),
+                c.choice
+            )));
+        }
+        if let Some(t) =
+            c.a.iter()
+                .chain(&c.b)
+                .find(|&&t| t as usize >= tokens::VOCAB_SIZE)
+        {
+            return Err(Error::Data(format!(
+                "{}: token {t} is outside the {}-token vocabulary",
+                at(),
+                tokens::VOCAB_SIZE
+            )));
+        }
+        if c.a.is_empty() || c.b.is_empty() {
+            return Err(Error::Data(format!("{}: a clip has no tokens", at())));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Appends choices to a preference store.
+pub fn append_store(path: &Path, choices: &[Choice]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    for c in choices {
+        let line = serde_json::to_string(c).expect("a choice serialises");
+        writeln!(f, "{line}").map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The simulated listeners' choices between pairs of clips for the same caption:
+/// `pairs[i] = (caption, a, b)`; each pair is judged by a random listener.
+pub fn simulate_choices(
+    population: &Population,
+    pairs: &[(String, Vec<u32>, Vec<u32>)],
+    when: u64,
+    seed: u64,
+) -> Vec<Choice> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    pairs
+        .iter()
+        .map(|(caption, a, b)| {
+            let listener = rng.random_range(0..population.weights.len());
+            let pick_a = rng.random::<f32>() < population.p_a(listener, a, b);
+            Choice {
+                caption: caption.clone(),
+                a: a.clone(),
+                b: b.clone(),
+                choice: if pick_a { "a" } else { "b" }.into(),
+                who: format!("listener-{listener}"),
+                when,
+            }
+        })
+        .collect()
+}
+
+/// The best agreement any predictor could reach on `choices`: each choice's probability under
+/// the listener who made it, max(p, 1 − p), averaged (knowing the listener and their taste);
+/// and the same for a predictor that knows only the population's mean taste.
+pub fn ceilings(population: &Population, choices: &[Choice]) -> (f64, f64) {
+    let mean = Population {
+        weights: vec![MEAN_TASTE],
+        temperature: population.temperature,
+    };
+    let (mut own, mut shared) = (0.0f64, 0.0f64);
+    for c in choices {
+        let who: usize = c.who.trim_start_matches("listener-").parse().unwrap_or(0);
+        let p = f64::from(population.p_a(who.min(population.weights.len() - 1), &c.a, &c.b));
+        own += p.max(1.0 - p);
+        // The mean-taste predictor picks the side the average listener prefers; it is right
+        // with the probability that this listener picks that side.
+        let pick_a = mean.p_a(0, &c.a, &c.b) >= 0.5;
+        shared += if pick_a { p } else { 1.0 - p };
+    }
+    let n = choices.len().max(1) as f64;
+    (own / n, shared / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use musicrl_music::tokens::encode;
+
+    fn melody(pitches: &[u8], twelfths: u16, bar_every: usize) -> Vec<u32> {
+        let mut events = Vec::new();
+        for (i, &p) in pitches.iter().enumerate() {
+            if i > 0 && i % bar_every == 0 {
+                events.push(Event::Bar);
+            }
+            events.push(Event::Note {
+                pitch: Some(p),
+                twelfths,
+            });
+        }
+        let mut t = encode(&events);
+        t.push(tokens::END);
+        t
+    }
+
+    #[test]
+    fn taste_features_of_hand_made_melodies() {
+        // C D E F | C D E F | C: range 5/24, all steps but the two leaps F→C (5 of 8 steps ≤ 2
+        // semitones … 6 of 8), eighths: 2 notes a quarter → density 0.5, repeats 1 of 2 bar heads.
+        let t = melody(&[60, 62, 64, 65, 60, 62, 64, 65, 60], 6, 4);
+        let f = taste_features(&t);
+        assert!((f[0] - 5.0 / 24.0).abs() < 1e-6, "{f:?}");
+        assert!((f[1] - 6.0 / 8.0).abs() < 1e-6, "{f:?}");
+        assert!((f[2] - 0.5).abs() < 1e-6, "{f:?}");
+        assert!((f[4] - 0.5).abs() < 1e-6, "{f:?}");
+        assert_eq!(f[5], 1.0);
+        assert!((f[6] - 0.2).abs() < 1e-6);
+        assert_eq!(taste_features(&[tokens::END]), [0.0; TASTE_DIM]);
+    }
+
+    #[test]
+    fn an_unambiguous_pair_is_chosen_the_way_the_shared_taste_says() {
+        // Stepwise, repetitive, closed vs leaping, never repeating, open.
+        let nice = melody(&[60, 62, 64, 62, 60, 62, 64, 62, 60], 12, 4);
+        let harsh = melody(&[48, 79, 50, 90, 53, 85, 49, 94, 61], 3, 4);
+        let population = Population::new(50, 0.3, 0.25, 1);
+        let agree = (0..50)
+            .filter(|&l| population.p_a(l, &nice, &harsh) > 0.9)
+            .count();
+        assert!(
+            agree >= 45,
+            "{agree} of 50 listeners clearly prefer the smooth melody"
+        );
+        let choices = simulate_choices(
+            &population,
+            &vec![("c".to_string(), nice.clone(), harsh.clone()); 200],
+            0,
+            3,
+        );
+        let won = choices.iter().filter(|c| c.choice == "a").count();
+        assert!(won > 180, "{won}");
+        let (own, shared) = ceilings(&population, &choices);
+        assert!(own > 0.9 && shared > 0.9 && own >= shared - 1e-9);
+    }
+
+    #[test]
+    fn the_store_round_trips_and_refuses_bad_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("prefs.jsonl");
+        let c = Choice {
+            caption: "a jig".into(),
+            a: vec![2, 53, 0],
+            b: vec![3, 53, 0],
+            choice: "b".into(),
+            who: "listener-1".into(),
+            when: 5,
+        };
+        append_store(&path, &[c.clone(), c.clone()]).expect("writes");
+        assert_eq!(
+            read_store(&path).expect("reads"),
+            vec![c.clone(), c.clone()]
+        );
+        assert_eq!(c.ordered().0, &[3, 53, 0][..]);
+        std::fs::write(
+            &path,
+            "{\"caption\":\"x\",\"a\":[99],\"b\":[2],\"choice\":\"a\",\"who\":\"w\",\"when\":0}\n",
+        )
+        .expect("writes");
+        let err = read_store(&path)
+            .expect_err("token 99 is refused")
+            .to_string();
+        assert!(err.contains(":1") && err.contains("99"), "{err}");
+        std::fs::write(
+            &path,
+            "{\"caption\":\"x\",\"a\":[2],\"b\":[2],\"choice\":\"c\",\"who\":\"w\",\"when\":0}\n",
+        )
+        .expect("writes");
+        assert!(read_store(&path).is_err());
+    }
+}
+
+pub mod model {
+    //! The Bradley–Terry reward model and its training.
+
+    use std::path::{Path, PathBuf};
+
+    use burn::module::Module;
+    use burn::optim::{AdamConfig, GradientsParams};
+    use burn::tensor::activation::log_sigmoid;
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    use serde::{Deserialize, Serialize};
+
+    use musicrl_common::config::PolicyConfig;
+    use musicrl_common::policy::params::load_policy;
+    use musicrl_common::policy::{Policy, caption_batch, to_vec_f32, token_tensor};
+    use musicrl_music::tokens::END;
+
+    use super::{Choice, read_store};
+    use crate::error::{Error, Result};
+    use crate::store;
+
+    pub const KIND: &str = "preference";
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct PreferenceTrainConfig {
+        /// The preference store (JSON Lines, see the module doc of `preference`).
+        pub store: PathBuf,
+        /// The pretrained policy whose trunk initialises the model (empty: from scratch).
+        pub init_policy: PathBuf,
+        /// Ignore captions (the paper's caption-less ablation).
+        pub caption_free: bool,
+        pub epochs: usize,
+        pub batch_size: usize,
+        pub learning_rate: f64,
+        /// Every n-th choice is held out.
+        pub eval_every: usize,
+        pub seed: u64,
+    }
+
+    impl Default for PreferenceTrainConfig {
+        fn default() -> Self {
+            Self {
+                store: PathBuf::from("runs/preferences/store.jsonl"),
+                init_policy: PathBuf::from("models/base/policy.bpk"),
+                caption_free: false,
+                epochs: 3,
+                batch_size: 16,
+                learning_rate: 3e-4,
+                eval_every: 10,
+                seed: 5,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct PreferenceConfig {
+        pub policy: PolicyConfig,
+        pub train: PreferenceTrainConfig,
+    }
+
+    /// r(caption, tokens) for each sequence: the scalar head at the last real position (the
+    /// sequence is cut after its first END).
+    pub fn rewards(
+        policy: &Policy,
+        config: &PolicyConfig,
+        caption_free: bool,
+        captions: &[&str],
+        sequences: &[&[u32]],
+        device: &Device,
+    ) -> Tensor<1> {
+        let cut: Vec<&[u32]> = sequences
+            .iter()
+            .map(|s| {
+                let s = &s[..s.len().min(config.max_tokens)];
+                s.iter().position(|&t| t == END).map_or(s, |i| &s[..=i])
+            })
+            .collect();
+        let b = cut.len();
+        let t = cut.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+        let mut ids = Vec::with_capacity(b * t);
+        for s in &cut {
+            ids.extend((0..t).map(|i| s.get(i).copied().unwrap_or(END)));
+        }
+        let last: Vec<i64> = cut.iter().map(|s| s.len().max(1) as i64 - 1).collect();
+        let caps: Vec<&str> = if caption_free {
+            vec![""; b]
+        } else {
+            captions.to_vec()
+        };
+        let out = policy.forward(
+            &caption_batch(&caps, config, device),
+            token_tensor(&ids, b, t, device),
+        );
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(last, [b, 1]), device);
+        out.values.gather(1, idx).reshape([b])
+    }
+
+    /// A trained model ready to score.
+    pub struct PreferenceModel {
+        policy: Policy,
+        pub config: PreferenceConfig,
+        pub version: String,
+        device: Device,
+    }
+
+    impl std::fmt::Debug for PreferenceModel {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PreferenceModel")
+                .field("version", &self.version)
+                .finish()
+        }
+    }
+
+    impl PreferenceModel {
+        pub fn load(dir: &Path) -> Result<Self> {
+            let config: PreferenceConfig = store::load_config(dir)?;
+            let device = musicrl_common::device::inference_device();
+            let (policy, version) =
+                store::load_params(dir, KIND, Policy::new(&config.policy, &device))?;
+            Ok(Self {
+                policy: policy.valid(),
+                config,
+                version,
+                device,
+            })
+        }
+
+        /// One unbounded scalar per (caption, tokens).
+        pub fn score(&self, items: &[(&str, &[u32])]) -> Vec<f32> {
+            if items.is_empty() {
+                return Vec::new();
+            }
+            let captions: Vec<&str> = items.iter().map(|i| i.0).collect();
+            let seqs: Vec<&[u32]> = items.iter().map(|i| i.1).collect();
+            to_vec_f32(rewards(
+                &self.policy,
+                &self.config.policy,
+                self.config.train.caption_free,
+                &captions,
+                &seqs,
+                &self.device,
+            ))
+        }
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct PreferenceMetrics {
+        pub train_choices: usize,
+        pub eval_choices: usize,
+        /// Held-out accuracy: the model ranks the chosen clip higher.
+        pub accuracy: f64,
+        pub caption_free: bool,
+        pub initialised_from: String,
+        pub epochs: Vec<(usize, f64)>,
+        pub version: String,
+    }
+
+    fn accuracy(policy: &Policy, c: &PreferenceConfig, eval: &[&Choice], device: &Device) -> f64 {
+        let mut right = 0usize;
+        for chunk in eval.chunks(32) {
+            let (caps, seqs) = pairs_of(chunk);
+            let r = to_vec_f32(rewards(
+                policy,
+                &c.policy,
+                c.train.caption_free,
+                &caps,
+                &seqs,
+                device,
+            ));
+            let half = chunk.len();
+            right += (0..half).filter(|&i| r[i] > r[half + i]).count();
+        }
+        right as f64 / eval.len().max(1) as f64
+    }
+
+    /// Captions and sequences of a batch: all chosen clips, then all rejected ones.
+    fn pairs_of<'a>(chunk: &[&'a Choice]) -> (Vec<&'a str>, Vec<&'a [u32]>) {
+        let mut caps = Vec::with_capacity(chunk.len() * 2);
+        let mut seqs = Vec::with_capacity(chunk.len() * 2);
+        for c in chunk {
+            caps.push(c.caption.as_str());
+            seqs.push(c.ordered().0);
+        }
+        for c in chunk {
+            caps.push(c.caption.as_str());
+            seqs.push(c.ordered().1);
+        }
+        (caps, seqs)
+    }
+
+    /// Trains on the store and writes the checkpoint folder `out`.
+    pub fn train(
+        config: &PreferenceConfig,
+        out: &Path,
+        progress: &mut dyn crate::text::Progress,
+    ) -> Result<(PreferenceMetrics, Vec<Choice>)> {
+        let t = &config.train;
+        let choices = read_store(&t.store)?;
+        let every = t.eval_every.max(2);
+        let (mut train, mut eval) = (Vec::new(), Vec::new());
+        for (i, c) in choices.iter().enumerate() {
+            if i % every == every - 1 {
+                eval.push(c)
+            } else {
+                train.push(c)
+            }
+        }
+        if train.is_empty() || eval.is_empty() {
+            return Err(Error::Data(format!(
+                "{}: too few choices ({})",
+                t.store.display(),
+                choices.len()
+            )));
+        }
+        let device = musicrl_common::device::training_device();
+        device.seed(t.seed);
+        let (mut policy, from) = if t.init_policy.as_os_str().is_empty() {
+            (Policy::new(&config.policy, &device), "scratch".to_string())
+        } else {
+            let p = load_policy(&t.init_policy, &config.policy, &device).map_err(|e| {
+                Error::Checkpoint(format!(
+                    "initialising from {}: {e}",
+                    t.init_policy.display()
+                ))
+            })?;
+            (p, t.init_policy.display().to_string())
+        };
+        let mut optimizer = AdamConfig::new().init();
+        let mut rng = StdRng::seed_from_u64(t.seed);
+        let mut epochs = Vec::new();
+        for epoch in 1..=t.epochs {
+            for i in (1..train.len()).rev() {
+                let j = rng.random_range(0..=i);
+                train.swap(i, j);
+            }
+            let batches: Vec<&[&Choice]> = train.chunks(t.batch_size.max(1)).collect();
+            progress.epoch_started(epoch, batches.len());
+            let (mut sum, mut n) = (0.0f64, 0usize);
+            for batch in batches {
+                let (caps, seqs) = pairs_of(batch);
+                let r = rewards(
+                    &policy,
+                    &config.policy,
+                    t.caption_free,
+                    &caps,
+                    &seqs,
+                    &device,
+                );
+                let half = batch.len();
+                let margin = r.clone().narrow(0, 0, half) - r.narrow(0, half, half);
+                let loss = log_sigmoid(margin).mean().neg();
+                let grads = GradientsParams::from_grads(loss.backward(), &policy);
+                let value = f64::from(loss.into_scalar::<f32>());
+                if !value.is_finite() {
+                    return Err(Error::Training(format!(
+                        "the loss became {value} in epoch {epoch}"
+                    )));
+                }
+                policy = optimizer.step(t.learning_rate, policy, grads);
+                sum += value;
+                n += 1;
+                progress.batch_done(value);
+            }
+            progress.epoch_done(epoch, sum / n.max(1) as f64);
+            epochs.push((epoch, sum / n.max(1) as f64));
+        }
+        let valid = policy.valid();
+        let plain = device.clone().without_autodiff();
+        let mut metrics = PreferenceMetrics {
+            train_choices: train.len(),
+            eval_choices: eval.len(),
+            accuracy: accuracy(&valid, config, &eval, &plain),
+            caption_free: t.caption_free,
+            initialised_from: from,
+            epochs,
+            version: String::new(),
+        };
+        let version = store::save(out, KIND, &valid, config, &metrics)?;
+        metrics.version = version;
+        store::write_metrics(out, &metrics)?;
+        Ok((metrics, eval.into_iter().cloned().collect()))
+    }
+}
