@@ -541,6 +541,58 @@ mod tests {
     }
 
     #[test]
+    fn a_ratings_file_reads_any_wav_and_refuses_bad_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, rate: u32, channels: u16| {
+            let spec = hound::WavSpec {
+                channels,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut w = hound::WavWriter::create(dir.path().join(name), spec).expect("creates");
+            for i in 0..rate {
+                let v = (8000.0 * (i as f32 * 0.05).sin()) as i16;
+                for _ in 0..channels {
+                    w.write_sample(v).expect("writes");
+                }
+            }
+            w.finalize().expect("finalises");
+        };
+        write("a.wav", 44_100, 2);
+        write("b.wav", 16_000, 1);
+        let file = dir.path().join("ratings.jsonl");
+        std::fs::write(
+            &file,
+            "{\"wav\": \"a.wav\", \"mos\": 4.2}\n\n{\"wav\": \"b.wav\", \"mos\": 1.5}\n",
+        )
+        .expect("writes");
+        let rated = read_ratings(&file).expect("reads");
+        assert_eq!(rated.len(), 2);
+        assert_eq!((rated[0].mos, rated[1].mos), (4.2, 1.5));
+        // One second at any rate becomes 25 frames at 16 kHz.
+        assert_eq!(
+            (rated[0].features.frames, rated[1].features.frames),
+            (25, 25)
+        );
+        std::fs::write(&file, "{\"wav\": \"a.wav\", \"mos\": 7}\n").expect("writes");
+        let err = read_ratings(&file)
+            .expect_err("mos 7 is refused")
+            .to_string();
+        assert!(
+            err.contains("ratings.jsonl:1") && err.contains("outside"),
+            "{err}"
+        );
+        std::fs::write(&file, "{\"wav\": \"missing.wav\", \"mos\": 3}\n").expect("writes");
+        assert!(
+            read_ratings(&file)
+                .expect_err("no such file")
+                .to_string()
+                .contains("missing.wav")
+        );
+    }
+
+    #[test]
     fn linear_resampling_keeps_duration_and_values() {
         let x: Vec<f32> = (0..441).map(|i| i as f32).collect();
         let y = resample_linear(&x, 44_100, 16_000);
