@@ -91,26 +91,36 @@ impl Scorer for TokenFraction {
     }
 }
 
-/// Text adherence: the MuLan-style model's window-averaged cosine similarity, in [−1, 1].
-pub struct TextScorer {
+/// A trained model scored off the executor: `score_fn` maps the model and a batch to one score
+/// per sample. The text, quality and preference components are instances.
+pub struct ModelScorer<M: Send + 'static> {
     name: String,
-    model: Arc<Mutex<TextModel>>,
     version: String,
+    needs_audio: bool,
+    model: Arc<Mutex<M>>,
+    score_fn: fn(&M, &Batch) -> Result<Vec<f32>>,
 }
 
-impl TextScorer {
-    pub fn new(name: impl Into<String>, model: TextModel) -> Self {
-        let version = model.version.clone();
+impl<M: Send + 'static> ModelScorer<M> {
+    pub fn new(
+        name: impl Into<String>,
+        version: String,
+        needs_audio: bool,
+        model: M,
+        score_fn: fn(&M, &Batch) -> Result<Vec<f32>>,
+    ) -> Self {
         Self {
             name: name.into(),
-            model: Arc::new(Mutex::new(model)),
             version,
+            needs_audio,
+            model: Arc::new(Mutex::new(model)),
+            score_fn,
         }
     }
 }
 
 #[tonic::async_trait]
-impl Scorer for TextScorer {
+impl<M: Send + 'static> Scorer for ModelScorer<M> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -120,120 +130,57 @@ impl Scorer for TextScorer {
     }
 
     fn needs_audio(&self) -> bool {
-        true
+        self.needs_audio
     }
 
     async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
-        let model = self.model.clone();
+        let (model, score_fn, name) = (self.model.clone(), self.score_fn, self.name.clone());
         tokio::task::spawn_blocking(move || {
-            let audio = batch.audio()?;
-            let items: Vec<(&str, &Features)> = batch
-                .inputs
-                .iter()
-                .zip(audio)
-                .map(|(i, f)| (i.caption.as_str(), f))
-                .collect();
             let model = model
                 .lock()
-                .map_err(|_| RewardError::Internal("text model lock poisoned".into()))?;
-            Ok(model.score(&items))
+                .map_err(|_| RewardError::Internal(format!("{name} model lock poisoned")))?;
+            score_fn(&model, &batch)
         })
         .await
-        .map_err(|e| RewardError::Internal(format!("text scorer task: {e}")))?
+        .map_err(|e| RewardError::Internal(format!("{} scorer task: {e}", self.name)))?
     }
+}
+
+/// Text adherence: the MuLan-style model's window-averaged cosine similarity, in [−1, 1].
+pub fn text_scorer(name: &str, model: TextModel) -> ModelScorer<TextModel> {
+    let version = model.version.clone();
+    ModelScorer::new(name, version, true, model, |m, batch| {
+        let items: Vec<(&str, &Features)> = batch
+            .inputs
+            .iter()
+            .zip(batch.audio()?)
+            .map(|(i, f)| (i.caption.as_str(), f))
+            .collect();
+        Ok(m.score(&items))
+    })
 }
 
 /// Quality: the MOS-style model's head/tail prediction rescaled to [0, 1].
-pub struct QualityScorer {
-    name: String,
-    model: Arc<Mutex<QualityModel>>,
-    version: String,
-}
-
-impl QualityScorer {
-    pub fn new(name: impl Into<String>, model: QualityModel) -> Self {
-        let version = model.version.clone();
-        Self {
-            name: name.into(),
-            model: Arc::new(Mutex::new(model)),
-            version,
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Scorer for QualityScorer {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn version(&self) -> String {
-        self.version.clone()
-    }
-
-    fn needs_audio(&self) -> bool {
-        true
-    }
-
-    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
-        let model = self.model.clone();
-        tokio::task::spawn_blocking(move || {
-            let clips: Vec<&Features> = batch.audio()?.iter().collect();
-            let model = model
-                .lock()
-                .map_err(|_| RewardError::Internal("quality model lock poisoned".into()))?;
-            Ok(model.score(&clips))
-        })
-        .await
-        .map_err(|e| RewardError::Internal(format!("quality scorer task: {e}")))?
-    }
+pub fn quality_scorer(name: &str, model: QualityModel) -> ModelScorer<QualityModel> {
+    let version = model.version.clone();
+    ModelScorer::new(name, version, true, model, |m, batch| {
+        let clips: Vec<&Features> = batch.audio()?.iter().collect();
+        Ok(m.score(&clips))
+    })
 }
 
 /// User preference: the Bradley–Terry model's unbounded scalar over caption + tokens (no
 /// audio needed).
-pub struct PreferenceScorer {
-    name: String,
-    model: Arc<Mutex<PreferenceModel>>,
-    version: String,
-}
-
-impl PreferenceScorer {
-    pub fn new(name: impl Into<String>, model: PreferenceModel) -> Self {
-        let version = model.version.clone();
-        Self {
-            name: name.into(),
-            model: Arc::new(Mutex::new(model)),
-            version,
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Scorer for PreferenceScorer {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn version(&self) -> String {
-        self.version.clone()
-    }
-
-    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
-        let model = self.model.clone();
-        tokio::task::spawn_blocking(move || {
-            let items: Vec<(&str, &[u32])> = batch
-                .inputs
-                .iter()
-                .map(|i| (i.caption.as_str(), i.tokens.as_slice()))
-                .collect();
-            let model = model
-                .lock()
-                .map_err(|_| RewardError::Internal("preference model lock poisoned".into()))?;
-            Ok(model.score(&items))
-        })
-        .await
-        .map_err(|e| RewardError::Internal(format!("preference scorer task: {e}")))?
-    }
+pub fn preference_scorer(name: &str, model: PreferenceModel) -> ModelScorer<PreferenceModel> {
+    let version = model.version.clone();
+    ModelScorer::new(name, version, false, model, |m, batch| {
+        let items: Vec<(&str, &[u32])> = batch
+            .inputs
+            .iter()
+            .map(|i| (i.caption.as_str(), i.tokens.as_slice()))
+            .collect();
+        Ok(m.score(&items))
+    })
 }
 
 /// A component served by another endpoint that speaks the same reward protocol (for
@@ -370,17 +317,17 @@ pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
         "text" => {
             let model =
                 TextModel::load(checkpoint()?).map_err(|e| RewardError::Config(e.to_string()))?;
-            Ok(Box::new(TextScorer::new(name, model)))
+            Ok(Box::new(text_scorer(name, model)))
         }
         "quality" => {
             let model = QualityModel::load(checkpoint()?)
                 .map_err(|e| RewardError::Config(e.to_string()))?;
-            Ok(Box::new(QualityScorer::new(name, model)))
+            Ok(Box::new(quality_scorer(name, model)))
         }
         "preference" => {
             let model = PreferenceModel::load(checkpoint()?)
                 .map_err(|e| RewardError::Config(e.to_string()))?;
-            Ok(Box::new(PreferenceScorer::new(name, model)))
+            Ok(Box::new(preference_scorer(name, model)))
         }
         "remote" => {
             if component.endpoint.is_empty() || component.remote_component.is_empty() {
