@@ -67,29 +67,65 @@ pub enum PreferencesCommand {
     /// Fill a preference store with simulated listeners' choices between pairs of base-policy
     /// samples for the same caption.
     Simulate(SimulateArgs),
+    /// The simulated listeners' side-by-side verdict on a policy against a baseline: the
+    /// paper's evaluation (method.md §5) with the listener population as raters.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    /// The policy to judge, e.g. runs/local/checkpoints/step-00000200/policy.bpk.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// What it is compared with [default: learner.init_policy, θ0].
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// The listener population (the one the shipped preference model learned from by default).
+    #[arg(
+        long,
+        default_value = "models/rewards/preference/population.json",
+        value_name = "FILE"
+    )]
+    pub population: PathBuf,
+    /// Held-out captions, from tunes of the test split (101, as in the paper).
+    #[arg(long, default_value_t = 101, value_name = "N")]
+    pub prompts: usize,
+    /// Pairs judged per caption, each by a random listener.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub pairs_per_prompt: usize,
+    /// Corpus for the captions [default: pretrain.corpus].
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// Pairs to judge.
-    #[arg(long, default_value_t = 3000, value_name = "N")]
+    /// Pairs to judge (20,000 take about 6 minutes on 2 cores; with fewer the preference
+    /// model overfits, see docs/rewards.md).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub pairs: usize,
-    /// The preference store to append to (population.json is written beside it).
+    /// The preference store to append to. The listener population lives beside it in
+    /// population.json: drawn when the store is new, reused when appending, so that one store
+    /// always holds one population's choices.
     #[arg(
         long,
         default_value = "runs/preferences/store.jsonl",
         value_name = "FILE"
     )]
     pub store: PathBuf,
-    /// Listeners in the population.
-    #[arg(long, default_value_t = 200, value_name = "N")]
-    pub listeners: usize,
-    /// How much listeners' tastes differ (standard deviation of each weight around the mean).
-    #[arg(long, default_value_t = 1.0, value_name = "X")]
-    pub spread: f32,
-    /// Choice noise: a listener picks A with probability σ((u(A) − u(B)) / temperature).
-    #[arg(long, default_value_t = 0.25, value_name = "X")]
-    pub temperature: f32,
+    /// Listeners in a new population [default: 200].
+    #[arg(long, value_name = "N")]
+    pub listeners: Option<usize>,
+    /// How much a new population's tastes differ (standard deviation of each weight around the
+    /// mean) [default: 1.0].
+    #[arg(long, value_name = "X")]
+    pub spread: Option<f32>,
+    /// Choice noise of a new population: a listener picks A with probability
+    /// σ((u(A) − u(B)) / temperature) [default: 0.25].
+    #[arg(long, value_name = "X")]
+    pub temperature: Option<f32>,
     /// The policy to sample from [default: learner.init_policy].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -114,7 +150,7 @@ pub struct TrainRewardArgs {
     /// Training tunes, a seeded sample of the train split; 0 = all [default: text 3000, quality 5000].
     #[arg(long, value_name = "N")]
     pub tunes: Option<usize>,
-    /// Passes over the training clips [default: text 15, quality 20].
+    /// Passes over the training data [default: text 15, quality 20, preference 1].
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
     /// Held-out clips to measure on [default: text 100 pairs, quality 400 clips].

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod local;
 pub mod music_cmds;
 pub mod process;
+pub mod progress;
 pub mod reward_cmds;
 pub mod roles;
 
@@ -66,6 +67,11 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Preferences(args) => match args.command {
             args::PreferencesCommand::Simulate(a) => {
                 let report = reward_cmds::simulate(config, &a)?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            args::PreferencesCommand::Evaluate(a) => {
+                let report = reward_cmds::evaluate(config, &a)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }

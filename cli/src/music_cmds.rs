@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use musicrl_common::Config;
 use musicrl_common::policy::params::load_policy;
@@ -15,34 +14,19 @@ use musicrl_music::render;
 use musicrl_music::tokens::{self, Event};
 
 use crate::args::{GenerateArgs, PretrainArgs};
+use crate::progress::EpochBar;
 
-struct Bar {
-    bar: Option<ProgressBar>,
-}
+struct Bar(EpochBar);
 
 impl pretrain::Progress for Bar {
     fn epoch_started(&mut self, epoch: usize, batches: usize) {
-        let bar = ProgressBar::new(batches as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({eta})",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(epoch.to_string());
-        self.bar = Some(bar);
+        self.0.epoch_started(epoch, batches);
     }
     fn batch_done(&mut self, loss: f64) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("loss {loss:.3}"));
-            b.inc(1);
-        }
+        self.0.batch_done(loss);
     }
     fn epoch_done(&mut self, s: &EpochStats) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
+        self.0.epoch_done();
         eprintln!(
             "epoch {}: train loss {:.4}, validation loss {:.4}, validation perplexity {:.3} ({:.0} s)",
             s.epoch, s.train_loss, s.validation_loss, s.validation_perplexity, s.seconds
@@ -69,7 +53,7 @@ pub fn pretrain(mut config: Config, args: &PretrainArgs) -> anyhow::Result<Pretr
         p.epochs,
         p.out.display()
     );
-    let report = pretrain::pretrain(&config, &tunes, &p.out, &mut Bar { bar: None })?;
+    let report = pretrain::pretrain(&config, &tunes, &p.out, &mut Bar(EpochBar::default()))?;
     eprintln!(
         "validation perplexity {:.3} (unigram baseline {:.3}); {:.1}% of {} samples decode without repair; wrote {}",
         report.validation_perplexity,

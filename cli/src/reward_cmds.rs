@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use musicrl_common::Config;
 use musicrl_rewards::{quality, text};
@@ -14,38 +13,23 @@ use musicrl_rewards::preference::{self, Population};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::args::{RewardKind, SimulateArgs, TrainRewardArgs};
+use crate::args::{EvaluateArgs, RewardKind, SimulateArgs, TrainRewardArgs};
+use crate::progress::{EpochBar, Progress};
 
-struct Bar {
-    bar: Option<ProgressBar>,
-}
+struct Bar(EpochBar);
 
 impl text::Progress for Bar {
     fn stage(&mut self, what: &str) {
         eprintln!("{what}");
     }
     fn epoch_started(&mut self, epoch: usize, batches: usize) {
-        let bar = ProgressBar::new(batches as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({eta})",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(epoch.to_string());
-        self.bar = Some(bar);
+        self.0.epoch_started(epoch, batches);
     }
     fn batch_done(&mut self, loss: f64) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("loss {loss:.3}"));
-            b.inc(1);
-        }
+        self.0.batch_done(loss);
     }
     fn epoch_done(&mut self, epoch: usize, loss: f64) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
+        self.0.epoch_done();
         eprintln!("epoch {epoch}: train loss {loss:.4}");
     }
 }
@@ -74,7 +58,7 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/rewards").join(kind_name));
-    let mut progress = Bar { bar: None };
+    let mut progress = Bar(EpochBar::default());
     let metrics = match args.kind {
         RewardKind::Text => {
             if args.ratings.is_some() {
@@ -190,21 +174,63 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         .filter(|t| t.split == musicrl_music::corpus::Split::Train)
         .collect();
     let (policy, policy_config, policy_path) = base_policy(&config, args.policy.as_deref())?;
-    let population = Population::new(
-        args.listeners.max(1),
-        args.spread,
-        args.temperature,
-        args.seed,
-    );
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut sampler = Sampler::new(args.seed, config.sampling.temperature);
+    let population_path = args.store.with_file_name("population.json");
+    let existing = if args.store.exists() {
+        preference::read_store(&args.store)?.len()
+    } else {
+        0
+    };
+    let population = match std::fs::read_to_string(&population_path) {
+        Ok(text) => {
+            if args.listeners.is_some() || args.spread.is_some() || args.temperature.is_some() {
+                anyhow::bail!(
+                    "{} already holds a population; --listeners, --spread and --temperature only shape a new one (choose a new --store)",
+                    population_path.display()
+                );
+            }
+            let p: Population = serde_json::from_str(&text)
+                .with_context(|| format!("cannot parse {}", population_path.display()))?;
+            eprintln!(
+                "appending to {} ({existing} choices) with its population of {} listeners from {}",
+                args.store.display(),
+                p.weights.len(),
+                population_path.display()
+            );
+            p
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if existing > 0 {
+                anyhow::bail!(
+                    "{} holds {existing} choices but {} is missing, so the listeners who made them are unknown; simulate into a new --store",
+                    args.store.display(),
+                    population_path.display()
+                );
+            }
+            let listeners = args.listeners.unwrap_or(200);
+            let spread = args.spread.unwrap_or(1.0);
+            let temperature = args.temperature.unwrap_or(0.25);
+            if listeners == 0 {
+                anyhow::bail!("--listeners must be at least 1");
+            }
+            if !(spread.is_finite() && spread >= 0.0) {
+                anyhow::bail!("--spread must be a finite number ≥ 0, not {spread}");
+            }
+            if !(temperature.is_finite() && temperature > 0.0) {
+                anyhow::bail!("--temperature must be a finite number > 0, not {temperature}");
+            }
+            Population::new(listeners, spread, temperature, args.seed)
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", population_path.display()));
+        }
+    };
+    // Appending continues the stream: the seed is mixed with the store's length, so a second
+    // run with the same --seed draws new pairs instead of repeating the first run's.
+    let stream_seed = args.seed ^ (existing as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rng = StdRng::seed_from_u64(stream_seed);
+    let mut sampler = Sampler::new(stream_seed, config.sampling.temperature);
     let device = musicrl_common::device::inference_device();
-    let bar = ProgressBar::new(args.pairs as u64);
-    bar.set_style(
-        ProgressStyle::with_template("sampling pairs [{bar:30}] {pos}/{len} ({eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
+    let mut bar = Progress::new("sampling pairs", args.pairs as u64, "pairs");
     let mut pairs = Vec::with_capacity(args.pairs);
     while pairs.len() < args.pairs {
         let n = (args.pairs - pairs.len()).min(8);
@@ -242,17 +268,18 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         }
         bar.inc(n as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
     let when = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let choices = preference::simulate_choices(&population, &pairs, when, args.seed);
+    let choices = preference::simulate_choices(&population, &pairs, when, stream_seed);
+    if existing == 0 {
+        musicrl_common::fsutil::write_atomic(
+            &population_path,
+            &serde_json::to_vec_pretty(&population)?,
+        )?;
+    }
     preference::append_store(&args.store, &choices)?;
-    let population_path = args.store.with_file_name("population.json");
-    musicrl_common::fsutil::write_atomic(
-        &population_path,
-        &serde_json::to_vec_pretty(&population)?,
-    )?;
     let (own, shared) = preference::ceilings(&population, &choices);
     eprintln!(
         "{} choices by {} listeners appended to {}; ceiling of agreement: {:.3} knowing each listener's taste, {:.3} knowing the shared taste",
@@ -270,6 +297,138 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         "policy": policy_path,
         "ceiling_knowing_listener": own,
         "ceiling_shared_taste": shared,
+    }))
+}
+
+/// `musicrl preferences evaluate`: for each pair, one sample of the judged policy and one of
+/// the baseline for the same held-out caption, judged by a random listener.
+pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_json::Value> {
+    if args.prompts == 0 || args.pairs_per_prompt == 0 {
+        anyhow::bail!("--prompts and --pairs-per-prompt must be at least 1");
+    }
+    let corpus = args
+        .corpus
+        .clone()
+        .unwrap_or_else(|| config.pretrain.corpus.clone());
+    let tunes = musicrl_music::corpus::load(&corpus)
+        .with_context(|| format!("cannot read the corpus {}", corpus.display()))?;
+    let mut test: Vec<&musicrl_music::corpus::Tune> = tunes
+        .iter()
+        .filter(|t| t.split == musicrl_music::corpus::Split::Test)
+        .collect();
+    if test.is_empty() {
+        anyhow::bail!("{} has no test-split tunes", corpus.display());
+    }
+    let population: Population =
+        serde_json::from_str(&std::fs::read_to_string(&args.population).with_context(|| {
+            format!("cannot read the population {}", args.population.display())
+        })?)
+        .with_context(|| format!("cannot parse {}", args.population.display()))?;
+    if population.weights.is_empty()
+        || !(population.temperature.is_finite() && population.temperature > 0.0)
+        || population.weights.iter().flatten().any(|w| !w.is_finite())
+    {
+        anyhow::bail!(
+            "{} needs at least one listener, finite weights and a temperature > 0",
+            args.population.display()
+        );
+    }
+    let (judged, judged_config, judged_path) = base_policy(&config, Some(&args.policy))?;
+    let (baseline, baseline_config, baseline_path) =
+        base_policy(&config, args.baseline.as_deref())?;
+
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    for i in (1..test.len()).rev() {
+        test.swap(i, rng.random_range(0..=i));
+    }
+    let mut captions = Vec::with_capacity(args.prompts * args.pairs_per_prompt);
+    for t in test.iter().cycle().take(args.prompts) {
+        let inst = musicrl_music::render::Instrument::ALL[rng.random_range(0..4)];
+        let caption = musicrl_music::captions::caption(
+            t,
+            inst,
+            musicrl_music::captions::default_bpm(t),
+            &mut rng,
+        );
+        captions.extend(std::iter::repeat_n(caption, args.pairs_per_prompt));
+    }
+    let device = musicrl_common::device::inference_device();
+    let mut samplers = [
+        Sampler::new(args.seed, config.sampling.temperature),
+        Sampler::new(args.seed + 1, config.sampling.temperature),
+    ];
+    let mut bar = Progress::new("sampling pairs", captions.len() as u64, "pairs");
+    let mut pairs: Vec<(String, Vec<u32>, Vec<u32>)> = Vec::with_capacity(captions.len());
+    for chunk in captions.chunks(16) {
+        let ours = samplers[0].sample(
+            &judged,
+            &judged_config,
+            chunk,
+            judged_config.max_tokens,
+            &device,
+        );
+        let theirs = samplers[1].sample(
+            &baseline,
+            &baseline_config,
+            chunk,
+            baseline_config.max_tokens,
+            &device,
+        );
+        for ((c, a), b) in chunk.iter().zip(ours).zip(theirs) {
+            pairs.push((c.clone(), a.tokens, b.tokens));
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish();
+
+    // The simulated listeners have no position bias, so `a` is always the judged sample.
+    let choices = preference::simulate_choices(&population, &pairs, 0, args.seed);
+    let wins = choices.iter().filter(|c| c.choice == "a").count();
+    let n = choices.len() as f64;
+    let expected: f64 = choices
+        .iter()
+        .map(|c| {
+            let who: usize = c.who.trim_start_matches("listener-").parse().unwrap_or(0);
+            f64::from(population.p_a(who, &c.a, &c.b))
+        })
+        .sum::<f64>()
+        / n;
+    let mean_taste = Population {
+        weights: vec![preference::MEAN_TASTE],
+        temperature: population.temperature,
+    };
+    let utility = |side: usize| {
+        pairs
+            .iter()
+            .map(|(_, a, b)| {
+                let t = if side == 0 { a } else { b };
+                f64::from(mean_taste.utility(0, &preference::taste_features(t)))
+            })
+            .sum::<f64>()
+            / n
+    };
+    let win_rate = wins as f64 / n;
+    let standard_error = (win_rate * (1.0 - win_rate) / n).sqrt();
+    eprintln!(
+        "the listeners chose {} over {} in {wins} of {} pairs: win rate {win_rate:.3} ± {standard_error:.3} (expected {expected:.3}); shared-taste utility {:.3} vs {:.3}",
+        judged_path.display(),
+        baseline_path.display(),
+        choices.len(),
+        utility(0),
+        utility(1),
+    );
+    Ok(serde_json::json!({
+        "policy": judged_path,
+        "baseline": baseline_path,
+        "population": args.population,
+        "prompts": args.prompts,
+        "pairs": choices.len(),
+        "wins": wins,
+        "win_rate": win_rate,
+        "standard_error": standard_error,
+        "expected_win_rate": expected,
+        "shared_taste_utility_policy": utility(0),
+        "shared_taste_utility_baseline": utility(1),
     }))
 }
 
@@ -372,6 +531,20 @@ fn train_preference(
         }
     }
     musicrl_rewards::store::write_metrics(out, &value)?;
-    eprintln!("{}", serde_json::to_string(&value)?);
+    let share = |key: &str| {
+        value[key]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), |x| format!("{x:.3}"))
+    };
+    eprintln!(
+        "held out: accuracy {} on {} choices (ceiling {} knowing only the shared taste, {} knowing each listener); the text score alone agrees {}, the quality score {}; wrote {}",
+        share("accuracy"),
+        eval.len(),
+        share("ceiling_shared_taste"),
+        share("ceiling_knowing_listener"),
+        share("text_agreement"),
+        share("quality_agreement"),
+        out.display()
+    );
     Ok(value)
 }

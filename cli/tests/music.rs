@@ -34,31 +34,32 @@ fn musicrl(args: &[&str]) -> std::process::Output {
         .expect("musicrl runs")
 }
 
-#[test]
-fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("tiny.toml");
+/// Pretrains the tiny policy into `dir/model` and returns that folder.
+fn pretrain_tiny(dir: &Path) -> PathBuf {
+    let config = dir.join("tiny.toml");
     std::fs::write(&config, TINY).expect("write");
-    let model = dir.path().join("model");
-    let (config_s, model_s, corpus_s) = (
-        config.to_str().expect("utf-8"),
-        model.to_str().expect("utf-8"),
-        corpus(),
-    );
+    let model = dir.join("model");
     let run = musicrl(&[
         "--config",
-        config_s,
+        config.to_str().expect("utf-8"),
         "pretrain",
         "--out",
-        model_s,
+        model.to_str().expect("utf-8"),
         "--corpus",
-        corpus_s.to_str().expect("utf-8"),
+        corpus().to_str().expect("utf-8"),
     ]);
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    model
+}
+
+#[test]
+fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = pretrain_tiny(dir.path());
     let metrics: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(model.join("metrics.json")).expect("metrics.json"),
     )
@@ -123,4 +124,88 @@ fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
             );
         }
     }
+}
+
+#[test]
+fn simulate_keeps_one_population_per_store_and_draws_new_pairs_when_appending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = pretrain_tiny(dir.path());
+    let policy = model.join("policy.bpk");
+    let store = dir.path().join("prefs/store.jsonl");
+    let population = dir.path().join("prefs/population.json");
+    let corpus = corpus();
+    let simulate = |extra: &[&str]| {
+        let mut args = vec![
+            "preferences",
+            "simulate",
+            "--policy",
+            policy.to_str().expect("utf-8"),
+            "--store",
+            store.to_str().expect("utf-8"),
+            "--corpus",
+            corpus.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        musicrl(&args)
+    };
+    let lines = || {
+        std::fs::read_to_string(&store)
+            .expect("the store")
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .collect::<Vec<_>>()
+    };
+
+    let run = simulate(&["--pairs", "12", "--listeners", "7"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let drawn = std::fs::read(&population).expect("population.json");
+    let listeners: serde_json::Value = serde_json::from_slice(&drawn).expect("JSON");
+    assert_eq!(listeners["weights"].as_array().map(Vec::len), Some(7));
+
+    // Appending with the same seed reuses the population and samples new pairs.
+    let run = simulate(&["--pairs", "8"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(std::fs::read(&population).expect("population.json"), drawn);
+    let choices = lines();
+    assert_eq!(choices.len(), 20);
+    let distinct: std::collections::HashSet<String> = choices
+        .iter()
+        .map(|c| format!("{}|{}", c["a"], c["b"]))
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        20,
+        "the second run repeated pairs of the first"
+    );
+    assert!(choices.iter().all(|c| {
+        c["who"]
+            .as_str()
+            .and_then(|w| w.strip_prefix("listener-"))
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n < 7)
+    }));
+
+    // Shaping a new population over an existing store is refused and changes nothing.
+    let run = simulate(&["--pairs", "4", "--listeners", "3"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("already holds a population"), "{stderr}");
+    assert_eq!(lines().len(), 20);
+    assert_eq!(std::fs::read(&population).expect("population.json"), drawn);
+
+    // A store without its population cannot be appended to.
+    std::fs::remove_file(&population).expect("remove");
+    let run = simulate(&["--pairs", "4"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("population.json is missing"), "{stderr}");
+    assert_eq!(lines().len(), 20);
 }

@@ -558,6 +558,37 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_reward_recipes_are_valid_and_point_at_shipped_models() {
+        for (name, text, kinds) in [
+            (
+                "config/rl-u.toml",
+                include_str!("../../config/rl-u.toml"),
+                &["preference"][..],
+            ),
+            (
+                "config/rl-all.toml",
+                include_str!("../../config/rl-all.toml"),
+                &["text", "quality", "preference"][..],
+            ),
+        ] {
+            let c = Config::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got: Vec<&str> = c
+                .reward
+                .components
+                .iter()
+                .map(|k| k.kind.as_str())
+                .collect();
+            assert_eq!(got, kinds, "{name}");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            for k in &c.reward.components {
+                let dir = root.join(&k.checkpoint);
+                assert!(dir.join("model.bpk").exists(), "{name}: {}", dir.display());
+            }
+        }
+    }
+
+    #[test]
     fn the_kubernetes_configuration_is_valid() {
         let text = include_str!("../../deploy/base/config/musicrl.toml");
         let c = Config::from_toml(text).expect("deploy/base/config/musicrl.toml parses");

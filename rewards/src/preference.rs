@@ -420,7 +420,7 @@ pub mod model {
                 store: PathBuf::from("runs/preferences/store.jsonl"),
                 init_policy: PathBuf::from("models/base/policy.bpk"),
                 caption_free: false,
-                epochs: 3,
+                epochs: 1,
                 batch_size: 16,
                 learning_rate: 3e-4,
                 eval_every: 10,
