@@ -127,7 +127,7 @@ fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
 }
 
 #[test]
-fn simulate_keeps_one_population_per_store_and_draws_new_pairs_when_appending() {
+fn simulate_keeps_one_population_per_store_and_evaluate_judges_a_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = pretrain_tiny(dir.path());
     let policy = model.join("policy.bpk");
@@ -200,6 +200,47 @@ fn simulate_keeps_one_population_per_store_and_draws_new_pairs_when_appending() 
     assert!(stderr.contains("already holds a population"), "{stderr}");
     assert_eq!(lines().len(), 20);
     assert_eq!(std::fs::read(&population).expect("population.json"), drawn);
+
+    // The listeners judge a policy against a baseline (here the same policy: no clear winner).
+    let evaluate = |population: &Path| {
+        musicrl(&[
+            "preferences",
+            "evaluate",
+            "--policy",
+            policy.to_str().expect("utf-8"),
+            "--baseline",
+            policy.to_str().expect("utf-8"),
+            "--population",
+            population.to_str().expect("utf-8"),
+            "--prompts",
+            "6",
+            "--pairs-per-prompt",
+            "4",
+            "--corpus",
+            corpus.to_str().expect("utf-8"),
+        ])
+    };
+    let run = evaluate(&population);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(report["pairs"], 24);
+    let (wins, rate, expected) = (
+        report["wins"].as_u64().expect("wins"),
+        report["win_rate"].as_f64().expect("win rate"),
+        report["expected_win_rate"].as_f64().expect("expected"),
+    );
+    assert!((rate - wins as f64 / 24.0).abs() < 1e-9, "{report}");
+    assert!((0.2..=0.8).contains(&expected), "{report}");
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"weights": [], "temperature": 0.25}"#).expect("write");
+    let run = evaluate(&broken);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("at least one listener"), "{stderr}");
 
     // A store without its population cannot be appended to.
     std::fs::remove_file(&population).expect("remove");
