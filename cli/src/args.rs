@@ -36,10 +36,11 @@ pub enum Command {
     Pretrain(PretrainArgs),
     /// Sample melodies for captions and write WAVs, token files and an index.html to listen to.
     Generate(GenerateArgs),
-    /// Train a reward model (text adherence or quality) on the corpus and write its
+    /// Train a reward model (text adherence, quality or user preference) and write its
     /// checkpoint folder with held-out metrics.
     TrainReward(TrainRewardArgs),
-    /// The preference store: `simulate` fills it with simulated listeners' choices.
+    /// Simulated listeners: `simulate` fills a preference store with their choices, `evaluate`
+    /// has them judge a policy against a baseline.
     Preferences(PreferencesArgs),
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
@@ -96,14 +97,15 @@ pub struct EvaluateArgs {
     /// Corpus for the captions [default: pretrain.corpus].
     #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
+    /// Seeds the prompts, both policies' sampling and the listeners (separate streams).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// Pairs to judge (20,000 take about 6 minutes on 2 cores; with fewer the preference
-    /// model overfits, see docs/rewards.md).
+    /// Pairs to judge (20,000 take about 6 minutes on 2 cores; with 3,000 the preference
+    /// model overfitted, see docs/rewards.md).
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub pairs: usize,
     /// The preference store to append to. The listener population lives beside it in
@@ -132,6 +134,8 @@ pub struct SimulateArgs {
     /// Corpus for the captions [default: pretrain.corpus].
     #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
+    /// Seeds a new store's population; the pairs and choices use it mixed with the store's
+    /// current length, so appending draws new pairs.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
 }

@@ -67,8 +67,9 @@ impl Progress {
             }
             let elapsed = self.started.elapsed().as_secs_f64();
             let left = elapsed / self.pos as f64 * self.len.saturating_sub(self.pos) as f64;
+            let sep = if self.message.is_empty() { "" } else { " " };
             eprintln!(
-                "{}: {}/{} {} {} ({elapsed:.0} s, about {left:.0} s left)",
+                "{}: {}/{} {}{sep}{} ({elapsed:.0} s, about {left:.0} s left)",
                 self.label, self.pos, self.len, self.unit, self.message
             );
         }

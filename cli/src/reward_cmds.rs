@@ -180,49 +180,49 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
     } else {
         0
     };
-    let population = match std::fs::read_to_string(&population_path) {
-        Ok(text) => {
-            if args.listeners.is_some() || args.spread.is_some() || args.temperature.is_some() {
-                anyhow::bail!(
-                    "{} already holds a population; --listeners, --spread and --temperature only shape a new one (choose a new --store)",
-                    population_path.display()
-                );
-            }
-            let p: Population = serde_json::from_str(&text)
-                .with_context(|| format!("cannot parse {}", population_path.display()))?;
-            eprintln!(
-                "appending to {} ({existing} choices) with its population of {} listeners from {}",
+    // One folder, one population: the listeners who made a store's choices live beside it.
+    let drawn = !population_path.exists();
+    let population = if drawn {
+        if existing > 0 {
+            anyhow::bail!(
+                "{} holds {existing} choices but {} is missing, so the listeners who made them are unknown; simulate into a --store in a new folder",
                 args.store.display(),
-                p.weights.len(),
                 population_path.display()
             );
-            p
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        if args.spread.is_some_and(|x| x < 0.0) {
+            anyhow::bail!("--spread must be ≥ 0");
+        }
+        let population = Population::new(
+            args.listeners.unwrap_or(200),
+            args.spread.unwrap_or(1.0),
+            args.temperature.unwrap_or(0.25),
+            args.seed,
+        );
+        population
+            .validate()
+            .context("--listeners, --spread and --temperature")?;
+        population
+    } else {
+        if args.listeners.is_some() || args.spread.is_some() || args.temperature.is_some() {
+            anyhow::bail!(
+                "{} already holds a population; --listeners, --spread and --temperature only shape a new one (use a --store in a new folder)",
+                population_path.display()
+            );
+        }
+        let p = Population::load(&population_path)?;
+        eprintln!(
+            "{} {} with its population of {} listeners from {}",
             if existing > 0 {
-                anyhow::bail!(
-                    "{} holds {existing} choices but {} is missing, so the listeners who made them are unknown; simulate into a new --store",
-                    args.store.display(),
-                    population_path.display()
-                );
-            }
-            let listeners = args.listeners.unwrap_or(200);
-            let spread = args.spread.unwrap_or(1.0);
-            let temperature = args.temperature.unwrap_or(0.25);
-            if listeners == 0 {
-                anyhow::bail!("--listeners must be at least 1");
-            }
-            if !(spread.is_finite() && spread >= 0.0) {
-                anyhow::bail!("--spread must be a finite number ≥ 0, not {spread}");
-            }
-            if !(temperature.is_finite() && temperature > 0.0) {
-                anyhow::bail!("--temperature must be a finite number > 0, not {temperature}");
-            }
-            Population::new(listeners, spread, temperature, args.seed)
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read {}", population_path.display()));
-        }
+                "appending to"
+            } else {
+                "writing"
+            },
+            args.store.display(),
+            p.weights.len(),
+            population_path.display()
+        );
+        p
     };
     // Appending continues the stream: the seed is mixed with the store's length, so a second
     // run with the same --seed draws new pairs instead of repeating the first run's.
@@ -237,13 +237,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         let captions: Vec<String> = (0..n)
             .map(|_| {
                 let t = train[rng.random_range(0..train.len())];
-                let inst = musicrl_music::render::Instrument::ALL[rng.random_range(0..4)];
-                musicrl_music::captions::caption(
-                    t,
-                    inst,
-                    musicrl_music::captions::default_bpm(t),
-                    &mut rng,
-                )
+                random_rendering_caption(t, &mut rng)
             })
             .collect();
         // Two samples for each caption: the batch holds every caption twice.
@@ -273,7 +267,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let choices = preference::simulate_choices(&population, &pairs, when, stream_seed);
-    if existing == 0 {
+    if drawn {
         musicrl_common::fsutil::write_atomic(
             &population_path,
             &serde_json::to_vec_pretty(&population)?,
@@ -319,43 +313,32 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
     if test.is_empty() {
         anyhow::bail!("{} has no test-split tunes", corpus.display());
     }
-    let population: Population =
-        serde_json::from_str(&std::fs::read_to_string(&args.population).with_context(|| {
-            format!("cannot read the population {}", args.population.display())
-        })?)
-        .with_context(|| format!("cannot parse {}", args.population.display()))?;
-    if population.weights.is_empty()
-        || !(population.temperature.is_finite() && population.temperature > 0.0)
-        || population.weights.iter().flatten().any(|w| !w.is_finite())
-    {
-        anyhow::bail!(
-            "{} needs at least one listener, finite weights and a temperature > 0",
-            args.population.display()
-        );
-    }
+    let population = Population::load(&args.population).context(
+        "the listener population (--population; `preferences simulate` writes one beside its store)",
+    )?;
     let (judged, judged_config, judged_path) = base_policy(&config, Some(&args.policy))?;
     let (baseline, baseline_config, baseline_path) =
         base_policy(&config, args.baseline.as_deref())?;
 
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    // Separate streams for the prompts, each policy's sampler and the listeners.
+    let seed = |purpose: u64| {
+        args.seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(purpose)
+    };
+    let mut rng = StdRng::seed_from_u64(seed(1));
     for i in (1..test.len()).rev() {
         test.swap(i, rng.random_range(0..=i));
     }
     let mut captions = Vec::with_capacity(args.prompts * args.pairs_per_prompt);
     for t in test.iter().cycle().take(args.prompts) {
-        let inst = musicrl_music::render::Instrument::ALL[rng.random_range(0..4)];
-        let caption = musicrl_music::captions::caption(
-            t,
-            inst,
-            musicrl_music::captions::default_bpm(t),
-            &mut rng,
-        );
+        let caption = random_rendering_caption(t, &mut rng);
         captions.extend(std::iter::repeat_n(caption, args.pairs_per_prompt));
     }
     let device = musicrl_common::device::inference_device();
     let mut samplers = [
-        Sampler::new(args.seed, config.sampling.temperature),
-        Sampler::new(args.seed + 1, config.sampling.temperature),
+        Sampler::new(seed(2), config.sampling.temperature),
+        Sampler::new(seed(3), config.sampling.temperature),
     ];
     let mut bar = Progress::new("sampling pairs", captions.len() as u64, "pairs");
     let mut pairs: Vec<(String, Vec<u32>, Vec<u32>)> = Vec::with_capacity(captions.len());
@@ -381,55 +364,46 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
     }
     bar.finish();
 
-    // The simulated listeners have no position bias, so `a` is always the judged sample.
-    let choices = preference::simulate_choices(&population, &pairs, 0, args.seed);
-    let wins = choices.iter().filter(|c| c.choice == "a").count();
-    let n = choices.len() as f64;
-    let expected: f64 = choices
-        .iter()
-        .map(|c| {
-            let who: usize = c.who.trim_start_matches("listener-").parse().unwrap_or(0);
-            f64::from(population.p_a(who, &c.a, &c.b))
-        })
-        .sum::<f64>()
-        / n;
-    let mean_taste = Population {
-        weights: vec![preference::MEAN_TASTE],
-        temperature: population.temperature,
-    };
-    let utility = |side: usize| {
-        pairs
-            .iter()
-            .map(|(_, a, b)| {
-                let t = if side == 0 { a } else { b };
-                f64::from(mean_taste.utility(0, &preference::taste_features(t)))
-            })
-            .sum::<f64>()
-            / n
-    };
-    let win_rate = wins as f64 / n;
-    let standard_error = (win_rate * (1.0 - win_rate) / n).sqrt();
+    let v = preference::judge(&population, &pairs, args.pairs_per_prompt, seed(4));
     eprintln!(
-        "the listeners chose {} over {} in {wins} of {} pairs: win rate {win_rate:.3} ± {standard_error:.3} (expected {expected:.3}); shared-taste utility {:.3} vs {:.3}",
+        "the listeners chose {} over {} in {} of {} pairs: win rate {:.3} ± {:.3} (expected {:.3}); shared-taste utility {:.3} vs {:.3}",
         judged_path.display(),
         baseline_path.display(),
-        choices.len(),
-        utility(0),
-        utility(1),
+        v.wins,
+        v.pairs,
+        v.win_rate,
+        v.standard_error,
+        v.expected_win_rate,
+        v.shared_taste_utility_a,
+        v.shared_taste_utility_b,
     );
     Ok(serde_json::json!({
         "policy": judged_path,
         "baseline": baseline_path,
         "population": args.population,
         "prompts": args.prompts,
-        "pairs": choices.len(),
-        "wins": wins,
-        "win_rate": win_rate,
-        "standard_error": standard_error,
-        "expected_win_rate": expected,
-        "shared_taste_utility_policy": utility(0),
-        "shared_taste_utility_baseline": utility(1),
+        "pairs_per_prompt": args.pairs_per_prompt,
+        "seed": args.seed,
+        "pairs": v.pairs,
+        "wins": v.wins,
+        "win_rate": v.win_rate,
+        "standard_error": v.standard_error,
+        "expected_win_rate": v.expected_win_rate,
+        "shared_taste_utility_policy": v.shared_taste_utility_a,
+        "shared_taste_utility_baseline": v.shared_taste_utility_b,
     }))
+}
+
+/// A caption for one rendering of `tune`: a random instrument at the tune's customary tempo.
+fn random_rendering_caption(tune: &musicrl_music::corpus::Tune, rng: &mut StdRng) -> String {
+    let all = musicrl_music::render::Instrument::ALL;
+    let instrument = all[rng.random_range(0..all.len())];
+    musicrl_music::captions::caption(
+        tune,
+        instrument,
+        musicrl_music::captions::default_bpm(tune),
+        rng,
+    )
 }
 
 fn train_preference(
@@ -473,8 +447,14 @@ fn train_preference(
     // How often the listener's choice is the clip the simulated population's taste, the text
     // model or the quality model prefers, on the same held-out choices.
     let population_path = c.train.store.with_file_name("population.json");
-    if let Ok(text) = std::fs::read_to_string(&population_path) {
-        let population: Population = serde_json::from_str(&text)?;
+    if population_path.exists() {
+        let population = Population::load(&population_path)?;
+        // The listeners this model learned from travel with it (`preferences evaluate
+        // --population DIR/population.json`).
+        musicrl_common::fsutil::write_atomic(
+            &out.join("population.json"),
+            &serde_json::to_vec_pretty(&population)?,
+        )?;
         let (own, shared) = preference::ceilings(&population, &eval);
         value["ceiling_knowing_listener"] = own.into();
         value["ceiling_shared_taste"] = shared.into();

@@ -583,7 +583,9 @@ mod tests {
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             for k in &c.reward.components {
                 let dir = root.join(&k.checkpoint);
-                assert!(dir.join("model.bpk").exists(), "{name}: {}", dir.display());
+                for file in ["model.bpk", "config.json"] {
+                    assert!(dir.join(file).exists(), "{name}: {}/{file}", dir.display());
+                }
             }
         }
     }

@@ -126,6 +126,50 @@ impl Population {
         }
     }
 
+    /// At least one listener, finite weights and a temperature > 0.
+    pub fn validate(&self) -> Result<()> {
+        match self.problem() {
+            Some(p) => Err(Error::Data(p)),
+            None => Ok(()),
+        }
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.weights.is_empty() {
+            return Some("the population needs at least one listener".into());
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Some(format!(
+                "the population's temperature must be a finite number > 0, not {}",
+                self.temperature
+            ));
+        }
+        self.weights
+            .iter()
+            .position(|w| w.iter().any(|x| !x.is_finite()))
+            .map(|l| format!("listener {l} has a weight that is not finite"))
+    }
+
+    /// Reads and validates a `population.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let p: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        match p.problem() {
+            Some(problem) => Err(Error::Data(format!("{}: {problem}", path.display()))),
+            None => Ok(p),
+        }
+    }
+
+    /// The population's shared taste as a one-listener population.
+    pub fn shared(&self) -> Self {
+        Self {
+            weights: vec![MEAN_TASTE],
+            temperature: self.temperature,
+        }
+    }
+
     pub fn utility(&self, listener: usize, features: &[f32; TASTE_DIM]) -> f32 {
         self.weights[listener]
             .iter()
@@ -163,6 +207,11 @@ pub struct Choice {
 }
 
 impl Choice {
+    /// The listener index of a simulated choice (`who` = `listener-N`).
+    pub fn listener(&self) -> Option<usize> {
+        self.who.strip_prefix("listener-")?.parse().ok()
+    }
+
     /// (chosen, rejected).
     pub fn ordered(&self) -> (&[u32], &[u32]) {
         if self.choice == "a" {
@@ -259,14 +308,11 @@ pub fn simulate_choices(
 /// the listener who made it, max(p, 1 − p), averaged (knowing the listener and their taste);
 /// and the same for a predictor that knows only the population's mean taste.
 pub fn ceilings(population: &Population, choices: &[Choice]) -> (f64, f64) {
-    let mean = Population {
-        weights: vec![MEAN_TASTE],
-        temperature: population.temperature,
-    };
+    let mean = population.shared();
     let (mut own, mut shared) = (0.0f64, 0.0f64);
     for c in choices {
-        let who: usize = c.who.trim_start_matches("listener-").parse().unwrap_or(0);
-        let p = f64::from(population.p_a(who.min(population.weights.len() - 1), &c.a, &c.b));
+        let who = c.listener().unwrap_or(0).min(population.weights.len() - 1);
+        let p = f64::from(population.p_a(who, &c.a, &c.b));
         own += p.max(1.0 - p);
         // The mean-taste predictor picks the side the average listener prefers; it is right
         // with the probability that this listener picks that side.
@@ -275,6 +321,71 @@ pub fn ceilings(population: &Population, choices: &[Choice]) -> (f64, f64) {
     }
     let n = choices.len().max(1) as f64;
     (own / n, shared / n)
+}
+
+/// The population's side-by-side verdict on clips `a` (the judged policy's) against clips `b`
+/// (the baseline's): see [`judge`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub pairs: usize,
+    /// Pairs in which the listener chose `a`.
+    pub wins: usize,
+    /// wins / pairs (the listeners never tie).
+    pub win_rate: f64,
+    /// Standard error of the win rate over prompts: pairs of one prompt are not independent,
+    /// so the per-prompt win shares are the samples.
+    pub standard_error: f64,
+    /// The mean probability that the listener chooses `a` (the win rate without choice noise).
+    pub expected_win_rate: f64,
+    /// Mean utility of the `a` and `b` clips under the shared taste.
+    pub shared_taste_utility_a: f64,
+    pub shared_taste_utility_b: f64,
+}
+
+/// Each pair judged by a random listener; `pairs` holds `per_prompt` consecutive pairs for each
+/// prompt. The simulated listeners have no position bias, so `a` need not be shuffled.
+pub fn judge(
+    population: &Population,
+    pairs: &[(String, Vec<u32>, Vec<u32>)],
+    per_prompt: usize,
+    seed: u64,
+) -> Verdict {
+    let choices = simulate_choices(population, pairs, 0, seed);
+    let n = choices.len().max(1) as f64;
+    let wins = choices.iter().filter(|c| c.choice == "a").count();
+    let expected = choices
+        .iter()
+        .map(|c| f64::from(population.p_a(c.listener().unwrap_or(0), &c.a, &c.b)))
+        .sum::<f64>()
+        / n;
+    let shares: Vec<f64> = choices
+        .chunks(per_prompt.max(1))
+        .map(|g| g.iter().filter(|c| c.choice == "a").count() as f64 / g.len() as f64)
+        .collect();
+    let k = shares.len() as f64;
+    let mean = shares.iter().sum::<f64>() / k.max(1.0);
+    let standard_error = if shares.len() > 1 {
+        (shares.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1.0) / k).sqrt()
+    } else {
+        f64::NAN
+    };
+    let shared = population.shared();
+    let utility = |pick: fn(&(String, Vec<u32>, Vec<u32>)) -> &Vec<u32>| {
+        pairs
+            .iter()
+            .map(|p| f64::from(shared.utility(0, &taste_features(pick(p)))))
+            .sum::<f64>()
+            / n
+    };
+    Verdict {
+        pairs: choices.len(),
+        wins,
+        win_rate: wins as f64 / n,
+        standard_error,
+        expected_win_rate: expected,
+        shared_taste_utility_a: utility(|p| &p.1),
+        shared_taste_utility_b: utility(|p| &p.2),
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +447,67 @@ mod tests {
         assert!(won > 180, "{won}");
         let (own, shared) = ceilings(&population, &choices);
         assert!(own > 0.9 && shared > 0.9 && own >= shared - 1e-9);
+    }
+
+    #[test]
+    fn judge_counts_wins_for_the_side_the_taste_prefers() {
+        let nice = melody(&[60, 62, 64, 62, 60, 62, 64, 62, 60], 12, 4);
+        let harsh = melody(&[48, 79, 50, 90, 53, 85, 49, 94, 61], 3, 4);
+        let one = Population {
+            weights: vec![MEAN_TASTE],
+            temperature: 0.05,
+        };
+        // Three prompts of four pairs: a nice clip wins every pair of the first two prompts,
+        // the third prompt has a harsh clip on the judged side.
+        let mut pairs = vec![("c".to_string(), nice.clone(), harsh.clone()); 8];
+        pairs.extend(vec![("c".to_string(), harsh.clone(), nice.clone()); 4]);
+        let v = judge(&one, &pairs, 4, 7);
+        assert_eq!((v.pairs, v.wins), (12, 8), "{v:?}");
+        assert!((v.win_rate - 8.0 / 12.0).abs() < 1e-12);
+        // Per-prompt shares 1, 1, 0: mean 2/3, sample variance 1/3, standard error 1/3.
+        assert!((v.standard_error - 1.0 / 3.0).abs() < 1e-9, "{v:?}");
+        assert!((v.expected_win_rate - 8.0 / 12.0).abs() < 1e-3, "{v:?}");
+        let (u_nice, u_harsh) = (
+            f64::from(one.utility(0, &taste_features(&nice))),
+            f64::from(one.utility(0, &taste_features(&harsh))),
+        );
+        assert!(u_nice > u_harsh);
+        let want_a = (8.0 * u_nice + 4.0 * u_harsh) / 12.0;
+        assert!((v.shared_taste_utility_a - want_a).abs() < 1e-5, "{v:?}");
+        assert!(v.shared_taste_utility_b < v.shared_taste_utility_a);
+    }
+
+    #[test]
+    fn a_broken_population_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("population.json");
+        for (text, says) in [
+            (
+                r#"{"weights": [], "temperature": 0.25}"#,
+                "at least one listener",
+            ),
+            (
+                r#"{"weights": [[0,0,0,0,0,0,0]], "temperature": 0.0}"#,
+                "temperature",
+            ),
+            (
+                r#"{"weights": [[0,0,0]], "temperature": 0.25}"#,
+                "population.json",
+            ),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let err = Population::load(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("population.json"),
+                "{err}"
+            );
+        }
+        std::fs::write(
+            &path,
+            serde_json::to_string(&Population::new(3, 1.0, 0.25, 1)).unwrap(),
+        )
+        .expect("write");
+        assert_eq!(Population::load(&path).expect("loads").weights.len(), 3);
     }
 
     #[test]
