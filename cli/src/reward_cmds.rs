@@ -327,9 +327,7 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
             .wrapping_add(purpose)
     };
     let mut rng = StdRng::seed_from_u64(seed(1));
-    for i in (1..test.len()).rev() {
-        test.swap(i, rng.random_range(0..=i));
-    }
+    musicrl_music::shuffle(&mut test, &mut rng);
     let mut captions = Vec::with_capacity(args.prompts * args.pairs_per_prompt);
     for t in test.iter().cycle().take(args.prompts) {
         let caption = random_rendering_caption(t, &mut rng);

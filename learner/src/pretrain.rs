@@ -189,10 +189,7 @@ pub fn pretrain(
             train = examples(&train_tunes, config.policy.max_tokens, &mut rng);
         }
         // Shuffle, then batch similar lengths together within windows to limit padding.
-        for i in (1..train.len()).rev() {
-            let j = rng.random_range(0..=i);
-            train.swap(i, j);
-        }
+        musicrl_music::shuffle(&mut train, &mut rng);
         let batches: Vec<Vec<&Example>> = train
             .chunks(p.batch_size)
             .map(|c| c.iter().collect())

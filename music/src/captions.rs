@@ -132,10 +132,7 @@ pub fn caption(tune: &Tune, instrument: Instrument, bpm: u32, rng: &mut StdRng) 
     if rng.random_range(0..3) == 0 {
         details.push(collection_phrase(&tune.collection).to_string());
     }
-    for i in (1..details.len()).rev() {
-        let j = rng.random_range(0..=i);
-        details.swap(i, j);
-    }
+    crate::shuffle(&mut details, rng);
     let keep = rng.random_range(1..=details.len());
     details.truncate(keep);
 

@@ -555,8 +555,8 @@ pub mod model {
     use burn::optim::{AdamConfig, GradientsParams};
     use burn::tensor::activation::log_sigmoid;
     use burn::tensor::{Device, Int, Tensor, TensorData};
+    use rand::SeedableRng;
     use rand::rngs::StdRng;
-    use rand::{RngExt, SeedableRng};
     use serde::{Deserialize, Serialize};
 
     use musicrl_common::config::PolicyConfig;
@@ -778,10 +778,7 @@ pub mod model {
         let mut rng = StdRng::seed_from_u64(t.seed);
         let mut epochs = Vec::new();
         for epoch in 1..=t.epochs {
-            for i in (1..train.len()).rev() {
-                let j = rng.random_range(0..=i);
-                train.swap(i, j);
-            }
+            musicrl_music::shuffle(&mut train, &mut rng);
             let batches: Vec<&[&Choice]> = train.chunks(t.batch_size.max(1)).collect();
             progress.epoch_started(epoch, batches.len());
             let (mut sum, mut n) = (0.0f64, 0usize);

@@ -384,10 +384,7 @@ pub fn train(
     let mut rng = StdRng::seed_from_u64(t.seed);
     let pick = |split: Split, n: usize, rng: &mut StdRng| -> Vec<&Tune> {
         let mut v: Vec<&Tune> = tunes.iter().filter(|x| x.split == split).collect();
-        for i in (1..v.len()).rev() {
-            let j = rng.random_range(0..=i);
-            v.swap(i, j);
-        }
+        musicrl_music::shuffle(&mut v, rng);
         if n > 0 {
             v.truncate(n);
         }
@@ -438,10 +435,7 @@ pub fn train(
     let mut epochs = Vec::new();
     for epoch in 1..=t.epochs {
         let started = std::time::Instant::now();
-        for i in (1..order.len()).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
-        }
+        musicrl_music::shuffle(&mut order, &mut rng);
         let batches: Vec<&[usize]> = order.chunks(t.batch_size.max(1)).collect();
         progress.epoch_started(epoch, batches.len());
         let (mut sum, mut count) = (0.0f64, 0usize);

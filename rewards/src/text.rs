@@ -277,10 +277,7 @@ fn sample_tunes<'a>(
         .enumerate()
         .filter(|(_, t)| t.split == split)
         .collect();
-    for i in (1..v.len()).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
+    musicrl_music::shuffle(&mut v, rng);
     if n > 0 {
         v.truncate(n);
     }
@@ -426,10 +423,7 @@ pub fn train(
     let mut epochs = Vec::new();
     for epoch in 1..=t.epochs {
         let started = std::time::Instant::now();
-        for i in (1..order.len()).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
-        }
+        musicrl_music::shuffle(&mut order, &mut rng);
         // Drop the last partial batch: a contrastive batch of one teaches nothing.
         let batches: Vec<&[usize]> = order
             .chunks(t.batch_size)
