@@ -109,8 +109,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub pairs: usize,
     /// The preference store to append to. The listener population lives beside it in
-    /// population.json: drawn when the store is new, reused when appending, so that one store
-    /// always holds one population's choices.
+    /// population.json: drawn when the folder has none, reused when appending, so that a store
+    /// holds one population's choices (give each store its own folder).
     #[arg(
         long,
         default_value = "runs/preferences/store.jsonl",
