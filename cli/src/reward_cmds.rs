@@ -440,13 +440,19 @@ fn train_preference(
         c.train.store.display(),
         out.display()
     );
+    // A simulated store's population, checked before the long training run: real users'
+    // stores have none.
+    let population_path = c.train.store.with_file_name("population.json");
+    let population = if population_path.exists() {
+        Some(Population::load(&population_path)?)
+    } else {
+        None
+    };
     let (metrics, eval) = model::train(&c, out, progress)?;
     let mut value = serde_json::to_value(&metrics)?;
     // How often the listener's choice is the clip the simulated population's taste, the text
     // model or the quality model prefers, on the same held-out choices.
-    let population_path = c.train.store.with_file_name("population.json");
-    if population_path.exists() {
-        let population = Population::load(&population_path)?;
+    if let Some(population) = population {
         // The listeners this model learned from travel with it (`preferences evaluate
         // --population DIR/population.json`).
         musicrl_common::fsutil::write_atomic(

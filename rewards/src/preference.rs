@@ -333,7 +333,7 @@ pub struct Verdict {
     /// wins / pairs (the listeners never tie).
     pub win_rate: f64,
     /// Standard error of the win rate over prompts: pairs of one prompt are not independent,
-    /// so the per-prompt win shares are the samples.
+    /// so the per-prompt win shares are the samples (NaN with a single prompt).
     pub standard_error: f64,
     /// The mean probability that the listener chooses `a` (the win rate without choice noise).
     pub expected_win_rate: f64,
