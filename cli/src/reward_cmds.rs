@@ -36,12 +36,6 @@ impl text::Progress for Bar {
 
 /// Trains the requested reward model; returns its metrics as JSON.
 pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<serde_json::Value> {
-    let corpus = args
-        .corpus
-        .clone()
-        .unwrap_or_else(|| config.pretrain.corpus.clone());
-    let tunes = musicrl_music::corpus::load(&corpus)
-        .with_context(|| format!("cannot read the corpus {}", corpus.display()))?;
     let max_tokens = args.max_tokens.unwrap_or(config.policy.max_tokens);
     let kind_name = match args.kind {
         RewardKind::Text => "text",
@@ -64,24 +58,17 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
             if args.ratings.is_some() {
                 anyhow::bail!("--ratings applies to the quality model only");
             }
+            let tunes = load_corpus(&config, args.corpus.as_deref())?.1;
             let mut c = text::TextConfig {
                 model: text::TextModelConfig::default(),
                 train: text::TextTrainConfig::default(),
             };
             let t = &mut c.train;
             t.max_tokens = max_tokens;
-            if let Some(v) = args.tunes {
-                t.tunes = v;
-            }
-            if let Some(v) = args.epochs {
-                t.epochs = v;
-            }
-            if let Some(v) = args.eval {
-                t.eval_pairs = v;
-            }
-            if let Some(v) = args.seed {
-                t.seed = v;
-            }
+            set(&mut t.tunes, args.tunes);
+            set(&mut t.epochs, args.epochs);
+            set(&mut t.eval_pairs, args.eval);
+            set(&mut t.seed, args.seed);
             eprintln!("training the text-adherence model into {}", out.display());
             let (_, m) = text::train(&c, &tunes, &out, &mut progress)?;
             eprintln!(
@@ -98,6 +85,7 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
         }
         RewardKind::Preference => train_preference(&config, args, &out, &mut progress)?,
         RewardKind::Quality => {
+            let tunes = load_corpus(&config, args.corpus.as_deref())?.1;
             let mut c = quality::QualityConfig {
                 model: quality::QualityModelConfig::default(),
                 train: quality::QualityTrainConfig::default(),
@@ -106,18 +94,10 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
             t.max_tokens = max_tokens;
             t.ratings = args.ratings.clone();
             t.ratings_only = args.ratings_only;
-            if let Some(v) = args.tunes {
-                t.tunes = v;
-            }
-            if let Some(v) = args.epochs {
-                t.epochs = v;
-            }
-            if let Some(v) = args.eval {
-                t.eval_clips = v;
-            }
-            if let Some(v) = args.seed {
-                t.seed = v;
-            }
+            set(&mut t.tunes, args.tunes);
+            set(&mut t.epochs, args.epochs);
+            set(&mut t.eval_clips, args.eval);
+            set(&mut t.seed, args.seed);
             eprintln!("training the quality model into {}", out.display());
             let (_, m) = quality::train(&c, &tunes, &out, &mut progress)?;
             eprintln!(
@@ -132,6 +112,27 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
         }
     };
     Ok(metrics)
+}
+
+/// A flag given on the command line replaces the configured value.
+fn set<T>(slot: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *slot = v;
+    }
+}
+
+/// The corpus at `path` or `pretrain.corpus`.
+fn load_corpus(
+    config: &Config,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<(PathBuf, Vec<musicrl_music::corpus::Tune>)> {
+    let corpus = path.map_or_else(
+        || config.pretrain.corpus.clone(),
+        std::path::Path::to_path_buf,
+    );
+    let tunes = musicrl_music::corpus::load(&corpus)
+        .context("cannot read the corpus (--corpus or pretrain.corpus)")?;
+    Ok((corpus, tunes))
 }
 
 /// The policy a command samples from: `path` or `learner.init_policy`, its architecture from
@@ -163,12 +164,7 @@ fn base_policy(
 
 /// `musicrl preferences simulate`.
 pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_json::Value> {
-    let corpus = args
-        .corpus
-        .clone()
-        .unwrap_or_else(|| config.pretrain.corpus.clone());
-    let tunes = musicrl_music::corpus::load(&corpus)
-        .with_context(|| format!("cannot read the corpus {}", corpus.display()))?;
+    let (_, tunes) = load_corpus(&config, args.corpus.as_deref())?;
     let train: Vec<&musicrl_music::corpus::Tune> = tunes
         .iter()
         .filter(|t| t.split == musicrl_music::corpus::Split::Train)
@@ -300,12 +296,7 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
     if args.prompts == 0 || args.pairs_per_prompt == 0 {
         anyhow::bail!("--prompts and --pairs-per-prompt must be at least 1");
     }
-    let corpus = args
-        .corpus
-        .clone()
-        .unwrap_or_else(|| config.pretrain.corpus.clone());
-    let tunes = musicrl_music::corpus::load(&corpus)
-        .with_context(|| format!("cannot read the corpus {}", corpus.display()))?;
+    let (corpus, tunes) = load_corpus(&config, args.corpus.as_deref())?;
     let mut test: Vec<&musicrl_music::corpus::Tune> = tunes
         .iter()
         .filter(|t| t.split == musicrl_music::corpus::Split::Test)
@@ -411,6 +402,11 @@ fn train_preference(
     progress: &mut Bar,
 ) -> anyhow::Result<serde_json::Value> {
     use musicrl_rewards::preference::model;
+    if args.tunes.is_some() || args.eval.is_some() || args.ratings.is_some() {
+        anyhow::bail!(
+            "--tunes, --eval and --ratings do not apply to the preference model (it trains on --store and holds out every tenth choice)"
+        );
+    }
     let mut c = model::PreferenceConfig {
         policy: config.policy.clone(),
         train: model::PreferenceTrainConfig::default(),
@@ -429,12 +425,8 @@ fn train_preference(
     if let Some(v) = &args.store {
         c.train.store = v.clone();
     }
-    if let Some(v) = args.epochs {
-        c.train.epochs = v;
-    }
-    if let Some(v) = args.seed {
-        c.train.seed = v;
-    }
+    set(&mut c.train.epochs, args.epochs);
+    set(&mut c.train.seed, args.seed);
     eprintln!(
         "training the preference model on {} into {}",
         c.train.store.display(),

@@ -27,10 +27,12 @@ pub enum Error {
     BadParameters(String),
     #[error("config: {0}")]
     Config(#[from] ConfigError),
-    #[error("io error at {path}: {source}")]
+    // The IO error is part of the message, not a `source()`: reported with its chain
+    // (`{e:#}`) it would otherwise be printed twice.
+    #[error("io error at {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Internal(String),
@@ -46,7 +48,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -26,10 +26,12 @@ pub fn shuffle<T>(v: &mut [T], rng: &mut rand::rngs::StdRng) {
 /// Errors of the music domain.
 #[derive(Debug, thiserror::Error)]
 pub enum MusicError {
-    #[error("{path}: {source}")]
+    // The IO error is part of the message, not a `source()`: reported with its chain
+    // (`{e:#}`) it would otherwise be printed twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}, line {line}: {why}")]
     Corpus {
@@ -45,7 +47,7 @@ impl MusicError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }
