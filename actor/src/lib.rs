@@ -39,6 +39,30 @@ pub enum ActorError {
     Endpoint { url: String, message: String },
     #[error("the sampling task failed: {0}")]
     Sampling(String),
+    /// The learner's policy or sampling settings differ from this actor's: the log-probs it
+    /// would record would not be the ones the learner computes.
+    #[error(
+        "this actor's configuration disagrees with the learner's: {0}; give every role the same configuration"
+    )]
+    Mismatch(String),
+}
+
+/// Checks that this actor samples exactly as the learner will score: the same policy
+/// configuration (vocabulary, END, caption encoder and its buckets, …) and the same sampling
+/// temperature as the parameter version it received. The error names every differing key.
+pub fn check_agreement(config: &Config, blob: &ParameterBlob) -> Result<()> {
+    let mut differences = config.policy.differences(&blob.config);
+    if config.sampling.temperature.to_bits() != blob.temperature.to_bits() {
+        differences.push(format!(
+            "sampling.temperature ({} here vs {} at the learner)",
+            config.sampling.temperature, blob.temperature
+        ));
+    }
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(ActorError::Mismatch(differences.join(", ")))
+    }
 }
 
 /// Result with [`ActorError`].
@@ -119,6 +143,7 @@ pub async fn run(
                 () = &mut shutdown => return Ok(outcome),
             }
         };
+        check_agreement(&config, &blob)?;
         if blob.training_complete {
             if config.actor.exit_on_completion {
                 tracing::info!(actor = %actor_id, version = %blob.version, "training complete; actor exits");
@@ -357,4 +382,36 @@ fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_actor_refuses_a_learner_that_samples_differently() {
+        let config = Config::default();
+        let blob = |policy: &musicrl_common::config::PolicyConfig, temperature: f32| {
+            ParameterBlob::from_bytes(vec![1, 2, 3], PolicyVersion(0), policy, temperature)
+        };
+        assert!(check_agreement(&config, &blob(&config.policy, 0.99)).is_ok());
+        let err = check_agreement(&config, &blob(&config.policy, 1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sampling.temperature (0.99 here vs 1 at the learner)"),
+            "{err}"
+        );
+        let mut other = config.policy.clone();
+        other.caption_buckets = 2048;
+        other.end_token = 5;
+        let err = check_agreement(&config, &blob(&other, 0.99))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("policy.caption_buckets (1024 vs 2048)")
+                && err.contains("policy.end_token (0 vs 5)"),
+            "{err}"
+        );
+    }
 }

@@ -39,11 +39,82 @@ pub enum Command {
     /// Train a reward model (text adherence, quality or user preference) and write its
     /// checkpoint folder with held-out metrics.
     TrainReward(TrainRewardArgs),
-    /// Simulated listeners: `simulate` fills a preference store with their choices, `evaluate`
-    /// has them judge a policy against a baseline.
+    /// Simulated app users: `simulate` fills a preference store with their choices,
+    /// `evaluate` has them choose between a policy and a baseline (the users' verdict; the
+    /// raters' is `musicrl judge`).
     Preferences(PreferencesArgs),
+    /// Write the prompt sets from the corpus (RL: a caption of every training-split tune;
+    /// evaluation: 101 test-split captions) and report the share of prompt words the
+    /// pretrained policy never saw.
+    Prompts(PromptsArgs),
+    /// The rater panel (an independent judge, never a reward): rate policies side by side on
+    /// held-out prompts for adherence, quality and appeal; win/tie/loss, win rate, Wilcoxon
+    /// p-value and mean scores, in DIR/results.json, with every judged sample in
+    /// DIR/samples/<model>.jsonl.
+    Judge(JudgeArgs),
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromptsArgs {
+    /// Folder for train.txt and test.txt.
+    #[arg(long, default_value = "data/prompts", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Corpus [default: pretrain.corpus].
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<PathBuf>,
+    /// Only report the share of this prompt file's words unknown to the pretrained policy
+    /// (write nothing).
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JudgeArgs {
+    /// A policy to judge (repeat for several; every pair is compared), e.g.
+    /// runs/local/checkpoints/step-00000200/policy.bpk.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Vec<PathBuf>,
+    /// Names for the policies, in order [default: the checkpoint's run folder].
+    #[arg(long, value_name = "NAME")]
+    pub name: Vec<String>,
+    /// What the policies are compared with [default: learner.init_policy, θ0, named theta0].
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Judge samples exported earlier (samples/<model>.jsonl of an earlier run, or your own
+    /// in that format) instead of sampling policies; repeat for each model.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["policy", "baseline"])]
+    pub samples: Vec<PathBuf>,
+    /// Output folder: results.json and samples/<model>.jsonl.
+    #[arg(long, default_value = "runs/judge", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Evaluation prompts (test-split captions only).
+    #[arg(long, default_value = "data/prompts/test.txt", value_name = "FILE")]
+    pub prompts: PathBuf,
+    /// Clips each model samples per prompt; each clip is paired with the other model's
+    /// clip of the same index.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub pairs_per_prompt: usize,
+    /// Seeds the sampling (the panel has its own seed).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+    /// Raters in the pool.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub raters: usize,
+    /// Raters who score each pair (the paper: 3).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub raters_per_pair: usize,
+    /// The rater/user population gap: how far the raters' taste centre sits from the typical
+    /// tune, in tolerances.
+    #[arg(long, default_value_t = 0.5, value_name = "X")]
+    pub gap: f64,
+    /// Rater noise: standard deviation in points of the 1–5 scale.
+    #[arg(long, default_value_t = 0.5, value_name = "X")]
+    pub noise: f64,
+    /// Seeds the panel (who the raters are, their noise, the pair positions).
+    #[arg(long, default_value_t = 2024, value_name = "N")]
+    pub panel_seed: u64,
 }
 
 /// Which reward model to train.
@@ -68,8 +139,9 @@ pub enum PreferencesCommand {
     /// Fill a preference store with simulated listeners' choices between pairs of base-policy
     /// samples for the same caption.
     Simulate(SimulateArgs),
-    /// The simulated listeners' side-by-side verdict on a policy against a baseline: the
-    /// paper's evaluation (method.md §5) with the listener population as raters.
+    /// The simulated app users' side-by-side verdict on a policy against a baseline — the
+    /// users whose choices trained the preference model, not the instructed raters (the
+    /// independent judge is `musicrl judge`).
     Evaluate(EvaluateArgs),
 }
 
@@ -310,7 +382,7 @@ pub struct ActorArgs {
     /// Sequences per round [default: actor.batch_size = 8].
     #[arg(long, env = "MUSICRL_ACTOR_BATCH_SIZE", value_name = "N")]
     pub batch_size: Option<usize>,
-    /// Prompt file, one caption a line [default: actor.prompts = built-in set].
+    /// Prompt file, one caption a line [default: actor.prompts = data/prompts/train.txt].
     #[arg(long, env = "MUSICRL_PROMPTS", value_name = "FILE")]
     pub prompts: Option<PathBuf>,
     /// Base seed, mixed with the actor id [default: actor.seed = 0].

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod judge_cmds;
 pub mod local;
 pub mod music_cmds;
 pub mod process;
@@ -76,6 +77,17 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Prompts(args) => {
+            let report = judge_cmds::prompts(&config, &args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Judge(args) => {
+            let report = judge_cmds::judge(&config, &args)?;
+            print!("{}", report.table());
+            eprintln!("results in {}", args.out.join("results.json").display());
+            Ok(())
+        }
         Command::Config => {
             config.validate()?;
             print!("{}", config.to_toml());

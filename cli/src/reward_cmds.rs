@@ -122,7 +122,7 @@ fn set<T>(slot: &mut T, flag: Option<T>) {
 }
 
 /// The corpus at `path` or `pretrain.corpus`.
-fn load_corpus(
+pub(crate) fn load_corpus(
     config: &Config,
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<(PathBuf, Vec<musicrl_music::corpus::Tune>)> {
@@ -137,7 +137,7 @@ fn load_corpus(
 
 /// The policy a command samples from: `path` or `learner.init_policy`, its architecture from
 /// the `config.toml` beside it.
-fn base_policy(
+pub(crate) fn base_policy(
     config: &Config,
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<(
@@ -233,7 +233,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         let captions: Vec<String> = (0..n)
             .map(|_| {
                 let t = train[rng.random_range(0..train.len())];
-                random_rendering_caption(t, &mut rng)
+                musicrl_music::prompts::rendering_caption(t, &mut rng)
             })
             .collect();
         // Two samples for each caption: the batch holds every caption twice.
@@ -321,7 +321,7 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
     musicrl_music::shuffle(&mut test, &mut rng);
     let mut captions = Vec::with_capacity(args.prompts * args.pairs_per_prompt);
     for t in test.iter().cycle().take(args.prompts) {
-        let caption = random_rendering_caption(t, &mut rng);
+        let caption = musicrl_music::prompts::rendering_caption(t, &mut rng);
         captions.extend(std::iter::repeat_n(caption, args.pairs_per_prompt));
     }
     let device = musicrl_common::device::inference_device();
@@ -381,18 +381,6 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
         "shared_taste_utility_policy": v.shared_taste_utility_a,
         "shared_taste_utility_baseline": v.shared_taste_utility_b,
     }))
-}
-
-/// A caption for one rendering of `tune`: a random instrument at the tune's customary tempo.
-fn random_rendering_caption(tune: &musicrl_music::corpus::Tune, rng: &mut StdRng) -> String {
-    let all = musicrl_music::render::Instrument::ALL;
-    let instrument = all[rng.random_range(0..all.len())];
-    musicrl_music::captions::caption(
-        tune,
-        instrument,
-        musicrl_music::captions::default_bpm(tune),
-        rng,
-    )
 }
 
 fn train_preference(

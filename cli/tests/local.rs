@@ -15,6 +15,7 @@ n_layers = 1
 d_ff = 64
 caption_buckets = 64
 max_caption_words = 8
+end_token = 16   # none: sequences run to max_tokens, as the token-fraction scorer assumes
 
 [learner]
 init_policy = ""
@@ -30,6 +31,15 @@ max_backoff_seconds = 0.5
 kind = "token-fraction"
 target_below = 4
 "#;
+
+/// TINY with the repository's prompt file (tests run from the crate's folder).
+fn tiny_config() -> String {
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/prompts/train.txt");
+    TINY.replace(
+        "[actor]\n",
+        &format!("[actor]\nprompts = {:?}\n", prompts.display().to_string()),
+    )
+}
 
 /// Runs the binary to completion, killing it (and failing) if it hangs.
 fn run_to_end(cmd: &mut Command) -> std::process::Output {
@@ -72,7 +82,7 @@ fn summary(out: &Path) -> serde_json::Value {
 fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("tiny.toml");
-    std::fs::write(&config, TINY).expect("write config");
+    std::fs::write(&config, tiny_config()).expect("write config");
     let out = dir.path().join("out");
     let out_arg = out.to_str().expect("utf-8 path");
 

@@ -6,6 +6,10 @@
 //! and averages them into one conditioning vector. Deterministic across processes and
 //! machines, so actors and the learner agree without sharing a vocabulary file.
 
+/// The name of this tokeniser (`policy.caption_encoder`): change it whenever the hashing
+/// changes, so that roles with different encoders refuse to work together.
+pub const ENCODER: &str = "words-fnv1a";
+
 /// Word-bucket ids of one caption, at most `max_words` long (never empty: an empty caption
 /// becomes the single reserved word `<empty>`).
 pub fn tokenize(caption: &str, buckets: usize, max_words: usize) -> Vec<u32> {

@@ -78,6 +78,12 @@ pub struct PolicyConfig {
     pub caption_buckets: usize,
     /// Caption words beyond this many are ignored.
     pub max_caption_words: usize,
+    /// The token that ends a sequence: sampling stops a sequence after it, and the learner
+    /// trains on nothing after it. An id ≥ `vocab_size` means the vocabulary has none.
+    pub end_token: u32,
+    /// How captions are tokenised ([`crate::caption::ENCODER`]): roles whose encoders differ
+    /// would compute different log-probabilities for the same caption, so they refuse.
+    pub caption_encoder: String,
 }
 
 impl Default for PolicyConfig {
@@ -91,7 +97,32 @@ impl Default for PolicyConfig {
             d_ff: 512,
             caption_buckets: 1024,
             max_caption_words: 24,
+            end_token: 0,
+            caption_encoder: crate::caption::ENCODER.to_string(),
         }
+    }
+}
+
+impl PolicyConfig {
+    /// The keys whose values differ between two policy configurations, as `key (a vs b)`,
+    /// in declaration order; empty when they agree.
+    pub fn differences(&self, other: &PolicyConfig) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(self).expect("PolicyConfig serialises"),
+            serde_json::to_value(other).expect("PolicyConfig serialises"),
+        );
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return Vec::new();
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "policy.{k} ({v} vs {})",
+                    b.get(k).map_or("missing".to_string(), |x| x.to_string())
+                )
+            })
+            .collect()
     }
 }
 
@@ -130,6 +161,15 @@ pub struct LearnerConfig {
     pub entropy_coef: f32,
     /// Global gradient-norm clip; 0 disables.
     pub max_grad_norm: f32,
+    /// The first this many steps of a fresh run fit the value baseline alone (the policy is
+    /// not updated; they count toward `steps`). The value head's bias starts at the first
+    /// batch's mean reward.
+    pub value_warmup_steps: u64,
+    /// After the value warm-up, the learning rate rises linearly from 1/n of
+    /// `learning_rate` to all of it over this many policy updates (0: no ramp). Adam's first
+    /// updates move every parameter by about the learning rate whatever the gradient, so
+    /// without a ramp the KL to θ0 jumps in the first few updates.
+    pub lr_warmup_steps: u64,
     /// Staleness rule, part 1: trajectories sampled by a policy more than this many versions
     /// older than the one being updated are dropped (and counted).
     pub max_policy_lag: u64,
@@ -144,9 +184,11 @@ pub struct LearnerConfig {
     /// pretrained on the folk-tune corpus that ships in `models/base/` (see `musicrl
     /// pretrain`). Empty starts from a seeded random initialisation.
     pub init_policy: PathBuf,
-    /// Trajectories held between the service and the training loop. Pushes wait when it is
-    /// full (back-pressure on actors); more than `batch_size × max_policy_lag` only makes
-    /// trajectories go stale while they wait.
+    /// Trajectories held between the service and the training loop while it trains. Pushes
+    /// wait when it is full: this back-pressure is what keeps actors from sampling far ahead
+    /// of the learner. Each blocked actor holds one more round, so the policy lag is about
+    /// 1 + queue_capacity / batch_size; the default 1 keeps it near 1 with two actors
+    /// (`docs/performance.md`).
     pub queue_capacity: usize,
     /// Largest number of trajectories one push may carry.
     pub max_push: usize,
@@ -172,12 +214,14 @@ impl Default for LearnerConfig {
             value_coef: 0.5,
             entropy_coef: 0.0,
             max_grad_norm: 1.0,
+            value_warmup_steps: 10,
+            lr_warmup_steps: 50,
             max_policy_lag: 4,
             importance_clip: 1.0,
             checkpoint_dir: PathBuf::from("runs/checkpoints"),
             checkpoint_every: 50,
             init_policy: PathBuf::from("models/base/policy.bpk"),
-            queue_capacity: 32,
+            queue_capacity: 1,
             max_push: 1024,
             chunk_bytes: 1 << 20,
             history_path: PathBuf::new(),
@@ -199,7 +243,8 @@ pub struct ActorConfig {
     pub metrics_listen: String,
     /// Sequences sampled (and scored, and pushed) per round.
     pub batch_size: usize,
-    /// A prompt file (one caption a line); empty uses the built-in prompt set.
+    /// The prompt file (one caption a line): by default one caption for every
+    /// training-split tune of the corpus (`musicrl prompts` writes it).
     pub prompts: PathBuf,
     /// Base seed; each actor mixes in its id.
     pub seed: u64,
@@ -219,7 +264,7 @@ impl Default for ActorConfig {
             reward: "http://127.0.0.1:50052".into(),
             metrics_listen: "0.0.0.0:9102".into(),
             batch_size: 8,
-            prompts: PathBuf::new(),
+            prompts: PathBuf::from("data/prompts/train.txt"),
             seed: 0,
             max_backoff_seconds: 5.0,
             reward_timeout_seconds: 30.0,
@@ -421,6 +466,16 @@ impl Config {
             return bad(
                 "policy.n_layers",
                 "n_layers and d_ff must be positive".into(),
+            );
+        }
+        if p.caption_encoder != crate::caption::ENCODER {
+            return bad(
+                "policy.caption_encoder",
+                format!(
+                    "{:?} is not an encoder this build has (it has {:?})",
+                    p.caption_encoder,
+                    crate::caption::ENCODER
+                ),
             );
         }
         if p.caption_buckets < 2 || p.max_caption_words == 0 {

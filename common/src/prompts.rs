@@ -1,30 +1,20 @@
-//! Prompt sets: the captions actors sample for.
+//! Prompt sets: the captions actors sample for, read from a prompt file.
+//!
+//! The embedded default's files are `data/prompts/train.txt` (RL: one caption for each
+//! training-split tune of the corpus) and `data/prompts/test.txt` (evaluation: test-split
+//! tunes only), written by `musicrl prompts`.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// The built-in prompt set of the embedded default (folk-tune style captions).
-pub const BUILTIN_PROMPTS: &[&str] = &[
-    "a lively reel in D major played on fiddle",
-    "a gentle slow air in E minor on flute",
-    "a bouncy jig in G major for plucked strings",
-    "a stately march in A major on organ",
-    "a waltz in three four time in D major",
-    "a hornpipe in B minor with a steady swing",
-    "a polka in two four time on fiddle",
-    "a plaintive air in the dorian mode on flute",
-    "a quick slip jig in nine eight time",
-    "an Irish reel from O'Neill's collection",
-    "a German folk song in F major, moderate tempo",
-    "a Scottish strathspey on fiddle",
-];
-
-/// Loads a prompt file (one caption a line, blank lines and `#` comments skipped), or the
-/// built-in set when `path` is empty.
+/// Loads a prompt file: one caption a line, blank lines and `#` comments skipped.
 pub fn load_prompts(path: &Path) -> Result<Vec<String>> {
     if path.as_os_str().is_empty() {
-        return Ok(BUILTIN_PROMPTS.iter().map(|s| s.to_string()).collect());
+        return Err(Error::invalid(
+            "actor.prompts is empty: name a prompt file (one caption a line), e.g. data/prompts/train.txt"
+                .to_string(),
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let prompts: Vec<String> = text

@@ -151,6 +151,7 @@ mod tests {
             d_ff: 32,
             caption_buckets: 32,
             max_caption_words: 6,
+            ..PolicyConfig::default()
         };
         c.learner.checkpoint_dir = dir.to_path_buf();
         c.learner.learning_rate = 0.01;

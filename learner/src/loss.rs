@@ -1,13 +1,14 @@
 //! The objective of method.md §2: KL-regularised REINFORCE with a value baseline.
 //!
 //! For a trajectory a_0 … a_{T-1} with a sequence-level reward R (so the return-to-go is R
-//! at every step) the loss minimised is, averaged over the batch's real (unmasked) steps:
+//! at every step) the loss minimised over a batch of B trajectories is
 //!
 //! ```text
-//! L = (1 − α) · [ −w_t · (R − V(s_t))ₛ · log π_θ(a_t | s_t) ]          policy gradient
-//!   +  α      · Σ_a π_θ(a | s_t) · (log π_θ(a | s_t) − log π_θ0(a | s_t))  exact KL
-//!   +  c_v    · (R − V(s_t))²                                            value regression
-//!   −  c_H    · H(π_θ(· | s_t))                                          optional entropy bonus
+//! L = 1/(B·T_max) · Σ_b Σ_{t ≤ end_b} [
+//!       (1 − α) · ( −w_t · (R − V(s_t))ₛ · log π_θ(a_t | s_t) )         policy gradient
+//!     +  α      · Σ_a π_θ(a | s_t) · (log π_θ(a | s_t) − log π_θ0(a | s_t))  exact KL
+//!     +  c_v    · (R − V(s_t))²                                          value regression
+//!     −  c_H    · H(π_θ(· | s_t)) ]                                      optional entropy bonus
 //! ```
 //!
 //! `(·)ₛ` stops the gradient (the baseline only reduces variance), the KL is computed over
@@ -16,8 +17,25 @@
 //! trajectories sampled by an older policy version μ; with c̄ = 0 it is 1. All
 //! distributions are the tempered softmax(logits / τ) the actors sample from.
 //!
-//! Averaging over steps instead of the paper's sum over t rescales the objective by the
-//! constant 1/(B·T) for fixed-length sequences; the learning rate absorbs it.
+//! **Where a sequence ends.** `end_b` is the position of the trajectory's first END token
+//! (or its last token): the END action itself is trained on (ending is a decision), and
+//! nothing after it enters any term or any reported figure. The `mask` carries this.
+//!
+//! **Normalisation.** Sequences now differ in length, so how steps are averaged matters. The
+//! sum runs over each sequence's real steps and is divided by the constant B · T_max
+//! (`max_tokens`), which is the paper's per-sequence sum over t scaled by a constant the
+//! learning rate absorbs. Dividing by the batch's own token count instead (a per-token mean)
+//! would make a step's weight depend on the other sequences in the batch, and a per-sequence
+//! mean (1/T_b) would give each token of a short sequence more weight than one of a long
+//! sequence, which biases the policy toward changing its lengths (the length bias Liu et
+//! al. 2025, "Dr. GRPO", remove the same way). The **reported** parts (`policy`, `kl`,
+//! `value`, `entropy`, `importance_weight`) are means per real step, so they read the same
+//! whatever the lengths.
+//!
+//! **Value warm-up.** With `value_only`, the loss is the value regression alone: the
+//! learner's first `value_warmup_steps` fit the baseline before any policy update (the
+//! value head reads the trunk's features without sending gradients into them, see
+//! `Policy::forward_rl`, so these steps leave the policy's distribution unchanged).
 //!
 //! Pure tensor math: no IO, no device choice.
 
@@ -39,7 +57,8 @@ pub struct LossInputs {
     pub behaviour_logprobs: Tensor<2>,
     /// `[B]` the sequence-level reward R.
     pub rewards: Tensor<1>,
-    /// `[B, T]` 1.0 on real steps, 0.0 on padding.
+    /// `[B, T]` 1.0 on real steps (up to and including the first END), 0.0 after it and on
+    /// padding.
     pub mask: Tensor<2>,
 }
 
@@ -54,9 +73,12 @@ pub struct LossCoefs {
     pub importance_clip: f32,
     /// τ, the sampling temperature.
     pub temperature: f32,
+    /// T_max: the sums over steps are divided by batch · max_tokens (see the module docs).
+    pub max_tokens: usize,
 }
 
-/// The loss and its parts, each a one-element tensor averaged over real steps.
+/// The loss and its parts: `total` as defined in the module docs, the parts as means over
+/// real steps (one-element tensors).
 #[derive(Debug, Clone)]
 pub struct LossParts {
     /// What is minimised (tracked for gradients).
@@ -69,8 +91,9 @@ pub struct LossParts {
     pub importance_weight: Tensor<1>,
 }
 
-/// Computes the loss of method.md §2 (see the module docs).
-pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs) -> LossParts {
+/// Computes the loss of method.md §2 (see the module docs); with `value_only`, the value
+/// regression alone (the warm-up phase).
+pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs, value_only: bool) -> LossParts {
     let tau = f64::from(c.temperature);
     let logp_all = log_softmax(x.logits / tau, 2); // [B, T, V]
     let ref_logp_all = log_softmax(x.ref_logits / tau, 2).detach(); // [B, T, V]
@@ -98,17 +121,28 @@ pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs) -> LossParts {
     let pg_t = (weight.clone() * advantage * logp_a).neg(); // [B, T]
     let value_t = (returns - x.values).powi_scalar(2); // [B, T]
 
-    let n = x.mask.clone().sum().clamp_min(1.0); // [1]
-    let mean = |t: Tensor<2>| (t * x.mask.clone()).sum() / n.clone();
-    let policy = mean(pg_t);
-    let kl = mean(kl_t);
-    let value = mean(value_t);
-    let entropy = mean(entropy_t);
-    let importance_weight = mean(weight).detach();
+    let [batch, _] = x.mask.dims();
+    let n = x.mask.clone().sum().clamp_min(1.0); // [1] real steps
+    let sum = |t: Tensor<2>| (t * x.mask.clone()).sum(); // [1]
+    let (policy_sum, kl_sum, value_sum, entropy_sum) =
+        (sum(pg_t), sum(kl_t), sum(value_t), sum(entropy_t));
+    let per_step = |s: &Tensor<1>| s.clone() / n.clone();
+    let (policy, kl, value, entropy) = (
+        per_step(&policy_sum),
+        per_step(&kl_sum),
+        per_step(&value_sum),
+        per_step(&entropy_sum),
+    );
+    let importance_weight = per_step(&sum(weight)).detach();
 
-    let total =
-        policy.clone() * (1.0 - c.kl_coef) + kl.clone() * c.kl_coef + value.clone() * c.value_coef
-            - entropy.clone() * c.entropy_coef;
+    let constant = (batch * c.max_tokens.max(1)) as f64;
+    let total = if value_only {
+        value_sum * c.value_coef / constant
+    } else {
+        (policy_sum * (1.0 - c.kl_coef) + kl_sum * c.kl_coef + value_sum * c.value_coef
+            - entropy_sum * c.entropy_coef)
+            / constant
+    };
     LossParts {
         total,
         policy,
@@ -158,6 +192,7 @@ mod tests {
             entropy_coef: 0.0,
             importance_clip: 1.0,
             temperature: 1.0,
+            max_tokens: 1,
         }
     }
 
@@ -165,7 +200,7 @@ mod tests {
     fn hand_computed_parts_and_total() {
         let device = Device::flex().autodiff();
         let (x, _) = tiny(&device, 0.25);
-        let parts = reinforce_kl_loss(x, coefs(0.1));
+        let parts = reinforce_kl_loss(x, coefs(0.1), false);
         // KL = ½ ln(½/¼) + ½ ln(½/¾) = ½ ln(4/3).
         let kl = 0.5 * (4.0f32 / 3.0).ln();
         assert!((scalar(parts.kl.clone()) - kl).abs() < 1e-6);
@@ -188,7 +223,7 @@ mod tests {
             let (x, logits) = tiny(&device, value);
             let mut c = coefs(0.0);
             c.value_coef = 0.0;
-            let grads = reinforce_kl_loss(x, c).total.backward();
+            let grads = reinforce_kl_loss(x, c, false).total.backward();
             let g: Vec<f32> = logits
                 .grad(&grads)
                 .expect("logits are tracked")
@@ -207,7 +242,7 @@ mod tests {
         let (x, logits) = tiny(&device, 1.0);
         let mut c = coefs(1.0);
         c.value_coef = 0.0;
-        let grads = reinforce_kl_loss(x, c).total.backward();
+        let grads = reinforce_kl_loss(x, c, false).total.backward();
         let g: Vec<f32> = logits
             .grad(&grads)
             .unwrap()
@@ -223,6 +258,46 @@ mod tests {
     }
 
     #[test]
+    fn value_warmup_trains_the_value_alone() {
+        let device = Device::flex().autodiff();
+        let (mut x, logits) = tiny(&device, 0.25);
+        let values = x.values.clone().require_grad();
+        x.values = values.clone();
+        let parts = reinforce_kl_loss(x, coefs(0.1), true);
+        // Total = c_v · (R − V)² / (B · T_max) = 0.5 · 0.5625.
+        assert!((scalar(parts.total.clone()) - 0.5 * 0.5625).abs() < 1e-6);
+        let grads = parts.total.backward();
+        let g: Vec<f32> = logits
+            .grad(&grads)
+            .map(|g| g.into_data().try_to_vec().unwrap())
+            .unwrap_or_else(|| vec![0.0, 0.0]);
+        assert!(g.iter().all(|x| *x == 0.0), "no policy gradient: {g:?}");
+        let gv: Vec<f32> = values
+            .grad(&grads)
+            .expect("values are tracked")
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        // ∂/∂V of 0.5 (1 − V)² at V = 0.25: −0.75.
+        assert!((gv[0] + 0.75).abs() < 1e-6, "{gv:?}");
+    }
+
+    #[test]
+    fn steps_are_normalised_by_the_batch_times_max_tokens() {
+        // The same one-step trajectory with T_max = 4: the total is a quarter, the reported
+        // per-step parts are unchanged.
+        let device = Device::flex().autodiff();
+        let (x, _) = tiny(&device, 0.25);
+        let (y, _) = tiny(&device, 0.25);
+        let mut c4 = coefs(0.1);
+        c4.max_tokens = 4;
+        let one = reinforce_kl_loss(x, coefs(0.1), false);
+        let four = reinforce_kl_loss(y, c4, false);
+        assert!((scalar(four.total) * 4.0 - scalar(one.total)).abs() < 1e-6);
+        assert!((scalar(four.kl) - scalar(one.kl)).abs() < 1e-7);
+    }
+
+    #[test]
     fn importance_weight_is_truncated_and_mask_excludes_padding() {
         let device = Device::flex().autodiff();
         // μ(a) = ¼ < π(a) = ½: the ratio 2 is truncated at c̄ = 1; with c̄ = 3 it is 2.
@@ -232,7 +307,7 @@ mod tests {
                 Tensor::from_data(TensorData::new(vec![0.25f32.ln()], [1, 1]), &device);
             let mut c = coefs(0.0);
             c.importance_clip = clip;
-            let parts = reinforce_kl_loss(x, c);
+            let parts = reinforce_kl_loss(x, c, false);
             assert!((scalar(parts.importance_weight) - w).abs() < 1e-6);
             assert!((scalar(parts.policy) - w * -0.75 * 0.5f32.ln()).abs() < 1e-5);
         }
@@ -254,8 +329,8 @@ mod tests {
             rewards: x1.rewards.clone(),
             mask: Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device),
         };
-        let a = scalar(reinforce_kl_loss(x1, coefs(0.1)).total);
-        let b = scalar(reinforce_kl_loss(x2, coefs(0.1)).total);
+        let a = scalar(reinforce_kl_loss(x1, coefs(0.1), false).total);
+        let b = scalar(reinforce_kl_loss(x2, coefs(0.1), false).total);
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }

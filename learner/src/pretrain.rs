@@ -346,6 +346,7 @@ mod tests {
             d_ff: 64,
             caption_buckets: 64,
             max_caption_words: 12,
+            ..PolicyConfig::default()
         };
         config.pretrain.epochs = 8;
         config.pretrain.batch_size = 8;

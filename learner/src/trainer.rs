@@ -19,6 +19,9 @@ use crate::loss::{LossCoefs, LossInputs, reinforce_kl_loss};
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StepStats {
     pub step: u64,
+    /// The learning rate this update used (see `learner.lr_warmup_steps`).
+    #[serde(default)]
+    pub learning_rate: f64,
     pub loss: f32,
     pub policy_loss: f32,
     pub kl: f32,
@@ -33,7 +36,26 @@ pub struct StepStats {
     /// Mean versions between the sampling policy and the updated one.
     pub policy_lag_mean: f32,
     pub batch_size: usize,
+    /// Tokens trained on: each trajectory up to and including its first END.
     pub batch_tokens: usize,
+    /// Whether this was a value warm-up step (the policy was not updated).
+    #[serde(default)]
+    pub value_warmup: bool,
+    /// Mean trajectory length (up to and including END) and the share that ended with END
+    /// rather than at `max_tokens`.
+    #[serde(default)]
+    pub mean_length: f32,
+    #[serde(default)]
+    pub ended_share: f32,
+}
+
+/// How much of a trajectory the learner trains on: up to and including the first `end`
+/// token (ending is an action the policy takes), nothing after it.
+pub fn trained_len(tokens: &[u32], end: u32) -> usize {
+    tokens
+        .iter()
+        .position(|&t| t == end)
+        .map_or(tokens.len(), |i| i + 1)
 }
 
 /// The policy being trained, its frozen reference θ0, and the optimiser.
@@ -42,6 +64,8 @@ pub struct Trainer {
     coefs: LossCoefs,
     learning_rate: f64,
     max_grad_norm: f32,
+    value_warmup_steps: u64,
+    lr_warmup_steps: u64,
     device: Device,
     policy: Policy,
     reference: Policy,
@@ -125,15 +149,29 @@ impl Trainer {
                 entropy_coef: l.entropy_coef,
                 importance_clip: l.importance_clip,
                 temperature: config.sampling.temperature,
+                max_tokens: config.policy.max_tokens,
             },
             learning_rate: l.learning_rate,
             max_grad_norm: l.max_grad_norm,
+            value_warmup_steps: l.value_warmup_steps,
+            lr_warmup_steps: l.lr_warmup_steps,
             device: device.clone(),
             policy,
             reference,
             optimizer,
             step,
         }
+    }
+
+    /// The learning rate of the update after `step` updates: the value warm-up uses the full
+    /// rate (it moves only the value head), then the policy updates ramp up linearly over
+    /// `lr_warmup_steps`.
+    pub fn learning_rate_at(&self, step: u64) -> f64 {
+        if step < self.value_warmup_steps || self.lr_warmup_steps == 0 {
+            return self.learning_rate;
+        }
+        let k = (step - self.value_warmup_steps + 1) as f64;
+        self.learning_rate * (k / self.lr_warmup_steps as f64).min(1.0)
     }
 
     /// Updates completed so far.
@@ -172,31 +210,56 @@ impl Trainer {
         )?)
     }
 
-    /// One update on `batch` (non-empty, already admitted by the staleness rule).
+    /// One update on `batch` (non-empty, already admitted by the staleness rule). During
+    /// the first `value_warmup_steps` only the value baseline is fitted; at step 0 the
+    /// value head's bias is first shifted so that V starts at the batch's mean reward.
     pub fn train_step(&mut self, batch: &[Trajectory]) -> StepStats {
         assert!(
             !batch.is_empty(),
             "the learner never trains on an empty batch"
         );
+        let end = self.policy_config.end_token;
+        let lens: Vec<usize> = batch.iter().map(|x| trained_len(&x.tokens, end)).collect();
         let b = batch.len();
-        let t = batch.iter().map(|x| x.tokens.len()).max().unwrap_or(1);
+        let t = lens.iter().copied().max().unwrap_or(1).max(1);
 
-        // Pad to [B, T]; padded steps repeat token 0 and are masked out.
+        // Pad to [B, T]; positions after a trajectory's END are cut, padding repeats token 0,
+        // and both are masked out.
         let mut tokens = Vec::with_capacity(b * t);
         let mut behaviour = Vec::with_capacity(b * t);
         let mut mask = Vec::with_capacity(b * t);
-        for x in batch {
+        for (x, &len) in batch.iter().zip(&lens) {
             for i in 0..t {
-                tokens.push(x.tokens.get(i).copied().unwrap_or(0));
-                behaviour.push(x.behaviour_logprobs.get(i).copied().unwrap_or(0.0));
-                mask.push(if i < x.tokens.len() { 1.0f32 } else { 0.0 });
+                let real = i < len;
+                tokens.push(if real { x.tokens[i] } else { 0 });
+                behaviour.push(if real { x.behaviour_logprobs[i] } else { 0.0 });
+                mask.push(if real { 1.0f32 } else { 0.0 });
             }
         }
         let rewards: Vec<f32> = batch.iter().map(|x| x.reward).collect();
         let captions: Vec<&str> = batch.iter().map(|x| x.caption.as_str()).collect();
+        let reward_mean = rewards.iter().sum::<f32>() / b as f32;
+        let value_only = self.step < self.value_warmup_steps;
 
         let dev = &self.device;
         let plain = dev.clone().without_autodiff();
+        if self.step == 0 {
+            // Start the baseline at the first batch's mean reward.
+            let c = caption_batch(&captions, &self.policy_config, &plain);
+            let out = self
+                .policy
+                .valid()
+                .forward_rl(&c, token_tensor(&tokens, b, t, &plain));
+            let values = musicrl_common::policy::to_vec_f32(out.values);
+            let (sum, n) = values
+                .iter()
+                .zip(&mask)
+                .fold((0.0f32, 0.0f32), |(s, n), (v, m)| (s + v * m, n + m));
+            let delta = reward_mean - sum / n.max(1.0);
+            if delta.is_finite() {
+                self.policy = self.policy.clone().shift_value_bias(delta);
+            }
+        }
         let ref_logits = {
             let c = caption_batch(&captions, &self.policy_config, &plain);
             let out = self
@@ -205,7 +268,7 @@ impl Trainer {
             Tensor::<3>::from_data(out.logits.into_data(), dev)
         };
         let c = caption_batch(&captions, &self.policy_config, dev);
-        let out = self.policy.forward(&c, token_tensor(&tokens, b, t, dev));
+        let out = self.policy.forward_rl(&c, token_tensor(&tokens, b, t, dev));
         let inputs = LossInputs {
             logits: out.logits,
             ref_logits,
@@ -215,25 +278,27 @@ impl Trainer {
             rewards: Tensor::from_data(TensorData::new(rewards.clone(), [b]), dev),
             mask: Tensor::from_data(TensorData::new(mask, [b, t]), dev),
         };
-        let parts = reinforce_kl_loss(inputs, self.coefs);
+        let parts = reinforce_kl_loss(inputs, self.coefs, value_only);
 
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.policy);
         let (grads, grad_norm) = clip_global_norm(grads, &self.policy, self.max_grad_norm);
+        let learning_rate = self.learning_rate_at(self.step);
         self.policy = self
             .optimizer
-            .step(self.learning_rate, self.policy.clone(), grads);
+            .step(learning_rate, self.policy.clone(), grads);
         self.step += 1;
 
         let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
         let new_version = self.version();
         StepStats {
             step: self.step,
+            learning_rate,
             loss: scalar(parts.total),
             policy_loss: scalar(parts.policy),
             kl: scalar(parts.kl),
             value_loss: scalar(parts.value),
             entropy: scalar(parts.entropy),
-            reward_mean: rewards.iter().sum::<f32>() / b as f32,
+            reward_mean,
             component_means: component_means(batch),
             grad_norm,
             importance_weight: scalar(parts.importance_weight),
@@ -247,7 +312,10 @@ impl Trainer {
                 .sum::<f32>()
                 / b as f32,
             batch_size: b,
-            batch_tokens: batch.iter().map(|x| x.tokens.len()).sum(),
+            batch_tokens: lens.iter().sum(),
+            value_warmup: value_only,
+            mean_length: lens.iter().sum::<usize>() as f32 / b as f32,
+            ended_share: batch.iter().filter(|x| x.tokens.contains(&end)).count() as f32 / b as f32,
         }
     }
 }
@@ -321,4 +389,153 @@ pub fn clip_global_norm<M: Module>(
         module.visit(&mut scale);
     }
     (grads, norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use musicrl_common::policy::to_vec_f32;
+
+    fn config(warmup: u64) -> Config {
+        let mut c = Config::default();
+        c.policy = PolicyConfig {
+            vocab_size: 9,
+            max_tokens: 8,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 32,
+            caption_buckets: 32,
+            max_caption_words: 6,
+            end_token: 0,
+            ..PolicyConfig::default()
+        };
+        c.learner.learning_rate = 0.01;
+        c.learner.init_policy = std::path::PathBuf::new();
+        c.learner.value_warmup_steps = warmup;
+        c
+    }
+
+    fn trajectory(tokens: Vec<u32>, logprob: f32, reward: f32) -> Trajectory {
+        Trajectory {
+            actor_id: "t".into(),
+            policy_version: PolicyVersion(0),
+            caption: "a jig".into(),
+            behaviour_logprobs: vec![logprob; tokens.len()],
+            tokens,
+            reward,
+            components: vec![],
+            scorer_version: "v".into(),
+        }
+    }
+
+    fn logits(trainer: &Trainer, tokens: &[u32]) -> Vec<f32> {
+        let device = Device::flex();
+        let c = caption_batch(&["a jig"], &trainer.policy_config, &device);
+        to_vec_f32(
+            trainer
+                .policy()
+                .valid()
+                .forward(&c, token_tensor(tokens, 1, tokens.len(), &device))
+                .logits,
+        )
+    }
+
+    #[test]
+    fn nothing_after_end_enters_the_update() {
+        let device = Device::flex().autodiff();
+        // The same two trajectories, once cut at END and once with garbage after it (other
+        // tokens, other behaviour log-probs are irrelevant: only their positions differ).
+        let clean = vec![
+            trajectory(vec![3, 4, 0], -1.0, 1.0),
+            trajectory(vec![5, 6, 7, 8, 2, 0], -1.0, 0.2),
+        ];
+        let mut dirty = clean.clone();
+        dirty[0].tokens.extend([8, 8, 1, 5, 5]);
+        dirty[0].behaviour_logprobs.extend([-9.0; 5]);
+        dirty[1].tokens.extend([3, 3]);
+        dirty[1].behaviour_logprobs.extend([-0.1; 2]);
+        // Two identical trainers (the second a copy of the first: seeding the shared device
+        // would race with tests running beside this one).
+        let mut a = Trainer::new(&config(0), &device).expect("random init");
+        let mut b = Trainer::restore(
+            &config(0),
+            &device,
+            a.policy().clone(),
+            a.reference().clone(),
+            a.optimizer_bytes().expect("serialises"),
+            0,
+        )
+        .expect("restores");
+        let (sa, sb) = (a.train_step(&clean), b.train_step(&dirty));
+        for (x, y, what) in [
+            (sa.loss, sb.loss, "loss"),
+            (sa.kl, sb.kl, "kl"),
+            (sa.value_loss, sb.value_loss, "value"),
+            (sa.entropy, sb.entropy, "entropy"),
+            (sa.policy_loss, sb.policy_loss, "policy"),
+            (sa.grad_norm, sb.grad_norm, "gradient norm"),
+        ] {
+            assert!((x - y).abs() < 1e-6, "{what}: {x} vs {y}");
+        }
+        assert_eq!((sa.batch_tokens, sb.batch_tokens), (9, 9));
+        assert_eq!(sb.ended_share, 1.0);
+        // The updated parameters are the same.
+        let probe = [3u32, 4, 0, 5];
+        let (la, lb) = (logits(&a, &probe), logits(&b, &probe));
+        let diff = la
+            .iter()
+            .zip(&lb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn value_warmup_leaves_the_policy_distribution_unchanged() {
+        let device = Device::flex().autodiff();
+        let mut t = Trainer::new(&config(2), &device).expect("random init");
+        let probe = [3u32, 4, 5, 6];
+        let before = logits(&t, &probe);
+        let batch = vec![
+            trajectory(vec![3, 4, 5, 0], -1.0, 2.0),
+            trajectory(vec![6, 7, 8, 1], -1.0, 3.0),
+        ];
+        let first = t.train_step(&batch);
+        assert!(first.value_warmup);
+        // The baseline started at the batch's mean reward, 2.5: the value loss is the spread
+        // around it, (0.5² + 0.5²) / 2 = 0.25, plus what the random head's features add —
+        // not the ≈ 6.3 of (R − V)² with V near 0.
+        assert!(first.value_loss < 1.0, "{first:?}");
+        assert!(t.train_step(&batch).value_warmup);
+        assert_eq!(
+            logits(&t, &probe),
+            before,
+            "warm-up steps move only the value head"
+        );
+        let third = t.train_step(&batch);
+        assert!(!third.value_warmup);
+        assert_ne!(logits(&t, &probe), before);
+    }
+
+    #[test]
+    fn the_learning_rate_ramps_up_after_the_value_warmup() {
+        let device = Device::flex().autodiff();
+        let mut c = config(10);
+        c.learner.learning_rate = 0.004;
+        c.learner.lr_warmup_steps = 4;
+        let t = Trainer::new(&c, &device).expect("random init");
+        let rates: Vec<f64> = (0..16).map(|s| t.learning_rate_at(s)).collect();
+        assert_eq!(
+            rates[..10],
+            [0.004; 10],
+            "warm-up steps move only the value head"
+        );
+        for (got, want) in rates[10..15]
+            .iter()
+            .zip([0.001, 0.002, 0.003, 0.004, 0.004])
+        {
+            assert!((got - want).abs() < 1e-15, "{rates:?}");
+        }
+    }
 }

@@ -69,8 +69,9 @@ fn collection_phrase(collection: &str) -> &'static str {
     }
 }
 
-fn meter_phrase(meter: &str, rng: &mut StdRng) -> String {
-    let words = match meter {
+/// The words a caption may use for a meter ("six-eight"), when it has them.
+pub fn meter_words(meter: &str) -> Option<&'static str> {
+    match meter {
         "2/4" => Some("two-four"),
         "3/4" => Some("three-four"),
         "4/4" => Some("four-four"),
@@ -80,7 +81,11 @@ fn meter_phrase(meter: &str, rng: &mut StdRng) -> String {
         "3/8" => Some("three-eight"),
         "2/2" => Some("cut time"),
         _ => None,
-    };
+    }
+}
+
+fn meter_phrase(meter: &str, rng: &mut StdRng) -> String {
+    let words = meter_words(meter);
     match (words, rng.random_range(0..2)) {
         (Some(w), 0) => format!("in {w}"),
         _ => format!("in {meter} time"),

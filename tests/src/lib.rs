@@ -11,6 +11,11 @@ use tokio::task::JoinHandle;
 use musicrl_common::Config;
 use musicrl_common::config::{ComponentConfig, PolicyConfig};
 
+/// The shipped RL prompt set (tests run from their crate's folder, not the repository's).
+pub fn prompts_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/prompts/train.txt")
+}
+
 /// A policy small enough that a test trains dozens of steps in seconds on 2 cores, with a
 /// test-scorer reward whose random-policy mean is 4/16 = 0.25.
 pub fn tiny_config(dir: &Path) -> Config {
@@ -24,6 +29,10 @@ pub fn tiny_config(dir: &Path) -> Config {
         d_ff: 64,
         caption_buckets: 64,
         max_caption_words: 8,
+        // No END (an id outside the vocabulary): every sequence runs to max_tokens, which
+        // the token-fraction scorer's arithmetic assumes.
+        end_token: 16,
+        ..PolicyConfig::default()
     };
     c.learner.listen = "127.0.0.1:0".into();
     c.learner.metrics_listen = String::new();
@@ -37,6 +46,7 @@ pub fn tiny_config(dir: &Path) -> Config {
     c.actor.batch_size = 8;
     c.actor.metrics_listen = String::new();
     c.actor.max_backoff_seconds = 0.2;
+    c.actor.prompts = prompts_path();
     c.reward.listen = "127.0.0.1:0".into();
     c.reward.metrics_listen = String::new();
     c.reward.max_batch = 32;

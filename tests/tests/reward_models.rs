@@ -162,6 +162,7 @@ fn music_config(dir: &std::path::Path, components: Vec<ComponentConfig>) -> Conf
     c.policy = PolicyConfig {
         vocab_size: tokens::VOCAB_SIZE,
         max_tokens: MAX_TOKENS,
+        end_token: tokens::END,
         ..c.policy
     };
     c.reward.components = components;
@@ -397,6 +398,7 @@ fn the_preference_model_learns_an_unambiguous_taste_and_serves_it() {
             d_ff: 64,
             caption_buckets: 64,
             max_caption_words: 16,
+            ..PolicyConfig::default()
         },
         train: model::PreferenceTrainConfig::default(),
     };

@@ -212,6 +212,12 @@ impl Policy {
     /// `tokens`: `[batch, T]` the actions a_0 .. a_{T-1}, T >= 1. Returns logits and values
     /// for every step t, computed from s_t.
     pub fn forward(&self, captions: &CaptionBatch, tokens: Tensor<2, Int>) -> PolicyOutput {
+        let (logits, values) = self.head(self.trunk(captions, tokens));
+        PolicyOutput { logits, values }
+    }
+
+    /// The blocks' output over whole sequences, `[batch, T, d_model]`.
+    fn trunk(&self, captions: &CaptionBatch, tokens: Tensor<2, Int>) -> Tensor<3> {
         let [batch, t] = tokens.dims();
         let device = tokens.device();
         let cond = self.condition(captions); // [B, 1, d]
@@ -225,8 +231,40 @@ impl Policy {
         for block in &self.blocks {
             x = block.forward(x, None);
         }
-        let (logits, values) = self.head(x);
+        x
+    }
+
+    /// The learner's forward: like [`Policy::forward`], but the value head reads the trunk's
+    /// features through a stop-gradient, so the value regression trains the head alone and
+    /// never moves the policy's distribution (a value head sharing the trunk, untrained at
+    /// θ0, otherwise drags the policy away from θ0 in the first updates).
+    pub fn forward_rl(&self, captions: &CaptionBatch, tokens: Tensor<2, Int>) -> PolicyOutput {
+        let h = self.trunk(captions, tokens);
+        let h = self.ln_f.forward(h);
+        let logits = self.lm_head.forward(h.clone());
+        let values = self.value_head.forward(h.detach()).squeeze_dim::<2>(2);
         PolicyOutput { logits, values }
+    }
+
+    /// Adds `delta` to the value head's bias (a data-dependent initialisation of the
+    /// baseline: the learner shifts V to the first batch's mean reward).
+    pub fn shift_value_bias(mut self, delta: f32) -> Self {
+        if let Some(bias) = self.value_head.bias.take() {
+            // A fresh leaf (not a node computed from the old one), tracked when the
+            // parameter was.
+            let tracked = bias.is_require_grad();
+            self.value_head.bias = Some(bias.map(|b| {
+                let device = b.device();
+                let values: Vec<f32> = crate::policy::to_vec_f32(b)
+                    .into_iter()
+                    .map(|x| x + delta)
+                    .collect();
+                let n = values.len();
+                let b = Tensor::<1>::from_data(burn::tensor::TensorData::new(values, [n]), &device);
+                if tracked { b.require_grad() } else { b }
+            }));
+        }
+        self
     }
 
     /// Starts incremental decoding: feeds the caption condition (position 0) and returns
@@ -292,6 +330,7 @@ mod tests {
             d_ff: 32,
             caption_buckets: 64,
             max_caption_words: 8,
+            ..PolicyConfig::default()
         }
     }
 

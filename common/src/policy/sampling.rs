@@ -33,8 +33,10 @@ impl Sampler {
         }
     }
 
-    /// Samples one sequence of `len` tokens per caption, feeding each new token through the
-    /// cache (one position per step: the prefix is never recomputed).
+    /// Samples one sequence per caption, of at most `len` tokens: a sequence stops after its
+    /// first `config.end_token` (which it keeps), so nothing is sampled past the end of a
+    /// tune. Each new token goes through the cache (one position per step: the prefix is
+    /// never recomputed); decoding stops when every sequence has ended.
     pub fn sample<S: AsRef<str>>(
         &mut self,
         policy: &Policy,
@@ -57,9 +59,10 @@ impl Sampler {
         let captions = caption_batch(captions, config, device);
         let mut cache = KvCache::new(policy.n_layers());
         let mut logits = policy.start(&captions, &mut cache).0;
+        let mut done = vec![false; batch];
         for t in 0..len {
-            let next = self.draw(logits, &mut out);
-            if t + 1 == len {
+            let next = self.draw(logits, &mut out, &mut done, config.end_token);
+            if t + 1 == len || done.iter().all(|d| *d) {
                 break;
             }
             let prev = Tensor::<1, Int>::from_data(TensorData::new(next, [batch]), device);
@@ -92,28 +95,51 @@ impl Sampler {
             return out;
         }
         let captions = caption_batch(captions, config, device);
+        // Ended rows keep being fed (their END repeated) so the batch stays rectangular;
+        // nothing is recorded for them.
+        let mut fed: Vec<Vec<u32>> = vec![Vec::with_capacity(len); batch];
+        let mut done = vec![false; batch];
         for t in 0..len {
-            let prefix: Vec<i64> = out
+            let prefix: Vec<i64> = fed
                 .iter()
-                .flat_map(|s| s.tokens.iter().map(|&x| i64::from(x)))
+                .flat_map(|s| s.iter().map(|&x| i64::from(x)))
                 .collect();
             let prefix = Tensor::<2, Int>::from_data(TensorData::new(prefix, [batch, t]), device);
             let logits = policy.next_logits_uncached(&captions, prefix);
-            self.draw(logits, &mut out);
+            let next = self.draw(logits, &mut out, &mut done, config.end_token);
+            for (row, id) in fed.iter_mut().zip(next) {
+                row.push(id as u32);
+            }
+            if done.iter().all(|d| *d) {
+                break;
+            }
         }
         out
     }
 
     /// Draws one token per row of `logits` `[B, V]`, appends it (and its log-probability)
-    /// to `out`, and returns the drawn ids.
-    fn draw(&mut self, logits: Tensor<2>, out: &mut [Sampled]) -> Vec<i64> {
+    /// to the rows of `out` that have not ended, marks rows that draw `end` as done, and
+    /// returns the ids to feed next (`end` again for rows already done). Every row draws
+    /// its random number, ended or not, so a row's draws do not depend on when others end.
+    fn draw(
+        &mut self,
+        logits: Tensor<2>,
+        out: &mut [Sampled],
+        done: &mut [bool],
+        end: u32,
+    ) -> Vec<i64> {
         let rows = to_vec_f32(logits);
         let vocab = rows.len() / out.len();
         let mut next = Vec::with_capacity(out.len());
         for (b, row) in rows.chunks(vocab).enumerate() {
             let (token, logp) = sample_row(row, self.temperature, self.rng.random::<f64>());
+            if done[b] {
+                next.push(i64::from(end));
+                continue;
+            }
             out[b].tokens.push(token);
             out[b].logprobs.push(logp);
+            done[b] = token == end;
             next.push(i64::from(token));
         }
         next
@@ -179,6 +205,9 @@ mod tests {
             d_ff: 32,
             caption_buckets: 64,
             max_caption_words: 8,
+            // No END in this vocabulary: every sequence runs to the length asked.
+            end_token: 13,
+            ..PolicyConfig::default()
         };
         let device = Device::flex();
         device.seed(11);
@@ -201,5 +230,49 @@ mod tests {
             other.iter().map(|s| &s.tokens).collect::<Vec<_>>(),
             cached.iter().map(|s| &s.tokens).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn sequences_stop_at_their_first_end_token() {
+        let config = PolicyConfig {
+            vocab_size: 4,
+            max_tokens: 40,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 32,
+            caption_buckets: 64,
+            max_caption_words: 8,
+            end_token: 0,
+            ..PolicyConfig::default()
+        };
+        let device = Device::flex();
+        device.seed(2);
+        let policy = Policy::new(&config, &device);
+        let captions = ["a", "b", "c", "d", "e", "f"];
+        let cached = Sampler::new(9, 1.0).sample(&policy, &config, &captions, 40, &device);
+        let uncached =
+            Sampler::new(9, 1.0).sample_uncached(&policy, &config, &captions, 40, &device);
+        for (c, u) in cached.iter().zip(&uncached) {
+            assert_eq!(c.tokens, u.tokens);
+            for (a, b) in c.logprobs.iter().zip(&u.logprobs) {
+                assert!((a - b).abs() < 1e-4);
+            }
+        }
+        let mut ended = 0;
+        for s in &cached {
+            assert_eq!(s.tokens.len(), s.logprobs.len());
+            // END appears at most once, and only last.
+            let ends = s.tokens.iter().filter(|&&t| t == 0).count();
+            assert!(ends <= 1, "{:?}", s.tokens);
+            if ends == 1 {
+                assert_eq!(*s.tokens.last().unwrap(), 0);
+                ended += 1;
+            } else {
+                assert_eq!(s.tokens.len(), 40);
+            }
+        }
+        // With a quarter of the vocabulary being END, most sequences end early.
+        assert!(ended >= 5, "{ended} of 6 ended");
     }
 }

@@ -1,0 +1,57 @@
+//! Architecture invariants that a dependency or a configuration could silently break.
+
+use std::path::Path;
+
+fn manifest(krate: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("Cargo.toml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `musicrl-*` crates a manifest depends on, in any section.
+fn project_dependencies(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().split_once('=').map(|(k, _)| k.trim().to_string()))
+        .filter(|k| k.starts_with("musicrl-"))
+        .collect()
+}
+
+#[test]
+fn the_judge_reads_only_the_music_domain_and_no_reward_path_reads_the_judge() {
+    // The gold standard shares no code with the proxies it checks…
+    assert_eq!(
+        project_dependencies(&manifest("judge")),
+        vec!["musicrl-music".to_string()]
+    );
+    assert!(!manifest("judge").contains("burn"));
+    // …and nothing that trains or serves rewards can reach it.
+    for krate in [
+        "rewards",
+        "reward-server",
+        "learner",
+        "actor",
+        "common",
+        "music",
+        "proto",
+    ] {
+        assert!(
+            !project_dependencies(&manifest(krate)).contains(&"musicrl-judge".to_string()),
+            "{krate} depends on the judge"
+        );
+    }
+}
+
+#[test]
+fn no_reward_component_can_be_the_judge() {
+    let component = musicrl_common::config::ComponentConfig {
+        kind: "judge".into(),
+        ..Default::default()
+    };
+    let err = musicrl_reward::scorer::build(&component)
+        .err()
+        .expect("judge is not a reward kind")
+        .to_string();
+    assert!(err.contains("judge"), "{err}");
+}
