@@ -192,12 +192,12 @@ pub struct SimulateArgs {
     /// Listeners in a new population [default: 200].
     #[arg(long, value_name = "N")]
     pub listeners: Option<usize>,
-    /// How much a new population's tastes differ (standard deviation of each weight around the
-    /// mean) [default: 1.0].
+    /// How much a new population's tastes differ (standard deviation of each listener's ideal
+    /// around the typical tune's, in tolerances) [default: 1.0].
     #[arg(long, value_name = "X")]
     pub spread: Option<f32>,
     /// Choice noise of a new population: a listener picks A with probability
-    /// σ((u(A) − u(B)) / temperature) [default: 0.25].
+    /// σ((u(A) − u(B)) / temperature) [default: 2.0].
     #[arg(long, value_name = "X")]
     pub temperature: Option<f32>,
     /// The policy to sample from [default: learner.init_policy].

@@ -10,6 +10,11 @@ use burn::module::Module;
 use serde::Serialize;
 
 use musicrl_common::policy::sampling::Sampler;
+use musicrl_common::{Config, PolicyVersion, Trajectory};
+use musicrl_learner::trainer::Trainer;
+
+use crate::args::BenchArgs;
+
 /// Captions of the shape the caption generator writes (the bench needs no prompt file).
 const CAPTIONS: [&str; 4] = [
     "A lively Irish reel in D major, in cut time played on fiddle",
@@ -17,10 +22,6 @@ const CAPTIONS: [&str; 4] = [
     "On harp: a folk tune in 6/8 time in G major",
     "a moderate folk song in F major for solo organ",
 ];
-use musicrl_common::{Config, PolicyVersion, Trajectory};
-use musicrl_learner::trainer::Trainer;
-
-use crate::args::BenchArgs;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurement {

@@ -35,8 +35,8 @@ fn pretraining_words(config: &Config, tunes: &[Tune]) -> std::collections::BTree
     prompt_sets::words(captions.iter().map(String::as_str))
 }
 
-/// Of `prompts`' words (counted with repeats), the share the pretrained policy never saw,
-/// and the distinct unseen words.
+/// Of `prompts`' words (each prompt's distinct words, summed over prompts), the share the
+/// pretrained policy never saw, and the distinct unseen words.
 fn unknown_share(
     prompts: &[String],
     known: &std::collections::BTreeSet<String>,

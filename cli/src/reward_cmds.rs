@@ -72,12 +72,14 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
             eprintln!("training the text-adherence model into {}", out.display());
             let (_, m) = text::train(&c, &tunes, &out, &mut progress)?;
             eprintln!(
-                "held out: recall@1 {:.3} (chance {:.3}), recall@5 {:.3}; right vs wrong tune type {:.3}, meter {:.3}, instrument {:.3}; wrote {}",
+                "held out: recall@1 {:.3} (chance {:.3}), recall@5 {:.3}; right vs wrong (chance 0.5) key {:.3}, mode {:.3}, meter {:.3}, tune type {:.3}, instrument {:.3}; wrote {}",
                 m.recall_at_1,
                 m.chance_recall_at_1,
                 m.recall_at_5,
-                m.tune_type_accuracy,
+                m.key_accuracy,
+                m.mode_accuracy,
                 m.meter_accuracy,
+                m.tune_type_accuracy,
                 m.instrument_accuracy,
                 out.display()
             );
@@ -192,7 +194,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         let population = Population::new(
             args.listeners.unwrap_or(200),
             args.spread.unwrap_or(1.0),
-            args.temperature.unwrap_or(0.25),
+            args.temperature.unwrap_or(2.0),
             args.seed,
         );
         population
@@ -215,7 +217,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
                 "writing"
             },
             args.store.display(),
-            p.weights.len(),
+            p.listeners(),
             population_path.display()
         );
         p
@@ -274,14 +276,14 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
     eprintln!(
         "{} choices by {} listeners appended to {}; ceiling of agreement: {:.3} knowing each listener's taste, {:.3} knowing the shared taste",
         choices.len(),
-        population.weights.len(),
+        population.listeners(),
         args.store.display(),
         own,
         shared
     );
     Ok(serde_json::json!({
         "choices": choices.len(),
-        "listeners": population.weights.len(),
+        "listeners": population.listeners(),
         "store": args.store,
         "population": population_path,
         "policy": policy_path,

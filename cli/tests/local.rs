@@ -19,6 +19,8 @@ end_token = 16   # none: sequences run to max_tokens, as the token-fraction scor
 
 [learner]
 init_policy = ""
+value_warmup_steps = 2   # short: these tests train a few dozen steps
+lr_warmup_steps = 0
 batch_size = 8
 learning_rate = 0.01
 checkpoint_every = 10

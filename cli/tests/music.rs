@@ -164,7 +164,8 @@ fn simulate_keeps_one_population_per_store_and_evaluate_judges_a_policy() {
     );
     let drawn = std::fs::read(&population).expect("population.json");
     let listeners: serde_json::Value = serde_json::from_slice(&drawn).expect("JSON");
-    assert_eq!(listeners["weights"].as_array().map(Vec::len), Some(7));
+    assert_eq!(listeners["ideals"].as_array().map(Vec::len), Some(7));
+    assert_eq!(listeners["importance"].as_array().map(Vec::len), Some(7));
 
     // Appending with the same seed reuses the population and samples new pairs.
     let run = simulate(&["--pairs", "8"]);
@@ -236,7 +237,11 @@ fn simulate_keeps_one_population_per_store_and_evaluate_judges_a_policy() {
     assert!((rate - wins as f64 / 24.0).abs() < 1e-9, "{report}");
     assert!((0.2..=0.8).contains(&expected), "{report}");
     let broken = dir.path().join("broken.json");
-    std::fs::write(&broken, r#"{"weights": [], "temperature": 0.25}"#).expect("write");
+    std::fs::write(
+        &broken,
+        r#"{"ideals": [], "importance": [], "temperature": 1.0}"#,
+    )
+    .expect("write");
     let run = evaluate(&broken);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);

@@ -105,7 +105,7 @@ impl Default for PolicyConfig {
 
 impl PolicyConfig {
     /// The keys whose values differ between two policy configurations, as `key (a vs b)`,
-    /// in declaration order; empty when they agree.
+    /// in alphabetical order; empty when they agree.
     pub fn differences(&self, other: &PolicyConfig) -> Vec<String> {
         let (a, b) = (
             serde_json::to_value(self).expect("PolicyConfig serialises"),

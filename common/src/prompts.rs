@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub fn load_prompts(path: &Path) -> Result<Vec<String>> {
     if path.as_os_str().is_empty() {
         return Err(Error::invalid(
-            "actor.prompts is empty: name a prompt file (one caption a line), e.g. data/prompts/train.txt"
+            "no prompt file given: name one (one caption a line), e.g. data/prompts/train.txt"
                 .to_string(),
         ));
     }

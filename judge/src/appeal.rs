@@ -35,7 +35,8 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
 
 /// The qualities of a melody the raters' taste is over:
 /// span (semitones / 24), stepwise motion (share of intervals of one or two semitones),
-/// repeated notes (share of unisons), density (notes per quarter, / 4), phrase repetition
+/// repeated notes (share of unisons), density (notes and rests per quarter, / 4, at most 2),
+/// phrase repetition
 /// (share of bars whose first three pitches repeat an earlier bar's), closure (1 when the
 /// last note is the estimated key's tonic), rhythmic variety (distinct durations / 5, at
 /// most 1). A melody of fewer than two notes has all zeros.

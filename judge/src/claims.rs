@@ -82,12 +82,12 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// `"6/8"` → 6/8; numerators 1–16 over 1, 2, 4, 8, 16 or 32.
+    /// `"6/8"` → 6/8; numerators 1–16 over 1, 2, 4, 8 or 16 (a bar and a beat are then whole
+    /// numbers of the vocabulary's twelfths of a quarter; /32 meters are not read).
     pub fn parse(text: &str) -> Option<Meter> {
         let (n, d) = text.split_once('/')?;
         let (num, den) = (n.parse::<u16>().ok()?, d.parse::<u16>().ok()?);
-        ((1..=16).contains(&num) && [1, 2, 4, 8, 16, 32].contains(&den))
-            .then_some(Meter { num, den })
+        ((1..=16).contains(&num) && [1, 2, 4, 8, 16].contains(&den)).then_some(Meter { num, den })
     }
 
     /// Length of a full bar in twelfths of a quarter note (the token vocabulary's unit).
@@ -295,6 +295,7 @@ mod tests {
         assert_eq!(m("2/2").bar_twelfths(), 48);
         assert_eq!(m("9/8").bar_twelfths(), 54);
         assert!(Meter::parse("7/3").is_none() && Meter::parse("x/4").is_none());
+        assert!(Meter::parse("1/32").is_none());
         assert_eq!(
             Key::parse("G", "major").map(|k| k.relative()),
             Key::parse("E", "minor")

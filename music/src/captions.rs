@@ -11,6 +11,37 @@ use rand::rngs::StdRng;
 use crate::corpus::Tune;
 use crate::render::Instrument;
 
+/// The words of a caption that say how it is *rendered* rather than what the melody is:
+/// instruments, tempo words, and the phrases around them ("played on", "for solo").
+const RENDERING_WORDS: [&str; 13] = [
+    "harp",
+    "flute",
+    "fiddle",
+    "organ",
+    "slow",
+    "moderate",
+    "lively",
+    "fast",
+    "played",
+    "performed",
+    "solo",
+    "on",
+    "for",
+];
+
+/// The caption without what the renderer decides from it (instrument and tempo): what a
+/// text-adherence model should compare with the melody, since the policy controls the
+/// notes, not the instrument or the tempo. Lower-case words, punctuation dropped.
+pub fn adherence_text(caption: &str) -> String {
+    caption
+        .split(|c: char| !(c.is_alphanumeric() || c == '/' || c == '#' || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !RENDERING_WORDS.contains(&w.as_str()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Tempo words, by quarter notes per minute.
 pub fn tempo_word(bpm: u32) -> &'static str {
     match bpm {
@@ -193,6 +224,18 @@ mod tests {
         "polka",
         "strathspey",
     ];
+
+    #[test]
+    fn adherence_text_drops_what_the_renderer_decides() {
+        assert_eq!(
+            adherence_text("Fiddle solo, a lively Irish reel, in D major, in 2/4 time"),
+            "a irish reel in d major in 2/4 time"
+        );
+        assert_eq!(
+            adherence_text("Played on harp: a slow air in E minor from O'Neill's Music of Ireland"),
+            "a air in e minor from o'neill's music of ireland"
+        );
+    }
 
     #[test]
     fn captions_mention_only_attributes_the_tune_has() {

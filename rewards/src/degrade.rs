@@ -11,6 +11,7 @@
 //! | broken phrases | each bar, with probability 0.6·s, becomes a long rest, loses its second half, or stutters one note |
 //! | clipping | gain 1 + 15·s, then a hard clip at the rendering's peak level |
 //! | noise | white noise at a signal-to-noise ratio of 30 − 30·s dB |
+//! | monotony | every note and rest becomes the next of a cycle of the melody's first 2 + ⌊4(1 − s)⌉ distinct pitches, an eighth long, bar lines where they were (a degenerate melody: "the same few notes in even eighths") |
 //!
 //! **Labels**: a clean rendering of a corpus tune is rated 4.5; a degraded one 4.5 − 3.5·s, so
 //! labels span [1, 4.5] on the MOS scale of 1 to 5.
@@ -31,15 +32,17 @@ pub enum Fault {
     BrokenPhrases,
     Clipping,
     Noise,
+    Monotony,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::WrongNotes,
         Fault::OffGrid,
         Fault::BrokenPhrases,
         Fault::Clipping,
         Fault::Noise,
+        Fault::Monotony,
     ];
 }
 
@@ -155,6 +158,33 @@ impl Degradation {
                 }
                 out
             }
+            Some(Fault::Monotony) => {
+                let k = 2 + (4.0 * (1.0 - s)).round() as usize;
+                let mut cycle: Vec<u8> = Vec::with_capacity(k);
+                for e in events {
+                    if let Event::Note { pitch: Some(p), .. } = *e
+                        && !cycle.contains(&p)
+                        && cycle.len() < k
+                    {
+                        cycle.push(p);
+                    }
+                }
+                if cycle.is_empty() {
+                    return events.to_vec();
+                }
+                let mut i = 0usize;
+                events
+                    .iter()
+                    .map(|e| match *e {
+                        Event::Note { .. } => {
+                            let pitch = Some(cycle[i % cycle.len()]);
+                            i += 1;
+                            Event::Note { pitch, twelfths: 6 }
+                        }
+                        Event::Bar => Event::Bar,
+                    })
+                    .collect()
+            }
             _ => events.to_vec(),
         }
     }
@@ -220,7 +250,12 @@ mod tests {
     fn note_faults_change_the_melody_and_audio_faults_the_signal() {
         let mut rng = StdRng::seed_from_u64(1);
         let m = melody();
-        for fault in [Fault::WrongNotes, Fault::OffGrid, Fault::BrokenPhrases] {
+        for fault in [
+            Fault::WrongNotes,
+            Fault::OffGrid,
+            Fault::BrokenPhrases,
+            Fault::Monotony,
+        ] {
             let d = Degradation {
                 fault: Some(fault),
                 severity: 1.0,
@@ -228,6 +263,27 @@ mod tests {
             assert_ne!(d.apply_to_events(&m, &mut rng), m, "{fault:?}");
         }
         assert_eq!(Degradation::CLEAN.apply_to_events(&m, &mut rng), m);
+        // Monotony at full severity: two pitches alternating in eighths, bars kept.
+        let mono = Degradation {
+            fault: Some(Fault::Monotony),
+            severity: 1.0,
+        }
+        .apply_to_events(&m, &mut rng);
+        let pitches: Vec<u8> = mono
+            .iter()
+            .filter_map(|e| match e {
+                Event::Note { pitch, twelfths } => {
+                    assert_eq!(*twelfths, 6);
+                    *pitch
+                }
+                Event::Bar => None,
+            })
+            .collect();
+        assert_eq!(&pitches[..4], &[60, 61, 60, 61]);
+        assert_eq!(
+            mono.iter().filter(|e| **e == Event::Bar).count(),
+            m.iter().filter(|e| **e == Event::Bar).count()
+        );
         let clean: Vec<f32> = (0..1000).map(|i| 0.5 * (i as f32 * 0.05).sin()).collect();
         let mut clipped = clean.clone();
         Degradation {

@@ -18,13 +18,17 @@ use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{FRAME_DIM, Features, TEMPO_LAGS};
+use crate::features::{FRAME_DIM, Features, N_CHROMA, N_MELS, TEMPO_LAGS};
 
 /// Sizes of an audio tower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AudioEncoderConfig {
     pub hidden: usize,
     pub out: usize,
+    /// Also read the window's pitch-class profile (its mean chroma): the key of a melody is
+    /// a property of a whole window, which per-frame convolutions see only indirectly.
+    #[serde(default)]
+    pub key_profile: bool,
 }
 
 #[derive(Module, Debug)]
@@ -34,6 +38,7 @@ pub struct AudioEncoder {
     conv1: Conv1d,
     conv2: Conv1d,
     tempo: Linear,
+    key: Option<Linear>,
     out: Linear,
 }
 
@@ -52,13 +57,22 @@ impl AudioEncoder {
             conv1: conv(),
             conv2: conv(),
             tempo: LinearConfig::new(TEMPO_LAGS, h).init(device),
-            out: LinearConfig::new(3 * h, config.out).init(device),
+            key: config
+                .key_profile
+                .then(|| LinearConfig::new(N_CHROMA, h).init(device)),
+            out: LinearConfig::new(if config.key_profile { 4 } else { 3 } * h, config.out)
+                .init(device),
         }
     }
 
-    /// `frames`: `[batch, time, FRAME_DIM]`; `tempogram`: `[batch, TEMPO_LAGS]` →
-    /// `[batch, out]`.
-    pub fn forward(&self, frames: Tensor<3>, tempogram: Tensor<2>) -> Tensor<2> {
+    /// `frames`: `[batch, time, FRAME_DIM]`; `tempogram`: `[batch, TEMPO_LAGS]`;
+    /// `profile`: `[batch, N_CHROMA]` (read only with `key_profile`) → `[batch, out]`.
+    pub fn forward(
+        &self,
+        frames: Tensor<3>,
+        tempogram: Tensor<2>,
+        profile: Tensor<2>,
+    ) -> Tensor<2> {
         let x = gelu(self.frame.forward(self.norm.forward(frames))); // [B, T, H]
         let x = x.swap_dims(1, 2); // [B, H, T]
         let x = gelu(self.conv1.forward(x));
@@ -67,24 +81,49 @@ impl AudioEncoder {
         let mean = x.clone().mean_dim(2).reshape([b, h]);
         let max = x.max_dim(2).reshape([b, h]);
         let tempo = relu(self.tempo.forward(tempogram));
-        self.out.forward(Tensor::cat(vec![mean, max, tempo], 1))
+        let mut parts = vec![mean, max, tempo];
+        if let Some(key) = &self.key {
+            // The profile sums to one; centred and scaled so a flat one reads as zero.
+            let centred = (profile - 1.0 / N_CHROMA as f64) * N_CHROMA as f64;
+            parts.push(relu(key.forward(centred)));
+        }
+        self.out.forward(Tensor::cat(parts, 1))
     }
 }
 
-/// Windows of equal length as the audio tower's input tensors.
-pub fn audio_batch(windows: &[&Features], device: &Device) -> (Tensor<3>, Tensor<2>) {
+/// The mean chroma of a window (its pitch-class profile; sums to one unless silent).
+pub fn pitch_class_profile(w: &Features) -> [f32; N_CHROMA] {
+    let mut p = [0.0f32; N_CHROMA];
+    for i in 0..w.frames {
+        for (k, v) in w.frame(i)[N_MELS..N_MELS + N_CHROMA].iter().enumerate() {
+            p[k] += v;
+        }
+    }
+    let sum: f32 = p.iter().sum();
+    if sum > 0.0 {
+        p.iter_mut().for_each(|x| *x /= sum);
+    }
+    p
+}
+
+/// Windows of equal length as the audio tower's input tensors: frames, tempograms and
+/// pitch-class profiles.
+pub fn audio_batch(windows: &[&Features], device: &Device) -> (Tensor<3>, Tensor<2>, Tensor<2>) {
     let b = windows.len();
     let t = windows.first().map_or(1, |w| w.frames);
     let mut frames = Vec::with_capacity(b * t * FRAME_DIM);
     let mut tempo = Vec::with_capacity(b * TEMPO_LAGS);
+    let mut profiles = Vec::with_capacity(b * N_CHROMA);
     for w in windows {
         assert_eq!(w.frames, t, "windows in a batch have one length");
         frames.extend_from_slice(&w.data);
         tempo.extend(w.tempogram());
+        profiles.extend(pitch_class_profile(w));
     }
     (
         Tensor::<3>::from_data(TensorData::new(frames, [b, t, FRAME_DIM]), device),
         Tensor::<2>::from_data(TensorData::new(tempo, [b, TEMPO_LAGS]), device),
+        Tensor::<2>::from_data(TensorData::new(profiles, [b, N_CHROMA]), device),
     )
 }
 

@@ -15,13 +15,17 @@
 //! `who` identifies the listener, `when` is Unix seconds. Real choices from an app can be
 //! written in the same format.
 //!
-//! **Simulated listeners.** Each listener has hidden weights over seven musical qualities of a
-//! melody that are neither text adherence nor audio quality ([`taste_features`]): pitch range,
-//! stepwise motion, note density, register, bar-to-bar repetition, ending on the opening pitch
-//! class, and rhythmic variety. Weights are a population mean (shared taste) plus a
-//! per-listener deviation of the same size, so listeners disagree; a listener prefers A with
-//! probability σ((u(A) − u(B)) / temperature). The temperature keeps the ceiling of agreement
-//! modest, as with real users.
+//! **Simulated listeners.** Each listener has a **single-peaked** taste over nine musical
+//! qualities of a melody that are neither text adherence nor audio quality
+//! ([`taste_features`]): pitch range, stepwise motion, note density, register, bar-to-bar
+//! repetition, ending on the opening pitch class, rhythmic variety, whether the tune is
+//! finished (END) and whether it has bars. For each quality a listener has an ideal amount and
+//! an importance, and likes a melody less the further it is from the ideal, in tolerances
+//! ([`TOLERANCE`]): u = −Σ importance · ((f − ideal) / tolerance)². Ideals are drawn around the
+//! typical corpus tune ([`MEAN_IDEAL`], its median qualities), so no extreme (a one-pitch
+//! drone, a tune that never ends) wins; every listener wants a finished tune with bars. A
+//! listener prefers A with probability σ((u(A) − u(B)) / temperature); the temperature keeps
+//! the ceiling of agreement modest, as with real users.
 //!
 //! **The model**: the policy's transformer trunk with its scalar (value) head, initialised from
 //! the pretrained policy θ0; r(caption, tokens) is the head's output at the last real position.
@@ -41,9 +45,19 @@ use musicrl_music::tokens::{self, Event};
 use crate::error::{Error, Result};
 
 /// Number of taste features.
-pub const TASTE_DIM: usize = 7;
+pub const TASTE_DIM: usize = 9;
 
-/// The qualities listeners care about, each roughly in [0, 1] for real tunes.
+/// Names of [`taste_features`], in order.
+pub const TASTE_NAMES: [&str; TASTE_DIM] = [
+    "range", "steps", "density", "register", "repeats", "closure", "variety", "finished", "barred",
+];
+
+/// The qualities listeners care about, each roughly in [0, 1] for real tunes: range (span /
+/// 24 semitones), steps (share of intervals of at most 2 semitones), density (notes a quarter
+/// / 4, at most 1.5), register ((mean pitch − 60) / 24), repeats (share of bars whose first
+/// three pitches repeat an earlier bar's), closure (1 when the last note has the first note's
+/// pitch class), variety (distinct durations / 5), finished (1 when the tokens contain END),
+/// barred (bar lines / 4, at most 1). Fewer than two notes: all zeros.
 pub fn taste_features(tokens_: &[u32]) -> [f32; TASTE_DIM] {
     let decoded = tokens::decode(tokens_);
     let notes: Vec<(u8, u16)> = decoded
@@ -92,41 +106,69 @@ pub fn taste_features(tokens_: &[u32]) -> [f32; TASTE_DIM] {
     durations.sort_unstable();
     durations.dedup();
     let variety = (durations.len() as f32 / 5.0).min(1.0);
-    [range, steps, density, register, repeats, closure, variety]
+    let finished = f32::from(tokens_.contains(&tokens::END));
+    let bar_lines = decoded.events.iter().filter(|e| **e == Event::Bar).count();
+    let barred = (bar_lines as f32 / 4.0).min(1.0);
+    [
+        range, steps, density, register, repeats, closure, variety, finished, barred,
+    ]
 }
+
+/// The typical tune's qualities: the medians of [`taste_features`] (the mean for closure,
+/// which is 0 or 1) over the corpus's test-split tunes cut to 128 tokens with END, measured
+/// by `typical_taste_of_the_corpus`, which keeps them true; every listener's ideal is drawn
+/// around these. (The training split's medians differ by at most 0.016; the shipped population
+/// was drawn around these, so they stay until it is next regenerated.)
+pub const MEAN_IDEAL: [f32; TASTE_DIM] = [0.583, 0.686, 0.385, 0.415, 0.25, 0.268, 0.8, 1.0, 1.0];
+
+/// How far from the ideal a quality can be before a melody is clearly worse.
+pub const TOLERANCE: [f32; TASTE_DIM] = [0.2, 0.15, 0.2, 0.15, 0.25, 0.6, 0.25, 0.3, 0.3];
+
+/// The average listener's importance of each quality.
+pub const IMPORTANCE: [f32; TASTE_DIM] = [1.0, 1.5, 1.0, 0.6, 1.0, 0.5, 0.8, 1.0, 1.0];
 
 /// The simulated listener population.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Population {
-    /// Per-listener weights over [`taste_features`].
-    pub weights: Vec<[f32; TASTE_DIM]>,
+    /// Per-listener ideal amount of each of [`taste_features`].
+    pub ideals: Vec<[f32; TASTE_DIM]>,
+    /// Per-listener importance of each quality (> 0).
+    pub importance: Vec<[f32; TASTE_DIM]>,
     pub temperature: f32,
 }
 
-/// The population's shared taste: likes stepwise, repetitive, closed melodies in a moderate
-/// range, a little above middle C, with some rhythmic variety; dislikes very dense ones.
-pub const MEAN_TASTE: [f32; TASTE_DIM] = [0.5, 1.5, -0.8, 0.6, 1.2, 0.8, 0.6];
-
 impl Population {
-    /// `listeners` listeners with weights `MEAN_TASTE + spread · N(0, 1)` (per weight).
+    /// `listeners` listeners: ideal = MEAN_IDEAL + spread · TOLERANCE · N(0, 1) per quality
+    /// (finished and barred stay at 1: nobody wants an unfinished tune without bars), and
+    /// importance = IMPORTANCE · exp(0.3 · N(0, 1)).
     pub fn new(listeners: usize, spread: f32, temperature: f32, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let weights = (0..listeners)
-            .map(|_| {
-                let mut w = MEAN_TASTE;
-                for x in &mut w {
-                    *x += spread * normal(&mut rng);
+        let (mut ideals, mut importance) = (Vec::new(), Vec::new());
+        for _ in 0..listeners {
+            let mut ideal = MEAN_IDEAL;
+            let mut imp = IMPORTANCE;
+            for k in 0..TASTE_DIM {
+                if k < 7 {
+                    ideal[k] += spread * TOLERANCE[k] * normal(&mut rng);
                 }
-                w
-            })
-            .collect();
+                imp[k] *= (0.3 * normal(&mut rng)).exp();
+            }
+            ideals.push(ideal);
+            importance.push(imp);
+        }
         Self {
-            weights,
+            ideals,
+            importance,
             temperature,
         }
     }
 
-    /// At least one listener, finite weights and a temperature > 0.
+    pub fn listeners(&self) -> usize {
+        self.ideals.len()
+    }
+
+    /// At least one listener, finite ideals, importances > 0 and a temperature > 0.
     pub fn validate(&self) -> Result<()> {
         match self.problem() {
             Some(p) => Err(Error::Data(p)),
@@ -135,8 +177,15 @@ impl Population {
     }
 
     fn problem(&self) -> Option<String> {
-        if self.weights.is_empty() {
+        if self.ideals.is_empty() {
             return Some("the population needs at least one listener".into());
+        }
+        if self.ideals.len() != self.importance.len() {
+            return Some(format!(
+                "{} listeners' ideals but {} listeners' importances",
+                self.ideals.len(),
+                self.importance.len()
+            ));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Some(format!(
@@ -144,18 +193,31 @@ impl Population {
                 self.temperature
             ));
         }
-        self.weights
+        if let Some(l) = self
+            .ideals
             .iter()
             .position(|w| w.iter().any(|x| !x.is_finite()))
-            .map(|l| format!("listener {l} has a weight that is not finite"))
+        {
+            return Some(format!("listener {l} has an ideal that is not finite"));
+        }
+        self.importance
+            .iter()
+            .position(|w| w.iter().any(|x| !(x.is_finite() && *x > 0.0)))
+            .map(|l| format!("listener {l} has an importance that is not a finite number > 0"))
     }
 
     /// Reads and validates a `population.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        let p: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+        let p: Self = serde_json::from_str(&text).map_err(|e| {
+            let hint = if text.contains("\"weights\"") {
+                " (this is the linear-taste population of before 2026-12-01: simulate a new store)"
+            } else {
+                ""
+            };
+            Error::Data(format!("{}: {e}{hint}", path.display()))
+        })?;
         match p.problem() {
             Some(problem) => Err(Error::Data(format!("{}: {problem}", path.display()))),
             None => Ok(p),
@@ -165,17 +227,20 @@ impl Population {
     /// The population's shared taste as a one-listener population.
     pub fn shared(&self) -> Self {
         Self {
-            weights: vec![MEAN_TASTE],
+            ideals: vec![MEAN_IDEAL],
+            importance: vec![IMPORTANCE],
             temperature: self.temperature,
         }
     }
 
+    /// Listener `listener`'s utility: −Σ importance · ((f − ideal) / tolerance)².
     pub fn utility(&self, listener: usize, features: &[f32; TASTE_DIM]) -> f32 {
-        self.weights[listener]
-            .iter()
-            .zip(features)
-            .map(|(w, f)| w * f)
-            .sum()
+        -(0..TASTE_DIM)
+            .map(|k| {
+                self.importance[listener][k]
+                    * ((features[k] - self.ideals[listener][k]) / TOLERANCE[k]).powi(2)
+            })
+            .sum::<f32>()
     }
 
     /// The probability that `listener` picks A over B.
@@ -290,7 +355,7 @@ pub fn simulate_choices(
     pairs
         .iter()
         .map(|(caption, a, b)| {
-            let listener = rng.random_range(0..population.weights.len());
+            let listener = rng.random_range(0..population.listeners());
             let pick_a = rng.random::<f32>() < population.p_a(listener, a, b);
             Choice {
                 caption: caption.clone(),
@@ -311,7 +376,7 @@ pub fn ceilings(population: &Population, choices: &[Choice]) -> (f64, f64) {
     let mean = population.shared();
     let (mut own, mut shared) = (0.0f64, 0.0f64);
     for c in choices {
-        let who = c.listener().unwrap_or(0).min(population.weights.len() - 1);
+        let who = c.listener().unwrap_or(0).min(population.listeners() - 1);
         let p = f64::from(population.p_a(who, &c.a, &c.b));
         own += p.max(1.0 - p);
         // The mean-taste predictor picks the side the average listener prefers; it is right
@@ -421,7 +486,101 @@ mod tests {
         assert!((f[4] - 0.5).abs() < 1e-6, "{f:?}");
         assert_eq!(f[5], 1.0);
         assert!((f[6] - 0.2).abs() < 1e-6);
+        // Finished (END), two bar lines of four.
+        assert_eq!((f[7], f[8]), (1.0, 0.5));
         assert_eq!(taste_features(&[tokens::END]), [0.0; TASTE_DIM]);
+    }
+
+    #[test]
+    fn taste_is_single_peaked() {
+        let one = Population {
+            ideals: vec![MEAN_IDEAL],
+            importance: vec![IMPORTANCE],
+            temperature: 1.0,
+        };
+        assert_eq!(one.utility(0, &MEAN_IDEAL), 0.0);
+        for k in 0..TASTE_DIM {
+            let (mut more, mut less, mut far) = (MEAN_IDEAL, MEAN_IDEAL, MEAN_IDEAL);
+            more[k] += TOLERANCE[k];
+            less[k] -= TOLERANCE[k];
+            far[k] += 3.0 * TOLERANCE[k];
+            let (u_more, u_less, u_far) = (
+                one.utility(0, &more),
+                one.utility(0, &less),
+                one.utility(0, &far),
+            );
+            // One tolerance away costs the quality's importance, either way; further, more.
+            assert!((u_more + IMPORTANCE[k]).abs() < 1e-4, "{k}: {u_more}");
+            assert!((u_more - u_less).abs() < 1e-4 && u_far < u_more, "{k}");
+        }
+    }
+
+    #[test]
+    fn a_drone_loses_to_real_tunes_for_nearly_every_listener() {
+        // One pitch repeated, no bars, no END: what the linear taste rewarded.
+        let drone: Vec<u32> = std::iter::repeat_n([32u32, 53], 64).flatten().collect();
+        let tunes = musicrl_music::corpus::load(&musicrl_music::corpus::repo_path())
+            .expect("the corpus loads");
+        let clips: Vec<Vec<u32>> = tunes
+            .iter()
+            .filter(|t| t.split == musicrl_music::corpus::Split::Test)
+            .take(100)
+            .map(|t| {
+                let mut c = tokens::clip(&encode(&t.events), 127).to_vec();
+                c.push(tokens::END);
+                c
+            })
+            .collect();
+        let population = Population::new(200, 1.0, 1.0, 9);
+        let (mut tune_better, mut n) = (0usize, 0usize);
+        for l in 0..population.listeners() {
+            let u_drone = population.utility(l, &taste_features(&drone));
+            for c in &clips {
+                tune_better += usize::from(population.utility(l, &taste_features(c)) > u_drone);
+                n += 1;
+            }
+        }
+        let share = tune_better as f64 / n as f64;
+        assert!(
+            share > 0.99,
+            "real tunes beat the drone in {share:.4} of listener × tune pairs"
+        );
+    }
+
+    #[test]
+    fn typical_taste_of_the_corpus() {
+        let tunes = musicrl_music::corpus::load(&musicrl_music::corpus::repo_path())
+            .expect("the corpus loads");
+        let feats: Vec<[f32; TASTE_DIM]> = tunes
+            .iter()
+            .filter(|t| t.split == musicrl_music::corpus::Split::Test)
+            .map(|t| {
+                let mut c = tokens::clip(&encode(&t.events), 127).to_vec();
+                c.push(tokens::END);
+                taste_features(&c)
+            })
+            .collect();
+        // Medians; the mean for closure, which is 0 or 1.
+        let mut medians = [0.0f32; TASTE_DIM];
+        for k in 0..TASTE_DIM {
+            let mut v: Vec<f32> = feats.iter().map(|f| f[k]).collect();
+            v.sort_by(f32::total_cmp);
+            medians[k] = if TASTE_NAMES[k] == "closure" {
+                v.iter().sum::<f32>() / v.len() as f32
+            } else {
+                v[v.len() / 2]
+            };
+        }
+        eprintln!("medians {medians:?}");
+        for k in 0..TASTE_DIM {
+            assert!(
+                (medians[k] - MEAN_IDEAL[k]).abs() < 0.01,
+                "{}: corpus median {}, MEAN_IDEAL {}",
+                TASTE_NAMES[k],
+                medians[k],
+                MEAN_IDEAL[k]
+            );
+        }
     }
 
     #[test]
@@ -429,7 +588,7 @@ mod tests {
         // Stepwise, repetitive, closed vs leaping, never repeating, open.
         let nice = melody(&[60, 62, 64, 62, 60, 62, 64, 62, 60], 12, 4);
         let harsh = melody(&[48, 79, 50, 90, 53, 85, 49, 94, 61], 3, 4);
-        let population = Population::new(50, 0.3, 0.25, 1);
+        let population = Population::new(50, 0.3, 1.0, 1);
         let agree = (0..50)
             .filter(|&l| population.p_a(l, &nice, &harsh) > 0.9)
             .count();
@@ -454,7 +613,8 @@ mod tests {
         let nice = melody(&[60, 62, 64, 62, 60, 62, 64, 62, 60], 12, 4);
         let harsh = melody(&[48, 79, 50, 90, 53, 85, 49, 94, 61], 3, 4);
         let one = Population {
-            weights: vec![MEAN_TASTE],
+            ideals: vec![MEAN_IDEAL],
+            importance: vec![IMPORTANCE],
             temperature: 0.05,
         };
         // Three prompts of four pairs: a nice clip wins every pair of the first two prompts,
@@ -483,16 +643,24 @@ mod tests {
         let path = dir.path().join("population.json");
         for (text, says) in [
             (
-                r#"{"weights": [], "temperature": 0.25}"#,
+                r#"{"ideals": [], "importance": [], "temperature": 1.0}"#,
                 "at least one listener",
             ),
             (
-                r#"{"weights": [[0,0,0,0,0,0,0]], "temperature": 0.0}"#,
+                r#"{"ideals": [[0,0,0,0,0,0,0,0,0]], "importance": [[1,1,1,1,1,1,1,1,1]], "temperature": 0.0}"#,
                 "temperature",
             ),
             (
-                r#"{"weights": [[0,0,0]], "temperature": 0.25}"#,
+                r#"{"ideals": [[0,0,0,0,0,0,0,0,0]], "importance": [[1,1,1,1,0,1,1,1,1]], "temperature": 1.0}"#,
+                "importance",
+            ),
+            (
+                r#"{"ideals": [[0,0,0]], "importance": [[1,1,1]], "temperature": 1.0}"#,
                 "population.json",
+            ),
+            (
+                r#"{"weights": [[0,0,0,0,0,0,0]], "temperature": 0.25}"#,
+                "linear-taste population",
             ),
         ] {
             std::fs::write(&path, text).expect("write");
@@ -507,7 +675,7 @@ mod tests {
             serde_json::to_string(&Population::new(3, 1.0, 0.25, 1)).unwrap(),
         )
         .expect("write");
-        assert_eq!(Population::load(&path).expect("loads").weights.len(), 3);
+        assert_eq!(Population::load(&path).expect("loads").listeners(), 3);
     }
 
     #[test]

@@ -54,6 +54,7 @@ impl Default for QualityModelConfig {
             audio: AudioEncoderConfig {
                 hidden: 64,
                 out: 32,
+                key_profile: false,
             },
             window_frames: 200,
         }
@@ -120,8 +121,10 @@ impl QualityNet {
 
     /// Predicted MOS in (1, 5) of equal-length windows: `[batch]`.
     pub fn mos(&self, windows: &[&Features], device: &Device) -> Tensor<1> {
-        let (frames, tempo) = audio_batch(windows, device);
-        let x = self.head.forward(gelu(self.audio.forward(frames, tempo)));
+        let (frames, tempo, profile) = audio_batch(windows, device);
+        let x = self
+            .head
+            .forward(gelu(self.audio.forward(frames, tempo, profile)));
         let [b, _] = x.dims();
         sigmoid(x.reshape([b])) * 4.0 + 1.0
     }

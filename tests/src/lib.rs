@@ -38,6 +38,9 @@ pub fn tiny_config(dir: &Path) -> Config {
     c.learner.metrics_listen = String::new();
     c.learner.batch_size = 8;
     c.learner.learning_rate = 0.01;
+    // Short: these tests train a few dozen steps.
+    c.learner.value_warmup_steps = 2;
+    c.learner.lr_warmup_steps = 0;
     c.learner.checkpoint_dir = dir.join("checkpoints");
     c.learner.checkpoint_every = 0;
     c.learner.history_path = dir.join("history.jsonl");
