@@ -25,7 +25,13 @@ fn the_judge_reads_only_the_music_domain_and_no_reward_path_reads_the_judge() {
         project_dependencies(&manifest("judge")),
         vec!["musicrl-music".to_string()]
     );
-    assert!(!manifest("judge").contains("burn"));
+    assert!(
+        !manifest("judge")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.trim_start().starts_with("burn")),
+        "the judge depends on burn"
+    );
     // …and nothing that trains or serves rewards can reach it.
     for krate in [
         "rewards",
