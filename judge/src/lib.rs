@@ -16,6 +16,8 @@ pub mod adherence;
 pub mod analysis;
 pub mod appeal;
 pub mod claims;
+#[cfg(test)]
+mod fixtures;
 pub mod panel;
 pub mod stats;
 pub mod wellformed;
