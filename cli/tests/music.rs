@@ -124,6 +124,108 @@ fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
             );
         }
     }
+
+    // The rater panel judges the policy against itself on the shipped test prompts, exports
+    // every clip, and re-judging the export gives the same verdict.
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/prompts/test.txt");
+    let judged = dir.path().join("judge");
+    let policy = model.join("policy.bpk");
+    let run = musicrl(&[
+        "--config",
+        dir.path().join("tiny.toml").to_str().expect("utf-8"),
+        "judge",
+        "--policy",
+        policy.to_str().expect("utf-8"),
+        "--name",
+        "tiny",
+        "--baseline",
+        policy.to_str().expect("utf-8"),
+        "--prompts",
+        prompts.to_str().expect("utf-8"),
+        "--pairs-per-prompt",
+        "1",
+        "--out",
+        judged.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("tiny vs model"));
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(judged.join("results.json")).expect("results.json"),
+    )
+    .expect("JSON");
+    let c = &results["report"]["comparisons"][0];
+    // 101 prompts × 1 pair × 3 raters.
+    assert_eq!(c["judgments"], 303, "{c}");
+    let total = ["wins", "ties", "losses"]
+        .iter()
+        .map(|k| c[k].as_u64().expect("count"))
+        .sum::<u64>();
+    assert_eq!(total, 303);
+    let exported = [
+        judged.join("samples/tiny.jsonl"),
+        judged.join("samples/model.jsonl"),
+    ];
+    for f in &exported {
+        let text = std::fs::read_to_string(f).expect("exported samples");
+        assert_eq!(text.lines().count(), 101, "{}", f.display());
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("JSON");
+        assert!(
+            first["assessment"]["well_formed"]["overall"].is_number(),
+            "{first}"
+        );
+    }
+    let rejudged = dir.path().join("rejudge");
+    let run = musicrl(&[
+        "judge",
+        "--samples",
+        exported[0].to_str().expect("utf-8"),
+        "--samples",
+        exported[1].to_str().expect("utf-8"),
+        "--out",
+        rejudged.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let again: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(rejudged.join("results.json")).expect("results.json"),
+    )
+    .expect("JSON");
+    let d = &again["report"]["comparisons"][0];
+    // Models are ordered by name on import ("model" before "tiny"): the same judgments, seen
+    // from the other side.
+    assert_eq!(
+        (d["a"].as_str(), d["b"].as_str()),
+        (Some("model"), Some("tiny"))
+    );
+    assert_eq!(d["judgments"], 303);
+    // A malformed sample is refused with its file and line.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"model\":\"x\",\"prompt\":0,\"caption\":\"a jig\",\"tokens\":[99]}\n",
+    )
+    .expect("write");
+    let run = musicrl(&[
+        "judge",
+        "--samples",
+        bad.to_str().expect("utf-8"),
+        "--out",
+        rejudged.to_str().expect("utf-8"),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("bad.jsonl:1") && stderr.contains("99"),
+        "{stderr}"
+    );
 }
 
 #[test]
