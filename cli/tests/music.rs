@@ -125,8 +125,9 @@ fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
         }
     }
 
-    // The rater panel judges the policy against itself on the shipped test prompts, exports
-    // every clip, and re-judging the export gives the same verdict.
+    // The rater panel judges the policy against itself on the shipped test prompts and
+    // exports every clip; re-judging the export reads back exactly the same clips (the
+    // panel's measures of each model are identical).
     let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/prompts/test.txt");
     let judged = dir.path().join("judge");
     let policy = model.join("policy.bpk");
@@ -206,6 +207,30 @@ fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
         (Some("model"), Some("tiny"))
     );
     assert_eq!(d["judgments"], 303);
+    let measured = |report: &serde_json::Value, model: &str| {
+        report["report"]["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["model"] == model)
+            .map(|m| {
+                [
+                    "measured_adherence",
+                    "measured_well_formed",
+                    "ended",
+                    "mean_length",
+                ]
+                .map(|k| m[k].as_f64().expect("a number"))
+            })
+            .expect("the model is reported")
+    };
+    for model in ["tiny", "model"] {
+        assert_eq!(
+            measured(&results, model),
+            measured(&again, model),
+            "{model}"
+        );
+    }
     // A malformed sample is refused with its file and line.
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(
