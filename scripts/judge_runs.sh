@@ -8,7 +8,8 @@
 #   scripts/judge_runs.sh rl-u config/rl-u.toml 50 3
 #
 # Needs a release build (cargo build --release). Writes OUT/NAME-K/ (the run, its logs and
-# judge/results.json + judge/samples/*.jsonl); OUT defaults to runs/results.
+# judge/results.json + judge/samples/*.jsonl, with the reward components' agreement with the
+# judge on the judged clips, `--rewards`); OUT defaults to runs/results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1 config=$2 steps=$3 runs=$4 out=${5:-runs/results}
@@ -24,7 +25,7 @@ for k in $(seq 1 "$runs"); do
   MUSICRL_ACTOR_SEED=$k MUSICRL_LEARNER_SEED=$k \
     "$bin" "${config_flag[@]}" local --steps "$steps" --out "$dir" > "$out/$name-$k.log" 2>&1
   ckpt="$(ls -d "$dir"/checkpoints/step-* | sort | tail -1)/policy.bpk"
-  "$bin" "${config_flag[@]}" judge --policy "$ckpt" --name "$name-$k" --out "$dir/judge" \
+  "$bin" "${config_flag[@]}" judge --policy "$ckpt" --name "$name-$k" --out "$dir/judge" --rewards \
     > "$dir/judge.txt" 2> "$dir/judge.log"
   cat "$dir/judge.txt" >&2
 done

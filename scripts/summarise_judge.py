@@ -17,8 +17,35 @@ def spread(xs):
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
+def proxy(path):
+    """The run's proxy rewards over its first and last 20 steps, and its final KL, from the
+    history.jsonl beside judge/ (a `musicrl local` run folder); None without one."""
+    import os
+    history = os.path.join(os.path.dirname(os.path.dirname(path)), "history.jsonl")
+    if not os.path.exists(history):
+        return None
+    steps = [json.loads(line) for line in open(history) if line.strip()]
+    policy_steps = [s for s in steps if not s.get("value_warmup")]
+    if len(policy_steps) < 2:
+        return None
+    k = max(1, min(20, len(policy_steps) // 2))
+
+    def mean(xs, name):
+        return statistics.mean(dict(x["component_means"]).get(name, float("nan")) for x in xs)
+
+    names = [n for n, _ in policy_steps[0]["component_means"]]
+    return {
+        "components": {n: (mean(policy_steps[:k], n), mean(policy_steps[-k:], n)) for n in names},
+        "kl": statistics.mean(s["kl"] for s in policy_steps[-k:]),
+    }
+
+
 rows = []
+proxies = []
 for path in sys.argv[1:]:
+    p = proxy(path)
+    if p:
+        proxies.append((path, p))
     report = json.load(open(path))["report"]
     models = {m["model"]: m for m in report["models"]}
     for c in report["comparisons"]:
@@ -53,5 +80,8 @@ for k in ("overall", "adherence", "quality", "appeal", "measured_key", "measured
           "measured_well_formed"):
     print(f"  {k:<22} policy {spread([r[k + '_policy'] for r in rows])}   "
           f"theta0 {spread([r[k + '_theta0'] for r in rows])}")
+for path, p in proxies:
+    parts = "  ".join(f"{n} {a:.3f} -> {b:.3f}" for n, (a, b) in p["components"].items())
+    print(f"  proxy rewards (first -> last 20 policy steps) {parts}  KL {p['kl']:.3f}   [{path}]")
 print(f"  runs with p < 0.05      {sum(r['p'] < 0.05 for r in rows)} of {len(rows)} "
       f"(policy ahead in {sum(r['win_rate'] > 0.5 and r['p'] < 0.05 for r in rows)})")

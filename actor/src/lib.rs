@@ -166,8 +166,16 @@ pub async fn run(
         let mut w = worker
             .take()
             .expect("the worker is returned after every round");
-        let captions: Vec<String> = (0..config.actor.batch_size)
+        // `samples_per_prompt` clips of each caption drawn, side by side, so the learner can
+        // take a leave-one-out baseline within each caption.
+        let k = config
+            .actor
+            .samples_per_prompt
+            .clamp(1, config.actor.batch_size.max(1));
+        let captions: Vec<String> = (0..config.actor.batch_size.div_ceil(k))
             .map(|_| prompts[w.prompt_rng.random_range(0..prompts.len())].clone())
+            .flat_map(|c| std::iter::repeat_n(c, k))
+            .take(config.actor.batch_size)
             .collect();
         let policy_config = config.policy.clone();
         let sampling = {

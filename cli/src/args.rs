@@ -115,6 +115,11 @@ pub struct JudgeArgs {
     /// Seeds the panel (who the raters are, their noise, the pair positions).
     #[arg(long, default_value_t = 2024, value_name = "N")]
     pub panel_seed: u64,
+    /// Also score every judged clip with the configured reward components
+    /// (`reward.components`) and report how often each orders two clips of a caption as the
+    /// judge does (results.json "agreement"; each exported sample gains its "rewards").
+    #[arg(long)]
+    pub rewards: bool,
 }
 
 /// Which reward model to train.

@@ -181,7 +181,10 @@ fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
 }
 
 /// `musicrl judge`.
-pub fn judge(config: &Config, args: &JudgeArgs) -> anyhow::Result<musicrl_judge::Report> {
+pub fn judge(
+    config: &Config,
+    args: &JudgeArgs,
+) -> anyhow::Result<(musicrl_judge::Report, Option<crate::agreement::Agreement>)> {
     let panel = Panel::new(PanelConfig {
         raters: args.raters,
         raters_per_pair: args.raters_per_pair,
@@ -269,31 +272,45 @@ pub fn judge(config: &Config, args: &JudgeArgs) -> anyhow::Result<musicrl_judge:
         )
     };
     let report = musicrl_judge::compare(&panel, &models)?;
+    let (agreement, rewards) = if args.rewards {
+        let (a, r) = crate::agreement::measure(config, &models)?;
+        (Some(a), Some(r))
+    } else {
+        (None, None)
+    };
 
     let samples_dir = args.out.join("samples");
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("creating {}", samples_dir.display()))?;
-    for (name, samples) in &models {
+    for (m, (name, samples)) in models.iter().enumerate() {
         let mut text = String::new();
-        for s in samples {
+        for (i, s) in samples.iter().enumerate() {
             let mut s = s.clone();
             s.assessment = Some(assess(&s.caption, &s.tokens));
-            text.push_str(&serde_json::to_string(&s)?);
+            let mut line = serde_json::to_value(&s)?;
+            if let (Some(r), serde_json::Value::Object(o)) = (&rewards, &mut line) {
+                o.insert("rewards".into(), serde_json::to_value(&r[m][i])?);
+            }
+            text.push_str(&serde_json::to_string(&line)?);
             text.push('\n');
         }
         let file = samples_dir.join(format!("{}.jsonl", file_safe(name)));
         musicrl_common::fsutil::write_atomic(&file, text.as_bytes())?;
     }
-    let results = serde_json::json!({
+    let mut results = serde_json::json!({
         "report": report,
         "source": sources,
         "table": report.table(),
     });
+    if let Some(a) = &agreement {
+        results["agreement"] = serde_json::to_value(a)?;
+        results["agreement_table"] = serde_json::Value::String(a.table());
+    }
     musicrl_common::fsutil::write_atomic(
         &args.out.join("results.json"),
         serde_json::to_string_pretty(&results)?.as_bytes(),
     )?;
-    Ok(report)
+    Ok((report, agreement))
 }
 
 fn file_safe(name: &str) -> String {

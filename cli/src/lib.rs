@@ -4,6 +4,7 @@
 //! the library crates (`musicrl-learner`, `musicrl-actor`, `musicrl-reward`); `local`
 //! supervises the three as child processes.
 
+pub mod agreement;
 pub mod args;
 pub mod bench;
 pub mod judge_cmds;
@@ -83,8 +84,11 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Judge(args) => {
-            let report = judge_cmds::judge(&config, &args)?;
+            let (report, agreement) = judge_cmds::judge(&config, &args)?;
             print!("{}", report.table());
+            if let Some(a) = agreement {
+                print!("\n{}", a.table());
+            }
             eprintln!("results in {}", args.out.join("results.json").display());
             Ok(())
         }

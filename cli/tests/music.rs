@@ -382,3 +382,97 @@ fn simulate_keeps_one_population_per_store_and_evaluate_judges_a_policy() {
     assert!(stderr.contains("population.json is missing"), "{stderr}");
     assert_eq!(lines().len(), 20);
 }
+
+#[test]
+fn judge_with_rewards_reports_how_often_a_reward_orders_clips_as_the_judge_does() {
+    // Two clips of one jig caption: a tune in 6/8 bars on high notes, and a low drone with
+    // no bar lines. The judge prefers the tune on meter and on well-formedness; the
+    // token-fraction scorer (the share of token ids below 16: low pitches, BAR, END) prefers
+    // the drone. So it orders the only pair against the judge: concordance 0.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("fraction.toml");
+    std::fs::write(
+        &config,
+        "[[reward.components]]\nkind = \"token-fraction\"\ntarget_below = 16\n",
+    )
+    .expect("write");
+    let (dur6, bar, end) = (53u32, 1u32, 0u32);
+    let mut tune = Vec::new();
+    for b in 0..4 {
+        if b > 0 {
+            tune.push(bar);
+        }
+        for p in [30u32, 32, 34, 35, 34, 32] {
+            tune.extend([p, dur6]);
+        }
+    }
+    tune.push(end);
+    let mut drone: Vec<u32> = std::iter::repeat_n([5u32, dur6], 24).flatten().collect();
+    drone.push(end);
+    let caption = "A jig in 6/8 played on fiddle";
+    let samples = dir.path().join("clips.jsonl");
+    let line = |model: &str, tokens: &[u32]| {
+        serde_json::json!({"model": model, "prompt": 0, "caption": caption, "tokens": tokens})
+            .to_string()
+    };
+    std::fs::write(
+        &samples,
+        format!("{}\n{}\n", line("tune", &tune), line("drone", &drone)),
+    )
+    .expect("write");
+    let out = dir.path().join("judged");
+    let run = musicrl(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "judge",
+        "--samples",
+        samples.to_str().expect("utf-8"),
+        "--rewards",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("reward-judge concordance"));
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("JSON");
+    let find = |reward: &str, measure: &str| {
+        results["agreement"]["concordance"]
+            .as_array()
+            .expect("concordance rows")
+            .iter()
+            .find(|c| c["reward"] == reward && c["measure"] == measure)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {reward}/{measure} row: {results}"))
+    };
+    for measure in ["meter", "well_formed"] {
+        let c = find("token-fraction", measure);
+        assert_eq!(
+            (c["pairs"].as_u64(), c["concordance"].as_f64()),
+            (Some(1), Some(0.0)),
+            "{c}"
+        );
+        // The combined reward is the one component here.
+        assert_eq!(find("reward", measure)["concordance"].as_f64(), Some(0.0));
+    }
+    // The caption claims no key: no pair for the key.
+    assert_eq!(find("token-fraction", "key")["pairs"].as_u64(), Some(0));
+    // Each exported clip carries its rewards: 25 of the drone's 49 tokens are below 16.
+    let drone_line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("samples/drone.jsonl"))
+            .expect("export")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("JSON");
+    let r = drone_line["rewards"]["token-fraction"]
+        .as_f64()
+        .expect("a reward");
+    assert!((r - 25.0 / 49.0).abs() < 1e-6, "{drone_line}");
+}

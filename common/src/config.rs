@@ -81,7 +81,7 @@ pub struct PolicyConfig {
     /// The token that ends a sequence: sampling stops a sequence after it, and the learner
     /// trains on nothing after it. An id ≥ `vocab_size` means the vocabulary has none.
     pub end_token: u32,
-    /// How captions are tokenised ([`crate::caption::ENCODER`]): roles whose encoders differ
+    /// How captions are tokenised (one of [`crate::caption::ENCODERS`]): roles whose encoders differ
     /// would compute different log-probabilities for the same caption, so they refuse.
     pub caption_encoder: String,
 }
@@ -170,6 +170,11 @@ pub struct LearnerConfig {
     /// updates move every parameter by about the learning rate whatever the gradient, so
     /// without a ramp the KL to θ0 jumps in the first few updates.
     pub lr_warmup_steps: u64,
+    /// The policy term's baseline: "leave-one-out" (a trajectory whose caption was sampled
+    /// more than once in the batch takes the mean reward of the caption's other clips; see
+    /// `actor.samples_per_prompt`), or "value" (V(s_t) always, the paper's). The value head
+    /// is trained either way; `learner/src/loss.rs` says why leave-one-out is the default.
+    pub baseline: String,
     /// Staleness rule, part 1: trajectories sampled by a policy more than this many versions
     /// older than the one being updated are dropped (and counted).
     pub max_policy_lag: u64,
@@ -209,13 +214,14 @@ impl Default for LearnerConfig {
             metrics_listen: "0.0.0.0:9100".into(),
             steps: 0,
             batch_size: 16,
-            learning_rate: 3e-3,
+            learning_rate: 1e-3,
             kl_coef: 0.02,
             value_coef: 0.5,
             entropy_coef: 0.0,
             max_grad_norm: 1.0,
             value_warmup_steps: 10,
             lr_warmup_steps: 50,
+            baseline: BASELINE_LEAVE_ONE_OUT.into(),
             max_policy_lag: 4,
             importance_clip: 1.0,
             checkpoint_dir: PathBuf::from("runs/checkpoints"),
@@ -231,6 +237,11 @@ impl Default for LearnerConfig {
     }
 }
 
+/// `learner.baseline`: the mean reward of the other clips of the same caption.
+pub const BASELINE_LEAVE_ONE_OUT: &str = "leave-one-out";
+/// `learner.baseline`: the value head V(s_t).
+pub const BASELINE_VALUE: &str = "value";
+
 /// An actor: where the learner and the reward server are, and how much it samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -243,6 +254,11 @@ pub struct ActorConfig {
     pub metrics_listen: String,
     /// Sequences sampled (and scored, and pushed) per round.
     pub batch_size: usize,
+    /// Clips sampled for each caption drawn in a round (`batch_size` / this many captions),
+    /// so the learner can take a leave-one-out baseline within each caption
+    /// (`learner.baseline`); 1 samples a new caption for every clip. More than `batch_size`
+    /// acts as `batch_size`.
+    pub samples_per_prompt: usize,
     /// The prompt file (one caption a line): by default one caption for every
     /// training-split tune of the corpus (`musicrl prompts` writes it).
     pub prompts: PathBuf,
@@ -264,6 +280,7 @@ impl Default for ActorConfig {
             reward: "http://127.0.0.1:50052".into(),
             metrics_listen: "0.0.0.0:9102".into(),
             batch_size: 8,
+            samples_per_prompt: 4,
             prompts: PathBuf::from("data/prompts/train.txt"),
             seed: 0,
             max_backoff_seconds: 5.0,
@@ -468,13 +485,13 @@ impl Config {
                 "n_layers and d_ff must be positive".into(),
             );
         }
-        if p.caption_encoder != crate::caption::ENCODER {
+        if !crate::caption::ENCODERS.contains(&p.caption_encoder.as_str()) {
             return bad(
                 "policy.caption_encoder",
                 format!(
                     "{:?} is not an encoder this build has (it has {:?})",
                     p.caption_encoder,
-                    crate::caption::ENCODER
+                    crate::caption::ENCODERS
                 ),
             );
         }
@@ -532,9 +549,24 @@ impl Config {
                 ),
             );
         }
+        if ![BASELINE_LEAVE_ONE_OUT, BASELINE_VALUE].contains(&l.baseline.as_str()) {
+            return bad(
+                "learner.baseline",
+                format!(
+                    "{:?} is not a baseline (use {BASELINE_LEAVE_ONE_OUT:?} or {BASELINE_VALUE:?})",
+                    l.baseline
+                ),
+            );
+        }
         let a = &self.actor;
         if a.batch_size == 0 {
             return bad("actor.batch_size", "must be positive".into());
+        }
+        if a.samples_per_prompt == 0 {
+            return bad(
+                "actor.samples_per_prompt",
+                "must be positive (1 samples a new caption for every clip)".into(),
+            );
         }
         if !(a.max_backoff_seconds.is_finite() && a.max_backoff_seconds > 0.0) {
             return bad("actor.max_backoff_seconds", "must be > 0".into());
@@ -662,5 +694,23 @@ mod tests {
         c.policy.n_heads = 3;
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains("policy.d_model"), "{err}");
+        let mut c = Config::default();
+        c.learner.baseline = "mean".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("learner.baseline") && err.contains("leave-one-out"),
+            "{err}"
+        );
+        let mut c = Config::default();
+        c.actor.samples_per_prompt = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("actor.samples_per_prompt"), "{err}");
+        let mut c = Config::default();
+        c.policy.caption_encoder = "bpe".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("policy.caption_encoder") && err.contains("words-trigrams-fnv1a"),
+            "{err}"
+        );
     }
 }

@@ -32,6 +32,17 @@
 //! `value`, `entropy`, `importance_weight`) are means per real step, so they read the same
 //! whatever the lengths.
 //!
+//! **The baseline.** With `learner.baseline = "value"` the baseline is V(s_t) as above. With
+//! `"leave-one-out"` (the default) a trajectory whose caption was sampled more than once in
+//! the batch (actors sample `actor.samples_per_prompt` clips of each caption) takes as its
+//! baseline the mean reward of the *other* clips of its caption, b_i = (Σ_j R_j − R_i)/(n − 1)
+//! (RLOO: Kool et al. 2019; Ahmadian et al. 2024), and one sampled once keeps V(s_t). Both
+//! are independent of the trajectory's own actions, so the gradient stays unbiased; the
+//! leave-one-out baseline removes the reward's between-caption variance, which the value
+//! head (a linear read of the trunk, one caption seen a handful of times in a run) cannot
+//! learn and which is most of the reward's variance here (`docs/results.md`). The value
+//! head is still trained and reported.
+//!
 //! **Value warm-up.** With `value_only`, the loss is the value regression alone: the
 //! learner's first `value_warmup_steps` fit the baseline before any policy update (the
 //! value head reads the trunk's features without sending gradients into them, see
@@ -60,6 +71,36 @@ pub struct LossInputs {
     /// `[B, T]` 1.0 on real steps (up to and including the first END), 0.0 after it and on
     /// padding.
     pub mask: Tensor<2>,
+    /// The leave-one-out baseline where there is one (see the module docs); `None`: V(s_t)
+    /// everywhere.
+    pub group_baseline: Option<GroupBaseline>,
+}
+
+/// Per-trajectory baselines that replace V(s_t) in the policy term.
+#[derive(Debug, Clone)]
+pub struct GroupBaseline {
+    /// `[B]` the baseline b_i (any value where `present` is 0).
+    pub baseline: Tensor<1>,
+    /// `[B]` 1.0 where trajectory i has a group baseline, 0.0 where it keeps V(s_t).
+    pub present: Tensor<1>,
+}
+
+/// Leave-one-out baselines of `rewards` grouped by `keys` (a caption each): for a key held by
+/// n ≥ 2 trajectories, b_i = (Σ_j R_j − R_i)/(n − 1); `None` for a key held once.
+pub fn leave_one_out<K: Eq + std::hash::Hash>(keys: &[K], rewards: &[f32]) -> Vec<Option<f32>> {
+    let mut groups: std::collections::HashMap<&K, (f64, usize)> = std::collections::HashMap::new();
+    for (k, &r) in keys.iter().zip(rewards) {
+        let g = groups.entry(k).or_default();
+        g.0 += f64::from(r);
+        g.1 += 1;
+    }
+    keys.iter()
+        .zip(rewards)
+        .map(|(k, &r)| {
+            let (sum, n) = groups[k];
+            (n >= 2).then(|| ((sum - f64::from(r)) / (n - 1) as f64) as f32)
+        })
+        .collect()
 }
 
 /// The objective's coefficients.
@@ -110,7 +151,16 @@ pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs, value_only: bool) -> LossP
     let entropy_t = (p_all * logp_all).sum_dim(2).squeeze_dim::<2>(2).neg(); // [B, T]
 
     let returns = x.rewards.unsqueeze_dim::<2>(1); // [B, 1], broadcast over t
-    let advantage = (returns.clone() - x.values.clone()).detach(); // [B, T]
+    let baseline = match x.group_baseline {
+        // present · b + (1 − present) · V(s_t)
+        Some(g) => {
+            let present = g.present.unsqueeze_dim::<2>(1); // [B, 1]
+            let b = g.baseline.unsqueeze_dim::<2>(1);
+            x.values.clone() * (present.clone().neg() + 1.0) + b * present
+        }
+        None => x.values.clone(),
+    };
+    let advantage = (returns.clone() - baseline).detach(); // [B, T]
     let weight = if c.importance_clip > 0.0 {
         (logp_a.clone().detach() - x.behaviour_logprobs)
             .exp()
@@ -181,6 +231,7 @@ mod tests {
             ),
             rewards: Tensor::from_data(TensorData::new(vec![1.0f32], [1]), device),
             mask: Tensor::ones([1, 1], device),
+            group_baseline: None,
         };
         (x, logits)
     }
@@ -233,6 +284,55 @@ mod tests {
             assert!((g[0] - expected).abs() < 1e-6, "V = {value}: {g:?}");
             assert!((g[1] + expected).abs() < 1e-6, "V = {value}: {g:?}");
         }
+    }
+
+    #[test]
+    fn a_group_baseline_replaces_the_value_in_the_policy_term_only() {
+        let device = Device::flex().autodiff();
+        // V = 1 would give no gradient; a leave-one-out baseline of 0.25 gives the gradient
+        // of R − b = 0.75: −0.75 · (onehot(0) − π) = (−0.375, 0.375). The value term still
+        // regresses on V: (1 − 1)² = 0.
+        let (mut x, logits) = tiny(&device, 1.0);
+        x.group_baseline = Some(GroupBaseline {
+            baseline: Tensor::from_data(TensorData::new(vec![0.25f32], [1]), &device),
+            present: Tensor::ones([1], &device),
+        });
+        let mut c = coefs(0.0);
+        c.value_coef = 0.5;
+        let parts = reinforce_kl_loss(x, c, false);
+        assert!(scalar(parts.value.clone()).abs() < 1e-9);
+        let grads = parts.total.backward();
+        let g: Vec<f32> = logits
+            .grad(&grads)
+            .expect("logits are tracked")
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert!(
+            (g[0] + 0.375).abs() < 1e-6 && (g[1] - 0.375).abs() < 1e-6,
+            "{g:?}"
+        );
+        // Absent (present = 0): V(s_t) = 1 again, no policy gradient.
+        let (mut x, logits) = tiny(&device, 1.0);
+        x.group_baseline = Some(GroupBaseline {
+            baseline: Tensor::from_data(TensorData::new(vec![0.25f32], [1]), &device),
+            present: Tensor::zeros([1], &device),
+        });
+        let grads = reinforce_kl_loss(x, coefs(0.0), false).total.backward();
+        let g: Vec<f32> = logits
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert!(g.iter().all(|v| v.abs() < 1e-7), "{g:?}");
+    }
+
+    #[test]
+    fn leave_one_out_baselines_by_hand() {
+        // Caption a: rewards 1, 2, 6 -> baselines 4, 3.5, 1.5; b once -> none.
+        let b = leave_one_out(&["a", "b", "a", "a"], &[1.0, 9.0, 2.0, 6.0]);
+        assert_eq!(b, vec![Some(4.0), None, Some(3.5), Some(1.5)]);
     }
 
     #[test]
@@ -328,6 +428,7 @@ mod tests {
             ),
             rewards: x1.rewards.clone(),
             mask: Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device),
+            group_baseline: None,
         };
         let a = scalar(reinforce_kl_loss(x1, coefs(0.1), false).total);
         let b = scalar(reinforce_kl_loss(x2, coefs(0.1), false).total);

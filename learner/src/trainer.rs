@@ -13,7 +13,7 @@ use musicrl_common::policy::{Policy, caption_batch, token_tensor};
 use musicrl_common::{PolicyVersion, Trajectory};
 
 use crate::error::{LearnerError, Result};
-use crate::loss::{LossCoefs, LossInputs, reinforce_kl_loss};
+use crate::loss::{GroupBaseline, LossCoefs, LossInputs, leave_one_out, reinforce_kl_loss};
 
 /// What one update measured.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -47,6 +47,10 @@ pub struct StepStats {
     pub mean_length: f32,
     #[serde(default)]
     pub ended_share: f32,
+    /// Share of the batch whose policy term used a leave-one-out baseline (its caption was
+    /// sampled more than once in the batch) rather than V(s_t).
+    #[serde(default)]
+    pub grouped_share: f32,
 }
 
 /// How much of a trajectory the learner trains on: up to and including the first `end`
@@ -66,6 +70,8 @@ pub struct Trainer {
     max_grad_norm: f32,
     value_warmup_steps: u64,
     lr_warmup_steps: u64,
+    /// `learner.baseline = "leave-one-out"`.
+    leave_one_out: bool,
     device: Device,
     policy: Policy,
     reference: Policy,
@@ -155,6 +161,7 @@ impl Trainer {
             max_grad_norm: l.max_grad_norm,
             value_warmup_steps: l.value_warmup_steps,
             lr_warmup_steps: l.lr_warmup_steps,
+            leave_one_out: l.baseline == musicrl_common::config::BASELINE_LEAVE_ONE_OUT,
             device: device.clone(),
             policy,
             reference,
@@ -269,6 +276,28 @@ impl Trainer {
         };
         let c = caption_batch(&captions, &self.policy_config, dev);
         let out = self.policy.forward_rl(&c, token_tensor(&tokens, b, t, dev));
+        // Leave-one-out baselines over the clips of each caption (see `loss.rs`).
+        let loo = if self.leave_one_out {
+            leave_one_out(&captions, &rewards)
+        } else {
+            vec![None; b]
+        };
+        let grouped = loo.iter().filter(|x| x.is_some()).count();
+        let group_baseline = (grouped > 0).then(|| GroupBaseline {
+            baseline: Tensor::from_data(
+                TensorData::new(loo.iter().map(|x| x.unwrap_or(0.0)).collect(), [b]),
+                dev,
+            ),
+            present: Tensor::from_data(
+                TensorData::new(
+                    loo.iter()
+                        .map(|x| if x.is_some() { 1.0f32 } else { 0.0 })
+                        .collect(),
+                    [b],
+                ),
+                dev,
+            ),
+        });
         let inputs = LossInputs {
             logits: out.logits,
             ref_logits,
@@ -277,6 +306,7 @@ impl Trainer {
             behaviour_logprobs: Tensor::from_data(TensorData::new(behaviour, [b, t]), dev),
             rewards: Tensor::from_data(TensorData::new(rewards.clone(), [b]), dev),
             mask: Tensor::from_data(TensorData::new(mask, [b, t]), dev),
+            group_baseline,
         };
         let parts = reinforce_kl_loss(inputs, self.coefs, value_only);
 
@@ -316,6 +346,7 @@ impl Trainer {
             value_warmup: value_only,
             mean_length: lens.iter().sum::<usize>() as f32 / b as f32,
             ended_share: batch.iter().filter(|x| x.tokens.contains(&end)).count() as f32 / b as f32,
+            grouped_share: grouped as f32 / b as f32,
         }
     }
 }
@@ -489,6 +520,24 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max);
         assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn clips_of_a_caption_sampled_twice_take_the_leave_one_out_baseline() {
+        let device = Device::flex().autodiff();
+        let mut batch = vec![
+            trajectory(vec![3, 4, 0], -1.0, 1.0),
+            trajectory(vec![5, 6, 0], -1.0, 0.0),
+            trajectory(vec![7, 8, 0], -1.0, 0.5),
+        ];
+        batch[2].caption = "a reel".into();
+        let mut t = Trainer::new(&config(0), &device).expect("random init");
+        // Two clips of "a jig" share a baseline; "a reel" was sampled once and keeps V.
+        assert!((t.train_step(&batch).grouped_share - 2.0 / 3.0).abs() < 1e-6);
+        let mut c = config(0);
+        c.learner.baseline = musicrl_common::config::BASELINE_VALUE.into();
+        let mut v = Trainer::new(&c, &device).expect("random init");
+        assert_eq!(v.train_step(&batch).grouped_share, 0.0);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!   slow bowed attack.
 //! - `Organ`: additive "drawbar" partials (1, 2, 3, 4, 6, 8 × f0), fast attack, flat sustain.
 //!
+//! **Metric accents.** A player stresses the downbeat: the first note after each bar line
+//! (and the first note of the melody) sounds at full level, every other note at
+//! [`OFFBEAT_LEVEL`]. This is what makes a melody's bar lines audible at all: without it the
+//! BAR token changes nothing in the audio, so no audio reward could hear where the bars fall.
+//!
 //! Rendering is deterministic for a seed; the mix is normalised to a peak of 0.8 full scale,
 //! so it never clips.
 
@@ -23,6 +28,8 @@ use crate::{MusicError, Result};
 
 pub const DEFAULT_SAMPLE_RATE: u32 = 22_050;
 const PEAK: f32 = 0.8;
+/// The level of a note that does not start a bar, relative to a downbeat's.
+pub const OFFBEAT_LEVEL: f32 = 0.55;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,24 +83,33 @@ pub struct Placed {
     pub pitch: u8,
     pub onset: f32,
     pub duration: f32,
+    /// 1 for a note that starts a bar (or the melody), [`OFFBEAT_LEVEL`] otherwise.
+    pub level: f32,
 }
 
-/// Places a melody's notes in time at `bpm` quarter notes per minute.
+/// Places a melody's notes in time at `bpm` quarter notes per minute, each with its metric
+/// accent (a rest that starts a bar passes no accent on to the note after it).
 pub fn schedule(events: &[Event], bpm: f32) -> (Vec<Placed>, f32) {
     let seconds_per_twelfth = 60.0 / bpm / 12.0;
     let mut t = 0.0f32;
     let mut notes = Vec::new();
+    let mut downbeat = true;
     for e in events {
-        if let Event::Note { pitch, twelfths } = *e {
-            let d = f32::from(twelfths) * seconds_per_twelfth;
-            if let Some(p) = pitch {
-                notes.push(Placed {
-                    pitch: p,
-                    onset: t,
-                    duration: d,
-                });
+        match *e {
+            Event::Note { pitch, twelfths } => {
+                let d = f32::from(twelfths) * seconds_per_twelfth;
+                if let Some(p) = pitch {
+                    notes.push(Placed {
+                        pitch: p,
+                        onset: t,
+                        duration: d,
+                        level: if downbeat { 1.0 } else { OFFBEAT_LEVEL },
+                    });
+                }
+                downbeat = false;
+                t += d;
             }
-            t += d;
+            Event::Bar => downbeat = true,
         }
     }
     (notes, t)
@@ -124,7 +140,7 @@ pub fn render(
         let voice = synth(instrument, midi_to_hz(n.pitch), ring, sr, &mut rng);
         for (k, s) in voice.into_iter().enumerate() {
             if let Some(o) = out.get_mut(start + k) {
-                *o += s;
+                *o += n.level * s;
             }
         }
     }
@@ -377,7 +393,12 @@ mod tests {
                     (s.iter().map(|x| x * x).sum::<f32>() / s.len() as f32).sqrt()
                 };
                 let after = rms(onset + 0.01, onset + 0.06);
-                assert!(after > 0.05, "{inst:?}: no sound after {onset} s ({after})");
+                // Notes after the first are off the downbeat (no bar lines here), so they
+                // sound at OFFBEAT_LEVEL of a downbeat.
+                assert!(
+                    after > 0.05 * OFFBEAT_LEVEL,
+                    "{inst:?}: no sound after {onset} s ({after})"
+                );
                 if onset > 0.0 && inst != Instrument::Harp {
                     let before = rms(onset - 0.04, onset - 0.005);
                     assert!(
@@ -404,6 +425,58 @@ mod tests {
         let flute = render(&melody, 140.0, Instrument::Flute, DEFAULT_SAMPLE_RATE, 3);
         let organ = render(&melody, 140.0, Instrument::Organ, DEFAULT_SAMPLE_RATE, 3);
         assert_ne!(flute, organ);
+    }
+
+    #[test]
+    fn the_note_after_a_bar_line_is_accented_and_moving_the_bar_line_moves_the_accent() {
+        let levels = |events: &[Event]| -> Vec<f32> {
+            schedule(events, 120.0).0.iter().map(|n| n.level).collect()
+        };
+        let o = OFFBEAT_LEVEL;
+        // Pickup, bar, three notes, bar, a rest then two notes: the rest takes the downbeat.
+        let melody = [
+            note(67, 12),
+            Event::Bar,
+            note(69, 12),
+            note(71, 12),
+            note(72, 12),
+            Event::Bar,
+            rest(12),
+            note(74, 12),
+            note(76, 12),
+        ];
+        assert_eq!(levels(&melody), vec![1.0, 1.0, o, o, o, o]);
+        let moved = [
+            note(67, 12),
+            note(69, 12),
+            Event::Bar,
+            note(71, 12),
+            note(72, 12),
+        ];
+        assert_eq!(levels(&moved), vec![1.0, o, 1.0, o]);
+        // And it is heard: the accented note is the louder one in the audio.
+        let audio = render(
+            &[
+                note(69, 12),
+                note(69, 12),
+                Event::Bar,
+                note(69, 12),
+                note(69, 12),
+            ],
+            120.0,
+            Instrument::Organ,
+            16_000,
+            1,
+        );
+        let rms = |from: f32, to: f32| -> f32 {
+            let s = &audio[(from * 16_000.0) as usize..(to * 16_000.0) as usize];
+            (s.iter().map(|x| x * x).sum::<f32>() / s.len() as f32).sqrt()
+        };
+        let (off, down) = (rms(0.6, 0.9), rms(1.1, 1.4));
+        assert!(
+            (off / down - o).abs() < 0.05,
+            "offbeat/downbeat level {off}/{down}"
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! | fault | what it does at severity `s` |
 //! |---|---|
 //! | wrong notes | each note, with probability 0.6·s, moves by ±1 or ±6 semitones (out of key) |
-//! | off-grid rhythm | each note, with probability 0.3 + 0.6·s, lengthens or shortens by 1 to 1 + ⌊4s⌉ twelfths of a quarter |
+//! | wrong durations | each note, with probability 0.3 + 0.6·s, takes a neighbouring duration of the vocabulary (`DURATIONS`, one or two steps up or down the ladder): the bars lose their length and the accents their place, the mistakes a policy over the token vocabulary can make (an earlier "off-grid" fault moved notes off the twelfth grid, which no policy can do, and taught the model that many distinct durations are a fault) |
 //! | broken phrases | each bar, with probability 0.6·s, becomes a long rest, loses its second half, or stutters one note |
 //! | clipping | gain 1 + 15·s, then a hard clip at the rendering's peak level |
 //! | noise | white noise at a signal-to-noise ratio of 30 − 30·s dB |
 //! | monotony | every note and rest becomes the next of a cycle of the melody's first 2 + ⌊4(1 − s)⌉ distinct pitches, an eighth long, bar lines where they were (a degenerate melody: "the same few notes in even eighths") |
+//! | even rhythm | each bar, with probability s, has its notes made equally long (the bar's length kept; a bar whose length does not divide evenly is left alone): the pitches stay, the rhythm's character goes |
+//! | misplaced bars | each bar line, with probability s, moves one note earlier or later: the notes stay, the downbeat accents (`musicrl_music::render`) fall in the wrong places and the bars lose their common length |
 //!
 //! **Labels**: a clean rendering of a corpus tune is rated 4.5; a degraded one 4.5 − 3.5·s, so
 //! labels span [1, 4.5] on the MOS scale of 1 to 5.
@@ -20,7 +22,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use musicrl_music::tokens::{Event, HIGHEST_PITCH, LOWEST_PITCH};
+use musicrl_music::tokens::{DURATIONS, Event, HIGHEST_PITCH, LOWEST_PITCH};
 
 pub const CLEAN_MOS: f32 = 4.5;
 
@@ -28,21 +30,25 @@ pub const CLEAN_MOS: f32 = 4.5;
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     WrongNotes,
-    OffGrid,
+    WrongDurations,
     BrokenPhrases,
     Clipping,
     Noise,
     Monotony,
+    EvenRhythm,
+    MisplacedBars,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 8] = [
         Fault::WrongNotes,
-        Fault::OffGrid,
+        Fault::WrongDurations,
         Fault::BrokenPhrases,
         Fault::Clipping,
         Fault::Noise,
         Fault::Monotony,
+        Fault::EvenRhythm,
+        Fault::MisplacedBars,
     ];
 }
 
@@ -101,25 +107,29 @@ impl Degradation {
                     other => other,
                 })
                 .collect(),
-            Some(Fault::OffGrid) => {
-                let k = 1 + (4.0 * s).round() as i32;
-                events
-                    .iter()
-                    .map(|e| match *e {
-                        Event::Note { pitch, twelfths } if rng.random::<f32>() < 0.3 + 0.6 * s => {
-                            let mut d = 0;
-                            while d == 0 {
-                                d = rng.random_range(-k..=k);
-                            }
-                            Event::Note {
-                                pitch,
-                                twelfths: (i32::from(twelfths) + d).max(1) as u16,
-                            }
+            Some(Fault::WrongDurations) => events
+                .iter()
+                .map(|e| match *e {
+                    Event::Note { pitch, twelfths } if rng.random::<f32>() < 0.3 + 0.6 * s => {
+                        let at = DURATIONS
+                            .iter()
+                            .position(|&d| d >= twelfths)
+                            .unwrap_or(DURATIONS.len() - 1) as i32;
+                        let step = [-2i32, -1, 1, 2][rng.random_range(0..4)];
+                        // Off the end of the ladder, step the other way.
+                        let to = if (0..DURATIONS.len() as i32).contains(&(at + step)) {
+                            at + step
+                        } else {
+                            at - step
+                        };
+                        Event::Note {
+                            pitch,
+                            twelfths: DURATIONS[to as usize],
                         }
-                        other => other,
-                    })
-                    .collect()
-            }
+                    }
+                    other => other,
+                })
+                .collect(),
             Some(Fault::BrokenPhrases) => {
                 let mut out = Vec::with_capacity(events.len());
                 for bar in events.split_inclusive(|e| *e == Event::Bar) {
@@ -185,6 +195,52 @@ impl Degradation {
                     })
                     .collect()
             }
+            Some(Fault::EvenRhythm) => {
+                let mut out = Vec::with_capacity(events.len());
+                for bar in events.split_inclusive(|e| *e == Event::Bar) {
+                    let notes = bar
+                        .iter()
+                        .filter(|e| matches!(e, Event::Note { .. }))
+                        .count() as u16;
+                    let total: u16 = bar
+                        .iter()
+                        .map(|e| match *e {
+                            Event::Note { twelfths, .. } => twelfths,
+                            Event::Bar => 0,
+                        })
+                        .sum();
+                    if notes < 2 || total % notes != 0 || rng.random::<f32>() >= s {
+                        out.extend_from_slice(bar);
+                        continue;
+                    }
+                    out.extend(bar.iter().map(|e| match *e {
+                        Event::Note { pitch, .. } => Event::Note {
+                            pitch,
+                            twelfths: total / notes,
+                        },
+                        Event::Bar => Event::Bar,
+                    }));
+                }
+                out
+            }
+            Some(Fault::MisplacedBars) => {
+                let mut out = events.to_vec();
+                let mut i = 0;
+                while i < out.len() {
+                    if out[i] == Event::Bar && rng.random::<f32>() < s {
+                        // Swap with a neighbouring note (never past another bar line), then
+                        // skip past it so a bar line moves at most once.
+                        let later = rng.random::<bool>();
+                        let j = if later { i + 1 } else { i.wrapping_sub(1) };
+                        if j < out.len() && matches!(out[j], Event::Note { .. }) {
+                            out.swap(i, j);
+                            i = i.max(j);
+                        }
+                    }
+                    i += 1;
+                }
+                out
+            }
             _ => events.to_vec(),
         }
     }
@@ -228,11 +284,61 @@ mod tests {
                 } else {
                     Event::Note {
                         pitch: Some(60 + (i % 7) as u8),
-                        twelfths: 6,
+                        // Dotted rhythms: a quarter and an eighth, a quarter and an eighth.
+                        twelfths: if i % 2 == 0 { 8 } else { 4 },
                     }
                 }
             })
             .collect()
+    }
+
+    fn notes(events: &[Event]) -> Vec<(Option<u8>, u16)> {
+        events
+            .iter()
+            .filter_map(|e| match *e {
+                Event::Note { pitch, twelfths } => Some((pitch, twelfths)),
+                Event::Bar => None,
+            })
+            .collect()
+    }
+
+    fn bar_lengths(events: &[Event]) -> Vec<u16> {
+        events
+            .split(|e| *e == Event::Bar)
+            .map(|b| notes(b).iter().map(|n| n.1).sum())
+            .collect()
+    }
+
+    #[test]
+    fn even_rhythm_keeps_pitches_and_bar_lengths_and_misplaced_bars_keep_the_notes() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let m = melody();
+        let even = Degradation {
+            fault: Some(Fault::EvenRhythm),
+            severity: 1.0,
+        }
+        .apply_to_events(&m, &mut rng);
+        let pitches = |e: &[Event]| notes(e).iter().map(|n| n.0).collect::<Vec<_>>();
+        assert_eq!(pitches(&even), pitches(&m));
+        assert_eq!(bar_lengths(&even), bar_lengths(&m));
+        // Every bar of four notes (24 twelfths) now holds four eighths.
+        assert!(notes(&even[..4]).iter().all(|n| n.1 == 6), "{even:?}");
+
+        let moved = Degradation {
+            fault: Some(Fault::MisplacedBars),
+            severity: 1.0,
+        }
+        .apply_to_events(&m, &mut rng);
+        assert_eq!(notes(&moved), notes(&m));
+        assert_eq!(
+            moved.iter().filter(|e| **e == Event::Bar).count(),
+            m.iter().filter(|e| **e == Event::Bar).count()
+        );
+        let lengths = bar_lengths(&moved);
+        assert!(
+            lengths[..lengths.len() - 1].iter().any(|&l| l != 24),
+            "every interior bar still 24 twelfths: {lengths:?}"
+        );
     }
 
     #[test]
@@ -252,9 +358,11 @@ mod tests {
         let m = melody();
         for fault in [
             Fault::WrongNotes,
-            Fault::OffGrid,
+            Fault::WrongDurations,
             Fault::BrokenPhrases,
             Fault::Monotony,
+            Fault::EvenRhythm,
+            Fault::MisplacedBars,
         ] {
             let d = Degradation {
                 fault: Some(fault),

@@ -3,7 +3,8 @@
 //! - [`AudioEncoder`]: a window of feature frames (`[batch, frames, FRAME_DIM]`, see
 //!   [`crate::features`]) → layer norm and a per-frame projection → two strided 1-D
 //!   convolutions over time (kernel 5, stride 2; receptive field ≈ 0.7 s) → mean and max over
-//!   time, concatenated with a projection of the window's tempogram → a linear output.
+//!   time, concatenated with projections of the window's tempogram, and optionally of its
+//!   pitch-class profile and its metre profile → a linear output.
 //! - [`TextEncoder`]: a caption as hashed word buckets (the policy's tokenizer,
 //!   [`musicrl_common::caption`]) → embeddings averaged over the words → a two-layer MLP.
 //!
@@ -18,7 +19,7 @@ use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{FRAME_DIM, Features, N_CHROMA, N_MELS, TEMPO_LAGS};
+use crate::features::{FRAME_DIM, Features, METRE_STEPS, N_CHROMA, N_MELS, TEMPO_LAGS};
 
 /// Sizes of an audio tower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,24 @@ pub struct AudioEncoderConfig {
     /// a property of a whole window, which per-frame convolutions see only indirectly.
     #[serde(default)]
     pub key_profile: bool,
+    /// Also read the window's metre profile ([`Features::metre_profile`]): the onset
+    /// autocorrelation in multiples of the tatum, where a bar's length does not move with
+    /// the tempo.
+    #[serde(default)]
+    pub metre_profile: bool,
+}
+
+/// A batch of windows as the audio tower reads them.
+#[derive(Debug, Clone)]
+pub struct AudioInput {
+    /// `[batch, time, FRAME_DIM]`.
+    pub frames: Tensor<3>,
+    /// `[batch, TEMPO_LAGS]`.
+    pub tempogram: Tensor<2>,
+    /// `[batch, N_CHROMA]`.
+    pub profile: Tensor<2>,
+    /// `[batch, METRE_STEPS]`.
+    pub metre: Tensor<2>,
 }
 
 #[derive(Module, Debug)]
@@ -39,6 +58,7 @@ pub struct AudioEncoder {
     conv2: Conv1d,
     tempo: Linear,
     key: Option<Linear>,
+    metre: Option<Linear>,
     out: Linear,
 }
 
@@ -60,19 +80,26 @@ impl AudioEncoder {
             key: config
                 .key_profile
                 .then(|| LinearConfig::new(N_CHROMA, h).init(device)),
-            out: LinearConfig::new(if config.key_profile { 4 } else { 3 } * h, config.out)
-                .init(device),
+            metre: config
+                .metre_profile
+                .then(|| LinearConfig::new(METRE_STEPS, h).init(device)),
+            out: LinearConfig::new(
+                (3 + usize::from(config.key_profile) + usize::from(config.metre_profile)) * h,
+                config.out,
+            )
+            .init(device),
         }
     }
 
-    /// `frames`: `[batch, time, FRAME_DIM]`; `tempogram`: `[batch, TEMPO_LAGS]`;
-    /// `profile`: `[batch, N_CHROMA]` (read only with `key_profile`) → `[batch, out]`.
-    pub fn forward(
-        &self,
-        frames: Tensor<3>,
-        tempogram: Tensor<2>,
-        profile: Tensor<2>,
-    ) -> Tensor<2> {
+    /// A batch of windows → `[batch, out]` (the pitch-class and metre profiles are read
+    /// only when configured).
+    pub fn forward(&self, input: AudioInput) -> Tensor<2> {
+        let AudioInput {
+            frames,
+            tempogram,
+            profile,
+            metre,
+        } = input;
         let x = gelu(self.frame.forward(self.norm.forward(frames))); // [B, T, H]
         let x = x.swap_dims(1, 2); // [B, H, T]
         let x = gelu(self.conv1.forward(x));
@@ -86,6 +113,9 @@ impl AudioEncoder {
             // The profile sums to one; centred and scaled so a flat one reads as zero.
             let centred = (profile - 1.0 / N_CHROMA as f64) * N_CHROMA as f64;
             parts.push(relu(key.forward(centred)));
+        }
+        if let Some(m) = &self.metre {
+            parts.push(relu(m.forward(metre)));
         }
         self.out.forward(Tensor::cat(parts, 1))
     }
@@ -106,25 +136,27 @@ pub fn pitch_class_profile(w: &Features) -> [f32; N_CHROMA] {
     p
 }
 
-/// Windows of equal length as the audio tower's input tensors: frames, tempograms and
-/// pitch-class profiles.
-pub fn audio_batch(windows: &[&Features], device: &Device) -> (Tensor<3>, Tensor<2>, Tensor<2>) {
+/// Windows of equal length as the audio tower's input tensors.
+pub fn audio_batch(windows: &[&Features], device: &Device) -> AudioInput {
     let b = windows.len();
     let t = windows.first().map_or(1, |w| w.frames);
     let mut frames = Vec::with_capacity(b * t * FRAME_DIM);
     let mut tempo = Vec::with_capacity(b * TEMPO_LAGS);
     let mut profiles = Vec::with_capacity(b * N_CHROMA);
+    let mut metre = Vec::with_capacity(b * METRE_STEPS);
     for w in windows {
         assert_eq!(w.frames, t, "windows in a batch have one length");
         frames.extend_from_slice(&w.data);
         tempo.extend(w.tempogram());
         profiles.extend(pitch_class_profile(w));
+        metre.extend(w.metre_profile());
     }
-    (
-        Tensor::<3>::from_data(TensorData::new(frames, [b, t, FRAME_DIM]), device),
-        Tensor::<2>::from_data(TensorData::new(tempo, [b, TEMPO_LAGS]), device),
-        Tensor::<2>::from_data(TensorData::new(profiles, [b, N_CHROMA]), device),
-    )
+    AudioInput {
+        frames: Tensor::<3>::from_data(TensorData::new(frames, [b, t, FRAME_DIM]), device),
+        tempogram: Tensor::<2>::from_data(TensorData::new(tempo, [b, TEMPO_LAGS]), device),
+        profile: Tensor::<2>::from_data(TensorData::new(profiles, [b, N_CHROMA]), device),
+        metre: Tensor::<2>::from_data(TensorData::new(metre, [b, METRE_STEPS]), device),
+    }
 }
 
 /// Sizes of a text tower.

@@ -13,6 +13,15 @@
 //! - **onset strength**: half-wave-rectified spectral flux of the log-mel frame;
 //! - **tempogram** (one vector a window): the normalised autocorrelation of the onset strength
 //!   at lags 1..=[`TEMPO_LAGS`] frames (40 ms to 2.56 s), which shows the beat and the bar.
+//! - **metre profile** (one vector a window): the same autocorrelation read at 1..=
+//!   [`METRE_STEPS`] multiples of the window's *tatum* (its shortest common inter-onset
+//!   interval, the first strong autocorrelation peak), so a rhythm that repeats once a bar
+//!   peaks at the bar's length in tatums whatever the tempo (a test checks one rhythm at two
+//!   tempos); the tempogram's lags are absolute, so there a bar's length and the tempo are
+//!   confounded. It reads rhythm, not loudness: the renderer's downbeat accents change a
+//!   note's level by 5 dB, small beside the rise from near-silence that every onset makes in
+//!   the log-mel flux, so the accents show in the log-mel frames (the convolutions' input)
+//!   rather than here.
 //!
 //! Frames are stored row-major as `[frames, FRAME_DIM]`.
 
@@ -28,6 +37,10 @@ pub const N_CHROMA: usize = 12;
 /// log-mel, chroma, onset strength.
 pub const FRAME_DIM: usize = N_MELS + N_CHROMA + 1;
 pub const TEMPO_LAGS: usize = 64;
+/// Tatum multiples the metre profile reads.
+pub const METRE_STEPS: usize = 16;
+/// The tatum is looked for between these lags (frames: 80 ms to 0.8 s).
+const TATUM_LAGS: (usize, usize) = (2, 20);
 /// Frames a second.
 pub const FRAME_RATE: f32 = FEATURE_SAMPLE_RATE as f32 / HOP as f32;
 
@@ -91,6 +104,59 @@ impl Features {
                 c / energy
             })
             .collect()
+    }
+
+    /// The metre profile of these frames (see the module docs): the tatum `L` is the first
+    /// local maximum of the onset autocorrelation in [`TATUM_LAGS`] reaching half the
+    /// highest value there, refined by parabolic interpolation; entry `k − 1` is the
+    /// autocorrelation at `k·L` (linearly interpolated, each lag normalised by its overlap so
+    /// long lags are not shrunk). Zeros when there is no onset energy or no tatum.
+    pub fn metre_profile(&self) -> Vec<f32> {
+        let onset = self.onset();
+        let n = onset.len();
+        let mut out = vec![0.0f32; METRE_STEPS];
+        let mean = onset.iter().sum::<f32>() / n.max(1) as f32;
+        let x: Vec<f32> = onset.iter().map(|v| v - mean).collect();
+        let energy = x.iter().map(|v| v * v).sum::<f32>() / n.max(1) as f32;
+        if energy <= 1e-9 || n < 2 * TATUM_LAGS.1 {
+            return out;
+        }
+        // Lags up to half the window, each lag's products averaged over its overlap.
+        let max_lag = n / 2;
+        let r: Vec<f32> = (0..=max_lag)
+            .map(|lag| {
+                let c: f32 = (0..n - lag).map(|i| x[i] * x[i + lag]).sum();
+                c / (n - lag) as f32 / energy
+            })
+            .collect();
+        let (lo, hi) = (TATUM_LAGS.0, TATUM_LAGS.1.min(max_lag - 1));
+        let best = (lo..=hi).map(|l| r[l]).fold(f32::MIN, f32::max);
+        if best <= 0.0 {
+            return out;
+        }
+        let Some(peak) =
+            (lo..=hi).find(|&l| r[l] >= r[l - 1] && r[l] >= r[l + 1] && r[l] >= 0.5 * best)
+        else {
+            return out;
+        };
+        let (a, b, c) = (r[peak - 1], r[peak], r[peak + 1]);
+        let denom = a - 2.0 * b + c;
+        let tatum = peak as f32
+            + if denom.abs() > 1e-9 {
+                (0.5 * (a - c) / denom).clamp(-0.5, 0.5)
+            } else {
+                0.0
+            };
+        for (k, o) in out.iter_mut().enumerate() {
+            let lag = tatum * (k + 1) as f32;
+            let i = lag.floor() as usize;
+            if i + 1 > max_lag {
+                break;
+            }
+            let f = lag - i as f32;
+            *o = r[i] * (1.0 - f) + r[i + 1] * f;
+        }
+        out
     }
 }
 
@@ -343,6 +409,55 @@ mod tests {
         );
         let silent = Extractor::new().extract(&vec![0.0; 16000]);
         assert!(silent.tempogram().iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn the_metre_profile_reads_the_rhythm_in_tatums_whatever_the_tempo() {
+        // Clicks in a long-short-short rhythm (2 + 1 + 1 units, a bar of 4 units), at two
+        // tempos: the profile, in multiples of the tatum it finds, is the same shape.
+        let sr = FEATURE_SAMPLE_RATE as f32;
+        let clicks = |unit: f32| -> Vec<f32> {
+            let mut onsets = Vec::new();
+            let mut t = 0.0f32;
+            while t < 7.0 {
+                for d in [2.0f32, 1.0, 1.0] {
+                    onsets.push(t);
+                    t += d * unit;
+                }
+            }
+            (0..(7.0 * sr) as usize)
+                .map(|i| {
+                    let t = i as f32 / sr;
+                    if onsets.iter().any(|&o| (0.0..0.05).contains(&(t - o))) {
+                        (std::f32::consts::TAU * 660.0 * t).sin()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let x = Extractor::new();
+        let slow = x.extract(&clicks(0.24)).window(0, 160).metre_profile();
+        let fast = x.extract(&clicks(0.16)).window(0, 160).metre_profile();
+        // The bar (4 tatums) repeats: a strong peak there at both tempos.
+        for p in [&slow, &fast] {
+            assert!(p[3] > 0.5, "{p:?}");
+            assert!(p[3] > p[2] && p[3] > p[4], "{p:?}");
+        }
+        // The shapes agree over the first bar and a half.
+        for k in 0..6 {
+            assert!(
+                (slow[k] - fast[k]).abs() < 0.25,
+                "{k}: {slow:?} vs {fast:?}"
+            );
+        }
+        assert!(
+            Extractor::new()
+                .extract(&vec![0.0; 16000 * 7])
+                .metre_profile()
+                .iter()
+                .all(|v| *v == 0.0)
+        );
     }
 
     #[test]

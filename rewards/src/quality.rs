@@ -55,6 +55,7 @@ impl Default for QualityModelConfig {
                 hidden: 64,
                 out: 32,
                 key_profile: false,
+                metre_profile: true,
             },
             window_frames: 200,
         }
@@ -121,10 +122,8 @@ impl QualityNet {
 
     /// Predicted MOS in (1, 5) of equal-length windows: `[batch]`.
     pub fn mos(&self, windows: &[&Features], device: &Device) -> Tensor<1> {
-        let (frames, tempo, profile) = audio_batch(windows, device);
-        let x = self
-            .head
-            .forward(gelu(self.audio.forward(frames, tempo, profile)));
+        let input = audio_batch(windows, device);
+        let x = self.head.forward(gelu(self.audio.forward(input)));
         let [b, _] = x.dims();
         sigmoid(x.reshape([b])) * 4.0 + 1.0
     }
@@ -207,7 +206,10 @@ pub fn synthetic_clips(
     max_tokens: usize,
     rng: &mut StdRng,
 ) -> Vec<Rated> {
-    let jobs: Vec<(&Tune, Instrument, f32, Degradation, u64)> = tunes
+    // Clips are cut at a random length between a third of the token budget and all of it,
+    // clean or not, so a clip's length tells nothing of its label: otherwise every clean
+    // clip fills the budget and the model learns that longer is better.
+    let jobs: Vec<(&Tune, Instrument, f32, Degradation, u64, usize)> = tunes
         .iter()
         .flat_map(|t| std::iter::repeat_n(*t, renders))
         .map(|t| {
@@ -219,12 +221,13 @@ pub fn synthetic_clips(
                 bpm,
                 Degradation::random(clean_share, rng),
                 rng.random::<u64>(),
+                rng.random_range(max_tokens.div_ceil(3)..=max_tokens.max(1)),
             )
         })
         .collect();
-    par_map(&jobs, |x, &(t, inst, bpm, d, seed)| {
+    par_map(&jobs, |x, &(t, inst, bpm, d, seed, tokens)| {
         let mut r = StdRng::seed_from_u64(seed);
-        let events = d.apply_to_events(&tune_events(t, max_tokens), &mut r);
+        let events = d.apply_to_events(&tune_events(t, tokens), &mut r);
         let mut audio = render_audio(&events, inst, bpm, seed);
         d.apply_to_audio(&mut audio, &mut r);
         Rated {

@@ -40,6 +40,7 @@ use crate::encoder::{
 };
 use crate::error::{Error, Result};
 use crate::features::{Features, window_starts};
+use crate::negatives::{self, Attribute};
 use crate::store;
 
 pub const KIND: &str = "text";
@@ -67,6 +68,7 @@ impl Default for TextModelConfig {
                 hidden: 64,
                 out: 64,
                 key_profile: true,
+                metre_profile: true,
             },
             text: TextEncoderConfig {
                 buckets: 2048,
@@ -96,7 +98,17 @@ pub struct TextTrainConfig {
     pub max_tokens: usize,
     /// Held-out pairs for retrieval.
     pub eval_pairs: usize,
+    /// Held-out clips whose captions are swapped one attribute at a time (the attribute
+    /// accuracies); 0 = `eval_pairs`.
+    #[serde(default)]
+    pub attribute_clips: usize,
     pub seed: u64,
+    /// Each clip also meets its own caption with one stated attribute changed (the meter
+    /// half the time when the caption states one, else the key's tonic or its mode) as an
+    /// extra negative of the audio-to-text loss: a hard negative, the only kind that asks the
+    /// audio tower to tell 3/4 from 6/8 rather than a reel from an air.
+    #[serde(default)]
+    pub hard_negatives: bool,
 }
 
 impl Default for TextTrainConfig {
@@ -109,7 +121,9 @@ impl Default for TextTrainConfig {
             learning_rate: 2e-3,
             max_tokens: 128,
             eval_pairs: 100,
+            attribute_clips: 500,
             seed: 7,
+            hard_negatives: true,
         }
     }
 }
@@ -141,8 +155,8 @@ impl TextAudioModel {
 
     /// Unit-length embeddings of equal-length windows.
     pub fn embed_audio(&self, windows: &[&Features], device: &Device) -> Tensor<2> {
-        let (frames, tempo, profile) = audio_batch(windows, device);
-        l2_normalize(self.audio.forward(frames, tempo, profile))
+        let input = audio_batch(windows, device);
+        l2_normalize(self.audio.forward(input))
     }
 
     /// Unit-length embeddings of captions.
@@ -182,6 +196,28 @@ pub fn contrastive_loss(audio: Tensor<2>, text: Tensor<2>, temperature: f32) -> 
     let a2t = (log_softmax(logits.clone(), 1) * diag.clone()).sum();
     let t2a = (log_softmax(logits, 0) * diag).sum();
     (a2t + t2a).neg() / (2.0 * b as f32)
+}
+
+/// InfoNCE as [`contrastive_loss`] with hard negatives on both sides
+/// ([`crate::negatives`]): row `i` of `neg_text` is a wrong caption for clip `i`, row `i` of
+/// `neg_audio` a wrong clip for caption `i`. Each clip's softmax runs over the `B` captions
+/// and the `B` wrong captions; each caption's over the `B` clips and the `B` wrong clips.
+pub fn contrastive_loss_with_negatives(
+    audio: Tensor<2>,
+    text: Tensor<2>,
+    neg_text: Tensor<2>,
+    neg_audio: Tensor<2>,
+    temperature: f32,
+) -> Tensor<1> {
+    let [b, _] = audio.dims();
+    let device = audio.device();
+    let diag = eye(b, &device);
+    let mask = Tensor::cat(vec![diag, Tensor::<2>::zeros([b, b], &device)], 1); // [B, 2B]
+    let all_text = Tensor::cat(vec![text.clone(), neg_text], 0); // [2B, D]
+    let all_audio = Tensor::cat(vec![audio.clone(), neg_audio], 0); // [2B, D]
+    let a2t = log_softmax(audio.matmul(all_text.transpose()) / temperature, 1); // [B, 2B]
+    let t2a = log_softmax(text.matmul(all_audio.transpose()) / temperature, 1); // [B, 2B]
+    ((a2t * mask.clone()).sum() + (t2a * mask).sum()).neg() / (2.0 * b as f32)
 }
 
 /// A trained model ready to score.
@@ -279,6 +315,55 @@ pub struct Pair {
     pub caption: String,
     pub caption_seed: u64,
     pub features: Features,
+    /// The pair made wrong in one attribute its caption states, when asked for and there
+    /// is one.
+    pub negative: Option<Negative>,
+}
+
+/// A hard negative of a [`Pair`] ([`crate::negatives`]).
+#[derive(Debug, Clone)]
+pub struct Negative {
+    pub attribute: Attribute,
+    /// The caption with the attribute changed (wrong for the pair's clip).
+    pub caption: String,
+    /// The clip changed to fit the changed attribute (wrong for the pair's caption).
+    pub features: Features,
+}
+
+/// The swap a hard negative makes for `tune` captioned `caption` (seeded `caption_seed`):
+/// the meter half the time when the caption states it, else the tonic or the mode, in a
+/// random order; the first whose changed caption reads differently without the renderer's
+/// words. `None` when the caption states none of them.
+fn pick_negative(
+    tune: &Tune,
+    instrument: Instrument,
+    bpm: u32,
+    caption_text: &str,
+    caption_seed: u64,
+    rng: &mut StdRng,
+) -> Option<(Attribute, Tune, String)> {
+    let meter_first = rng.random::<bool>();
+    let mut order = if rng.random::<bool>() {
+        vec![Attribute::Tonic, Attribute::Mode]
+    } else {
+        vec![Attribute::Mode, Attribute::Tonic]
+    };
+    order.insert(if meter_first { 0 } else { 2 }, Attribute::Meter);
+    for attr in order {
+        let Some(t2) = negatives::swap(tune, attr, rng) else {
+            continue;
+        };
+        let wrong = caption(
+            &t2,
+            instrument,
+            bpm,
+            &mut StdRng::seed_from_u64(caption_seed),
+        );
+        if adherence_text(&wrong) != adherence_text(caption_text) {
+            return Some((attr, t2, wrong));
+        }
+    }
+    None
 }
 
 fn sample_tunes<'a>(
@@ -299,11 +384,13 @@ fn sample_tunes<'a>(
     v
 }
 
-/// Renders `(tune, renders)` pairs with random instruments, tempos and captions.
+/// Renders `(tune, renders)` pairs with random instruments, tempos and captions, and with
+/// `negatives`, each pair's hard negative.
 pub fn render_pairs(
     tunes: &[(usize, &Tune)],
     renders: usize,
     max_tokens: usize,
+    negatives: bool,
     rng: &mut StdRng,
 ) -> Vec<Pair> {
     struct Job<'a> {
@@ -314,6 +401,7 @@ pub fn render_pairs(
         caption: String,
         caption_seed: u64,
         seed: u64,
+        negative: Option<(Attribute, Tune, String)>,
     }
     let mut jobs = Vec::new();
     for &(i, t) in tunes {
@@ -322,6 +410,13 @@ pub fn render_pairs(
             let bpm = (default_bpm(t) as f32 * rng.random_range(0.8f32..1.25)).round() as u32;
             let caption_seed = rng.random::<u64>();
             let caption = caption(t, instrument, bpm, &mut StdRng::seed_from_u64(caption_seed));
+            let seed = rng.random();
+            let negative = if negatives {
+                let mut r = StdRng::seed_from_u64(seed ^ 0x4e45_47);
+                pick_negative(t, instrument, bpm, &caption, caption_seed, &mut r)
+            } else {
+                None
+            };
             jobs.push(Job {
                 tune: i,
                 t,
@@ -329,23 +424,32 @@ pub fn render_pairs(
                 bpm,
                 caption,
                 caption_seed,
-                seed: rng.random(),
+                seed,
+                negative,
             });
         }
     }
-    par_map(&jobs, |x, j| Pair {
-        tune: j.tune,
-        instrument: j.instrument,
-        bpm: j.bpm,
-        caption: j.caption.clone(),
-        caption_seed: j.caption_seed,
-        features: features_of(
-            x,
-            &tune_events(j.t, max_tokens),
-            j.instrument,
-            j.bpm as f32,
-            j.seed,
-        ),
+    par_map(&jobs, |x, j| {
+        let events = tune_events(j.t, max_tokens);
+        Pair {
+            tune: j.tune,
+            instrument: j.instrument,
+            bpm: j.bpm,
+            caption: j.caption.clone(),
+            caption_seed: j.caption_seed,
+            features: features_of(x, &events, j.instrument, j.bpm as f32, j.seed),
+            negative: j.negative.as_ref().map(|(attr, t2, wrong)| Negative {
+                attribute: *attr,
+                caption: wrong.clone(),
+                features: features_of(
+                    x,
+                    &negatives::refit(&events, j.t, t2, *attr),
+                    j.instrument,
+                    j.bpm as f32,
+                    j.seed,
+                ),
+            }),
+        }
     })
 }
 
@@ -372,6 +476,22 @@ pub struct TextMetrics {
     pub tune_type_pairs: usize,
     pub meter_accuracy: f64,
     pub meter_pairs: usize,
+    /// Clip-side accuracies: how often the true caption scores its clip above the same clip
+    /// changed to fit a wrong tonic, mode or meter (`negatives::refit`); chance 0.5. This is
+    /// the direction RL uses (one caption, which clip adheres), where the accuracies above
+    /// change the caption.
+    #[serde(default)]
+    pub key_clip_accuracy: f64,
+    #[serde(default)]
+    pub key_clip_pairs: usize,
+    #[serde(default)]
+    pub mode_clip_accuracy: f64,
+    #[serde(default)]
+    pub mode_clip_pairs: usize,
+    #[serde(default)]
+    pub meter_clip_accuracy: f64,
+    #[serde(default)]
+    pub meter_clip_pairs: usize,
     pub instrument_accuracy: f64,
     pub instrument_pairs: usize,
     pub train_pairs: usize,
@@ -439,6 +559,7 @@ pub fn train(
         &train_tunes,
         t.renders_per_tune.max(1),
         t.max_tokens,
+        t.hard_negatives,
         &mut rng,
     );
 
@@ -470,11 +591,35 @@ pub fn train(
                 .collect();
             let refs: Vec<&Features> = windows.iter().collect();
             let captions: Vec<&str> = batch.iter().map(|&k| pairs[k].caption.as_str()).collect();
-            let loss = contrastive_loss(
-                model.embed_audio(&refs, &device),
-                model.embed_text(&captions, m, &device),
-                m.temperature,
-            );
+            let audio = model.embed_audio(&refs, &device);
+            let text = model.embed_text(&captions, m, &device);
+            let loss = if t.hard_negatives {
+                // A pair whose caption states no swappable attribute meets the next pair's
+                // caption and clip instead (ordinary negatives).
+                let (mut neg_captions, mut neg_windows) = (Vec::new(), Vec::new());
+                for (i, &k) in batch.iter().enumerate() {
+                    let (c, f) = match &pairs[k].negative {
+                        Some(n) => (n.caption.as_str(), &n.features),
+                        None => {
+                            let other = &pairs[batch[(i + 1) % batch.len()]];
+                            (other.caption.as_str(), &other.features)
+                        }
+                    };
+                    neg_captions.push(c);
+                    let room = f.frames.saturating_sub(m.window_frames);
+                    neg_windows.push(f.window(rng.random_range(0..=room), m.window_frames));
+                }
+                let neg_refs: Vec<&Features> = neg_windows.iter().collect();
+                contrastive_loss_with_negatives(
+                    audio,
+                    text,
+                    model.embed_text(&neg_captions, m, &device),
+                    model.embed_audio(&neg_refs, &device),
+                    m.temperature,
+                )
+            } else {
+                contrastive_loss(audio, text, m.temperature)
+            };
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let value = f64::from(loss.into_scalar::<f32>());
             if !value.is_finite() {
@@ -512,15 +657,24 @@ pub fn train(
 pub fn evaluate(scorer: &TextModel, tunes: &[Tune], t: &TextTrainConfig) -> Result<TextMetrics> {
     let mut rng = StdRng::seed_from_u64(t.seed ^ 0x7e57);
     let candidates = sample_tunes(tunes, Split::Test, 0, &mut rng);
-    // Render more than needed, then keep the first `eval_pairs` with distinct captions.
-    let take: Vec<(usize, &Tune)> = candidates.into_iter().take(t.eval_pairs * 2).collect();
-    let rendered = render_pairs(&take, 1, t.max_tokens, &mut rng);
+    // Render more than needed, then keep the first clips with distinct captions: retrieval
+    // ranks the first `eval_pairs`, the attribute swaps use `attribute_clips` (more, so
+    // that an attribute few captions state is still measured on enough pairs).
+    let attribute_clips = if t.attribute_clips == 0 {
+        t.eval_pairs
+    } else {
+        t.attribute_clips
+    };
+    let wanted = t.eval_pairs.max(attribute_clips);
+    let take: Vec<(usize, &Tune)> = candidates.into_iter().take(wanted * 2).collect();
+    let rendered = render_pairs(&take, 1, t.max_tokens, true, &mut rng);
     let mut seen = std::collections::HashSet::new();
-    let pairs: Vec<&Pair> = rendered
+    let all: Vec<&Pair> = rendered
         .iter()
         .filter(|p| seen.insert(p.caption.clone()))
-        .take(t.eval_pairs)
+        .take(wanted)
         .collect();
+    let pairs: Vec<&Pair> = all.iter().take(t.eval_pairs).copied().collect();
     let n = pairs.len();
     if n < 5 {
         return Err(Error::Data(format!("only {n} held-out test clips")));
@@ -538,7 +692,7 @@ pub fn evaluate(scorer: &TextModel, tunes: &[Tune], t: &TextTrainConfig) -> Resu
     // Attribute swaps: the same caption wording (same caption seed) with one attribute changed.
     // ok[k] / n[k] for k = tune type, meter, instrument, key, mode.
     let (mut ok, mut count) = ([0usize; 5], [0usize; 5]);
-    for p in &pairs {
+    for p in all.iter().take(attribute_clips) {
         let tune = &tunes[p.tune];
         let recaption = |t: &Tune, inst: Instrument| {
             caption(t, inst, p.bpm, &mut StdRng::seed_from_u64(p.caption_seed))
@@ -606,6 +760,23 @@ pub fn evaluate(scorer: &TextModel, tunes: &[Tune], t: &TextTrainConfig) -> Resu
             count[kind] += 1;
         }
     }
+    // Clip side: the true caption against the true clip and the clip refitted to a wrong
+    // attribute. ok/count by Attribute: tonic, mode, meter.
+    let (mut clip_ok, mut clip_count) = ([0usize; 3], [0usize; 3]);
+    for p in all.iter().take(attribute_clips) {
+        let Some(neg) = &p.negative else { continue };
+        let k = match neg.attribute {
+            Attribute::Tonic => 0,
+            Attribute::Mode => 1,
+            Attribute::Meter => 2,
+        };
+        let s = scorer.score(&[
+            (p.caption.as_str(), &p.features),
+            (p.caption.as_str(), &neg.features),
+        ]);
+        clip_ok[k] += usize::from(s[0] > s[1]);
+        clip_count[k] += 1;
+    }
     let ratio = |a: usize, b: usize| {
         if b == 0 {
             f64::NAN
@@ -626,6 +797,12 @@ pub fn evaluate(scorer: &TextModel, tunes: &[Tune], t: &TextTrainConfig) -> Resu
         tune_type_pairs: count[0],
         meter_accuracy: ratio(ok[1], count[1]),
         meter_pairs: count[1],
+        key_clip_accuracy: ratio(clip_ok[0], clip_count[0]),
+        key_clip_pairs: clip_count[0],
+        mode_clip_accuracy: ratio(clip_ok[1], clip_count[1]),
+        mode_clip_pairs: clip_count[1],
+        meter_clip_accuracy: ratio(clip_ok[2], clip_count[2]),
+        meter_clip_pairs: clip_count[2],
         instrument_accuracy: ratio(ok[2], count[2]),
         instrument_pairs: count[2],
         train_pairs: 0,
@@ -633,4 +810,46 @@ pub fn evaluate(scorer: &TextModel, tunes: &[Tune], t: &TextTrainConfig) -> Resu
         parameters: 0,
         version: String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(rows: [[f32; 2]; 2], device: &Device) -> Tensor<2> {
+        Tensor::<2>::from_data(
+            TensorData::new(rows.iter().flatten().copied().collect::<Vec<_>>(), [2, 2]),
+            device,
+        )
+    }
+
+    #[test]
+    fn hard_negatives_enter_each_side_of_the_softmax() {
+        // audio = text = I, temperature 1. Wrong captions and wrong clips that swap the rows:
+        // every row reads (1, 0 | 0, 1) up to order on both sides, log(e / (2e + 2)), so the
+        // loss is −log(e/(e+1)) + log 2 = 1.006409.
+        let device = musicrl_common::device::inference_device();
+        let eye2 = [[1.0, 0.0], [0.0, 1.0]];
+        let swapped = [[0.0, 1.0], [1.0, 0.0]];
+        let zeros = [[0.0, 0.0], [0.0, 0.0]];
+        let loss = |neg: [[f32; 2]; 2]| {
+            contrastive_loss_with_negatives(
+                t(eye2, &device),
+                t(eye2, &device),
+                t(neg, &device),
+                t(neg, &device),
+                1.0,
+            )
+            .into_scalar::<f32>()
+        };
+        let both = loss(swapped);
+        assert!((both - 1.006_409).abs() < 1e-5, "{both}");
+        // Negatives orthogonal to everything: rows (1, 0 | 0, 0), log(e / (e + 3)) on both
+        // sides, loss ln(e + 3) − 1 = 0.743668.
+        let orthogonal = loss(zeros);
+        assert!((orthogonal - 0.743_668).abs() < 1e-5, "{orthogonal}");
+        // Without negatives: −log(e/(e+1)) = 0.313262.
+        let plain = contrastive_loss(t(eye2, &device), t(eye2, &device), 1.0).into_scalar::<f32>();
+        assert!((plain - 0.313_262).abs() < 1e-5, "{plain}");
+    }
 }

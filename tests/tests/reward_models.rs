@@ -62,6 +62,7 @@ fn checkpoints() -> &'static (PathBuf, PathBuf) {
         t.train.batch_size = 32;
         t.train.max_tokens = MAX_TOKENS;
         t.train.eval_pairs = 20;
+        t.train.attribute_clips = 0;
         text::train(&t, tunes(), &text_dir, &mut Quiet).expect("the text model trains");
 
         let mut q = quality::QualityConfig {

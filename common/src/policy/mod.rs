@@ -19,7 +19,14 @@ pub fn caption_batch<S: AsRef<str>>(
 ) -> CaptionBatch {
     let tokenised: Vec<Vec<u32>> = captions
         .iter()
-        .map(|c| caption::tokenize(c.as_ref(), config.caption_buckets, config.max_caption_words))
+        .map(|c| {
+            caption::tokenize_with(
+                &config.caption_encoder,
+                c.as_ref(),
+                config.caption_buckets,
+                config.max_caption_words,
+            )
+        })
         .collect();
     let (ids, mask, words) = caption::pad_batch(&tokenised);
     let batch = captions.len();
