@@ -3,7 +3,7 @@
 # and the actors) and judges each final checkpoint against θ0 with the rater panel
 # (`musicrl judge`), then summarises mean and spread (scripts/summarise_judge.py).
 #
-#   scripts/judge_runs.sh NAME CONFIG STEPS RUNS [OUT]
+#   scripts/judge_runs.sh NAME CONFIG STEPS RUNS [OUT] [FIRST]   (runs FIRST..RUNS; FIRST defaults to 1)
 #   scripts/judge_runs.sh rl-r "" 200 3              # the default recipe (RL-R), 3 runs
 #   scripts/judge_runs.sh rl-u config/rl-u.toml 50 3
 #
@@ -12,13 +12,13 @@
 # judge on the judged clips, `--rewards`); OUT defaults to runs/results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=$1 config=$2 steps=$3 runs=$4 out=${5:-runs/results}
+name=$1 config=$2 steps=$3 runs=$4 out=${5:-runs/results} first=${6:-1}
 bin=./target/release/musicrl
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 mkdir -p "$out"
 config_flag=()
 [ -n "$config" ] && config_flag=(--config "$config")
-for k in $(seq 1 "$runs"); do
+for k in $(seq "$first" "$runs"); do
   dir="$out/$name-$k"
   rm -rf "$dir"
   echo "== $name run $k: $steps steps -> $dir" >&2

@@ -409,7 +409,7 @@ fn judge_with_rewards_reports_how_often_a_reward_orders_clips_as_the_judge_does(
     tune.push(end);
     let mut drone: Vec<u32> = std::iter::repeat_n([5u32, dur6], 24).flatten().collect();
     drone.push(end);
-    let caption = "A jig in 6/8 played on fiddle";
+    let caption = "A jig in 6/8 time, played on fiddle";
     let samples = dir.path().join("clips.jsonl");
     let line = |model: &str, tokens: &[u32]| {
         serde_json::json!({"model": model, "prompt": 0, "caption": caption, "tokens": tokens})

@@ -8,9 +8,9 @@
 //! machines, so actors and the learner agree without sharing a vocabulary file.
 //!
 //! Two encoders (`policy.caption_encoder`):
-//! - [`WORDS`] (`words-fnv1a`): one id per word. A word pretraining never saw lands in a
-//!   bucket whose embedding nothing trained: noise in the conditioning vector.
-//! - [`WORDS_TRIGRAMS`] (`words-trigrams-fnv1a`, the default): the word's id and one id per
+//! - [`WORDS`] (`words-fnv1a`, the default): one id per word. A word pretraining never saw
+//!   lands in a bucket whose embedding nothing trained: noise in the conditioning vector.
+//! - [`WORDS_TRIGRAMS`] (`words-trigrams-fnv1a`): the word's id and one id per
 //!   character trigram of `<word>` (fastText's subword scheme, with the boundary marks), so
 //!   an unseen word ("fiddles", "hornpipes", a misspelt "jigg") shares most of its ids with
 //!   the words it resembles and degrades gracefully instead of adding noise.
@@ -21,9 +21,10 @@ pub const WORDS: &str = "words-fnv1a";
 pub const WORDS_TRIGRAMS: &str = "words-trigrams-fnv1a";
 /// Every encoder this build has.
 pub const ENCODERS: [&str; 2] = [WORDS, WORDS_TRIGRAMS];
-/// The default encoder (`policy.caption_encoder`): change the names whenever the hashing
-/// changes, so that roles with different encoders refuse to work together.
-pub const ENCODER: &str = WORDS_TRIGRAMS;
+/// The default encoder (`policy.caption_encoder`), the one the shipped θ0 was pretrained
+/// with: change the names whenever the hashing changes, so that roles with different
+/// encoders refuse to work together.
+pub const ENCODER: &str = WORDS;
 
 /// Word-bucket ids of one caption, at most `max_words` long (never empty: an empty caption
 /// becomes the single reserved word `<empty>`). The [`WORDS`] encoder; the text-adherence

@@ -72,7 +72,7 @@ fn checkpoints() -> &'static (PathBuf, PathBuf) {
         q.model.audio.hidden = 32;
         q.model.audio.out = 16;
         q.model.window_frames = 100;
-        q.train.tunes = 160;
+        q.train.tunes = 600;
         q.train.renders_per_tune = 2;
         q.train.epochs = 10;
         q.train.max_tokens = MAX_TOKENS;
