@@ -40,7 +40,7 @@ use crate::encoder::{
 };
 use crate::error::{Error, Result};
 use crate::features::{Features, window_starts};
-use crate::negatives::{self, Attribute};
+use crate::negatives::{self, Attribute, METERS, TONICS};
 use crate::store;
 
 pub const KIND: &str = "text";
@@ -525,9 +525,6 @@ const TYPES: [&str; 8] = [
     "air",
     "strathspey",
 ];
-const METERS: [&str; 4] = ["2/4", "3/4", "4/4", "6/8"];
-/// The corpus's commonest tonics (key swaps draw another of these).
-const TONICS: [&str; 8] = ["G", "D", "F", "A", "C", "Bb", "E", "Eb"];
 
 /// Trains a text/audio model on `tunes`, measures it on held-out tunes and writes the
 /// checkpoint folder `out`.
