@@ -327,6 +327,10 @@ pub struct LearnerArgs {
     /// Policy weights (burnpack) to start from as θ0 [default: learner.init_policy = seeded random].
     #[arg(long, env = "MUSICRL_INIT_POLICY", value_name = "FILE")]
     pub init_policy: Option<PathBuf>,
+    /// Policy weights (burnpack) the KL is measured against [default: learner.reference_policy
+    /// = "" = the starting policy].
+    #[arg(long, env = "MUSICRL_REFERENCE_POLICY", value_name = "FILE")]
+    pub reference_policy: Option<PathBuf>,
     /// Append per-step statistics (JSON lines) here [default: learner.history_path = none].
     #[arg(long, env = "MUSICRL_HISTORY", value_name = "FILE")]
     pub history: Option<PathBuf>,
@@ -357,6 +361,9 @@ impl LearnerArgs {
         }
         if let Some(v) = &self.init_policy {
             l.init_policy = v.clone();
+        }
+        if let Some(v) = &self.reference_policy {
+            l.reference_policy = v.clone();
         }
         if let Some(v) = &self.history {
             l.history_path = v.clone();

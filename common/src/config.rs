@@ -189,6 +189,14 @@ pub struct LearnerConfig {
     /// pretrained on the folk-tune corpus that ships in `models/base/` (see `musicrl
     /// pretrain`). Empty starts from a seeded random initialisation.
     pub init_policy: PathBuf,
+    /// The KL anchor π_ref of a fresh run (a burnpack policy file); empty anchors to the
+    /// starting policy (`init_policy`). MusicRL-RU starts from RL-R's chosen checkpoint and
+    /// anchors there too; a run could also start from one policy and be held near another.
+    /// Saved once as `reference.bpk` in the checkpoint folder, so a resume keeps its anchor.
+    pub reference_policy: PathBuf,
+    /// Step folders kept on disk, the newest ones (0 keeps every one). A step folder holding
+    /// a `PINNED` file (a checkpoint an experiment chose) is never deleted and does not count.
+    pub keep_checkpoints: usize,
     /// Trajectories held between the service and the training loop while it trains. Pushes
     /// wait when it is full: this back-pressure is what keeps actors from sampling far ahead
     /// of the learner. Each blocked actor holds one more round, so the policy lag is about
@@ -227,6 +235,8 @@ impl Default for LearnerConfig {
             checkpoint_dir: PathBuf::from("runs/checkpoints"),
             checkpoint_every: 50,
             init_policy: PathBuf::from("models/base/policy.bpk"),
+            reference_policy: PathBuf::new(),
+            keep_checkpoints: 3,
             queue_capacity: 1,
             max_push: 1024,
             chunk_bytes: 1 << 20,

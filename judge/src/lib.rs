@@ -18,7 +18,9 @@ pub mod appeal;
 pub mod claims;
 #[cfg(test)]
 mod fixtures;
+pub mod novelty;
 pub mod panel;
+pub mod selection;
 pub mod stats;
 pub mod wellformed;
 
@@ -26,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-pub use panel::{Assessment, Panel, PanelConfig, Rating, assess};
+pub use panel::{Assessment, Expected, Panel, PanelConfig, Rating, assess};
 
 /// Errors of the judge.
 #[derive(Debug, thiserror::Error)]

@@ -125,6 +125,16 @@ pub struct Rating {
     pub appeal: u8,
 }
 
+/// The pool's expected scores of one clip, each in [1, 5] ([`Panel::expected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    pub overall: f64,
+    /// `None` when the caption claims nothing the policy controls.
+    pub adherence: Option<f64>,
+    pub quality: f64,
+    pub appeal: f64,
+}
+
 /// The rater pool.
 #[derive(Debug, Clone)]
 pub struct Panel {
@@ -185,6 +195,32 @@ impl Panel {
         }
     }
 
+    /// The pool's mean latent scores of a clip, 1–5, without rater noise, rounding or
+    /// position: the panel's expected verdict on one clip, the held-out score an experiment
+    /// tracks during training (it needs no second model to compare with).
+    pub fn expected(&self, a: &Assessment) -> Expected {
+        let n = self.raters.len() as f64;
+        let (mut adherence, mut quality, mut appeal, mut overall) = (0.0, 0.0, 0.0, 0.0);
+        for rater in &self.raters {
+            let scale = |x: f64| (1.0 + 4.0 * x.clamp(0.0, 1.0) + rater.leniency).clamp(1.0, 5.0);
+            let ad = a.adherence.overall.map(scale);
+            let q = scale(a.well_formed.overall);
+            let p = scale(rater.taste.appeal(&a.features));
+            let w = rater.weights;
+            let w_a = if ad.is_some() { w[0] } else { 0.0 };
+            overall += (w_a * ad.unwrap_or(0.0) + w[1] * q + w[2] * p) / (w_a + w[1] + w[2]);
+            adherence += ad.unwrap_or(f64::NAN);
+            quality += q;
+            appeal += p;
+        }
+        Expected {
+            overall: overall / n,
+            adherence: a.adherence.overall.map(|_| adherence / n),
+            quality: quality / n,
+            appeal: appeal / n,
+        }
+    }
+
     /// `raters_per_pair` distinct raters for one pair.
     pub fn draw_raters(&self, rng: &mut StdRng) -> Vec<usize> {
         let mut chosen = Vec::with_capacity(self.config.raters_per_pair);
@@ -229,6 +265,20 @@ mod tests {
         // A caption that claims nothing leaves adherence unrated.
         let plain = assess("a folk tune on harp", &jig());
         assert_eq!(panel.rate(0, &plain, true, &mut rng).adherence, None);
+    }
+
+    #[test]
+    fn expected_scores_rank_a_tune_above_a_drone_and_stay_on_the_scale() {
+        let panel = Panel::new(PanelConfig::default()).expect("valid");
+        let good = panel.expected(&assess("a jig in D major, in six-eight", &jig()));
+        let drone: Vec<u32> = std::iter::repeat_n([30u32, 53], 64).flatten().collect();
+        let bad = panel.expected(&assess("a jig in D major, in six-eight", &drone));
+        for x in [good.overall, good.quality, good.appeal, bad.overall, bad.quality, bad.appeal] {
+            assert!((1.0..=5.0).contains(&x), "{x}");
+        }
+        assert!(good.overall > bad.overall + 1.0, "{good:?} {bad:?}");
+        assert!(good.adherence.expect("claims") > bad.adherence.expect("claims"));
+        assert_eq!(panel.expected(&assess("a folk tune on harp", &jig())).adherence, None);
     }
 
     #[test]

@@ -3,17 +3,19 @@
 //! Layout of `checkpoint_dir`:
 //!
 //! ```text
-//! reference.bpk            θ0, the frozen KL reference (written once)
+//! reference.bpk            the frozen KL reference (θ0 or learner.reference_policy; written once)
 //! step-00000050/
 //!   policy.bpk             the policy's parameters (burnpack)
 //!   optimizer.bpk          Adam's state (burnpack)
 //!   state.json             step, counters
 //!   config.toml            the whole configuration the run used
+//!   PINNED                 (optional) why an experiment chose this checkpoint: never pruned
 //! LATEST                   the name of the newest complete step folder
 //! ```
 //!
 //! A step folder is complete before `LATEST` names it, so a crash mid-save resumes from the
-//! previous one. The newest `KEEP` step folders are kept.
+//! previous one. The newest `learner.keep_checkpoints` step folders are kept (0: all), and
+//! pinned ones besides.
 
 use std::path::{Path, PathBuf};
 
@@ -27,8 +29,21 @@ use musicrl_common::policy::params::{load_policy, save_policy};
 use crate::error::{LearnerError, Result};
 use crate::trainer::Trainer;
 
-/// Step folders kept on disk.
-pub const KEEP: usize = 3;
+/// The file whose presence in a step folder pins it: retention never deletes it.
+pub const PIN_FILE: &str = "PINNED";
+
+/// Pins a step folder so that retention keeps it, writing `reason` into the pin.
+pub fn pin(folder: &Path, reason: &str) -> Result<()> {
+    if !folder.join("policy.bpk").is_file() {
+        return Err(ck_err(folder, "not a checkpoint step folder (no policy.bpk)"));
+    }
+    Ok(write_atomic(&folder.join(PIN_FILE), reason.as_bytes())?)
+}
+
+/// Whether a step folder is pinned.
+pub fn is_pinned(folder: &Path) -> bool {
+    folder.join(PIN_FILE).exists()
+}
 
 /// Counters that continue across a resume.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,11 +84,15 @@ pub fn save(dir: &Path, trainer: &Trainer, counters: Counters, config: &Config) 
     write_atomic(&folder.join("state.json"), &json)?;
     write_atomic(&folder.join("config.toml"), config.to_toml().as_bytes())?;
     write_atomic(&dir.join("LATEST"), name.as_bytes())?;
-    prune(dir, KEEP);
+    prune(dir, config.learner.keep_checkpoints);
     Ok(folder)
 }
 
+/// Deletes all but the newest `keep` unpinned step folders (`keep` = 0 deletes none).
 fn prune(dir: &Path, keep: usize) {
+    if keep == 0 {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -84,6 +103,7 @@ fn prune(dir: &Path, keep: usize) {
                 && p.file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with("step-"))
+                && !is_pinned(p)
         })
         .collect();
     steps.sort();
@@ -243,5 +263,98 @@ mod tests {
         other.policy.d_model = 32;
         let err = resume(dir.path(), &other, &device).err().expect("refused");
         assert!(err.to_string().contains("architecture"), "{err}");
+    }
+
+    fn step_folders(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("step-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_every_pinned_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = tiny(dir.path());
+        config.learner.keep_checkpoints = 2;
+        let device = musicrl_common::device::training_device();
+        let mut t = Trainer::new(&config, &device).expect("trainer");
+        for step in 0..5u64 {
+            t.train_step(&batch(step));
+            let folder = save(dir.path(), &t, Counters::default(), &config).expect("save");
+            if step == 1 {
+                pin(&folder, "best held-out score").expect("pin");
+            }
+        }
+        assert_eq!(
+            step_folders(dir.path()),
+            ["step-00000002", "step-00000004", "step-00000005"],
+            "the two newest plus the pinned step 2"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("step-00000002").join(PIN_FILE))
+                .expect("pin"),
+            "best held-out score"
+        );
+        assert!(pin(dir.path(), "not a step folder").is_err());
+
+        // keep_checkpoints = 0 keeps every step folder.
+        config.learner.keep_checkpoints = 0;
+        for step in 5..8u64 {
+            t.train_step(&batch(step));
+            save(dir.path(), &t, Counters::default(), &config).expect("save");
+        }
+        assert_eq!(step_folders(dir.path()).len(), 6);
+    }
+
+    #[test]
+    fn the_kl_reference_can_be_another_policy_than_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device = musicrl_common::device::training_device();
+        let mut config = tiny(&dir.path().join("ck"));
+        // Two distinct policies on disk: the start and the anchor.
+        let mut t = Trainer::new(&config, &device).expect("trainer");
+        let start = dir.path().join("start.bpk");
+        save_policy(t.policy(), &start).expect("save");
+        for step in 0..3 {
+            t.train_step(&batch(step));
+        }
+        let anchor = dir.path().join("anchor.bpk");
+        save_policy(t.policy(), &anchor).expect("save");
+        let bytes = |p: &Path| {
+            encode_policy(&load_policy(p, &config.policy, &device).expect("load")).expect("encode")
+        };
+        assert_ne!(bytes(&start), bytes(&anchor));
+
+        config.learner.init_policy = start.clone();
+        config.learner.reference_policy = anchor.clone();
+        let t = Trainer::new(&config, &device).expect("trainer");
+        assert_eq!(params(&t), bytes(&start), "the policy starts at init_policy");
+        assert_eq!(
+            encode_policy(t.reference()).expect("encode"),
+            bytes(&anchor),
+            "the KL is measured against reference_policy"
+        );
+        // The anchor is saved with the run and survives a resume, whatever the config says then.
+        save(&config.learner.checkpoint_dir, &t, Counters::default(), &config).expect("save");
+        let mut later = config.clone();
+        later.learner.reference_policy = PathBuf::new();
+        let (resumed, _) = resume(&config.learner.checkpoint_dir, &later, &device)
+            .expect("resume")
+            .expect("a checkpoint");
+        assert_eq!(encode_policy(resumed.reference()).expect("encode"), bytes(&anchor));
+
+        // Without reference_policy the anchor is the start.
+        config.learner.reference_policy = PathBuf::new();
+        let t = Trainer::new(&config, &device).expect("trainer");
+        assert_eq!(encode_policy(t.reference()).expect("encode"), bytes(&start));
+
+        config.learner.reference_policy = dir.path().join("missing.bpk");
+        let err = Trainer::new(&config, &device).expect_err("a missing anchor is an error");
+        assert!(err.to_string().contains("learner.reference_policy"), "{err}");
     }
 }

@@ -66,7 +66,16 @@ pub async fn serve(
                 }
                 None => {
                     let t = Trainer::new(&config, &device)?;
-                    tracing::info!(dir = %dir.display(), "starting a new run at step 0");
+                    tracing::info!(
+                        dir = %dir.display(),
+                        init_policy = %config.learner.init_policy.display(),
+                        reference_policy = %if config.learner.reference_policy.as_os_str().is_empty() {
+                            "the starting policy".to_string()
+                        } else {
+                            config.learner.reference_policy.display().to_string()
+                        },
+                        "starting a new run at step 0"
+                    );
                     (t, Counters::default())
                 }
             };

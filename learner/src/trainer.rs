@@ -62,7 +62,25 @@ pub fn trained_len(tokens: &[u32], end: u32) -> usize {
         .map_or(tokens.len(), |i| i + 1)
 }
 
-/// The policy being trained, its frozen reference θ0, and the optimiser.
+/// `path` if it exists, else an error naming the `learner.` key that gave it.
+fn existing<'a>(path: &'a std::path::Path, key: &str) -> Result<&'a std::path::Path> {
+    if path.exists() {
+        return Ok(path);
+    }
+    Err(LearnerError::Checkpoint(format!(
+        "learner.{key} {} does not exist: run `musicrl pretrain` (or train a run) and point {key} at \
+         its policy.bpk, or set {key} = \"\" ({})",
+        path.display(),
+        if key == "init_policy" {
+            "a seeded random policy"
+        } else {
+            "anchor the KL to the starting policy"
+        }
+    )))
+}
+
+/// The policy being trained, its frozen KL reference (θ0 unless `learner.reference_policy`
+/// names another), and the optimiser.
 pub struct Trainer {
     policy_config: PolicyConfig,
     coefs: LossCoefs,
@@ -88,24 +106,30 @@ impl std::fmt::Debug for Trainer {
 }
 
 impl Trainer {
-    /// A fresh trainer at step 0: θ0 is `learner.init_policy` when set, otherwise a random
-    /// initialisation seeded by `learner.seed`. The reference is a frozen copy of θ0.
+    /// A fresh trainer at step 0: the policy starts from `learner.init_policy` when set,
+    /// otherwise from a random initialisation seeded by `learner.seed`. The frozen KL
+    /// reference is `learner.reference_policy` when set, otherwise a copy of the start.
     pub fn new(config: &Config, device: &Device) -> Result<Self> {
         let policy = if config.learner.init_policy.as_os_str().is_empty() {
             device.seed(config.learner.seed);
             Policy::new(&config.policy, device)
         } else {
-            let path = &config.learner.init_policy;
-            if !path.exists() {
-                return Err(LearnerError::Checkpoint(format!(
-                    "learner.init_policy {} does not exist: run `musicrl pretrain` and point init_policy at \
-                     its policy.bpk, or set init_policy = \"\" to start from a random policy",
-                    path.display()
-                )));
-            }
-            load_policy(path, &config.policy, device)?
+            load_policy(
+                existing(&config.learner.init_policy, "init_policy")?,
+                &config.policy,
+                device,
+            )?
         };
-        let reference = policy.valid();
+        let reference = if config.learner.reference_policy.as_os_str().is_empty() {
+            policy.valid()
+        } else {
+            load_policy(
+                existing(&config.learner.reference_policy, "reference_policy")?,
+                &config.policy,
+                device,
+            )?
+            .valid()
+        };
         Ok(Self::assemble(
             config,
             device,

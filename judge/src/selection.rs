@@ -1,0 +1,176 @@
+//! Checkpoint selection and the over-optimisation rule: a run is evaluated on held-out
+//! prompts at a fixed interval; the checkpoint kept is the one with the best held-out score
+//! (a signal the policy is not trained on), and the rule fires when that score has fallen
+//! below its best for `patience` evaluations in a row while the training reward still rises —
+//! the proxy climbing while what it stands for declines, which is how the paper saw its
+//! preference reward over-optimised (method.md §4).
+//!
+//! Pure: points in, a decision out. The experiment runner stops the run when it fires and
+//! uses the best checkpoint (a roll-back).
+
+use serde::{Deserialize, Serialize};
+
+/// One held-out evaluation of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub step: u64,
+    /// The held-out score that drives selection (higher is better).
+    pub held_out: f64,
+    /// The training reward at this point (the proxy the policy climbs).
+    pub train_reward: f64,
+}
+
+/// When the rule fires.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rule {
+    /// Evaluations in a row below the best (by more than `min_delta`) before it fires.
+    pub patience: usize,
+    /// How far below the best a score must be to count as a fall.
+    pub min_delta: f64,
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Self {
+            patience: 2,
+            min_delta: 0.0,
+        }
+    }
+}
+
+/// Why and when the rule fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    /// The evaluation at which it fired.
+    pub step: u64,
+    pub best_step: u64,
+    /// How far the held-out score had fallen from its best, and how far the training reward
+    /// had risen since then.
+    pub held_out_fall: f64,
+    pub reward_rise: f64,
+    pub reason: String,
+}
+
+/// The decision over a run's evaluations so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Index into the points of the best held-out score (the earliest, on a tie).
+    pub best: usize,
+    pub best_step: u64,
+    pub best_held_out: f64,
+    /// Set once the rule has fired; points after it are not looked at.
+    pub fired: Option<Firing>,
+}
+
+/// Applies the rule to `points` in order, as it would have been applied online.
+/// `None` when there are no points; non-finite scores never become the best.
+pub fn select(points: &[Point], rule: &Rule) -> Option<Selection> {
+    let mut best: Option<usize> = None;
+    for (i, p) in points.iter().enumerate() {
+        let better = match best {
+            None => p.held_out.is_finite(),
+            Some(b) => p.held_out.is_finite() && p.held_out > points[b].held_out,
+        };
+        if better {
+            best = Some(i);
+            continue;
+        }
+        let Some(b) = best else { continue };
+        let bp = points[b];
+        let since = &points[b + 1..=i];
+        let fallen = rule.patience > 0
+            && since.len() >= rule.patience
+            && since[since.len() - rule.patience..]
+                .iter()
+                .all(|q| !(q.held_out >= bp.held_out - rule.min_delta));
+        if fallen && p.train_reward > bp.train_reward {
+            let fall = bp.held_out - p.held_out;
+            let rise = p.train_reward - bp.train_reward;
+            return Some(Selection {
+                best: b,
+                best_step: bp.step,
+                best_held_out: bp.held_out,
+                fired: Some(Firing {
+                    step: p.step,
+                    best_step: bp.step,
+                    held_out_fall: fall,
+                    reward_rise: rise,
+                    reason: format!(
+                        "over-optimisation: the held-out score fell below its best ({:.4} at step {}) \
+                         for {} evaluations in a row, by {fall:.4} at step {}, while the training \
+                         reward rose by {rise:.4}; rolled back to step {}",
+                        bp.held_out, bp.step, rule.patience, p.step, bp.step
+                    ),
+                }),
+            });
+        }
+    }
+    best.map(|b| Selection {
+        best: b,
+        best_step: points[b].step,
+        best_held_out: points[b].held_out,
+        fired: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(held_out: &[f64], reward: &[f64]) -> Vec<Point> {
+        held_out
+            .iter()
+            .zip(reward)
+            .enumerate()
+            .map(|(i, (&h, &r))| Point {
+                step: 50 * i as u64,
+                held_out: h,
+                train_reward: r,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fires_when_the_proxy_rises_while_the_held_out_score_falls() {
+        // The proxy rises throughout; the held-out score peaks at step 100 and then falls.
+        let points = curve(
+            &[3.0, 3.2, 3.4, 3.3, 3.1, 2.9],
+            &[0.1, 0.3, 0.5, 0.7, 0.9, 1.1],
+        );
+        let s = select(&points, &Rule::default()).expect("points");
+        assert_eq!((s.best, s.best_step), (2, 100));
+        let f = s.fired.expect("fired");
+        // Two evaluations below the best: steps 150 and 200; it fires at 200.
+        assert_eq!((f.step, f.best_step), (200, 100));
+        assert!((f.held_out_fall - 0.3).abs() < 1e-12);
+        assert!((f.reward_rise - 0.4).abs() < 1e-12);
+        assert!(f.reason.contains("rolled back to step 100"), "{}", f.reason);
+        // Online: with only the first four points it has not fired yet.
+        assert!(select(&points[..4], &Rule::default()).expect("points").fired.is_none());
+    }
+
+    #[test]
+    fn a_plateau_or_a_falling_proxy_keeps_the_best_without_firing() {
+        // The held-out score falls but so does the training reward: not over-optimisation.
+        let points = curve(&[3.0, 3.4, 3.1, 3.0, 2.9], &[0.5, 0.6, 0.5, 0.4, 0.3]);
+        let s = select(&points, &Rule::default()).expect("points");
+        assert_eq!((s.best_step, s.fired), (50, None));
+        // A fall within min_delta does not count.
+        let points = curve(&[3.0, 3.4, 3.38, 3.39, 3.37], &[0.1, 0.2, 0.3, 0.4, 0.5]);
+        let rule = Rule {
+            patience: 2,
+            min_delta: 0.05,
+        };
+        assert_eq!(select(&points, &rule).expect("points").fired, None);
+        assert!(select(&points, &Rule::default()).expect("points").fired.is_some());
+        // A recovery resets the count: the new best is later.
+        let points = curve(&[3.0, 2.9, 3.5, 3.4], &[0.1, 0.2, 0.3, 0.4]);
+        let s = select(&points, &Rule::default()).expect("points");
+        assert_eq!((s.best_step, s.fired), (100, None));
+        assert_eq!(select(&[], &Rule::default()), None);
+        // NaN never becomes the best.
+        let points = curve(&[f64::NAN, 3.0], &[0.0, 0.1]);
+        assert_eq!(select(&points, &Rule::default()).expect("points").best, 1);
+    }
+}
