@@ -52,8 +52,56 @@ pub enum Command {
     /// p-value and mean scores, in DIR/results.json, with every judged sample in
     /// DIR/samples/<model>.jsonl.
     Judge(JudgeArgs),
+    /// The paper's experiment in one command: RL-R, RL-U, RL-RU (from RL-R's chosen
+    /// checkpoint, KL against it) and the joint recipe over several seeds, each evaluated on
+    /// held-out prompts as it trains, its checkpoint chosen by the rater panel with the
+    /// over-optimisation rule, then all judged against θ0 and each other; writes
+    /// DIR/results.json, DIR/samples/<model>.jsonl and DIR/report.html.
+    Experiment(ExperimentArgs),
+    /// Write DIR/report.html for an experiment folder (results.json) or a run folder
+    /// (history.jsonl): plots, the win-rate table, example pairs to listen to.
+    Report(ReportArgs),
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExperimentArgs {
+    /// Output folder, replaced if an earlier experiment wrote it [default: experiment.out =
+    /// runs/experiment].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The same pipeline in a few minutes: one seed, 4 steps a recipe, evaluation every 2
+    /// steps on 6 prompts (checks that everything runs; the numbers mean nothing).
+    #[arg(long)]
+    pub quick: bool,
+    /// Independent runs (seeds) of every recipe [default: experiment.runs = 3].
+    #[arg(long, value_name = "N")]
+    pub runs: Option<usize>,
+    /// The first seed [default: experiment.first_seed = 1].
+    #[arg(long, value_name = "N")]
+    pub first_seed: Option<u64>,
+}
+
+impl ExperimentArgs {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(v) = &self.out {
+            c.experiment.out = v.clone();
+        }
+        if let Some(v) = self.runs {
+            c.experiment.runs = v;
+        }
+        if let Some(v) = self.first_seed {
+            c.experiment.first_seed = v;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// An experiment's folder (with results.json) or a run's (with history.jsonl).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -272,7 +320,7 @@ pub struct ProcessArgs {
     pub stop_on_stdin_close: bool,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct LocalArgs {
     /// Learner steps to run [default: local.steps = 200].
     #[arg(long, env = "MUSICRL_LOCAL_STEPS", value_name = "N")]
@@ -290,6 +338,14 @@ pub struct LocalArgs {
     /// Do not serve Prometheus metrics from the child processes.
     #[arg(long)]
     pub no_metrics: bool,
+    /// The policy to start from [default: learner.init_policy, θ0]; e.g. RL-R's checkpoint
+    /// for config/rl-ru.toml.
+    #[arg(long, value_name = "FILE")]
+    pub init_policy: Option<PathBuf>,
+    /// The policy the KL is measured against [default: learner.reference_policy, "" = the
+    /// starting policy].
+    #[arg(long, value_name = "FILE")]
+    pub reference_policy: Option<PathBuf>,
 }
 
 impl LocalArgs {
@@ -305,6 +361,12 @@ impl LocalArgs {
         }
         if self.no_metrics {
             c.local.metrics = false;
+        }
+        if let Some(v) = &self.init_policy {
+            c.learner.init_policy = v.clone();
+        }
+        if let Some(v) = &self.reference_policy {
+            c.learner.reference_policy = v.clone();
         }
     }
 }

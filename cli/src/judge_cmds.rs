@@ -259,7 +259,15 @@ pub fn judge(
         for (m, (name, path)) in named.iter().enumerate() {
             models.push((
                 name.clone(),
-                sample_policy(config, name, path, &prompts, args, m as u64)?,
+                sample_policy(
+                    config,
+                    name,
+                    path,
+                    &prompts,
+                    args.pairs_per_prompt,
+                    args.seed,
+                    m as u64,
+                )?,
             ));
         }
         (
@@ -279,24 +287,7 @@ pub fn judge(
         (None, None)
     };
 
-    let samples_dir = args.out.join("samples");
-    std::fs::create_dir_all(&samples_dir)
-        .with_context(|| format!("creating {}", samples_dir.display()))?;
-    for (m, (name, samples)) in models.iter().enumerate() {
-        let mut text = String::new();
-        for (i, s) in samples.iter().enumerate() {
-            let mut s = s.clone();
-            s.assessment = Some(assess(&s.caption, &s.tokens));
-            let mut line = serde_json::to_value(&s)?;
-            if let (Some(r), serde_json::Value::Object(o)) = (&rewards, &mut line) {
-                o.insert("rewards".into(), serde_json::to_value(&r[m][i])?);
-            }
-            text.push_str(&serde_json::to_string(&line)?);
-            text.push('\n');
-        }
-        let file = samples_dir.join(format!("{}.jsonl", file_safe(name)));
-        musicrl_common::fsutil::write_atomic(&file, text.as_bytes())?;
-    }
+    write_samples(&args.out.join("samples"), &models, rewards.as_deref())?;
     let mut results = serde_json::json!({
         "report": report,
         "source": sources,
@@ -313,7 +304,33 @@ pub fn judge(
     Ok((report, agreement))
 }
 
-fn file_safe(name: &str) -> String {
+/// Writes every judged sample, with the judge's assessment (and each clip's rewards when
+/// given), to `dir/<model>.jsonl`.
+pub(crate) fn write_samples(
+    dir: &Path,
+    models: &[(String, Vec<Sample>)],
+    rewards: Option<&[Vec<BTreeMap<String, f64>>]>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (m, (name, samples)) in models.iter().enumerate() {
+        let mut text = String::new();
+        for (i, s) in samples.iter().enumerate() {
+            let mut s = s.clone();
+            s.assessment = Some(assess(&s.caption, &s.tokens));
+            let mut line = serde_json::to_value(&s)?;
+            if let (Some(r), serde_json::Value::Object(o)) = (rewards, &mut line) {
+                o.insert("rewards".into(), serde_json::to_value(&r[m][i])?);
+            }
+            text.push_str(&serde_json::to_string(&line)?);
+            text.push('\n');
+        }
+        let file = dir.join(format!("{}.jsonl", file_safe(name)));
+        musicrl_common::fsutil::write_atomic(&file, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn file_safe(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_alphanumeric() || "-_.@".contains(c) {
@@ -325,27 +342,28 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
-/// `pairs_per_prompt` samples of one policy for every prompt, stopping at END.
-fn sample_policy(
+/// `pairs_per_prompt` samples of one policy for every prompt, stopping at END; `stream`
+/// separates the draws of models judged together.
+pub(crate) fn sample_policy(
     config: &Config,
     name: &str,
     path: &Path,
     prompts: &[String],
-    args: &JudgeArgs,
+    pairs_per_prompt: usize,
+    seed: u64,
     stream: u64,
 ) -> anyhow::Result<Vec<Sample>> {
     let (policy, policy_config, _) = base_policy(config, Some(path))?;
     let device = musicrl_common::device::inference_device();
     let mut sampler = Sampler::new(
-        args.seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(stream),
         config.sampling.temperature,
     );
     let jobs: Vec<(usize, &String)> = prompts
         .iter()
         .enumerate()
-        .flat_map(|(i, p)| std::iter::repeat_n((i, p), args.pairs_per_prompt))
+        .flat_map(|(i, p)| std::iter::repeat_n((i, p), pairs_per_prompt))
         .collect();
     let mut bar = Progress::new(format!("sampling {name}"), jobs.len() as u64, "clips");
     let mut out = Vec::with_capacity(jobs.len());

@@ -7,6 +7,7 @@
 pub mod agreement;
 pub mod args;
 pub mod bench;
+pub mod experiment;
 pub mod judge_cmds;
 pub mod local;
 pub mod music_cmds;
@@ -90,6 +91,20 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
                 print!("\n{}", a.table());
             }
             eprintln!("results in {}", args.out.join("results.json").display());
+            Ok(())
+        }
+        Command::Experiment(args) => {
+            let results = experiment::run(config, &args, &runtime)?;
+            eprintln!(
+                "done in {:.0} s: {}",
+                results.wall_seconds,
+                results.plan.out.join("results.json").display()
+            );
+            Ok(())
+        }
+        Command::Report(args) => {
+            let page = experiment::report::write(&args.dir)?;
+            eprintln!("open {} in a browser", page.display());
             Ok(())
         }
         Command::Config => {

@@ -22,6 +22,7 @@ pub struct Config {
     pub reward: RewardConfig,
     pub local: LocalConfig,
     pub pretrain: PretrainConfig,
+    pub experiment: ExperimentConfig,
 }
 
 /// `musicrl pretrain`: teacher-forced training of θ0 on the folk-tune corpus.
@@ -422,6 +423,93 @@ impl Default for LocalConfig {
     }
 }
 
+/// `musicrl experiment`: the paper's recipes run in order over several seeds, each run
+/// evaluated on held-out prompts every `eval_every` steps, its checkpoint chosen by the rater
+/// panel's expected score (with the over-optimisation rule), then every chosen model judged
+/// against θ0 and against the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Output folder: runs/, judge/, samples/, results.json, report.html.
+    pub out: PathBuf,
+    /// Independent runs of every recipe (seeds `first_seed`, `first_seed + 1`, …).
+    pub runs: usize,
+    pub first_seed: u64,
+    /// Held-out evaluation (and a checkpoint) every this many learner steps.
+    pub eval_every: u64,
+    /// The held-out prompts (test split only).
+    pub eval_prompts: PathBuf,
+    /// Use the first this many of them for the curves (0: all).
+    pub eval_prompt_count: usize,
+    /// Clips sampled per prompt at each evaluation.
+    pub eval_samples_per_prompt: usize,
+    /// The final side-by-side judgment: clips per prompt and model.
+    pub judge_pairs_per_prompt: usize,
+    /// The over-optimisation rule: evaluations in a row below the best held-out score …
+    pub patience: usize,
+    /// … by more than this, while the training reward rises.
+    pub min_delta: f64,
+    /// The recipes, in order; a recipe may start from an earlier one's chosen checkpoint.
+    pub recipes: Vec<RecipeConfig>,
+}
+
+/// One recipe of an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecipeConfig {
+    pub name: String,
+    /// The configuration file its runs use (rewards, learner); "" = the experiment's own.
+    pub config: PathBuf,
+    /// Learner steps per run.
+    pub steps: u64,
+    /// `"theta0"` (learner.init_policy), or the name of an earlier recipe: the run starts
+    /// from that recipe's chosen checkpoint (same seed) and its KL is measured against it.
+    pub start: String,
+}
+
+impl Default for RecipeConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            config: PathBuf::new(),
+            steps: 100,
+            start: START_THETA0.into(),
+        }
+    }
+}
+
+/// `RecipeConfig::start`: the base policy.
+pub const START_THETA0: &str = "theta0";
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        let recipe = |name: &str, config: &str, steps: u64, start: &str| RecipeConfig {
+            name: name.into(),
+            config: PathBuf::from(config),
+            steps,
+            start: start.into(),
+        };
+        Self {
+            out: PathBuf::from("runs/experiment"),
+            runs: 3,
+            first_seed: 1,
+            eval_every: 50,
+            eval_prompts: PathBuf::from("data/prompts/test.txt"),
+            eval_prompt_count: 0,
+            eval_samples_per_prompt: 2,
+            judge_pairs_per_prompt: 3,
+            patience: 2,
+            min_delta: 0.0,
+            recipes: vec![
+                recipe("rl-r", "", 300, START_THETA0),
+                recipe("rl-u", "config/rl-u.toml", 100, START_THETA0),
+                recipe("rl-ru", "config/rl-ru.toml", 100, "rl-r"),
+                recipe("joint", "config/rl-all.toml", 300, START_THETA0),
+            ],
+        }
+    }
+}
+
 impl Config {
     /// Reads a TOML file; missing keys take their defaults, unknown keys are an error.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -637,6 +725,80 @@ impl Config {
         }
         if self.local.actors == 0 {
             return bad("local.actors", "at least one actor is needed".into());
+        }
+        self.validate_experiment()
+    }
+
+    fn validate_experiment(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: String| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                why,
+            })
+        };
+        let e = &self.experiment;
+        if e.runs == 0 {
+            return bad("experiment.runs", "at least one run is needed".into());
+        }
+        if e.eval_every == 0 {
+            return bad("experiment.eval_every", "must be at least 1 step".into());
+        }
+        if e.eval_samples_per_prompt == 0 || e.judge_pairs_per_prompt == 0 {
+            return bad(
+                "experiment.eval_samples_per_prompt",
+                "eval_samples_per_prompt and judge_pairs_per_prompt must be at least 1".into(),
+            );
+        }
+        if !e.min_delta.is_finite() || e.min_delta < 0.0 {
+            return bad(
+                "experiment.min_delta",
+                format!("{} must be finite and >= 0", e.min_delta),
+            );
+        }
+        if e.recipes.is_empty() {
+            return bad("experiment.recipes", "at least one recipe is needed".into());
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, r) in e.recipes.iter().enumerate() {
+            let field = format!("experiment.recipes[{i}]");
+            let name_ok = !r.name.is_empty()
+                && r.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok || r.name == START_THETA0 {
+                return bad(
+                    &format!("{field}.name"),
+                    format!(
+                        "{:?} must be a non-empty name of letters, digits, - and _ (not {START_THETA0:?})",
+                        r.name
+                    ),
+                );
+            }
+            if seen.contains(&r.name.as_str()) {
+                return bad(
+                    &format!("{field}.name"),
+                    format!("{:?} is used twice", r.name),
+                );
+            }
+            if r.steps < e.eval_every {
+                return bad(
+                    &format!("{field}.steps"),
+                    format!(
+                        "{} steps is fewer than one evaluation interval (experiment.eval_every = {})",
+                        r.steps, e.eval_every
+                    ),
+                );
+            }
+            if r.start != START_THETA0 && !seen.contains(&r.start.as_str()) {
+                return bad(
+                    &format!("{field}.start"),
+                    format!(
+                        "{:?} is neither {START_THETA0:?} nor a recipe listed before {:?}",
+                        r.start, r.name
+                    ),
+                );
+            }
+            seen.push(&r.name);
         }
         Ok(())
     }

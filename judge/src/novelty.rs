@@ -210,7 +210,10 @@ mod tests {
         // The whole of tune 2.
         assert_eq!(index.longest_copy(&symbols(&[67, 65, 64, 62, 60, 59])), 6);
         // A different duration is a different note.
-        assert_eq!(index.longest_copy(&[symbol(Some(60), 12), symbol(Some(62), 12)]), 0);
+        assert_eq!(
+            index.longest_copy(&[symbol(Some(60), 12), symbol(Some(62), 12)]),
+            0
+        );
         assert_eq!(index.longest_copy(&[]), 0);
     }
 
@@ -219,7 +222,9 @@ mod tests {
         // Random tunes over a small alphabet repeat a lot, which exercises the clone step.
         let mut x = 12345u64;
         let mut rnd = |k: u64| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) % k
         };
         let tunes: Vec<Vec<u8>> = (0..6)
@@ -231,7 +236,11 @@ mod tests {
             let q: Vec<u8> = (0..15).map(|_| 60 + rnd(3) as u8).collect();
             let brute = (0..q.len())
                 .flat_map(|i| (i + 1..=q.len()).map(move |j| (i, j)))
-                .filter(|&(i, j)| tunes.iter().any(|t| t.windows(j - i).any(|w| w == &q[i..j])))
+                .filter(|&(i, j)| {
+                    tunes
+                        .iter()
+                        .any(|t| t.windows(j - i).any(|w| w == &q[i..j]))
+                })
                 .map(|(i, j)| j - i)
                 .max()
                 .unwrap_or(0);

@@ -273,12 +273,24 @@ mod tests {
         let good = panel.expected(&assess("a jig in D major, in six-eight", &jig()));
         let drone: Vec<u32> = std::iter::repeat_n([30u32, 53], 64).flatten().collect();
         let bad = panel.expected(&assess("a jig in D major, in six-eight", &drone));
-        for x in [good.overall, good.quality, good.appeal, bad.overall, bad.quality, bad.appeal] {
+        for x in [
+            good.overall,
+            good.quality,
+            good.appeal,
+            bad.overall,
+            bad.quality,
+            bad.appeal,
+        ] {
             assert!((1.0..=5.0).contains(&x), "{x}");
         }
         assert!(good.overall > bad.overall + 1.0, "{good:?} {bad:?}");
         assert!(good.adherence.expect("claims") > bad.adherence.expect("claims"));
-        assert_eq!(panel.expected(&assess("a folk tune on harp", &jig())).adherence, None);
+        assert_eq!(
+            panel
+                .expected(&assess("a folk tune on harp", &jig()))
+                .adherence,
+            None
+        );
     }
 
     #[test]

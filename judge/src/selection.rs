@@ -147,7 +147,12 @@ mod tests {
         assert!((f.reward_rise - 0.4).abs() < 1e-12);
         assert!(f.reason.contains("rolled back to step 100"), "{}", f.reason);
         // Online: with only the first four points it has not fired yet.
-        assert!(select(&points[..4], &Rule::default()).expect("points").fired.is_none());
+        assert!(
+            select(&points[..4], &Rule::default())
+                .expect("points")
+                .fired
+                .is_none()
+        );
     }
 
     #[test]
@@ -163,7 +168,12 @@ mod tests {
             min_delta: 0.05,
         };
         assert_eq!(select(&points, &rule).expect("points").fired, None);
-        assert!(select(&points, &Rule::default()).expect("points").fired.is_some());
+        assert!(
+            select(&points, &Rule::default())
+                .expect("points")
+                .fired
+                .is_some()
+        );
         // A recovery resets the count: the new best is later.
         let points = curve(&[3.0, 2.9, 3.5, 3.4], &[0.1, 0.2, 0.3, 0.4]);
         let s = select(&points, &Rule::default()).expect("points");

@@ -35,7 +35,10 @@ pub const PIN_FILE: &str = "PINNED";
 /// Pins a step folder so that retention keeps it, writing `reason` into the pin.
 pub fn pin(folder: &Path, reason: &str) -> Result<()> {
     if !folder.join("policy.bpk").is_file() {
-        return Err(ck_err(folder, "not a checkpoint step folder (no policy.bpk)"));
+        return Err(ck_err(
+            folder,
+            "not a checkpoint step folder (no policy.bpk)",
+        ));
     }
     Ok(write_atomic(&folder.join(PIN_FILE), reason.as_bytes())?)
 }
@@ -296,8 +299,7 @@ mod tests {
             "the two newest plus the pinned step 2"
         );
         assert_eq!(
-            std::fs::read_to_string(dir.path().join("step-00000002").join(PIN_FILE))
-                .expect("pin"),
+            std::fs::read_to_string(dir.path().join("step-00000002").join(PIN_FILE)).expect("pin"),
             "best held-out score"
         );
         assert!(pin(dir.path(), "not a step folder").is_err());
@@ -333,20 +335,33 @@ mod tests {
         config.learner.init_policy = start.clone();
         config.learner.reference_policy = anchor.clone();
         let t = Trainer::new(&config, &device).expect("trainer");
-        assert_eq!(params(&t), bytes(&start), "the policy starts at init_policy");
+        assert_eq!(
+            params(&t),
+            bytes(&start),
+            "the policy starts at init_policy"
+        );
         assert_eq!(
             encode_policy(t.reference()).expect("encode"),
             bytes(&anchor),
             "the KL is measured against reference_policy"
         );
         // The anchor is saved with the run and survives a resume, whatever the config says then.
-        save(&config.learner.checkpoint_dir, &t, Counters::default(), &config).expect("save");
+        save(
+            &config.learner.checkpoint_dir,
+            &t,
+            Counters::default(),
+            &config,
+        )
+        .expect("save");
         let mut later = config.clone();
         later.learner.reference_policy = PathBuf::new();
         let (resumed, _) = resume(&config.learner.checkpoint_dir, &later, &device)
             .expect("resume")
             .expect("a checkpoint");
-        assert_eq!(encode_policy(resumed.reference()).expect("encode"), bytes(&anchor));
+        assert_eq!(
+            encode_policy(resumed.reference()).expect("encode"),
+            bytes(&anchor)
+        );
 
         // Without reference_policy the anchor is the start.
         config.learner.reference_policy = PathBuf::new();
@@ -355,6 +370,9 @@ mod tests {
 
         config.learner.reference_policy = dir.path().join("missing.bpk");
         let err = Trainer::new(&config, &device).expect_err("a missing anchor is an error");
-        assert!(err.to_string().contains("learner.reference_policy"), "{err}");
+        assert!(
+            err.to_string().contains("learner.reference_policy"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The policy network, its sampler and its parameter transport.
 
+pub mod divergence;
 pub mod model;
 pub mod params;
 pub mod sampling;

@@ -1,0 +1,677 @@
+//! `musicrl experiment`: the paper's whole experiment as one command (method.md §4–5).
+//!
+//! For every seed, the recipes of `[experiment]` run in order, each as a `musicrl local` run
+//! (the roles as processes, exactly as a user runs them) that checkpoints every `eval_every`
+//! steps. Each checkpoint, and the start, is then evaluated on held-out prompts
+//! ([`evaluate`]); the checkpoint kept is the one the rater panel expects to score best, and
+//! the over-optimisation rule (`musicrl_judge::selection`) rolls the run back to it when the
+//! held-out score fell while the training reward rose. The chosen step folder is pinned, so
+//! retention never deletes it. A recipe that starts from another (RL-RU from RL-R) starts
+//! from that recipe's chosen checkpoint of the same seed and measures its KL against it.
+//! Finally every seed's chosen models are judged side by side with θ0 by the panel, the
+//! table is aggregated over seeds, and `report.html` is written ([`report`]).
+//!
+//! Orchestration only: the learner, actors and reward server learn nothing of experiments.
+
+pub mod evaluate;
+pub mod plot;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use musicrl_common::Config;
+use musicrl_common::config::{ComponentConfig, START_THETA0};
+use musicrl_common::policy::params::{load_policy, save_policy};
+use musicrl_common::prompts::load_prompts;
+use musicrl_judge::selection::{Point, Rule, Selection, select};
+use musicrl_judge::{Comparison, Panel, PanelConfig, Report};
+use musicrl_learner::checkpoint;
+
+use crate::args::{ExperimentArgs, LocalArgs};
+use crate::judge_cmds::{sample_policy, write_samples};
+use crate::process::write_json;
+use evaluate::{EvalPoint, Evaluator};
+
+/// Marks a folder as written by `musicrl experiment`, so a rerun may replace it.
+const MARKER: &str = ".musicrl-experiment";
+
+/// The name of a model in the judge and the samples: recipe and seed.
+pub fn model_name(recipe: &str, seed: u64) -> String {
+    format!("{recipe}-{seed}")
+}
+
+/// One trained run of one recipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub recipe: String,
+    pub seed: u64,
+    pub dir: PathBuf,
+    /// What it started from and what its KL was measured against (the policy files).
+    pub init_policy: PathBuf,
+    pub reference_policy: PathBuf,
+    pub steps: u64,
+    pub curve: Vec<EvalPoint>,
+    pub selection: Selection,
+    /// The chosen checkpoint's policy file (pinned).
+    pub chosen: PathBuf,
+    pub training_seconds: f64,
+    pub evaluation_seconds: f64,
+}
+
+/// Reads a float that JSON wrote as `null` (serde_json writes NaN so) back as NaN.
+pub fn nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// One seed's comparison of two recipes (from the panel's report of that seed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedComparison {
+    pub seed: u64,
+    pub judgments: usize,
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+    #[serde(deserialize_with = "nan")]
+    pub win_rate: f64,
+    #[serde(deserialize_with = "nan")]
+    pub p_value: f64,
+    #[serde(deserialize_with = "nan")]
+    pub adherence_win_rate: f64,
+    #[serde(deserialize_with = "nan")]
+    pub quality_win_rate: f64,
+    #[serde(deserialize_with = "nan")]
+    pub appeal_win_rate: f64,
+}
+
+impl SeedComparison {
+    fn of(seed: u64, c: &Comparison) -> SeedComparison {
+        SeedComparison {
+            seed,
+            judgments: c.judgments,
+            wins: c.wins,
+            ties: c.ties,
+            losses: c.losses,
+            win_rate: c.win_rate,
+            p_value: c.p_value,
+            adherence_win_rate: c.adherence_win_rate,
+            quality_win_rate: c.quality_win_rate,
+            appeal_win_rate: c.appeal_win_rate,
+        }
+    }
+}
+
+/// A mean and a standard deviation over seeds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MeanSd {
+    #[serde(deserialize_with = "nan")]
+    pub mean: f64,
+    #[serde(deserialize_with = "nan")]
+    pub sd: f64,
+}
+
+/// A pair of recipes over every seed: `a` against `b`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairRow {
+    pub a: String,
+    pub b: String,
+    /// Per seed, the panel's comparison of `a`'s and `b`'s runs of that seed.
+    pub runs: Vec<SeedComparison>,
+    #[serde(deserialize_with = "nan")]
+    pub win_pct: f64,
+    #[serde(deserialize_with = "nan")]
+    pub tie_pct: f64,
+    #[serde(deserialize_with = "nan")]
+    pub loss_pct: f64,
+    /// Mean and standard deviation over seeds of the win rate.
+    #[serde(deserialize_with = "nan")]
+    pub win_rate: f64,
+    #[serde(deserialize_with = "nan")]
+    pub win_rate_sd: f64,
+    /// Seeds with p < 0.05, and in which direction.
+    pub significant_wins: usize,
+    pub significant_losses: usize,
+}
+
+/// One recipe's mean scores over seeds (θ0 included, as "theta0").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipeScores {
+    pub recipe: String,
+    pub overall: MeanSd,
+    pub adherence: MeanSd,
+    pub quality: MeanSd,
+    pub appeal: MeanSd,
+    pub key: MeanSd,
+    pub meter: MeanSd,
+    pub well_formed: MeanSd,
+}
+
+/// `DIR/results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub plan: musicrl_common::config::ExperimentConfig,
+    pub quick: bool,
+    pub theta0: PathBuf,
+    pub seeds: Vec<u64>,
+    pub runs: Vec<RunRecord>,
+    /// The panel's report of each seed (θ0 and that seed's chosen models) is in
+    /// `judge/seed-N.json`.
+    pub table: Vec<PairRow>,
+    pub scores: Vec<RecipeScores>,
+    pub wall_seconds: f64,
+}
+
+/// `--quick`: the same pipeline, small enough for a test or a first look.
+fn apply_quick(config: &mut Config) {
+    let e = &mut config.experiment;
+    e.runs = 1;
+    e.eval_every = 2;
+    e.eval_prompt_count = 6;
+    e.eval_samples_per_prompt = 1;
+    e.judge_pairs_per_prompt = 1;
+    for r in &mut e.recipes {
+        r.steps = 4;
+    }
+}
+
+fn prepare_out(out: &Path) -> anyhow::Result<()> {
+    let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
+    if occupied && !out.join(MARKER).exists() {
+        bail!(
+            "{} exists, is not empty and was not written by `musicrl experiment`; choose another --out",
+            out.display()
+        );
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(
+        out.join(MARKER),
+        "written by `musicrl experiment`; a rerun replaces this folder\n",
+    )?;
+    Ok(())
+}
+
+/// θ0: `learner.init_policy`, or (when that is empty) a seeded random policy saved in OUT so
+/// every recipe and the judge share it.
+fn theta0(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
+    let path = &config.learner.init_policy;
+    if !path.as_os_str().is_empty() {
+        if !path.exists() {
+            bail!(
+                "learner.init_policy {} does not exist (θ0 of every recipe): run `musicrl pretrain` or set it",
+                path.display()
+            );
+        }
+        return Ok(path.clone());
+    }
+    let device = musicrl_common::device::training_device();
+    device.seed(config.learner.seed);
+    let policy = musicrl_common::policy::Policy::new(&config.policy, &device);
+    let file = out.join("theta0.bpk");
+    save_policy(&policy, &file)?;
+    Ok(file)
+}
+
+/// A recipe's configuration: its file over the defaults ("" = the experiment's own).
+fn recipe_config(config: &Config, file: &Path) -> anyhow::Result<Config> {
+    if file.as_os_str().is_empty() {
+        return Ok(config.clone());
+    }
+    let c =
+        Config::from_file(file).with_context(|| format!("the recipe config {}", file.display()))?;
+    if c.policy != config.policy {
+        bail!(
+            "the recipe config {} has another policy architecture than the experiment's; recipes share θ0",
+            file.display()
+        );
+    }
+    Ok(c)
+}
+
+/// Step folders of a run's checkpoint folder, oldest first, with their steps.
+fn step_folders(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        let step = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("step-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let (Some(step), true) = (step, p.join("policy.bpk").is_file()) {
+            out.push((step, p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn mean_sd(xs: &[f64]) -> MeanSd {
+    let xs: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if xs.is_empty() {
+        return MeanSd {
+            mean: f64::NAN,
+            sd: f64::NAN,
+        };
+    }
+    let m = xs.iter().sum::<f64>() / xs.len() as f64;
+    let sd = if xs.len() > 1 {
+        (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    MeanSd { mean: m, sd }
+}
+
+/// The comparison of `a` against `b` in a report, flipped when the report has `b` first.
+fn comparison(report: &Report, a: &str, b: &str) -> Option<Comparison> {
+    let flip = |x: f64| if x.is_nan() { x } else { 1.0 - x };
+    report.comparisons.iter().find_map(|c| {
+        if c.a == a && c.b == b {
+            Some(c.clone())
+        } else if c.a == b && c.b == a {
+            Some(Comparison {
+                a: a.into(),
+                b: b.into(),
+                wins: c.losses,
+                losses: c.wins,
+                win_pct: c.loss_pct,
+                loss_pct: c.win_pct,
+                win_rate: flip(c.win_rate),
+                adherence_win_rate: flip(c.adherence_win_rate),
+                quality_win_rate: flip(c.quality_win_rate),
+                appeal_win_rate: flip(c.appeal_win_rate),
+                ..c.clone()
+            })
+        } else {
+            None
+        }
+    })
+}
+
+/// Every recipe against θ0, then every later recipe against every earlier one (RL-RU
+/// against RL-R, as the paper reports it), each over every seed.
+pub fn aggregate(recipes: &[String], seeds: &[u64], judged: &[Report]) -> Vec<PairRow> {
+    let mut pairs: Vec<(String, String)> = recipes
+        .iter()
+        .map(|r| (r.clone(), START_THETA0.to_string()))
+        .collect();
+    for j in 0..recipes.len() {
+        for i in 0..j {
+            pairs.push((recipes[j].clone(), recipes[i].clone()));
+        }
+    }
+    let mut rows = Vec::new();
+    for (a, b) in &pairs {
+        {
+            let runs: Vec<SeedComparison> = seeds
+                .iter()
+                .zip(judged)
+                .filter_map(|(&s, r)| {
+                    comparison(r, &model_name(a, s), &model_name(b, s))
+                        .map(|c| SeedComparison::of(s, &c))
+                })
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let n: usize = runs.iter().map(|c| c.judgments).sum();
+            let pct = |f: fn(&SeedComparison) -> usize| {
+                100.0 * runs.iter().map(f).sum::<usize>() as f64 / n.max(1) as f64
+            };
+            let MeanSd {
+                mean: win_rate,
+                sd: win_rate_sd,
+            } = mean_sd(&runs.iter().map(|c| c.win_rate).collect::<Vec<_>>());
+            rows.push(PairRow {
+                a: a.clone(),
+                b: b.clone(),
+                win_pct: pct(|c| c.wins),
+                tie_pct: pct(|c| c.ties),
+                loss_pct: pct(|c| c.losses),
+                win_rate,
+                win_rate_sd,
+                significant_wins: runs
+                    .iter()
+                    .filter(|c| c.p_value < 0.05 && c.win_rate > 0.5)
+                    .count(),
+                significant_losses: runs
+                    .iter()
+                    .filter(|c| c.p_value < 0.05 && c.win_rate < 0.5)
+                    .count(),
+                runs,
+            });
+        }
+    }
+    rows
+}
+
+fn recipe_scores(recipes: &[String], seeds: &[u64], judged: &[Report]) -> Vec<RecipeScores> {
+    let mut names: Vec<String> = recipes.to_vec();
+    names.push(START_THETA0.into());
+    names
+        .iter()
+        .map(|r| {
+            let rows: Vec<&musicrl_judge::ModelScores> = seeds
+                .iter()
+                .zip(judged)
+                .filter_map(|(&s, rep)| rep.models.iter().find(|m| m.model == model_name(r, s)))
+                .collect();
+            let ms = |f: fn(&musicrl_judge::ModelScores) -> f64| {
+                mean_sd(&rows.iter().map(|m| f(m)).collect::<Vec<_>>())
+            };
+            RecipeScores {
+                recipe: r.clone(),
+                overall: ms(|m| m.overall),
+                adherence: ms(|m| m.adherence),
+                quality: ms(|m| m.quality),
+                appeal: ms(|m| m.appeal),
+                key: ms(|m| m.measured_key),
+                meter: ms(|m| m.measured_meter),
+                well_formed: ms(|m| m.measured_well_formed),
+            }
+        })
+        .collect()
+}
+
+/// Trains, evaluates and selects one run of one recipe.
+#[allow(clippy::too_many_arguments)]
+fn run_recipe(
+    runtime: &tokio::runtime::Runtime,
+    base: &Config,
+    recipe: &musicrl_common::config::RecipeConfig,
+    seed: u64,
+    start: &Path,
+    anchored: bool,
+    evaluator: &Evaluator,
+    out: &Path,
+) -> anyhow::Result<RunRecord> {
+    let e = &base.experiment;
+    let mut c = recipe_config(base, &recipe.config)?;
+    let dir = out.join("runs").join(model_name(&recipe.name, seed));
+    c.learner.init_policy = start.to_path_buf();
+    c.learner.reference_policy = if anchored {
+        start.to_path_buf()
+    } else {
+        PathBuf::new()
+    };
+    c.learner.seed = seed;
+    c.actor.seed = seed;
+    c.learner.checkpoint_every = e.eval_every;
+    c.learner.keep_checkpoints = 0;
+    c.local.steps = recipe.steps;
+    c.local.out = dir.clone();
+    c.local.actors = base.local.actors;
+    c.local.metrics = false;
+    let components: Vec<ComponentConfig> = c.reward.components.clone();
+
+    eprintln!(
+        "== {} (seed {seed}): {} steps from {}{}",
+        recipe.name,
+        recipe.steps,
+        start.display(),
+        if anchored {
+            ", KL measured against it"
+        } else {
+            ""
+        }
+    );
+    let t = Instant::now();
+    let summary = runtime
+        .block_on(crate::local::run(c.clone(), LocalArgs::default()))
+        .with_context(|| {
+            format!(
+                "training {} (seed {seed}); logs in {}",
+                recipe.name,
+                dir.join("logs").display()
+            )
+        })?;
+    let training_seconds = t.elapsed().as_secs_f64();
+    if !summary.completed {
+        bail!(
+            "{} (seed {seed}) stopped at step {} of {}; logs in {}",
+            recipe.name,
+            summary.steps,
+            recipe.steps,
+            dir.join("logs").display()
+        );
+    }
+
+    // The reference the learner actually used, read back from the run (not assumed).
+    let ck = dir.join("checkpoints");
+    let device = musicrl_common::device::inference_device();
+    let reference_file = ck.join("reference.bpk");
+    let reference = load_policy(&reference_file, &c.policy, &device)
+        .with_context(|| format!("the run's KL reference {}", reference_file.display()))?;
+    let t = Instant::now();
+    let mut points: Vec<(u64, PathBuf)> = vec![(0, start.to_path_buf())];
+    points.extend(
+        step_folders(&ck)?
+            .into_iter()
+            .map(|(s, p)| (s, p.join("policy.bpk"))),
+    );
+    let mut curve = Vec::with_capacity(points.len());
+    for (step, file) in &points {
+        let policy = load_policy(file, &c.policy, &device)
+            .with_context(|| format!("loading {}", file.display()))?;
+        let point = evaluator.evaluate(
+            runtime,
+            *step,
+            file,
+            &policy,
+            &reference,
+            &c.policy,
+            &components,
+            seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xE7A1,
+        )?;
+        eprintln!(
+            "   step {step:>5}: held-out panel {:.3} (adherence {:.3}, quality {:.3}, appeal {:.3}), train reward {:.4}, KL {:.3}, length {:.1}, distinct-4 {:.3}, copied {:.1}",
+            point.judge_overall,
+            point.judge_adherence,
+            point.judge_quality,
+            point.judge_appeal,
+            point.train_reward,
+            point.kl,
+            point.mean_length,
+            point.distinct_4,
+            point.copy_mean
+        );
+        curve.push(point);
+    }
+    let evaluation_seconds = t.elapsed().as_secs_f64();
+
+    // Candidates are the trained checkpoints; the start is the curve's origin.
+    let trained: Vec<Point> = curve[1..]
+        .iter()
+        .map(|p| Point {
+            step: p.step,
+            held_out: p.judge_overall,
+            train_reward: p.train_reward,
+        })
+        .collect();
+    let rule = Rule {
+        patience: e.patience,
+        min_delta: e.min_delta,
+    };
+    let selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
+    let chosen_dir = ck.join(format!("step-{:08}", selection.best_step));
+    let reason = match &selection.fired {
+        Some(f) => f.reason.clone(),
+        None => format!(
+            "the best held-out panel score ({:.4}) of the run's checkpoints",
+            selection.best_held_out
+        ),
+    };
+    checkpoint::pin(&chosen_dir, &reason)?;
+    eprintln!("   chose step {}: {reason}", selection.best_step);
+    // Keep the chosen and the last step folders; the rest were evaluated and are not needed.
+    let latest = checkpoint::latest(&ck);
+    for (_, folder) in step_folders(&ck)? {
+        if !checkpoint::is_pinned(&folder) && Some(&folder) != latest.as_ref() {
+            std::fs::remove_dir_all(&folder)
+                .with_context(|| format!("removing {}", folder.display()))?;
+        }
+    }
+    let record = RunRecord {
+        recipe: recipe.name.clone(),
+        seed,
+        dir: dir.clone(),
+        init_policy: start.to_path_buf(),
+        reference_policy: reference_file,
+        steps: recipe.steps,
+        curve,
+        chosen: chosen_dir.join("policy.bpk"),
+        selection,
+        training_seconds,
+        evaluation_seconds,
+    };
+    let mut lines = String::new();
+    for p in &record.curve {
+        lines.push_str(&serde_json::to_string(p)?);
+        lines.push('\n');
+    }
+    musicrl_common::fsutil::write_atomic(&dir.join("curve.jsonl"), lines.as_bytes())?;
+    write_json(&dir.join("selection.json"), &record.selection)?;
+    Ok(record)
+}
+
+/// `musicrl experiment`.
+pub fn run(
+    mut config: Config,
+    args: &ExperimentArgs,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Results> {
+    let started = Instant::now();
+    if args.quick {
+        apply_quick(&mut config);
+    }
+    args.apply(&mut config);
+    config.validate()?;
+    let e = config.experiment.clone();
+    let out = e.out.clone();
+    prepare_out(&out)?;
+    write_json(&out.join("plan.json"), &e)?;
+
+    let theta0 = theta0(&config, &out)?;
+    let mut prompts =
+        load_prompts(&e.eval_prompts).context("the held-out prompts (experiment.eval_prompts)")?;
+    if e.eval_prompt_count > 0 {
+        prompts.truncate(e.eval_prompt_count);
+    }
+    let recipe_components: Vec<Vec<ComponentConfig>> = e
+        .recipes
+        .iter()
+        .map(|r| recipe_config(&config, &r.config).map(|c| c.reward.components))
+        .collect::<anyhow::Result<_>>()?;
+    let (_, tunes) = crate::reward_cmds::load_corpus(&config, None)?;
+    let train: Vec<&musicrl_music::corpus::Tune> = tunes
+        .iter()
+        .filter(|t| t.split == musicrl_music::corpus::Split::Train)
+        .collect();
+    let evaluator = Evaluator::new(&config, prompts.clone(), &recipe_components, &train)?;
+    let (tunes_indexed, notes_indexed) = evaluator.copy_index_size();
+    eprintln!(
+        "musicrl experiment: {} recipes × {} runs, held-out evaluation every {} steps on {} prompts × {} (components {}), copy index of {tunes_indexed} training tunes ({notes_indexed} notes); output in {}",
+        e.recipes.len(),
+        e.runs,
+        e.eval_every,
+        prompts.len(),
+        e.eval_samples_per_prompt,
+        evaluator.component_names().join(", "),
+        out.display()
+    );
+
+    let seeds: Vec<u64> = (0..e.runs as u64).map(|k| e.first_seed + k).collect();
+    let judge_prompts =
+        load_prompts(&e.eval_prompts).context("the judge's prompts (experiment.eval_prompts)")?;
+    let judge_prompts: Vec<String> = if args.quick {
+        judge_prompts
+            .into_iter()
+            .take(e.eval_prompt_count)
+            .collect()
+    } else {
+        judge_prompts
+    };
+    let panel = Panel::new(PanelConfig::default()).map_err(anyhow::Error::msg)?;
+    let mut runs: Vec<RunRecord> = Vec::new();
+    let mut judged: Vec<Report> = Vec::new();
+    for &seed in &seeds {
+        let mut chosen: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for recipe in &e.recipes {
+            let (start, anchored) = if recipe.start == START_THETA0 {
+                (theta0.clone(), false)
+            } else {
+                let from = chosen.get(&recipe.start).with_context(|| {
+                    format!(
+                        "{} starts from {}, which has no run",
+                        recipe.name, recipe.start
+                    )
+                })?;
+                (from.clone(), true)
+            };
+            let record = run_recipe(
+                runtime, &config, recipe, seed, &start, anchored, &evaluator, &out,
+            )?;
+            chosen.insert(recipe.name.clone(), record.chosen.clone());
+            runs.push(record);
+        }
+        // The panel's side-by-side verdict on this seed's chosen models and θ0.
+        eprintln!(
+            "== judging seed {seed}: θ0 and {} chosen models",
+            e.recipes.len()
+        );
+        let mut named: Vec<(String, PathBuf)> = e
+            .recipes
+            .iter()
+            .map(|r| (model_name(&r.name, seed), chosen[&r.name].clone()))
+            .collect();
+        named.push((model_name(START_THETA0, seed), theta0.clone()));
+        let mut models = Vec::new();
+        for (m, (name, path)) in named.iter().enumerate() {
+            models.push((
+                name.clone(),
+                sample_policy(
+                    &config,
+                    name,
+                    path,
+                    &judge_prompts,
+                    e.judge_pairs_per_prompt,
+                    seed,
+                    m as u64,
+                )?,
+            ));
+        }
+        let report = musicrl_judge::compare(&panel, &models)?;
+        eprint!("{}", report.table());
+        write_samples(&out.join("samples"), &models, None)?;
+        write_json(
+            &out.join("judge").join(format!("seed-{seed}.json")),
+            &report,
+        )?;
+        judged.push(report);
+    }
+    let names: Vec<String> = e.recipes.iter().map(|r| r.name.clone()).collect();
+    let table = aggregate(&names, &seeds, &judged);
+    let scores = recipe_scores(&names, &seeds, &judged);
+    let results = Results {
+        plan: e,
+        quick: args.quick,
+        theta0,
+        seeds,
+        runs,
+        table,
+        scores,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    write_json(&out.join("results.json"), &results)?;
+    let page = report::write_experiment(&out, &results)?;
+    eprintln!("{}", report::table_text(&results));
+    eprintln!("report: {}", page.display());
+    Ok(results)
+}
