@@ -135,7 +135,10 @@ pub async fn run(
         policy: None,
     });
     let mut outcome = ActorOutcome::default();
-    tracing::info!(actor = %actor_id, learner = %config.actor.learner, reward = %config.actor.reward, "actor started");
+    tracing::info!(actor = %actor_id, learner = %config.actor.learner, reward = %config.actor.reward, synchronous = config.actor.synchronous, "actor started");
+    // Deterministic mode: the version being sampled and how many trajectories the learner
+    // has accepted of it.
+    let mut sync: Option<(PolicyVersion, usize)> = None;
 
     loop {
         // The newest parameters (waiting for the first version).
@@ -162,10 +165,34 @@ pub async fn run(
             continue;
         }
 
-        // Sample off the executor.
         let mut w = worker
             .take()
             .expect("the worker is returned after every round");
+        if config.actor.synchronous {
+            let pushed = match sync {
+                Some((v, n)) if v == blob.version => n,
+                _ => 0,
+            };
+            if pushed >= config.learner.batch_size {
+                // This version's update has its batch: wait for the next version.
+                worker = Some(w);
+                tokio::select! {
+                    changed = params_rx.changed() => if changed.is_err() { break },
+                    () = &mut shutdown => break,
+                }
+                continue;
+            }
+            sync = Some((blob.version, pushed));
+            // The round's draws depend on (seed, version, round) alone, not on history.
+            let round = (pushed / config.actor.batch_size) as u64;
+            let s = seed
+                ^ blob.version.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ round.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+            w.sampler = Sampler::new(s, config.sampling.temperature);
+            w.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
+        }
+
+        // Sample off the executor.
         // `samples_per_prompt` clips of each caption drawn, side by side, so the learner can
         // take a leave-one-out baseline within each caption.
         let k = config
@@ -261,6 +288,11 @@ pub async fn run(
         };
         outcome.rounds += 1;
         outcome.samples_pushed += pushed.accepted;
+        if let Some((v, n)) = sync.as_mut()
+            && *v == blob.version
+        {
+            *n += pushed.accepted as usize;
+        }
         outcome.samples_rejected += pushed.rejected;
         outcome.max_policy_version_used = outcome.max_policy_version_used.max(blob.version.0);
         let lag = PolicyVersion(pushed.learner_version)

@@ -81,6 +81,10 @@ pub struct ExperimentArgs {
     /// The first seed [default: experiment.first_seed = 1].
     #[arg(long, value_name = "N")]
     pub first_seed: Option<u64>,
+    /// Deterministic runs (one synchronous actor each): a seed reproduces its run exactly
+    /// [default: experiment.deterministic = false].
+    #[arg(long)]
+    pub deterministic: bool,
 }
 
 impl ExperimentArgs {
@@ -93,6 +97,9 @@ impl ExperimentArgs {
         }
         if let Some(v) = self.first_seed {
             c.experiment.first_seed = v;
+        }
+        if self.deterministic {
+            c.experiment.deterministic = true;
         }
     }
 }

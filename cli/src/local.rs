@@ -222,6 +222,13 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         bail!("musicrl local needs --steps N with N > 0 (local.steps is 0)");
     }
     config.validate()?;
+    if config.actor.synchronous && config.local.actors != 1 {
+        bail!(
+            "actor.synchronous (deterministic mode) needs exactly one actor (local.actors is {}): \
+             with several, the order their pushes arrive in is not reproducible",
+            config.local.actors
+        );
+    }
     let out = config.local.out.clone();
     prepare_out(&out, args.resume)?;
     let child = child_config(&config, &out);

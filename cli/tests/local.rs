@@ -206,3 +206,94 @@ fn config_prints_a_configuration_that_reads_back() {
         text
     );
 }
+
+/// A policy file's logits and values on a fixed input, as raw bits: equal exactly when the
+/// parameters are (the file itself also holds random parameter ids).
+fn outputs(path: &Path) -> Vec<u32> {
+    use musicrl_common::policy::{caption_batch, params::load_policy, to_vec_f32, token_tensor};
+    let config = musicrl_common::config::PolicyConfig {
+        vocab_size: 16,
+        max_tokens: 12,
+        d_model: 32,
+        n_heads: 2,
+        n_layers: 1,
+        d_ff: 64,
+        caption_buckets: 64,
+        max_caption_words: 8,
+        end_token: 16,
+        ..Default::default()
+    };
+    let device = musicrl_common::device::inference_device();
+    let policy = load_policy(path, &config, &device).expect("load");
+    let captions = caption_batch(&["a jig in D major", "a slow air"], &config, &device);
+    let tokens: Vec<u32> = (0..24).map(|i| i % 16).collect();
+    let out = policy.forward(&captions, token_tensor(&tokens, 2, 12, &device));
+    to_vec_f32(out.logits)
+        .into_iter()
+        .chain(to_vec_f32(out.values))
+        .map(f32::to_bits)
+        .collect()
+}
+
+#[test]
+fn deterministic_mode_reproduces_a_run_bit_for_bit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sync.toml");
+    let text = tiny_config().replace("[actor]\n", "[actor]\nsynchronous = true\n");
+    std::fs::write(&config, text).expect("write config");
+    let mut finals = Vec::new();
+    for k in 0..2 {
+        let out = dir.path().join(format!("run-{k}"));
+        let run = musicrl(
+            &config,
+            &[
+                "local",
+                "--steps",
+                "12",
+                "--actors",
+                "1",
+                "--out",
+                out.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let latest = std::fs::read_to_string(out.join("checkpoints/LATEST")).expect("LATEST");
+        let policy = outputs(
+            &out.join("checkpoints")
+                .join(latest.trim())
+                .join("policy.bpk"),
+        );
+        let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
+        assert_eq!(history.lines().count(), 12);
+        finals.push((policy, history));
+    }
+    assert_eq!(finals[0].1, finals[1].1, "the same per-step history");
+    assert!(
+        finals[0].0 == finals[1].0,
+        "the same final parameters, bit for bit (their logits and values on a fixed input)"
+    );
+
+    // Two actors cannot be deterministic: refused, with the reason.
+    let run = musicrl(
+        &config,
+        &[
+            "local",
+            "--steps",
+            "2",
+            "--actors",
+            "2",
+            "--out",
+            dir.path().join("two").to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("exactly one actor"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

@@ -282,6 +282,11 @@ pub struct ActorConfig {
     /// Exit when the learner announces the end of training. False waits for a newer version
     /// instead (a Deployment whose pods must not restart in a loop).
     pub exit_on_completion: bool,
+    /// Deterministic mode: sample exactly `learner.batch_size` trajectories with each policy
+    /// version, then wait for the next one, every round's draws seeded by (seed, version,
+    /// round). With one actor a seed then reproduces its run bit for bit, at the cost of the
+    /// overlap of sampling and training (`docs/experiment.md`).
+    pub synchronous: bool,
 }
 
 impl Default for ActorConfig {
@@ -292,6 +297,7 @@ impl Default for ActorConfig {
             metrics_listen: "0.0.0.0:9102".into(),
             batch_size: 8,
             samples_per_prompt: 4,
+            synchronous: false,
             prompts: PathBuf::from("data/prompts/train.txt"),
             seed: 0,
             max_backoff_seconds: 5.0,
@@ -449,6 +455,9 @@ pub struct ExperimentConfig {
     pub patience: usize,
     /// … by more than this, while the training reward rises.
     pub min_delta: f64,
+    /// Deterministic runs: one synchronous actor (`actor.synchronous`), so a seed
+    /// reproduces its run exactly, at the cost of the overlap of sampling and training.
+    pub deterministic: bool,
     /// The recipes, in order; a recipe may start from an earlier one's chosen checkpoint.
     pub recipes: Vec<RecipeConfig>,
 }
@@ -500,6 +509,7 @@ impl Default for ExperimentConfig {
             judge_pairs_per_prompt: 3,
             patience: 2,
             min_delta: 0.0,
+            deterministic: false,
             recipes: vec![
                 recipe("rl-r", "", 300, START_THETA0),
                 recipe("rl-u", "config/rl-u.toml", 100, START_THETA0),
@@ -664,6 +674,15 @@ impl Config {
             return bad(
                 "actor.samples_per_prompt",
                 "must be positive (1 samples a new caption for every clip)".into(),
+            );
+        }
+        if a.synchronous && self.learner.batch_size % a.batch_size != 0 {
+            return bad(
+                "actor.synchronous",
+                format!(
+                    "needs learner.batch_size ({}) to be a multiple of actor.batch_size ({}), so that whole rounds fill each update",
+                    self.learner.batch_size, a.batch_size
+                ),
             );
         }
         if !(a.max_backoff_seconds.is_finite() && a.max_backoff_seconds > 0.0) {

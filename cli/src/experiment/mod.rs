@@ -165,7 +165,8 @@ pub struct Results {
     pub wall_seconds: f64,
 }
 
-/// `--quick`: the same pipeline, small enough for a test or a first look.
+/// `--quick`: the same pipeline, small enough for a test or a first look (each run's value
+/// and learning-rate warm-ups shrink too, so its few steps move the policy).
 fn apply_quick(config: &mut Config) {
     let e = &mut config.experiment;
     e.runs = 1;
@@ -176,6 +177,12 @@ fn apply_quick(config: &mut Config) {
     for r in &mut e.recipes {
         r.steps = 4;
     }
+}
+
+/// What `--quick` does to each run's own configuration.
+fn quick_run(c: &mut Config) {
+    c.learner.value_warmup_steps = c.learner.value_warmup_steps.min(1);
+    c.learner.lr_warmup_steps = 0;
 }
 
 fn prepare_out(out: &Path) -> anyhow::Result<()> {
@@ -391,9 +398,13 @@ fn run_recipe(
     anchored: bool,
     evaluator: &Evaluator,
     out: &Path,
+    quick: bool,
 ) -> anyhow::Result<RunRecord> {
     let e = &base.experiment;
     let mut c = recipe_config(base, &recipe.config)?;
+    if quick {
+        quick_run(&mut c);
+    }
     let dir = out.join("runs").join(model_name(&recipe.name, seed));
     c.learner.init_policy = start.to_path_buf();
     c.learner.reference_policy = if anchored {
@@ -409,6 +420,10 @@ fn run_recipe(
     c.local.out = dir.clone();
     c.local.actors = base.local.actors;
     c.local.metrics = false;
+    if e.deterministic {
+        c.actor.synchronous = true;
+        c.local.actors = 1;
+    }
     let components: Vec<ComponentConfig> = c.reward.components.clone();
 
     eprintln!(
@@ -616,7 +631,7 @@ pub fn run(
                 (from.clone(), true)
             };
             let record = run_recipe(
-                runtime, &config, recipe, seed, &start, anchored, &evaluator, &out,
+                runtime, &config, recipe, seed, &start, anchored, &evaluator, &out, args.quick,
             )?;
             chosen.insert(recipe.name.clone(), record.chosen.clone());
             runs.push(record);
