@@ -175,6 +175,8 @@ fn prepare_out(out: &Path, resume: bool) -> anyhow::Result<()> {
         }
         for file in [
             "history.jsonl",
+            "trajectories.jsonl",
+            "trajectories.jsonl.1",
             "summary.json",
             "config.toml",
             "prometheus-targets.json",
@@ -209,6 +211,7 @@ fn child_config(config: &Config, out: &Path) -> Config {
     c.learner.steps = config.local.steps;
     c.learner.checkpoint_dir = out.join("checkpoints");
     c.learner.history_path = out.join("history.jsonl");
+    c.learner.trajectory_log = out.join("trajectories.jsonl");
     c.reward.listen = "127.0.0.1:0".into();
     c.reward.metrics_listen = metrics.into();
     c.actor.metrics_listen = metrics.into();

@@ -210,6 +210,12 @@ pub struct LearnerConfig {
     pub chunk_bytes: usize,
     /// Where per-step history (`history.jsonl`) is written; empty disables it.
     pub history_path: PathBuf,
+    /// The trajectory log (JSON lines: every trained trajectory's step, actor, policy
+    /// version, caption, tokens, reward, component scores and scorer version); empty
+    /// disables it. `musicrl local` writes `OUT/trajectories.jsonl`.
+    pub trajectory_log: PathBuf,
+    /// Rotate the trajectory log to `<file>.1` past this many MiB.
+    pub trajectory_log_max_mb: u64,
     /// Exit once `steps` are trained (`musicrl local`, batch jobs). False keeps serving the
     /// final parameters and status until stopped (a StatefulSet that must not restart).
     pub exit_on_completion: bool,
@@ -242,6 +248,8 @@ impl Default for LearnerConfig {
             max_push: 1024,
             chunk_bytes: 1 << 20,
             history_path: PathBuf::new(),
+            trajectory_log: PathBuf::new(),
+            trajectory_log_max_mb: 64,
             exit_on_completion: true,
             seed: 0,
         }

@@ -52,6 +52,7 @@ pub const LEARNER_TRAJECTORIES_TRAINED_TOTAL: &str = "musicrl_learner_trajectori
 pub const LEARNER_TRAJECTORIES_ACCEPTED_TOTAL: &str = "musicrl_learner_trajectories_accepted_total";
 pub const LEARNER_TRAJECTORIES_REJECTED_TOTAL: &str = "musicrl_learner_trajectories_rejected_total";
 pub const LEARNER_TRAJECTORIES_DROPPED_TOTAL: &str = "musicrl_learner_trajectories_dropped_total";
+pub const LEARNER_MIXED_SCORER_BATCHES_TOTAL: &str = "musicrl_learner_mixed_scorer_batches_total";
 pub const LEARNER_LOSS: &str = "musicrl_learner_loss";
 pub const LEARNER_KL: &str = "musicrl_learner_kl";
 pub const LEARNER_ENTROPY: &str = "musicrl_learner_entropy";
@@ -227,6 +228,14 @@ pub const CATALOG: &[Metric] = &[
         label: Some("reason"),
         initial_label_values: &["stale", "future_version"],
         help: "admitted to the queue but dropped by the staleness rule (stale, future_version)",
+    },
+    Metric {
+        name: LEARNER_MIXED_SCORER_BATCHES_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "updates whose batch mixed trajectories scored by different scorer versions",
     },
     Metric {
         name: LEARNER_LOSS,

@@ -12,6 +12,7 @@ pub mod run;
 pub mod service;
 pub mod staleness;
 pub mod trainer;
+pub mod trajlog;
 
 pub use error::{LearnerError, Result};
 pub use run::{LearnerOutcome, serve};

@@ -204,6 +204,8 @@ fn train_loop(
         max_policy_lag: l.max_policy_lag,
     };
     let mut history = open_history(&l.history_path)?;
+    let mut trajectories =
+        crate::trajlog::TrajectoryLog::open(&l.trajectory_log, l.trajectory_log_max_mb)?;
     let mut outcome = LearnerOutcome::default();
     let mut last_saved = trainer.step_count();
     let finished = |step: u64| l.steps > 0 && step >= l.steps;
@@ -277,6 +279,18 @@ fn train_loop(
         if let Some(f) = history.as_mut() {
             let line = serde_json::to_string(&stats).expect("StepStats serialises");
             writeln!(f, "{line}").map_err(LearnerError::Io)?;
+        }
+        if let Some(log) = trajectories.as_mut() {
+            log.append(stats.step, &batch, config.policy.end_token)?;
+        }
+        if stats.scorer_versions > 1 {
+            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_MIXED_SCORER_BATCHES_TOTAL)
+                .increment(1);
+            tracing::warn!(
+                step = stats.step,
+                versions = stats.scorer_versions,
+                "a batch mixed scorer versions (the reward configuration changed while it was sampled)"
+            );
         }
         {
             let mut p = shared.progress();

@@ -51,6 +51,10 @@ pub struct StepStats {
     /// sampled more than once in the batch) rather than V(s_t).
     #[serde(default)]
     pub grouped_share: f32,
+    /// Distinct scorer versions among the batch's trajectories (more than 1: a mixed batch,
+    /// counted by `musicrl_learner_mixed_scorer_batches_total`).
+    #[serde(default)]
+    pub scorer_versions: usize,
 }
 
 /// How much of a trajectory the learner trains on: up to and including the first `end`
@@ -371,6 +375,7 @@ impl Trainer {
             mean_length: lens.iter().sum::<usize>() as f32 / b as f32,
             ended_share: batch.iter().filter(|x| x.tokens.contains(&end)).count() as f32 / b as f32,
             grouped_share: grouped as f32 / b as f32,
+            scorer_versions: crate::trajlog::scorer_versions(batch),
         }
     }
 }

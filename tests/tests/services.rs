@@ -311,3 +311,64 @@ async fn parameters_arrive_in_chunks_below_the_limit_and_reassemble() {
     drop(stream);
     learner.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trajectory_log_records_provenance_and_a_mixed_scorer_batch_is_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 2;
+    config.learner.batch_size = 4;
+    config.learner.queue_capacity = 8;
+    config.learner.value_warmup_steps = 0;
+    config.learner.trajectory_log = dir.path().join("trajectories.jsonl");
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let with_scorer = |version: &str| {
+        let mut t = trajectory(&config, 0);
+        t.scorer_version = version.into();
+        t
+    };
+    // Step 1: one scorer version. Step 2: two halves scored by different versions (as when a
+    // reward server is replaced mid-run).
+    let one = vec![with_scorer("text@a"); 4];
+    assert_eq!(push(&mut client, one).await.expect("push").accepted, 4);
+    let mut mixed = vec![with_scorer("text@a"); 2];
+    mixed.extend(vec![with_scorer("text@b"); 2]);
+    let pushed = push(&mut client, mixed).await;
+    // The second push may race the end of step 1; either way its four trajectories are taken.
+    assert_eq!(pushed.expect("push").accepted, 4);
+    let outcome = learner.join().await.expect("learner finished");
+    assert_eq!(outcome.steps, 2);
+
+    let history = std::fs::read_to_string(&config.learner.history_path).expect("history");
+    let versions: Vec<u64> = history
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["scorer_versions"]
+                .as_u64()
+                .expect("scorer_versions")
+        })
+        .collect();
+    assert_eq!(versions, [1, 2], "step 2's batch mixed two scorer versions");
+
+    let log = std::fs::read_to_string(&config.learner.trajectory_log).expect("trajectory log");
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(entries.len(), 8, "every trained trajectory");
+    assert_eq!(entries[0]["step"], 1);
+    assert_eq!(entries[7]["step"], 2);
+    assert_eq!(entries[7]["scorer_version"], "text@b");
+    assert_eq!(entries[0]["actor"], "test-actor");
+    assert_eq!(entries[0]["policy_version"], 0);
+    assert_eq!(entries[0]["caption"], "a slow air");
+    assert_eq!(entries[0]["components"][0][0], "token-fraction");
+    assert_eq!(
+        entries[0]["tokens"].as_array().expect("tokens").len(),
+        config.policy.max_tokens,
+        "the tiny config has no END: every token was trained on"
+    );
+}
