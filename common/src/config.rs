@@ -852,6 +852,11 @@ mod tests {
                 &["preference"][..],
             ),
             (
+                "config/rl-ru.toml",
+                include_str!("../../config/rl-ru.toml"),
+                &["preference"][..],
+            ),
+            (
                 "config/rl-all.toml",
                 include_str!("../../config/rl-all.toml"),
                 &["text", "quality", "preference"][..],
@@ -874,6 +879,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_experiments_recipes_exist_and_are_valid() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (name, text) in [
+            (
+                "config/default.toml",
+                include_str!("../../config/default.toml"),
+            ),
+            (
+                "config/experiment-rl-u-long.toml",
+                include_str!("../../config/experiment-rl-u-long.toml"),
+            ),
+        ] {
+            let c = Config::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            for r in &c.experiment.recipes {
+                if !r.config.as_os_str().is_empty() {
+                    let path = root.join(&r.config);
+                    let recipe = Config::from_file(&path)
+                        .unwrap_or_else(|e| panic!("{name}: recipe {}: {e}", r.name));
+                    recipe.validate().expect("a valid recipe");
+                    assert_eq!(recipe.policy, c.policy, "{name}: {} shares θ0", r.name);
+                }
+            }
+        }
+        // RL-RU starts from RL-R.
+        let d = ExperimentConfig::default();
+        let ru = d.recipes.iter().find(|r| r.name == "rl-ru").expect("rl-ru");
+        assert_eq!(ru.start, "rl-r");
+    }
+
+    #[test]
+    fn bad_experiments_are_named() {
+        let mut c = Config::default();
+        c.experiment.recipes[0].start = "rl-ru".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("experiment.recipes[0].start"), "{err}");
+        let mut c = Config::default();
+        c.experiment.recipes[1].name = "rl-r".into();
+        assert!(c.validate().unwrap_err().to_string().contains("used twice"));
+        let mut c = Config::default();
+        c.experiment.recipes[0].steps = 10;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("evaluation interval")
+        );
+        let mut c = Config::default();
+        c.actor.synchronous = true;
+        c.actor.batch_size = 5;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("actor.synchronous")
+        );
     }
 
     #[test]
