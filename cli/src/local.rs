@@ -42,6 +42,9 @@ pub struct Summary {
     pub trajectories_accepted: u64,
     pub trajectories_rejected: u64,
     pub trajectories_dropped_stale: u64,
+    /// Updates whose batch mixed scorer versions (the reward configuration changed mid-run).
+    #[serde(default)]
+    pub mixed_scorer_batches: u64,
     /// Mean reward over the first and the last 10% of this run's steps (at least one step).
     pub reward_mean_first: f32,
     pub reward_mean_last: f32,
@@ -376,6 +379,7 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         trajectories_accepted: outcome.trajectories_accepted,
         trajectories_rejected: outcome.trajectories_rejected,
         trajectories_dropped_stale: outcome.trajectories_dropped_stale,
+        mixed_scorer_batches: outcome.mixed_scorer_batches,
         reward_mean_first,
         reward_mean_last,
         kl_last: outcome.kl_last,

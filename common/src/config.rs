@@ -461,8 +461,10 @@ pub struct ExperimentConfig {
     pub judge_pairs_per_prompt: usize,
     /// The over-optimisation rule: evaluations in a row below the best held-out score …
     pub patience: usize,
-    /// … by more than this, while the training reward rises.
+    /// … by more than this and by more than this many standard errors of the difference
+    /// (the held-out score's own noise), while the training reward rises.
     pub min_delta: f64,
+    pub fall_standard_errors: f64,
     /// Deterministic runs: one synchronous actor (`actor.synchronous`), so a seed
     /// reproduces its run exactly, at the cost of the overlap of sampling and training.
     pub deterministic: bool,
@@ -517,6 +519,7 @@ impl Default for ExperimentConfig {
             judge_pairs_per_prompt: 3,
             patience: 2,
             min_delta: 0.0,
+            fall_standard_errors: 2.0,
             deterministic: false,
             recipes: vec![
                 recipe("rl-r", "", 300, START_THETA0),
@@ -774,6 +777,12 @@ impl Config {
             return bad(
                 "experiment.eval_samples_per_prompt",
                 "eval_samples_per_prompt and judge_pairs_per_prompt must be at least 1".into(),
+            );
+        }
+        if !e.fall_standard_errors.is_finite() || e.fall_standard_errors < 0.0 {
+            return bad(
+                "experiment.fall_standard_errors",
+                format!("{} must be finite and >= 0", e.fall_standard_errors),
             );
         }
         if !e.min_delta.is_finite() || e.min_delta < 0.0 {

@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub step: u64,
-    /// The held-out score that drives selection (higher is better).
+    /// The held-out score that drives selection (higher is better), and its standard error
+    /// (0 when unknown).
     pub held_out: f64,
+    #[serde(default)]
+    pub held_out_se: f64,
     /// The training reward at this point (the proxy the policy climbs).
     pub train_reward: f64,
 }
@@ -26,8 +29,11 @@ pub struct Point {
 pub struct Rule {
     /// Evaluations in a row below the best (by more than `min_delta`) before it fires.
     pub patience: usize,
-    /// How far below the best a score must be to count as a fall.
+    /// A score counts as a fall when it is below the best by more than this and by more than
+    /// `standard_errors` standard errors of the difference, √(se_best² + se²): a dip within
+    /// the evaluation's own noise is not a fall.
     pub min_delta: f64,
+    pub standard_errors: f64,
 }
 
 impl Default for Rule {
@@ -35,7 +41,18 @@ impl Default for Rule {
         Self {
             patience: 2,
             min_delta: 0.0,
+            standard_errors: 2.0,
         }
+    }
+}
+
+impl Rule {
+    /// Whether `q` counts as a fall from `best`.
+    fn fell(&self, best: &Point, q: &Point) -> bool {
+        let se = (best.held_out_se.powi(2) + q.held_out_se.powi(2)).sqrt();
+        let margin = self.min_delta.max(self.standard_errors * se);
+        // A NaN score counts as a fall (it is certainly not as good as the best).
+        !(q.held_out >= best.held_out - margin)
     }
 }
 
@@ -83,7 +100,7 @@ pub fn select(points: &[Point], rule: &Rule) -> Option<Selection> {
             && since.len() >= rule.patience
             && since[since.len() - rule.patience..]
                 .iter()
-                .all(|q| !(q.held_out >= bp.held_out - rule.min_delta));
+                .all(|q| rule.fell(&bp, q));
         if fallen && p.train_reward > bp.train_reward {
             let fall = bp.held_out - p.held_out;
             let rise = p.train_reward - bp.train_reward;
@@ -98,9 +115,9 @@ pub fn select(points: &[Point], rule: &Rule) -> Option<Selection> {
                     reward_rise: rise,
                     reason: format!(
                         "over-optimisation: the held-out score fell below its best ({:.4} at step {}) \
-                         for {} evaluations in a row, by {fall:.4} at step {}, while the training \
-                         reward rose by {rise:.4}; rolled back to step {}",
-                        bp.held_out, bp.step, rule.patience, p.step, bp.step
+                         for {} evaluations in a row (each beyond {} standard errors), by {fall:.4} \
+                         at step {}, while the training reward rose by {rise:.4}; rolled back to step {}",
+                        bp.held_out, bp.step, rule.patience, rule.standard_errors, p.step, bp.step
                     ),
                 }),
             });
@@ -126,6 +143,7 @@ mod tests {
             .map(|(i, (&h, &r))| Point {
                 step: 50 * i as u64,
                 held_out: h,
+                held_out_se: 0.0,
                 train_reward: r,
             })
             .collect()
@@ -164,8 +182,8 @@ mod tests {
         // A fall within min_delta does not count.
         let points = curve(&[3.0, 3.4, 3.38, 3.39, 3.37], &[0.1, 0.2, 0.3, 0.4, 0.5]);
         let rule = Rule {
-            patience: 2,
             min_delta: 0.05,
+            ..Rule::default()
         };
         assert_eq!(select(&points, &rule).expect("points").fired, None);
         assert!(
@@ -179,6 +197,16 @@ mod tests {
         let s = select(&points, &Rule::default()).expect("points");
         assert_eq!((s.best_step, s.fired), (100, None));
         assert_eq!(select(&[], &Rule::default()), None);
+        // A fall within two standard errors of the difference is noise: 3.4 ± 0.03 against
+        // 3.36 ± 0.03 differs by 0.04 < 2·√(0.03² + 0.03²) ≈ 0.085.
+        let mut noisy = curve(&[3.0, 3.4, 3.36, 3.35], &[0.1, 0.2, 0.3, 0.4]);
+        for p in &mut noisy {
+            p.held_out_se = 0.03;
+        }
+        assert_eq!(select(&noisy, &Rule::default()).expect("points").fired, None);
+        noisy[2].held_out = 3.30;
+        noisy[3].held_out = 3.25;
+        assert!(select(&noisy, &Rule::default()).expect("points").fired.is_some());
         // NaN never becomes the best.
         let points = curve(&[f64::NAN, 3.0], &[0.0, 0.1]);
         assert_eq!(select(&points, &Rule::default()).expect("points").best, 1);

@@ -42,6 +42,9 @@ pub struct LearnerOutcome {
     /// Step at which this run started (non-zero after a resume).
     pub resumed_from_step: u64,
     pub completed: bool,
+    /// Updates whose batch mixed scorer versions (this run's steps only).
+    #[serde(default)]
+    pub mixed_scorer_batches: u64,
 }
 
 /// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
@@ -284,6 +287,7 @@ fn train_loop(
             log.append(stats.step, &batch, config.policy.end_token)?;
         }
         if stats.scorer_versions > 1 {
+            outcome.mixed_scorer_batches += 1;
             metrics::counter!(musicrl_common::metrics_catalog::LEARNER_MIXED_SCORER_BATCHES_TOTAL)
                 .increment(1);
             tracing::warn!(

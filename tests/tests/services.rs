@@ -341,6 +341,7 @@ async fn the_trajectory_log_records_provenance_and_a_mixed_scorer_batch_is_count
     assert_eq!(pushed.expect("push").accepted, 4);
     let outcome = learner.join().await.expect("learner finished");
     assert_eq!(outcome.steps, 2);
+    assert_eq!(outcome.mixed_scorer_batches, 1);
 
     let history = std::fs::read_to_string(&config.learner.history_path).expect("history");
     let versions: Vec<u64> = history

@@ -38,9 +38,12 @@ pub struct EvalPoint {
     pub train_reward: f64,
     /// Every component's raw mean score, by name.
     pub components: BTreeMap<String, f64>,
-    /// The rater panel's expected scores (1–5), the first the selection score.
+    /// The rater panel's expected scores (1–5), the first the selection score, with its
+    /// standard error over clips.
     #[serde(deserialize_with = "super::nan")]
     pub judge_overall: f64,
+    #[serde(default, deserialize_with = "super::nan")]
+    pub judge_overall_se: f64,
     #[serde(deserialize_with = "super::nan")]
     pub judge_adherence: f64,
     #[serde(deserialize_with = "super::nan")]
@@ -94,6 +97,16 @@ pub struct Evaluator {
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 { f64::NAN } else { s / n as f64 }
+}
+
+/// The standard error of the mean of `xs` (NaN for fewer than two).
+fn standard_error(xs: &[f64]) -> f64 {
+    if xs.len() < 2 {
+        return f64::NAN;
+    }
+    let m = xs.iter().sum::<f64>() / xs.len() as f64;
+    let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
+    (var / xs.len() as f64).sqrt()
 }
 
 impl Evaluator {
@@ -265,6 +278,7 @@ impl Evaluator {
             train_reward,
             components,
             judge_overall: mean(expected.iter().map(|e| e.overall)),
+            judge_overall_se: standard_error(&expected.iter().map(|e| e.overall).collect::<Vec<_>>()),
             judge_adherence: mean(expected.iter().filter_map(|e| e.adherence)),
             judge_quality: mean(expected.iter().map(|e| e.quality)),
             judge_appeal: mean(expected.iter().map(|e| e.appeal)),

@@ -507,12 +507,18 @@ fn run_recipe(
         .map(|p| Point {
             step: p.step,
             held_out: p.judge_overall,
+            held_out_se: if p.judge_overall_se.is_finite() {
+                p.judge_overall_se
+            } else {
+                0.0
+            },
             train_reward: p.train_reward,
         })
         .collect();
     let rule = Rule {
         patience: e.patience,
         min_delta: e.min_delta,
+        standard_errors: e.fall_standard_errors,
     };
     let selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
     let chosen_dir = ck.join(format!("step-{:08}", selection.best_step));

@@ -306,7 +306,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     html.push_str("</table>\n<p class=\"note\">Mean panel scores (1–5) and measured key, meter and well-formedness (0–1), mean ± sd over seeds.</p>\n");
 
     // Held-out curves: every recipe's runs, against KL to their reference.
-    html.push_str("<h2>Held-out curves</h2>\n<p class=\"note\">Each point is one checkpoint evaluated on the held-out prompts; the circled point is the checkpoint chosen. KL is Σ<sub>t</sub> KL(π‖π<sub>ref</sub>) along a clip, averaged over clips, against each run's own reference (RL-RU's is RL-R's chosen checkpoint).</p>\n<div class=\"charts\">\n");
+    html.push_str("<h2 id=\"curves\">Held-out curves</h2>\n<p class=\"note\">Each point is one checkpoint evaluated on the held-out prompts; the circled point is the checkpoint chosen. KL is Σ<sub>t</sub> KL(π‖π<sub>ref</sub>) along a clip, averaged over clips, against each run's own reference (RL-RU's is RL-R's chosen checkpoint).</p>\n<div class=\"charts\">\n");
     let all: Vec<&RunRecord> = r.runs.iter().collect();
     type Axis = (&'static str, &'static str, fn(&EvalPoint) -> f64);
     let by_kl: [Axis; 4] = [
@@ -402,7 +402,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     html.push_str("</div>\n");
 
     // Checkpoint selection and the over-optimisation rule.
-    html.push_str("<h2>Checkpoint selection</h2>\n<table><tr><th>run</th><th>steps</th><th>chosen step</th><th>held-out overall</th><th>over-optimisation rule</th></tr>\n");
+    html.push_str("<h2 id=\"selection\">Checkpoint selection</h2>\n<table><tr><th>run</th><th>steps</th><th>chosen step</th><th>held-out overall</th><th>over-optimisation rule</th></tr>\n");
     for run in &r.runs {
         let _ = writeln!(
             html,
@@ -420,7 +420,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     html.push_str("</table>\n");
 
     // Training: loss parts, entropy, lag, per recipe.
-    html.push_str("<h2>Training</h2>\n");
+    html.push_str("<h2 id=\"training\">Training</h2>\n");
     for recipe in &r.plan.recipes {
         let runs: Vec<(String, PathBuf)> = r
             .runs
@@ -447,7 +447,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         let b = read_samples(&samples_dir.join(format!("{b_name}.jsonl")));
         let _ = writeln!(
             html,
-            "<h2>Example pairs</h2>\n<p class=\"note\">{} against {} on the first held-out prompts (seed {seed}), as the raters heard them; every judged clip is in <code>samples/</code>.</p>",
+            "<h2 id=\"examples\">Example pairs</h2>\n<p class=\"note\">{} against {} on the first held-out prompts (seed {seed}), as the raters heard them; every judged clip is in <code>samples/</code>.</p>",
             esc(&best.a),
             esc(&best.b)
         );
