@@ -2,37 +2,21 @@
 //! run, evaluated on held-out prompts, its checkpoint chosen and pinned, RL-RU started from
 //! and anchored to RL-R's chosen checkpoint, everything judged, and the report written.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use musicrl_common::config::PolicyConfig;
 use musicrl_common::policy::params::{encode_policy, load_policy};
 
-fn repo(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(rel)
-        .display()
-        .to_string()
-}
+use common::{TINY_POLICY, repo, run_to_end, tiny_policy};
 
 /// A tiny policy and a token-fraction reward: `target` sets which tokens it rewards, so the
 /// recipes differ.
 fn tiny(target: u32) -> String {
     format!(
-        r#"
-[policy]
-vocab_size = 16
-max_tokens = 12
-d_model = 32
-n_heads = 2
-n_layers = 1
-d_ff = 64
-caption_buckets = 64
-max_caption_words = 8
-end_token = 16
-
+        r#"{TINY_POLICY}
 [learner]
 init_policy = ""
 value_warmup_steps = 1
@@ -56,27 +40,6 @@ target_below = {target}
         prompts = repo("data/prompts/train.txt"),
         corpus = repo("data/corpus/tunes.jsonl.gz"),
     )
-}
-
-fn run_to_end(cmd: &mut Command) -> std::process::Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("musicrl starts");
-    let deadline = Instant::now() + Duration::from_secs(900);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "musicrl hung; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
 }
 
 fn policy_bytes(path: &Path, config: &PolicyConfig) -> Vec<u8> {
@@ -173,18 +136,7 @@ start = "rl-r"
 
     // RL-RU started from RL-R's chosen checkpoint and its learner measured the KL against
     // it (the reference the learner saved with the run), not against θ0.
-    let policy = PolicyConfig {
-        vocab_size: 16,
-        max_tokens: 12,
-        d_model: 32,
-        n_heads: 2,
-        n_layers: 1,
-        d_ff: 64,
-        caption_buckets: 64,
-        max_caption_words: 8,
-        end_token: 16,
-        ..PolicyConfig::default()
-    };
+    let policy = tiny_policy();
     let r_chosen = PathBuf::from(run_of("rl-r")["chosen"].as_str().expect("chosen"));
     let ru = run_of("rl-ru");
     assert_eq!(ru["init_policy"].as_str(), r_chosen.to_str());

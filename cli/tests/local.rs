@@ -1,22 +1,14 @@
 //! `musicrl local` as a user runs it: separate processes on loopback, a summary at the end,
 //! and `--resume` continuing the same run.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const TINY: &str = r#"
-[policy]
-vocab_size = 16
-max_tokens = 12
-d_model = 32
-n_heads = 2
-n_layers = 1
-d_ff = 64
-caption_buckets = 64
-max_caption_words = 8
-end_token = 16   # none: sequences run to max_tokens, as the token-fraction scorer assumes
+use common::{TINY_POLICY, run_to_end, tiny_policy};
 
+const TINY_REST: &str = r#"
 [learner]
 init_policy = ""
 value_warmup_steps = 2   # short: these tests train a few dozen steps
@@ -34,35 +26,14 @@ kind = "token-fraction"
 target_below = 4
 "#;
 
-/// TINY with the repository's prompt file (tests run from the crate's folder).
+/// The tiny configuration with the repository's prompt file (tests run from the crate's
+/// folder).
 fn tiny_config() -> String {
     let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/prompts/train.txt");
-    TINY.replace(
+    format!("{TINY_POLICY}{TINY_REST}").replace(
         "[actor]\n",
         &format!("[actor]\nprompts = {:?}\n", prompts.display().to_string()),
     )
-}
-
-/// Runs the binary to completion, killing it (and failing) if it hangs.
-fn run_to_end(cmd: &mut Command) -> std::process::Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("musicrl starts");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "musicrl hung; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
 }
 
 fn musicrl(config: &Path, args: &[&str]) -> std::process::Output {
@@ -211,18 +182,7 @@ fn config_prints_a_configuration_that_reads_back() {
 /// parameters are (the file itself also holds random parameter ids).
 fn outputs(path: &Path) -> Vec<u32> {
     use musicrl_common::policy::{caption_batch, params::load_policy, to_vec_f32, token_tensor};
-    let config = musicrl_common::config::PolicyConfig {
-        vocab_size: 16,
-        max_tokens: 12,
-        d_model: 32,
-        n_heads: 2,
-        n_layers: 1,
-        d_ff: 64,
-        caption_buckets: 64,
-        max_caption_words: 8,
-        end_token: 16,
-        ..Default::default()
-    };
+    let config = tiny_policy();
     let device = musicrl_common::device::inference_device();
     let policy = load_policy(path, &config, &device).expect("load");
     let captions = caption_batch(&["a jig in D major", "a slow air"], &config, &device);

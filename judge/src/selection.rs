@@ -203,10 +203,18 @@ mod tests {
         for p in &mut noisy {
             p.held_out_se = 0.03;
         }
-        assert_eq!(select(&noisy, &Rule::default()).expect("points").fired, None);
+        assert_eq!(
+            select(&noisy, &Rule::default()).expect("points").fired,
+            None
+        );
         noisy[2].held_out = 3.30;
         noisy[3].held_out = 3.25;
-        assert!(select(&noisy, &Rule::default()).expect("points").fired.is_some());
+        assert!(
+            select(&noisy, &Rule::default())
+                .expect("points")
+                .fired
+                .is_some()
+        );
         // NaN never becomes the best.
         let points = curve(&[f64::NAN, 3.0], &[0.0, 0.1]);
         assert_eq!(select(&points, &Rule::default()).expect("points").best, 1);

@@ -278,7 +278,9 @@ impl Evaluator {
             train_reward,
             components,
             judge_overall: mean(expected.iter().map(|e| e.overall)),
-            judge_overall_se: standard_error(&expected.iter().map(|e| e.overall).collect::<Vec<_>>()),
+            judge_overall_se: standard_error(
+                &expected.iter().map(|e| e.overall).collect::<Vec<_>>(),
+            ),
             judge_adherence: mean(expected.iter().filter_map(|e| e.adherence)),
             judge_quality: mean(expected.iter().map(|e| e.quality)),
             judge_appeal: mean(expected.iter().map(|e| e.appeal)),

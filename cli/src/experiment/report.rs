@@ -89,7 +89,7 @@ pub fn table_text(r: &Results) -> String {
     out
 }
 
-fn curve_series(runs: &[&RunRecord], y: fn(&EvalPoint) -> f64) -> Vec<Series> {
+fn curve_series(runs: &[&RunRecord], y: impl Fn(&EvalPoint) -> f64) -> Vec<Series> {
     runs.iter()
         .map(|r| {
             let mut s = Series::new(
@@ -346,24 +346,9 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         })
         .unwrap_or_default();
     for name in &names {
-        let series: Vec<Series> = all
-            .iter()
-            .map(|run| {
-                let mut s = Series::new(
-                    model_name(&run.recipe, run.seed),
-                    run.curve
-                        .iter()
-                        .map(|p| (p.kl, p.components.get(name).copied().unwrap_or(f64::NAN)))
-                        .collect(),
-                );
-                s.mark = run
-                    .curve
-                    .iter()
-                    .find(|p| p.step == run.selection.best_step)
-                    .map(|p| (p.kl, p.components.get(name).copied().unwrap_or(f64::NAN)));
-                s
-            })
-            .collect();
+        let series = curve_series(&all, |p| {
+            p.components.get(name).copied().unwrap_or(f64::NAN)
+        });
         html.push_str(&line_chart(
             &format!("reward component {name} against KL"),
             "KL to reference",
