@@ -387,15 +387,23 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     html.push_str("</div>\n");
 
     // Checkpoint selection and the over-optimisation rule.
-    html.push_str("<h2 id=\"selection\">Checkpoint selection</h2>\n<table><tr><th>run</th><th>steps</th><th>chosen step</th><th>held-out overall</th><th>over-optimisation rule</th></tr>\n");
+    html.push_str("<h2 id=\"selection\">Checkpoint selection</h2>\n<table><tr><th>run</th><th>steps</th><th>start's held-out overall</th><th>chosen step</th><th>its held-out overall</th><th>over-optimisation rule</th></tr>\n");
     for run in &r.runs {
+        let start = run.curve.first().map_or(f64::NAN, |p| p.judge_overall);
+        let below = if run.selection.best_held_out < start {
+            " (below the start: no checkpoint of this run beat where it began)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td style=\"text-align:left\">{}</td></tr>",
             esc(&model_name(&run.recipe, run.seed)),
             run.steps,
+            f3(start),
             run.selection.best_step,
             f3(run.selection.best_held_out),
+            below,
             run.selection
                 .fired
                 .as_ref()
