@@ -113,7 +113,7 @@ pub struct ReportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PromptsArgs {
-    /// Folder for train.txt and test.txt.
+    /// Folder for train.txt, test.txt and select.txt.
     #[arg(long, default_value = "data/prompts", value_name = "DIR")]
     pub out: PathBuf,
     /// Corpus [default: pretrain.corpus].

@@ -78,7 +78,9 @@ pub fn prompts(config: &Config, args: &PromptsArgs) -> anyhow::Result<serde_json
     let train = prompt_sets::training_prompts(&tunes, prompt_sets::SEED);
     let test =
         prompt_sets::evaluation_prompts(&tunes, prompt_sets::EVALUATION_PROMPTS, prompt_sets::SEED);
-    if train.is_empty() || test.is_empty() {
+    let select =
+        prompt_sets::selection_prompts(&tunes, prompt_sets::EVALUATION_PROMPTS, prompt_sets::SEED);
+    if train.is_empty() || test.is_empty() || select.is_empty() {
         anyhow::bail!(
             "{} has no training or test tunes to caption",
             corpus.display()
@@ -110,6 +112,17 @@ pub fn prompts(config: &Config, args: &PromptsArgs) -> anyhow::Result<serde_json
                 source.clone(),
             ],
             &test,
+        ),
+        (
+            "select.txt",
+            vec![
+                format!(
+                    "Selection prompts: {} captions of other test-split tunes than test.txt's, each stating the tune's key or meter (musicrl experiment chooses checkpoints on these and judges on test.txt)",
+                    select.len()
+                ),
+                source.clone(),
+            ],
+            &select,
         ),
     ];
     let mut report = serde_json::Map::new();

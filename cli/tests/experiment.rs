@@ -56,7 +56,8 @@ fn quick_experiment_runs_every_recipe_chains_rl_ru_onto_rl_r_and_writes_the_repo
     main.push_str(&format!(
         r#"
 [experiment]
-eval_prompts = {test:?}
+eval_prompts = {select:?}
+judge_prompts = {test:?}
 
 [[experiment.recipes]]
 name = "rl-r"
@@ -77,6 +78,7 @@ steps = 100
 start = "rl-r"
 "#,
         test = repo("data/prompts/test.txt"),
+        select = repo("data/prompts/select.txt"),
         u = p.join("rl-u.toml").display().to_string(),
     ));
     let config = p.join("experiment.toml");

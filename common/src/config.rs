@@ -451,8 +451,11 @@ pub struct ExperimentConfig {
     pub first_seed: u64,
     /// Held-out evaluation (and a checkpoint) every this many learner steps.
     pub eval_every: u64,
-    /// The held-out prompts (test split only).
+    /// The held-out prompts the curves and checkpoint selection use (test split only; by
+    /// default other tunes than the judge's).
     pub eval_prompts: PathBuf,
+    /// The prompts of the final side-by-side judgment (test split only).
+    pub judge_prompts: PathBuf,
     /// Use the first this many of them for the curves (0: all).
     pub eval_prompt_count: usize,
     /// Clips sampled per prompt at each evaluation.
@@ -513,7 +516,8 @@ impl Default for ExperimentConfig {
             runs: 3,
             first_seed: 1,
             eval_every: 50,
-            eval_prompts: PathBuf::from("data/prompts/test.txt"),
+            eval_prompts: PathBuf::from("data/prompts/select.txt"),
+            judge_prompts: PathBuf::from("data/prompts/test.txt"),
             eval_prompt_count: 0,
             eval_samples_per_prompt: 2,
             judge_pairs_per_prompt: 3,

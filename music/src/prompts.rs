@@ -67,6 +67,18 @@ pub fn evaluation_prompts(tunes: &[Tune], n: usize, seed: u64) -> Vec<String> {
     out
 }
 
+/// `n` selection prompts: the evaluation generator's next `n` prompts after its first
+/// `EVALUATION_PROMPTS`, so they caption *other* test-split tunes than the judge's prompts.
+/// An experiment chooses checkpoints on these and judges on [`evaluation_prompts`], so the
+/// choice cannot fit the very prompts it is judged on.
+pub fn selection_prompts(tunes: &[Tune], n: usize, seed: u64) -> Vec<String> {
+    let mut all = evaluation_prompts(tunes, EVALUATION_PROMPTS + n, seed);
+    if all.len() <= EVALUATION_PROMPTS {
+        return Vec::new();
+    }
+    all.split_off(EVALUATION_PROMPTS)
+}
+
 /// The distinct lower-case words of some captions (split as the policy's caption encoder
 /// splits them: on anything that is not a letter or digit).
 pub fn words<'a>(

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use musicrl_music::corpus::{self, Split};
 use musicrl_music::prompts::{
-    EVALUATION_PROMPTS, SEED, evaluation_prompts, states_key_or_meter, training_prompts,
+    EVALUATION_PROMPTS, SEED, evaluation_prompts, selection_prompts, states_key_or_meter,
+    training_prompts,
 };
 
 fn shipped(name: &str) -> Vec<String> {
@@ -70,4 +71,23 @@ fn rl_prompts_come_from_the_training_split_and_evaluation_prompts_from_the_test_
         "data/prompts/train.txt is stale"
     );
     assert_eq!(shipped("test.txt"), test, "data/prompts/test.txt is stale");
+
+    // The selection prompts caption other test-split tunes than the judge's, and come from
+    // the same generator (its first EVALUATION_PROMPTS are the judge's).
+    let select = selection_prompts(&tunes, EVALUATION_PROMPTS, SEED);
+    assert_eq!(select.len(), EVALUATION_PROMPTS);
+    let both = evaluation_prompts(&tunes, 2 * EVALUATION_PROMPTS, SEED);
+    assert_eq!(&both[..EVALUATION_PROMPTS], &test[..]);
+    assert_eq!(&both[EVALUATION_PROMPTS..], &select[..]);
+    for p in &select {
+        assert!(
+            test_tunes.iter().any(|t| states_key_or_meter(t, p)),
+            "{p} states no key or meter of a test tune"
+        );
+    }
+    assert_eq!(
+        shipped("select.txt"),
+        select,
+        "data/prompts/select.txt is stale"
+    );
 }

@@ -610,7 +610,7 @@ pub fn run(
 
     let seeds: Vec<u64> = (0..e.runs as u64).map(|k| e.first_seed + k).collect();
     let judge_prompts =
-        load_prompts(&e.eval_prompts).context("the judge's prompts (experiment.eval_prompts)")?;
+        load_prompts(&e.judge_prompts).context("the judge's prompts (experiment.judge_prompts)")?;
     let judge_prompts: Vec<String> = if args.quick {
         judge_prompts
             .into_iter()
