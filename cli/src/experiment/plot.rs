@@ -2,12 +2,15 @@
 
 use plotters::prelude::*;
 
-/// One line of a chart, with an optional highlighted point (a chosen checkpoint).
+/// One line of a chart, with an optional highlighted point (a chosen checkpoint). Lines that
+/// share a `color` are one group (a recipe's seeds); only labelled lines enter the legend.
 #[derive(Debug, Clone)]
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
     pub mark: Option<(f64, f64)>,
+    /// Palette index [default: the series' position].
+    pub color: Option<usize>,
 }
 
 impl Series {
@@ -16,6 +19,7 @@ impl Series {
             label: label.into(),
             points,
             mark: None,
+            color: None,
         }
     }
 }
@@ -69,15 +73,16 @@ pub fn line_chart(
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, s) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = Palette99::pick(s.color.unwrap_or(i)).to_rgba();
             let pts: Vec<(f64, f64)> = s.points.iter().filter(finite).copied().collect();
-            chart
+            let drawn = chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .label(s.label.clone())
-                .legend(move |(x, y)| {
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !s.label.is_empty() {
+                drawn.label(s.label.clone()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
+            }
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 2, color.filled())))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -87,7 +92,7 @@ pub fn line_chart(
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
-        if series.len() > 1 || series.iter().any(|s| !s.label.is_empty()) {
+        if series.iter().any(|s| !s.label.is_empty()) {
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))

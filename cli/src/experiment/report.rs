@@ -89,32 +89,51 @@ pub fn table_text(r: &Results) -> String {
     out
 }
 
-fn curve_series(runs: &[&RunRecord], y: impl Fn(&EvalPoint) -> f64) -> Vec<Series> {
+/// One line per run, coloured by recipe; the legend names each recipe once (its seeds share
+/// the colour).
+fn by_recipe(
+    runs: &[&RunRecord],
+    x: impl Fn(&EvalPoint) -> f64,
+    y: impl Fn(&EvalPoint) -> f64,
+    mark: bool,
+) -> Vec<Series> {
+    let mut recipes: Vec<&str> = Vec::new();
     runs.iter()
         .map(|r| {
-            let mut s = Series::new(
-                model_name(&r.recipe, r.seed),
-                r.curve.iter().map(|p| (p.kl, y(p))).collect(),
-            );
-            s.mark = r
-                .curve
-                .iter()
-                .find(|p| p.step == r.selection.best_step)
-                .map(|p| (p.kl, y(p)));
+            let first = !recipes.contains(&r.recipe.as_str());
+            if first {
+                recipes.push(&r.recipe);
+            }
+            let color = recipes.iter().position(|n| *n == r.recipe);
+            let label = if first {
+                format!(
+                    "{} ({} seeds)",
+                    r.recipe,
+                    runs.iter().filter(|o| o.recipe == r.recipe).count()
+                )
+            } else {
+                String::new()
+            };
+            let mut s = Series::new(label, r.curve.iter().map(|p| (x(p), y(p))).collect());
+            s.color = color;
+            if mark {
+                s.mark = r
+                    .curve
+                    .iter()
+                    .find(|p| p.step == r.selection.best_step)
+                    .map(|p| (x(p), y(p)));
+            }
             s
         })
         .collect()
 }
 
+fn curve_series(runs: &[&RunRecord], y: impl Fn(&EvalPoint) -> f64) -> Vec<Series> {
+    by_recipe(runs, |p| p.kl, y, true)
+}
+
 fn step_series(runs: &[&RunRecord], y: fn(&EvalPoint) -> f64) -> Vec<Series> {
-    runs.iter()
-        .map(|r| {
-            Series::new(
-                model_name(&r.recipe, r.seed),
-                r.curve.iter().map(|p| (p.step as f64, y(p))).collect(),
-            )
-        })
-        .collect()
+    by_recipe(runs, |p| p.step as f64, y, false)
 }
 
 /// `(step, value)` of a numeric field of every line of a run's `history.jsonl`.
