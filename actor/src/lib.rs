@@ -276,6 +276,7 @@ pub async fn run(
                     .map(|c| c.clone())
                     .zip(s.components)
                     .collect(),
+                component_windows: s.windows,
                 scorer_version: scorer_version.clone(),
             })
             .collect();

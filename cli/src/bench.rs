@@ -135,6 +135,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             reward: (i % 4) as f32 / 4.0,
             components: vec![("bench".into(), (i % 4) as f32 / 4.0)],
             scorer_version: "bench".into(),
+            component_windows: Vec::new(),
             tokens: s.tokens,
             behaviour_logprobs: s.logprobs,
         })

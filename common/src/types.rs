@@ -44,6 +44,9 @@ pub struct Trajectory {
     pub reward: f32,
     /// Raw component scores by name.
     pub components: Vec<(String, f32)>,
+    /// Per component (aligned with `components`, or empty): the scores of the windows it
+    /// averaged (the text model's three, the quality model's head and tail).
+    pub component_windows: Vec<Vec<f32>>,
     pub scorer_version: String,
 }
 
@@ -61,4 +64,6 @@ pub struct SampleScore {
     pub reward: f32,
     /// Raw component scores, aligned with the response's components.
     pub components: Vec<f32>,
+    /// Per component (aligned with `components`, or empty): its window scores.
+    pub windows: Vec<Vec<f32>>,
 }

@@ -89,6 +89,9 @@ fn check_caption(caption: &str) -> std::result::Result<(), Rejection> {
 
 // ---- trajectories ----
 
+/// Most window scores one component may report for one sample.
+pub const MAX_WINDOWS: usize = 64;
+
 /// Validates and converts a pushed trajectory.
 pub fn trajectory_from_wire(
     t: pb::Trajectory,
@@ -141,7 +144,27 @@ pub fn trajectory_from_wire(
             format!("component {:?} = {}", c.name, c.value),
         ));
     }
+    if let Some(c) = t
+        .components
+        .iter()
+        .find(|c| c.windows.len() > MAX_WINDOWS || c.windows.iter().any(|w| !w.is_finite()))
+    {
+        return Err(Rejection::new(
+            "bad_component",
+            format!(
+                "component {:?} has {} window scores (at most {MAX_WINDOWS}, all finite)",
+                c.name,
+                c.windows.len()
+            ),
+        ));
+    }
+    let component_windows = if t.components.iter().all(|c| c.windows.is_empty()) {
+        Vec::new()
+    } else {
+        t.components.iter().map(|c| c.windows.clone()).collect()
+    };
     Ok(Trajectory {
+        component_windows,
         actor_id: t.actor_id,
         policy_version: PolicyVersion(t.policy_version),
         caption: t.caption,
@@ -168,9 +191,11 @@ pub fn trajectory_to_wire(t: &Trajectory) -> pb::Trajectory {
         components: t
             .components
             .iter()
-            .map(|(name, value)| pb::ComponentScore {
+            .enumerate()
+            .map(|(i, (name, value))| pb::ComponentScore {
                 name: name.clone(),
                 value: *value,
+                windows: t.component_windows.get(i).cloned().unwrap_or_default(),
             })
             .collect(),
         scorer_version: t.scorer_version.clone(),
@@ -239,6 +264,19 @@ pub fn components_to_wire(components: &[ComponentInfo]) -> Vec<pb::Component> {
         .collect()
 }
 
+/// One sample's scores on the wire.
+pub fn sample_score_to_wire(s: SampleScore) -> pb::SampleScore {
+    pb::SampleScore {
+        reward: s.reward,
+        components: s.components,
+        windows: s
+            .windows
+            .into_iter()
+            .map(|values| pb::WindowScores { values })
+            .collect(),
+    }
+}
+
 /// Validates a Score response against the request it answers.
 pub fn score_response_from_wire(
     resp: pb::ScoreResponse,
@@ -251,28 +289,42 @@ pub fn score_response_from_wire(
         )));
     }
     let n_components = resp.components.len();
-    let scores = resp
-        .scores
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            if !s.reward.is_finite() || s.components.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Internal(format!(
-                    "reward server returned a non-finite score for sample {i}"
-                )));
-            }
-            if s.components.len() != n_components {
-                return Err(Error::Internal(format!(
-                    "sample {i} has {} component scores for {n_components} components",
-                    s.components.len()
-                )));
-            }
-            Ok(SampleScore {
-                reward: s.reward,
-                components: s.components,
+    let scores =
+        resp.scores
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if !s.reward.is_finite() || s.components.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::Internal(format!(
+                        "reward server returned a non-finite score for sample {i}"
+                    )));
+                }
+                if s.components.len() != n_components {
+                    return Err(Error::Internal(format!(
+                        "sample {i} has {} component scores for {n_components} components",
+                        s.components.len()
+                    )));
+                }
+                if !s.windows.is_empty() && s.windows.len() != n_components {
+                    return Err(Error::Internal(format!(
+                        "sample {i} has window scores for {} of {n_components} components",
+                        s.windows.len()
+                    )));
+                }
+                if s.windows.iter().any(|w| {
+                    w.values.len() > MAX_WINDOWS || w.values.iter().any(|v| !v.is_finite())
+                }) {
+                    return Err(Error::Internal(format!(
+                        "sample {i} has more than {MAX_WINDOWS} or non-finite window scores"
+                    )));
+                }
+                Ok(SampleScore {
+                    reward: s.reward,
+                    components: s.components,
+                    windows: s.windows.into_iter().map(|w| w.values).collect(),
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
     let components = resp
         .components
         .into_iter()

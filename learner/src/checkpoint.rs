@@ -193,6 +193,7 @@ mod tests {
                 reward: i as f32 / 3.0,
                 components: vec![("c".into(), i as f32)],
                 scorer_version: "t".into(),
+                component_windows: Vec::new(),
             })
             .collect()
     }

@@ -486,6 +486,7 @@ mod tests {
             reward,
             components: vec![],
             scorer_version: "v".into(),
+            component_windows: Vec::new(),
         }
     }
 

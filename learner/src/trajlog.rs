@@ -1,7 +1,7 @@
 //! The trajectory log: the provenance of every trajectory the learner trained on — the step
 //! it entered, the actor, the policy version that sampled it, its caption and the tokens
-//! trained on (up to its first END), its reward, every component's score and the scorer
-//! configuration's version — as JSON lines in the run folder, so a result can be traced back
+//! trained on (up to its first END), its reward, every component's score and the scores of
+//! the windows it averaged, and the scorer configuration's version — as JSON lines in the run folder, so a result can be traced back
 //! to what was scored by what.
 //!
 //! Size is bounded by rotation: when the file passes `learner.trajectory_log_max_mb`, it is
@@ -26,6 +26,8 @@ struct Entry<'a> {
     tokens: &'a [u32],
     reward: f32,
     components: &'a [(String, f32)],
+    /// Per component, the scores of the windows it averaged (empty: none reported).
+    windows: &'a [Vec<f32>],
     scorer_version: &'a str,
 }
 
@@ -78,6 +80,7 @@ impl TrajectoryLog {
                 tokens: &t.tokens[..n],
                 reward: t.reward,
                 components: &t.components,
+                windows: &t.component_windows,
                 scorer_version: &t.scorer_version,
             })
             .expect("an entry serialises");
@@ -123,6 +126,7 @@ mod tests {
             reward: 0.5,
             components: vec![("text".into(), 0.25), ("quality".into(), 0.75)],
             scorer_version: scorer.into(),
+            component_windows: Vec::new(),
         }
     }
 

@@ -115,7 +115,7 @@ impl RewardModel {
             let batch = batch.clone();
             async move {
             let started = std::time::Instant::now();
-            let scores = c.scorer.score(batch).await?;
+            let scores = c.scorer.score_windows(batch).await?;
             metrics::histogram!(musicrl_common::metrics_catalog::REWARD_COMPONENT_SECONDS, "component" => c.scorer.name().to_string())
                 .record(started.elapsed().as_secs_f64());
             if scores.len() != n {
@@ -124,10 +124,13 @@ impl RewardModel {
                     message: format!("{} scores for {n} samples", scores.len()),
                 });
             }
-            if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+            if let Some(i) = scores
+                .iter()
+                .position(|s| !s.value.is_finite() || s.windows.iter().any(|w| !w.is_finite()))
+            {
                 return Err(RewardError::Scorer {
                     name: c.scorer.name().to_string(),
-                    message: format!("non-finite score {} for sample {i}", scores[i]),
+                    message: format!("non-finite score {:?} for sample {i}", scores[i]),
                 });
             }
             Ok(scores)
@@ -135,14 +138,24 @@ impl RewardModel {
         .await?;
         Ok((0..n)
             .map(|i| {
-                let components: Vec<f32> = per_component.iter().map(|s| s[i]).collect();
+                let components: Vec<f32> = per_component.iter().map(|s| s[i].value).collect();
+                let windows: Vec<Vec<f32>> =
+                    if per_component.iter().all(|s| s[i].windows.is_empty()) {
+                        Vec::new()
+                    } else {
+                        per_component.iter().map(|s| s[i].windows.clone()).collect()
+                    };
                 let reward = self
                     .components
                     .iter()
                     .zip(&components)
                     .map(|(c, s)| c.weight * (s - c.shift) * c.scale)
                     .sum();
-                SampleScore { reward, components }
+                SampleScore {
+                    reward,
+                    components,
+                    windows,
+                }
             })
             .collect())
     }

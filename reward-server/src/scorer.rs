@@ -43,6 +43,33 @@ pub trait Scorer: Send + Sync + 'static {
     }
     /// One score per input, in order.
     async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>>;
+    /// One score per input with the window scores it averaged (the provenance the learner
+    /// logs); by default a scorer reports no windows.
+    async fn score_windows(&self, batch: Arc<Batch>) -> Result<Vec<Scored>> {
+        Ok(self
+            .score(batch)
+            .await?
+            .into_iter()
+            .map(Scored::whole)
+            .collect())
+    }
+}
+
+/// One sample's score and the scores of the windows averaged into it (empty when the
+/// scorer reads the whole clip at once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub value: f32,
+    pub windows: Vec<f32>,
+}
+
+impl Scored {
+    pub fn whole(value: f32) -> Scored {
+        Scored {
+            value,
+            windows: Vec::new(),
+        }
+    }
 }
 
 /// **A test scorer, not a music reward**: the fraction of a sequence's tokens whose id is
@@ -98,7 +125,7 @@ pub struct ModelScorer<M: Send + 'static> {
     version: String,
     needs_audio: bool,
     model: Arc<Mutex<M>>,
-    score_fn: fn(&M, &Batch) -> Result<Vec<f32>>,
+    score_fn: fn(&M, &Batch) -> Result<Vec<Scored>>,
 }
 
 impl<M: Send + 'static> ModelScorer<M> {
@@ -107,7 +134,7 @@ impl<M: Send + 'static> ModelScorer<M> {
         version: String,
         needs_audio: bool,
         model: M,
-        score_fn: fn(&M, &Batch) -> Result<Vec<f32>>,
+        score_fn: fn(&M, &Batch) -> Result<Vec<Scored>>,
     ) -> Self {
         Self {
             name: name.into(),
@@ -134,6 +161,15 @@ impl<M: Send + 'static> Scorer for ModelScorer<M> {
     }
 
     async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        Ok(self
+            .score_windows(batch)
+            .await?
+            .into_iter()
+            .map(|s| s.value)
+            .collect())
+    }
+
+    async fn score_windows(&self, batch: Arc<Batch>) -> Result<Vec<Scored>> {
         let (model, score_fn, name) = (self.model.clone(), self.score_fn, self.name.clone());
         tokio::task::spawn_blocking(move || {
             let model = model
@@ -156,7 +192,10 @@ pub fn text_scorer(name: &str, model: TextModel) -> ModelScorer<TextModel> {
             .zip(batch.audio()?)
             .map(|(i, f)| (i.caption.as_str(), f))
             .collect();
-        Ok(m.score(&items))
+        Ok(m.score_windows(&items)
+            .into_iter()
+            .map(|(value, windows)| Scored { value, windows })
+            .collect())
     })
 }
 
@@ -165,7 +204,10 @@ pub fn quality_scorer(name: &str, model: QualityModel) -> ModelScorer<QualityMod
     let version = model.version.clone();
     ModelScorer::new(name, version, true, model, |m, batch| {
         let clips: Vec<&Features> = batch.audio()?.iter().collect();
-        Ok(m.score(&clips))
+        Ok(m.score_windows(&clips)
+            .into_iter()
+            .map(|(value, windows)| Scored { value, windows })
+            .collect())
     })
 }
 
@@ -179,7 +221,7 @@ pub fn preference_scorer(name: &str, model: PreferenceModel) -> ModelScorer<Pref
             .iter()
             .map(|i| (i.caption.as_str(), i.tokens.as_slice()))
             .collect();
-        Ok(m.score(&items))
+        Ok(m.score(&items).into_iter().map(Scored::whole).collect())
     })
 }
 

@@ -50,13 +50,7 @@ impl Rewards {
             .record(batch.len() as f64);
         let scores = self.batcher.score(batch).await?;
         Ok(pb::ScoreResponse {
-            scores: scores
-                .into_iter()
-                .map(|s| pb::SampleScore {
-                    reward: s.reward,
-                    components: s.components,
-                })
-                .collect(),
+            scores: scores.into_iter().map(wire::sample_score_to_wire).collect(),
             components: wire::components_to_wire(&self.model.components()),
             scorer_version: self.model.scorer_version(),
         })

@@ -165,6 +165,14 @@ impl QualityModel {
 
     /// Mean predicted MOS (1–5) of each clip's head and tail windows.
     pub fn mos(&self, clips: &[&Features]) -> Vec<f32> {
+        self.window_mos(clips)
+            .iter()
+            .map(|w| (w[0] + w[1]) / 2.0)
+            .collect()
+    }
+
+    /// Predicted MOS (1–5) of each clip's head and tail windows.
+    fn window_mos(&self, clips: &[&Features]) -> Vec<[f32; 2]> {
         if clips.is_empty() {
             return Vec::new();
         }
@@ -179,7 +187,22 @@ impl QualityModel {
             .collect();
         let refs: Vec<&Features> = windows.iter().collect();
         let per_window = musicrl_common::policy::to_vec_f32(self.net.mos(&refs, &self.device));
-        per_window.chunks(2).map(|w| (w[0] + w[1]) / 2.0).collect()
+        per_window.chunks(2).map(|w| [w[0], w[1]]).collect()
+    }
+
+    /// The RL score of each clip (see [`QualityModel::score`]) and of its head and tail
+    /// windows, each rescaled the same way.
+    pub fn score_windows(&self, clips: &[&Features]) -> Vec<(f32, Vec<f32>)> {
+        let rescale = |m: f32| (m - 1.0) / 4.0;
+        self.window_mos(clips)
+            .iter()
+            .map(|w| {
+                (
+                    rescale((w[0] + w[1]) / 2.0),
+                    w.iter().map(|&m| rescale(m)).collect(),
+                )
+            })
+            .collect()
     }
 
     /// The RL score: MOS rescaled from [1, 5] to [0, 1].

@@ -266,6 +266,15 @@ impl TextModel {
 
     /// Window-averaged cosine similarity of each (caption, clip).
     pub fn score(&self, items: &[(&str, &Features)]) -> Vec<f32> {
+        self.score_windows(items)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// Each (caption, clip)'s window-averaged cosine similarity and the cosine of every
+    /// window.
+    pub fn score_windows(&self, items: &[(&str, &Features)]) -> Vec<(f32, Vec<f32>)> {
         if items.is_empty() {
             return Vec::new();
         }
@@ -280,11 +289,11 @@ impl TextModel {
             .unsqueeze_dim::<3>(1)
             .repeat_dim(1, n)
             .reshape([items.len() * n, d]);
-        let cos = (audio * text)
-            .sum_dim(1)
-            .reshape([items.len(), n])
-            .mean_dim(1);
-        musicrl_common::policy::to_vec_f32(cos.reshape([items.len()]))
+        let cos = (audio * text).sum_dim(1).reshape([items.len() * n]);
+        musicrl_common::policy::to_vec_f32(cos)
+            .chunks(n)
+            .map(|w| (w.iter().sum::<f32>() / n as f32, w.to_vec()))
+            .collect()
     }
 
     /// Cosine similarity of every clip (rows) with every caption (columns), window-averaged.

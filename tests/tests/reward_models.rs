@@ -250,6 +250,14 @@ async fn the_reward_server_returns_every_component_and_rejects_bad_batches() {
             "{s:?}"
         );
         assert!((s.reward - (0.5 * t + 2.0 * q)).abs() < 1e-5, "{s:?}");
+        // Each component's window scores come along, and average to its score: the text
+        // model's three windows, the quality model's head and tail.
+        assert_eq!(s.windows.len(), 2, "{s:?}");
+        for (c, (w, n)) in s.windows.iter().zip([3usize, 2]).enumerate() {
+            assert_eq!(w.values.len(), n, "{s:?}");
+            let mean = w.values.iter().sum::<f32>() / n as f32;
+            assert!((mean - s.components[c]).abs() < 1e-5, "{s:?}");
+        }
     }
     // The same samples score the same again (rendering is seeded by the tokens).
     let again = client

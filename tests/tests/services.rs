@@ -136,6 +136,7 @@ fn trajectory(config: &Config, version: u64) -> pb::Trajectory {
         components: vec![pb::ComponentScore {
             name: "token-fraction".into(),
             value: 0.5,
+            windows: vec![0.4, 0.6],
         }],
         scorer_version: "test".into(),
     }
@@ -195,6 +196,12 @@ async fn push_rejects_malformed_trajectories_and_keeps_serving() {
     });
     bad("positive log-probability", "bad_logprob", &|t| {
         t.behaviour_logprobs[0] = 0.7
+    });
+    bad("NaN window score", "bad_component", &|t| {
+        t.components[0].windows[1] = f32::NAN
+    });
+    bad("too many window scores", "bad_component", &|t| {
+        t.components[0].windows = vec![0.5; 65]
     });
     bad("NaN component", "bad_component", &|t| {
         t.components[0].value = f32::NAN
@@ -367,6 +374,14 @@ async fn the_trajectory_log_records_provenance_and_a_mixed_scorer_batch_is_count
     assert_eq!(entries[0]["policy_version"], 0);
     assert_eq!(entries[0]["caption"], "a slow air");
     assert_eq!(entries[0]["components"][0][0], "token-fraction");
+    let windows: Vec<f64> = entries[0]["windows"][0]
+        .as_array()
+        .expect("the component's window scores")
+        .iter()
+        .map(|w| w.as_f64().expect("a number"))
+        .collect();
+    assert_eq!(windows.len(), 2);
+    assert!((windows[0] - 0.4).abs() < 1e-6 && (windows[1] - 0.6).abs() < 1e-6);
     assert_eq!(
         entries[0]["tokens"].as_array().expect("tokens").len(),
         config.policy.max_tokens,
