@@ -691,7 +691,7 @@ impl Config {
                 "must be positive (1 samples a new caption for every clip)".into(),
             );
         }
-        if a.synchronous && self.learner.batch_size % a.batch_size != 0 {
+        if a.synchronous && !self.learner.batch_size.is_multiple_of(a.batch_size) {
             return bad(
                 "actor.synchronous",
                 format!(

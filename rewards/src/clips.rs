@@ -29,23 +29,38 @@ pub fn features_of(
     extractor.extract(&render_audio(events, instrument, bpm, seed))
 }
 
-/// The features of a policy sample as the reward models hear it: the tokens decoded (with
-/// the decoder's documented repairs) and rendered with the caption's instrument and tempo
-/// ([`musicrl_music::captions::rendering_for`]), the synthesizer seeded from the tokens so the
-/// same sequence always sounds the same.
-pub fn sample_features(extractor: &Extractor, caption: &str, tokens: &[u32]) -> Features {
-    let decoded = tokens::decode(tokens);
-    let (instrument, bpm) = musicrl_music::captions::rendering_for(caption);
+/// The synthesizer seed of a policy sample: a hash of its tokens, so the same sequence always
+/// sounds the same, wherever it is rendered.
+pub fn sample_seed(tokens: &[u32]) -> u64 {
     let mut seed_bytes = Vec::with_capacity(tokens.len() * 4);
     tokens
         .iter()
         .for_each(|t| seed_bytes.extend_from_slice(&t.to_le_bytes()));
     let hash = blake3::hash(&seed_bytes);
-    let seed = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
-    features_of(extractor, &decoded.events, instrument, bpm, seed)
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// `f` over `items` on every core (one feature extractor a thread), in order.
+/// A policy sample rendered as the reward models hear it: the tokens decoded (with the
+/// decoder's documented repairs) and played with the caption's instrument and tempo
+/// ([`musicrl_music::captions::rendering_for`]), seeded by [`sample_seed`].
+pub fn sample_audio(caption: &str, tokens: &[u32], sample_rate: u32) -> Vec<f32> {
+    let decoded = tokens::decode(tokens);
+    let (instrument, bpm) = musicrl_music::captions::rendering_for(caption);
+    render::render(
+        &decoded.events,
+        bpm,
+        instrument,
+        sample_rate,
+        sample_seed(tokens),
+    )
+}
+
+/// The features of a policy sample as the reward models hear it ([`sample_audio`] at the
+/// feature sample rate).
+pub fn sample_features(extractor: &Extractor, caption: &str, tokens: &[u32]) -> Features {
+    extractor.extract(&sample_audio(caption, tokens, FEATURE_SAMPLE_RATE))
+}
+
 pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&Extractor, &T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

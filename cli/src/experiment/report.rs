@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use musicrl_judge::{Panel, PanelConfig, Sample, assess};
-use musicrl_music::{captions, render, tokens};
+use musicrl_music::render;
 
 use super::evaluate::EvalPoint;
 use super::plot::{Series, line_chart};
@@ -136,13 +136,19 @@ fn step_series(runs: &[&RunRecord], y: fn(&EvalPoint) -> f64) -> Vec<Series> {
     by_recipe(runs, |p| p.step as f64, y, false)
 }
 
-/// `(step, value)` of a numeric field of every line of a run's `history.jsonl`.
-fn history(dir: &Path, field: &str) -> Vec<(f64, f64)> {
-    let Ok(text) = std::fs::read_to_string(dir.join("history.jsonl")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+/// Every line of a run's `history.jsonl` (none when it has no history).
+fn history(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `(step, value)` of a numeric field of history lines.
+fn field_of(lines: &[serde_json::Value], field: &str) -> Vec<(f64, f64)> {
+    lines
+        .iter()
         .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get(field)?.as_f64()?)))
         .collect()
 }
@@ -173,14 +179,19 @@ fn history_charts(runs: &[(String, PathBuf)], html: &mut String) -> anyhow::Resu
         ("value_loss", "value loss"),
         ("policy_lag_mean", "policy lag (versions)"),
     ];
+    // Each run's history is read once, for every chart.
+    let histories: Vec<(&String, Vec<serde_json::Value>)> = runs
+        .iter()
+        .map(|(name, dir)| (name, history(dir)))
+        .collect();
     html.push_str("<div class=\"charts\">\n");
     for (field, title) in fields {
-        let series: Vec<Series> = runs
+        let series: Vec<Series> = histories
             .iter()
-            .map(|(name, dir)| {
-                let h = history(dir, field);
+            .map(|(name, lines)| {
+                let h = field_of(lines, field);
                 let w = (h.len() / 20).max(1);
-                Series::new(name.clone(), smooth(h, w))
+                Series::new((*name).clone(), smooth(h, w))
             })
             .filter(|s| !s.points.is_empty())
             .collect();
@@ -210,15 +221,10 @@ fn read_samples(path: &Path) -> Vec<Sample> {
 
 /// Renders one clip to `audio/NAME.wav` under `out`; returns the relative path.
 fn render_clip(out: &Path, name: &str, s: &Sample) -> anyhow::Result<String> {
-    let (instrument, bpm) = captions::rendering_for(&s.caption);
-    let decoded = tokens::decode(&s.tokens);
-    let audio = render::render(
-        &decoded.events,
-        bpm,
-        instrument,
-        render::DEFAULT_SAMPLE_RATE,
-        s.prompt as u64,
-    );
+    // Rendered exactly as the audio reward models heard it (instrument and tempo from the
+    // caption, the synthesizer seeded by the tokens).
+    let audio =
+        musicrl_rewards::clips::sample_audio(&s.caption, &s.tokens, render::DEFAULT_SAMPLE_RATE);
     let rel = format!("audio/{name}.wav");
     let path = out.join(&rel);
     std::fs::create_dir_all(path.parent().expect("audio/ has a parent"))?;
@@ -257,6 +263,23 @@ fn clip_html(
             ", cut at the token limit"
         }
     ))
+}
+
+/// A chart's title, y label and the evaluation measure it plots.
+type Axis = (&'static str, &'static str, fn(&EvalPoint) -> f64);
+
+/// One chart per axis, its series built by `series`.
+fn push_charts(
+    html: &mut String,
+    x_label: &str,
+    axes: &[Axis],
+    series: impl Fn(fn(&EvalPoint) -> f64) -> Vec<Series>,
+) -> anyhow::Result<()> {
+    for &(title, y, f) in axes {
+        html.push_str(&line_chart(title, x_label, y, &series(f), (440, 300))?);
+        html.push('\n');
+    }
+    Ok(())
 }
 
 /// Writes `out/report.html` for an experiment; returns its path.
@@ -327,7 +350,6 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     // Held-out curves: every recipe's runs, against KL to their reference.
     html.push_str("<h2 id=\"curves\">Held-out curves</h2>\n<p class=\"note\">Each point is one checkpoint evaluated on the held-out prompts; the circled point is the checkpoint chosen. KL is Σ<sub>t</sub> KL(π‖π<sub>ref</sub>) along a clip, averaged over clips, against each run's own reference (RL-RU's is RL-R's chosen checkpoint).</p>\n<div class=\"charts\">\n");
     let all: Vec<&RunRecord> = r.runs.iter().collect();
-    type Axis = (&'static str, &'static str, fn(&EvalPoint) -> f64);
     let by_kl: [Axis; 4] = [
         ("training reward against KL", "train reward", |p| {
             p.train_reward
@@ -344,16 +366,9 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
             p.judge_appeal
         }),
     ];
-    for (title, y, f) in by_kl {
-        html.push_str(&line_chart(
-            title,
-            "KL to reference",
-            y,
-            &curve_series(&all, f),
-            (440, 300),
-        )?);
-        html.push('\n');
-    }
+    push_charts(&mut html, "KL to reference", &by_kl, |f| {
+        curve_series(&all, f)
+    })?;
     let names: Vec<String> = r
         .runs
         .first()
@@ -393,16 +408,9 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         ),
         ("clip length", "tokens", |p| p.mean_length),
     ];
-    for (title, y, f) in by_step {
-        html.push_str(&line_chart(
-            title,
-            "learner step",
-            y,
-            &step_series(&all, f),
-            (440, 300),
-        )?);
-        html.push('\n');
-    }
+    push_charts(&mut html, "learner step", &by_step, |f| {
+        step_series(&all, f)
+    })?;
     html.push_str("</div>\n");
 
     // Checkpoint selection and the over-optimisation rule.
@@ -459,7 +467,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         let b = read_samples(&samples_dir.join(format!("{b_name}.jsonl")));
         let _ = writeln!(
             html,
-            "<h2 id=\"examples\">Example pairs</h2>\n<p class=\"note\">{} against {} on the first held-out prompts (seed {seed}), as the raters heard them; every judged clip is in <code>samples/</code>.</p>",
+            "<h2 id=\"examples\">Example pairs</h2>\n<p class=\"note\">{} against {} on the first held-out prompts (seed {seed}), rendered as the audio reward models hear them; every judged clip is in <code>samples/</code>.</p>",
             esc(&best.a),
             esc(&best.b)
         );
