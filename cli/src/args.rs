@@ -1,5 +1,7 @@
-//! Command-line flags. Every flag also reads an environment variable (shown by `--help`),
-//! and both override the config file: flag > environment > file > embedded default.
+//! Command-line flags. Precedence, lowest first: the embedded default, the config file, the
+//! environment (`MUSICRL__SECTION__KEY` for any key, and short aliases such as
+//! `MUSICRL_LEARNER_URL`: `common/src/config/overrides.rs`), `--set KEY=VALUE`, then a
+//! subcommand's named flag.
 
 use std::path::PathBuf;
 
@@ -14,6 +16,14 @@ pub struct Cli {
     /// Configuration file (TOML). Omitted: the embedded default (`config/default.toml`).
     #[arg(long, global = true, env = "MUSICRL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Set any configuration key, e.g. `--set learner.kl_coef=0.05` or
+    /// `--set reward.components[0].weight=2` (repeatable; a key the configuration lacks is an
+    /// error). Every key can also come from the environment as MUSICRL__SECTION__KEY
+    /// (MUSICRL__LEARNER__KL_COEF=0.05). Lowest first: default, file, environment, --set,
+    /// a named flag.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -278,7 +288,7 @@ pub struct TrainRewardArgs {
     #[arg(value_enum)]
     pub kind: RewardKind,
     /// The corpus [default: pretrain.corpus = data/corpus/tunes.jsonl.gz].
-    #[arg(long, env = "MUSICRL_CORPUS", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
     /// Checkpoint folder (model.bpk, config.json, metrics.json) [default: runs/rewards/KIND].
     #[arg(long, value_name = "DIR")]
@@ -330,13 +340,13 @@ pub struct ProcessArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct LocalArgs {
     /// Learner steps to run [default: local.steps = 200].
-    #[arg(long, env = "MUSICRL_LOCAL_STEPS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub steps: Option<u64>,
     /// Actor processes [default: local.actors = 2].
-    #[arg(long, env = "MUSICRL_LOCAL_ACTORS", value_name = "K")]
+    #[arg(long, value_name = "K")]
     pub actors: Option<usize>,
     /// Output folder: summary.json, history.jsonl, checkpoints/, logs/ [default: local.out = runs/local].
-    #[arg(long, env = "MUSICRL_LOCAL_OUT", value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue the run in OUT from its newest checkpoint (to a total of --steps) instead of
     /// starting afresh. Without it a previous run in OUT is replaced.
@@ -381,33 +391,33 @@ impl LocalArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LearnerArgs {
     /// gRPC listen address [default: learner.listen = 0.0.0.0:50051].
-    #[arg(long, env = "MUSICRL_LEARNER_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Prometheus /metrics address; "" disables [default: learner.metrics_listen = 0.0.0.0:9100].
-    #[arg(long, env = "MUSICRL_LEARNER_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Steps to train before finishing; 0 trains until stopped [default: learner.steps = 0].
-    #[arg(long, env = "MUSICRL_LEARNER_STEPS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub steps: Option<u64>,
     /// Checkpoint folder; the learner resumes from its newest checkpoint
     /// [default: learner.checkpoint_dir = runs/checkpoints].
-    #[arg(long, env = "MUSICRL_CHECKPOINT_DIR", value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
     /// Policy weights (burnpack) to start from as θ0 [default: learner.init_policy = seeded random].
-    #[arg(long, env = "MUSICRL_INIT_POLICY", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub init_policy: Option<PathBuf>,
     /// Policy weights (burnpack) the KL is measured against [default: learner.reference_policy
     /// = "" = the starting policy].
-    #[arg(long, env = "MUSICRL_REFERENCE_POLICY", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub reference_policy: Option<PathBuf>,
     /// Append per-step statistics (JSON lines) here [default: learner.history_path = none].
-    #[arg(long, env = "MUSICRL_HISTORY", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
     /// Trajectories per update [default: learner.batch_size = 16].
-    #[arg(long, env = "MUSICRL_LEARNER_BATCH_SIZE", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Seed of the initialisation [default: learner.seed = 0].
-    #[arg(long, env = "MUSICRL_LEARNER_SEED", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     #[command(flatten)]
     pub process: ProcessArgs,
@@ -449,25 +459,25 @@ impl LearnerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ActorArgs {
     /// Learner endpoint [default: actor.learner = http://127.0.0.1:50051].
-    #[arg(long, env = "MUSICRL_LEARNER_URL", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub learner: Option<String>,
     /// Reward server endpoint [default: actor.reward = http://127.0.0.1:50052].
-    #[arg(long, env = "MUSICRL_REWARD_URL", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub reward: Option<String>,
     /// This actor's name in logs, metrics and trajectories [default: $HOSTNAME, else actor-PID].
     #[arg(long, env = "MUSICRL_ACTOR_ID", value_name = "NAME")]
     pub id: Option<String>,
     /// Prometheus /metrics address; "" disables [default: actor.metrics_listen = 0.0.0.0:9102].
-    #[arg(long, env = "MUSICRL_ACTOR_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Sequences per round [default: actor.batch_size = 8].
-    #[arg(long, env = "MUSICRL_ACTOR_BATCH_SIZE", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// Prompt file, one caption a line [default: actor.prompts = data/prompts/train.txt].
-    #[arg(long, env = "MUSICRL_PROMPTS", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub prompts: Option<PathBuf>,
     /// Base seed, mixed with the actor id [default: actor.seed = 0].
-    #[arg(long, env = "MUSICRL_ACTOR_SEED", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     #[command(flatten)]
     pub process: ProcessArgs,
@@ -509,13 +519,13 @@ impl ActorArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RewardArgs {
     /// gRPC listen address [default: reward.listen = 0.0.0.0:50052].
-    #[arg(long, env = "MUSICRL_REWARD_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Prometheus /metrics address; "" disables [default: reward.metrics_listen = 0.0.0.0:9101].
-    #[arg(long, env = "MUSICRL_REWARD_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Largest batch one Score call may carry [default: reward.max_batch = 512].
-    #[arg(long, env = "MUSICRL_REWARD_MAX_BATCH", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub max_batch: Option<usize>,
     #[command(flatten)]
     pub process: ProcessArgs,
@@ -555,7 +565,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PretrainArgs {
     /// The corpus [default: pretrain.corpus = data/corpus/tunes.jsonl.gz].
-    #[arg(long, env = "MUSICRL_CORPUS", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub corpus: Option<PathBuf>,
     /// Output folder for policy.bpk, config.toml, metrics.json [default: pretrain.out = runs/pretrain].
     #[arg(long, value_name = "DIR")]

@@ -19,14 +19,47 @@ pub mod roles;
 use args::{Cli, Command};
 use musicrl_common::Config;
 
-/// Loads the configuration named by `--config` (or the embedded default).
+/// Loads the configuration: the file named by `--config` (or the embedded default), then the
+/// environment, then `--set`; relative input paths the working directory lacks are found in
+/// the installation (`musicrl_common::config::paths`).
 pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    Ok(Config::load(cli.config.as_deref())?)
+    let file = cli
+        .config
+        .as_deref()
+        .map(musicrl_common::config::paths::resolve);
+    let mut config = Config::load_layered(file.as_deref(), std::env::vars(), &cli.set)?;
+    config.locate_inputs();
+    Ok(config)
+}
+
+/// The device key a command computes on: `learner.device` for training, `actor.device` for
+/// sampling, `reward.device` for the reward server; none for commands that only orchestrate.
+fn device_key(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Learner(_)
+        | Command::Bench(_)
+        | Command::Pretrain(_)
+        | Command::TrainReward(_)
+        | Command::Preferences(_) => Some("learner.device"),
+        Command::Actor(_) | Command::Generate(_) | Command::Judge(_) | Command::Experiment(_) => {
+            Some("actor.device")
+        }
+        Command::RewardServer(_) => Some("reward.device"),
+        Command::Local(_) | Command::Prompts(_) | Command::Report(_) | Command::Config => None,
+    }
 }
 
 /// Runs the parsed command to completion.
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
+    if let Some(key) = device_key(&cli.command) {
+        let text = match key {
+            "learner.device" => &config.learner.device,
+            "actor.device" => &config.actor.device,
+            _ => &config.reward.device,
+        };
+        musicrl_common::device::select(key, text)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -115,7 +115,19 @@ fn spawn(name: &str, exe: &Path, args: &[String], logs: &Path) -> anyhow::Result
     let log = logs.join(format!("{name}.log"));
     let file =
         std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    // The children read the configuration this supervisor resolved and wrote for them: the
+    // environment's settings are already in it, and re-applied they would undo what the
+    // supervisor set on purpose (its loopback ports, the run's folders).
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("MUSICRL_")
+            && !["MUSICRL_LOG_FORMAT", "MUSICRL_HOME"].contains(&key_text.as_ref())
+        {
+            command.env_remove(&key);
+        }
+    }
+    let child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(file.try_clone()?)

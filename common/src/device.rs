@@ -1,18 +1,158 @@
 //! The one place a compute device is chosen.
+//!
+//! Each role has a `device` key (`learner.device`, `actor.device`, `reward.device`): `"cpu"`
+//! (burn's `flex` backend) or `"cuda:N"` (burn-cuda, only in a build with the `cuda`
+//! feature). [`select`] validates the key, checks that the device can run a tensor operation,
+//! logs it, and makes it the process's device; [`inference_device`] and [`training_device`]
+//! hand it out. A process that never selects one runs on the CPU.
+
+use std::sync::OnceLock;
 
 use burn::tensor::Device;
 
-/// The inference device: CPU (`flex`) unless the `cuda` feature is built and
-/// `MUSICRL_DEVICE=cuda` is set.
-pub fn inference_device() -> Device {
-    #[cfg(feature = "cuda")]
-    if std::env::var("MUSICRL_DEVICE").is_ok_and(|v| v == "cuda") {
-        return Device::cuda(0);
+use crate::error::ConfigError;
+
+/// A device a configuration can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
     }
-    Device::flex()
+}
+
+/// What this build can run on, for error messages and logs.
+pub fn supported() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "\"cpu\" and \"cuda:N\" (this build has the `cuda` feature)"
+    } else {
+        "\"cpu\" only (this build has no `cuda` feature: use the GPU image, built with --features cuda)"
+    }
+}
+
+/// Parses a `device` key's value. `key` names the key in the error.
+pub fn parse(key: &str, text: &str) -> Result<DeviceSpec, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        field: key.to_string(),
+        why,
+    };
+    let spec = match text.trim() {
+        "cpu" => DeviceSpec::Cpu,
+        "cuda" => DeviceSpec::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => DeviceSpec::Cuda(n),
+            _ => {
+                return Err(invalid(format!(
+                    "{text:?} is not a device; this build supports {}",
+                    supported()
+                )));
+            }
+        },
+    };
+    if matches!(spec, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
+        return Err(invalid(format!(
+            "{text:?} was asked for, but this build supports {}",
+            supported()
+        )));
+    }
+    Ok(spec)
+}
+
+static SELECTED: OnceLock<DeviceSpec> = OnceLock::new();
+
+fn to_device(spec: DeviceSpec) -> Device {
+    match spec {
+        DeviceSpec::Cpu => Device::flex(),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => Device::cuda(n),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => unreachable!("parse refuses cuda in a build without it"),
+    }
+}
+
+/// Makes the device named by `key = text` this process's device, after checking it can run
+/// a small tensor operation, and logs it. A second call must name the same device.
+pub fn select(key: &str, text: &str) -> Result<DeviceSpec, ConfigError> {
+    let spec = parse(key, text)?;
+    if let Some(current) = SELECTED.get() {
+        if *current != spec {
+            return Err(ConfigError::Invalid {
+                field: key.to_string(),
+                why: format!("{spec} was asked for, but this process already runs on {current}"),
+            });
+        }
+        return Ok(spec);
+    }
+    if matches!(spec, DeviceSpec::Cuda(_)) {
+        // Without a GPU (or its driver) burn-cuda panics on first use: turn that into an
+        // error that names the device asked for, before anything else runs.
+        let probe = std::panic::catch_unwind(|| {
+            let d = to_device(spec);
+            let t = burn::tensor::Tensor::<1>::ones([4], &d);
+            t.sum().into_scalar::<f32>()
+        });
+        if !matches!(probe, Ok(v) if v == 4.0) {
+            return Err(ConfigError::Invalid {
+                field: key.to_string(),
+                why: format!("{spec} was asked for, but it is not available on this machine (no GPU, or no driver)"),
+            });
+        }
+    }
+    let _ = SELECTED.set(spec);
+    tracing::info!(device = %spec, key, backend = backend_name(spec), "compute device");
+    Ok(spec)
+}
+
+fn backend_name(spec: DeviceSpec) -> &'static str {
+    match spec {
+        DeviceSpec::Cpu => "burn flex (CPU)",
+        DeviceSpec::Cuda(_) => "burn cuda",
+    }
+}
+
+/// The device [`select`] chose, or the CPU.
+pub fn selected() -> DeviceSpec {
+    SELECTED.get().copied().unwrap_or(DeviceSpec::Cpu)
+}
+
+/// The inference device.
+pub fn inference_device() -> Device {
+    to_device(selected())
 }
 
 /// The training device: the inference device with autodiff.
 pub fn training_device() -> Device {
     inference_device().autodiff()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_unknown_ones_are_named() {
+        assert_eq!(parse("learner.device", "cpu").unwrap(), DeviceSpec::Cpu);
+        let e = parse("actor.device", "tpu").unwrap_err().to_string();
+        assert!(e.contains("actor.device") && e.contains("\"tpu\""), "{e}");
+        assert!(e.contains("cpu"), "{e}");
+        let e = parse("actor.device", "cuda:x").unwrap_err().to_string();
+        assert!(e.contains("not a device"), "{e}");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_on_a_cpu_build_is_refused_with_what_the_build_supports() {
+        for text in ["cuda", "cuda:1"] {
+            let e = parse("learner.device", text).unwrap_err().to_string();
+            assert!(e.contains("learner.device"), "{e}");
+            assert!(e.contains("no `cuda` feature"), "{e}");
+        }
+    }
 }

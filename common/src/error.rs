@@ -14,6 +14,18 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid config value {field}: {why}")]
     Invalid { field: String, why: String },
+    #[error("{origin}: cannot set {key}: {why}")]
+    Override {
+        origin: String,
+        key: String,
+        why: String,
+    },
+    #[error("{key} = {path}: no such file or folder (tried {tried})")]
+    Missing {
+        key: String,
+        path: PathBuf,
+        tried: String,
+    },
 }
 
 /// Errors of the shared machinery (policy, parameters, wire validation).

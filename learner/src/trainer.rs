@@ -72,9 +72,9 @@ fn existing<'a>(path: &'a std::path::Path, key: &str) -> Result<&'a std::path::P
         return Ok(path);
     }
     Err(LearnerError::Checkpoint(format!(
-        "learner.{key} {} does not exist: run `musicrl pretrain` (or train a run) and point {key} at \
-         its policy.bpk, or set {key} = \"\" ({})",
-        path.display(),
+        "{}; point it at a policy.bpk (the shipped θ0 is models/base/policy.bpk, run from the \
+         repository or an installation that has it), or set {key} = \"\" ({})",
+        musicrl_common::config::paths::missing(&format!("learner.{key}"), path),
         if key == "init_policy" {
             "a seeded random policy"
         } else {

@@ -350,6 +350,14 @@ pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
                 "component {name:?} of kind {:?} needs `checkpoint`, the folder `musicrl train-reward {}` wrote",
                 component.kind, component.kind
             )))
+        } else if !component.checkpoint.exists() {
+            Err(RewardError::Config(
+                musicrl_common::config::paths::missing(
+                    &format!("reward.components[{name}].checkpoint"),
+                    &component.checkpoint,
+                )
+                .to_string(),
+            ))
         } else {
             Ok(component.checkpoint.as_path())
         }

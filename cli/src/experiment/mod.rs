@@ -211,8 +211,8 @@ fn theta0(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
     if !path.as_os_str().is_empty() {
         if !path.exists() {
             bail!(
-                "learner.init_policy {} does not exist (θ0 of every recipe): run `musicrl pretrain` or set it",
-                path.display()
+                "{} (θ0 of every recipe)",
+                musicrl_common::config::paths::missing("learner.init_policy", path)
             );
         }
         return Ok(path.clone());

@@ -11,10 +11,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+mod overrides;
+pub mod paths;
+pub use overrides::{ENV_ALIASES, ENV_PREFIX};
+
 /// The whole configuration: one section per role, plus the policy's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    pub run: RunConfig,
     pub policy: PolicyConfig,
     pub sampling: SamplingConfig,
     pub learner: LearnerConfig,
@@ -23,6 +28,33 @@ pub struct Config {
     pub local: LocalConfig,
     pub pretrain: PretrainConfig,
     pub experiment: ExperimentConfig,
+}
+
+/// A named training run on a shared volume (the cluster's learner): its checkpoints, history
+/// and trajectory log live under `root/name/`, and a learner refuses to continue a run whose
+/// saved configuration differs from its own unless `resume` says it may.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// The run's name (letters, digits, `-`, `_`, `.`); empty: no named run, the learner uses
+    /// `learner.checkpoint_dir`, `learner.history_path` and `learner.trajectory_log` as given.
+    pub name: String,
+    /// The folder that holds every run's folder (a volume on the cluster).
+    pub root: PathBuf,
+    /// Continue this run even though the training configuration differs from the one it
+    /// was started with (the differences are logged). A restart with the same configuration
+    /// always resumes.
+    pub resume: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            root: PathBuf::from("runs"),
+            resume: false,
+        }
+    }
 }
 
 /// `musicrl pretrain`: teacher-forced training of θ0 on the folk-tune corpus.
@@ -145,6 +177,8 @@ impl Default for SamplingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LearnerConfig {
+    /// Compute device: "cpu", or "cuda:N" in a build with the `cuda` feature.
+    pub device: String,
     /// gRPC address (trajectory push, parameter broadcast, status, health).
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables the exporter.
@@ -225,6 +259,7 @@ pub struct LearnerConfig {
 impl Default for LearnerConfig {
     fn default() -> Self {
         Self {
+            device: "cpu".into(),
             listen: "0.0.0.0:50051".into(),
             metrics_listen: "0.0.0.0:9100".into(),
             steps: 0,
@@ -265,6 +300,8 @@ pub const BASELINE_VALUE: &str = "value";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActorConfig {
+    /// Compute device for sampling: "cpu", or "cuda:N" in a build with the `cuda` feature.
+    pub device: String,
     /// Learner endpoint, e.g. `http://learner:50051`.
     pub learner: String,
     /// Reward server endpoint, e.g. `http://reward-server:50052`.
@@ -300,6 +337,7 @@ pub struct ActorConfig {
 impl Default for ActorConfig {
     fn default() -> Self {
         Self {
+            device: "cpu".into(),
             learner: "http://127.0.0.1:50051".into(),
             reward: "http://127.0.0.1:50052".into(),
             metrics_listen: "0.0.0.0:9102".into(),
@@ -319,6 +357,9 @@ impl Default for ActorConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RewardConfig {
+    /// Compute device of the reward models, set apart from the policy's: "cpu", or "cuda:N"
+    /// in a build with the `cuda` feature.
+    pub device: String,
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables the exporter.
     pub metrics_listen: String,
@@ -339,6 +380,7 @@ pub struct RewardConfig {
 impl Default for RewardConfig {
     fn default() -> Self {
         Self {
+            device: "cpu".into(),
             listen: "0.0.0.0:50052".into(),
             metrics_listen: "0.0.0.0:9101".into(),
             max_batch: 512,
@@ -580,6 +622,30 @@ impl Config {
                 why,
             })
         };
+        for (key, text) in [
+            ("learner.device", &self.learner.device),
+            ("actor.device", &self.actor.device),
+            ("reward.device", &self.reward.device),
+        ] {
+            crate::device::parse(key, text)?;
+        }
+        let run = &self.run;
+        if !run.name.is_empty() {
+            let ok = run
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !run.name.starts_with('.');
+            if !ok {
+                return bad(
+                    "run.name",
+                    format!("{:?} must be letters, digits, -, _ and . (not first)", run.name),
+                );
+            }
+            if run.root.as_os_str().is_empty() {
+                return bad("run.root", "a named run needs the folder of runs".into());
+            }
+        }
         let p = &self.policy;
         if p.vocab_size < 2 || p.vocab_size > (1 << 24) {
             return bad(
@@ -850,7 +916,7 @@ mod tests {
 
     #[test]
     fn shipped_default_file_matches_embedded_default() {
-        let text = include_str!("../../config/default.toml");
+        let text = include_str!("../../../config/default.toml");
         let parsed = Config::from_toml(text).expect("config/default.toml parses");
         assert_eq!(parsed, Config::default());
         parsed.validate().expect("the default is valid");
@@ -861,17 +927,17 @@ mod tests {
         for (name, text, kinds) in [
             (
                 "config/rl-u.toml",
-                include_str!("../../config/rl-u.toml"),
+                include_str!("../../../config/rl-u.toml"),
                 &["preference"][..],
             ),
             (
                 "config/rl-ru.toml",
-                include_str!("../../config/rl-ru.toml"),
+                include_str!("../../../config/rl-ru.toml"),
                 &["preference"][..],
             ),
             (
                 "config/rl-all.toml",
-                include_str!("../../config/rl-all.toml"),
+                include_str!("../../../config/rl-all.toml"),
                 &["text", "quality", "preference"][..],
             ),
         ] {
@@ -900,11 +966,11 @@ mod tests {
         for (name, text) in [
             (
                 "config/default.toml",
-                include_str!("../../config/default.toml"),
+                include_str!("../../../config/default.toml"),
             ),
             (
                 "config/experiment-rl-u-long.toml",
-                include_str!("../../config/experiment-rl-u-long.toml"),
+                include_str!("../../../config/experiment-rl-u-long.toml"),
             ),
         ] {
             let c = Config::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -955,7 +1021,7 @@ mod tests {
 
     #[test]
     fn the_kubernetes_configuration_is_valid() {
-        let text = include_str!("../../deploy/base/config/musicrl.toml");
+        let text = include_str!("../../../deploy/base/config/musicrl.toml");
         let c = Config::from_toml(text).expect("deploy/base/config/musicrl.toml parses");
         c.validate().expect("and is valid");
         assert!(!c.learner.exit_on_completion && !c.actor.exit_on_completion);

@@ -1,0 +1,150 @@
+//! Configuration a person can drive: `--set` and `MUSICRL__…` for any key, clear errors for
+//! a misspelt key, a bad device or a missing file, and the binary working from any folder.
+
+mod common;
+
+use std::process::Command;
+
+use common::run_to_end;
+
+fn musicrl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_musicrl"));
+    // The tests' own environment must not leak settings in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MUSICRL_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn set_and_the_environment_override_nested_keys_and_set_wins() {
+    let out = run_to_end(
+        musicrl()
+            .args([
+                "--set",
+                "learner.kl_coef=0.05",
+                "--set",
+                "reward.components[1].weight=2.5",
+                "--set",
+                "actor.batch_size=3",
+                "config",
+            ])
+            .env("MUSICRL__ACTOR__BATCH_SIZE", "5")
+            .env("MUSICRL__ACTOR__SEED", "42"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = musicrl_common::Config::from_toml(&String::from_utf8_lossy(&out.stdout))
+        .expect("`musicrl config` prints a configuration");
+    assert_eq!(c.learner.kl_coef, 0.05);
+    assert_eq!(c.reward.components[1].weight, 2.5);
+    assert_eq!(c.actor.batch_size, 3, "--set wins over the environment");
+    assert_eq!(c.actor.seed, 42, "the environment sets what --set leaves");
+}
+
+#[test]
+fn a_misspelt_key_is_an_error_naming_it() {
+    let out = run_to_end(musicrl().args(["--set", "learner.kl_coeff=0.1", "config"]));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("learner.kl_coeff"), "{e}");
+    assert!(e.contains("did you mean learner.kl_coef"), "{e}");
+    let out = run_to_end(
+        musicrl()
+            .arg("config")
+            .env("MUSICRL__LEARNER__KL_COEFF", "0.1"),
+    );
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("MUSICRL__LEARNER__KL_COEFF"), "{e}");
+}
+
+#[test]
+fn an_unknown_device_and_cuda_on_a_cpu_build_are_refused_clearly() {
+    let out = run_to_end(musicrl().args(["--set", "learner.device=tpu", "config"]));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("learner.device") && e.contains("\"tpu\""), "{e}");
+    assert!(e.contains("cpu"), "{e}");
+    if !cfg!(feature = "cuda") {
+        let out = run_to_end(musicrl().args([
+            "--set",
+            "actor.device=cuda:0",
+            "actor",
+            "--metrics-listen",
+            "",
+        ]));
+        assert!(!out.status.success());
+        let e = stderr(&out);
+        assert!(e.contains("actor.device") && e.contains("\"cuda:0\""), "{e}");
+        assert!(e.contains("no `cuda` feature"), "{e}");
+    }
+    // The variable that used to be ignored is now refused with what to set instead.
+    let out = run_to_end(musicrl().arg("config").env("MUSICRL_DEVICE", "cuda"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("MUSICRL__LEARNER__DEVICE"), "{}", stderr(&out));
+}
+
+#[test]
+fn started_from_another_folder_it_finds_its_shipped_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_to_end(musicrl().current_dir(dir.path()).arg("config"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = musicrl_common::Config::from_toml(&String::from_utf8_lossy(&out.stdout))
+        .expect("a configuration");
+    for p in [
+        &c.learner.init_policy,
+        &c.actor.prompts,
+        &c.reward.components[0].checkpoint,
+        &c.experiment.judge_prompts,
+    ] {
+        assert!(p.is_absolute() && p.exists(), "{} was not found", p.display());
+    }
+    // And a real command runs on them: θ0 samples a clip from a folder with no data.
+    let out = run_to_end(musicrl().current_dir(dir.path()).args([
+        "generate",
+        "--caption",
+        "a jig in D major",
+        "--n",
+        "1",
+        "--out",
+        "gen",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("gen/index.html").exists());
+    // A recipe's config file resolves too.
+    let out = run_to_end(
+        musicrl()
+            .current_dir(dir.path())
+            .args(["--config", "config/rl-u.toml", "config"]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_input_names_the_key_and_the_paths_tried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_to_end(musicrl().current_dir(dir.path()).args([
+        "--set",
+        "learner.init_policy=models/none/policy.bpk",
+        "learner",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "",
+        "--steps",
+        "1",
+    ]));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("learner.init_policy = models/none/policy.bpk"), "{e}");
+    assert!(
+        e.contains(&dir.path().join("models/none/policy.bpk").display().to_string()),
+        "{e}"
+    );
+}
