@@ -113,11 +113,13 @@ pub async fn run(
     config.validate().map_err(musicrl_common::Error::from)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Actor);
     if !config.actor.prompts.as_os_str().is_empty() && !config.actor.prompts.exists() {
-        return Err(musicrl_common::Error::from(musicrl_common::config::paths::missing(
-            "actor.prompts",
-            &config.actor.prompts,
-        ))
-        .into());
+        return Err(
+            musicrl_common::Error::from(musicrl_common::config::paths::missing(
+                "actor.prompts",
+                &config.actor.prompts,
+            ))
+            .into(),
+        );
     }
     let prompts = load_prompts(&config.actor.prompts)?;
     let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner)?);

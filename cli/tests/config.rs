@@ -81,13 +81,20 @@ fn an_unknown_device_and_cuda_on_a_cpu_build_are_refused_clearly() {
         ]));
         assert!(!out.status.success());
         let e = stderr(&out);
-        assert!(e.contains("actor.device") && e.contains("\"cuda:0\""), "{e}");
+        assert!(
+            e.contains("actor.device") && e.contains("\"cuda:0\""),
+            "{e}"
+        );
         assert!(e.contains("no `cuda` feature"), "{e}");
     }
     // The variable that used to be ignored is now refused with what to set instead.
     let out = run_to_end(musicrl().arg("config").env("MUSICRL_DEVICE", "cuda"));
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("MUSICRL__LEARNER__DEVICE"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("MUSICRL__LEARNER__DEVICE"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -103,7 +110,11 @@ fn started_from_another_folder_it_finds_its_shipped_data() {
         &c.reward.components[0].checkpoint,
         &c.experiment.judge_prompts,
     ] {
-        assert!(p.is_absolute() && p.exists(), "{} was not found", p.display());
+        assert!(
+            p.is_absolute() && p.exists(),
+            "{} was not found",
+            p.display()
+        );
     }
     // And a real command runs on them: θ0 samples a clip from a folder with no data.
     let out = run_to_end(musicrl().current_dir(dir.path()).args([
@@ -118,11 +129,11 @@ fn started_from_another_folder_it_finds_its_shipped_data() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("gen/index.html").exists());
     // A recipe's config file resolves too.
-    let out = run_to_end(
-        musicrl()
-            .current_dir(dir.path())
-            .args(["--config", "config/rl-u.toml", "config"]),
-    );
+    let out = run_to_end(musicrl().current_dir(dir.path()).args([
+        "--config",
+        "config/rl-u.toml",
+        "config",
+    ]));
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -142,9 +153,17 @@ fn a_missing_input_names_the_key_and_the_paths_tried() {
     ]));
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("learner.init_policy = models/none/policy.bpk"), "{e}");
     assert!(
-        e.contains(&dir.path().join("models/none/policy.bpk").display().to_string()),
+        e.contains("learner.init_policy = models/none/policy.bpk"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            &dir.path()
+                .join("models/none/policy.bpk")
+                .display()
+                .to_string()
+        ),
         "{e}"
     );
 }

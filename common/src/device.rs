@@ -101,7 +101,9 @@ pub fn select(key: &str, text: &str) -> Result<DeviceSpec, ConfigError> {
         if !matches!(probe, Ok(v) if v == 4.0) {
             return Err(ConfigError::Invalid {
                 field: key.to_string(),
-                why: format!("{spec} was asked for, but it is not available on this machine (no GPU, or no driver)"),
+                why: format!(
+                    "{spec} was asked for, but it is not available on this machine (no GPU, or no driver)"
+                ),
             });
         }
     }

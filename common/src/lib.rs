@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod fsutil;
+pub mod grpc;
 pub mod metrics_catalog;
 pub mod policy;
 pub mod prompts;

@@ -59,7 +59,27 @@ pub fn serve_metrics(listen: &str) -> Result<Option<SocketAddr>> {
         .map_err(|e| {
             Error::Internal(format!("cannot start the metrics exporter on {addr}: {e}"))
         })?;
+    spawn_process_metrics();
     Ok(Some(addr))
+}
+
+/// How often the process metrics are refreshed.
+const PROCESS_METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Exports the standard process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, `process_threads`, …) through the
+/// installed recorder, refreshed every few seconds on the runtime.
+pub fn spawn_process_metrics() {
+    let collector = metrics_process::Collector::default();
+    collector.describe();
+    collector.collect();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PROCESS_METRICS_EVERY);
+        loop {
+            tick.tick().await;
+            collector.collect();
+        }
+    });
 }
 
 /// Installs a recorder without HTTP and returns its handle (tests read `render()`).

@@ -232,6 +232,7 @@ pub fn score_request_from_wire(
         .map(|(i, s)| {
             check_caption(&s.caption)
                 .and_then(|()| limits.check_tokens(&s.tokens))
+                .and_then(|()| s.audio.as_ref().map_or(Ok(()), check_audio))
                 .map_err(|r| Error::invalid(format!("sample {i}: {r}")))?;
             Ok(ScoreInput {
                 caption: s.caption,
@@ -248,9 +249,79 @@ pub fn score_request_to_wire(samples: &[ScoreInput]) -> pb::ScoreRequest {
             .map(|s| pb::Sample {
                 caption: s.caption.clone(),
                 tokens: s.tokens.clone(),
+                audio: None,
             })
             .collect(),
     }
+}
+
+/// Sample rates an `Audio` message may declare.
+pub const AUDIO_SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=192_000;
+
+/// A Score request that carries each sample's rendered audio (`audio[i]` for `samples[i]`,
+/// mono, in [-1, 1], clipped) as 16-bit PCM at `sample_rate`.
+pub fn score_request_with_audio(
+    samples: &[ScoreInput],
+    audio: &[Vec<f32>],
+    sample_rate: u32,
+) -> pb::ScoreRequest {
+    pb::ScoreRequest {
+        samples: samples
+            .iter()
+            .zip(audio)
+            .map(|(s, a)| pb::Sample {
+                caption: s.caption.clone(),
+                tokens: s.tokens.clone(),
+                audio: Some(audio_to_wire(a, sample_rate)),
+            })
+            .collect(),
+    }
+}
+
+/// Mono audio in [-1, 1] as 16-bit little-endian PCM.
+pub fn audio_to_wire(samples: &[f32], sample_rate: u32) -> pb::Audio {
+    let mut pcm = Vec::with_capacity(samples.len() * 2);
+    for &x in samples {
+        let v = if x.is_finite() {
+            x.clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
+        pcm.extend_from_slice(&((v * 32767.0).round() as i16).to_le_bytes());
+    }
+    pb::Audio {
+        sample_rate,
+        pcm_s16le: pcm,
+    }
+}
+
+/// The bytes an audio message of `samples` samples takes on the wire (for splitting calls).
+pub const fn audio_wire_bytes(samples: usize) -> usize {
+    samples * 2
+}
+
+fn check_audio(a: &pb::Audio) -> std::result::Result<(), Rejection> {
+    if !AUDIO_SAMPLE_RATES.contains(&a.sample_rate) {
+        return Err(Rejection::new(
+            "bad_audio",
+            format!(
+                "audio sample rate {} Hz is outside {}..={} Hz",
+                a.sample_rate,
+                AUDIO_SAMPLE_RATES.start(),
+                AUDIO_SAMPLE_RATES.end()
+            ),
+        ));
+    }
+    if a.pcm_s16le.len() % 2 != 0 {
+        return Err(Rejection::new(
+            "bad_audio",
+            format!(
+                "audio has {} bytes: 16-bit PCM needs an even number",
+                a.pcm_s16le.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn components_to_wire(components: &[ComponentInfo]) -> Vec<pb::Component> {
@@ -524,6 +595,7 @@ mod tests {
         let sample = |tokens: Vec<u32>| pb::Sample {
             caption: "c".into(),
             tokens,
+            audio: None,
         };
         let ok = pb::ScoreRequest {
             samples: vec![sample(vec![1, 2])],
@@ -540,12 +612,43 @@ mod tests {
             pb::ScoreRequest {
                 samples: vec![sample(vec![1; 5])],
             },
+            pb::ScoreRequest {
+                samples: vec![pb::Sample {
+                    audio: Some(pb::Audio {
+                        sample_rate: 100,
+                        pcm_s16le: vec![0; 4],
+                    }),
+                    ..sample(vec![1])
+                }],
+            },
+            pb::ScoreRequest {
+                samples: vec![pb::Sample {
+                    audio: Some(pb::Audio {
+                        sample_rate: 16_000,
+                        pcm_s16le: vec![0; 3],
+                    }),
+                    ..sample(vec![1])
+                }],
+            },
         ] {
             assert!(matches!(
                 score_request_from_wire(req, &limits(), 2),
                 Err(Error::InvalidArgument(_))
             ));
         }
+    }
+
+    #[test]
+    fn audio_goes_on_the_wire_as_clipped_16_bit_pcm() {
+        let a = audio_to_wire(&[0.0, 1.0, -1.0, 0.5, 2.0, f32::NAN], 16_000);
+        let got: Vec<i16> = a
+            .pcm_s16le
+            .chunks(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(got, vec![0, 32767, -32767, 16384, 32767, 0]);
+        assert_eq!(a.sample_rate, 16_000);
+        assert_eq!(audio_wire_bytes(6), a.pcm_s16le.len());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod loss;
+pub mod named_run;
 pub mod pretrain;
 pub mod run;
 pub mod service;

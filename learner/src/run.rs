@@ -17,6 +17,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use musicrl_common::Config;
 use musicrl_common::Trajectory;
+use musicrl_common::grpc::ENCODINGS;
 use musicrl_common::policy::params::ParameterBlob;
 use musicrl_common::wire::TokenLimits;
 use musicrl_proto::v1::learner_service_server::LearnerServiceServer;
@@ -54,6 +55,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<LearnerOutcome> {
     config.validate().map_err(musicrl_common::Error::from)?;
+    let config = crate::named_run::open(&config)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Learner);
     let device = musicrl_common::device::training_device();
 
@@ -169,13 +171,19 @@ pub async fn serve(
         }
         let _ = closing_tx.send(true);
     };
+    let (reflection_v1, reflection_v1alpha) =
+        musicrl_common::grpc::reflection(&["musicrl.v1.LearnerService"])?;
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
             LearnerServiceServer::new(Learner::new(shared.clone()))
-                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-                .send_compressed(tonic::codec::CompressionEncoding::Zstd),
+                .accept_compressed(ENCODINGS[0])
+                .accept_compressed(ENCODINGS[1])
+                .send_compressed(ENCODINGS[0])
+                .send_compressed(ENCODINGS[1]),
         )
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown)
         .await?;
     stop.store(true, Ordering::Relaxed);
@@ -280,7 +288,14 @@ fn train_loop(
         outcome.reward_means.push(stats.reward_mean);
         outcome.kl_last = stats.kl;
         if let Some(f) = history.as_mut() {
-            let line = serde_json::to_string(&stats).expect("StepStats serialises");
+            let (time, unix_seconds) =
+                musicrl_common::fsutil::wall_clock(std::time::SystemTime::now());
+            let row = HistoryRow {
+                time,
+                unix_seconds,
+                stats: &stats,
+            };
+            let line = serde_json::to_string(&row).expect("StepStats serialises");
             writeln!(f, "{line}").map_err(LearnerError::Io)?;
         }
         if let Some(log) = trajectories.as_mut() {
@@ -355,6 +370,15 @@ fn save_checkpoint(trainer: &Trainer, shared: &Shared, config: &Config) -> Resul
         .record(started.elapsed().as_secs_f64());
     tracing::info!(step = trainer.step_count(), path = %folder.display(), "checkpoint saved");
     Ok(())
+}
+
+/// One `history.jsonl` row: the step's statistics and when it finished (wall clock, UTC).
+#[derive(serde::Serialize)]
+struct HistoryRow<'a> {
+    time: String,
+    unix_seconds: f64,
+    #[serde(flatten)]
+    stats: &'a StepStats,
 }
 
 fn open_history(path: &Path) -> Result<Option<std::fs::File>> {

@@ -232,14 +232,26 @@ pub struct RemoteScorer {
     name: String,
     endpoint: String,
     component: String,
+    /// `Some(rate)`: send each clip's rendered audio at this sample rate with its tokens.
+    audio_rate: Option<u32>,
     client: pb::reward_service_client::RewardServiceClient<tonic::transport::Channel>,
     /// The remote component's version, as last reported.
     seen_version: Mutex<String>,
 }
 
+/// Audio bytes per remote call: a batch whose clips exceed this goes as several calls, so each
+/// message stays under gRPC's common 4 MiB receive limit.
+pub const REMOTE_CALL_AUDIO_BYTES: usize = 3 << 20;
+
 impl RemoteScorer {
-    /// Connects lazily: the remote server may start after this one.
-    pub fn new(name: impl Into<String>, endpoint: &str, component: &str) -> Result<Self> {
+    /// Connects lazily: the remote server may start after this one. With `audio_rate` the
+    /// clips go with their rendered audio.
+    pub fn new(
+        name: impl Into<String>,
+        endpoint: &str,
+        component: &str,
+        audio_rate: Option<u32>,
+    ) -> Result<Self> {
         let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| RewardError::Config(format!("remote endpoint {endpoint:?}: {e}")))?
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -249,50 +261,34 @@ impl RemoteScorer {
             name: name.into(),
             endpoint: endpoint.to_string(),
             component: component.to_string(),
+            audio_rate,
+            // gzip: every gRPC implementation decodes it (grpcio, grpc-go, grpc-java).
             client: pb::reward_service_client::RewardServiceClient::new(channel)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
                 .max_decoding_message_size(64 << 20),
             seen_version: Mutex::new("unknown".into()),
         })
     }
-}
 
-#[tonic::async_trait]
-impl Scorer for RemoteScorer {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn version(&self) -> String {
-        let seen = self
-            .seen_version
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        format!("remote({}#{})@{seen}", self.endpoint, self.component)
-    }
-
-    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
-        let request = pb::ScoreRequest {
-            samples: batch
-                .inputs
-                .iter()
-                .map(|s| pb::Sample {
-                    caption: s.caption.clone(),
-                    tokens: s.tokens.clone(),
-                })
-                .collect(),
-        };
-        let remote_error = |message: String| RewardError::Scorer {
+    fn error(&self, message: String) -> RewardError {
+        RewardError::Scorer {
             name: self.name.clone(),
             message,
-        };
+        }
+    }
+
+    /// One call: the remote component's score of every sample of `request`, in order.
+    async fn call(&self, request: pb::ScoreRequest) -> Result<Vec<f32>> {
+        let n = request.samples.len();
         let response = self
             .client
             .clone()
             .score(request)
             .await
             .map_err(|s| {
-                remote_error(format!(
+                self.error(format!(
                     "{}: {} ({:?})",
                     self.endpoint,
                     s.message(),
@@ -310,7 +306,7 @@ impl Scorer for RemoteScorer {
                     .iter()
                     .map(|c| c.name.as_str())
                     .collect();
-                remote_error(format!(
+                self.error(format!(
                     "{} has no component {:?} (it has {names:?})",
                     self.endpoint, self.component
                 ))
@@ -318,26 +314,92 @@ impl Scorer for RemoteScorer {
         if let Ok(mut v) = self.seen_version.lock() {
             *v = response.components[index].version.clone();
         }
-        if response.scores.len() != batch.inputs.len() {
-            return Err(remote_error(format!(
-                "{} answered {} scores for {} samples",
+        if response.scores.len() != n {
+            return Err(self.error(format!(
+                "{} answered {} scores for {n} samples",
                 self.endpoint,
                 response.scores.len(),
-                batch.inputs.len()
             )));
         }
         response
             .scores
             .iter()
-            .map(|s| {
-                s.components.get(index).copied().ok_or_else(|| {
-                    remote_error(format!(
-                        "{} sent a score without component {index}",
-                        self.endpoint
-                    ))
-                })
+            .enumerate()
+            .map(|(i, s)| match s.components.get(index).copied() {
+                Some(v) if v.is_finite() => Ok(v),
+                Some(v) => Err(self.error(format!(
+                    "{} scored sample {i} {v}, not a finite number",
+                    self.endpoint
+                ))),
+                None => Err(self.error(format!(
+                    "{} sent a score without component {index}",
+                    self.endpoint
+                ))),
             })
             .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Scorer for RemoteScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        let seen = self
+            .seen_version
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        let audio = self
+            .audio_rate
+            .map(|r| format!("+audio@{r}Hz"))
+            .unwrap_or_default();
+        format!("remote({}#{}{audio})@{seen}", self.endpoint, self.component)
+    }
+
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        let Some(rate) = self.audio_rate else {
+            return self
+                .call(musicrl_common::wire::score_request_to_wire(&batch.inputs))
+                .await;
+        };
+        // Render every clip as the audio scorers hear it (the same synthesizer seed), off
+        // the executor and on every core.
+        let rendered = {
+            let batch = batch.clone();
+            tokio::task::spawn_blocking(move || {
+                musicrl_rewards::clips::par_map(&batch.inputs, |_, s| {
+                    musicrl_rewards::clips::sample_audio(&s.caption, &s.tokens, rate)
+                })
+            })
+            .await
+            .map_err(|e| RewardError::Internal(format!("rendering task: {e}")))?
+        };
+        // Calls of at most REMOTE_CALL_AUDIO_BYTES of audio each (a longer clip goes alone).
+        let mut scores = Vec::with_capacity(batch.inputs.len());
+        let mut start = 0;
+        while start < batch.inputs.len() {
+            let mut end = start + 1;
+            let mut bytes = musicrl_common::wire::audio_wire_bytes(rendered[start].len());
+            while end < batch.inputs.len() {
+                let next = musicrl_common::wire::audio_wire_bytes(rendered[end].len());
+                if bytes + next > REMOTE_CALL_AUDIO_BYTES {
+                    break;
+                }
+                bytes += next;
+                end += 1;
+            }
+            let request = musicrl_common::wire::score_request_with_audio(
+                &batch.inputs[start..end],
+                &rendered[start..end],
+                rate,
+            );
+            scores.extend(self.call(request).await?);
+            start = end;
+        }
+        Ok(scores)
     }
 }
 
@@ -389,6 +451,7 @@ pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
                 name,
                 &component.endpoint,
                 &component.remote_component,
+                component.send_audio.then_some(component.sample_rate),
             )?))
         }
         other => Err(RewardError::UnknownScorer(other.to_string())),

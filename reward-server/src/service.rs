@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use musicrl_common::Config;
+use musicrl_common::grpc::ENCODINGS;
 use musicrl_common::wire::{self, TokenLimits};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServer};
@@ -115,6 +116,8 @@ pub async fn serve(
     health.set_serving::<RewardServiceServer<Rewards>>().await;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, scorer = %model.scorer_version(), "reward server serving");
+    let (reflection_v1, reflection_v1alpha) =
+        musicrl_common::grpc::reflection(&["musicrl.v1.RewardService"])?;
     let mut builder = tonic::transport::Server::builder();
     if config.reward.max_connection_age_seconds > 0 {
         builder = builder
@@ -127,9 +130,13 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(
             RewardServiceServer::new(service)
-                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-                .send_compressed(tonic::codec::CompressionEncoding::Zstd),
+                .accept_compressed(ENCODINGS[0])
+                .accept_compressed(ENCODINGS[1])
+                .send_compressed(ENCODINGS[0])
+                .send_compressed(ENCODINGS[1]),
         )
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     tracing::info!("reward server stopped");

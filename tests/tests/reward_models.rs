@@ -206,6 +206,7 @@ fn samples(n: usize) -> Vec<pb::Sample> {
                     &mut StdRng::seed_from_u64(i as u64),
                 ),
                 tokens: toks,
+                audio: None,
             }
         })
         .collect()

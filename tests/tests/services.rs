@@ -18,6 +18,7 @@ fn sample(tokens: Vec<u32>) -> pb::Sample {
     pb::Sample {
         caption: "a lively reel in d major".into(),
         tokens,
+        audio: None,
     }
 }
 
@@ -59,6 +60,7 @@ async fn score_rejects_bad_batches_and_keeps_serving() {
             vec![pb::Sample {
                 caption: "x".repeat(10_000),
                 tokens: good.clone(),
+                audio: None,
             }],
             "caption",
         ),

@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 
 mod overrides;
 pub mod paths;
-pub use overrides::{ENV_ALIASES, ENV_PREFIX};
+pub use overrides::{ENV_ALIASES, ENV_PREFIX, flatten};
 
 /// The whole configuration: one section per role, plus the policy's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -425,6 +425,11 @@ pub struct ComponentConfig {
     pub endpoint: String,
     /// `remote`: the name of the component to take from the other server's answer.
     pub remote_component: String,
+    /// `remote`: also send each clip as this server renders it (mono 16-bit PCM at
+    /// `sample_rate`), so a remote audio model needs no synthesizer of its own.
+    pub send_audio: bool,
+    /// `remote` with `send_audio`: the audio's sample rate in Hz.
+    pub sample_rate: u32,
 }
 
 impl Default for ComponentConfig {
@@ -439,6 +444,8 @@ impl Default for ComponentConfig {
             checkpoint: PathBuf::new(),
             endpoint: String::new(),
             remote_component: String::new(),
+            send_audio: false,
+            sample_rate: 16_000,
         }
     }
 }
@@ -577,7 +584,51 @@ impl Default for ExperimentConfig {
     }
 }
 
+/// Keys that change where or how long a run goes, not what it trains: a named run may
+/// continue with these changed (`Config::training_differences` skips them).
+const NOT_TRAINING_KEYS: &[&str] = &[
+    "learner.device",
+    "learner.listen",
+    "learner.metrics_listen",
+    "learner.steps",
+    "learner.checkpoint_dir",
+    "learner.checkpoint_every",
+    "learner.keep_checkpoints",
+    "learner.history_path",
+    "learner.trajectory_log",
+    "learner.trajectory_log_max_mb",
+    "learner.exit_on_completion",
+    "learner.queue_capacity",
+    "learner.max_push",
+    "learner.chunk_bytes",
+];
+
 impl Config {
+    /// The keys of what a run trains (the policy, sampling, the learner's objective and
+    /// optimiser, the reward components) whose values differ
+    /// between `self` and `other`, as `key (self vs other)`.
+    pub fn training_differences(&self, other: &Config) -> Vec<String> {
+        let training = |k: &str| {
+            ["policy.", "sampling.", "learner.", "reward.components"]
+                .iter()
+                .any(|p| k.starts_with(p))
+                && !NOT_TRAINING_KEYS.contains(&k)
+        };
+        let (a, b) = (flatten(self), flatten(other));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).filter(|k| training(k)).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
+                let show = |m: &std::collections::BTreeMap<String, String>| {
+                    m.get(k).cloned().unwrap_or_else(|| "absent".into())
+                };
+                format!("{k} ({} vs {})", show(&a), show(&b))
+            })
+            .collect()
+    }
+
     /// Reads a TOML file; missing keys take their defaults, unknown keys are an error.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -639,7 +690,10 @@ impl Config {
             if !ok {
                 return bad(
                     "run.name",
-                    format!("{:?} must be letters, digits, -, _ and . (not first)", run.name),
+                    format!(
+                        "{:?} must be letters, digits, -, _ and . (not first)",
+                        run.name
+                    ),
                 );
             }
             if run.root.as_os_str().is_empty() {
@@ -795,6 +849,12 @@ impl Config {
             );
         }
         for (i, c) in r.components.iter().enumerate() {
+            if c.send_audio && !crate::wire::AUDIO_SAMPLE_RATES.contains(&c.sample_rate) {
+                return bad(
+                    &format!("reward.components[{i}].sample_rate"),
+                    format!("{} Hz is outside 8000..=192000", c.sample_rate),
+                );
+            }
             for (what, v) in [("weight", c.weight), ("shift", c.shift), ("scale", c.scale)] {
                 if !v.is_finite() {
                     return bad(

@@ -78,10 +78,7 @@ fn parse_key(key: &str) -> Result<Vec<Segment>, String> {
         if !name.is_empty() {
             if let Ok(i) = name.parse::<usize>() {
                 out.push(Segment::Index(i));
-            } else if name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            } else if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 out.push(Segment::Key(name.to_string()));
             } else {
                 return Err(format!("{name:?} is not a key name"));
@@ -125,6 +122,38 @@ fn leaf_keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
         }
         _ => out.push(prefix.to_string()),
     }
+}
+
+/// Every leaf of the configuration as `dotted.key → value` (TOML text), for comparing two
+/// configurations key by key.
+pub fn flatten(config: &Config) -> std::collections::BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String, String>) {
+        match v {
+            Value::Table(t) => {
+                for (k, v) in t {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, v, out);
+                }
+            }
+            Value::Array(a) if a.iter().all(Value::is_table) && !a.is_empty() => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(v) = Value::try_from(config) {
+        walk("", &v, &mut out);
+    }
+    out
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -388,13 +417,19 @@ mod tests {
             .set_key("learner.steps", "many", "--set")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("learner.steps") && e.contains("not an integer"), "{e}");
+        assert!(
+            e.contains("learner.steps") && e.contains("not an integer"),
+            "{e}"
+        );
         let e = c
             .set_key("reward.components[7].weight", "1", "--set")
             .unwrap_err()
             .to_string();
         assert!(e.contains("past the end"), "{e}");
-        let e = c.apply_sets(&["learner.steps".into()]).unwrap_err().to_string();
+        let e = c
+            .apply_sets(&["learner.steps".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("KEY=VALUE"), "{e}");
         assert_eq!(c, Config::default(), "a refused setting changes nothing");
     }
