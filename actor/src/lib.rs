@@ -7,6 +7,7 @@
 //! Both connections are lazy channels: when a server goes away, calls fail, the actor
 //! retries with exponential backoff, and the channel reconnects by itself.
 
+pub mod balance;
 pub mod params;
 
 use std::future::Future;
@@ -123,9 +124,12 @@ pub async fn run(
     }
     let prompts = load_prompts(&config.actor.prompts)?;
     let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner)?);
-    let reward = RewardServiceClient::new(lazy_channel(&config.actor.reward)?)
-        .send_compressed(tonic::codec::CompressionEncoding::Zstd)
-        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
+    let reward = RewardServiceClient::new(balance::reward_channel(
+        &config.actor.reward,
+        Duration::from_secs_f64(config.actor.reward_resolve_seconds),
+    )?)
+    .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+    .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
 
     let (params_tx, mut params_rx) = watch::channel::<Option<Arc<ParameterBlob>>>(None);
     let subscriber = tokio::spawn(params::follow(

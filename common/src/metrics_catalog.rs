@@ -44,6 +44,7 @@ pub const ACTOR_POLICY_LAG: &str = "musicrl_actor_policy_lag";
 pub const ACTOR_POLICY_VERSION: &str = "musicrl_actor_policy_version";
 pub const ACTOR_PARAM_LOAD_SECONDS: &str = "musicrl_actor_param_load_seconds";
 pub const ACTOR_PARAM_RECEIVE_SECONDS: &str = "musicrl_actor_param_receive_seconds";
+pub const ACTOR_REWARD_REPLICAS: &str = "musicrl_actor_reward_replicas";
 pub const ACTOR_RECONNECTS_TOTAL: &str = "musicrl_actor_reconnects_total";
 pub const ACTOR_TRAJECTORIES_REJECTED_TOTAL: &str = "musicrl_actor_trajectories_rejected_total";
 pub const LEARNER_STEPS_TOTAL: &str = "musicrl_learner_steps_total";
@@ -111,6 +112,14 @@ pub const CATALOG: &[Metric] = &[
         label: None,
         initial_label_values: &[],
         help: "latency of one successful Score call",
+    },
+    Metric {
+        name: ACTOR_REWARD_REPLICAS,
+        kind: Kind::Gauge,
+        role: Role::Actor,
+        label: None,
+        initial_label_values: &[],
+        help: "reward-server addresses the actor spreads its Score calls over",
     },
     Metric {
         name: ACTOR_PUSH_SECONDS,

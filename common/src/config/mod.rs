@@ -304,8 +304,13 @@ pub struct ActorConfig {
     pub device: String,
     /// Learner endpoint, e.g. `http://learner:50051`.
     pub learner: String,
-    /// Reward server endpoint, e.g. `http://reward-server:50052`.
+    /// Reward server endpoint, e.g. `http://reward-server:50052`, or several,
+    /// comma-separated. Each host is resolved to every address it has (a headless Service
+    /// lists every ready replica) and Score calls are spread over them per request.
     pub reward: String,
+    /// Re-resolve `reward`'s hosts this often, in seconds, so replicas added or removed by
+    /// the autoscaler join or leave the actor's balancer.
+    pub reward_resolve_seconds: f64,
     /// Prometheus `/metrics` address; empty disables the exporter.
     pub metrics_listen: String,
     /// Sequences sampled (and scored, and pushed) per round.
@@ -340,6 +345,7 @@ impl Default for ActorConfig {
             device: "cpu".into(),
             learner: "http://127.0.0.1:50051".into(),
             reward: "http://127.0.0.1:50052".into(),
+            reward_resolve_seconds: 10.0,
             metrics_listen: "0.0.0.0:9102".into(),
             batch_size: 8,
             samples_per_prompt: 4,
@@ -822,6 +828,12 @@ impl Config {
         }
         if !(a.max_backoff_seconds.is_finite() && a.max_backoff_seconds > 0.0) {
             return bad("actor.max_backoff_seconds", "must be > 0".into());
+        }
+        if !(a.reward_resolve_seconds.is_finite() && a.reward_resolve_seconds >= 0.1) {
+            return bad(
+                "actor.reward_resolve_seconds",
+                "must be at least 0.1".into(),
+            );
         }
         if !(a.reward_timeout_seconds.is_finite() && a.reward_timeout_seconds > 0.0) {
             return bad("actor.reward_timeout_seconds", "must be > 0".into());
