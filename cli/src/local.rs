@@ -247,8 +247,35 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
             config.local.actors
         );
     }
-    let out = config.local.out.clone();
-    prepare_out(&out, args.resume)?;
+    let (out, resume) = if config.run.name.is_empty() {
+        (config.local.out.clone(), args.resume)
+    } else {
+        // A named run (a recipe Job on the cluster): its folder is run.root/run.name, a
+        // changed training configuration is refused unless run.resume, and an existing run
+        // always continues from its newest checkpoint — a retried Job never starts over.
+        let dir = musicrl_learner::named_run::folder(&config).expect("the run is named");
+        let fresh = !dir.join(musicrl_learner::named_run::RUN_CONFIG).exists();
+        if fresh && dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+            bail!(
+                "{} exists and is not a run's folder (it has no {}); choose another run.name",
+                dir.display(),
+                musicrl_learner::named_run::RUN_CONFIG
+            );
+        }
+        musicrl_learner::named_run::open(&config)?;
+        std::fs::write(dir.join(MARKER), b"")
+            .with_context(|| format!("cannot write to {}", dir.display()))?;
+        eprintln!(
+            "musicrl local: run {:?} in {} ({})",
+            config.run.name,
+            dir.display(),
+            if fresh { "new" } else { "continuing" }
+        );
+        // The children get the run's paths from this supervisor, not the name.
+        config.run.name.clear();
+        (dir, true)
+    };
+    prepare_out(&out, resume)?;
     let child = child_config(&config, &out);
     let config_path = out.join("config.toml");
     musicrl_common::fsutil::write_atomic(&config_path, child.to_toml().as_bytes())?;

@@ -257,3 +257,84 @@ fn deterministic_mode_reproduces_a_run_bit_for_bit() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+#[test]
+fn a_named_run_continues_itself_and_refuses_another_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, tiny_config()).expect("write config");
+    let root = dir.path().join("runs");
+    let set_root = format!("run.root={}", root.display());
+    let named = |extra: &[&str]| {
+        let mut args = vec!["--set", "run.name=rl-r", "--set", set_root.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["local", "--steps", "10", "--actors", "1"]);
+        musicrl(&config, &args)
+    };
+    let first = named(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let run = root.join("rl-r");
+    assert!(run.join("run.toml").exists() && run.join("history.jsonl").exists());
+
+    // The same configuration again (a retried Job) continues from the checkpoint.
+    let again = musicrl(
+        &config,
+        &[
+            "--set",
+            "run.name=rl-r",
+            "--set",
+            &set_root,
+            "local",
+            "--steps",
+            "20",
+            "--actors",
+            "1",
+        ],
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(summary(&run)["resumed_from_step"], 10);
+
+    // Another configuration under the name is refused, naming what changed, and nothing of
+    // the run is touched.
+    let refused = named(&["--set", "learner.kl_coef=0.5"]);
+    assert!(!refused.status.success());
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        e.contains("learner.kl_coef") && e.contains("run.resume"),
+        "{e}"
+    );
+    assert_eq!(summary(&run)["steps"], 20);
+    // Asked to, it continues with the change.
+    let resumed = musicrl(
+        &config,
+        &[
+            "--set",
+            "run.name=rl-r",
+            "--set",
+            &set_root,
+            "--set",
+            "learner.kl_coef=0.5",
+            "--set",
+            "run.resume=true",
+            "local",
+            "--steps",
+            "25",
+            "--actors",
+            "1",
+        ],
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(summary(&run)["resumed_from_step"], 20);
+}

@@ -72,6 +72,7 @@ pub const LEARNER_BROADCAST_SECONDS: &str = "musicrl_learner_broadcast_seconds";
 pub const LEARNER_BROADCAST_SEND_SECONDS: &str = "musicrl_learner_broadcast_send_seconds";
 pub const LEARNER_BROADCAST_BYTES: &str = "musicrl_learner_broadcast_bytes";
 pub const LEARNER_CHECKPOINT_SECONDS: &str = "musicrl_learner_checkpoint_seconds";
+pub const REWARD_INFLIGHT_REQUESTS: &str = "musicrl_reward_inflight_requests";
 pub const REWARD_REQUESTS_TOTAL: &str = "musicrl_reward_requests_total";
 pub const REWARD_REQUEST_SECONDS: &str = "musicrl_reward_request_seconds";
 pub const REWARD_BATCH_SIZE: &str = "musicrl_reward_batch_size";
@@ -389,6 +390,14 @@ pub const CATALOG: &[Metric] = &[
         label: None,
         initial_label_values: &[],
         help: "time to write a checkpoint",
+    },
+    Metric {
+        name: REWARD_INFLIGHT_REQUESTS,
+        kind: Kind::Gauge,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "Score calls received and not yet answered (waiting to join a batch, or scoring): the queue depth the reward server's autoscaler reads",
     },
     Metric {
         name: REWARD_REQUESTS_TOTAL,

@@ -19,6 +19,21 @@ use crate::batcher::Batcher;
 use crate::combine::RewardModel;
 use crate::error::Result;
 
+/// Runs `f` when dropped.
+struct Guard<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Guard<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+fn scopeguard<F: FnOnce()>(f: F) -> Guard<F> {
+    Guard(Some(f))
+}
+
 /// The tonic service over a [`RewardModel`].
 #[derive(Debug, Clone)]
 pub struct Rewards {
@@ -66,6 +81,11 @@ impl RewardService for Rewards {
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
         let started = Instant::now();
+        let inflight = metrics::gauge!(musicrl_common::metrics_catalog::REWARD_INFLIGHT_REQUESTS);
+        inflight.increment(1.0);
+        // Decremented however the call ends, including when its client goes away and the
+        // future is dropped.
+        let _answered = scopeguard(move || inflight.decrement(1.0));
         let result = self.score_inner(request.into_inner()).await;
         let code = match &result {
             Ok(_) => "ok",
