@@ -17,7 +17,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "== kustomize render + schema validation (Kubernetes $K8S_VERSION) =="
-for k in overlays/cpu overlays/gpu monitoring/operator monitoring/grafana; do
+for k in overlays/cpu overlays/cpu-fixed overlays/gpu monitoring/operator monitoring/grafana \
+         monitoring/adapter jobs/rl-r jobs/rl-u jobs/rl-ru jobs/joint jobs/experiment; do
   out="$work/$(echo "$k" | tr / -).yaml"
   kubectl kustomize "$k" > "$out"
   # --strict: misspelled or unknown fields fail. CRD kinds (PodMonitor, PrometheusRule) have
@@ -25,6 +26,76 @@ for k in overlays/cpu overlays/gpu monitoring/operator monitoring/grafana; do
   kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$out"
   echo "  $k: $(grep -c '^kind:' "$out") objects valid"
 done
+
+echo "== each overlay renders the image it should =="
+python3 - "$work" <<'PY'
+import sys, yaml, pathlib
+work = pathlib.Path(sys.argv[1])
+def images(name):
+    out = {}
+    for doc in yaml.safe_load_all(open(work / f"{name}.yaml")):
+        if not doc or doc["kind"] not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            out[f'{doc["kind"]}/{doc["metadata"]["name"]}/{c["name"]}'] = c["image"]
+    return out
+cpu, gpu, fixed = images("overlays-cpu"), images("overlays-gpu"), images("overlays-cpu-fixed")
+assert cpu and all(i == "musicrl:0.1.0" for i in cpu.values()), cpu
+assert fixed == cpu, "cpu-fixed renders the cpu overlay's images"
+for where, image in gpu.items():
+    want = "musicrl:0.1.0" if ("reward-server" in where or "models-seed" in where) else "musicrl:0.1.0-cuda"
+    assert image == want, f"gpu overlay: {where} has {image}, expected {want}"
+for job in ("rl-r", "rl-u", "rl-ru", "joint", "experiment"):
+    assert set(images(f"jobs-{job}").values()) == {"musicrl:0.1.0"}, job
+print(f"  cpu: {len(cpu)} containers on musicrl:0.1.0; gpu: learner and actors on -cuda, reward server and seed on the CPU image; recipe jobs on musicrl:0.1.0")
+def docs(name):
+    return [d for d in yaml.safe_load_all(open(work / f"{name}.yaml")) if d]
+# The GPU pods ask for their device by key; nothing sets the retired MUSICRL_DEVICE.
+for name in ("overlays-cpu", "overlays-gpu"):
+    for d in docs(name):
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                assert "MUSICRL_DEVICE" not in env, (name, d["metadata"]["name"])
+                if name == "overlays-gpu" and c["name"] in ("learner", "actor"):
+                    assert env.get(f"MUSICRL__{c['name'].upper()}__DEVICE") == "cuda:0", (c["name"], env)
+# Fixed-count mode has no autoscalers; the autoscaled overlays scale on training signals.
+assert not [d for d in docs("overlays-cpu-fixed") if d["kind"] == "HorizontalPodAutoscaler"]
+hpas = {d["metadata"]["name"]: d for d in docs("overlays-gpu") if d["kind"] == "HorizontalPodAutoscaler"}
+names = {n: [m.get("pods", m.get("external", {})).get("metric", {}).get("name") for m in h["spec"]["metrics"]] for n, h in hpas.items()}
+assert names == {"musicrl-actor": ["musicrl_learner_actor_demand"], "musicrl-reward-server": ["musicrl_reward_inflight_requests"]}, names
+assert hpas["musicrl-actor"]["spec"]["maxReplicas"] <= 4, "GPU actors are a budget"
+print("  devices by key on GPU pods; no HPA in cpu-fixed; HPAs on learner demand and reward queue depth")
+PY
+
+echo "== setting the registry as docs/operations.md says keeps each overlay's image =="
+cp -r . "$work/deploy-copy"
+( cd "$work/deploy-copy/overlays/cpu" && sed -i 's#newName: musicrl$#newName: registry.example/ml/musicrl#' kustomization.yaml )
+( cd "$work/deploy-copy/overlays/gpu" && sed -i 's#newName: musicrl$#newName: registry.example/ml/musicrl#' kustomization.yaml )
+kubectl kustomize "$work/deploy-copy/overlays/gpu" > "$work/gpu-registry.yaml"
+kubectl kustomize "$work/deploy-copy/overlays/cpu" > "$work/cpu-registry.yaml"
+grep -q 'image: registry.example/ml/musicrl:0.1.0-cuda' "$work/gpu-registry.yaml"
+! grep 'image:' "$work/cpu-registry.yaml" | grep -v 'registry.example/ml/musicrl:0.1.0$'
+echo "  both overlays render REGISTRY/musicrl with their own tags"
+
+echo "== Prometheus adapter rules =="
+python3 - "$work/adapter-rules.yml" <<'PY'
+import sys, yaml
+c = yaml.safe_load(open("monitoring/adapter/config.yaml"))
+exprs = []
+for r in c["rules"] + c["externalRules"]:
+    series = r["seriesQuery"].split("{")[0].strip("'")
+    q = r["metricsQuery"].replace("<<.Series>>", series).replace("<<.LabelMatchers>>", 'namespace="musicrl"').replace("<<.GroupBy>>", "namespace")
+    exprs.append(q)
+rules = yaml.safe_load(open("prometheus/rules.yml"))
+recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+assert "musicrl:learner_actor_demand:ratio" in recorded, "the adapter's external series is recorded"
+yaml.safe_dump({"groups": [{"name": "adapter", "rules": [{"record": f"musicrl:adapter_query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}, open(sys.argv[1], "w"))
+print(f"  {len(exprs)} adapter queries")
+PY
+promtool check rules "$work/adapter-rules.yml" >/dev/null
+echo "  every adapter query parses"
 
 echo "== alert rules =="
 promtool check rules prometheus/rules.yml

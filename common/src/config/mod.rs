@@ -1097,7 +1097,7 @@ mod tests {
         let c = Config::from_toml(text).expect("deploy/base/config/musicrl.toml parses");
         c.validate().expect("and is valid");
         assert!(!c.learner.exit_on_completion && !c.actor.exit_on_completion);
-        assert!(c.learner.checkpoint_dir.starts_with("/var/lib/musicrl"));
+        assert!(c.run.root.starts_with("/var/lib/musicrl") && !c.run.name.is_empty());
     }
 
     #[test]

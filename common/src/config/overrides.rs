@@ -58,6 +58,32 @@ const ENV_NOT_KEYS: &[&str] = &[
     "MUSICRL_HOME",
 ];
 
+/// Whether `name` is one of the variables Kubernetes injects for every Service of the
+/// namespace (`MUSICRL_LEARNER_SERVICE_HOST`, `MUSICRL_LEARNER_PORT_50051_TCP_ADDR`, …), which
+/// share our prefix because the Services are named `musicrl-…`. The manifests turn them off
+/// (`enableServiceLinks: false`); this keeps a pod that has them from being refused.
+fn is_service_link(name: &str) -> bool {
+    if name.ends_with("_SERVICE_HOST") || name.contains("_SERVICE_PORT") {
+        return true;
+    }
+    if name.ends_with("_PORT") {
+        return true;
+    }
+    // …_PORT_<number>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]
+    if let Some(i) = name.rfind("_PORT_") {
+        let rest = &name[i + "_PORT_".len()..];
+        let mut parts = rest.split('_');
+        let number = parts
+            .next()
+            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        let proto = parts
+            .next()
+            .is_some_and(|p| ["TCP", "UDP", "SCTP"].contains(&p));
+        return number && proto;
+    }
+    false
+}
+
 /// One path segment: a table key or an array index.
 #[derive(Debug, Clone, PartialEq)]
 enum Segment {
@@ -327,7 +353,7 @@ impl Config {
                           MUSICRL__REWARD__DEVICE (\"cpu\" or \"cuda:N\")"
                         .into(),
                 });
-            } else if !ENV_NOT_KEYS.contains(&name.as_str()) {
+            } else if !ENV_NOT_KEYS.contains(&name.as_str()) && !is_service_link(name) {
                 return Err(ConfigError::Override {
                     origin: name.clone(),
                     key: name.clone(),
@@ -461,6 +487,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("MUSICRL_LERNER_STEPS"), "{e}");
+        // Kubernetes' service links for Services named musicrl-… are not settings.
+        Config::default()
+            .apply_env([
+                (
+                    "MUSICRL_LEARNER_SERVICE_HOST".to_string(),
+                    "10.0.0.1".to_string(),
+                ),
+                ("MUSICRL_LEARNER_SERVICE_PORT_GRPC".into(), "50051".into()),
+                ("MUSICRL_LEARNER_PORT".into(), "tcp://10.0.0.1:50051".into()),
+                (
+                    "MUSICRL_REWARD_SERVER_PORT_50052_TCP_ADDR".into(),
+                    "10.0.0.2".into(),
+                ),
+            ])
+            .expect("service links are ignored");
         let e = Config::default()
             .apply_env([("MUSICRL_DEVICE".to_string(), "cuda".to_string())])
             .unwrap_err()
