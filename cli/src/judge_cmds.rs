@@ -339,7 +339,32 @@ pub(crate) fn write_samples(
         }
         let file = dir.join(format!("{}.jsonl", file_safe(name)));
         musicrl_common::fsutil::write_atomic(&file, text.as_bytes())?;
+        write_scores(dir, &file_safe(name), samples)?;
     }
+    Ok(())
+}
+
+/// Every sample's melody for music tools: `dir/<model>.abc`, one ABC tune book (tune N is
+/// line N of the JSONL file), and `dir/midi/<model>/NNNN.mid`, a standard MIDI file each, at
+/// the instrument and tempo the caption asks for.
+fn write_scores(dir: &Path, stem: &str, samples: &[Sample]) -> anyhow::Result<()> {
+    use musicrl_music::export;
+    let midi_dir = dir.join("midi").join(stem);
+    std::fs::create_dir_all(&midi_dir)
+        .with_context(|| format!("creating {}", midi_dir.display()))?;
+    let mut book = String::new();
+    for (i, s) in samples.iter().enumerate() {
+        let events = musicrl_music::tokens::decode(&s.tokens).events;
+        let (instrument, bpm) = musicrl_music::captions::rendering_for(&s.caption);
+        let title = format!("{} / prompt {} / {}", s.model, s.prompt, s.caption);
+        book.push_str(&export::abc_tune(i + 1, &events, &title, None, bpm));
+        book.push('\n');
+        std::fs::write(
+            midi_dir.join(format!("{:04}.mid", i + 1)),
+            export::to_midi(&events, bpm, instrument, &title),
+        )?;
+    }
+    musicrl_common::fsutil::write_atomic(&dir.join(format!("{stem}.abc")), book.as_bytes())?;
     Ok(())
 }
 

@@ -168,10 +168,21 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
                 args.out.join(format!("{stem}.tokens.txt")),
                 format!("{}\n{}\n", ids.join(" "), describe(&decoded.events)),
             )?;
+            // The melody for other tools: a standard MIDI file and ABC notation.
+            let title = format!("{caption} (sample {i})");
+            std::fs::write(
+                args.out.join(format!("{stem}.mid")),
+                musicrl_music::export::to_midi(&decoded.events, bpm, instrument, &title),
+            )?;
+            std::fs::write(
+                args.out.join(format!("{stem}.abc")),
+                musicrl_music::export::to_abc(&decoded.events, &title, None, bpm),
+            )?;
             let seconds = audio.len() as f32 / render::DEFAULT_SAMPLE_RATE as f32;
             let _ = writeln!(
                 html,
-                "<li><audio controls src=\"{stem}.wav\"></audio> {seconds:.1} s, {} notes{}<br><code>{}</code></li>",
+                "<li><audio controls src=\"{stem}.wav\"></audio> {seconds:.1} s, {} notes{} \
+                 (<a href=\"{stem}.mid\">MIDI</a>, <a href=\"{stem}.abc\">ABC</a>)<br><code>{}</code></li>",
                 decoded.notes().count(),
                 if decoded.repairs > 0 {
                     format!(", {} repairs", decoded.repairs)

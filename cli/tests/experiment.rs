@@ -184,6 +184,10 @@ start = "rl-r"
         // 6 prompts × 1 pair, each with its assessment.
         assert_eq!(text.lines().count(), 6, "{model}");
         assert!(text.contains("\"assessment\""));
+        // Every sample's melody for music tools: an ABC tune book and a MIDI file each.
+        let book = std::fs::read_to_string(out.join(format!("samples/{model}.abc"))).expect("ABC");
+        assert_eq!(book.matches("\nK:C\n").count(), 6, "{model}");
+        assert!(out.join(format!("samples/midi/{model}/0006.mid")).is_file());
     }
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(
@@ -194,6 +198,7 @@ start = "rl-r"
         html.contains("Side by side") && html.contains("<audio"),
         "table and players"
     );
+    assert!(html.contains(".mid\">MIDI</a>") && html.contains(".abc\">ABC</a>"));
 
     // The report rebuilds from the folder alone.
     std::fs::remove_file(out.join("report.html")).expect("remove");

@@ -122,6 +122,16 @@ fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
                 out.join(format!("caption{c}-sample{s}.tokens.txt"))
                     .exists()
             );
+            // The melody for other tools: a MIDI file that parses, ABC that names the tune.
+            let mid = std::fs::read(out.join(format!("caption{c}-sample{s}.mid"))).expect("MIDI");
+            assert_eq!(&mid[..4], b"MThd", "a standard MIDI file");
+            let abc = std::fs::read_to_string(out.join(format!("caption{c}-sample{s}.abc")))
+                .expect("ABC");
+            assert!(
+                abc.starts_with("X:1\nT:") && abc.contains("\nK:C\n"),
+                "{abc}"
+            );
+            assert!(html.contains(&format!("caption{c}-sample{s}.mid")));
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod captions;
 pub mod corpus;
+pub mod export;
 pub mod prompts;
 pub mod render;
 pub mod tokens;

@@ -219,7 +219,8 @@ fn read_samples(path: &Path) -> Vec<Sample> {
         .collect()
 }
 
-/// Renders one clip to `audio/NAME.wav` under `out`; returns the relative path.
+/// Renders one clip to `audio/NAME.wav` under `out`, with its melody as `audio/NAME.mid` and
+/// `audio/NAME.abc`; returns the relative path of the WAV.
 fn render_clip(out: &Path, name: &str, s: &Sample) -> anyhow::Result<String> {
     // Rendered exactly as the audio reward models heard it (instrument and tempo from the
     // caption, the synthesizer seeded by the tokens).
@@ -229,6 +230,17 @@ fn render_clip(out: &Path, name: &str, s: &Sample) -> anyhow::Result<String> {
     let path = out.join(&rel);
     std::fs::create_dir_all(path.parent().expect("audio/ has a parent"))?;
     render::write_wav(&path, &audio, render::DEFAULT_SAMPLE_RATE)?;
+    let events = musicrl_music::tokens::decode(&s.tokens).events;
+    let (instrument, bpm) = musicrl_music::captions::rendering_for(&s.caption);
+    let title = format!("{} / {}", s.model, s.caption);
+    std::fs::write(
+        path.with_extension("mid"),
+        musicrl_music::export::to_midi(&events, bpm, instrument, &title),
+    )?;
+    std::fs::write(
+        path.with_extension("abc"),
+        musicrl_music::export::to_abc(&events, &title, None, bpm),
+    )?;
     Ok(rel)
 }
 
@@ -245,10 +257,12 @@ fn clip_html(
     let opt = |x: Option<f64>| x.map_or("–".to_string(), f3);
     Ok(format!(
         "<div class=\"clip\"><b>{}</b><br><audio controls preload=\"none\" src=\"{}\"></audio>\
-         <div class=\"note\">panel (expected, 1–5): overall {}, adherence {}, quality {}, appeal {}<br>\
+         <div class=\"note\"><a href=\"{}\">MIDI</a> · <a href=\"{}\">ABC</a><br>panel (expected, 1–5): overall {}, adherence {}, quality {}, appeal {}<br>\
          measured: key {}, meter {}, well-formed {}, {} tokens{}</div></div>",
         esc(label),
         esc(&rel),
+        esc(&rel.replace(".wav", ".mid")),
+        esc(&rel.replace(".wav", ".abc")),
         f3(e.overall),
         opt(e.adherence),
         f3(e.quality),
