@@ -71,8 +71,56 @@ pub enum Command {
     /// Write DIR/report.html for an experiment folder (results.json) or a run folder
     /// (history.jsonl): plots, the win-rate table, example pairs to listen to.
     Report(ReportArgs),
-    /// Print the effective configuration (file + environment + defaults) as TOML.
+    /// Convert a policy between burn's burnpack and safetensors (what PyTorch, JAX and the
+    /// Hugging Face tools load; tensor names and layout in docs/interop.md).
+    Policy(PolicyArgs),
+    /// Print the effective configuration (defaults, file, environment, --set) as TOML.
     Config,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum PolicyCommand {
+    /// Write a burnpack policy (with the config.toml beside it, or the configured policy
+    /// shape) as a safetensors file.
+    Export {
+        /// The policy, e.g. models/base/policy.bpk [default: learner.init_policy].
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The safetensors file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print log π(a_t | caption, a_<t) for every token of a sequence, and V(s_t), as JSON:
+    /// the reference numbers for another implementation of the policy (tests/interop/check.py
+    /// reproduces them in numpy from the safetensors file).
+    Score {
+        /// The policy, burnpack (.bpk) or safetensors (.safetensors) [default:
+        /// learner.init_policy].
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        #[arg(long, value_name = "TEXT")]
+        caption: String,
+        /// Token ids, space-separated.
+        #[arg(long, value_name = "IDS")]
+        tokens: String,
+    },
+    /// Read a safetensors policy back into burnpack (policy.bpk and config.toml in OUT), so
+    /// the learner, actors and every command can use it.
+    Import {
+        /// The safetensors file (written by `musicrl policy export`, or by your own code with
+        /// the same names, shapes and metadata).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Folder for policy.bpk and config.toml.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -45,6 +45,7 @@ fn device_key(command: &Command) -> Option<&'static str> {
             Some("actor.device")
         }
         Command::RewardServer(_) => Some("reward.device"),
+        Command::Policy(_) => Some("actor.device"),
         Command::Local(_) | Command::Prompts(_) | Command::Report(_) | Command::Config => None,
     }
 }
@@ -140,6 +141,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             eprintln!("open {} in a browser", page.display());
             Ok(())
         }
+        Command::Policy(args) => music_cmds::policy(config, &args.command),
         Command::Config => {
             config.validate()?;
             print!("{}", config.to_toml());

@@ -205,3 +205,112 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
     std::fs::write(&index, html)?;
     Ok(index)
 }
+
+/// `musicrl policy export|import`.
+pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyhow::Result<()> {
+    use musicrl_common::policy::safetensors;
+    let device = musicrl_common::device::inference_device();
+    match command {
+        crate::args::PolicyCommand::Export { policy, out } => {
+            let path = policy
+                .clone()
+                .unwrap_or_else(|| config.learner.init_policy.clone());
+            if let Some(saved) = path
+                .parent()
+                .map(|d| d.join("config.toml"))
+                .filter(|p| p.exists())
+            {
+                config.policy = Config::from_file(&saved)?.policy;
+            }
+            config.validate()?;
+            let p = load_policy(&path, &config.policy, &device)
+                .with_context(|| format!("cannot load the policy {}", path.display()))?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            safetensors::save(&p, &config.policy, out)?;
+            let n = safetensors::named_parameters(&p);
+            eprintln!(
+                "wrote {} ({} tensors, {} parameters) from {}",
+                out.display(),
+                n.len(),
+                n.iter().map(|t| t.2.len()).sum::<usize>(),
+                path.display()
+            );
+            Ok(())
+        }
+        crate::args::PolicyCommand::Score {
+            policy,
+            caption,
+            tokens,
+        } => {
+            let path = policy
+                .clone()
+                .unwrap_or_else(|| config.learner.init_policy.clone());
+            let (p, policy_config) = if path.extension().is_some_and(|e| e == "safetensors") {
+                safetensors::load(&path, &device)?
+            } else {
+                if let Some(saved) = path
+                    .parent()
+                    .map(|d| d.join("config.toml"))
+                    .filter(|p| p.exists())
+                {
+                    config.policy = Config::from_file(&saved)?.policy;
+                }
+                let p = load_policy(&path, &config.policy, &device)
+                    .with_context(|| format!("cannot load the policy {}", path.display()))?;
+                (p, config.policy.clone())
+            };
+            let ids: Vec<u32> = tokens
+                .split_whitespace()
+                .map(|t| {
+                    t.parse::<u32>()
+                        .with_context(|| format!("token {t:?} is not an id"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let limits = musicrl_common::wire::TokenLimits::of(&policy_config);
+            limits
+                .check_tokens(&ids)
+                .map_err(|r| anyhow::anyhow!("--tokens: {r}"))?;
+            let captions =
+                musicrl_common::policy::caption_batch(&[caption.as_str()], &policy_config, &device);
+            let t = ids.len();
+            let out = p.forward(
+                &captions,
+                musicrl_common::policy::token_tensor(&ids, 1, t, &device),
+            );
+            let logp = burn::tensor::activation::log_softmax(out.logits, 2);
+            let logp = musicrl_common::policy::to_vec_f32(logp);
+            let vocab = policy_config.vocab_size;
+            let logprobs: Vec<f32> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| logp[i * vocab + a as usize])
+                .collect();
+            let values = musicrl_common::policy::to_vec_f32(out.values);
+            println!(
+                "{}",
+                serde_json::json!({"caption": caption, "tokens": ids, "logprobs": logprobs, "values": values})
+            );
+            Ok(())
+        }
+        crate::args::PolicyCommand::Import { file, out } => {
+            let (p, policy_config) = safetensors::load(file, &device)?;
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            musicrl_common::policy::params::save_policy(&p, &out.join("policy.bpk"))?;
+            let mut saved = Config::default();
+            saved.policy = policy_config;
+            musicrl_common::fsutil::write_atomic(
+                &out.join("config.toml"),
+                saved.to_toml().as_bytes(),
+            )?;
+            eprintln!(
+                "wrote {} and config.toml from {}",
+                out.join("policy.bpk").display(),
+                file.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -5,12 +5,15 @@
   learner with gzip compression and gets OK.
 - gRPC reflection (v1alpha, what grpcio-reflection and older grpcurl speak) lists the
   services of both servers.
+- A trained policy leaves as safetensors (`musicrl policy export`) with the tensor names
+  docs/interop.md lists, and scripts/policy_numpy.py, a numpy implementation written from
+  that document, reproduces `musicrl policy score`'s log-probabilities to 1e-4.
 - The example Python remote scorer (scripts/remote_scorer/server.py) receives the clips'
   rendered audio (16-bit PCM, 16 kHz), and its score arrives in the combined reward, also for
   a batch too big for one 4 MiB message (the reward server splits it).
 
 Usage: python3 tests/interop/check.py path/to/musicrl      (needs grpcio, grpcio-tools,
-grpcio-reflection)
+grpcio-reflection, numpy, safetensors)
 """
 
 import json
@@ -155,9 +158,41 @@ sample_rate = 16000
           f"48 clips ({mb:.1f} MiB of PCM) scored in {calls} calls")
     check(calls >= 2 if mb > 3 else calls >= 1, "split under 3 MiB a call")
 
+    print("== the policy as safetensors, run by numpy ==")
+    check_policy_export(musicrl)
+
     for p in PROCS:
         p.terminate()
     print("interop check passed")
+
+
+def check_policy_export(musicrl):
+    import re
+    import numpy as np  # noqa: F401  (policy_numpy needs it)
+    sys.path.insert(0, str(REPO / "scripts"))
+    import policy_numpy
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICRL_")}
+    path = WORK / "theta0.safetensors"
+    subprocess.run([musicrl, "policy", "export", "--policy", str(REPO / "models/base/policy.bpk"),
+                    "--out", str(path)], check=True, env=env, capture_output=True)
+    policy = policy_numpy.Policy(str(path))
+    doc = (REPO / "docs/interop.md").read_text()
+    documented = dict(re.findall(r"^\| `([a-z0-9_.]+)` \| (\[[0-9, ]+\]) \|$", doc, re.M))
+    actual = {k: str(list(v.shape)) for k, v in policy.w.items()}
+    check(documented == actual, f"the file's {len(actual)} tensors are the ones docs/interop.md lists, with their shapes")
+    rng = random.Random(3)
+    worst = 0.0
+    cases = [("a lively reel in G major, played on fiddle", [1, 20, 53, 22, 53, 1, 0])]
+    cases += [(f"a slow air in {k} minor on flute", [rng.randrange(0, 64) for _ in range(128)]) for k in "ADE"]
+    for caption, tokens in cases:
+        out = subprocess.run([musicrl, "policy", "score", "--policy", str(path), "--caption", caption,
+                              "--tokens", " ".join(map(str, tokens))], check=True, env=env, capture_output=True, text=True)
+        ours = json.loads(out.stdout)
+        lp, values = policy.score(caption, tokens)
+        worst = max(worst, max(abs(a - b) for a, b in zip(ours["logprobs"], lp)),
+                    max(abs(a - b) for a, b in zip(ours["values"], values)))
+    check(worst < 1e-4, f"numpy reproduces musicrl's log-probabilities and values (largest difference {worst:.1e})")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 pub mod divergence;
 pub mod model;
 pub mod params;
+pub mod safetensors;
 pub mod sampling;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};

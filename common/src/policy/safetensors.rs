@@ -1,0 +1,258 @@
+//! The policy as a safetensors file, the format PyTorch, JAX and the Hugging Face tools load
+//! without our code, and back.
+//!
+//! Every float parameter is one f32 tensor named by its module path, joined with dots, as
+//! burn walks the module (`token_emb.weight`, `blocks.0.qkv.weight`, `lm_head.bias`, …; the
+//! full list with shapes is in `docs/interop.md`). Burn's `Linear` stores its weight as
+//! `[d_in, d_out]`, the transpose of PyTorch's `nn.Linear`, and the file keeps burn's layout:
+//! `y = x @ W + b`. The header's metadata carries `format = "musicrl-policy"`, the policy
+//! configuration as JSON (`policy_config`), and the vocabulary's END token, so a file says
+//! what architecture it needs.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::model::Policy;
+use crate::config::PolicyConfig;
+use crate::error::{Error, Result};
+
+/// The `format` metadata value of a musicrl policy file.
+pub const FORMAT: &str = "musicrl-policy";
+
+/// Collects every float parameter with its dotted path.
+struct Collect {
+    path: Vec<String>,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        self.tensors
+            .push((self.path.join("."), shape, super::to_vec_f32(t)));
+    }
+}
+
+/// The policy's parameters as `(name, shape, values)`, in the module's order.
+pub fn named_parameters(policy: &Policy) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut c = Collect {
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
+    policy.visit(&mut c);
+    c.tensors
+}
+
+/// The policy as safetensors bytes.
+pub fn to_bytes(policy: &Policy, config: &PolicyConfig) -> Result<Vec<u8>> {
+    let params = named_parameters(policy);
+    let bytes: Vec<Vec<u8>> = params
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = params
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Internal(format!("safetensors view of {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        (
+            "policy_config".to_string(),
+            serde_json::to_string(config).expect("PolicyConfig serialises"),
+        ),
+    ]);
+    safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| Error::Internal(format!("writing safetensors: {e}")))
+}
+
+/// Writes the policy to a safetensors file.
+pub fn save(policy: &Policy, config: &PolicyConfig, path: &Path) -> Result<()> {
+    crate::fsutil::write_atomic(path, &to_bytes(policy, config)?)
+}
+
+/// The policy configuration a safetensors file declares.
+pub fn config_of(bytes: &[u8]) -> Result<PolicyConfig> {
+    let bad = |m: String| Error::BadParameters(format!("not a musicrl policy file: {m}"));
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let info = meta.metadata().clone().unwrap_or_default();
+    match info.get("format") {
+        Some(f) if f == FORMAT => {}
+        other => {
+            return Err(bad(format!(
+                "metadata format is {other:?}, expected {FORMAT:?}"
+            )));
+        }
+    }
+    let config = info
+        .get("policy_config")
+        .ok_or_else(|| bad("no policy_config in its metadata".into()))?;
+    serde_json::from_str(config).map_err(|e| bad(format!("policy_config: {e}")))
+}
+
+/// Replaces every float parameter with the file's tensor of the same name.
+struct Load<'a> {
+    path: Vec<String>,
+    file: &'a SafeTensors<'a>,
+    device: Device,
+    used: usize,
+    error: Option<String>,
+}
+
+impl ModuleMapper for Load<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.error.is_some() {
+            return param;
+        }
+        let name = self.path.join(".");
+        let want = param.val().dims().to_vec();
+        let view = match self.file.tensor(&name) {
+            Ok(v) => v,
+            Err(_) => {
+                self.error = Some(format!("the file has no tensor {name:?}"));
+                return param;
+            }
+        };
+        if view.dtype() != Dtype::F32 || view.shape() != want.as_slice() {
+            self.error = Some(format!(
+                "tensor {name:?} is {:?} {:?}, the policy needs F32 {want:?}",
+                view.dtype(),
+                view.shape()
+            ));
+            return param;
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(bad) = values.iter().position(|x| !x.is_finite()) {
+            self.error = Some(format!("tensor {name:?} holds a non-finite value at {bad}"));
+            return param;
+        }
+        self.used += 1;
+        let device = self.device.clone();
+        param.map(move |_| Tensor::<D>::from_data(TensorData::new(values, want), &device))
+    }
+}
+
+/// A policy of the file's declared architecture with the file's parameters. Every parameter
+/// must be present with its shape, and the file may hold nothing else.
+pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<(Policy, PolicyConfig)> {
+    let config = config_of(bytes)?;
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::BadParameters(format!("not a safetensors file: {e}")))?;
+    let mut load = Load {
+        path: Vec::new(),
+        file: &file,
+        device: device.clone(),
+        used: 0,
+        error: None,
+    };
+    let policy = Policy::new(&config, device).map(&mut load);
+    if let Some(e) = load.error {
+        return Err(Error::BadParameters(e));
+    }
+    if load.used != file.len() {
+        return Err(Error::BadParameters(format!(
+            "the file has {} tensors, the policy {}: names that are not the policy's",
+            file.len(),
+            load.used
+        )));
+    }
+    Ok((policy, config))
+}
+
+/// Reads a policy from a safetensors file.
+pub fn load(path: &Path, device: &Device) -> Result<(Policy, PolicyConfig)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(&bytes, device).map_err(|e| match e {
+        Error::BadParameters(m) => Error::BadParameters(format!("{}: {m}", path.display())),
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{caption_batch, token_tensor};
+
+    fn tiny() -> PolicyConfig {
+        PolicyConfig {
+            vocab_size: 9,
+            max_tokens: 6,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            d_ff: 32,
+            caption_buckets: 32,
+            max_caption_words: 6,
+            ..PolicyConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_round_trip_reproduces_the_logits_exactly() {
+        let device = Device::flex();
+        let config = tiny();
+        let policy = Policy::new(&config, &device);
+        let bytes = to_bytes(&policy, &config).unwrap();
+        let (back, back_config) = from_bytes(&bytes, &device).unwrap();
+        assert_eq!(back_config, config);
+        let captions = caption_batch(&["a reel in d", "a slow air"], &config, &device);
+        let tokens = token_tensor(&[1, 2, 3, 4, 5, 6, 7, 8, 1, 2], 2, 5, &device);
+        let a = crate::policy::to_vec_f32(policy.forward(&captions, tokens.clone()).logits);
+        let b = crate::policy::to_vec_f32(back.forward(&captions, tokens).logits);
+        assert_eq!(a, b, "identical logits after export and import");
+        // The names are the module paths.
+        let names: Vec<String> = named_parameters(&policy).into_iter().map(|p| p.0).collect();
+        assert!(names.iter().any(|n| n == "lm_head.weight"), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("blocks.1.")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_policy_is_refused_by_name() {
+        let device = Device::flex();
+        let config = tiny();
+        let policy = Policy::new(&config, &device);
+        // Another architecture's declared config with these tensors: shapes disagree.
+        let mut other = config.clone();
+        other.d_model = 32;
+        other.n_heads = 4;
+        let mut bytes = to_bytes(&policy, &config).unwrap();
+        assert_eq!(config_of(&bytes).unwrap().d_model, 16);
+        let swapped = to_bytes(&Policy::new(&other, &device), &config).unwrap();
+        let e = from_bytes(&swapped, &device).unwrap_err().to_string();
+        assert!(e.contains("the policy needs F32"), "{e}");
+        bytes.truncate(20);
+        assert!(from_bytes(&bytes, &device).is_err());
+    }
+}
