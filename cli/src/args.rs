@@ -9,9 +9,33 @@ use clap::{Args, Parser, Subcommand};
 
 use musicrl_common::Config;
 
+/// The environment, for `musicrl --help` (the aliases are `musicrl_common::config::ENV_ALIASES`;
+/// a test keeps this list equal to it).
+pub const ENV_HELP: &str = "Environment:
+  MUSICRL_CONFIG            the configuration file (as --config)
+  MUSICRL__SECTION__KEY     any key, e.g. MUSICRL__LEARNER__KL_COEF=0.05 (indices as __0__)
+  MUSICRL_HOME              where relative inputs (models/, data/, config/) are also looked for
+  MUSICRL_LOG_FORMAT=json   JSON log lines; RUST_LOG filters
+  MUSICRL_ACTOR_ID          an actor's name (as actor --id)
+  Short names of keys: MUSICRL_LOCAL_STEPS, MUSICRL_LOCAL_ACTORS, MUSICRL_LOCAL_OUT,
+  MUSICRL_LEARNER_LISTEN, MUSICRL_LEARNER_METRICS_LISTEN, MUSICRL_LEARNER_STEPS,
+  MUSICRL_CHECKPOINT_DIR, MUSICRL_INIT_POLICY, MUSICRL_REFERENCE_POLICY, MUSICRL_HISTORY,
+  MUSICRL_LEARNER_BATCH_SIZE, MUSICRL_LEARNER_SEED, MUSICRL_LEARNER_URL, MUSICRL_REWARD_URL,
+  MUSICRL_ACTOR_METRICS_LISTEN, MUSICRL_ACTOR_BATCH_SIZE, MUSICRL_PROMPTS, MUSICRL_ACTOR_SEED,
+  MUSICRL_REWARD_LISTEN, MUSICRL_REWARD_METRICS_LISTEN, MUSICRL_REWARD_MAX_BATCH,
+  MUSICRL_CORPUS, MUSICRL_RUN
+Any other MUSICRL_ variable is an error, so a misspelt one is never ignored.";
+
 /// musicrl: fine-tune a text-to-music policy from rewards with distributed RL.
 #[derive(Debug, Parser)]
-#[command(name = "musicrl", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "musicrl",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = ENV_HELP
+)]
 pub struct Cli {
     /// Configuration file (TOML). Omitted: the embedded default (`config/default.toml`).
     #[arg(long, global = true, env = "MUSICRL_CONFIG", value_name = "FILE")]
@@ -662,4 +686,17 @@ pub struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_help_lists_every_environment_alias() {
+        for (alias, _) in musicrl_common::config::ENV_ALIASES {
+            assert!(
+                super::ENV_HELP.contains(alias),
+                "{alias} is missing from ENV_HELP"
+            );
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The judge: an independent rater panel for melodies and their captions, and the paper's
-//! side-by-side statistics (method.md §5).
+//! side-by-side statistics (docs/method.md §5).
 //!
 //! The panel rates text adherence (the decoded melody against what the caption claims:
 //! key and mode, meter, tune type), quality (musical well-formedness) and appeal (raters'

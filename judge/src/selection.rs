@@ -3,7 +3,7 @@
 //! (a signal the policy is not trained on), and the rule fires when that score has fallen
 //! below its best for `patience` evaluations in a row while the training reward still rises —
 //! the proxy climbing while what it stands for declines, which is how the paper saw its
-//! preference reward over-optimised (method.md §4).
+//! preference reward over-optimised (docs/method.md §4).
 //!
 //! Pure: points in, a decision out. The experiment runner stops the run when it fires and
 //! uses the best checkpoint (a roll-back).

@@ -1,4 +1,4 @@
-//! The objective of method.md §2: KL-regularised REINFORCE with a value baseline.
+//! The objective of docs/method.md §2: KL-regularised REINFORCE with a value baseline.
 //!
 //! For a trajectory a_0 … a_{T-1} with a sequence-level reward R (so the return-to-go is R
 //! at every step) the loss minimised over a batch of B trajectories is
@@ -132,7 +132,7 @@ pub struct LossParts {
     pub importance_weight: Tensor<1>,
 }
 
-/// Computes the loss of method.md §2 (see the module docs); with `value_only`, the value
+/// Computes the loss of docs/method.md §2 (see the module docs); with `value_only`, the value
 /// regression alone (the warm-up phase).
 pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs, value_only: bool) -> LossParts {
     let tau = f64::from(c.temperature);

@@ -1,4 +1,4 @@
-//! `musicrl experiment`: the paper's whole experiment as one command (method.md §4–5).
+//! `musicrl experiment`: the paper's whole experiment as one command (docs/method.md §4–5).
 //!
 //! For every seed, the recipes of `[experiment]` run in order, each as a `musicrl local` run
 //! (the roles as processes, exactly as a user runs them) that checkpoints every `eval_every`
