@@ -299,8 +299,10 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             std::fs::create_dir_all(out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
             musicrl_common::policy::params::save_policy(&p, &out.join("policy.bpk"))?;
-            let mut saved = Config::default();
-            saved.policy = policy_config;
+            let saved = Config {
+                policy: policy_config,
+                ..Config::default()
+            };
             musicrl_common::fsutil::write_atomic(
                 &out.join("config.toml"),
                 saved.to_toml().as_bytes(),

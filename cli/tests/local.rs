@@ -229,6 +229,23 @@ fn deterministic_mode_reproduces_a_run_bit_for_bit() {
         );
         let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
         assert_eq!(history.lines().count(), 12);
+        // Every row carries its wall-clock time; all else must repeat exactly.
+        let history: Vec<serde_json::Value> = history
+            .lines()
+            .map(|l| {
+                let mut row: serde_json::Value = serde_json::from_str(l).expect("a JSON row");
+                let o = row.as_object_mut().expect("an object");
+                assert!(
+                    o.remove("time")
+                        .is_some_and(|t| t.as_str().is_some_and(|t| t.ends_with('Z')))
+                );
+                assert!(
+                    o.remove("unix_seconds")
+                        .is_some_and(|t| t.as_f64().is_some_and(|t| t > 1.7e9))
+                );
+                row
+            })
+            .collect();
         finals.push((policy, history));
     }
     assert_eq!(finals[0].1, finals[1].1, "the same per-step history");

@@ -199,7 +199,7 @@ pub fn abc_tune(
                 tokens.push("|".into());
                 sharpened.clear();
                 bars += 1;
-                if bars % 4 == 0 {
+                if bars.is_multiple_of(4) {
                     tokens.push("\n".into());
                 }
             }
