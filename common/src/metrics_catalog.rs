@@ -53,6 +53,8 @@ pub const LEARNER_TRAJECTORIES_TRAINED_TOTAL: &str = "musicrl_learner_trajectori
 pub const LEARNER_TRAJECTORIES_ACCEPTED_TOTAL: &str = "musicrl_learner_trajectories_accepted_total";
 pub const LEARNER_TRAJECTORIES_REJECTED_TOTAL: &str = "musicrl_learner_trajectories_rejected_total";
 pub const LEARNER_TRAJECTORIES_DROPPED_TOTAL: &str = "musicrl_learner_trajectories_dropped_total";
+pub const LEARNER_BATCHES_SKIPPED_TOTAL: &str = "musicrl_learner_batches_skipped_total";
+pub const LEARNER_REWARDS_CLIPPED_TOTAL: &str = "musicrl_learner_rewards_clipped_total";
 pub const LEARNER_MIXED_SCORER_BATCHES_TOTAL: &str = "musicrl_learner_mixed_scorer_batches_total";
 pub const LEARNER_LOSS: &str = "musicrl_learner_loss";
 pub const LEARNER_KL: &str = "musicrl_learner_kl";
@@ -236,8 +238,24 @@ pub const CATALOG: &[Metric] = &[
         kind: Kind::Counter,
         role: Role::Learner,
         label: Some("reason"),
-        initial_label_values: &["stale", "future_version"],
-        help: "admitted to the queue but dropped by the staleness rule (stale, future_version)",
+        initial_label_values: &["stale", "future_version", "skipped_update"],
+        help: "admitted to the queue but not trained on: dropped by the staleness rule (stale, future_version) or in a batch whose update was skipped (skipped_update)",
+    },
+    Metric {
+        name: LEARNER_BATCHES_SKIPPED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: Some("reason"),
+        initial_label_values: &["non_finite_loss", "non_finite_gradient"],
+        help: "updates not applied because the batch's loss or gradient was not finite (the parameters stay as they were)",
+    },
+    Metric {
+        name: LEARNER_REWARDS_CLIPPED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "trained trajectories whose reward lay outside ±learner.reward_clip and was clipped to it",
     },
     Metric {
         name: LEARNER_MIXED_SCORER_BATCHES_TOTAL,

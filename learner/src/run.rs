@@ -46,6 +46,9 @@ pub struct LearnerOutcome {
     /// Updates whose batch mixed scorer versions (this run's steps only).
     #[serde(default)]
     pub mixed_scorer_batches: u64,
+    /// Updates skipped because their loss or gradient was not finite (this run only).
+    #[serde(default)]
+    pub batches_skipped: u64,
 }
 
 /// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
@@ -262,15 +265,34 @@ fn train_loop(
         let stats = {
             let _span =
                 tracing::info_span!("train_step", step = trainer.step_count() + 1).entered();
-            trainer.train_step(&batch)
+            trainer.try_train_step(&batch)
         };
         metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_STEP_SECONDS)
             .record(step_started.elapsed().as_secs_f64());
-        if !stats.loss.is_finite() {
-            return Err(LearnerError::TrainingThread(format!(
-                "the loss became non-finite at step {} ({stats:?}); lower learner.learning_rate",
-                stats.step
-            )));
+        let stats = match stats {
+            Ok(stats) => stats,
+            Err(skipped) => {
+                // Never applied and never fatal: the batch is dropped and counted, and the
+                // learner goes on with the next one from the same parameters.
+                tracing::warn!(
+                    step = trainer.step_count() + 1,
+                    reason = skipped.reason,
+                    loss = skipped.loss,
+                    grad_norm = skipped.grad_norm,
+                    trajectories = batch.len(),
+                    "skipped an update whose loss or gradient was not finite"
+                );
+                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_BATCHES_SKIPPED_TOTAL, "reason" => skipped.reason)
+                    .increment(1);
+                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "skipped_update")
+                    .increment(batch.len() as u64);
+                outcome.batches_skipped += 1;
+                continue;
+            }
+        };
+        if stats.rewards_clipped > 0 {
+            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REWARDS_CLIPPED_TOTAL)
+                .increment(stats.rewards_clipped as u64);
         }
 
         let done = finished(trainer.step_count());

@@ -55,6 +55,9 @@ pub struct StepStats {
     /// counted by `musicrl_learner_mixed_scorer_batches_total`).
     #[serde(default)]
     pub scorer_versions: usize,
+    /// Trajectories whose reward was outside ±`learner.reward_clip` and was clipped to it.
+    #[serde(default)]
+    pub rewards_clipped: usize,
 }
 
 /// How much of a trajectory the learner trains on: up to and including the first `end`
@@ -94,6 +97,8 @@ pub struct Trainer {
     lr_warmup_steps: u64,
     /// `learner.baseline = "leave-one-out"`.
     leave_one_out: bool,
+    /// `learner.reward_clip`: rewards are clipped to ±this before the loss.
+    reward_clip: f32,
     device: Device,
     policy: Policy,
     reference: Policy,
@@ -190,6 +195,7 @@ impl Trainer {
             value_warmup_steps: l.value_warmup_steps,
             lr_warmup_steps: l.lr_warmup_steps,
             leave_one_out: l.baseline == musicrl_common::config::BASELINE_LEAVE_ONE_OUT,
+            reward_clip: l.reward_clip,
             device: device.clone(),
             policy,
             reference,
@@ -248,7 +254,19 @@ impl Trainer {
     /// One update on `batch` (non-empty, already admitted by the staleness rule). During
     /// the first `value_warmup_steps` only the value baseline is fitted; at step 0 the
     /// value head's bias is first shifted so that V starts at the batch's mean reward.
+    /// [`Trainer::try_train_step`] for callers whose batches cannot make the update
+    /// non-finite (tests, the benchmark). Panics on a skipped batch.
     pub fn train_step(&mut self, batch: &[Trajectory]) -> StepStats {
+        self.try_train_step(batch)
+            .unwrap_or_else(|s| panic!("the update was skipped: {s}"))
+    }
+
+    /// One update on `batch`, unless its loss or its gradient is not finite: then nothing
+    /// changes (parameters, optimiser state, step) and the reason comes back.
+    pub fn try_train_step(
+        &mut self,
+        batch: &[Trajectory],
+    ) -> std::result::Result<StepStats, SkippedBatch> {
         assert!(
             !batch.is_empty(),
             "the learner never trains on an empty batch"
@@ -271,7 +289,11 @@ impl Trainer {
                 mask.push(if real { 1.0f32 } else { 0.0 });
             }
         }
-        let rewards: Vec<f32> = batch.iter().map(|x| x.reward).collect();
+        // The declared bound: a reward outside ±reward_clip (a misconfigured or hostile
+        // scorer) counts as the bound, so no single batch can dominate the update.
+        let clip = self.reward_clip;
+        let rewards: Vec<f32> = batch.iter().map(|x| x.reward.clamp(-clip, clip)).collect();
+        let rewards_clipped = batch.iter().filter(|x| x.reward.abs() > clip).count();
         let captions: Vec<&str> = batch.iter().map(|x| x.caption.as_str()).collect();
         let reward_mean = rewards.iter().sum::<f32>() / b as f32;
         let value_only = self.step < self.value_warmup_steps;
@@ -338,8 +360,20 @@ impl Trainer {
         };
         let parts = reinforce_kl_loss(inputs, self.coefs, value_only);
 
+        let loss = parts.total.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.policy);
         let (grads, grad_norm) = clip_global_norm(grads, &self.policy, self.max_grad_norm);
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(SkippedBatch {
+                reason: if loss.is_finite() {
+                    "non_finite_gradient"
+                } else {
+                    "non_finite_loss"
+                },
+                loss,
+                grad_norm,
+            });
+        }
         let learning_rate = self.learning_rate_at(self.step);
         self.policy = self
             .optimizer
@@ -348,10 +382,10 @@ impl Trainer {
 
         let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
         let new_version = self.version();
-        StepStats {
+        Ok(StepStats {
             step: self.step,
             learning_rate,
-            loss: scalar(parts.total),
+            loss,
             policy_loss: scalar(parts.policy),
             kl: scalar(parts.kl),
             value_loss: scalar(parts.value),
@@ -376,7 +410,28 @@ impl Trainer {
             ended_share: batch.iter().filter(|x| x.tokens.contains(&end)).count() as f32 / b as f32,
             grouped_share: grouped as f32 / b as f32,
             scorer_versions: crate::trajlog::scorer_versions(batch),
-        }
+            rewards_clipped,
+        })
+    }
+}
+
+/// Why an update was not applied (the batch is dropped and counted; the parameters, the
+/// optimiser and the step are as they were).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedBatch {
+    /// `non_finite_loss` or `non_finite_gradient`.
+    pub reason: &'static str,
+    pub loss: f32,
+    pub grad_norm: f32,
+}
+
+impl std::fmt::Display for SkippedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (loss {}, gradient norm {})",
+            self.reason, self.loss, self.grad_norm
+        )
     }
 }
 
@@ -500,6 +555,49 @@ mod tests {
                 .forward(&c, token_tensor(tokens, 1, tokens.len(), &device))
                 .logits,
         )
+    }
+
+    #[test]
+    fn rewards_are_clipped_to_the_declared_bound() {
+        let device = Device::flex().autodiff();
+        let mut t = Trainer::new(&config(0), &device).expect("random init");
+        let batch = vec![
+            trajectory(vec![3, 4, 0], -1.0, 1e18),
+            trajectory(vec![5, 6, 0], -1.0, -3e20),
+            trajectory(vec![5, 2, 0], -1.0, 0.5),
+        ];
+        let stats = t.try_train_step(&batch).expect("a finite update");
+        assert_eq!(stats.rewards_clipped, 2);
+        // The mean of the clipped rewards: (20 − 20 + 0.5) / 3.
+        assert!(
+            (stats.reward_mean - 0.5 / 3.0).abs() < 1e-6,
+            "{}",
+            stats.reward_mean
+        );
+        assert!(stats.loss.is_finite() && stats.grad_norm.is_finite());
+    }
+
+    #[test]
+    fn an_update_whose_loss_is_not_finite_is_skipped_and_changes_nothing() {
+        let device = Device::flex().autodiff();
+        // A bound so loose that a huge reward reaches the value regression: (1e30)² overflows.
+        let mut c = config(0);
+        c.learner.reward_clip = f32::MAX;
+        let mut t = Trainer::new(&c, &device).expect("random init");
+        let probe = [3u32, 4, 0, 5];
+        let before = logits(&t, &probe);
+        let bad = vec![
+            trajectory(vec![3, 4, 0], -1.0, 3e38),
+            trajectory(vec![5, 4, 0], -1.0, -3e38),
+        ];
+        let skipped = t.try_train_step(&bad).expect_err("skipped");
+        assert_eq!(skipped.reason, "non_finite_loss");
+        assert_eq!(t.step_count(), 0, "the step did not advance");
+        assert_eq!(logits(&t, &probe), before, "the parameters did not move");
+        // And the next, ordinary batch trains from there.
+        let good = vec![trajectory(vec![3, 4, 0], -1.0, 0.5); 2];
+        let stats = t.try_train_step(&good).expect("trains");
+        assert_eq!((stats.step, t.step_count()), (1, 1));
     }
 
     #[test]

@@ -390,3 +390,103 @@ async fn the_trajectory_log_records_provenance_and_a_mixed_scorer_batch_is_count
         "the tiny config has no END: every token was trained on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_with_absurd_rewards_leaves_the_learner_training_and_healthy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 2;
+    config.learner.batch_size = 4;
+    config.learner.queue_capacity = 8;
+    config.learner.value_warmup_steps = 0;
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    // Well formed, finite, and absurd: rewards of ±1e19 once made the loss overflow to
+    // infinity, and the learner stopped training.
+    let absurd = |r: f32| {
+        let mut t = trajectory(&config, 0);
+        t.reward = r;
+        t
+    };
+    let batch = vec![absurd(1e19), absurd(-1e19), absurd(1e19), absurd(-1e19)];
+    assert_eq!(push(&mut client, batch).await.expect("push").accepted, 4);
+    let channel = tonic::transport::Endpoint::from_shared(learner.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = |r: tonic_health::pb::HealthCheckResponse| {
+        r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    };
+    // Ordinary trajectories after it are trained on: the run goes on.
+    assert_eq!(
+        push(&mut client, vec![trajectory(&config, 0); 4])
+            .await
+            .expect("push")
+            .accepted,
+        4
+    );
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers")
+        .into_inner();
+    assert!(serving(status), "the learner reports SERVING");
+    let outcome = learner
+        .join()
+        .await
+        .expect("the learner finished its steps");
+    assert_eq!(outcome.steps, 2);
+    assert_eq!(outcome.batches_skipped, 0);
+    let history = std::fs::read_to_string(&config.learner.history_path).expect("history");
+    let first: serde_json::Value =
+        serde_json::from_str(history.lines().next().expect("step 1")).expect("JSON");
+    assert_eq!(first["rewards_clipped"], 4, "{first}");
+    assert!(first["loss"].as_f64().expect("loss").is_finite());
+    // The clipped rewards ±20 average to 0.
+    assert!(
+        first["reward_mean"].as_f64().expect("mean").abs() < 1e-3,
+        "{first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_would_be_non_finite_is_skipped_counted_and_training_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 1;
+    config.learner.batch_size = 4;
+    config.learner.queue_capacity = 8;
+    config.learner.value_warmup_steps = 0;
+    // No effective bound: the same absurd batch now overflows the loss.
+    config.learner.reward_clip = f32::MAX;
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let absurd = |r: f32| {
+        let mut t = trajectory(&config, 0);
+        t.reward = r;
+        t
+    };
+    let batch = vec![absurd(1e19), absurd(-1e19), absurd(1e19), absurd(-1e19)];
+    assert_eq!(push(&mut client, batch).await.expect("push").accepted, 4);
+    assert_eq!(
+        push(&mut client, vec![trajectory(&config, 0); 4])
+            .await
+            .expect("push")
+            .accepted,
+        4
+    );
+    let outcome = learner.join().await.expect("the learner finished its step");
+    assert_eq!((outcome.steps, outcome.batches_skipped), (1, 1));
+    let history = std::fs::read_to_string(&config.learner.history_path).expect("history");
+    assert_eq!(
+        history.lines().count(),
+        1,
+        "the skipped batch is not a step"
+    );
+}

@@ -196,6 +196,11 @@ pub struct LearnerConfig {
     pub entropy_coef: f32,
     /// Global gradient-norm clip; 0 disables.
     pub max_grad_norm: f32,
+    /// The declared bound on rewards: each trajectory's reward is clipped to
+    /// [−reward_clip, reward_clip] before the loss (and counted), so one batch with an absurd
+    /// reward cannot dominate an update. Well above every shipped reward's range (RL-R's is
+    /// within [−1, 2], the preference model's within about ±6).
+    pub reward_clip: f32,
     /// The first this many steps of a fresh run fit the value baseline alone (the policy is
     /// not updated; they count toward `steps`). The value head's bias starts at the first
     /// batch's mean reward.
@@ -269,6 +274,7 @@ impl Default for LearnerConfig {
             value_coef: 0.5,
             entropy_coef: 0.0,
             max_grad_norm: 1.0,
+            reward_clip: 20.0,
             value_warmup_steps: 10,
             lr_warmup_steps: 50,
             baseline: BASELINE_LEAVE_ONE_OUT.into(),
@@ -771,6 +777,12 @@ impl Config {
             return bad(
                 "learner.kl_coef",
                 format!("α = {} must be in [0, 1]", l.kl_coef),
+            );
+        }
+        if !(l.reward_clip.is_finite() && l.reward_clip > 0.0) {
+            return bad(
+                "learner.reward_clip",
+                format!("{} must be finite and > 0", l.reward_clip),
             );
         }
         for (field, v) in [
