@@ -86,6 +86,7 @@ pub fn save(dir: &Path, trainer: &Trainer, counters: Counters, config: &Config) 
     let json = serde_json::to_vec_pretty(&state).expect("State serialises");
     write_atomic(&folder.join("state.json"), &json)?;
     write_atomic(&folder.join("config.toml"), config.to_toml().as_bytes())?;
+    write_manifest(&folder)?;
     write_atomic(&dir.join("LATEST"), name.as_bytes())?;
     prune(dir, config.learner.keep_checkpoints);
     Ok(folder)
@@ -118,6 +119,94 @@ fn prune(dir: &Path, keep: usize) {
     }
 }
 
+/// The files of a step folder, each with its BLAKE3 digest in `MANIFEST.json`.
+const STEP_FILES: [&str; 4] = ["policy.bpk", "optimizer.bpk", "state.json", "config.toml"];
+/// The step folder's manifest: file name → BLAKE3 hex digest, written after the files.
+pub const MANIFEST: &str = "MANIFEST.json";
+
+fn digest(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| ck_err(path, e))?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+fn write_manifest(folder: &Path) -> Result<()> {
+    let mut m = std::collections::BTreeMap::new();
+    for f in STEP_FILES {
+        m.insert(f.to_string(), digest(&folder.join(f))?);
+    }
+    let reference = folder
+        .parent()
+        .map(|d| d.join("reference.bpk"))
+        .filter(|p| p.exists());
+    if let Some(r) = reference {
+        m.insert("../reference.bpk".to_string(), digest(&r)?);
+    }
+    let json = serde_json::to_vec_pretty(&m).expect("a map of strings serialises");
+    write_atomic(&folder.join(MANIFEST), &json)?;
+    Ok(())
+}
+
+/// Checks every file of a step folder against its manifest: a missing file, or one whose
+/// digest differs (overwritten, truncated, corrupted), is refused by name. A folder written
+/// before manifests existed is accepted with a warning.
+pub fn verify(folder: &Path) -> Result<()> {
+    for f in STEP_FILES {
+        if !folder.join(f).is_file() {
+            return Err(ck_err(
+                folder,
+                format!("the checkpoint is incomplete: {f} is missing"),
+            ));
+        }
+    }
+    let path = folder.join(MANIFEST);
+    let Ok(text) = std::fs::read(&path) else {
+        tracing::warn!(folder = %folder.display(), "checkpoint has no MANIFEST.json (written by an older musicrl): its files are not verified");
+        return Ok(());
+    };
+    let m: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&text).map_err(|e| ck_err(&path, e))?;
+    for (name, want) in &m {
+        let file = folder.join(name);
+        if !file.is_file() {
+            return Err(ck_err(&file, "listed in MANIFEST.json but missing"));
+        }
+        if &digest(&file)? != want {
+            return Err(ck_err(
+                &file,
+                "does not match its checksum in MANIFEST.json (overwritten or corrupted): \
+                 refusing to load it; restore the file or point LATEST at an earlier step",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The step folder `dir/LATEST` names, checked: `None` when there is no LATEST (a fresh
+/// run); an error when LATEST names a folder that is missing or incomplete, or whose files
+/// fail their checksums — never a silent fresh start over a damaged run.
+pub fn resume_point(dir: &Path) -> Result<Option<PathBuf>> {
+    let latest_file = dir.join("LATEST");
+    let name = match std::fs::read_to_string(&latest_file) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ck_err(&latest_file, e)),
+    };
+    let name = name.trim();
+    let folder = dir.join(name);
+    if name.is_empty() || name.contains('/') || !folder.is_dir() {
+        return Err(ck_err(
+            &latest_file,
+            format!(
+                "names {name:?}, which is not a step folder in {}: restore it, point LATEST at \
+                 another step-NNNNNNNN folder, or delete LATEST to start the run afresh",
+                dir.display()
+            ),
+        ));
+    }
+    verify(&folder)?;
+    Ok(Some(folder))
+}
+
 /// The newest complete checkpoint in `dir`, if any.
 pub fn latest(dir: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(dir.join("LATEST")).ok()?;
@@ -128,7 +217,7 @@ pub fn latest(dir: &Path) -> Option<PathBuf> {
 /// Restores the trainer from the newest checkpoint in `dir`; `None` if there is none.
 /// Fails if the checkpoint's policy architecture differs from `config`'s.
 pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Trainer, Counters)>> {
-    let Some(folder) = latest(dir) else {
+    let Some(folder) = resume_point(dir)? else {
         return Ok(None);
     };
     let saved_config_path = folder.join("config.toml");
@@ -312,6 +401,61 @@ mod tests {
             save(dir.path(), &t, Counters::default(), &config).expect("save");
         }
         assert_eq!(step_folders(dir.path()).len(), 6);
+    }
+
+    #[test]
+    fn a_dangling_latest_and_a_corrupted_file_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device = musicrl_common::device::training_device();
+        let config = tiny(dir.path());
+        let mut t = Trainer::new(&config, &device).expect("trainer");
+        t.train_step(&batch(0));
+        let folder = save(dir.path(), &t, Counters::default(), &config).expect("save");
+        assert!(folder.join(MANIFEST).is_file());
+        assert!(
+            resume(dir.path(), &config, &device)
+                .expect("resumes")
+                .is_some()
+        );
+
+        // The policy overwritten in place with the same number of bytes (a bad disk, a
+        // half-finished copy): refused, naming the file.
+        let policy = folder.join("policy.bpk");
+        let mut bytes = std::fs::read(&policy).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&policy, &bytes).expect("write");
+        let e = resume(dir.path(), &config, &device)
+            .expect_err("corrupted")
+            .to_string();
+        assert!(e.contains("policy.bpk") && e.contains("checksum"), "{e}");
+
+        // LATEST naming a folder that is not there: refused, not a fresh run at step 0.
+        std::fs::write(dir.path().join("LATEST"), "step-00000099").expect("write");
+        let e = resume(dir.path(), &config, &device)
+            .expect_err("dangling")
+            .to_string();
+        assert!(e.contains("LATEST") && e.contains("step-00000099"), "{e}");
+
+        // An incomplete folder: refused, naming what is missing.
+        std::fs::write(
+            dir.path().join("LATEST"),
+            folder.file_name().unwrap().to_str().unwrap(),
+        )
+        .expect("write");
+        std::fs::remove_file(folder.join("optimizer.bpk")).expect("remove");
+        let e = resume(dir.path(), &config, &device)
+            .expect_err("incomplete")
+            .to_string();
+        assert!(e.contains("optimizer.bpk is missing"), "{e}");
+
+        // No LATEST at all is a fresh run.
+        std::fs::remove_file(dir.path().join("LATEST")).expect("remove");
+        assert!(
+            resume(dir.path(), &config, &device)
+                .expect("fresh")
+                .is_none()
+        );
     }
 
     #[test]

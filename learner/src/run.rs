@@ -217,7 +217,7 @@ fn train_loop(
     let rule = StalenessRule {
         max_policy_lag: l.max_policy_lag,
     };
-    let mut history = open_history(&l.history_path)?;
+    let mut history = open_history(&l.history_path, trainer.step_count())?;
     let mut trajectories =
         crate::trajlog::TrajectoryLog::open(&l.trajectory_log, l.trajectory_log_max_mb)?;
     let mut outcome = LearnerOutcome::default();
@@ -403,12 +403,40 @@ struct HistoryRow<'a> {
     stats: &'a StepStats,
 }
 
-fn open_history(path: &Path) -> Result<Option<std::fs::File>> {
+/// Opens `history.jsonl` for appending, first dropping every row past `resumed_at`: steps a
+/// crash lost after the last checkpoint are trained again, and the file must never hold a
+/// step twice.
+fn open_history(path: &Path, resumed_at: u64) -> Result<Option<std::fs::File>> {
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let step_of = |line: &str| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+        };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| step_of(l).is_some_and(|s| s <= resumed_at))
+            .collect();
+        let dropped = text.lines().count() - kept.len();
+        if dropped > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                rows = dropped,
+                resumed_at,
+                "dropping history rows past the checkpoint resumed from (those steps are trained again)"
+            );
+            let mut out = kept.join("\n");
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            musicrl_common::fsutil::write_atomic(path, out.as_bytes())?;
+        }
     }
     Ok(Some(
         std::fs::OpenOptions::new()

@@ -40,6 +40,19 @@ async fn learner_resumes_from_its_checkpoint_and_continues_the_step_count() {
     assert!(saved.join("policy.bpk").exists() && saved.join("optimizer.bpk").exists());
     let saved_policy = std::fs::read(saved.join("policy.bpk")).expect("policy file");
 
+    // A crash after two more steps that no checkpoint saved leaves their rows behind; they
+    // are trained again after the resume, and the history must not hold them twice.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config.learner.history_path)
+            .expect("history");
+        for step in [7, 8] {
+            writeln!(f, "{{\"step\":{step},\"reward_mean\":0.0,\"kl\":0.0}}").expect("append");
+        }
+    }
+
     // Restart with a larger target: the first broadcast is the checkpointed version 6.
     config.learner.steps = 10;
     let learner = start_learner(&config).await;
@@ -98,7 +111,7 @@ async fn learner_resumes_from_its_checkpoint_and_continues_the_step_count() {
         .iter()
         .map(|h| h.0)
         .collect();
-    assert_eq!(steps, (1..=10).collect::<Vec<_>>());
+    assert_eq!(steps, (1..=10).collect::<Vec<_>>(), "each step once");
     assert!(
         dir.path()
             .join("checkpoints/step-00000010/policy.bpk")
