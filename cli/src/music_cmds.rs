@@ -97,6 +97,19 @@ fn describe(events: &[Event]) -> String {
         .join(" ")
 }
 
+/// Takes the policy architecture from the `config.toml` saved beside a policy's weights, when
+/// there is one (checkpoints and `models/base/` have it).
+fn adopt_saved_architecture(config: &mut Config, policy: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(saved) = policy
+        .parent()
+        .map(|d| d.join("config.toml"))
+        .filter(|p| p.exists())
+    {
+        config.policy = Config::from_file(&saved)?.policy;
+    }
+    Ok(())
+}
+
 pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathBuf> {
     let policy_path = args
         .policy
@@ -107,13 +120,7 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
         })
         .unwrap_or_else(|| config.pretrain.out.join("policy.bpk"));
     // The architecture comes from the config saved beside the weights, when there is one.
-    if let Some(saved) = policy_path
-        .parent()
-        .map(|d| d.join("config.toml"))
-        .filter(|p| p.exists())
-    {
-        config.policy = Config::from_file(&saved)?.policy;
-    }
+    adopt_saved_architecture(&mut config, &policy_path)?;
     config.validate()?;
     let device = musicrl_common::device::inference_device();
     let policy = load_policy(&policy_path, &config.policy, &device).with_context(|| {
@@ -215,13 +222,7 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             let path = policy
                 .clone()
                 .unwrap_or_else(|| config.learner.init_policy.clone());
-            if let Some(saved) = path
-                .parent()
-                .map(|d| d.join("config.toml"))
-                .filter(|p| p.exists())
-            {
-                config.policy = Config::from_file(&saved)?.policy;
-            }
+            adopt_saved_architecture(&mut config, &path)?;
             config.validate()?;
             let p = load_policy(&path, &config.policy, &device)
                 .with_context(|| format!("cannot load the policy {}", path.display()))?;
@@ -250,13 +251,7 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             let (p, policy_config) = if path.extension().is_some_and(|e| e == "safetensors") {
                 safetensors::load(&path, &device)?
             } else {
-                if let Some(saved) = path
-                    .parent()
-                    .map(|d| d.join("config.toml"))
-                    .filter(|p| p.exists())
-                {
-                    config.policy = Config::from_file(&saved)?.policy;
-                }
+                adopt_saved_architecture(&mut config, &path)?;
                 let p = load_policy(&path, &config.policy, &device)
                     .with_context(|| format!("cannot load the policy {}", path.display()))?;
                 (p, config.policy.clone())

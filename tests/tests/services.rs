@@ -391,6 +391,18 @@ async fn the_trajectory_log_records_provenance_and_a_mixed_scorer_batch_is_count
     );
 }
 
+/// Four well-formed, finite, absurd trajectories: rewards of ±1e19 (once enough to overflow
+/// the loss and stop training).
+fn absurd_batch(config: &Config) -> Vec<pb::Trajectory> {
+    [1e19f32, -1e19, 1e19, -1e19]
+        .into_iter()
+        .map(|r| pb::Trajectory {
+            reward: r,
+            ..trajectory(config, 0)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_with_absurd_rewards_leaves_the_learner_training_and_healthy() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -405,12 +417,7 @@ async fn a_push_with_absurd_rewards_leaves_the_learner_training_and_healthy() {
         .expect("connect");
     // Well formed, finite, and absurd: rewards of ±1e19 once made the loss overflow to
     // infinity, and the learner stopped training.
-    let absurd = |r: f32| {
-        let mut t = trajectory(&config, 0);
-        t.reward = r;
-        t
-    };
-    let batch = vec![absurd(1e19), absurd(-1e19), absurd(1e19), absurd(-1e19)];
+    let batch = absurd_batch(&config);
     assert_eq!(push(&mut client, batch).await.expect("push").accepted, 4);
     let channel = tonic::transport::Endpoint::from_shared(learner.url())
         .expect("url")
@@ -467,12 +474,7 @@ async fn an_update_that_would_be_non_finite_is_skipped_counted_and_training_goes
     let mut client = LearnerServiceClient::connect(learner.url())
         .await
         .expect("connect");
-    let absurd = |r: f32| {
-        let mut t = trajectory(&config, 0);
-        t.reward = r;
-        t
-    };
-    let batch = vec![absurd(1e19), absurd(-1e19), absurd(1e19), absurd(-1e19)];
+    let batch = absurd_batch(&config);
     assert_eq!(push(&mut client, batch).await.expect("push").accepted, 4);
     assert_eq!(
         push(&mut client, vec![trajectory(&config, 0); 4])

@@ -128,8 +128,9 @@ fn parse_key(key: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
-/// Every leaf key of a TOML value, dotted (arrays of tables as `x[0].y`).
-fn leaf_keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+/// Every leaf of a TOML value as `dotted.key → value` (TOML text; arrays of tables as
+/// `x[0].y`).
+fn leaves(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String, String>) {
     match v {
         Value::Table(t) => {
             for (k, v) in t {
@@ -138,46 +139,26 @@ fn leaf_keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
                 } else {
                     format!("{prefix}.{k}")
                 };
-                leaf_keys(&p, v, out);
+                leaves(&p, v, out);
             }
         }
         Value::Array(a) if a.iter().all(Value::is_table) && !a.is_empty() => {
             for (i, v) in a.iter().enumerate() {
-                leaf_keys(&format!("{prefix}[{i}]"), v, out);
+                leaves(&format!("{prefix}[{i}]"), v, out);
             }
         }
-        _ => out.push(prefix.to_string()),
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
     }
 }
 
 /// Every leaf of the configuration as `dotted.key → value` (TOML text), for comparing two
 /// configurations key by key.
 pub fn flatten(config: &Config) -> std::collections::BTreeMap<String, String> {
-    fn walk(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String, String>) {
-        match v {
-            Value::Table(t) => {
-                for (k, v) in t {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&p, v, out);
-                }
-            }
-            Value::Array(a) if a.iter().all(Value::is_table) && !a.is_empty() => {
-                for (i, v) in a.iter().enumerate() {
-                    walk(&format!("{prefix}[{i}]"), v, out);
-                }
-            }
-            other => {
-                out.insert(prefix.to_string(), other.to_string());
-            }
-        }
-    }
     let mut out = std::collections::BTreeMap::new();
     if let Ok(v) = Value::try_from(config) {
-        walk("", &v, &mut out);
+        leaves("", &v, &mut out);
     }
     out
 }
@@ -198,9 +179,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The known key nearest to `key`, if it is close.
 fn nearest(root: &Value, key: &str) -> Option<String> {
-    let mut keys = Vec::new();
-    leaf_keys("", root, &mut keys);
-    keys.into_iter()
+    let mut keys = std::collections::BTreeMap::new();
+    leaves("", root, &mut keys);
+    keys.into_keys()
         .map(|k| (edit_distance(&k, key), k))
         .filter(|(d, _)| *d <= 4)
         .min()
@@ -525,9 +506,7 @@ mod tests {
         for (alias, key) in ENV_ALIASES {
             let mut c = Config::default();
             let mut root = Value::try_from(&c).unwrap();
-            let mut keys = Vec::new();
-            leaf_keys("", &root, &mut keys);
-            assert!(keys.contains(&key.to_string()), "{alias} -> {key}");
+            assert!(flatten(&c).contains_key(*key), "{alias} -> {key}");
             // And setting it through the alias round-trips its current value.
             let current = key
                 .split('.')
