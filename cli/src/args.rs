@@ -462,10 +462,10 @@ impl LocalArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LearnerArgs {
-    /// gRPC listen address [default: learner.listen = 0.0.0.0:50051].
+    /// gRPC listen address [default: learner.listen = 127.0.0.1:50051; 0.0.0.0:PORT to serve other hosts].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Prometheus /metrics address; "" disables [default: learner.metrics_listen = 0.0.0.0:9100].
+    /// Prometheus /metrics address; "" disables [default: learner.metrics_listen = 127.0.0.1:9100; 0.0.0.0:PORT to serve other hosts].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Steps to train before finishing; 0 trains until stopped [default: learner.steps = 0].
@@ -539,7 +539,7 @@ pub struct ActorArgs {
     /// This actor's name in logs, metrics and trajectories [default: $HOSTNAME, else actor-PID].
     #[arg(long, env = "MUSICRL_ACTOR_ID", value_name = "NAME")]
     pub id: Option<String>,
-    /// Prometheus /metrics address; "" disables [default: actor.metrics_listen = 0.0.0.0:9102].
+    /// Prometheus /metrics address; "" disables [default: actor.metrics_listen = 127.0.0.1:9102; 0.0.0.0:PORT to serve other hosts].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Sequences per round [default: actor.batch_size = 8].
@@ -590,10 +590,10 @@ impl ActorArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RewardArgs {
-    /// gRPC listen address [default: reward.listen = 0.0.0.0:50052].
+    /// gRPC listen address [default: reward.listen = 127.0.0.1:50052; 0.0.0.0:PORT to serve other hosts].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Prometheus /metrics address; "" disables [default: reward.metrics_listen = 0.0.0.0:9101].
+    /// Prometheus /metrics address; "" disables [default: reward.metrics_listen = 127.0.0.1:9101; 0.0.0.0:PORT to serve other hosts].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Largest batch one Score call may carry [default: reward.max_batch = 512].

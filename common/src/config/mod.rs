@@ -179,7 +179,9 @@ impl Default for SamplingConfig {
 pub struct LearnerConfig {
     /// Compute device: "cpu", or "cuda:N" in a build with the `cuda` feature.
     pub device: String,
-    /// gRPC address (trajectory push, parameter broadcast, status, health).
+    /// gRPC address (trajectory push, parameter broadcast, status, health). Loopback by
+    /// default: serving other hosts is a choice the configuration makes (the Kubernetes
+    /// configuration sets `0.0.0.0`).
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables the exporter.
     pub metrics_listen: String,
@@ -265,8 +267,8 @@ impl Default for LearnerConfig {
     fn default() -> Self {
         Self {
             device: "cpu".into(),
-            listen: "0.0.0.0:50051".into(),
-            metrics_listen: "0.0.0.0:9100".into(),
+            listen: "127.0.0.1:50051".into(),
+            metrics_listen: "127.0.0.1:9100".into(),
             steps: 0,
             batch_size: 16,
             learning_rate: 1e-3,
@@ -352,7 +354,7 @@ impl Default for ActorConfig {
             learner: "http://127.0.0.1:50051".into(),
             reward: "http://127.0.0.1:50052".into(),
             reward_resolve_seconds: 10.0,
-            metrics_listen: "0.0.0.0:9102".into(),
+            metrics_listen: "127.0.0.1:9102".into(),
             batch_size: 8,
             samples_per_prompt: 4,
             synchronous: false,
@@ -393,8 +395,8 @@ impl Default for RewardConfig {
     fn default() -> Self {
         Self {
             device: "cpu".into(),
-            listen: "0.0.0.0:50052".into(),
-            metrics_listen: "0.0.0.0:9101".into(),
+            listen: "127.0.0.1:50052".into(),
+            metrics_listen: "127.0.0.1:9101".into(),
             max_batch: 512,
             max_connection_age_seconds: 60,
             batch_max_samples: 64,
@@ -1101,6 +1103,32 @@ mod tests {
                 .to_string()
                 .contains("actor.synchronous")
         );
+    }
+
+    #[test]
+    fn every_listener_binds_loopback_unless_configured() {
+        let c = Config::default();
+        for (key, addr) in [
+            ("learner.listen", &c.learner.listen),
+            ("learner.metrics_listen", &c.learner.metrics_listen),
+            ("reward.listen", &c.reward.listen),
+            ("reward.metrics_listen", &c.reward.metrics_listen),
+            ("actor.metrics_listen", &c.actor.metrics_listen),
+        ] {
+            assert!(addr.starts_with("127.0.0.1:"), "{key} = {addr}");
+        }
+        // The cluster configuration opens them on purpose.
+        let k8s = Config::from_toml(include_str!("../../../deploy/base/config/musicrl.toml"))
+            .expect("parses");
+        for addr in [
+            &k8s.learner.listen,
+            &k8s.learner.metrics_listen,
+            &k8s.reward.listen,
+            &k8s.reward.metrics_listen,
+            &k8s.actor.metrics_listen,
+        ] {
+            assert!(addr.starts_with("0.0.0.0:"), "{addr}");
+        }
     }
 
     #[test]
