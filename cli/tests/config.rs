@@ -128,6 +128,16 @@ fn started_from_another_folder_it_finds_its_shipped_data() {
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("gen/index.html").exists());
+    // The experiment too: every recipe's config file and the models it names resolve (the
+    // reward components of config/rl-u.toml were once looked for in the working directory).
+    let out =
+        run_to_end(
+            musicrl()
+                .current_dir(dir.path())
+                .args(["experiment", "--quick", "--out", "q"]),
+        );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("q/report.html").exists());
     // A recipe's config file resolves too.
     let out = run_to_end(musicrl().current_dir(dir.path()).args([
         "--config",

@@ -69,10 +69,11 @@ pub fn trained_len(tokens: &[u32], end: u32) -> usize {
         .map_or(tokens.len(), |i| i + 1)
 }
 
-/// `path` if it exists, else an error naming the `learner.` key that gave it.
-fn existing<'a>(path: &'a std::path::Path, key: &str) -> Result<&'a std::path::Path> {
-    if path.exists() {
-        return Ok(path);
+/// Where `path` is (the working directory, then the installation), else an error naming the
+/// `learner.` key that gave it.
+fn existing(path: &std::path::Path, key: &str) -> Result<std::path::PathBuf> {
+    if let Some(found) = musicrl_common::config::paths::find(path) {
+        return Ok(found);
     }
     Err(LearnerError::Checkpoint(format!(
         "{}; point it at a policy.bpk (the shipped θ0 is models/base/policy.bpk, run from the \
@@ -124,7 +125,7 @@ impl Trainer {
             Policy::new(&config.policy, device)
         } else {
             load_policy(
-                existing(&config.learner.init_policy, "init_policy")?,
+                &existing(&config.learner.init_policy, "init_policy")?,
                 &config.policy,
                 device,
             )?
@@ -133,7 +134,7 @@ impl Trainer {
             policy.valid()
         } else {
             load_policy(
-                existing(&config.learner.reference_policy, "reference_policy")?,
+                &existing(&config.learner.reference_policy, "reference_policy")?,
                 &config.policy,
                 device,
             )?

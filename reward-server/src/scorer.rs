@@ -412,32 +412,30 @@ pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
                 "component {name:?} of kind {:?} needs `checkpoint`, the folder `musicrl train-reward {}` wrote",
                 component.kind, component.kind
             )))
-        } else if !component.checkpoint.exists() {
-            Err(RewardError::Config(
-                musicrl_common::config::paths::missing(
-                    &format!("reward.components[{name}].checkpoint"),
-                    &component.checkpoint,
-                )
-                .to_string(),
-            ))
         } else {
-            Ok(component.checkpoint.as_path())
+            // Found where the binary looks for every input (the working directory, then the
+            // installation), whoever loaded the configuration.
+            musicrl_common::config::paths::require(
+                &format!("reward.components[{name}].checkpoint"),
+                &component.checkpoint,
+            )
+            .map_err(|e| RewardError::Config(e.to_string()))
         }
     };
     match component.kind.as_str() {
         "token-fraction" => Ok(Box::new(TokenFraction::new(name, component.target_below))),
         "text" => {
             let model =
-                TextModel::load(checkpoint()?).map_err(|e| RewardError::Config(e.to_string()))?;
+                TextModel::load(&checkpoint()?).map_err(|e| RewardError::Config(e.to_string()))?;
             Ok(Box::new(text_scorer(name, model)))
         }
         "quality" => {
-            let model = QualityModel::load(checkpoint()?)
+            let model = QualityModel::load(&checkpoint()?)
                 .map_err(|e| RewardError::Config(e.to_string()))?;
             Ok(Box::new(quality_scorer(name, model)))
         }
         "preference" => {
-            let model = PreferenceModel::load(checkpoint()?)
+            let model = PreferenceModel::load(&checkpoint()?)
                 .map_err(|e| RewardError::Config(e.to_string()))?;
             Ok(Box::new(preference_scorer(name, model)))
         }

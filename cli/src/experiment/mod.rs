@@ -230,8 +230,10 @@ fn recipe_config(config: &Config, file: &Path) -> anyhow::Result<Config> {
     if file.as_os_str().is_empty() {
         return Ok(config.clone());
     }
-    let c =
+    let mut c =
         Config::from_file(file).with_context(|| format!("the recipe config {}", file.display()))?;
+    // Its relative inputs resolve as the experiment's own did (from any working directory).
+    c.locate_inputs();
     if c.policy != config.policy {
         bail!(
             "the recipe config {} has another policy architecture than the experiment's; recipes share θ0",
