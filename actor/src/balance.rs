@@ -15,6 +15,8 @@ use std::time::Duration;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use musicrl_common::config::SecurityConfig;
+
 use crate::ActorError;
 
 /// One configured URL, split for resolution.
@@ -54,26 +56,39 @@ fn parse_targets(urls: &str) -> Result<Vec<Target>, ActorError> {
     Ok(out)
 }
 
-fn endpoint(scheme: &str, addr: SocketAddr) -> Result<Endpoint, ActorError> {
+/// The endpoint of one resolved address; over TLS the certificate is checked against the
+/// configured host name, not the address.
+fn endpoint(
+    security: &SecurityConfig,
+    scheme: &str,
+    host: &str,
+    addr: SocketAddr,
+) -> Result<Endpoint, ActorError> {
     let url = format!("{scheme}://{addr}");
-    Endpoint::from_shared(url.clone())
+    let bad = |message: String| ActorError::Endpoint {
+        url: url.clone(),
+        message,
+    };
+    let e = Endpoint::from_shared(url.clone())
         .map(|e| {
             e.connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
         })
-        .map_err(|e| ActorError::Endpoint {
-            url,
-            message: e.to_string(),
-        })
+        .map_err(|e| bad(e.to_string()))?;
+    musicrl_common::security::tls::endpoint(security, e, host).map_err(|e| bad(e.to_string()))
 }
 
 /// Every address the targets resolve to now; `None` for a target whose lookup failed.
-async fn resolve(targets: &[Target]) -> Vec<Option<BTreeSet<(String, SocketAddr)>>> {
+async fn resolve(targets: &[Target]) -> Vec<Option<BTreeSet<(String, String, SocketAddr)>>> {
     let mut out = Vec::with_capacity(targets.len());
     for t in targets {
         match tokio::net::lookup_host((t.host.as_str(), t.port)).await {
-            Ok(addrs) => out.push(Some(addrs.map(|a| (t.scheme.clone(), a)).collect())),
+            Ok(addrs) => out.push(Some(
+                addrs
+                    .map(|a| (t.scheme.clone(), t.host.clone(), a))
+                    .collect(),
+            )),
             Err(e) => {
                 tracing::warn!(host = %t.host, port = t.port, error = %e, "cannot resolve a reward server; keeping its last addresses");
                 out.push(None);
@@ -86,12 +101,24 @@ async fn resolve(targets: &[Target]) -> Vec<Option<BTreeSet<(String, SocketAddr)
 /// A channel that spreads each call over every address the comma-separated `urls` resolve
 /// to, re-resolved every `every`. Must be called inside a tokio runtime; the resolver task
 /// ends when the channel is dropped.
-pub fn reward_channel(urls: &str, every: Duration) -> Result<Channel, ActorError> {
+pub fn reward_channel(
+    urls: &str,
+    every: Duration,
+    security: &SecurityConfig,
+) -> Result<Channel, ActorError> {
     let targets = parse_targets(urls)?;
+    // A scheme that disagrees with the TLS configuration is an error now, not at the first
+    // call.
+    for t in &targets {
+        let addr = SocketAddr::from(([127, 0, 0, 1], t.port));
+        endpoint(security, &t.scheme, &t.host, addr)?;
+    }
+    let security = security.clone();
     let (channel, tx) = Channel::balance_channel::<SocketAddr>(64);
     tokio::spawn(async move {
         // Per target, the addresses it contributed last time (kept when a lookup fails).
-        let mut last: Vec<BTreeSet<(String, SocketAddr)>> = vec![BTreeSet::new(); targets.len()];
+        let mut last: Vec<BTreeSet<(String, String, SocketAddr)>> =
+            vec![BTreeSet::new(); targets.len()];
         let mut live: BTreeSet<SocketAddr> = BTreeSet::new();
         loop {
             for (i, found) in resolve(&targets).await.into_iter().enumerate() {
@@ -99,13 +126,14 @@ pub fn reward_channel(urls: &str, every: Duration) -> Result<Channel, ActorError
                     last[i] = found;
                 }
             }
-            let want: BTreeSet<(String, SocketAddr)> = last.iter().flatten().cloned().collect();
-            let want_addrs: BTreeSet<SocketAddr> = want.iter().map(|(_, a)| *a).collect();
-            for (scheme, addr) in &want {
+            let want: BTreeSet<(String, String, SocketAddr)> =
+                last.iter().flatten().cloned().collect();
+            let want_addrs: BTreeSet<SocketAddr> = want.iter().map(|(_, _, a)| *a).collect();
+            for (scheme, host, addr) in &want {
                 if live.contains(addr) {
                     continue;
                 }
-                match endpoint(scheme, *addr) {
+                match endpoint(&security, scheme, host, *addr) {
                     Ok(e) => {
                         if tx.send(Change::Insert(*addr, e)).await.is_err() {
                             return;

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::watch;
@@ -74,22 +74,42 @@ pub fn check_agreement(config: &Config, blob: &ParameterBlob) -> Result<()> {
 /// Result with [`ActorError`].
 pub type Result<T, E = ActorError> = std::result::Result<T, E>;
 
-/// What an actor did before it stopped.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// What an actor did before it stopped. Its own ledger: `sampled = pushed + duplicates +
+/// rejected + abandoned` (abandoned: sampled and never delivered, because training ended or
+/// the actor stopped with the batch in hand).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ActorOutcome {
     pub rounds: u64,
+    /// This actor incarnation (the `actor_run` of its trajectory ids).
+    #[serde(default)]
+    pub actor_run: u64,
+    #[serde(default)]
+    pub sampled: u64,
     pub samples_pushed: u64,
+    /// Trajectories the learner had already received (a retried push).
+    #[serde(default)]
+    pub duplicates: u64,
     pub samples_rejected: u64,
+    #[serde(default)]
+    pub abandoned: u64,
     pub max_policy_version_used: u64,
     pub versions_loaded: u64,
 }
 
-/// Opens a lazy channel: it connects on first use and reconnects after failures.
-pub fn lazy_channel(url: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| ActorError::Endpoint {
+/// A bearer token as sent.
+pub type Token = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// Opens a lazy channel: it connects on first use and reconnects after failures. An
+/// `https://` URL uses TLS from `[security]`.
+pub fn lazy_channel(url: &str, security: &musicrl_common::config::SecurityConfig) -> Result<Channel> {
+    let bad = |message: String| ActorError::Endpoint {
         url: url.to_string(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| bad(e.to_string()))?;
+    let host = endpoint.uri().host().unwrap_or("").to_string();
+    let endpoint = musicrl_common::security::tls::endpoint(security, endpoint, &host)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -97,9 +117,19 @@ pub fn lazy_channel(url: &str) -> Result<Channel> {
         .connect_lazy())
 }
 
+/// A fresh, non-zero actor incarnation id.
+fn new_actor_run() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 fn backoff(config: &Config) -> ExponentialBuilder {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
+        .with_min_delay(Duration::from_secs_f64(config.actor.min_backoff_seconds))
         .with_max_delay(Duration::from_secs_f64(config.actor.max_backoff_seconds))
         .with_jitter()
         .without_max_times()
@@ -123,10 +153,13 @@ pub async fn run(
         );
     }
     let prompts = load_prompts(&config.actor.prompts)?;
-    let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner)?);
+    let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
+    let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner, &config.security)?)
+        .max_decoding_message_size(8 << 20);
     let reward = RewardServiceClient::new(balance::reward_channel(
         &config.actor.reward,
         Duration::from_secs_f64(config.actor.reward_resolve_seconds),
+        &config.security,
     )?)
     .send_compressed(tonic::codec::CompressionEncoding::Zstd)
     .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
@@ -134,6 +167,7 @@ pub async fn run(
     let (params_tx, mut params_rx) = watch::channel::<Option<Arc<ParameterBlob>>>(None);
     let subscriber = tokio::spawn(params::follow(
         learner.clone(),
+        token.clone(),
         actor_id.clone(),
         params_tx,
         backoff(&config),
@@ -147,8 +181,16 @@ pub async fn run(
         prompt_rng: StdRng::seed_from_u64(seed.rotate_left(17)),
         policy: None,
     });
-    let mut outcome = ActorOutcome::default();
-    tracing::info!(actor = %actor_id, learner = %config.actor.learner, reward = %config.actor.reward, synchronous = config.actor.synchronous, "actor started");
+    let actor_run = new_actor_run();
+    let mut outcome = ActorOutcome {
+        actor_run,
+        ..ActorOutcome::default()
+    };
+    // The next trajectory's sequence number in this incarnation.
+    let mut sequence = 0u64;
+    // Rounds whose push the learner refused as a whole, in a row: each waits longer.
+    let mut refused_rounds = backoff(&config).build();
+    tracing::info!(actor = %actor_id, actor_run = %format!("{actor_run:016x}"), learner = %config.actor.learner, reward = %config.actor.reward, synchronous = config.actor.synchronous, "actor started");
     // Deterministic mode: the version being sampled and how many trajectories the learner
     // has accepted of it.
     let mut sync: Option<(PolicyVersion, usize)> = None;
@@ -250,6 +292,9 @@ pub async fn run(
                 .set(blob.version.0 as f64);
         }
         let n_tokens: usize = sampled.iter().map(|s| s.tokens.len()).sum();
+        let first_sequence = sequence;
+        sequence += sampled.len() as u64;
+        outcome.sampled += sampled.len() as u64;
         metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_SAMPLE_SECONDS)
             .record(took.as_secs_f64());
         metrics::counter!(musicrl_common::metrics_catalog::ACTOR_SAMPLES_TOTAL)
@@ -266,10 +311,11 @@ pub async fn run(
                 tokens: s.tokens.clone(),
             })
             .collect();
+        let in_hand = inputs.len() as u64;
         let scored = tokio::select! {
-            r = score(&reward, &inputs, &config) => r,
-            () = &mut shutdown => break,
-            () = training_complete(params_rx.clone()) => continue,
+            r = score(&reward, token.as_ref(), &inputs, &config) => r,
+            () = &mut shutdown => { outcome.abandoned += in_hand; break }
+            () = training_complete(params_rx.clone()) => { outcome.abandoned += in_hand; continue }
         };
         let (scores, components, scorer_version) = scored;
 
@@ -277,7 +323,14 @@ pub async fn run(
             .into_iter()
             .zip(sampled)
             .zip(scores)
-            .map(|((caption, Sampled { tokens, logprobs }), s)| Trajectory {
+            .enumerate()
+            .map(|(i, ((caption, Sampled { tokens, logprobs }), s))| Trajectory {
+                id: musicrl_common::types::TrajectoryId {
+                    actor_run,
+                    sequence: first_sequence + i as u64,
+                },
+                learner_run: blob.learner_run,
+                seal: s.seal,
                 actor_id: actor_id.clone(),
                 policy_version: blob.version,
                 caption,
@@ -295,13 +348,14 @@ pub async fn run(
             .collect();
 
         let pushed = tokio::select! {
-            r = push(&learner, &trajectories, &config) => r,
-            () = &mut shutdown => break,
+            r = push(&learner, token.as_ref(), &trajectories, &config) => r,
+            () = &mut shutdown => { outcome.abandoned += in_hand; break }
             // The learner may be gone for good; do not retry into the void.
-            () = training_complete(params_rx.clone()) => continue,
+            () = training_complete(params_rx.clone()) => { outcome.abandoned += in_hand; continue }
         };
         outcome.rounds += 1;
         outcome.samples_pushed += pushed.accepted;
+        outcome.duplicates += pushed.duplicates;
         if let Some((v, n)) = sync.as_mut()
             && *v == blob.version
         {
@@ -325,6 +379,20 @@ pub async fn run(
             } else {
                 tracing::warn!(actor = %actor_id, rejections = ?pushed.rejections, "the learner rejected trajectories");
             }
+        }
+        if pushed.accepted == 0 && pushed.duplicates == 0 {
+            // Refused whole (malformed, forged, or a learner that cannot use them): never
+            // sample and push again at full speed; wait, longer each time in a row.
+            let wait = refused_rounds
+                .next()
+                .unwrap_or(Duration::from_secs_f64(config.actor.max_backoff_seconds));
+            tracing::warn!(actor = %actor_id, ?wait, "the learner refused a whole push; backing off");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => break,
+            }
+        } else {
+            refused_rounds = backoff(&config).build();
         }
     }
     subscriber.abort();
@@ -374,6 +442,7 @@ impl Worker {
 
 async fn score(
     client: &RewardServiceClient<Channel>,
+    token: Option<&Token>,
     inputs: &[ScoreInput],
     config: &Config,
 ) -> (Vec<SampleScore>, Vec<String>, String) {
@@ -382,6 +451,7 @@ async fn score(
         let mut client = client.clone();
         let mut request = tonic::Request::new(wire::score_request_to_wire(inputs));
         request.set_timeout(timeout);
+        musicrl_common::security::authorize(&mut request, token);
         let started = Instant::now();
         let response = client.score(request).await?;
         metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_REWARD_CALL_SECONDS)
@@ -406,6 +476,7 @@ async fn score(
 
 async fn push(
     client: &LearnerServiceClient<Channel>,
+    token: Option<&Token>,
     trajectories: &[Trajectory],
     config: &Config,
 ) -> musicrl_proto::v1::PushSummary {
@@ -413,10 +484,9 @@ async fn push(
         let mut client = client.clone();
         let started = Instant::now();
         let items: Vec<_> = trajectories.iter().map(wire::trajectory_to_wire).collect();
-        let summary = client
-            .push_trajectories(tokio_stream::iter(items))
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(tokio_stream::iter(items));
+        musicrl_common::security::authorize(&mut request, token);
+        let summary = client.push_trajectories(request).await?.into_inner();
         metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PUSH_SECONDS)
             .record(started.elapsed().as_secs_f64());
         Ok::<_, tonic::Status>(summary)

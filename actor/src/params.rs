@@ -21,6 +21,7 @@ pub const MAX_PARAMETER_BYTES: usize = 4 << 30;
 /// run) or `out` has no receivers.
 pub async fn follow(
     client: LearnerServiceClient<Channel>,
+    token: Option<crate::Token>,
     actor_id: String,
     out: watch::Sender<Option<Arc<ParameterBlob>>>,
     backoff: ExponentialBuilder,
@@ -28,7 +29,9 @@ pub async fn follow(
 ) {
     let mut delays = backoff.build();
     loop {
-        match subscribe_once(client.clone(), &actor_id, &out, exit_on_completion).await {
+        match subscribe_once(client.clone(), token.as_ref(), &actor_id, &out, exit_on_completion)
+            .await
+        {
             Ok(Finished::TrainingComplete) | Ok(Finished::NoReceivers) => return,
             Ok(Finished::StreamEnded) => {
                 tracing::warn!("parameter stream ended; resubscribing");
@@ -51,16 +54,16 @@ enum Finished {
 
 async fn subscribe_once(
     mut client: LearnerServiceClient<Channel>,
+    token: Option<&crate::Token>,
     actor_id: &str,
     out: &watch::Sender<Option<Arc<ParameterBlob>>>,
     exit_on_completion: bool,
 ) -> Result<Finished, tonic::Status> {
-    let mut stream = client
-        .subscribe_parameters(SubscribeRequest {
-            actor_id: actor_id.to_string(),
-        })
-        .await?
-        .into_inner();
+    let mut request = tonic::Request::new(SubscribeRequest {
+        actor_id: actor_id.to_string(),
+    });
+    musicrl_common::security::authorize(&mut request, token);
+    let mut stream = client.subscribe_parameters(request).await?.into_inner();
     let mut assembler = ChunkAssembler::new(MAX_PARAMETER_BYTES);
     let mut first_chunk_at = None;
     while let Some(chunk) = stream.message().await? {

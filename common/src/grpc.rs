@@ -41,3 +41,59 @@ pub fn reflection(
         builder().build_v1alpha().map_err(err)?,
     ))
 }
+
+/// A server builder with the project's transport settings: TLS from `[security]` (when
+/// configured), at most `max_streams` concurrent calls per connection, and `timeout` on
+/// every call (None: no deadline of the server's own).
+pub fn server_builder(
+    security: &crate::config::SecurityConfig,
+    max_streams: u32,
+    timeout: Option<std::time::Duration>,
+) -> crate::Result<tonic::transport::Server> {
+    let mut builder = tonic::transport::Server::builder().max_concurrent_streams(max_streams);
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
+    if let Some(tls) = crate::security::tls::server(security)? {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| crate::Error::invalid(format!("security.tls_cert: {e}")))?;
+    }
+    Ok(builder)
+}
+
+/// Serves only `health` on `addr` (plaintext) until `shutdown` resolves: the probe port of
+/// a server whose main port speaks TLS. Returns at once when `addr` is empty.
+pub async fn serve_health_only<S>(
+    addr: &str,
+    health: S,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()>
+where
+    S: tonic::codegen::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    if addr.is_empty() {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::Error::Internal(format!("cannot bind the health listener {addr}: {e}")))?;
+    tracing::info!(addr = %listener.local_addr().map_or(addr.to_string(), |a| a.to_string()), "health listener");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| crate::Error::Internal(format!("health listener: {e}")))
+}

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod metrics_catalog;
 pub mod policy;
 pub mod prompts;
+pub mod security;
 pub mod telemetry;
 pub mod types;
 pub mod wire;

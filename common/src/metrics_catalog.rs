@@ -56,6 +56,12 @@ pub const LEARNER_TRAJECTORIES_DROPPED_TOTAL: &str = "musicrl_learner_trajectori
 pub const LEARNER_BATCHES_SKIPPED_TOTAL: &str = "musicrl_learner_batches_skipped_total";
 pub const LEARNER_REWARDS_CLIPPED_TOTAL: &str = "musicrl_learner_rewards_clipped_total";
 pub const LEARNER_MIXED_SCORER_BATCHES_TOTAL: &str = "musicrl_learner_mixed_scorer_batches_total";
+pub const LEARNER_TRAJECTORIES_DUPLICATE_TOTAL: &str =
+    "musicrl_learner_trajectories_duplicate_total";
+pub const LEARNER_LEDGER_TRAJECTORIES: &str = "musicrl_learner_ledger_trajectories";
+pub const LEARNER_SERVING: &str = "musicrl_learner_serving";
+pub const LEARNER_AUTH_FAILURES_TOTAL: &str = "musicrl_learner_auth_failures_total";
+pub const LEARNER_REQUESTS_REFUSED_TOTAL: &str = "musicrl_learner_requests_refused_total";
 pub const LEARNER_LOSS: &str = "musicrl_learner_loss";
 pub const LEARNER_KL: &str = "musicrl_learner_kl";
 pub const LEARNER_ENTROPY: &str = "musicrl_learner_entropy";
@@ -77,6 +83,10 @@ pub const LEARNER_CHECKPOINT_SECONDS: &str = "musicrl_learner_checkpoint_seconds
 pub const REWARD_INFLIGHT_REQUESTS: &str = "musicrl_reward_inflight_requests";
 pub const REWARD_REQUESTS_TOTAL: &str = "musicrl_reward_requests_total";
 pub const REWARD_REQUEST_SECONDS: &str = "musicrl_reward_request_seconds";
+pub const REWARD_AUTH_FAILURES_TOTAL: &str = "musicrl_reward_auth_failures_total";
+pub const REWARD_QUEUED_SAMPLES: &str = "musicrl_reward_queued_samples";
+pub const REWARD_ABANDONED_SAMPLES_TOTAL: &str = "musicrl_reward_abandoned_samples_total";
+pub const REWARD_SEALED_TOTAL: &str = "musicrl_reward_sealed_total";
 pub const REWARD_BATCH_SIZE: &str = "musicrl_reward_batch_size";
 pub const REWARD_COMPONENT_SECONDS: &str = "musicrl_reward_component_seconds";
 pub const REWARD_RENDER_SECONDS: &str = "musicrl_reward_render_seconds";
@@ -229,17 +239,69 @@ pub const CATALOG: &[Metric] = &[
             "empty_push",
             "push_too_large",
             "future_version",
+            "other_incarnation",
+            "missing_id",
+            "unsealed_reward",
+            "forged_reward",
+            "expired_seal",
+            "unknown_seal_key",
             "training_complete",
         ],
-        help: "trajectories refused at the door (malformed: token_out_of_range, bad_length, length_mismatch, bad_logprob, non_finite_reward, …; empty_push, push_too_large, future_version, training_complete)",
+        help: "trajectories refused at the door (malformed: token_out_of_range, bad_length, length_mismatch, bad_logprob, non_finite_reward, missing_id, …; empty_push, push_too_large; future_version, other_incarnation: sampled by a version this incarnation never published; unsealed_reward, forged_reward, expired_seal, unknown_seal_key: the reward seal failed; training_complete)",
     },
     Metric {
         name: LEARNER_TRAJECTORIES_DROPPED_TOTAL,
         kind: Kind::Counter,
         role: Role::Learner,
         label: Some("reason"),
-        initial_label_values: &["stale", "future_version", "skipped_update"],
-        help: "admitted to the queue but not trained on: dropped by the staleness rule (stale, future_version) or in a batch whose update was skipped (skipped_update)",
+        initial_label_values: &[
+            "stale",
+            "future_version",
+            "skipped_update",
+            "shutdown",
+            "learner_restart",
+        ],
+        help: "admitted to the queue but not trained on: dropped by the staleness rule (stale, future_version), in a batch whose update was skipped (skipped_update), queued when the learner stopped (shutdown) or when it last checkpointed before a crash (learner_restart)",
+    },
+    Metric {
+        name: LEARNER_TRAJECTORIES_DUPLICATE_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "trajectories whose id was already admitted (a push retried after a lost answer): counted, never queued twice",
+    },
+    Metric {
+        name: LEARNER_LEDGER_TRAJECTORIES,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: Some("account"),
+        initial_label_values: &[],
+        help: "the trajectory ledger since the run began, across resumes (account: sampled, received, duplicates, trained, pending, rejected, dropped, lost); sampled = received + lost and received = trained + dropped + rejected + pending",
+    },
+    Metric {
+        name: LEARNER_SERVING,
+        kind: Kind::Gauge,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "1 while the learner can train, 0 otherwise (training complete, training loop failed, stopping); health answers NOT_SERVING then",
+    },
+    Metric {
+        name: LEARNER_AUTH_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: Some("reason"),
+        initial_label_values: &["missing", "malformed", "unknown_token", "permission"],
+        help: "calls refused for their bearer token (UNAUTHENTICATED: missing, malformed, unknown_token; PERMISSION_DENIED: permission)",
+    },
+    Metric {
+        name: LEARNER_REQUESTS_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: Some("reason"),
+        initial_label_values: &["too_many_subscribers"],
+        help: "calls refused by a limit (RESOURCE_EXHAUSTED): too_many_subscribers",
     },
     Metric {
         name: LEARNER_BATCHES_SKIPPED_TOTAL,
@@ -422,8 +484,16 @@ pub const CATALOG: &[Metric] = &[
         kind: Kind::Counter,
         role: Role::RewardServer,
         label: Some("code"),
-        initial_label_values: &["ok", "invalid_argument", "error"],
-        help: "Score calls by outcome (ok, invalid_argument, error)",
+        initial_label_values: &[
+            "ok",
+            "invalid_argument",
+            "resource_exhausted",
+            "unauthenticated",
+            "permission_denied",
+            "cancelled",
+            "error",
+        ],
+        help: "Score calls by outcome (ok, invalid_argument, resource_exhausted: shed because the queue was full, unauthenticated, permission_denied, cancelled: the caller left, error)",
     },
     Metric {
         name: REWARD_REQUEST_SECONDS,
@@ -440,6 +510,38 @@ pub const CATALOG: &[Metric] = &[
         label: None,
         initial_label_values: &[],
         help: "samples per Score call",
+    },
+    Metric {
+        name: REWARD_AUTH_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        role: Role::RewardServer,
+        label: Some("reason"),
+        initial_label_values: &["missing", "malformed", "unknown_token", "permission"],
+        help: "calls refused for their bearer token (UNAUTHENTICATED: missing, malformed, unknown_token; PERMISSION_DENIED: permission)",
+    },
+    Metric {
+        name: REWARD_QUEUED_SAMPLES,
+        kind: Kind::Gauge,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "samples accepted and not yet scored; past reward.max_queued_samples calls are shed with RESOURCE_EXHAUSTED",
+    },
+    Metric {
+        name: REWARD_ABANDONED_SAMPLES_TOTAL,
+        kind: Kind::Counter,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "samples not scored because their caller had gone (cancelled, deadline passed)",
+    },
+    Metric {
+        name: REWARD_SEALED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "scores sealed with the reward key (security.reward_keys_file)",
     },
     Metric {
         name: REWARD_COMPONENT_SECONDS,

@@ -34,6 +34,12 @@ impl std::fmt::Display for PolicyVersion {
 /// every float is finite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trajectory {
+    /// Who sampled it: (actor_id, actor_run, sequence), unique across a run.
+    pub id: TrajectoryId,
+    /// The learner incarnation whose `policy_version` sampled it.
+    pub learner_run: u64,
+    /// The reward server's seal over the scored content, when the server signs.
+    pub seal: Option<RewardSeal>,
     pub actor_id: String,
     pub policy_version: PolicyVersion,
     pub caption: String,
@@ -48,6 +54,22 @@ pub struct Trajectory {
     /// averaged (the text model's three, the quality model's head and tail).
     pub component_windows: Vec<Vec<f32>>,
     pub scorer_version: String,
+}
+
+/// A trajectory's identity: the actor, the actor process's incarnation, and the position in
+/// that incarnation's sampling order (0, 1, 2, … without gaps).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TrajectoryId {
+    pub actor_run: u64,
+    pub sequence: u64,
+}
+
+/// A reward server's MAC over what it scored (`crate::security::seal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardSeal {
+    pub signed_at_unix_ms: u64,
+    pub mac: [u8; 32],
+    pub key_id: String,
 }
 
 /// A reward component's identity.
@@ -66,4 +88,6 @@ pub struct SampleScore {
     pub components: Vec<f32>,
     /// Per component (aligned with `components`, or empty): its window scores.
     pub windows: Vec<Vec<f32>>,
+    /// The server's seal over this sample (when it holds reward keys).
+    pub seal: Option<RewardSeal>,
 }

@@ -8,7 +8,7 @@ use musicrl_proto::v1 as pb;
 use crate::config::PolicyConfig;
 use crate::error::{Error, Result};
 use crate::policy::params::ParameterBlob;
-use crate::types::{ComponentInfo, PolicyVersion, SampleScore, Trajectory};
+use crate::types::{ComponentInfo, PolicyVersion, RewardSeal, SampleScore, Trajectory, TrajectoryId};
 
 /// Longest caption accepted, in bytes.
 pub const MAX_CAPTION_BYTES: usize = 4096;
@@ -91,19 +91,90 @@ fn check_caption(caption: &str) -> std::result::Result<(), Rejection> {
 
 /// Most window scores one component may report for one sample.
 pub const MAX_WINDOWS: usize = 64;
+/// Most components one trajectory may report.
+pub const MAX_COMPONENTS: usize = 32;
 
-/// Validates and converts a pushed trajectory.
-pub fn trajectory_from_wire(
-    t: pb::Trajectory,
-    limits: &TokenLimits,
-) -> std::result::Result<Trajectory, Rejection> {
+/// The largest encoded Trajectory message a learner with these limits accepts: the tokens
+/// and log-probabilities at their longest, the caption, names and every component's windows
+/// at theirs, and room for the tags. The learner's decoder refuses a larger message before
+/// reading it (`max_decoding_message_size`).
+pub fn max_trajectory_bytes(limits: &TokenLimits) -> usize {
+    let tokens = limits.max_tokens * 5 + 16; // varint u32 ≤ 5 bytes, packed
+    let logprobs = limits.max_tokens * 4 + 16;
+    let names = 3 * (MAX_NAME_BYTES + 8);
+    let component = MAX_NAME_BYTES + 8 + 5 + MAX_WINDOWS * 4 + 16;
+    let seal = 32 + 64 + 32;
+    tokens + logprobs + MAX_CAPTION_BYTES + 8 + names + MAX_COMPONENTS * component + seal + 128
+}
+
+/// The id of a pushed trajectory, read before anything else so that a refused item can
+/// still be accounted for; `missing_id` if it has none.
+pub fn trajectory_id(t: &pb::Trajectory) -> std::result::Result<TrajectoryId, Rejection> {
+    if t.actor_run == 0 {
+        return Err(Rejection::new(
+            "missing_id",
+            "actor_run is 0: every trajectory needs its actor incarnation and sequence".into(),
+        ));
+    }
     if t.actor_id.len() > MAX_NAME_BYTES {
         return Err(Rejection::new(
             "bad_actor_id",
             format!("actor id of {} bytes", t.actor_id.len()),
         ));
     }
+    Ok(TrajectoryId {
+        actor_run: t.actor_run,
+        sequence: t.sequence,
+    })
+}
+
+fn seal_from_wire(s: pb::RewardSeal) -> std::result::Result<RewardSeal, Rejection> {
+    let mac: [u8; 32] = s.mac.as_slice().try_into().map_err(|_| {
+        Rejection::new(
+            "forged_reward",
+            format!("a seal's MAC has {} bytes, not 32", s.mac.len()),
+        )
+    })?;
+    if s.key_id.len() > 64 {
+        return Err(Rejection::new(
+            "unknown_seal_key",
+            format!("a key id of {} bytes", s.key_id.len()),
+        ));
+    }
+    Ok(RewardSeal {
+        signed_at_unix_ms: s.signed_at_unix_ms,
+        mac,
+        key_id: s.key_id,
+    })
+}
+
+fn seal_to_wire(s: &RewardSeal) -> pb::RewardSeal {
+    pb::RewardSeal {
+        signed_at_unix_ms: s.signed_at_unix_ms,
+        mac: s.mac.to_vec(),
+        key_id: s.key_id.clone(),
+    }
+}
+
+/// Validates and converts a pushed trajectory.
+pub fn trajectory_from_wire(
+    t: pb::Trajectory,
+    limits: &TokenLimits,
+) -> std::result::Result<Trajectory, Rejection> {
+    let id = trajectory_id(&t)?;
     check_caption(&t.caption)?;
+    if t.scorer_version.len() > MAX_NAME_BYTES {
+        return Err(Rejection::new(
+            "bad_component",
+            format!("scorer version of {} bytes", t.scorer_version.len()),
+        ));
+    }
+    if t.components.len() > MAX_COMPONENTS {
+        return Err(Rejection::new(
+            "bad_component",
+            format!("{} components, at most {MAX_COMPONENTS}", t.components.len()),
+        ));
+    }
     limits.check_tokens(&t.tokens)?;
     if t.behaviour_logprobs.len() != t.tokens.len() {
         return Err(Rejection::new(
@@ -163,7 +234,11 @@ pub fn trajectory_from_wire(
     } else {
         t.components.iter().map(|c| c.windows.clone()).collect()
     };
+    let seal = t.reward_seal.map(seal_from_wire).transpose()?;
     Ok(Trajectory {
+        id,
+        learner_run: t.learner_run,
+        seal,
         component_windows,
         actor_id: t.actor_id,
         policy_version: PolicyVersion(t.policy_version),
@@ -182,6 +257,10 @@ pub fn trajectory_from_wire(
 
 pub fn trajectory_to_wire(t: &Trajectory) -> pb::Trajectory {
     pb::Trajectory {
+        actor_run: t.id.actor_run,
+        sequence: t.id.sequence,
+        learner_run: t.learner_run,
+        reward_seal: t.seal.as_ref().map(seal_to_wire),
         actor_id: t.actor_id.clone(),
         policy_version: t.policy_version.0,
         caption: t.caption.clone(),
@@ -338,6 +417,7 @@ pub fn components_to_wire(components: &[ComponentInfo]) -> Vec<pb::Component> {
 /// One sample's scores on the wire.
 pub fn sample_score_to_wire(s: SampleScore) -> pb::SampleScore {
     pb::SampleScore {
+        seal: s.seal.as_ref().map(seal_to_wire),
         reward: s.reward,
         components: s.components,
         windows: s
@@ -389,7 +469,13 @@ pub fn score_response_from_wire(
                         "sample {i} has more than {MAX_WINDOWS} or non-finite window scores"
                     )));
                 }
+                let seal = s
+                    .seal
+                    .map(seal_from_wire)
+                    .transpose()
+                    .map_err(|r| Error::Internal(format!("sample {i}: {r}")))?;
                 Ok(SampleScore {
+                    seal,
                     reward: s.reward,
                     components: s.components,
                     windows: s.windows.into_iter().map(|w| w.values).collect(),
@@ -433,6 +519,7 @@ pub fn blob_to_chunks(blob: &ParameterBlob, chunk_bytes: usize) -> Vec<pb::Param
                 },
                 training_complete: blob.training_complete,
                 temperature: blob.temperature,
+                learner_run: blob.learner_run,
             }
         })
         .collect()
@@ -457,6 +544,7 @@ struct Partial {
     config: PolicyConfig,
     temperature: f32,
     training_complete: bool,
+    learner_run: u64,
     data: Vec<u8>,
 }
 
@@ -494,6 +582,7 @@ impl ChunkAssembler {
                 config,
                 temperature: chunk.temperature,
                 training_complete: chunk.training_complete,
+                learner_run: chunk.learner_run,
                 data: Vec::with_capacity(total),
             });
         }
@@ -504,6 +593,7 @@ impl ChunkAssembler {
             )));
         };
         if chunk.version != p.version
+            || chunk.learner_run != p.learner_run
             || chunk.chunk_index != p.next_index
             || p.data.len() + chunk.data.len() > p.total
         {
@@ -538,6 +628,7 @@ impl ChunkAssembler {
         let mut blob =
             ParameterBlob::from_bytes(p.data, PolicyVersion(p.version), &p.config, p.temperature);
         blob.training_complete = p.training_complete;
+        blob.learner_run = p.learner_run;
         Ok(Some(blob))
     }
 }
@@ -563,6 +654,9 @@ mod tests {
             reward: 0.5,
             components: vec![],
             scorer_version: "s".into(),
+            actor_run: 1,
+            sequence: 0,
+            ..Default::default()
         }
     }
 
@@ -581,6 +675,16 @@ mod tests {
                 Box::new(|t| t.behaviour_logprobs[0] = f32::NAN),
             ),
             ("non_finite_reward", Box::new(|t| t.reward = f32::INFINITY)),
+            ("missing_id", Box::new(|t| t.actor_run = 0)),
+            (
+                "forged_reward",
+                Box::new(|t| {
+                    t.reward_seal = Some(pb::RewardSeal {
+                        mac: vec![0; 31],
+                        ..Default::default()
+                    })
+                }),
+            ),
         ];
         for (reason, mutate) in cases {
             let mut t = good();

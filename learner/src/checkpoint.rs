@@ -49,12 +49,16 @@ pub fn is_pinned(folder: &Path) -> bool {
 }
 
 /// Counters that continue across a resume.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
     pub trajectories_accepted: u64,
     pub trajectories_rejected: u64,
     pub trajectories_dropped_stale: u64,
     pub max_policy_version_seen: u64,
+    /// The trajectory ledger at the checkpoint (what was pending then is lost if the
+    /// process dies before the next one: `Ledger::restarted`).
+    #[serde(default)]
+    pub ledger: crate::ledger::Ledger,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -274,6 +278,9 @@ mod tests {
     fn batch(version: u64) -> Vec<Trajectory> {
         (0..4u32)
             .map(|i| Trajectory {
+                id: Default::default(),
+                learner_run: 0,
+                seal: None,
                 actor_id: "test".into(),
                 policy_version: PolicyVersion(version),
                 caption: format!("a tune number {i}"),
@@ -304,8 +311,9 @@ mod tests {
             trajectories_rejected: 1,
             trajectories_dropped_stale: 2,
             max_policy_version_seen: 1,
+            ..Counters::default()
         };
-        save(dir.path(), &original, counters, &config).expect("save");
+        save(dir.path(), &original, counters.clone(), &config).expect("save");
 
         let (mut resumed, restored) = resume(dir.path(), &config, &device)
             .expect("resume")

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod ledger;
 pub mod loss;
 pub mod named_run;
 pub mod pretrain;

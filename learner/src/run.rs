@@ -49,6 +49,23 @@ pub struct LearnerOutcome {
     /// Updates skipped because their loss or gradient was not finite (this run only).
     #[serde(default)]
     pub batches_skipped: u64,
+    /// This learner incarnation.
+    #[serde(default)]
+    pub learner_run: u64,
+    /// Where every trajectory went, since the run began (across resumes); its invariants
+    /// hold (`Accounting::check`).
+    #[serde(default)]
+    pub accounting: crate::ledger::Accounting,
+}
+
+/// A fresh, non-zero incarnation id.
+fn new_run_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 /// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
@@ -95,6 +112,27 @@ pub async fn serve(
     };
 
     let start_step = trainer.step_count();
+    let run_id = new_run_id();
+    let mut ledger = counters.ledger.clone();
+    let lost_at_restart = ledger.restarted();
+    if lost_at_restart > 0 {
+        tracing::warn!(
+            trajectories = lost_at_restart,
+            step = start_step,
+            "trajectories queued when the previous learner last checkpointed died with it (dropped as learner_restart)"
+        );
+    }
+    tracing::info!(learner_run = %format!("{run_id:016x}"), resumed_step = start_step, "learner incarnation");
+    let mut blob = blob;
+    blob.learner_run = run_id;
+    let tokens = musicrl_common::security::TokenStore::open(
+        &config.security.tokens_file,
+        musicrl_common::metrics_catalog::LEARNER_AUTH_FAILURES_TOTAL,
+    )?;
+    let reward_keys = musicrl_common::security::RewardKeys::load(&config.security.reward_keys_file)?;
+    if reward_keys.is_empty() {
+        tracing::info!("no reward keys: rewards are trusted as pushed (security.reward_keys_file)");
+    }
     let (queue_tx, queue_rx) = mpsc::channel::<Trajectory>(config.learner.queue_capacity);
     let (params_tx, params_rx) = watch::channel(Some(Arc::new(blob)));
     // The server keeps a sender too, so subscriptions outlive the training thread.
@@ -109,8 +147,16 @@ pub async fn serve(
             trajectories_rejected: counters.trajectories_rejected,
             trajectories_dropped_stale: counters.trajectories_dropped_stale,
             max_policy_version_seen: counters.max_policy_version_seen,
+            ledger,
             ..Progress::default()
         }),
+        max_subscribers: config.learner.max_subscribers,
+        admitting: std::sync::atomic::AtomicU64::new(0),
+        run_id,
+        resumed_step: start_step,
+        tokens,
+        reward_keys,
+        seal_max_age_ms: (config.security.reward_seal_max_age_seconds * 1000.0) as u64,
         params: params_rx,
         queue: queue_tx,
         limits: TokenLimits::of(&config.policy),
@@ -135,34 +181,75 @@ pub async fn serve(
                 let outcome = train_loop(
                     trainer, queue_rx, params_tx, &shared, &stop, &config, &handle,
                 );
-                let _ = done_tx.send(());
+                let reason = match &outcome {
+                    Ok(o) if o.completed => "training complete".to_string(),
+                    Ok(_) => "training stopped".to_string(),
+                    Err(e) => format!("the training loop failed: {e}"),
+                };
+                let _ = done_tx.send(reason);
                 outcome
             })?
     };
 
+    shared.publish_ledger();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LearnerServiceServer<Learner>>().await;
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(1.0);
+    let (closing_health_tx, closing_health_rx) = watch::channel(false);
+    let health_only = {
+        let addr = config.learner.health_listen.clone();
+        let service = health_service.clone();
+        let mut closing = closing_health_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = musicrl_common::grpc::serve_health_only(&addr, service, async move {
+                let _ = closing.wait_for(|c| *c).await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "the health listener failed");
+            }
+        })
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, steps = config.learner.steps, "learner serving");
 
     let server_shared = shared.clone();
     let stop_for_shutdown = stop.clone();
     let exit_on_completion = config.learner.exit_on_completion;
+    // Health follows the training loop: NOT_SERVING (with the reason in Status and the log)
+    // as soon as it cannot train.
+    let not_serving = {
+        let shared = shared.clone();
+        let health = health.clone();
+        move |reason: String| {
+            let shared = shared.clone();
+            let health = health.clone();
+            async move {
+                tracing::warn!(reason = %reason, "learner NOT_SERVING");
+                shared.progress().not_serving = Some(reason);
+                metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(0.0);
+                health.set_not_serving::<LearnerServiceServer<Learner>>().await;
+            }
+        }
+    };
     let server_shutdown = async move {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut done_rx = done_rx;
         tokio::select! {
             () = &mut shutdown => {
+                not_serving("stopping".into()).await;
                 // Let the training loop finish its step, checkpoint and publish the final
                 // version (marked training_complete) before streams close.
                 stop_for_shutdown.store(true, Ordering::Relaxed);
                 let _ = (&mut done_rx).await;
             }
-            _ = &mut done_rx => {
+            ended = &mut done_rx => {
+                not_serving(ended.unwrap_or_else(|_| "the training thread died".into())).await;
                 if !exit_on_completion {
-                    tracing::info!("training complete; serving the final version until stopped");
+                    tracing::info!("training ended; serving the final version until stopped");
                     shutdown.await;
                     let _ = closing_tx.send(true);
+                    let _ = closing_health_tx.send(true);
                     return;
                 }
             }
@@ -173,13 +260,23 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = closing_tx.send(true);
+        let _ = closing_health_tx.send(true);
     };
     let (reflection_v1, reflection_v1alpha) =
         musicrl_common::grpc::reflection(&["musicrl.v1.LearnerService"])?;
-    tonic::transport::Server::builder()
+    let limits = TokenLimits::of(&config.policy);
+    // A message larger than any valid trajectory (or chunk request) is refused by the
+    // decoder before it is read whole.
+    let max_message = musicrl_common::wire::max_trajectory_bytes(&limits);
+    musicrl_common::grpc::server_builder(
+        &config.security,
+        config.learner.max_concurrent_streams,
+        Some(Duration::from_secs_f64(config.learner.request_timeout_seconds)),
+    )?
         .add_service(health_service)
         .add_service(
             LearnerServiceServer::new(Learner::new(shared.clone()))
+                .max_decoding_message_size(max_message)
                 .accept_compressed(ENCODINGS[0])
                 .accept_compressed(ENCODINGS[1])
                 .send_compressed(ENCODINGS[0])
@@ -191,6 +288,7 @@ pub async fn serve(
         .await?;
     stop.store(true, Ordering::Relaxed);
     drop(params_keepalive);
+    health_only.abort();
     let joined = tokio::task::spawn_blocking(move || train_thread.join())
         .await
         .map_err(|e| LearnerError::TrainingThread(e.to_string()))?;
@@ -201,6 +299,12 @@ pub async fn serve(
     outcome.trajectories_rejected = p.trajectories_rejected;
     outcome.max_policy_version_seen_by_actors = p.max_policy_version_seen;
     outcome.resumed_from_step = start_step;
+    outcome.learner_run = run_id;
+    outcome.accounting = shared.accounting();
+    shared.publish_ledger();
+    if let Err(e) = outcome.accounting.check() {
+        tracing::error!(error = %e, accounting = ?outcome.accounting, "the trajectory ledger does not balance");
+    }
     Ok(outcome)
 }
 
@@ -245,17 +349,25 @@ fn train_loop(
                 Admission::Stale { lag } => {
                     tracing::debug!(lag, "dropped a stale trajectory");
                     metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "stale").increment(1);
-                    shared.progress().trajectories_dropped_stale += 1;
+                    let mut p = shared.progress();
+                    p.trajectories_dropped_stale += 1;
+                    p.ledger.drop_n("stale", 1);
                 }
                 Admission::Future => {
                     metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "future_version").increment(1);
+                    shared.progress().ledger.drop_n("future_version", 1);
                 }
             }
         }
         if batch.len() < l.batch_size {
-            break; // stopping
+            // Stopping: the partial batch is dropped and counted.
+            let mut p = shared.progress();
+            p.ledger.drop_n("shutdown", batch.len() as u64);
+            p.gathered = 0;
+            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
+                .increment(batch.len() as u64);
+            break;
         }
-        shared.progress().gathered = 0;
         metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
             .set(shared.queue_depth() as f64);
         metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BATCH_WAIT_SECONDS)
@@ -286,6 +398,12 @@ fn train_loop(
                     .increment(1);
                 metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "skipped_update")
                     .increment(batch.len() as u64);
+                {
+                    let mut p = shared.progress();
+                    p.ledger.drop_n("skipped_update", batch.len() as u64);
+                    p.gathered = 0;
+                }
+                shared.publish_ledger();
                 outcome.batches_skipped += 1;
                 continue;
             }
@@ -335,6 +453,8 @@ fn train_loop(
         }
         {
             let mut p = shared.progress();
+            p.ledger.train(batch.len() as u64);
+            p.gathered = 0;
             p.step = stats.step;
             p.policy_version = trainer.version().0;
             p.reward_mean_last = f64::from(stats.reward_mean);
@@ -355,8 +475,21 @@ fn train_loop(
             last_saved = stats.step;
         }
     }
-    // Stop accepting: pushes now answer `training_complete`.
+    // Stop accepting: pushes now answer `training_complete`; what is still queued is
+    // dropped and counted, so the final checkpoint's ledger has nothing pending.
     queue.close();
+    let mut left = 0u64;
+    while let Ok(t) = queue.try_recv() {
+        drop(t);
+        left += 1;
+    }
+    if left > 0 {
+        shared.progress().ledger.drop_n("shutdown", left);
+        metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
+            .increment(left);
+        tracing::info!(trajectories = left, "dropped the trajectories still queued at the stop");
+    }
+    shared.publish_ledger();
     if trainer.step_count() != last_saved {
         save_checkpoint(&trainer, shared, config)?;
     }
@@ -385,6 +518,7 @@ fn save_checkpoint(trainer: &Trainer, shared: &Shared, config: &Config) -> Resul
         trajectories_rejected: p.trajectories_rejected,
         trajectories_dropped_stale: p.trajectories_dropped_stale,
         max_policy_version_seen: p.max_policy_version_seen,
+        ledger: p.ledger.clone(),
     };
     let started = Instant::now();
     let folder = checkpoint::save(&config.learner.checkpoint_dir, trainer, counters, config)?;

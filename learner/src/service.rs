@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,10 +17,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::security::{Permission, RewardKeys, SealedContent, TokenStore};
 use musicrl_common::wire::{self, Rejection, TokenLimits};
 use musicrl_common::{PolicyVersion, Trajectory};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_server::LearnerService;
+
+use crate::ledger::{Accounting, Ledger};
 
 /// Training progress, shared with the Status RPC.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +40,10 @@ pub struct Progress {
     pub training_complete: bool,
     /// Trajectories the training loop has taken off the queue for the batch it is filling.
     pub gathered: usize,
+    /// Why the learner cannot train, when it cannot (None: serving).
+    pub not_serving: Option<String>,
+    /// Where every trajectory went (saved with every checkpoint).
+    pub ledger: Ledger,
 }
 
 /// State shared by the handlers and the training loop.
@@ -49,6 +56,19 @@ pub struct Shared {
     pub max_push: usize,
     pub chunk_bytes: usize,
     pub subscribers: AtomicUsize,
+    /// Most parameter subscribers at once (`learner.max_subscribers`).
+    pub max_subscribers: usize,
+    /// Trajectories received and waiting for room in the queue.
+    pub admitting: AtomicU64,
+    /// This learner incarnation (random, non-zero).
+    pub run_id: u64,
+    /// The step this incarnation resumed from: versions up to it are the same parameters in
+    /// every incarnation.
+    pub resumed_step: u64,
+    pub tokens: TokenStore,
+    /// The reward keys; when not empty, every trajectory needs a valid seal.
+    pub reward_keys: RewardKeys,
+    pub seal_max_age_ms: u64,
     /// Becomes true when the server starts shutting down: parameter streams end, so a
     /// graceful shutdown never waits on a subscriber.
     pub closing: watch::Receiver<bool>,
@@ -65,6 +85,24 @@ impl Shared {
         (self.queue.max_capacity() - self.queue.capacity()) + self.progress().gathered
     }
 
+    /// Received and not yet settled, as measured: waiting to enter the queue, in it, or in
+    /// the batch being filled.
+    pub fn pending(&self) -> u64 {
+        self.admitting.load(Ordering::SeqCst) + self.queue_depth() as u64
+    }
+
+    /// The ledger's totals now.
+    pub fn accounting(&self) -> Accounting {
+        let pending = self.pending();
+        self.progress().ledger.snapshot(pending)
+    }
+
+    /// Publishes the ledger's gauges.
+    pub fn publish_ledger(&self) {
+        let pending = self.pending();
+        self.progress().ledger.publish(pending);
+    }
+
     fn current_version(&self) -> PolicyVersion {
         PolicyVersion(self.progress().policy_version)
     }
@@ -74,10 +112,36 @@ impl Shared {
 /// rejected data in the learner's totals).
 pub const TRAINING_COMPLETE: &str = "training_complete";
 
-/// INVALID_ARGUMENT for a push whose item `index` is malformed (counted by reason).
-fn invalid_push(shared: &Shared, r: Rejection, index: usize) -> Status {
-    // Every item received so far is refused with it.
-    shared.progress().trajectories_rejected += index as u64 + 1;
+/// Why the items before a malformed one are refused with it.
+pub const REFUSED_PUSH: &str = "refused_push";
+
+/// INVALID_ARGUMENT for a push whose item `index` is malformed (counted by reason). `ids`
+/// are the ids of the items read (None where unreadable), the bad one last: each new one is
+/// received and rejected in the ledger, the bad one with its reason, the others as
+/// `refused_push`.
+fn invalid_push(
+    shared: &Shared,
+    r: Rejection,
+    index: usize,
+    ids: &[(String, Option<musicrl_common::types::TrajectoryId>)],
+) -> Status {
+    {
+        let mut p = shared.progress();
+        // Every item received so far is refused with it.
+        p.trajectories_rejected += index as u64 + 1;
+        for (i, (actor, id)) in ids.iter().enumerate() {
+            let reason = if i + 1 == ids.len() { r.reason } else { REFUSED_PUSH };
+            match id {
+                Some(id) => {
+                    if p.ledger.receive(actor, id) {
+                        p.ledger.reject(reason);
+                    }
+                }
+                None => p.ledger.unidentified += 1,
+            }
+        }
+    }
+    shared.publish_ledger();
     tracing::warn!(reason = r.reason, detail = %r.detail, index, "refused a push with a malformed trajectory");
     metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
         .increment(1);
@@ -107,12 +171,15 @@ impl LearnerService for Learner {
         &self,
         request: Request<Streaming<pb::Trajectory>>,
     ) -> Result<Response<pb::PushSummary>, Status> {
+        self.shared.tokens.check(&request, Permission::Push)?;
         let mut inbound = request.into_inner();
         // Validate the whole push before queueing any of it: a push is all or nothing.
         let mut batch = Vec::new();
+        let mut ids = Vec::new();
         let mut index = 0usize;
         while let Some(item) = inbound.next().await {
             let item = item?;
+            ids.push((item.actor_id.clone(), wire::trajectory_id(&item).ok()));
             if index >= self.shared.max_push {
                 return Err(invalid_push(
                     &self.shared,
@@ -124,11 +191,12 @@ impl LearnerService for Learner {
                         ),
                     ),
                     index,
+                    &ids,
                 ));
             }
             match wire::trajectory_from_wire(item, &self.shared.limits) {
                 Ok(t) => batch.push(t),
-                Err(r) => return Err(invalid_push(&self.shared, r, index)),
+                Err(r) => return Err(invalid_push(&self.shared, r, index, &ids)),
             }
             index += 1;
         }
@@ -140,8 +208,11 @@ impl LearnerService for Learner {
         }
 
         let mut accepted = 0u64;
+        let mut duplicates = 0u64;
         let mut rejections: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let shared = &self.shared;
         let mut reject = |r: Rejection| {
+            shared.progress().ledger.reject(r.reason);
             if r.reason == TRAINING_COMPLETE {
                 // Not bad data: the actor simply had not heard yet that training ended.
                 tracing::debug!(detail = %r.detail, "refused a trajectory after training ended");
@@ -152,7 +223,44 @@ impl LearnerService for Learner {
                 .increment(1);
             *rejections.entry(r.reason).or_default() += 1;
         };
+        let now_ms = musicrl_common::security::seal::now_unix_ms();
         for t in batch {
+            if !self.shared.progress().ledger.receive(&t.actor_id, &t.id) {
+                // Already received (a push retried after its answer was lost): once only.
+                duplicates += 1;
+                metrics::counter!(
+                    musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DUPLICATE_TOTAL
+                )
+                .increment(1);
+                continue;
+            }
+            if let Err(r) = self.shared.reward_keys.verify(
+                &SealedContent {
+                    caption: &t.caption,
+                    tokens: &t.tokens,
+                    reward: t.reward,
+                    components: &t.components,
+                    scorer_version: &t.scorer_version,
+                },
+                t.seal.as_ref(),
+                now_ms,
+                self.shared.seal_max_age_ms,
+            ) {
+                reject(r);
+                continue;
+            }
+            if t.learner_run != self.shared.run_id && t.policy_version.0 > self.shared.resumed_step
+            {
+                reject(Rejection::new(
+                    "other_incarnation",
+                    format!(
+                        "sampled by {} of learner incarnation {:016x}, which this incarnation \
+                         ({:016x}, resumed at step {}) never published",
+                        t.policy_version, t.learner_run, self.shared.run_id, self.shared.resumed_step
+                    ),
+                ));
+                continue;
+            }
             let current = self.shared.current_version();
             if t.policy_version > current {
                 reject(Rejection::new(
@@ -165,7 +273,10 @@ impl LearnerService for Learner {
                 continue;
             }
             let version = t.policy_version.0;
-            if self.shared.queue.send(t).await.is_err() {
+            self.shared.admitting.fetch_add(1, Ordering::SeqCst);
+            let sent = self.shared.queue.send(t).await;
+            self.shared.admitting.fetch_sub(1, Ordering::SeqCst);
+            if sent.is_err() {
                 reject(Rejection::new(
                     TRAINING_COMPLETE,
                     "the learner no longer trains".into(),
@@ -192,7 +303,10 @@ impl LearnerService for Learner {
         };
         metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
             .set(self.shared.queue_depth() as f64);
+        self.shared.publish_ledger();
         Ok(Response::new(pb::PushSummary {
+            duplicates,
+            learner_run: self.shared.run_id,
             accepted,
             rejected,
             rejections: rejections
@@ -213,10 +327,26 @@ impl LearnerService for Learner {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeParametersStream>, Status> {
+        self.shared.tokens.check(&request, Permission::Subscribe)?;
         let actor = request.into_inner().actor_id;
         if actor.len() > wire::MAX_NAME_BYTES {
             return Err(Status::invalid_argument("actor id longer than 256 bytes"));
         }
+        // Take a subscriber slot now, or refuse: each subscriber holds a copy of a version
+        // in flight.
+        let max = self.shared.max_subscribers;
+        let n = self
+            .shared
+            .subscribers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .map_err(|_| {
+                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "too_many_subscribers").increment(1);
+                tracing::warn!(actor = %actor, max, "refused a parameter subscriber: too many");
+                Status::resource_exhausted(format!(
+                    "the learner already serves {max} parameter subscribers (learner.max_subscribers)"
+                ))
+            })?
+            + 1;
         let mut params = self.shared.params.clone();
         let chunk_bytes = self.shared.chunk_bytes;
         let shared = self.shared.clone();
@@ -225,7 +355,6 @@ impl LearnerService for Learner {
         let (tx, rx) = mpsc::channel(4);
         let mut closing = self.shared.closing.clone();
         tokio::spawn(async move {
-            let n = shared.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
             tracing::info!(actor = %actor, "parameter subscriber connected");
             loop {
@@ -264,9 +393,11 @@ impl LearnerService for Learner {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.shared.tokens.check(&request, Permission::Read)?;
         let queue_depth = self.shared.queue_depth() as u64;
+        let accounting = self.shared.accounting();
         let p = self.shared.progress().clone();
         Ok(Response::new(pb::StatusResponse {
             step: p.step,
@@ -280,6 +411,35 @@ impl LearnerService for Learner {
             max_policy_version_seen: p.max_policy_version_seen,
             training_complete: p.training_complete,
             queue_depth,
+            learner_run: self.shared.run_id,
+            serving: p.not_serving.is_none(),
+            not_serving_reason: p.not_serving.unwrap_or_default(),
+            accounting: Some(accounting_to_wire(&accounting)),
         }))
+    }
+}
+
+fn counts(m: &BTreeMap<String, u64>) -> Vec<pb::RejectionCount> {
+    m.iter()
+        .map(|(reason, count)| pb::RejectionCount {
+            reason: reason.clone(),
+            count: *count,
+        })
+        .collect()
+}
+
+/// The ledger's totals on the wire.
+pub fn accounting_to_wire(a: &Accounting) -> pb::Accounting {
+    pb::Accounting {
+        sampled: a.sampled,
+        received: a.received,
+        duplicates: a.duplicates,
+        trained: a.trained,
+        pending: a.pending,
+        rejected: counts(&a.rejected),
+        dropped: counts(&a.dropped),
+        lost: counts(&a.lost),
+        unidentified: a.unidentified,
+        sources: a.sources,
     }
 }

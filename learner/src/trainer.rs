@@ -534,6 +534,9 @@ mod tests {
 
     fn trajectory(tokens: Vec<u32>, logprob: f32, reward: f32) -> Trajectory {
         Trajectory {
+            id: Default::default(),
+            learner_run: 0,
+            seal: None,
             actor_id: "t".into(),
             policy_version: PolicyVersion(0),
             caption: "a jig".into(),

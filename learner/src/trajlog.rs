@@ -118,6 +118,9 @@ mod tests {
 
     fn traj(scorer: &str, tokens: Vec<u32>) -> Trajectory {
         Trajectory {
+            id: Default::default(),
+            learner_run: 0,
+            seal: None,
             actor_id: "actor-0".into(),
             policy_version: PolicyVersion(3),
             caption: "a jig in D major".into(),

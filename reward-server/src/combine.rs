@@ -155,6 +155,7 @@ impl RewardModel {
                     reward,
                     components,
                     windows,
+                    seal: None,
                 }
             })
             .collect())

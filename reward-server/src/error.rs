@@ -17,12 +17,16 @@ pub enum RewardError {
     Transport(#[from] tonic::transport::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The queue is full: answered with RESOURCE_EXHAUSTED, the caller retries later.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl From<RewardError> for tonic::Status {
     fn from(e: RewardError) -> Self {
         match e {
             RewardError::Common(c) => c.into(),
+            RewardError::Overloaded(m) => tonic::Status::resource_exhausted(m),
             other => tonic::Status::internal(other.to_string()),
         }
     }

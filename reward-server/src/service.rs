@@ -11,11 +11,12 @@ use tonic::{Request, Response, Status};
 
 use musicrl_common::Config;
 use musicrl_common::grpc::ENCODINGS;
+use musicrl_common::security::{Permission, RewardKeys, SealedContent, TokenStore};
 use musicrl_common::wire::{self, TokenLimits};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServer};
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, Limits};
 use crate::combine::RewardModel;
 use crate::error::Result;
 
@@ -41,6 +42,8 @@ pub struct Rewards {
     batcher: Batcher,
     limits: TokenLimits,
     max_batch: usize,
+    tokens: Arc<TokenStore>,
+    keys: Arc<RewardKeys>,
 }
 
 impl Rewards {
@@ -49,14 +52,27 @@ impl Rewards {
         model: Arc<RewardModel>,
         limits: TokenLimits,
         max_batch: usize,
-        batch_max_samples: usize,
-        batch_max_wait: std::time::Duration,
+        batching: Limits,
+        tokens: TokenStore,
+        keys: RewardKeys,
     ) -> Self {
         Self {
-            batcher: Batcher::spawn(model.clone(), batch_max_samples, batch_max_wait),
+            batcher: Batcher::spawn(model.clone(), batching),
             model,
             limits,
             max_batch,
+            tokens: Arc::new(tokens),
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// The batching limits a configuration declares.
+    pub fn batching(config: &musicrl_common::config::RewardConfig) -> Limits {
+        Limits {
+            max_samples: config.batch_max_samples,
+            max_wait: std::time::Duration::from_millis(config.batch_max_wait_ms),
+            slice: config.slice_samples,
+            max_queued: config.max_queued_samples,
         }
     }
 
@@ -64,11 +80,36 @@ impl Rewards {
         let batch = wire::score_request_from_wire(request, &self.limits, self.max_batch)?;
         metrics::histogram!(musicrl_common::metrics_catalog::REWARD_BATCH_SIZE)
             .record(batch.len() as f64);
-        let scores = self.batcher.score(batch).await?;
+        let inputs = batch.clone();
+        let mut scores = self.batcher.score(batch).await?;
+        let components = self.model.components();
+        let scorer_version = self.model.scorer_version();
+        if !self.keys.is_empty() {
+            let now = musicrl_common::security::seal::now_unix_ms();
+            for (input, score) in inputs.iter().zip(scores.iter_mut()) {
+                let named: Vec<(String, f32)> = components
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .zip(score.components.iter().copied())
+                    .collect();
+                score.seal = self.keys.seal(
+                    &SealedContent {
+                        caption: &input.caption,
+                        tokens: &input.tokens,
+                        reward: score.reward,
+                        components: &named,
+                        scorer_version: &scorer_version,
+                    },
+                    now,
+                );
+            }
+            metrics::counter!(musicrl_common::metrics_catalog::REWARD_SEALED_TOTAL)
+                .increment(scores.len() as u64);
+        }
         Ok(pb::ScoreResponse {
             scores: scores.into_iter().map(wire::sample_score_to_wire).collect(),
-            components: wire::components_to_wire(&self.model.components()),
-            scorer_version: self.model.scorer_version(),
+            components: wire::components_to_wire(&components),
+            scorer_version,
         })
     }
 }
@@ -85,12 +126,27 @@ impl RewardService for Rewards {
         inflight.increment(1.0);
         // Decremented however the call ends, including when its client goes away and the
         // future is dropped.
+        // A call dropped before it is answered (its client went away or its deadline
+        // passed) is counted as cancelled.
         let _answered = scopeguard(move || inflight.decrement(1.0));
-        let result = self.score_inner(request.into_inner()).await;
+        let mut cancelled = scopeguard(|| {
+            metrics::counter!(musicrl_common::metrics_catalog::REWARD_REQUESTS_TOTAL, "code" => "cancelled").increment(1);
+        });
+        let result = match self.tokens.check(&request, Permission::Score) {
+            Ok(()) => self.score_inner(request.into_inner()).await,
+            Err(s) => Err(s),
+        };
+        // Answered: disarm.
+        cancelled.0 = None;
         let code = match &result {
             Ok(_) => "ok",
-            Err(s) if s.code() == tonic::Code::InvalidArgument => "invalid_argument",
-            Err(_) => "error",
+            Err(s) => match s.code() {
+                tonic::Code::InvalidArgument => "invalid_argument",
+                tonic::Code::ResourceExhausted => "resource_exhausted",
+                tonic::Code::Unauthenticated => "unauthenticated",
+                tonic::Code::PermissionDenied => "permission_denied",
+                _ => "error",
+            },
         };
         metrics::counter!(musicrl_common::metrics_catalog::REWARD_REQUESTS_TOTAL, "code" => code)
             .increment(1);
@@ -104,8 +160,9 @@ impl RewardService for Rewards {
 
     async fn info(
         &self,
-        _request: Request<pb::InfoRequest>,
+        request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
+        self.tokens.check(&request, Permission::Read)?;
         Ok(Response::new(pb::InfoResponse {
             components: wire::components_to_wire(&self.model.components()),
             scorer_version: self.model.scorer_version(),
@@ -125,20 +182,44 @@ pub async fn serve(
     config.validate().map_err(musicrl_common::Error::from)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::RewardServer);
     let model = Arc::new(RewardModel::from_config(&config.reward)?);
+    let tokens = TokenStore::open(
+        &config.security.tokens_file,
+        musicrl_common::metrics_catalog::REWARD_AUTH_FAILURES_TOTAL,
+    )?;
+    let keys = RewardKeys::load(&config.security.reward_keys_file)?;
     let service = Rewards::new(
         model.clone(),
         TokenLimits::of(&config.policy),
         config.reward.max_batch,
-        config.reward.batch_max_samples,
-        std::time::Duration::from_millis(config.reward.batch_max_wait_ms),
+        Rewards::batching(&config.reward),
+        tokens,
+        keys,
     );
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RewardServiceServer<Rewards>>().await;
+    let (closing_health_tx, mut closing_health_rx) = tokio::sync::watch::channel(false);
+    let health_only = {
+        let addr = config.reward.health_listen.clone();
+        let service = health_service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = musicrl_common::grpc::serve_health_only(&addr, service, async move {
+                let _ = closing_health_rx.wait_for(|c| *c).await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "the health listener failed");
+            }
+        })
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, scorer = %model.scorer_version(), "reward server serving");
     let (reflection_v1, reflection_v1alpha) =
         musicrl_common::grpc::reflection(&["musicrl.v1.RewardService"])?;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = musicrl_common::grpc::server_builder(
+        &config.security,
+        config.reward.max_concurrent_streams,
+        None,
+    )?;
     if config.reward.max_connection_age_seconds > 0 {
         builder = builder
             .max_connection_age(std::time::Duration::from_secs(
@@ -159,6 +240,8 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
+    let _ = closing_health_tx.send(true);
+    health_only.abort();
     tracing::info!("reward server stopped");
     Ok(())
 }

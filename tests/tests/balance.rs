@@ -29,6 +29,7 @@ async fn one_actors_calls_reach_both_reward_servers_in_fair_shares() {
     let channel = musicrl_actor::balance::reward_channel(
         &format!("{},{}", a.url(), b.url()),
         Duration::from_millis(200),
+        &Default::default(),
     )
     .expect("a balanced channel");
     let mut client = pb::reward_service_client::RewardServiceClient::new(channel);

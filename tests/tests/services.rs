@@ -126,9 +126,16 @@ async fn score_rejects_bad_batches_and_keeps_serving() {
     server.stop().await.expect("clean stop");
 }
 
+/// The next test trajectory's sequence number: every trajectory built here has its own id.
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn trajectory(config: &Config, version: u64) -> pb::Trajectory {
     let tokens = good_tokens(config);
     pb::Trajectory {
+        actor_run: 0x5eed,
+        sequence: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        learner_run: 0,
+        reward_seal: None,
         actor_id: "test-actor".into(),
         policy_version: version,
         caption: "a slow air".into(),

@@ -13,6 +13,8 @@ use crate::error::ConfigError;
 
 mod overrides;
 pub mod paths;
+mod security;
+pub use security::SecurityConfig;
 pub use overrides::{ENV_ALIASES, ENV_PREFIX, flatten};
 
 /// The whole configuration: one section per role, plus the policy's shape.
@@ -28,6 +30,7 @@ pub struct Config {
     pub local: LocalConfig,
     pub pretrain: PretrainConfig,
     pub experiment: ExperimentConfig,
+    pub security: SecurityConfig,
 }
 
 /// A named training run on a shared volume (the cluster's learner): its checkpoints, history
@@ -185,6 +188,16 @@ pub struct LearnerConfig {
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables the exporter.
     pub metrics_listen: String,
+    /// A second, plaintext listener serving only gRPC health (empty: none), for probes that
+    /// cannot speak TLS (Kubernetes' gRPC probes) when `[security]` turns TLS on.
+    pub health_listen: String,
+    /// Most parameter subscribers served at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_subscribers: usize,
+    /// Most concurrent HTTP/2 streams (calls) one client connection may open.
+    pub max_concurrent_streams: u32,
+    /// Deadline of a push (the whole client stream), in seconds; a call that takes longer
+    /// is cancelled with DEADLINE_EXCEEDED and nothing of it is used.
+    pub request_timeout_seconds: f64,
     /// Learner steps to run before finishing; 0 runs until stopped.
     pub steps: u64,
     /// Trajectories per update.
@@ -269,6 +282,10 @@ impl Default for LearnerConfig {
             device: "cpu".into(),
             listen: "127.0.0.1:50051".into(),
             metrics_listen: "127.0.0.1:9100".into(),
+            health_listen: String::new(),
+            max_subscribers: 64,
+            max_concurrent_streams: 64,
+            request_timeout_seconds: 120.0,
             steps: 0,
             batch_size: 16,
             learning_rate: 1e-3,
@@ -333,6 +350,10 @@ pub struct ActorConfig {
     pub prompts: PathBuf,
     /// Base seed; each actor mixes in its id.
     pub seed: u64,
+    /// Shortest wait before a retry, in seconds: every failed or refused call (any error
+    /// class, and a push the learner refused whole) waits at least this long, doubling up to
+    /// `max_backoff_seconds`, with jitter.
+    pub min_backoff_seconds: f64,
     /// Longest wait between reconnection attempts, in seconds.
     pub max_backoff_seconds: f64,
     /// Deadline of one reward call, in seconds.
@@ -360,6 +381,7 @@ impl Default for ActorConfig {
             synchronous: false,
             prompts: PathBuf::from("data/prompts/train.txt"),
             seed: 0,
+            min_backoff_seconds: 0.1,
             max_backoff_seconds: 5.0,
             reward_timeout_seconds: 30.0,
             exit_on_completion: true,
@@ -377,8 +399,20 @@ pub struct RewardConfig {
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables the exporter.
     pub metrics_listen: String,
+    /// A second, plaintext listener serving only gRPC health (empty: none), for probes that
+    /// cannot speak TLS.
+    pub health_listen: String,
     /// Largest number of samples one Score call may carry.
     pub max_batch: usize,
+    /// Load shedding: samples accepted and not yet scored, at most; a call that would go
+    /// past it is refused at once with RESOURCE_EXHAUSTED (the actor backs off and retries).
+    pub max_queued_samples: usize,
+    /// Fairness: a call is scored in slices of at most this many samples, taken in turn
+    /// from every waiting call, so a small call waits for at most one batch of others'
+    /// slices however large they are.
+    pub slice_samples: usize,
+    /// Most concurrent HTTP/2 streams (calls) one client connection may open.
+    pub max_concurrent_streams: u32,
     /// Close client connections after this many seconds (in-flight calls finish), so that
     /// actors spread over reward-server replicas added later. 0 keeps connections forever.
     pub max_connection_age_seconds: u64,
@@ -397,7 +431,11 @@ impl Default for RewardConfig {
             device: "cpu".into(),
             listen: "127.0.0.1:50052".into(),
             metrics_listen: "127.0.0.1:9101".into(),
+            health_listen: String::new(),
             max_batch: 512,
+            max_queued_samples: 4096,
+            slice_samples: 16,
+            max_concurrent_streams: 64,
             max_connection_age_seconds: 60,
             batch_max_samples: 64,
             batch_max_wait_ms: 5,
@@ -615,6 +653,10 @@ const NOT_TRAINING_KEYS: &[&str] = &[
     "learner.queue_capacity",
     "learner.max_push",
     "learner.chunk_bytes",
+    "learner.health_listen",
+    "learner.max_subscribers",
+    "learner.max_concurrent_streams",
+    "learner.request_timeout_seconds",
 ];
 
 impl Config {
@@ -803,6 +845,15 @@ impl Config {
                 "queue_capacity and max_push must be positive".into(),
             );
         }
+        if l.max_subscribers == 0 || l.max_concurrent_streams == 0 {
+            return bad(
+                "learner.max_subscribers",
+                "max_subscribers and max_concurrent_streams must be positive".into(),
+            );
+        }
+        if !(l.request_timeout_seconds.is_finite() && l.request_timeout_seconds > 0.0) {
+            return bad("learner.request_timeout_seconds", "must be > 0".into());
+        }
         if l.chunk_bytes < 1024 || l.chunk_bytes > 3 << 20 {
             return bad(
                 "learner.chunk_bytes",
@@ -843,6 +894,18 @@ impl Config {
         if !(a.max_backoff_seconds.is_finite() && a.max_backoff_seconds > 0.0) {
             return bad("actor.max_backoff_seconds", "must be > 0".into());
         }
+        if !(a.min_backoff_seconds.is_finite()
+            && a.min_backoff_seconds > 0.0
+            && a.min_backoff_seconds <= a.max_backoff_seconds)
+        {
+            return bad(
+                "actor.min_backoff_seconds",
+                format!(
+                    "{} must be > 0 and at most actor.max_backoff_seconds ({})",
+                    a.min_backoff_seconds, a.max_backoff_seconds
+                ),
+            );
+        }
         if !(a.reward_resolve_seconds.is_finite() && a.reward_resolve_seconds >= 0.1) {
             return bad(
                 "actor.reward_resolve_seconds",
@@ -855,6 +918,21 @@ impl Config {
         let r = &self.reward;
         if r.max_batch == 0 {
             return bad("reward.max_batch", "must be positive".into());
+        }
+        if r.max_queued_samples < r.max_batch {
+            return bad(
+                "reward.max_queued_samples",
+                format!(
+                    "{} must be at least reward.max_batch ({}), or a full call could never be queued",
+                    r.max_queued_samples, r.max_batch
+                ),
+            );
+        }
+        if r.slice_samples == 0 || r.max_concurrent_streams == 0 {
+            return bad(
+                "reward.slice_samples",
+                "slice_samples and max_concurrent_streams must be positive".into(),
+            );
         }
         if r.batch_max_samples == 0 {
             return bad(
@@ -912,6 +990,7 @@ impl Config {
         if self.local.actors == 0 {
             return bad("local.actors", "at least one actor is needed".into());
         }
+        self.security.validate()?;
         self.validate_experiment()
     }
 

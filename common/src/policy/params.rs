@@ -24,6 +24,8 @@ pub struct ParameterBlob {
     pub temperature: f32,
     /// No newer version will follow.
     pub training_complete: bool,
+    /// The learner incarnation that published it (0: not published by a learner).
+    pub learner_run: u64,
 }
 
 impl ParameterBlob {
@@ -52,6 +54,7 @@ impl ParameterBlob {
             config: config.clone(),
             temperature,
             training_complete: false,
+            learner_run: 0,
         }
     }
 

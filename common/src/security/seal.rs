@@ -1,0 +1,247 @@
+//! Reward seals: a keyed BLAKE3 MAC the reward server attaches to every score and the
+//! learner verifies, so a trajectory's reward is known to come from a reward server, for
+//! exactly that caption, those tokens and that scorer version.
+//!
+//! The MAC covers a canonical, length-prefixed encoding of (caption, tokens, reward, each
+//! component's name and raw score, scorer version, time of signing); the learner refuses a
+//! seal older than `security.reward_seal_max_age_seconds` (an old genuine score replayed).
+//! Keys are symmetric and shared by the reward servers and the learner only (never actors).
+//! What a seal does not cover: the behaviour log-probabilities and the policy version,
+//! which an actor reports (the importance weights are truncated, so a forged log-probability
+//! moves an update by a bounded amount), and the window scores (logged, never trained on).
+
+use std::path::Path;
+
+use crate::error::Error;
+use crate::types::RewardSeal;
+use crate::wire::Rejection;
+
+/// What a seal vouches for.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedContent<'a> {
+    pub caption: &'a str,
+    pub tokens: &'a [u32],
+    pub reward: f32,
+    pub components: &'a [(String, f32)],
+    pub scorer_version: &'a str,
+}
+
+impl SealedContent<'_> {
+    fn canonical(&self, signed_at_unix_ms: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.caption.len() + 4 * self.tokens.len());
+        let mut put = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        put(b"musicrl.reward-seal.v1");
+        put(self.caption.as_bytes());
+        let tokens: Vec<u8> = self.tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        put(&tokens);
+        put(&self.reward.to_bits().to_le_bytes());
+        put(&(self.components.len() as u64).to_le_bytes());
+        for (name, value) in self.components {
+            put(name.as_bytes());
+            put(&value.to_bits().to_le_bytes());
+        }
+        put(self.scorer_version.as_bytes());
+        put(&signed_at_unix_ms.to_le_bytes());
+        out
+    }
+}
+
+/// The reward keys: the first seals, every one verifies (rotation: add the new key second,
+/// then first on every server, then drop the old one).
+#[derive(Debug, Clone, Default)]
+pub struct RewardKeys {
+    keys: Vec<(String, [u8; 32])>,
+}
+
+/// The key id of a key: the first 8 bytes of its BLAKE3 hash, in hex.
+fn key_id(key: &[u8; 32]) -> String {
+    blake3::hash(key).as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl RewardKeys {
+    /// Keys from secrets (each at least 32 bytes), derived with BLAKE3's key derivation.
+    pub fn from_secrets<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> crate::Result<Self> {
+        let mut keys = Vec::new();
+        for (i, s) in secrets.into_iter().enumerate() {
+            if s.len() < 32 {
+                return Err(Error::invalid(format!(
+                    "reward key {} has {} bytes; at least 32 are needed",
+                    i + 1,
+                    s.len()
+                )));
+            }
+            let key = blake3::derive_key("musicrl reward seal v1", s);
+            keys.push((key_id(&key), key));
+        }
+        Ok(Self { keys })
+    }
+
+    /// `security.reward_keys_file`: one secret a line (empty path: no keys).
+    pub fn load(path: &Path) -> crate::Result<Self> {
+        if path.as_os_str().is_empty() {
+            return Ok(Self::default());
+        }
+        let text = super::read_secret("security.reward_keys_file", path)?;
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if lines.is_empty() {
+            return Err(Error::invalid(format!(
+                "security.reward_keys_file {}: no keys",
+                path.display()
+            )));
+        }
+        Self::from_secrets(lines.iter().map(|l| l.as_bytes()))
+            .map_err(|e| Error::invalid(format!("security.reward_keys_file {}: {e}", path.display())))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Seals `content` at `signed_at_unix_ms` with the first key (None without keys).
+    pub fn seal(&self, content: &SealedContent<'_>, signed_at_unix_ms: u64) -> Option<RewardSeal> {
+        let (id, key) = self.keys.first()?;
+        let mac = blake3::keyed_hash(key, &content.canonical(signed_at_unix_ms));
+        Some(RewardSeal {
+            signed_at_unix_ms,
+            mac: *mac.as_bytes(),
+            key_id: id.clone(),
+        })
+    }
+
+    /// Checks a seal: made by one of the keys, over exactly `content`, no older than
+    /// `max_age_ms` at `now_ms` (and not from more than a minute in the future).
+    pub fn verify(
+        &self,
+        content: &SealedContent<'_>,
+        seal: Option<&RewardSeal>,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Result<(), Rejection> {
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        let Some(seal) = seal else {
+            return Err(Rejection::new(
+                "unsealed_reward",
+                "the reward carries no reward-server seal".into(),
+            ));
+        };
+        let Some((_, key)) = self.keys.iter().find(|(id, _)| *id == seal.key_id) else {
+            return Err(Rejection::new(
+                "unknown_seal_key",
+                format!("sealed with key {:?}, which this learner does not hold", seal.key_id),
+            ));
+        };
+        let expected = blake3::keyed_hash(key, &content.canonical(seal.signed_at_unix_ms));
+        // blake3::Hash compares in constant time.
+        if expected != blake3::Hash::from_bytes(seal.mac) {
+            return Err(Rejection::new(
+                "forged_reward",
+                "the seal does not match the caption, tokens, reward and scores".into(),
+            ));
+        }
+        if seal.signed_at_unix_ms.saturating_add(max_age_ms) < now_ms {
+            return Err(Rejection::new(
+                "expired_seal",
+                format!(
+                    "sealed {} s ago, more than the {} s allowed",
+                    (now_ms - seal.signed_at_unix_ms) / 1000,
+                    max_age_ms / 1000
+                ),
+            ));
+        }
+        if seal.signed_at_unix_ms > now_ms.saturating_add(60_000) {
+            return Err(Rejection::new(
+                "expired_seal",
+                "sealed more than a minute in the future".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(secret: &str) -> RewardKeys {
+        RewardKeys::from_secrets([secret.as_bytes()]).unwrap()
+    }
+
+    #[test]
+    fn a_seal_verifies_only_over_what_it_sealed() {
+        let k = keys("0123456789abcdef0123456789abcdef-one");
+        let components = vec![("text".to_string(), 0.25f32)];
+        let content = SealedContent {
+            caption: "a reel in D major",
+            tokens: &[3, 4, 5],
+            reward: 0.5,
+            components: &components,
+            scorer_version: "v1",
+        };
+        let seal = k.seal(&content, 1_000_000).unwrap();
+        assert_eq!(k.verify(&content, Some(&seal), 1_000_500, 60_000), Ok(()));
+        let reason = |c: &SealedContent<'_>, s: Option<&RewardSeal>, now| {
+            k.verify(c, s, now, 60_000).map_err(|r| r.reason)
+        };
+        let higher = SealedContent { reward: 0.51, ..content };
+        assert_eq!(reason(&higher, Some(&seal), 1_000_500), Err("forged_reward"));
+        let other_tokens = SealedContent { tokens: &[3, 4, 6], ..content };
+        assert_eq!(reason(&other_tokens, Some(&seal), 1_000_500), Err("forged_reward"));
+        let other_caption = SealedContent { caption: "a jig", ..content };
+        assert_eq!(reason(&other_caption, Some(&seal), 1_000_500), Err("forged_reward"));
+        let forged_components = vec![("text".to_string(), 0.9f32)];
+        let c = SealedContent { components: &forged_components, ..content };
+        assert_eq!(reason(&c, Some(&seal), 1_000_500), Err("forged_reward"));
+        assert_eq!(reason(&content, None, 1_000_500), Err("unsealed_reward"));
+        assert_eq!(reason(&content, Some(&seal), 1_070_001), Err("expired_seal"));
+        // Another server's key: unknown here.
+        let other = keys("another-secret-of-at-least-32-bytes!!");
+        let foreign = other.seal(&content, 1_000_000).unwrap();
+        assert_eq!(reason(&content, Some(&foreign), 1_000_500), Err("unknown_seal_key"));
+        // The same key id with a MAC from elsewhere: forged.
+        let mut tampered = seal.clone();
+        tampered.mac[0] ^= 1;
+        assert_eq!(reason(&content, Some(&tampered), 1_000_500), Err("forged_reward"));
+    }
+
+    #[test]
+    fn rotation_keeps_old_seals_valid_and_signs_with_the_first_key() {
+        let old = keys("the-old-secret-of-at-least-32-bytes!");
+        let both = RewardKeys::from_secrets([
+            "the-new-secret-of-at-least-32-bytes!".as_bytes(),
+            "the-old-secret-of-at-least-32-bytes!".as_bytes(),
+        ])
+        .unwrap();
+        let content = SealedContent {
+            caption: "c",
+            tokens: &[1],
+            reward: 1.0,
+            components: &[],
+            scorer_version: "v",
+        };
+        let by_old = old.seal(&content, 5).unwrap();
+        assert_eq!(both.verify(&content, Some(&by_old), 6, 1000), Ok(()));
+        let by_both = both.seal(&content, 5).unwrap();
+        assert_ne!(by_both.key_id, by_old.key_id);
+        assert!(RewardKeys::from_secrets(["short".as_bytes()]).is_err());
+    }
+}
