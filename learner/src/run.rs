@@ -416,6 +416,7 @@ fn train_loop(
         let done = finished(trainer.step_count());
         let broadcast_started = Instant::now();
         let mut blob = trainer.blob(config.sampling.temperature)?;
+        blob.learner_run = shared.run_id;
         blob.training_complete = done;
         let blob_bytes = blob.bytes.len();
         params.send_replace(Some(Arc::new(blob)));
@@ -496,6 +497,7 @@ fn train_loop(
     if !finished(trainer.step_count()) {
         // Stopped early: tell subscribers no newer version is coming.
         let mut blob = trainer.blob(config.sampling.temperature)?;
+        blob.learner_run = shared.run_id;
         blob.training_complete = true;
         params.send_replace(Some(Arc::new(blob)));
     }

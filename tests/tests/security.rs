@@ -1,0 +1,397 @@
+//! Issue 14's defects, each against real servers on loopback: authentication and roles,
+//! forged and replayed rewards, duplicate trajectory ids, oversized messages, subscriber
+//! caps, NOT_SERVING when the learner cannot train, and a whole secured loop (mutual TLS,
+//! tokens, seals) in which training runs and the trajectory ledger balances.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use musicrl_common::Config;
+use musicrl_common::security::pki;
+use musicrl_proto::v1 as pb;
+use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
+use musicrl_proto::v1::reward_service_client::RewardServiceClient;
+use musicrl_tests::{start_actor, start_learner, start_reward_server, tiny_config};
+
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn tokens(config: &Config) -> Vec<u32> {
+    (0..config.policy.max_tokens as u32)
+        .map(|i| i % config.policy.vocab_size as u32)
+        .collect()
+}
+
+fn trajectory(config: &Config) -> pb::Trajectory {
+    let tokens = tokens(config);
+    pb::Trajectory {
+        actor_id: "tester".into(),
+        actor_run: 0xabc,
+        sequence: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        policy_version: 0,
+        caption: "a slow air".into(),
+        behaviour_logprobs: vec![-1.5; tokens.len()],
+        tokens,
+        reward: 0.5,
+        components: vec![pb::ComponentScore {
+            name: "token-fraction".into(),
+            value: 0.5,
+            windows: vec![],
+        }],
+        scorer_version: "test".into(),
+        ..Default::default()
+    }
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+async fn push(
+    client: &mut LearnerServiceClient<tonic::transport::Channel>,
+    items: Vec<pb::Trajectory>,
+    token: Option<&str>,
+) -> Result<pb::PushSummary, tonic::Status> {
+    client
+        .push_trajectories(with_token(tokio_stream::iter(items), token))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn token_of(written: &pki::Written, role: &str) -> String {
+    written
+        .tokens
+        .iter()
+        .find(|(r, _)| r == role)
+        .map(|(_, t)| t.clone())
+        .expect("role")
+}
+
+fn reasons(s: &pb::PushSummary) -> Vec<String> {
+    s.rejections.iter().map(|r| r.reason.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_roles_seals_and_ids_are_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = pki::init(&dir.path().join("pki"), &["localhost".into()]).expect("pki");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 0; // until stopped
+    config.security.tokens_file = written.config.tokens_file.clone();
+    config.security.reward_keys_file = written.config.reward_keys_file.clone();
+    let reward = start_reward_server(&config).await;
+    let learner = start_learner(&config).await;
+    let actor = token_of(&written, "actor");
+    let operator = token_of(&written, "operator");
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+
+    // No token, an unknown token, a role that may not: refused, and nothing is counted.
+    let e = push(&mut client, vec![trajectory(&config)], None).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = push(&mut client, vec![trajectory(&config)], Some("not-a-token-at-all-0123"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = push(&mut client, vec![trajectory(&config)], Some(&operator))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("operator"), "{e:?}");
+    // An operator reads status but may not download the weights.
+    let e = client
+        .subscribe_parameters(with_token(pb::SubscribeRequest::default(), Some(&operator)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let status = client
+        .status(with_token(pb::StatusRequest {}, Some(&operator)))
+        .await
+        .expect("an operator reads status")
+        .into_inner();
+    assert_eq!(status.accounting.expect("accounting").received, 0);
+    let mut rewards = RewardServiceClient::connect(reward.url()).await.expect("connect");
+    let e = rewards
+        .score(with_token(pb::ScoreRequest::default(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // An actor's trajectory with a made-up reward and no seal: rejected by name.
+    let s = push(&mut client, vec![trajectory(&config)], Some(&actor))
+        .await
+        .expect("push");
+    assert_eq!((s.accepted, reasons(&s)), (0, vec!["unsealed_reward".to_string()]));
+
+    // A genuine score, sealed by the reward server, is accepted; the same trajectory with a
+    // higher reward is a forgery; the genuine one pushed again is a duplicate.
+    let t = trajectory(&config);
+    let scored = rewards
+        .score(with_token(
+            pb::ScoreRequest {
+                samples: vec![pb::Sample {
+                    caption: t.caption.clone(),
+                    tokens: t.tokens.clone(),
+                    audio: None,
+                }],
+            },
+            Some(&actor),
+        ))
+        .await
+        .expect("score")
+        .into_inner();
+    let score = &scored.scores[0];
+    assert!(score.seal.is_some(), "the reward server seals its scores");
+    let genuine = pb::Trajectory {
+        reward: score.reward,
+        components: scored
+            .components
+            .iter()
+            .zip(&score.components)
+            .map(|(c, v)| pb::ComponentScore {
+                name: c.name.clone(),
+                value: *v,
+                windows: vec![],
+            })
+            .collect(),
+        scorer_version: scored.scorer_version.clone(),
+        reward_seal: score.seal.clone(),
+        ..t
+    };
+    let forged = pb::Trajectory {
+        reward: genuine.reward + 1.0,
+        sequence: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ..genuine.clone()
+    };
+    let s = push(&mut client, vec![genuine.clone()], Some(&actor)).await.expect("push");
+    assert_eq!((s.accepted, s.rejected), (1, 0), "{s:?}");
+    let s = push(&mut client, vec![forged], Some(&actor)).await.expect("push");
+    assert_eq!((s.accepted, reasons(&s)), (0, vec!["forged_reward".to_string()]));
+    let s = push(&mut client, vec![genuine.clone()], Some(&actor)).await.expect("push");
+    assert_eq!((s.accepted, s.rejected, s.duplicates), (0, 0, 1), "{s:?}");
+    // A seal from another reward key is unknown; a version this incarnation never
+    // published is refused as another incarnation's.
+    let mut other = genuine.clone();
+    other.sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    other.reward_seal.as_mut().expect("seal").key_id = "0000000000000000".into();
+    let s = push(&mut client, vec![other], Some(&actor)).await.expect("push");
+    assert_eq!(reasons(&s), vec!["unknown_seal_key".to_string()]);
+    let mut old = genuine.clone();
+    old.sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    old.policy_version = 3;
+    old.learner_run = 0xdead;
+    let s = push(&mut client, vec![old], Some(&actor)).await.expect("push");
+    assert_eq!(reasons(&s), vec!["other_incarnation".to_string()]);
+
+    // The ledger: 7 pushed ids, the duplicate counted once; sampled counts the gaps up to
+    // the highest sequence seen of this source.
+    let status = client
+        .status(with_token(pb::StatusRequest {}, Some(&operator)))
+        .await
+        .expect("status")
+        .into_inner();
+    let a = status.accounting.clone().expect("accounting");
+    assert_eq!(a.received, 5, "{a:?}");
+    assert_eq!(a.duplicates, 1, "{a:?}");
+    assert_eq!(a.pending, 1, "{a:?}");
+    let rejected: u64 = a.rejected.iter().map(|r| r.count).sum();
+    assert_eq!(rejected, 4, "{a:?}");
+    let lost: u64 = a.lost.iter().map(|r| r.count).sum();
+    assert_eq!(a.sampled, a.received + lost, "{a:?}");
+    assert!(status.serving && status.learner_run != 0, "{status:?}");
+
+    let outcome = learner.stop().await.expect("learner");
+    // The one queued trajectory was dropped at the stop, and the ledger balances.
+    assert_eq!(outcome.accounting.dropped.get("shutdown"), Some(&1), "{:?}", outcome.accounting);
+    assert_eq!(outcome.accounting.check(), Ok(()));
+    reward.stop().await.expect("reward server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_and_extra_subscribers_are_refused_and_the_learner_serves_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 0;
+    config.learner.max_subscribers = 1;
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    // 4 MiB of tokens in one message: refused by the decoder before it is read, by size.
+    let mut huge = trajectory(&config);
+    huge.tokens = vec![1; 1 << 20];
+    huge.behaviour_logprobs = vec![-1.0; 1 << 20];
+    let e = push(&mut client, vec![huge], None).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{e:?}"
+    );
+    // One subscriber is served, a second is refused while the first stays.
+    let mut first = client
+        .subscribe_parameters(pb::SubscribeRequest::default())
+        .await
+        .expect("first subscriber")
+        .into_inner();
+    assert!(first.message().await.expect("a chunk").is_some());
+    let e = client
+        .subscribe_parameters(pb::SubscribeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    drop(first);
+    // The slot frees when the first leaves.
+    let mut second = None;
+    for _ in 0..100 {
+        if let Ok(s) = client.subscribe_parameters(pb::SubscribeRequest::default()).await {
+            second = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(second.is_some(), "the slot was released");
+    drop(second);
+    // Still serving well-formed pushes.
+    let s = push(&mut client, vec![trajectory(&config)], None).await.expect("push");
+    assert_eq!(s.accepted, 1);
+    learner.stop().await.expect("learner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_cannot_train_says_not_serving_and_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 1;
+    config.learner.batch_size = 2;
+    config.learner.value_warmup_steps = 0;
+    config.learner.exit_on_completion = false;
+    // The probe port, plaintext, on its own listener.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let probe_addr = probe.local_addr().expect("addr");
+    drop(probe);
+    config.learner.health_listen = probe_addr.to_string();
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let s = push(&mut client, vec![trajectory(&config), trajectory(&config)], None)
+        .await
+        .expect("push");
+    assert_eq!(s.accepted, 2);
+    let mut status = None;
+    for _ in 0..300 {
+        let s = client.status(pb::StatusRequest {}).await.expect("status").into_inner();
+        if !s.serving {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("NOT_SERVING after training ended");
+    assert_eq!(status.not_serving_reason, "training complete");
+    for url in [learner.url(), format!("http://{probe_addr}")] {
+        let channel = Endpoint::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "musicrl.v1.LearnerService".into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(
+            answer.status(),
+            tonic_health::pb::health_check_response::ServingStatus::NotServing
+        );
+    }
+    // A push now is refused as training_complete, and counted.
+    let s = push(&mut client, vec![trajectory(&config)], None).await.expect("push");
+    assert_eq!(reasons(&s), vec!["training_complete".to_string()]);
+    let outcome = learner.stop().await.expect("learner");
+    assert_eq!(outcome.accounting.trained, 2);
+    assert_eq!(outcome.accounting.check(), Ok(()), "{:?}", outcome.accounting);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_over_mutual_tls_with_tokens_and_seals_trains_and_balances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = pki::init(&dir.path().join("pki"), &["localhost".into()]).expect("pki");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 3;
+    config.security = written.config.clone();
+    config.security.token_file = dir.path().join("pki/actor.token");
+    let reward = start_reward_server(&config).await;
+    let learner = start_learner(&config).await;
+    let https = |addr: std::net::SocketAddr| format!("https://localhost:{}", addr.port());
+
+    // A client without a certificate cannot even connect (mutual TLS).
+    let ca = std::fs::read(&written.config.tls_ca).expect("ca");
+    let no_cert = Endpoint::from_shared(https(learner.addr))
+        .expect("url")
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
+        .expect("tls")
+        .connect()
+        .await;
+    let refused = match no_cert {
+        Err(_) => true,
+        Ok(channel) => LearnerServiceClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate was served");
+    // Plain http to a TLS port fails too.
+    let plain = LearnerServiceClient::connect(format!("http://{}", learner.addr)).await;
+    if let Ok(mut c) = plain {
+        assert!(c.status(pb::StatusRequest {}).await.is_err());
+    }
+
+    let actor = start_actor(&config, &https(learner.addr), &https(reward.addr), "secure-actor");
+    let outcome = tokio::time::timeout(Duration::from_secs(120), learner.join())
+        .await
+        .expect("the secured loop finishes")
+        .expect("learner");
+    assert!(outcome.completed, "{outcome:?}");
+    let a = &outcome.accounting;
+    assert_eq!(a.trained, 3 * config.learner.batch_size as u64, "{a:?}");
+    assert_eq!(a.rejected_total(), 0, "every sealed reward verified: {a:?}");
+    assert_eq!(a.check(), Ok(()), "{a:?}");
+    let actor = actor.join().await.expect("actor");
+    assert!(actor.samples_pushed >= a.trained, "{actor:?}");
+    assert_eq!(
+        actor.sampled,
+        actor.samples_pushed + actor.duplicates + actor.samples_rejected + actor.abandoned,
+        "{actor:?}"
+    );
+    // With a client certificate and an admin token, the reward server answers over TLS.
+    let cert = std::fs::read(&written.config.tls_client_cert).expect("cert");
+    let key = std::fs::read(&written.config.tls_client_key).expect("key");
+    let channel = Endpoint::from_shared(https(reward.addr))
+        .expect("url")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .identity(Identity::from_pem(cert, key)),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("mutual TLS connects");
+    let admin = token_of(&written, "admin");
+    let info = RewardServiceClient::new(channel)
+        .info(with_token(pb::InfoRequest {}, Some(&admin)))
+        .await
+        .expect("info over mutual TLS");
+    assert!(!info.into_inner().scorer_version.is_empty());
+    reward.stop().await.expect("reward server");
+}
