@@ -786,3 +786,106 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits() -> TokenLimits {
+        TokenLimits {
+            vocab_size: 16,
+            max_tokens: 12,
+        }
+    }
+
+    prop_compose! {
+        fn wire_trajectory()(
+            tokens in proptest::collection::vec(0u32..20, 0..16),
+            logprobs in proptest::collection::vec(prop_oneof![-20.0f32..0.0, Just(f32::NAN), Just(1.0f32)], 0..16),
+            reward in prop_oneof![-1e30f32..1e30, Just(f32::INFINITY)],
+            caption in ".{0,40}",
+            actor_run in prop_oneof![Just(0u64), 1u64..],
+            sequence in any::<u64>(),
+            mac in proptest::collection::vec(any::<u8>(), 0..40),
+            sealed in any::<bool>(),
+        ) -> pb::Trajectory {
+            pb::Trajectory {
+                actor_id: "a".into(),
+                actor_run,
+                sequence,
+                policy_version: 1,
+                caption,
+                tokens,
+                behaviour_logprobs: logprobs,
+                reward,
+                reward_seal: sealed.then(|| pb::RewardSeal { signed_at_unix_ms: 5, mac, key_id: "k".into() }),
+                ..Default::default()
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever arrives, the conversion never panics; what it accepts satisfies the
+        /// domain invariant and converts back to the same message.
+        #[test]
+        fn trajectory_conversion_accepts_only_valid_items_and_round_trips(t in wire_trajectory()) {
+            match trajectory_from_wire(t.clone(), &limits()) {
+                Ok(d) => {
+                    prop_assert_eq!(d.tokens.len(), d.behaviour_logprobs.len());
+                    prop_assert!(!d.tokens.is_empty() && d.tokens.len() <= 12);
+                    prop_assert!(d.tokens.iter().all(|&x| x < 16));
+                    prop_assert!(d.reward.is_finite());
+                    prop_assert!(d.id.actor_run != 0);
+                    prop_assert_eq!(trajectory_to_wire(&d), t);
+                }
+                Err(r) => prop_assert!(!r.reason.is_empty()),
+            }
+        }
+
+        /// Chunks of any size reassemble into the same blob; dropping or repeating any one
+        /// chunk never yields a blob (the version is discarded).
+        #[test]
+        fn chunks_reassemble_exactly_and_a_broken_sequence_never_yields_a_blob(
+            bytes in proptest::collection::vec(any::<u8>(), 0..5000),
+            chunk in 1usize..700,
+            victim in any::<prop::sample::Index>(),
+            repeat in any::<bool>(),
+        ) {
+            let config = PolicyConfig::default();
+            let mut blob = ParameterBlob::from_bytes(bytes, PolicyVersion(3), &config, 0.99);
+            blob.learner_run = 7;
+            let chunks = blob_to_chunks(&blob, chunk);
+            let mut assembler = ChunkAssembler::new(1 << 20);
+            let mut out = None;
+            for (i, c) in chunks.iter().enumerate() {
+                let got = assembler.push(c.clone()).expect("in sequence");
+                prop_assert_eq!(got.is_some(), i + 1 == chunks.len());
+                out = got.or(out);
+            }
+            let out = out.expect("a blob");
+            prop_assert_eq!(out.bytes.as_slice(), blob.bytes.as_slice());
+            prop_assert_eq!((out.version, out.learner_run), (blob.version, 7));
+
+            if chunks.len() > 1 {
+                let k = victim.index(chunks.len());
+                let mut broken = chunks.clone();
+                if repeat { broken.insert(k, chunks[k].clone()) } else { broken.remove(k); }
+                let mut assembler = ChunkAssembler::new(1 << 20);
+                let mut yielded = Vec::new();
+                for c in broken {
+                    if let Ok(Some(b)) = assembler.push(c) {
+                        yielded.push(b);
+                    }
+                }
+                // A repeated last chunk is a new, incomplete version; a repeated first one
+                // restarts the version and completes it correctly.
+                for b in yielded {
+                    prop_assert_eq!(b.bytes.as_slice(), blob.bytes.as_slice());
+                }
+            }
+        }
+    }
+}

@@ -249,6 +249,17 @@ impl LearnerService for Learner {
                 reject(r);
                 continue;
             }
+            let current = self.shared.current_version();
+            if t.policy_version > current {
+                reject(Rejection::new(
+                    "future_version",
+                    format!(
+                        "sampled by {} but the learner is at {current}",
+                        t.policy_version
+                    ),
+                ));
+                continue;
+            }
             if t.learner_run != self.shared.run_id && t.policy_version.0 > self.shared.resumed_step
             {
                 reject(Rejection::new(
@@ -257,17 +268,6 @@ impl LearnerService for Learner {
                         "sampled by {} of learner incarnation {:016x}, which this incarnation \
                          ({:016x}, resumed at step {}) never published",
                         t.policy_version, t.learner_run, self.shared.run_id, self.shared.resumed_step
-                    ),
-                ));
-                continue;
-            }
-            let current = self.shared.current_version();
-            if t.policy_version > current {
-                reject(Rejection::new(
-                    "future_version",
-                    format!(
-                        "sampled by {} but the learner is at {current}",
-                        t.policy_version
                     ),
                 ));
                 continue;

@@ -287,3 +287,25 @@ mod tests {
         assert_eq!(decode(clip(&tokens, 8)).repairs, 0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any token sequence decodes (never panics), and what it decodes to is a fixed point:
+        /// encoding the repaired melody and decoding again gives the same melody with no
+        /// repairs.
+        #[test]
+        fn decoding_repairs_anything_into_a_fixed_point(tokens in proptest::collection::vec(0u32..200, 0..300)) {
+            let d = decode(&tokens);
+            prop_assert!(d.events.len() <= tokens.len());
+            let again = decode(&encode(&d.events));
+            prop_assert_eq!(again.repairs, 0);
+            prop_assert_eq!(again.events, d.events);
+        }
+    }
+}

@@ -217,7 +217,7 @@ async fn push_rejects_malformed_trajectories_and_keeps_serving() {
     });
     cases.push((
         "oversized push",
-        vec![trajectory(&config, 0); 17],
+        (0..17).map(|_| trajectory(&config, 0)).collect::<Vec<_>>(),
         "push_too_large",
     ));
 
@@ -348,10 +348,10 @@ async fn the_trajectory_log_records_provenance_and_a_mixed_scorer_batch_is_count
     };
     // Step 1: one scorer version. Step 2: two halves scored by different versions (as when a
     // reward server is replaced mid-run).
-    let one = vec![with_scorer("text@a"); 4];
+    let one = (0..4).map(|_| with_scorer("text@a")).collect::<Vec<_>>();
     assert_eq!(push(&mut client, one).await.expect("push").accepted, 4);
-    let mut mixed = vec![with_scorer("text@a"); 2];
-    mixed.extend(vec![with_scorer("text@b"); 2]);
+    let mut mixed = (0..2).map(|_| with_scorer("text@a")).collect::<Vec<_>>();
+    mixed.extend((0..2).map(|_| with_scorer("text@b")).collect::<Vec<_>>());
     let pushed = push(&mut client, mixed).await;
     // The second push may race the end of step 1; either way its four trajectories are taken.
     assert_eq!(pushed.expect("push").accepted, 4);
@@ -437,7 +437,7 @@ async fn a_push_with_absurd_rewards_leaves_the_learner_training_and_healthy() {
     };
     // Ordinary trajectories after it are trained on: the run goes on.
     assert_eq!(
-        push(&mut client, vec![trajectory(&config, 0); 4])
+        push(&mut client, (0..4).map(|_| trajectory(&config, 0)).collect::<Vec<_>>())
             .await
             .expect("push")
             .accepted,
@@ -484,7 +484,7 @@ async fn an_update_that_would_be_non_finite_is_skipped_counted_and_training_goes
     let batch = absurd_batch(&config);
     assert_eq!(push(&mut client, batch).await.expect("push").accepted, 4);
     assert_eq!(
-        push(&mut client, vec![trajectory(&config, 0); 4])
+        push(&mut client, (0..4).map(|_| trajectory(&config, 0)).collect::<Vec<_>>())
             .await
             .expect("push")
             .accepted,
