@@ -101,7 +101,10 @@ pub type Token = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
 
 /// Opens a lazy channel: it connects on first use and reconnects after failures. An
 /// `https://` URL uses TLS from `[security]`.
-pub fn lazy_channel(url: &str, security: &musicrl_common::config::SecurityConfig) -> Result<Channel> {
+pub fn lazy_channel(
+    url: &str,
+    security: &musicrl_common::config::SecurityConfig,
+) -> Result<Channel> {
     let bad = |message: String| ActorError::Endpoint {
         url: url.to_string(),
         message,
@@ -324,27 +327,29 @@ pub async fn run(
             .zip(sampled)
             .zip(scores)
             .enumerate()
-            .map(|(i, ((caption, Sampled { tokens, logprobs }), s))| Trajectory {
-                id: musicrl_common::types::TrajectoryId {
-                    actor_run,
-                    sequence: first_sequence + i as u64,
+            .map(
+                |(i, ((caption, Sampled { tokens, logprobs }), s))| Trajectory {
+                    id: musicrl_common::types::TrajectoryId {
+                        actor_run,
+                        sequence: first_sequence + i as u64,
+                    },
+                    learner_run: blob.learner_run,
+                    seal: s.seal,
+                    actor_id: actor_id.clone(),
+                    policy_version: blob.version,
+                    caption,
+                    tokens,
+                    behaviour_logprobs: logprobs,
+                    reward: s.reward,
+                    components: components
+                        .iter()
+                        .map(|c| c.clone())
+                        .zip(s.components)
+                        .collect(),
+                    component_windows: s.windows,
+                    scorer_version: scorer_version.clone(),
                 },
-                learner_run: blob.learner_run,
-                seal: s.seal,
-                actor_id: actor_id.clone(),
-                policy_version: blob.version,
-                caption,
-                tokens,
-                behaviour_logprobs: logprobs,
-                reward: s.reward,
-                components: components
-                    .iter()
-                    .map(|c| c.clone())
-                    .zip(s.components)
-                    .collect(),
-                component_windows: s.windows,
-                scorer_version: scorer_version.clone(),
-            })
+            )
             .collect();
 
         let pushed = tokio::select! {

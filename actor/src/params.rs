@@ -29,8 +29,14 @@ pub async fn follow(
 ) {
     let mut delays = backoff.build();
     loop {
-        match subscribe_once(client.clone(), token.as_ref(), &actor_id, &out, exit_on_completion)
-            .await
+        match subscribe_once(
+            client.clone(),
+            token.as_ref(),
+            &actor_id,
+            &out,
+            exit_on_completion,
+        )
+        .await
         {
             Ok(Finished::TrainingComplete) | Ok(Finished::NoReceivers) => return,
             Ok(Finished::StreamEnded) => {

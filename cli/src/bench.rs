@@ -129,9 +129,9 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .zip(learner_captions)
         .enumerate()
         .map(|(i, (s, c))| Trajectory {
-                id: Default::default(),
-                learner_run: 0,
-                seal: None,
+            id: Default::default(),
+            learner_run: 0,
+            seal: None,
             actor_id: "bench".into(),
             policy_version: PolicyVersion(0),
             caption: (*c).to_string(),

@@ -84,9 +84,9 @@ where
     if addr.is_empty() {
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| crate::Error::Internal(format!("cannot bind the health listener {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        crate::Error::Internal(format!("cannot bind the health listener {addr}: {e}"))
+    })?;
     tracing::info!(addr = %listener.local_addr().map_or(addr.to_string(), |a| a.to_string()), "health listener");
     tonic::transport::Server::builder()
         .add_service(health)

@@ -8,7 +8,9 @@ use musicrl_proto::v1 as pb;
 use crate::config::PolicyConfig;
 use crate::error::{Error, Result};
 use crate::policy::params::ParameterBlob;
-use crate::types::{ComponentInfo, PolicyVersion, RewardSeal, SampleScore, Trajectory, TrajectoryId};
+use crate::types::{
+    ComponentInfo, PolicyVersion, RewardSeal, SampleScore, Trajectory, TrajectoryId,
+};
 
 /// Longest caption accepted, in bytes.
 pub const MAX_CAPTION_BYTES: usize = 4096;
@@ -172,7 +174,10 @@ pub fn trajectory_from_wire(
     if t.components.len() > MAX_COMPONENTS {
         return Err(Rejection::new(
             "bad_component",
-            format!("{} components, at most {MAX_COMPONENTS}", t.components.len()),
+            format!(
+                "{} components, at most {MAX_COMPONENTS}",
+                t.components.len()
+            ),
         ));
     }
     limits.check_tokens(&t.tokens)?;

@@ -53,7 +53,10 @@ impl Source {
         // it), or start after seq.
         let joins_left = self.ranges.get(i).is_some_and(|&(_, end)| end == seq);
         let next = if joins_left { i + 1 } else { i };
-        let joins_right = self.ranges.get(next).is_some_and(|&(start, _)| start == seq + 1);
+        let joins_right = self
+            .ranges
+            .get(next)
+            .is_some_and(|&(start, _)| start == seq + 1);
         match (joins_left, joins_right) {
             (true, true) => {
                 self.ranges[i].1 = self.ranges[next].1;
@@ -64,6 +67,28 @@ impl Source {
             (false, false) => self.ranges.insert(i, (seq, seq + 1)),
         }
         true
+    }
+
+    /// Removes `seq` (it was received and then not admitted after all).
+    fn remove(&mut self, seq: u64) {
+        let i = self.ranges.partition_point(|&(_, end)| end <= seq);
+        let Some(&(start, end)) = self.ranges.get(i) else {
+            return;
+        };
+        if seq < start {
+            return;
+        }
+        match (seq == start, seq + 1 == end) {
+            (true, true) => {
+                self.ranges.remove(i);
+            }
+            (true, false) => self.ranges[i].0 = seq + 1,
+            (false, true) => self.ranges[i].1 = seq,
+            (false, false) => {
+                self.ranges[i].1 = seq;
+                self.ranges.insert(i + 1, (seq + 1, end));
+            }
+        }
     }
 
     fn received(&self) -> u64 {
@@ -167,6 +192,15 @@ impl Ledger {
         true
     }
 
+    /// Takes back a [`Ledger::receive`] whose trajectory never reached the queue because its
+    /// push was cancelled (the caller left, or the server stopped) while it waited: a retry
+    /// of that push must be admitted, not counted as a duplicate.
+    pub fn forget(&mut self, actor: &str, id: &TrajectoryId) {
+        if let Some(s) = self.sources.get_mut(&key(actor, id)) {
+            s.remove(id.sequence);
+        }
+    }
+
     fn retire_oldest(&mut self) {
         if let Some(k) = self
             .sources
@@ -206,9 +240,7 @@ impl Ledger {
     /// the batch being filled (the service measures those, and the invariant compares).
     pub fn unsettled(&self) -> u64 {
         self.received().saturating_sub(
-            self.trained
-                + self.rejected.values().sum::<u64>()
-                + self.dropped.values().sum::<u64>(),
+            self.trained + self.rejected.values().sum::<u64>() + self.dropped.values().sum::<u64>(),
         )
     }
 
@@ -284,6 +316,14 @@ mod tests {
         assert_eq!((s.received(), s.sampled()), (8, 8));
         assert!(s.insert(10));
         assert_eq!((s.received(), s.sampled()), (9, 11));
+        s.remove(3);
+        assert_eq!(s.ranges, vec![(0, 3), (4, 8), (10, 11)]);
+        s.remove(10);
+        s.remove(0);
+        s.remove(99);
+        assert_eq!(s.ranges, vec![(1, 3), (4, 8)]);
+        assert!(s.insert(3) && s.insert(0));
+        assert_eq!(s.ranges, vec![(0, 8)]);
     }
 
     #[test]
@@ -308,7 +348,8 @@ mod tests {
         assert_eq!(a.pending, 1);
         assert_eq!(a.check(), Ok(()));
         // The learner restarts from a checkpoint of this ledger: the pending one is lost.
-        let mut resumed: Ledger = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        let mut resumed: Ledger =
+            serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
         assert_eq!(resumed.restarted(), 1);
         let a = resumed.snapshot(0);
         assert_eq!(a.pending, 0);
@@ -330,7 +371,10 @@ mod tests {
         assert_eq!(a.sources, MAX_SOURCES as u64);
         assert_eq!(a.received, MAX_SOURCES as u64 + 3);
         assert_eq!(a.sampled, 2 * (MAX_SOURCES as u64 + 3));
-        assert!(a.check().is_err(), "nothing trained and nothing pending: unbalanced");
+        assert!(
+            a.check().is_err(),
+            "nothing trained and nothing pending: unbalanced"
+        );
         l.train(MAX_SOURCES as u64 + 3);
         assert_eq!(l.snapshot(0).check(), Ok(()));
     }

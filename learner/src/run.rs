@@ -129,7 +129,8 @@ pub async fn serve(
         &config.security.tokens_file,
         musicrl_common::metrics_catalog::LEARNER_AUTH_FAILURES_TOTAL,
     )?;
-    let reward_keys = musicrl_common::security::RewardKeys::load(&config.security.reward_keys_file)?;
+    let reward_keys =
+        musicrl_common::security::RewardKeys::load(&config.security.reward_keys_file)?;
     if reward_keys.is_empty() {
         tracing::info!("no reward keys: rewards are trusted as pushed (security.reward_keys_file)");
     }
@@ -228,7 +229,9 @@ pub async fn serve(
                 tracing::warn!(reason = %reason, "learner NOT_SERVING");
                 shared.progress().not_serving = Some(reason);
                 metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(0.0);
-                health.set_not_serving::<LearnerServiceServer<Learner>>().await;
+                health
+                    .set_not_serving::<LearnerServiceServer<Learner>>()
+                    .await;
             }
         }
     };
@@ -271,21 +274,23 @@ pub async fn serve(
     musicrl_common::grpc::server_builder(
         &config.security,
         config.learner.max_concurrent_streams,
-        Some(Duration::from_secs_f64(config.learner.request_timeout_seconds)),
+        Some(Duration::from_secs_f64(
+            config.learner.request_timeout_seconds,
+        )),
     )?
-        .add_service(health_service)
-        .add_service(
-            LearnerServiceServer::new(Learner::new(shared.clone()))
-                .max_decoding_message_size(max_message)
-                .accept_compressed(ENCODINGS[0])
-                .accept_compressed(ENCODINGS[1])
-                .send_compressed(ENCODINGS[0])
-                .send_compressed(ENCODINGS[1]),
-        )
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown)
-        .await?;
+    .add_service(health_service)
+    .add_service(
+        LearnerServiceServer::new(Learner::new(shared.clone()))
+            .max_decoding_message_size(max_message)
+            .accept_compressed(ENCODINGS[0])
+            .accept_compressed(ENCODINGS[1])
+            .send_compressed(ENCODINGS[0])
+            .send_compressed(ENCODINGS[1]),
+    )
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown)
+    .await?;
     stop.store(true, Ordering::Relaxed);
     drop(params_keepalive);
     health_only.abort();
@@ -488,7 +493,10 @@ fn train_loop(
         shared.progress().ledger.drop_n("shutdown", left);
         metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
             .increment(left);
-        tracing::info!(trajectories = left, "dropped the trajectories still queued at the stop");
+        tracing::info!(
+            trajectories = left,
+            "dropped the trajectories still queued at the stop"
+        );
     }
     shared.publish_ledger();
     if trainer.step_count() != last_saved {

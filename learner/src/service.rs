@@ -130,7 +130,11 @@ fn invalid_push(
         // Every item received so far is refused with it.
         p.trajectories_rejected += index as u64 + 1;
         for (i, (actor, id)) in ids.iter().enumerate() {
-            let reason = if i + 1 == ids.len() { r.reason } else { REFUSED_PUSH };
+            let reason = if i + 1 == ids.len() {
+                r.reason
+            } else {
+                REFUSED_PUSH
+            };
             match id {
                 Some(id) => {
                     if p.ledger.receive(actor, id) {
@@ -148,6 +152,42 @@ fn invalid_push(
     Status::invalid_argument(format!(
         "trajectory {index}: {r}; nothing of this push was used"
     ))
+}
+
+/// A trajectory received and waiting for room in the queue. If the push is cancelled while
+/// it waits (its caller left, or the server is stopping), the drop takes the receipt back,
+/// so the ledger never counts a trajectory that went nowhere and a retry is admitted.
+struct Admitting<'a> {
+    shared: &'a Shared,
+    actor: String,
+    id: musicrl_common::types::TrajectoryId,
+    settled: bool,
+}
+
+impl<'a> Admitting<'a> {
+    fn new(shared: &'a Shared, t: &Trajectory) -> Self {
+        shared.admitting.fetch_add(1, Ordering::SeqCst);
+        Self {
+            shared,
+            actor: t.actor_id.clone(),
+            id: t.id.clone(),
+            settled: false,
+        }
+    }
+
+    /// Queued, or refused and counted: nothing to take back.
+    fn settled(&mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Admitting<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.progress().ledger.forget(&self.actor, &self.id);
+        }
+        self.shared.admitting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The tonic service.
@@ -267,15 +307,18 @@ impl LearnerService for Learner {
                     format!(
                         "sampled by {} of learner incarnation {:016x}, which this incarnation \
                          ({:016x}, resumed at step {}) never published",
-                        t.policy_version, t.learner_run, self.shared.run_id, self.shared.resumed_step
+                        t.policy_version,
+                        t.learner_run,
+                        self.shared.run_id,
+                        self.shared.resumed_step
                     ),
                 ));
                 continue;
             }
             let version = t.policy_version.0;
-            self.shared.admitting.fetch_add(1, Ordering::SeqCst);
+            let mut admitting = Admitting::new(&self.shared, &t);
             let sent = self.shared.queue.send(t).await;
-            self.shared.admitting.fetch_sub(1, Ordering::SeqCst);
+            admitting.settled();
             if sent.is_err() {
                 reject(Rejection::new(
                     TRAINING_COMPLETE,

@@ -238,7 +238,10 @@ async fn run(model: Arc<RewardModel>, mut rx: mpsc::UnboundedReceiver<Job>, limi
                 let mut rest = VecDeque::with_capacity(pending.len());
                 for (i, p) in pending.drain(..).enumerate() {
                     if failed.contains(&i) {
-                        let _ = p.job.reply.send(Err(RewardError::Internal(message.clone())));
+                        let _ = p
+                            .job
+                            .reply
+                            .send(Err(RewardError::Internal(message.clone())));
                     } else {
                         rest.push_back(p);
                     }

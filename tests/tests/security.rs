@@ -94,11 +94,17 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
         .expect("connect");
 
     // No token, an unknown token, a role that may not: refused, and nothing is counted.
-    let e = push(&mut client, vec![trajectory(&config)], None).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    let e = push(&mut client, vec![trajectory(&config)], Some("not-a-token-at-all-0123"))
+    let e = push(&mut client, vec![trajectory(&config)], None)
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = push(
+        &mut client,
+        vec![trajectory(&config)],
+        Some("not-a-token-at-all-0123"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let e = push(&mut client, vec![trajectory(&config)], Some(&operator))
         .await
@@ -117,7 +123,9 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
         .expect("an operator reads status")
         .into_inner();
     assert_eq!(status.accounting.expect("accounting").received, 0);
-    let mut rewards = RewardServiceClient::connect(reward.url()).await.expect("connect");
+    let mut rewards = RewardServiceClient::connect(reward.url())
+        .await
+        .expect("connect");
     let e = rewards
         .score(with_token(pb::ScoreRequest::default(), None))
         .await
@@ -128,7 +136,10 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
     let s = push(&mut client, vec![trajectory(&config)], Some(&actor))
         .await
         .expect("push");
-    assert_eq!((s.accepted, reasons(&s)), (0, vec!["unsealed_reward".to_string()]));
+    assert_eq!(
+        (s.accepted, reasons(&s)),
+        (0, vec!["unsealed_reward".to_string()])
+    );
 
     // A genuine score, sealed by the reward server, is accepted; the same trajectory with a
     // higher reward is a forgery; the genuine one pushed again is a duplicate.
@@ -170,24 +181,37 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
         sequence: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         ..genuine.clone()
     };
-    let s = push(&mut client, vec![genuine.clone()], Some(&actor)).await.expect("push");
+    let s = push(&mut client, vec![genuine.clone()], Some(&actor))
+        .await
+        .expect("push");
     assert_eq!((s.accepted, s.rejected), (1, 0), "{s:?}");
-    let s = push(&mut client, vec![forged], Some(&actor)).await.expect("push");
-    assert_eq!((s.accepted, reasons(&s)), (0, vec!["forged_reward".to_string()]));
-    let s = push(&mut client, vec![genuine.clone()], Some(&actor)).await.expect("push");
+    let s = push(&mut client, vec![forged], Some(&actor))
+        .await
+        .expect("push");
+    assert_eq!(
+        (s.accepted, reasons(&s)),
+        (0, vec!["forged_reward".to_string()])
+    );
+    let s = push(&mut client, vec![genuine.clone()], Some(&actor))
+        .await
+        .expect("push");
     assert_eq!((s.accepted, s.rejected, s.duplicates), (0, 0, 1), "{s:?}");
     // A seal from another reward key is unknown; a version this incarnation never
     // published is refused as another incarnation's.
     let mut other = genuine.clone();
     other.sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     other.reward_seal.as_mut().expect("seal").key_id = "0000000000000000".into();
-    let s = push(&mut client, vec![other], Some(&actor)).await.expect("push");
+    let s = push(&mut client, vec![other], Some(&actor))
+        .await
+        .expect("push");
     assert_eq!(reasons(&s), vec!["unknown_seal_key".to_string()]);
     let mut old = genuine.clone();
     old.sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     old.policy_version = 3;
     old.learner_run = 0xdead;
-    let s = push(&mut client, vec![old], Some(&actor)).await.expect("push");
+    let s = push(&mut client, vec![old], Some(&actor))
+        .await
+        .expect("push");
     assert_eq!(reasons(&s), vec!["other_incarnation".to_string()]);
 
     // The ledger: 7 pushed ids, the duplicate counted once; sampled counts the gaps up to
@@ -209,7 +233,12 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
 
     let outcome = learner.stop().await.expect("learner");
     // The one queued trajectory was dropped at the stop, and the ledger balances.
-    assert_eq!(outcome.accounting.dropped.get("shutdown"), Some(&1), "{:?}", outcome.accounting);
+    assert_eq!(
+        outcome.accounting.dropped.get("shutdown"),
+        Some(&1),
+        "{:?}",
+        outcome.accounting
+    );
     assert_eq!(outcome.accounting.check(), Ok(()));
     reward.stop().await.expect("reward server");
 }
@@ -249,7 +278,10 @@ async fn oversized_messages_and_extra_subscribers_are_refused_and_the_learner_se
     // The slot frees when the first leaves.
     let mut second = None;
     for _ in 0..100 {
-        if let Ok(s) = client.subscribe_parameters(pb::SubscribeRequest::default()).await {
+        if let Ok(s) = client
+            .subscribe_parameters(pb::SubscribeRequest::default())
+            .await
+        {
             second = Some(s);
             break;
         }
@@ -258,7 +290,9 @@ async fn oversized_messages_and_extra_subscribers_are_refused_and_the_learner_se
     assert!(second.is_some(), "the slot was released");
     drop(second);
     // Still serving well-formed pushes.
-    let s = push(&mut client, vec![trajectory(&config)], None).await.expect("push");
+    let s = push(&mut client, vec![trajectory(&config)], None)
+        .await
+        .expect("push");
     assert_eq!(s.accepted, 1);
     learner.stop().await.expect("learner");
 }
@@ -280,13 +314,21 @@ async fn a_learner_that_cannot_train_says_not_serving_and_why() {
     let mut client = LearnerServiceClient::connect(learner.url())
         .await
         .expect("connect");
-    let s = push(&mut client, vec![trajectory(&config), trajectory(&config)], None)
-        .await
-        .expect("push");
+    let s = push(
+        &mut client,
+        vec![trajectory(&config), trajectory(&config)],
+        None,
+    )
+    .await
+    .expect("push");
     assert_eq!(s.accepted, 2);
     let mut status = None;
     for _ in 0..300 {
-        let s = client.status(pb::StatusRequest {}).await.expect("status").into_inner();
+        let s = client
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
         if !s.serving {
             status = Some(s);
             break;
@@ -315,11 +357,18 @@ async fn a_learner_that_cannot_train_says_not_serving_and_why() {
         );
     }
     // A push now is refused as training_complete, and counted.
-    let s = push(&mut client, vec![trajectory(&config)], None).await.expect("push");
+    let s = push(&mut client, vec![trajectory(&config)], None)
+        .await
+        .expect("push");
     assert_eq!(reasons(&s), vec!["training_complete".to_string()]);
     let outcome = learner.stop().await.expect("learner");
     assert_eq!(outcome.accounting.trained, 2);
-    assert_eq!(outcome.accounting.check(), Ok(()), "{:?}", outcome.accounting);
+    assert_eq!(
+        outcome.accounting.check(),
+        Ok(()),
+        "{:?}",
+        outcome.accounting
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +405,12 @@ async fn a_loop_over_mutual_tls_with_tokens_and_seals_trains_and_balances() {
         assert!(c.status(pb::StatusRequest {}).await.is_err());
     }
 
-    let actor = start_actor(&config, &https(learner.addr), &https(reward.addr), "secure-actor");
+    let actor = start_actor(
+        &config,
+        &https(learner.addr),
+        &https(reward.addr),
+        "secure-actor",
+    );
     let outcome = tokio::time::timeout(Duration::from_secs(120), learner.join())
         .await
         .expect("the secured loop finishes")

@@ -437,10 +437,13 @@ async fn a_push_with_absurd_rewards_leaves_the_learner_training_and_healthy() {
     };
     // Ordinary trajectories after it are trained on: the run goes on.
     assert_eq!(
-        push(&mut client, (0..4).map(|_| trajectory(&config, 0)).collect::<Vec<_>>())
-            .await
-            .expect("push")
-            .accepted,
+        push(
+            &mut client,
+            (0..4).map(|_| trajectory(&config, 0)).collect::<Vec<_>>()
+        )
+        .await
+        .expect("push")
+        .accepted,
         4
     );
     let status = health
@@ -484,10 +487,13 @@ async fn an_update_that_would_be_non_finite_is_skipped_counted_and_training_goes
     let batch = absurd_batch(&config);
     assert_eq!(push(&mut client, batch).await.expect("push").accepted, 4);
     assert_eq!(
-        push(&mut client, (0..4).map(|_| trajectory(&config, 0)).collect::<Vec<_>>())
-            .await
-            .expect("push")
-            .accepted,
+        push(
+            &mut client,
+            (0..4).map(|_| trajectory(&config, 0)).collect::<Vec<_>>()
+        )
+        .await
+        .expect("push")
+        .accepted,
         4
     );
     let outcome = learner.join().await.expect("the learner finished its step");

@@ -14,8 +14,8 @@ use crate::error::ConfigError;
 mod overrides;
 pub mod paths;
 mod security;
-pub use security::SecurityConfig;
 pub use overrides::{ENV_ALIASES, ENV_PREFIX, flatten};
+pub use security::SecurityConfig;
 
 /// The whole configuration: one section per role, plus the policy's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

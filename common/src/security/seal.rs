@@ -100,8 +100,9 @@ impl RewardKeys {
                 path.display()
             )));
         }
-        Self::from_secrets(lines.iter().map(|l| l.as_bytes()))
-            .map_err(|e| Error::invalid(format!("security.reward_keys_file {}: {e}", path.display())))
+        Self::from_secrets(lines.iter().map(|l| l.as_bytes())).map_err(|e| {
+            Error::invalid(format!("security.reward_keys_file {}: {e}", path.display()))
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,7 +141,10 @@ impl RewardKeys {
         let Some((_, key)) = self.keys.iter().find(|(id, _)| *id == seal.key_id) else {
             return Err(Rejection::new(
                 "unknown_seal_key",
-                format!("sealed with key {:?}, which this learner does not hold", seal.key_id),
+                format!(
+                    "sealed with key {:?}, which this learner does not hold",
+                    seal.key_id
+                ),
             ));
         };
         let expected = blake3::keyed_hash(key, &content.canonical(seal.signed_at_unix_ms));
@@ -202,25 +206,55 @@ mod tests {
         let reason = |c: &SealedContent<'_>, s: Option<&RewardSeal>, now| {
             k.verify(c, s, now, 60_000).map_err(|r| r.reason)
         };
-        let higher = SealedContent { reward: 0.51, ..content };
-        assert_eq!(reason(&higher, Some(&seal), 1_000_500), Err("forged_reward"));
-        let other_tokens = SealedContent { tokens: &[3, 4, 6], ..content };
-        assert_eq!(reason(&other_tokens, Some(&seal), 1_000_500), Err("forged_reward"));
-        let other_caption = SealedContent { caption: "a jig", ..content };
-        assert_eq!(reason(&other_caption, Some(&seal), 1_000_500), Err("forged_reward"));
+        let higher = SealedContent {
+            reward: 0.51,
+            ..content
+        };
+        assert_eq!(
+            reason(&higher, Some(&seal), 1_000_500),
+            Err("forged_reward")
+        );
+        let other_tokens = SealedContent {
+            tokens: &[3, 4, 6],
+            ..content
+        };
+        assert_eq!(
+            reason(&other_tokens, Some(&seal), 1_000_500),
+            Err("forged_reward")
+        );
+        let other_caption = SealedContent {
+            caption: "a jig",
+            ..content
+        };
+        assert_eq!(
+            reason(&other_caption, Some(&seal), 1_000_500),
+            Err("forged_reward")
+        );
         let forged_components = vec![("text".to_string(), 0.9f32)];
-        let c = SealedContent { components: &forged_components, ..content };
+        let c = SealedContent {
+            components: &forged_components,
+            ..content
+        };
         assert_eq!(reason(&c, Some(&seal), 1_000_500), Err("forged_reward"));
         assert_eq!(reason(&content, None, 1_000_500), Err("unsealed_reward"));
-        assert_eq!(reason(&content, Some(&seal), 1_070_001), Err("expired_seal"));
+        assert_eq!(
+            reason(&content, Some(&seal), 1_070_001),
+            Err("expired_seal")
+        );
         // Another server's key: unknown here.
         let other = keys("another-secret-of-at-least-32-bytes!!");
         let foreign = other.seal(&content, 1_000_000).unwrap();
-        assert_eq!(reason(&content, Some(&foreign), 1_000_500), Err("unknown_seal_key"));
+        assert_eq!(
+            reason(&content, Some(&foreign), 1_000_500),
+            Err("unknown_seal_key")
+        );
         // The same key id with a MAC from elsewhere: forged.
         let mut tampered = seal.clone();
         tampered.mac[0] ^= 1;
-        assert_eq!(reason(&content, Some(&tampered), 1_000_500), Err("forged_reward"));
+        assert_eq!(
+            reason(&content, Some(&tampered), 1_000_500),
+            Err("forged_reward")
+        );
     }
 
     #[test]

@@ -302,8 +302,14 @@ mod tests {
         .unwrap();
         let store = TokenStore::open(&path, "t").unwrap();
         let code = |t: Option<&str>, p| store.check(&request(t), p).map_err(|s| s.code());
-        assert_eq!(code(Some("actor-token-0123456789"), Permission::Push), Ok(()));
-        assert_eq!(code(Some("actor-token-0123456789"), Permission::Read), Ok(()));
+        assert_eq!(
+            code(Some("actor-token-0123456789"), Permission::Push),
+            Ok(())
+        );
+        assert_eq!(
+            code(Some("actor-token-0123456789"), Permission::Read),
+            Ok(())
+        );
         assert_eq!(
             code(Some("ops-token-0123456789"), Permission::Push),
             Err(tonic::Code::PermissionDenied)
@@ -312,7 +318,10 @@ mod tests {
             code(Some("ops-token-0123456789"), Permission::Subscribe),
             Err(tonic::Code::PermissionDenied)
         );
-        assert_eq!(code(None, Permission::Read), Err(tonic::Code::Unauthenticated));
+        assert_eq!(
+            code(None, Permission::Read),
+            Err(tonic::Code::Unauthenticated)
+        );
         assert_eq!(
             code(Some("forged-token-0123456789"), Permission::Read),
             Err(tonic::Code::Unauthenticated)
@@ -325,7 +334,11 @@ mod tests {
     fn a_bad_tokens_file_is_refused_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
-        std::fs::write(&path, "actor ok-token-0123456789\nroot x-0123456789abcdef\n").unwrap();
+        std::fs::write(
+            &path,
+            "actor ok-token-0123456789\nroot x-0123456789abcdef\n",
+        )
+        .unwrap();
         let e = TokenStore::open(&path, "t").unwrap_err().to_string();
         assert!(e.contains(":2: unknown role \"root\""), "{e}");
         std::fs::write(&path, "actor short\n").unwrap();
