@@ -100,6 +100,30 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Print the effective configuration (defaults, file, environment, --set) as TOML.
     Config,
+    /// Transport security: `init` writes a development CA, server and client certificates,
+    /// per-role tokens and a reward key, and prints the `[security]` section that uses them.
+    Security(SecurityArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    #[command(subcommand)]
+    pub command: SecurityCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SecurityCommand {
+    /// Write DIR/{ca.pem, server.pem, server.key, client.pem, client.key, tokens,
+    /// actor.token, operator.token, admin.token, reward.keys} (private files mode 0600).
+    Init {
+        /// The folder to write.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A name the server certificate is valid for (DNS name or IP address); repeat it
+        /// for several. Kubernetes: the Services' names.
+        #[arg(long = "name", value_name = "NAME", default_value = "localhost")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -435,6 +459,10 @@ pub struct LocalArgs {
     /// starting policy].
     #[arg(long, value_name = "FILE")]
     pub reference_policy: Option<PathBuf>,
+    /// Run every connection over mutual TLS with per-role bearer tokens and sealed rewards,
+    /// from a development CA written to OUT/security (`musicrl security init`).
+    #[arg(long)]
+    pub secure: bool,
 }
 
 impl LocalArgs {

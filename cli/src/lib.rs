@@ -46,7 +46,11 @@ fn device_key(command: &Command) -> Option<&'static str> {
         }
         Command::RewardServer(_) => Some("reward.device"),
         Command::Policy(_) => Some("actor.device"),
-        Command::Local(_) | Command::Prompts(_) | Command::Report(_) | Command::Config => None,
+        Command::Local(_)
+        | Command::Prompts(_)
+        | Command::Report(_)
+        | Command::Config
+        | Command::Security(_) => None,
     }
 }
 
@@ -142,6 +146,18 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(args) => music_cmds::policy(config, &args.command),
+        Command::Security(args) => match &args.command {
+            args::SecurityCommand::Init { dir, names } => {
+                let w = musicrl_common::security::pki::init(dir, names)?;
+                eprintln!(
+                    "wrote a development CA, certificates for {names:?}, tokens for actor, operator and admin, and a reward key in {}",
+                    w.dir.display()
+                );
+                let section = toml::to_string_pretty(&w.config)?;
+                println!("[security]\n{section}");
+                Ok(())
+            }
+        },
         Command::Config => {
             config.validate()?;
             print!("{}", config.to_toml());

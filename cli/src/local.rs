@@ -59,6 +59,14 @@ pub struct Summary {
     pub actors: usize,
     pub actor_outcomes: Vec<serde_json::Value>,
     pub out: PathBuf,
+    /// The learner's trajectory ledger (sampled = received + lost; received = trained +
+    /// dropped + rejected + pending), the same numbers as Status and the
+    /// `musicrl_learner_ledger_trajectories` gauges.
+    #[serde(default)]
+    pub accounting: musicrl_learner::ledger::Accounting,
+    /// The run went over TLS with tokens and reward seals (`--secure`).
+    #[serde(default)]
+    pub secure: bool,
 }
 
 /// The mean of the first and the last `ceil(10%)` of `rewards` (at least one value each).
@@ -276,6 +284,23 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         (dir, true)
     };
     prepare_out(&out, resume)?;
+    if args.secure {
+        // Mutual TLS, tokens and reward seals on every connection, from a fresh development
+        // CA in OUT/security (the actors use the actor token, this supervisor too).
+        let dir = out.join("security");
+        let written = musicrl_common::security::pki::init(&dir, &["localhost".into()])?;
+        config.security = written.config;
+        config.security.token_file = dir.join("actor.token");
+        eprintln!(
+            "musicrl local: mutual TLS, tokens and reward seals (credentials in {})",
+            dir.display()
+        );
+    }
+    let scheme_host = if config.security.server_tls() {
+        "https://localhost"
+    } else {
+        "http://127.0.0.1"
+    };
     let child = child_config(&config, &out);
     let config_path = out.join("config.toml");
     musicrl_common::fsutil::write_atomic(&config_path, child.to_toml().as_bytes())?;
@@ -335,9 +360,9 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
             "--id".into(),
             name.clone(),
             "--learner".into(),
-            format!("http://{learner_addr}"),
+            format!("{scheme_host}:{}", learner_addr.port()),
             "--reward".into(),
-            format!("http://{reward_addr}"),
+            format!("{scheme_host}:{}", reward_addr.port()),
         ]);
         actors.push(spawn(&name, &exe, &a, &logs)?);
     }
@@ -430,9 +455,25 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         actors: config.local.actors,
         actor_outcomes,
         out: out.clone(),
+        accounting: outcome.accounting.clone(),
+        secure: args.secure,
     };
     write_json(&out.join("summary.json"), &summary)?;
     Ok(summary)
+}
+
+/// A Status client for the learner at `addr`, over TLS when the run uses it.
+async fn status_client(
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> Option<LearnerServiceClient<tonic::transport::Channel>> {
+    let url = if config.security.server_tls() {
+        format!("https://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = musicrl_actor::lazy_channel(&url, &config.security).ok()?;
+    Some(LearnerServiceClient::new(channel))
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
@@ -458,6 +499,7 @@ async fn follow_progress(
     );
     let interactive = !bar.is_hidden();
     let mut client = None;
+    let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
     let mut last_print = Instant::now();
     let (mut last_step, mut last_change) = (u64::MAX, Instant::now());
     let mut interrupted = false;
@@ -481,12 +523,12 @@ async fn follow_progress(
             interrupted = true;
         }
         if client.is_none() {
-            client = LearnerServiceClient::connect(format!("http://{addr}"))
-                .await
-                .ok();
+            client = status_client(config, addr).await;
         }
         if let Some(c) = client.as_mut() {
-            match c.status(StatusRequest {}).await {
+            let mut request = tonic::Request::new(StatusRequest {});
+            musicrl_common::security::authorize(&mut request, token.as_ref());
+            match c.status(request).await {
                 Ok(s) => {
                     let s = s.into_inner();
                     bar.set_position(s.step.min(total));

@@ -96,11 +96,31 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
         assert!(!log.contains("panicked"), "{role}: {log}");
     }
 
-    // Continue the same run to 50 steps.
+    // The ledger balances: what was received was trained, dropped or rejected.
+    let balanced = |s: &serde_json::Value| {
+        let a = &s["accounting"];
+        let sum = |k: &str| -> u64 {
+            a[k].as_object()
+                .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+                .unwrap_or(0)
+        };
+        let n = |k: &str| a[k].as_u64().expect("a count");
+        assert_eq!(n("sampled"), n("received") + sum("lost"), "{a}");
+        assert_eq!(
+            n("received"),
+            n("trained") + sum("dropped") + sum("rejected") + n("pending"),
+            "{a}"
+        );
+        n("trained")
+    };
+    assert_eq!(balanced(&s), 40 * 8);
+
+    // Continue the same run to 50 steps, this time over mutual TLS with tokens and sealed
+    // rewards.
     let run = musicrl(
         &config,
         &[
-            "local", "--steps", "50", "--actors", "1", "--out", out_arg, "--resume",
+            "local", "--steps", "50", "--actors", "1", "--out", out_arg, "--resume", "--secure",
         ],
     );
     assert!(
@@ -111,6 +131,17 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     let s = summary(&out);
     assert_eq!(s["steps"], 50);
     assert_eq!(s["resumed_from_step"], 40);
+    assert_eq!(s["secure"], true);
+    assert_eq!(
+        balanced(&s),
+        50 * 8,
+        "the ledger continues across the resume"
+    );
+    let rejected = &s["accounting"]["rejected"];
+    assert!(
+        rejected.get("forged_reward").is_none() && rejected.get("unsealed_reward").is_none(),
+        "every sealed reward verified: {rejected}"
+    );
 }
 
 #[test]
