@@ -17,7 +17,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "== kustomize render + schema validation (Kubernetes $K8S_VERSION) =="
-for k in overlays/cpu overlays/cpu-fixed overlays/gpu monitoring/operator monitoring/grafana \
+for k in overlays/cpu overlays/cpu-fixed overlays/gpu overlays/cpu-cert-manager monitoring/operator monitoring/grafana \
          monitoring/adapter jobs/rl-r jobs/rl-u jobs/rl-ru jobs/joint jobs/experiment; do
   out="$work/$(echo "$k" | tr / -).yaml"
   kubectl kustomize "$k" > "$out"
@@ -26,6 +26,40 @@ for k in overlays/cpu overlays/cpu-fixed overlays/gpu monitoring/operator monito
   kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$out"
   echo "  $k: $(grep -c '^kind:' "$out") objects valid"
 done
+
+echo "== security: Secrets per role, TLS URLs, probes on the plaintext health ports =="
+python3 - "$work/overlays-cpu.yaml" "$work/overlays-cpu-cert-manager.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def workload(component):
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["labels"].get("app.kubernetes.io/component") == component:
+            return d["spec"]["template"]["spec"]
+    sys.exit(f"no {component} workload")
+def secrets(spec):
+    return {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+def env(spec):
+    return {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+for role, health in [("learner", 50061), ("reward-server", 50062)]:
+    spec = workload(role)
+    assert secrets(spec) == {"musicrl-tls", "musicrl-tokens", "musicrl-reward-keys"}, (role, secrets(spec))
+    e = env(spec)
+    for k in ["TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "TOKENS_FILE", "REWARD_KEYS_FILE"]:
+        assert e.get(f"MUSICRL__SECURITY__{k}"), (role, k)
+    c = spec["containers"][0]
+    for probe in ["readinessProbe", "livenessProbe"]:
+        assert c[probe]["grpc"]["port"] == health, (role, probe)
+spec = workload("actor")
+assert secrets(spec) == {"musicrl-tls", "musicrl-actor-token"}, ("actors never hold the reward keys", secrets(spec))
+e = env(spec)
+assert e["MUSICRL__ACTOR__LEARNER"].startswith("https://") and e["MUSICRL__ACTOR__REWARD"].startswith("https://"), e
+assert workload("learner")["containers"][0]["readinessProbe"]["grpc"]["service"] == "musicrl.v1.LearnerService"
+cm = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d and d["kind"] == "Certificate" and d["metadata"]["name"] == "musicrl-tls"]
+assert cm and cm[0]["spec"]["secretName"] == "musicrl-tls", "cert-manager issues musicrl-tls"
+assert {"server auth", "client auth"} <= set(cm[0]["spec"]["usages"])
+assert {"musicrl-learner", "musicrl-reward-server-headless"} <= set(cm[0]["spec"]["dnsNames"])
+print("  learner, reward server: TLS + tokens + reward keys; actors: TLS + their token, https URLs; probes on health ports; cert-manager issues musicrl-tls")
+PY
 
 echo "== each overlay renders the image it should =="
 python3 - "$work" <<'PY'

@@ -2,8 +2,9 @@
 //!
 //! Everything is off by default (the embedded default runs on loopback, one user); the
 //! Kubernetes overlays turn it on with files mounted from Secrets. Paths are files so
-//! cert-manager or a Secret can supply them; tokens and reward keys are re-read when their
-//! file changes, so they rotate without a restart (`docs/operations.md`, "Security").
+//! cert-manager or a Secret can supply them; tokens are re-read when their file changes, so
+//! they rotate without a restart; certificates and reward keys are read at start-up and
+//! rotate with a rolling restart (`docs/operations.md`, "Security").
 
 use std::path::PathBuf;
 

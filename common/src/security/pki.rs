@@ -60,23 +60,28 @@ pub fn init(dir: &Path, names: &[String]) -> crate::Result<Written> {
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let leaf = |names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
+    let leaf = |names: Vec<String>, cn: &str, usages: Vec<ExtendedKeyUsagePurpose>| {
         let key = KeyPair::generate().map_err(err)?;
         let mut params = CertificateParams::new(names).map_err(err)?;
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         let cert = params.signed_by(&key, &issuer).map_err(err)?;
         Ok::<_, crate::Error>((cert.pem(), key.serialize_pem()))
     };
     let (server_pem, server_key) = leaf(
         names.to_vec(),
         "musicrl server",
-        ExtendedKeyUsagePurpose::ServerAuth,
+        // Also a client certificate: on a cluster every role mounts this one certificate
+        // (the actors present it for mutual TLS).
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     )?;
     let (client_pem, client_key) = leaf(
         Vec::new(),
         "musicrl client",
-        ExtendedKeyUsagePurpose::ClientAuth,
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
     )?;
     let ca = write("ca.pem", &ca_cert.pem())?;
     let cert = write("server.pem", &server_pem)?;
