@@ -339,6 +339,15 @@ pub fn score_request_to_wire(samples: &[ScoreInput]) -> pb::ScoreRequest {
     }
 }
 
+/// The largest encoded ScoreRequest a reward server with these limits accepts: `max_batch`
+/// samples with the longest caption and token list, plus the audio a musicrl reward server
+/// sends a remote component in one call (at most 3 MiB, `REMOTE_CALL_AUDIO_BYTES`), and never
+/// below gRPC's usual 4 MiB.
+pub fn max_score_request_bytes(limits: &TokenLimits, max_batch: usize) -> usize {
+    let sample = MAX_CAPTION_BYTES + limits.max_tokens * 5 + 64;
+    (max_batch * sample + (3 << 20) + 4096).max(4 << 20)
+}
+
 /// Sample rates an `Audio` message may declare.
 pub const AUDIO_SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=192_000;
 

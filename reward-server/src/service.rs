@@ -231,6 +231,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(
             RewardServiceServer::new(service)
+                .max_decoding_message_size(wire::max_score_request_bytes(
+                    &TokenLimits::of(&config.policy),
+                    config.reward.max_batch,
+                ))
                 .accept_compressed(ENCODINGS[0])
                 .accept_compressed(ENCODINGS[1])
                 .send_compressed(ENCODINGS[0])
