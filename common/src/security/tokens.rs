@@ -331,6 +331,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_tokens_file_takes_effect_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "actor old-token-0123456789\n").unwrap();
+        let store = TokenStore::open(&path, "t").unwrap();
+        let ok = |t: &str| store.check(&request(Some(t)), Permission::Push).is_ok();
+        assert!(ok("old-token-0123456789") && !ok("new-token-0123456789"));
+        // Rotate: the new token in, the old one out; a broken edit keeps what was in force.
+        std::fs::write(&path, "actor new-token-0123456789\n").unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        assert!(ok("new-token-0123456789") && !ok("old-token-0123456789"));
+        std::fs::write(&path, "nonsense\n").unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(100));
+        assert!(
+            ok("new-token-0123456789"),
+            "a bad edit keeps the previous tokens"
+        );
+    }
+
+    #[test]
     fn a_bad_tokens_file_is_refused_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
