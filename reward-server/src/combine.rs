@@ -41,12 +41,21 @@ impl RewardModel {
 
     /// Builds every component the config lists.
     pub fn from_config(config: &RewardConfig) -> Result<Self> {
+        Self::from_config_secured(config, &musicrl_common::config::SecurityConfig::default())
+    }
+
+    /// As [`RewardModel::from_config`]; `remote` components reach their servers with
+    /// `security` (TLS when their endpoint is `https://`, the `token_file` token).
+    pub fn from_config_secured(
+        config: &RewardConfig,
+        security: &musicrl_common::config::SecurityConfig,
+    ) -> Result<Self> {
         let components = config
             .components
             .iter()
             .map(|c| {
                 Ok(Component {
-                    scorer: scorer::build(c)?,
+                    scorer: scorer::build_secured(c, security)?,
                     weight: c.weight,
                     shift: c.shift,
                     scale: c.scale,

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use musicrl_common::config::ComponentConfig;
+use musicrl_common::config::{ComponentConfig, SecurityConfig};
 use musicrl_common::wire::ScoreInput;
 use musicrl_proto::v1 as pb;
 use musicrl_rewards::features::Features;
@@ -237,6 +237,8 @@ pub struct RemoteScorer {
     client: pb::reward_service_client::RewardServiceClient<tonic::transport::Channel>,
     /// The remote component's version, as last reported.
     seen_version: Mutex<String>,
+    /// The bearer token sent with every call (`security.token_file`).
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// Audio bytes per remote call: a batch whose clips exceed this goes as several calls, so each
@@ -252,11 +254,34 @@ impl RemoteScorer {
         component: &str,
         audio_rate: Option<u32>,
     ) -> Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| RewardError::Config(format!("remote endpoint {endpoint:?}: {e}")))?
+        Self::secured(
+            name,
+            endpoint,
+            component,
+            audio_rate,
+            &SecurityConfig::default(),
+        )
+    }
+
+    /// As [`RemoteScorer::new`], reaching an `https://` endpoint with `[security]`'s TLS
+    /// (and client certificate) and sending its `token_file` token on every call.
+    pub fn secured(
+        name: impl Into<String>,
+        endpoint: &str,
+        component: &str,
+        audio_rate: Option<u32>,
+        security: &SecurityConfig,
+    ) -> Result<Self> {
+        let bad = |e: String| RewardError::Config(format!("remote endpoint {endpoint:?}: {e}"));
+        let e = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| bad(e.to_string()))?;
+        let host = e.uri().host().unwrap_or("").to_string();
+        let channel = musicrl_common::security::tls::endpoint(security, e, &host)
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(60))
             .connect_lazy();
+        let token = musicrl_common::security::tokens::client_token(&security.token_file)?;
         Ok(Self {
             name: name.into(),
             endpoint: endpoint.to_string(),
@@ -269,6 +294,7 @@ impl RemoteScorer {
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
                 .max_decoding_message_size(64 << 20),
             seen_version: Mutex::new("unknown".into()),
+            token,
         })
     }
 
@@ -282,6 +308,8 @@ impl RemoteScorer {
     /// One call: the remote component's score of every sample of `request`, in order.
     async fn call(&self, request: pb::ScoreRequest) -> Result<Vec<f32>> {
         let n = request.samples.len();
+        let mut request = tonic::Request::new(request);
+        musicrl_common::security::authorize(&mut request, self.token.as_ref());
         let response = self
             .client
             .clone()
@@ -405,6 +433,14 @@ impl Scorer for RemoteScorer {
 
 /// Builds the scorer a component names.
 pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
+    build_secured(component, &SecurityConfig::default())
+}
+
+/// As [`build`]; a `remote` component reaches its server with `security` (TLS, token).
+pub fn build_secured(
+    component: &ComponentConfig,
+    security: &SecurityConfig,
+) -> Result<Box<dyn Scorer>> {
     let name = component.display_name();
     let checkpoint = || {
         if component.checkpoint.as_os_str().is_empty() {
@@ -445,11 +481,12 @@ pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
                     "component {name:?} of kind \"remote\" needs `endpoint` and `remote_component`"
                 )));
             }
-            Ok(Box::new(RemoteScorer::new(
+            Ok(Box::new(RemoteScorer::secured(
                 name,
                 &component.endpoint,
                 &component.remote_component,
                 component.send_audio.then_some(component.sample_rate),
+                security,
             )?))
         }
         other => Err(RewardError::UnknownScorer(other.to_string())),

@@ -181,7 +181,10 @@ pub async fn serve(
 ) -> Result<()> {
     config.validate().map_err(musicrl_common::Error::from)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::RewardServer);
-    let model = Arc::new(RewardModel::from_config(&config.reward)?);
+    let model = Arc::new(RewardModel::from_config_secured(
+        &config.reward,
+        &config.security,
+    )?);
     let tokens = TokenStore::open(
         &config.security.tokens_file,
         musicrl_common::metrics_catalog::REWARD_AUTH_FAILURES_TOTAL,

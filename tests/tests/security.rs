@@ -447,3 +447,61 @@ async fn a_loop_over_mutual_tls_with_tokens_and_seals_trains_and_balances() {
     assert!(!info.into_inner().scorer_version.is_empty());
     reward.stop().await.expect("reward server");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_component_is_reached_over_mutual_tls_with_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = pki::init(&dir.path().join("pki"), &["localhost".into()]).expect("pki");
+    let mut config = tiny_config(dir.path());
+    config.security = written.config.clone();
+    config.security.token_file = dir.path().join("pki/actor.token");
+    let backend = start_reward_server(&config).await;
+    // The front server takes its one component from the backend, over TLS, with a token.
+    let mut front_config = config.clone();
+    front_config.reward.components = vec![musicrl_common::config::ComponentConfig {
+        kind: "remote".into(),
+        name: "far".into(),
+        endpoint: format!("https://localhost:{}", backend.addr.port()),
+        remote_component: "token-fraction".into(),
+        ..Default::default()
+    }];
+    let front = start_reward_server(&front_config).await;
+    let ca = std::fs::read(&written.config.tls_ca).expect("ca");
+    let cert = std::fs::read(&written.config.tls_client_cert).expect("cert");
+    let key = std::fs::read(&written.config.tls_client_key).expect("key");
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", front.addr.port()))
+        .expect("url")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .identity(Identity::from_pem(cert, key)),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("mutual TLS connects");
+    let actor = token_of(&written, "actor");
+    let tokens = tokens(&config);
+    let expected = tokens.iter().filter(|&&t| t < 4).count() as f32 / tokens.len() as f32;
+    let answer = RewardServiceClient::new(channel)
+        .score(with_token(
+            pb::ScoreRequest {
+                samples: vec![pb::Sample {
+                    caption: "c".into(),
+                    tokens,
+                    audio: None,
+                }],
+            },
+            Some(&actor),
+        ))
+        .await
+        .expect("the front server scores through the backend")
+        .into_inner();
+    assert_eq!(answer.components[0].name, "far");
+    assert!(
+        (answer.scores[0].components[0] - expected).abs() < 1e-6,
+        "{answer:?}"
+    );
+    front.stop().await.expect("front");
+    backend.stop().await.expect("backend");
+}
