@@ -62,13 +62,11 @@ pub fn server_builder(
     Ok(builder)
 }
 
-/// Serves only `health` on `addr` (plaintext) until `shutdown` resolves: the probe port of
-/// a server whose main port speaks TLS. Returns at once when `addr` is empty.
-pub async fn serve_health_only<S>(
-    addr: &str,
-    health: S,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> crate::Result<()>
+/// Serves only `health` on `addr` (plaintext), on a task of its own: the probe port of a
+/// server whose main port speaks TLS. The listener lives until the task is aborted (the
+/// server does when it stops); an empty `addr` serves nothing. A listener that cannot be
+/// bound or fails is logged, never fatal to the server.
+pub fn spawn_health_only<S>(addr: &str, health: S) -> tokio::task::JoinHandle<()>
 where
     S: tonic::codegen::Service<
             http::Request<tonic::body::Body>,
@@ -81,19 +79,25 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    if addr.is_empty() {
-        return Ok(());
-    }
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        crate::Error::Internal(format!("cannot bind the health listener {addr}: {e}"))
-    })?;
-    tracing::info!(addr = %listener.local_addr().map_or(addr.to_string(), |a| a.to_string()), "health listener");
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await
-        .map_err(|e| crate::Error::Internal(format!("health listener: {e}")))
+    let addr = addr.to_string();
+    tokio::spawn(async move {
+        if addr.is_empty() {
+            return;
+        }
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind the health listener");
+                return;
+            }
+        };
+        tracing::info!(addr = %listener.local_addr().map_or(addr.clone(), |a| a.to_string()), "health listener");
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+        {
+            tracing::error!(error = %e, "the health listener failed");
+        }
+    })
 }

@@ -196,21 +196,10 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LearnerServiceServer<Learner>>().await;
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(1.0);
-    let (closing_health_tx, closing_health_rx) = watch::channel(false);
-    let health_only = {
-        let addr = config.learner.health_listen.clone();
-        let service = health_service.clone();
-        let mut closing = closing_health_rx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = musicrl_common::grpc::serve_health_only(&addr, service, async move {
-                let _ = closing.wait_for(|c| *c).await;
-            })
-            .await
-            {
-                tracing::error!(error = %e, "the health listener failed");
-            }
-        })
-    };
+    let health_only = musicrl_common::grpc::spawn_health_only(
+        &config.learner.health_listen,
+        health_service.clone(),
+    );
     let addr = listener.local_addr()?;
     tracing::info!(%addr, steps = config.learner.steps, "learner serving");
 
@@ -252,7 +241,6 @@ pub async fn serve(
                     tracing::info!("training ended; serving the final version until stopped");
                     shutdown.await;
                     let _ = closing_tx.send(true);
-                    let _ = closing_health_tx.send(true);
                     return;
                 }
             }
@@ -263,7 +251,6 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = closing_tx.send(true);
-        let _ = closing_health_tx.send(true);
     };
     let (reflection_v1, reflection_v1alpha) =
         musicrl_common::grpc::reflection(&["musicrl.v1.LearnerService"])?;

@@ -80,7 +80,12 @@ impl Rewards {
         let batch = wire::score_request_from_wire(request, &self.limits, self.max_batch)?;
         metrics::histogram!(musicrl_common::metrics_catalog::REWARD_BATCH_SIZE)
             .record(batch.len() as f64);
-        let inputs = batch.clone();
+        // The inputs are kept for sealing only when there is a key to seal with.
+        let inputs = if self.keys.is_empty() {
+            Vec::new()
+        } else {
+            batch.clone()
+        };
         let mut scores = self.batcher.score(batch).await?;
         let components = self.model.components();
         let scorer_version = self.model.scorer_version();
@@ -200,20 +205,10 @@ pub async fn serve(
     );
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RewardServiceServer<Rewards>>().await;
-    let (closing_health_tx, mut closing_health_rx) = tokio::sync::watch::channel(false);
-    let health_only = {
-        let addr = config.reward.health_listen.clone();
-        let service = health_service.clone();
-        tokio::spawn(async move {
-            if let Err(e) = musicrl_common::grpc::serve_health_only(&addr, service, async move {
-                let _ = closing_health_rx.wait_for(|c| *c).await;
-            })
-            .await
-            {
-                tracing::error!(error = %e, "the health listener failed");
-            }
-        })
-    };
+    let health_only = musicrl_common::grpc::spawn_health_only(
+        &config.reward.health_listen,
+        health_service.clone(),
+    );
     let addr = listener.local_addr()?;
     tracing::info!(%addr, scorer = %model.scorer_version(), "reward server serving");
     let (reflection_v1, reflection_v1alpha) =
@@ -247,7 +242,6 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
-    let _ = closing_health_tx.send(true);
     health_only.abort();
     tracing::info!("reward server stopped");
     Ok(())

@@ -97,6 +97,26 @@ fn switch() -> (
     })
 }
 
+/// The gRPC health status a server at `url` reports for `service` ("" = the server).
+pub async fn health_status(
+    url: &str,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status()
+}
+
 async fn loopback() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0")
         .await

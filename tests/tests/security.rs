@@ -73,6 +73,25 @@ fn token_of(written: &pki::Written, role: &str) -> String {
         .expect("role")
 }
 
+/// A channel to `localhost:port` over mutual TLS with the client certificate `written` holds.
+async fn mutual_tls(written: &pki::Written, port: u16) -> tonic::transport::Channel {
+    let read = |p: &std::path::Path| std::fs::read(p).expect("a credential file");
+    Endpoint::from_shared(format!("https://localhost:{port}"))
+        .expect("url")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(&written.config.tls_ca)))
+                .identity(Identity::from_pem(
+                    read(&written.config.tls_client_cert),
+                    read(&written.config.tls_client_key),
+                )),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("mutual TLS connects")
+}
+
 fn reasons(s: &pb::PushSummary) -> Vec<String> {
     s.rejections.iter().map(|r| r.reason.clone()).collect()
 }
@@ -329,21 +348,8 @@ async fn a_learner_that_cannot_train_says_not_serving_and_why() {
     let status = status.expect("NOT_SERVING after training ended");
     assert_eq!(status.not_serving_reason, "training complete");
     for url in [learner.url(), format!("http://{probe_addr}")] {
-        let channel = Endpoint::from_shared(url)
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let answer = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "musicrl.v1.LearnerService".into(),
-            })
-            .await
-            .expect("health")
-            .into_inner();
         assert_eq!(
-            answer.status(),
+            musicrl_tests::health_status(&url, "musicrl.v1.LearnerService").await,
             tonic_health::pb::health_check_response::ServingStatus::NotServing
         );
     }
@@ -426,19 +432,7 @@ async fn a_loop_over_mutual_tls_with_tokens_and_seals_trains_and_balances() {
         "{actor:?}"
     );
     // With a client certificate and an admin token, the reward server answers over TLS.
-    let cert = std::fs::read(&written.config.tls_client_cert).expect("cert");
-    let key = std::fs::read(&written.config.tls_client_key).expect("key");
-    let channel = Endpoint::from_shared(https(reward.addr))
-        .expect("url")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&ca))
-                .identity(Identity::from_pem(cert, key)),
-        )
-        .expect("tls")
-        .connect()
-        .await
-        .expect("mutual TLS connects");
+    let channel = mutual_tls(&written, reward.addr.port()).await;
     let admin = token_of(&written, "admin");
     let info = RewardServiceClient::new(channel)
         .info(with_token(pb::InfoRequest {}, Some(&admin)))
@@ -466,20 +460,7 @@ async fn a_remote_component_is_reached_over_mutual_tls_with_a_token() {
         ..Default::default()
     }];
     let front = start_reward_server(&front_config).await;
-    let ca = std::fs::read(&written.config.tls_ca).expect("ca");
-    let cert = std::fs::read(&written.config.tls_client_cert).expect("cert");
-    let key = std::fs::read(&written.config.tls_client_key).expect("key");
-    let channel = Endpoint::from_shared(format!("https://localhost:{}", front.addr.port()))
-        .expect("url")
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&ca))
-                .identity(Identity::from_pem(cert, key)),
-        )
-        .expect("tls")
-        .connect()
-        .await
-        .expect("mutual TLS connects");
+    let channel = mutual_tls(&written, front.addr.port()).await;
     let actor = token_of(&written, "actor");
     let tokens = tokens(&config);
     let expected = tokens.iter().filter(|&&t| t < 4).count() as f32 / tokens.len() as f32;

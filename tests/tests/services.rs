@@ -106,21 +106,8 @@ async fn score_rejects_bad_batches_and_keeps_serving() {
     assert_eq!(info.vocab_size, vocab);
     assert_eq!(info.max_tokens as usize, max);
 
-    let channel = tonic::transport::Endpoint::from_shared(server.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "musicrl.v1.RewardService".into(),
-        })
-        .await
-        .expect("health")
-        .into_inner();
     assert_eq!(
-        status.status(),
+        musicrl_tests::health_status(&server.url(), "musicrl.v1.RewardService").await,
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
     server.stop().await.expect("clean stop");
@@ -426,15 +413,6 @@ async fn a_push_with_absurd_rewards_leaves_the_learner_training_and_healthy() {
     // infinity, and the learner stopped training.
     let batch = absurd_batch(&config);
     assert_eq!(push(&mut client, batch).await.expect("push").accepted, 4);
-    let channel = tonic::transport::Endpoint::from_shared(learner.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let serving = |r: tonic_health::pb::HealthCheckResponse| {
-        r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    };
     // Ordinary trajectories after it are trained on: the run goes on.
     assert_eq!(
         push(
@@ -446,12 +424,11 @@ async fn a_push_with_absurd_rewards_leaves_the_learner_training_and_healthy() {
         .accepted,
         4
     );
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .expect("health answers")
-        .into_inner();
-    assert!(serving(status), "the learner reports SERVING");
+    assert_eq!(
+        musicrl_tests::health_status(&learner.url(), "").await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+        "the learner reports SERVING"
+    );
     let outcome = learner
         .join()
         .await
