@@ -120,16 +120,6 @@ pub fn lazy_channel(
         .connect_lazy())
 }
 
-/// A fresh, non-zero actor incarnation id.
-fn new_actor_run() -> u64 {
-    loop {
-        let id: u64 = rand::random();
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
 fn backoff(config: &Config) -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_secs_f64(config.actor.min_backoff_seconds))
@@ -184,7 +174,7 @@ pub async fn run(
         prompt_rng: StdRng::seed_from_u64(seed.rotate_left(17)),
         policy: None,
     });
-    let actor_run = new_actor_run();
+    let actor_run = musicrl_common::types::fresh_run_id();
     let mut outcome = ActorOutcome {
         actor_run,
         ..ActorOutcome::default()

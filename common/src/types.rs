@@ -64,6 +64,17 @@ pub struct TrajectoryId {
     pub sequence: u64,
 }
 
+/// A fresh incarnation id (an actor's `actor_run`, a learner's `learner_run`): random and
+/// never 0, which on the wire means "none".
+pub fn fresh_run_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 /// A reward server's MAC over what it scored (`crate::security::seal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewardSeal {

@@ -58,16 +58,6 @@ pub struct LearnerOutcome {
     pub accounting: crate::ledger::Accounting,
 }
 
-/// A fresh, non-zero incarnation id.
-fn new_run_id() -> u64 {
-    loop {
-        let id: u64 = rand::random();
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
 /// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
 pub async fn serve(
     config: Config,
@@ -112,7 +102,7 @@ pub async fn serve(
     };
 
     let start_step = trainer.step_count();
-    let run_id = new_run_id();
+    let run_id = musicrl_common::types::fresh_run_id();
     let mut ledger = counters.ledger.clone();
     let lost_at_restart = ledger.restarted();
     if lost_at_restart > 0 {
