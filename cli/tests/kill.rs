@@ -255,6 +255,9 @@ target_below = 4
     // Each actor that finished balances its own books, and the learner saw what it pushed
     // (the killed learner's share excepted: pushes it acknowledged and did not checkpoint
     // count as lost, not pushed twice).
+    // The replacement actor may legitimately push nothing (its first batch can meet the
+    // reward outage and be abandoned when training ends), so only the books are per actor.
+    let mut pushed = 0;
     for actor in [&a0, &a2] {
         let m = |k: &str| actor[k].as_u64().unwrap_or(0);
         assert_eq!(
@@ -262,8 +265,12 @@ target_below = 4
             m("samples_pushed") + m("duplicates") + m("samples_rejected") + m("abandoned"),
             "{actor:#}"
         );
-        assert!(m("samples_pushed") > 0, "{actor:#}");
+        pushed += m("samples_pushed");
     }
+    assert!(
+        pushed > 0,
+        "the surviving actors pushed nothing: {a0:#} {a2:#}"
+    );
     // The actors saw the outage and the learner's death, and retried through both.
     let a0_log = std::fs::read_to_string(dir.join("a0.log")).expect("a0 log");
     assert!(
