@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use musicrl_common::Config;
-use musicrl_common::policy::Policy;
+use musicrl_common::policy::{Engine, Policy};
 use musicrl_common::policy::params::ParameterBlob;
 use musicrl_common::policy::sampling::{Sampled, Sampler};
 use musicrl_common::prompts::load_prompts;
@@ -173,6 +173,8 @@ pub async fn run(
         sampler: Sampler::new(seed, config.sampling.temperature),
         prompt_rng: StdRng::seed_from_u64(seed.rotate_left(17)),
         policy: None,
+        engine: config.actor.engine.clone(),
+        threads: config.actor.threads,
     });
     let actor_run = musicrl_common::types::fresh_run_id();
     let mut outcome = ActorOutcome {
@@ -259,15 +261,20 @@ pub async fn run(
             tokio::task::spawn_blocking(move || {
                 let loaded = w.ensure_policy(&blob);
                 let started = Instant::now();
-                let device = musicrl_common::device::inference_device();
-                let (_, policy) = w.policy.as_ref().expect("ensure_policy loaded a policy");
-                let sampled = w.sampler.sample(
-                    policy,
-                    &policy_config,
-                    &captions,
-                    policy_config.max_tokens,
-                    &device,
-                );
+                let (_, rollout) = w.policy.as_ref().expect("ensure_policy loaded a policy");
+                let sampled = match rollout {
+                    Rollout::Native(engine) => {
+                        w.sampler
+                            .sample_engine(engine, &captions, policy_config.max_tokens)
+                    }
+                    Rollout::Burn(policy) => w.sampler.sample(
+                        policy,
+                        &policy_config,
+                        &captions,
+                        policy_config.max_tokens,
+                        &musicrl_common::device::inference_device(),
+                    ),
+                };
                 (w, loaded, sampled, started.elapsed())
             })
         };
@@ -411,11 +418,22 @@ async fn training_complete(mut params: watch::Receiver<Option<Arc<ParameterBlob>
     }
 }
 
+/// What samples a loaded parameter version (`actor.engine`).
+enum Rollout {
+    /// The rollout engine (CPU).
+    Native(Engine),
+    /// burn's forward on the actor's device.
+    Burn(Policy),
+}
+
 /// The sampling state that moves in and out of the blocking pool each round.
 struct Worker {
     sampler: Sampler,
     prompt_rng: StdRng,
-    policy: Option<(PolicyVersion, Policy)>,
+    policy: Option<(PolicyVersion, Rollout)>,
+    /// `actor.engine` and `actor.threads`.
+    engine: String,
+    threads: usize,
 }
 
 impl Worker {
@@ -430,7 +448,12 @@ impl Worker {
         }
         let started = Instant::now();
         let policy = blob.to_policy(&musicrl_common::device::inference_device())?;
-        self.policy = Some((blob.version, policy));
+        let rollout = if self.engine == musicrl_common::config::ENGINE_BURN {
+            Rollout::Burn(policy)
+        } else {
+            Rollout::Native(Engine::from_policy(&policy, &blob.config, self.threads)?)
+        };
+        self.policy = Some((blob.version, rollout));
         Ok(Some(started.elapsed()))
     }
 }

@@ -657,6 +657,16 @@ pub struct BenchArgs {
     /// Trajectories per learner update [default: learner.batch_size].
     #[arg(long, value_name = "N")]
     pub learner_batch: Option<usize>,
+    /// Batch sizes the actors' rollout engine is measured at (comma list).
+    #[arg(long, value_name = "N,N,..", value_delimiter = ',', default_value = "1,8,32,64")]
+    pub batches: Vec<usize>,
+    /// Tokens per sampled sequence [default: policy.max_tokens]. Every sequence runs this
+    /// long (END does not stop it), so each iteration does the same work.
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<usize>,
+    /// Which workloads to run (comma list of engine, burn, uncached, learner).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "engine,burn,uncached,learner")]
+    pub workloads: Vec<String>,
     /// Also write the results here as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -321,12 +321,23 @@ pub const BASELINE_LEAVE_ONE_OUT: &str = "leave-one-out";
 /// `learner.baseline`: the value head V(s_t).
 pub const BASELINE_VALUE: &str = "value";
 
+/// `actor.engine`: the rollout engine (CPU).
+pub const ENGINE_NATIVE: &str = "native";
+/// `actor.engine`: burn's forward with the KV cache, on the actor's device.
+pub const ENGINE_BURN: &str = "burn";
+
 /// An actor: where the learner and the reward server are, and how much it samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActorConfig {
     /// Compute device for sampling: "cpu", or "cuda:N" in a build with the `cuda` feature.
     pub device: String,
+    /// What samples: "native" (the rollout engine, `common/src/policy/engine`: CPU only,
+    /// the default) or "burn" (the training model's own forward on `device`; the path for
+    /// a GPU).
+    pub engine: String,
+    /// Threads the rollout engine splits a batch over; 0 uses every core the process may.
+    pub threads: usize,
     /// Learner endpoint, e.g. `http://learner:50051`.
     pub learner: String,
     /// Reward server endpoint, e.g. `http://reward-server:50052`, or several,
@@ -372,6 +383,8 @@ impl Default for ActorConfig {
     fn default() -> Self {
         Self {
             device: "cpu".into(),
+            engine: ENGINE_NATIVE.into(),
+            threads: 0,
             learner: "http://127.0.0.1:50051".into(),
             reward: "http://127.0.0.1:50052".into(),
             reward_resolve_seconds: 10.0,
@@ -873,6 +886,26 @@ impl Config {
             );
         }
         let a = &self.actor;
+        match a.engine.as_str() {
+            ENGINE_NATIVE => {
+                if crate::device::parse("actor.device", &a.device)? != crate::device::DeviceSpec::Cpu {
+                    return bad(
+                        "actor.engine",
+                        format!(
+                            "{ENGINE_NATIVE:?} runs on the CPU only, but actor.device is {:?}: set actor.engine = {ENGINE_BURN:?} to sample on a GPU",
+                            a.device
+                        ),
+                    );
+                }
+            }
+            ENGINE_BURN => {}
+            other => {
+                return bad(
+                    "actor.engine",
+                    format!("{other:?} is not an engine (use {ENGINE_NATIVE:?} or {ENGINE_BURN:?})"),
+                );
+            }
+        }
         if a.batch_size == 0 {
             return bad("actor.batch_size", "must be positive".into());
         }

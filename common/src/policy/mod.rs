@@ -1,6 +1,7 @@
 //! The policy network, its sampler and its parameter transport.
 
 pub mod divergence;
+pub mod engine;
 pub mod model;
 pub mod params;
 pub mod safetensors;
@@ -8,6 +9,7 @@ pub mod sampling;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+pub use engine::Engine;
 pub use model::{CaptionBatch, KvCache, Policy, PolicyOutput};
 
 use crate::caption;

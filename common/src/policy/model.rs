@@ -293,6 +293,53 @@ impl Policy {
         (logits.squeeze_dim::<2>(1), values.squeeze_dim::<1>(1))
     }
 
+    /// Every parameter as plain row-major buffers, for the rollout engine
+    /// ([`crate::policy::Engine`]), which checks them against `config`.
+    pub(crate) fn engine_weights(&self, config: &PolicyConfig) -> crate::policy::engine::Weights {
+        use crate::policy::engine::{BlockWeights, LinearWeights, NormWeights, Weights};
+        use crate::policy::to_vec_f32;
+        let linear = |l: &Linear| {
+            let w = l.weight.val();
+            let [d_in, d_out] = w.dims();
+            LinearWeights {
+                w: to_vec_f32(w),
+                b: l.bias.as_ref().map_or_else(|| vec![0.0; d_out], |b| to_vec_f32(b.val())),
+                d_in,
+                d_out,
+            }
+        };
+        let norm = |n: &LayerNorm| {
+            let gamma = to_vec_f32(n.gamma.val());
+            let beta = n
+                .beta
+                .as_ref()
+                .map_or_else(|| vec![0.0; gamma.len()], |b| to_vec_f32(b.val()));
+            NormWeights { gamma, beta }
+        };
+        Weights {
+            config: config.clone(),
+            token_emb: to_vec_f32(self.token_emb.weight.val()),
+            pos_emb: to_vec_f32(self.pos_emb.weight.val()),
+            caption_emb: to_vec_f32(self.caption_emb.weight.val()),
+            cond_proj: linear(&self.cond_proj),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockWeights {
+                    ln1: norm(&b.ln1),
+                    qkv: linear(&b.qkv),
+                    attn_out: linear(&b.attn_out),
+                    ln2: norm(&b.ln2),
+                    mlp_in: linear(&b.mlp_in),
+                    mlp_out: linear(&b.mlp_out),
+                })
+                .collect(),
+            ln_f: norm(&self.ln_f),
+            lm_head: linear(&self.lm_head),
+            value_head: linear(&self.value_head),
+        }
+    }
+
     /// Logits of the last position recomputed from scratch for the given prefix (no cache):
     /// the reference path the cache is tested and benchmarked against.
     pub fn next_logits_uncached(

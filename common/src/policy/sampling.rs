@@ -18,11 +18,19 @@ pub struct Sampled {
     pub logprobs: Vec<f32>,
 }
 
-/// Samples sequences from a policy.
+/// Samples sequences from a policy, with burn ([`Sampler::sample`]) or the rollout engine
+/// ([`Sampler::sample_engine`]).
+///
+/// Each batch of `B` sequences of at most `len` tokens takes `len × B` uniform numbers from
+/// the seeded RNG up front, step-major (`u[t * B + b]` draws token t of row b), whether or
+/// not every row runs to `len`. So a row's draws depend neither on when other rows end nor
+/// on how a batch is split over threads, and burn and the engine, given the same seed, draw
+/// the same sequences (up to float rounding at a sampling boundary).
 #[derive(Debug)]
 pub struct Sampler {
     rng: StdRng,
     temperature: f32,
+    stop_at_end: bool,
 }
 
 impl Sampler {
@@ -30,7 +38,32 @@ impl Sampler {
         Self {
             rng: StdRng::seed_from_u64(seed),
             temperature,
+            stop_at_end: true,
         }
+    }
+
+    /// Whether a sequence stops after its first END token (the default) or always runs the
+    /// full length (the benchmark's fixed workload).
+    pub fn stop_at_end(mut self, stop: bool) -> Self {
+        self.stop_at_end = stop;
+        self
+    }
+
+    /// The uniform numbers of one batch: `len × batch`, step-major.
+    fn uniforms(&mut self, len: usize, batch: usize) -> Vec<f64> {
+        (0..len * batch).map(|_| self.rng.random::<f64>()).collect()
+    }
+
+    /// Samples one sequence per caption with the rollout engine: the actors' path.
+    pub fn sample_engine<S: AsRef<str> + Sync>(
+        &mut self,
+        engine: &super::Engine,
+        captions: &[S],
+        len: usize,
+    ) -> Vec<Sampled> {
+        let len = len.min(engine.config().max_tokens);
+        let u = self.uniforms(len, captions.len());
+        engine.sample(captions, len, self.temperature, &u, self.stop_at_end)
     }
 
     /// Samples one sequence per caption, of at most `len` tokens: a sequence stops after its
@@ -56,12 +89,14 @@ impl Sampler {
         if batch == 0 || len == 0 {
             return out;
         }
+        let u = self.uniforms(len, batch);
         let captions = caption_batch(captions, config, device);
         let mut cache = KvCache::new(policy.n_layers());
         let mut logits = policy.start(&captions, &mut cache).0;
         let mut done = vec![false; batch];
         for t in 0..len {
-            let next = self.draw(logits, &mut out, &mut done, config.end_token);
+            let step_u = &u[t * batch..(t + 1) * batch];
+            let next = self.draw(logits, step_u, &mut out, &mut done, config.end_token);
             if t + 1 == len || done.iter().all(|d| *d) {
                 break;
             }
@@ -94,6 +129,7 @@ impl Sampler {
         if batch == 0 || len == 0 {
             return out;
         }
+        let u = self.uniforms(len, batch);
         let captions = caption_batch(captions, config, device);
         // Ended rows keep being fed (their END repeated) so the batch stays rectangular;
         // nothing is recorded for them.
@@ -106,7 +142,8 @@ impl Sampler {
                 .collect();
             let prefix = Tensor::<2, Int>::from_data(TensorData::new(prefix, [batch, t]), device);
             let logits = policy.next_logits_uncached(&captions, prefix);
-            let next = self.draw(logits, &mut out, &mut done, config.end_token);
+            let step_u = &u[t * batch..(t + 1) * batch];
+            let next = self.draw(logits, step_u, &mut out, &mut done, config.end_token);
             for (row, id) in fed.iter_mut().zip(next) {
                 row.push(id as u32);
             }
@@ -117,13 +154,14 @@ impl Sampler {
         out
     }
 
-    /// Draws one token per row of `logits` `[B, V]`, appends it (and its log-probability)
-    /// to the rows of `out` that have not ended, marks rows that draw `end` as done, and
-    /// returns the ids to feed next (`end` again for rows already done). Every row draws
-    /// its random number, ended or not, so a row's draws do not depend on when others end.
+    /// Draws one token per row of `logits` `[B, V]` with this step's uniforms `u` `[B]`,
+    /// appends it (and its log-probability) to the rows of `out` that have not ended, marks
+    /// rows that draw `end` as done (when stopping at END), and returns the ids to feed next
+    /// (`end` again for rows already done).
     fn draw(
         &mut self,
         logits: Tensor<2>,
+        u: &[f64],
         out: &mut [Sampled],
         done: &mut [bool],
         end: u32,
@@ -132,14 +170,14 @@ impl Sampler {
         let vocab = rows.len() / out.len();
         let mut next = Vec::with_capacity(out.len());
         for (b, row) in rows.chunks(vocab).enumerate() {
-            let (token, logp) = sample_row(row, self.temperature, self.rng.random::<f64>());
+            let (token, logp) = sample_row(row, self.temperature, u[b]);
             if done[b] {
                 next.push(i64::from(end));
                 continue;
             }
             out[b].tokens.push(token);
             out[b].logprobs.push(logp);
-            done[b] = token == end;
+            done[b] = self.stop_at_end && token == end;
             next.push(i64::from(token));
         }
         next
