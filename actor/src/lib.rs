@@ -147,8 +147,13 @@ pub async fn run(
     }
     let prompts = load_prompts(&config.actor.prompts)?;
     let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
-    let learner = LearnerServiceClient::new(lazy_channel(&config.actor.learner, &config.security)?)
-        .max_decoding_message_size(8 << 20);
+    let mut learner =
+        LearnerServiceClient::new(lazy_channel(&config.actor.learner, &config.security)?)
+            .max_decoding_message_size(8 << 20);
+    // The learner offers gzip and zstd; a compressed broadcast is the actor's choice.
+    if let Some(encoding) = parameter_compression(&config.actor.parameter_compression) {
+        learner = learner.accept_compressed(encoding);
+    }
     let reward = RewardServiceClient::new(balance::reward_channel(
         &config.actor.reward,
         Duration::from_secs_f64(config.actor.reward_resolve_seconds),
@@ -415,6 +420,15 @@ async fn training_complete(mut params: watch::Receiver<Option<Arc<ParameterBlob>
         if params.changed().await.is_err() {
             return std::future::pending().await;
         }
+    }
+}
+
+/// `actor.parameter_compression` as an encoding (validated with the configuration).
+fn parameter_compression(name: &str) -> Option<tonic::codec::CompressionEncoding> {
+    match name {
+        "gzip" => Some(tonic::codec::CompressionEncoding::Gzip),
+        "zstd" => Some(tonic::codec::CompressionEncoding::Zstd),
+        _ => None,
     }
 }
 

@@ -13,8 +13,10 @@ use musicrl_common::wire::ChunkAssembler;
 use musicrl_proto::v1::SubscribeRequest;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 
-/// Largest parameter blob an actor accepts (4 GiB).
-pub const MAX_PARAMETER_BYTES: usize = 4 << 30;
+/// Largest parameter blob an actor accepts (64 GiB: larger than any policy this machine
+/// class trains; the assembler grows its buffer as chunks arrive rather than trusting an
+/// announced size).
+pub const MAX_PARAMETER_BYTES: usize = 64 << 30;
 
 /// Publishes every complete version into `out` until one marked `training_complete`
 /// arrives (published too; with `exit_on_completion` false it keeps following, for the next

@@ -79,6 +79,8 @@ pub const LEARNER_BATCH_WAIT_SECONDS: &str = "musicrl_learner_batch_wait_seconds
 pub const LEARNER_BROADCAST_SECONDS: &str = "musicrl_learner_broadcast_seconds";
 pub const LEARNER_BROADCAST_SEND_SECONDS: &str = "musicrl_learner_broadcast_send_seconds";
 pub const LEARNER_BROADCAST_BYTES: &str = "musicrl_learner_broadcast_bytes";
+pub const LEARNER_BROADCAST_SUPERSEDED_TOTAL: &str = "musicrl_learner_broadcast_superseded_total";
+pub const LEARNER_PUBLISH_HANDOFF_SECONDS: &str = "musicrl_learner_publish_handoff_seconds";
 pub const LEARNER_CHECKPOINT_SECONDS: &str = "musicrl_learner_checkpoint_seconds";
 pub const REWARD_INFLIGHT_REQUESTS: &str = "musicrl_reward_inflight_requests";
 pub const REWARD_REQUESTS_TOTAL: &str = "musicrl_reward_requests_total";
@@ -445,7 +447,23 @@ pub const CATALOG: &[Metric] = &[
         role: Role::Learner,
         label: None,
         initial_label_values: &[],
-        help: "time to serialise and publish a new version",
+        help: "time to serialise and publish a new version (on the publisher thread)",
+    },
+    Metric {
+        name: LEARNER_PUBLISH_HANDOFF_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "training-thread time to hand a new version to the publisher (what publishing costs a step)",
+    },
+    Metric {
+        name: LEARNER_BROADCAST_SUPERSEDED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "versions a subscriber stopped receiving midway because a newer one was published",
     },
     Metric {
         name: LEARNER_BROADCAST_SEND_SECONDS,

@@ -510,33 +510,45 @@ pub fn score_response_from_wire(
 
 // ---- parameters ----
 
-/// Splits a parameter blob into wire chunks of at most `chunk_bytes` of data each.
-pub fn blob_to_chunks(blob: &ParameterBlob, chunk_bytes: usize) -> Vec<pb::ParameterChunk> {
-    let total = blob.bytes.len();
+/// The wire chunks of a parameter blob, at most `chunk_bytes` of data each, made one at a
+/// time as a sender asks for them. Each chunk's data is a slice of the blob's shared buffer
+/// (no copy), so any number of subscribers stream one version without copying it.
+pub fn blob_to_chunks(
+    blob: &ParameterBlob,
+    chunk_bytes: usize,
+) -> impl Iterator<Item = pb::ParameterChunk> + Send + 'static {
+    let chunk_bytes = chunk_bytes.max(1);
+    let bytes = blob.bytes.clone();
+    let total = bytes.len();
     let chunk_count = total.div_ceil(chunk_bytes).max(1);
     let config_json = serde_json::to_string(&blob.config).expect("PolicyConfig serialises to JSON");
-    (0..chunk_count)
-        .map(|i| {
-            let start = i * chunk_bytes;
-            let end = (start + chunk_bytes).min(total);
-            pb::ParameterChunk {
-                version: blob.version.0,
-                chunk_index: i as u32,
-                chunk_count: chunk_count as u32,
-                total_bytes: total as u64,
-                data: bytes::Bytes::copy_from_slice(&blob.bytes[start..end]),
-                checksum: blob.checksum.to_vec().into(),
-                policy_config_json: if i == 0 {
-                    config_json.clone()
-                } else {
-                    String::new()
-                },
-                training_complete: blob.training_complete,
-                temperature: blob.temperature,
-                learner_run: blob.learner_run,
-            }
-        })
-        .collect()
+    let checksum = blob.checksum;
+    let (version, complete, temperature, run) = (
+        blob.version.0,
+        blob.training_complete,
+        blob.temperature,
+        blob.learner_run,
+    );
+    (0..chunk_count).map(move |i| {
+        let start = i * chunk_bytes;
+        let end = (start + chunk_bytes).min(total);
+        pb::ParameterChunk {
+            version,
+            chunk_index: i as u32,
+            chunk_count: chunk_count as u32,
+            total_bytes: total as u64,
+            data: bytes.slice(start..end),
+            checksum: checksum.to_vec(),
+            policy_config_json: if i == 0 {
+                config_json.clone()
+            } else {
+                String::new()
+            },
+            training_complete: complete,
+            temperature,
+            learner_run: run,
+        }
+    })
 }
 
 /// Reassembles parameter chunks into blobs. A chunk out of sequence discards the partial
@@ -597,7 +609,9 @@ impl ChunkAssembler {
                 temperature: chunk.temperature,
                 training_complete: chunk.training_complete,
                 learner_run: chunk.learner_run,
-                data: Vec::with_capacity(total),
+                // Grown as chunks arrive past the first GiB: an announced size is not
+                // trusted with an allocation.
+                data: Vec::with_capacity(total.min(1 << 30)),
             });
         }
         let Some(p) = self.partial.as_mut() else {
@@ -774,7 +788,7 @@ mod tests {
         let config = PolicyConfig::default();
         let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let blob = ParameterBlob::from_bytes(bytes.clone(), PolicyVersion(7), &config, 0.99);
-        let chunks = blob_to_chunks(&blob, 4096);
+        let chunks: Vec<_> = blob_to_chunks(&blob, 4096).collect();
         assert_eq!(chunks.len(), 3);
         let mut asm = ChunkAssembler::new(1 << 20);
         let mut out = None;
@@ -783,7 +797,7 @@ mod tests {
         }
         let got = out.expect("complete after the last chunk");
         assert_eq!(got.version, PolicyVersion(7));
-        assert_eq!(*got.bytes, bytes);
+        assert_eq!(got.bytes.as_ref(), bytes.as_slice());
         assert_eq!(got.config, config);
 
         let mut bad = chunks.clone();
@@ -871,7 +885,7 @@ mod properties {
             let config = PolicyConfig::default();
             let mut blob = ParameterBlob::from_bytes(bytes, PolicyVersion(3), &config, 0.99);
             blob.learner_run = 7;
-            let chunks = blob_to_chunks(&blob, chunk);
+            let chunks: Vec<_> = blob_to_chunks(&blob, chunk).collect();
             let mut assembler = ChunkAssembler::new(1 << 20);
             let mut out = None;
             for (i, c) in chunks.iter().enumerate() {
@@ -880,7 +894,7 @@ mod properties {
                 out = got.or(out);
             }
             let out = out.expect("a blob");
-            prop_assert_eq!(out.bytes.as_slice(), blob.bytes.as_slice());
+            prop_assert_eq!(out.bytes.as_ref(), blob.bytes.as_ref());
             prop_assert_eq!((out.version, out.learner_run), (blob.version, 7));
 
             if chunks.len() > 1 {
@@ -897,7 +911,7 @@ mod properties {
                 // A repeated last chunk is a new, incomplete version; a repeated first one
                 // restarts the version and completes it correctly.
                 for b in yielded {
-                    prop_assert_eq!(b.bytes.as_slice(), blob.bytes.as_slice());
+                    prop_assert_eq!(b.bytes.as_ref(), blob.bytes.as_ref());
                 }
             }
         }

@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod loss;
 pub mod named_run;
 pub mod pretrain;
+pub mod publish;
 pub mod run;
 pub mod service;
 pub mod staleness;

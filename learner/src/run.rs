@@ -309,6 +309,12 @@ fn train_loop(
     let mut outcome = LearnerOutcome::default();
     let mut last_saved = trainer.step_count();
     let finished = |step: u64| l.steps > 0 && step >= l.steps;
+    let publisher = crate::publish::Publisher::spawn(
+        params,
+        config.policy.clone(),
+        config.sampling.temperature,
+        shared.run_id,
+    )?;
 
     while !stop.load(Ordering::Relaxed) && !finished(trainer.step_count()) {
         // Gather a batch, applying the staleness rule against the version being updated.
@@ -396,16 +402,7 @@ fn train_loop(
         }
 
         let done = finished(trainer.step_count());
-        let broadcast_started = Instant::now();
-        let mut blob = trainer.blob(config.sampling.temperature)?;
-        blob.learner_run = shared.run_id;
-        blob.training_complete = done;
-        let blob_bytes = blob.bytes.len();
-        params.send_replace(Some(Arc::new(blob)));
-        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BROADCAST_SECONDS)
-            .record(broadcast_started.elapsed().as_secs_f64());
-        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_BROADCAST_BYTES)
-            .set(blob_bytes as f64);
+        publisher.publish(&trainer, done);
 
         record_step_metrics(&stats);
         outcome.reward_means.push(stats.reward_mean);
@@ -481,11 +478,9 @@ fn train_loop(
     }
     if !finished(trainer.step_count()) {
         // Stopped early: tell subscribers no newer version is coming.
-        let mut blob = trainer.blob(config.sampling.temperature)?;
-        blob.learner_run = shared.run_id;
-        blob.training_complete = true;
-        params.send_replace(Some(Arc::new(blob)));
+        publisher.publish(&trainer, true);
     }
+    publisher.finish();
     let p = shared.progress().clone();
     outcome.steps = trainer.step_count();
     outcome.policy_version = trainer.version().0;

@@ -404,10 +404,27 @@ impl LearnerService for Learner {
                 let blob = params.borrow_and_update().clone();
                 if let Some(blob) = blob {
                     let started = Instant::now();
-                    for chunk in wire::blob_to_chunks(&blob, chunk_bytes) {
+                    // A subscriber slower than the learner skips straight to the newest
+                    // version: when one is published mid-send, the rest of this one is
+                    // dropped and the newest starts at its chunk 0 (the assembler discards
+                    // the partial version). The final version is the newest, so it is
+                    // always sent whole.
+                    let mut superseded = false;
+                    for (i, chunk) in wire::blob_to_chunks(&blob, chunk_bytes).enumerate() {
+                        if i > 0 && params.has_changed().unwrap_or(false) {
+                            superseded = true;
+                            break;
+                        }
                         if tx.send(Ok(chunk)).await.is_err() {
                             break;
                         }
+                    }
+                    if superseded && !tx.is_closed() {
+                        metrics::counter!(
+                            musicrl_common::metrics_catalog::LEARNER_BROADCAST_SUPERSEDED_TOTAL
+                        )
+                        .increment(1);
+                        continue;
                     }
                     metrics::histogram!(
                         musicrl_common::metrics_catalog::LEARNER_BROADCAST_SEND_SECONDS

@@ -86,7 +86,7 @@ async fn learner_resumes_from_its_checkpoint_and_continues_the_step_count() {
     drop(stream);
     assert_eq!(blob.version.0, 6);
     assert_eq!(
-        blob.bytes.as_slice(),
+        blob.bytes.as_ref(),
         saved_policy.as_slice(),
         "the resumed parameters are the saved ones"
     );

@@ -338,6 +338,9 @@ pub struct ActorConfig {
     pub engine: String,
     /// Threads the rollout engine splits a batch over; 0 uses every core the process may.
     pub threads: usize,
+    /// Ask the learner to compress the parameter broadcast: "none" (the default: float
+    /// weights shrink little and loopback is fast), "zstd" or "gzip".
+    pub parameter_compression: String,
     /// Learner endpoint, e.g. `http://learner:50051`.
     pub learner: String,
     /// Reward server endpoint, e.g. `http://reward-server:50052`, or several,
@@ -385,6 +388,7 @@ impl Default for ActorConfig {
             device: "cpu".into(),
             engine: ENGINE_NATIVE.into(),
             threads: 0,
+            parameter_compression: "none".into(),
             learner: "http://127.0.0.1:50051".into(),
             reward: "http://127.0.0.1:50052".into(),
             reward_resolve_seconds: 10.0,
@@ -905,6 +909,12 @@ impl Config {
                     format!("{other:?} is not an engine (use {ENGINE_NATIVE:?} or {ENGINE_BURN:?})"),
                 );
             }
+        }
+        if !["none", "zstd", "gzip"].contains(&a.parameter_compression.as_str()) {
+            return bad(
+                "actor.parameter_compression",
+                format!("{:?} is not one of \"none\", \"zstd\", \"gzip\"", a.parameter_compression),
+            );
         }
         if a.batch_size == 0 {
             return bad("actor.batch_size", "must be positive".into());

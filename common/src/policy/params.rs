@@ -2,7 +2,6 @@
 //! for checkpoints. Loading checks shapes against the configured architecture.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
@@ -17,7 +16,9 @@ use crate::types::PolicyVersion;
 #[derive(Debug, Clone)]
 pub struct ParameterBlob {
     pub version: PolicyVersion,
-    pub bytes: Arc<Vec<u8>>,
+    /// Shared, immutable: every subscriber's chunks are slices of it (no copy per
+    /// subscriber or per chunk).
+    pub bytes: bytes::Bytes,
     /// blake3 of `bytes`.
     pub checksum: [u8; 32],
     pub config: PolicyConfig,
@@ -49,7 +50,7 @@ impl ParameterBlob {
         let checksum = *blake3::hash(&bytes).as_bytes();
         Self {
             version,
-            bytes: Arc::new(bytes),
+            bytes: bytes::Bytes::from(bytes),
             checksum,
             config: config.clone(),
             temperature,
@@ -76,6 +77,8 @@ pub fn encode_policy(policy: &Policy) -> Result<Vec<u8>> {
 
 /// A policy of architecture `config` with the parameters in `bytes`.
 pub fn decode_policy(config: &PolicyConfig, bytes: &[u8], device: &Device) -> Result<Policy> {
+    // burn's record reader takes its own buffer: one copy here, none before (the actor's
+    // assembler writes chunks straight into the blob's buffer).
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| Error::BadParameters(format!("not a burnpack parameter blob: {e}")))?;
     Policy::new(config, device)

@@ -1,0 +1,114 @@
+//! Publishing parameter versions off the training thread.
+//!
+//! After an update the training thread hands a frozen copy of the policy (burn's
+//! `valid()`: the tensors are shared, nothing is copied) to the publisher thread and goes
+//! on to the next batch. The publisher serialises it, checksums it and makes it the newest
+//! version in the `watch` every subscriber follows. When the training thread outruns it,
+//! only the newest waiting version is encoded (a version nobody could see in time is
+//! never serialised). The last version handed over (the final one, `training_complete`)
+//! is always published: [`Publisher::finish`] waits for it.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use burn::module::Module;
+use tokio::sync::watch;
+
+use musicrl_common::config::PolicyConfig;
+use musicrl_common::metrics_catalog as mc;
+use musicrl_common::policy::Policy;
+use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::types::PolicyVersion;
+
+use crate::trainer::Trainer;
+
+struct Job {
+    policy: Policy,
+    version: PolicyVersion,
+    training_complete: bool,
+}
+
+/// The handle the training thread publishes through.
+pub struct Publisher {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Publisher {
+    /// Starts the publisher thread, which writes into `params` every version it encodes.
+    pub fn spawn(
+        params: watch::Sender<Option<Arc<ParameterBlob>>>,
+        config: PolicyConfig,
+        temperature: f32,
+        learner_run: u64,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("musicrl-publish".into())
+            .spawn(move || {
+                while let Ok(mut job) = rx.recv() {
+                    // Latest wins: skip versions superseded while the last one encoded.
+                    while let Ok(newer) = rx.try_recv() {
+                        job = newer;
+                    }
+                    let started = Instant::now();
+                    match ParameterBlob::from_policy(&job.policy, job.version, &config, temperature) {
+                        Ok(mut blob) => {
+                            blob.learner_run = learner_run;
+                            blob.training_complete = job.training_complete;
+                            let bytes = blob.bytes.len();
+                            params.send_replace(Some(Arc::new(blob)));
+                            metrics::histogram!(mc::LEARNER_BROADCAST_SECONDS)
+                                .record(started.elapsed().as_secs_f64());
+                            metrics::gauge!(mc::LEARNER_BROADCAST_BYTES).set(bytes as f64);
+                        }
+                        Err(e) => {
+                            tracing::error!(version = %job.version, error = %e, "could not serialise a parameter version; actors keep the previous one");
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands the trainer's current parameters over for publishing and returns at once.
+    pub fn publish(&self, trainer: &Trainer, training_complete: bool) {
+        let started = Instant::now();
+        let job = Job {
+            policy: trainer.policy().valid(),
+            version: trainer.version(),
+            training_complete,
+        };
+        if let Some(tx) = &self.tx
+            && tx.send(job).is_err()
+        {
+            tracing::error!("the publisher thread has stopped; this version is not broadcast");
+        }
+        metrics::histogram!(mc::LEARNER_PUBLISH_HANDOFF_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Waits until every version handed over has been published (or skipped for a newer
+    /// one) and stops the thread.
+    pub fn finish(mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the publisher thread panicked");
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
