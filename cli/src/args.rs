@@ -664,9 +664,16 @@ pub struct BenchArgs {
     /// long (END does not stop it), so each iteration does the same work.
     #[arg(long, value_name = "N")]
     pub tokens: Option<usize>,
-    /// Which workloads to run (comma list of engine, burn, uncached, learner).
+    /// Which workloads to run (comma list of engine, burn, uncached, learner, broadcast;
+    /// broadcast, a 100 M-parameter policy's broadcast, is not in the default list).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "engine,burn,uncached,learner")]
     pub workloads: Vec<String>,
+    /// Width of the broadcast workload's synthetic policy (d_ff = 4 x this).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub broadcast_d_model: usize,
+    /// Depth of the broadcast workload's synthetic policy (1024 x 8: 101 M parameters).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub broadcast_layers: usize,
     /// Also write the results here as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

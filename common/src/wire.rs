@@ -572,6 +572,8 @@ struct Partial {
     training_complete: bool,
     learner_run: u64,
     data: Vec<u8>,
+    /// blake3 of `data` so far: hashing as chunks arrive overlaps it with the transfer.
+    hasher: blake3::Hasher,
 }
 
 impl ChunkAssembler {
@@ -612,6 +614,7 @@ impl ChunkAssembler {
                 // Grown as chunks arrive past the first GiB: an announced size is not
                 // trusted with an allocation.
                 data: Vec::with_capacity(total.min(1 << 30)),
+                hasher: blake3::Hasher::new(),
             });
         }
         let Some(p) = self.partial.as_mut() else {
@@ -633,6 +636,7 @@ impl ChunkAssembler {
             return Err(Error::BadParameters(msg));
         }
         p.data.extend_from_slice(&chunk.data);
+        p.hasher.update(&chunk.data);
         p.next_index += 1;
         if p.next_index < p.chunk_count {
             return Ok(None);
@@ -646,15 +650,20 @@ impl ChunkAssembler {
                 p.total
             )));
         }
-        let sum = blake3::hash(&p.data);
-        if sum.as_bytes().as_slice() != p.checksum.as_slice() {
+        let sum = *p.hasher.finalize().as_bytes();
+        if sum.as_slice() != p.checksum.as_slice() {
             return Err(Error::BadParameters(format!(
                 "version {} failed its checksum",
                 p.version
             )));
         }
-        let mut blob =
-            ParameterBlob::from_bytes(p.data, PolicyVersion(p.version), &p.config, p.temperature);
+        let mut blob = ParameterBlob::from_hashed_bytes(
+            p.data,
+            sum,
+            PolicyVersion(p.version),
+            &p.config,
+            p.temperature,
+        );
         blob.training_complete = p.training_complete;
         blob.learner_run = p.learner_run;
         Ok(Some(blob))

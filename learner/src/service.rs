@@ -393,9 +393,10 @@ impl LearnerService for Learner {
         let mut params = self.shared.params.clone();
         let chunk_bytes = self.shared.chunk_bytes;
         let shared = self.shared.clone();
-        // Small buffer: a slow subscriber holds back only itself, and always gets the newest
-        // version next (intermediate ones are skipped).
-        let (tx, rx) = mpsc::channel(4);
+        // A slow subscriber holds back only itself and skips to the newest version (see
+        // below). The buffered chunks are slices of the version's shared buffer, so a
+        // deeper queue costs no memory; 16 keeps the sender ahead of the transport.
+        let (tx, rx) = mpsc::channel(16);
         let mut closing = self.shared.closing.clone();
         tokio::spawn(async move {
             metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);

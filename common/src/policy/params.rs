@@ -48,6 +48,18 @@ impl ParameterBlob {
         temperature: f32,
     ) -> Self {
         let checksum = *blake3::hash(&bytes).as_bytes();
+        Self::from_hashed_bytes(bytes, checksum, version, config, temperature)
+    }
+
+    /// Like [`ParameterBlob::from_bytes`] with `checksum` already computed over `bytes`
+    /// (the assembler hashes chunks as they arrive).
+    pub fn from_hashed_bytes(
+        bytes: Vec<u8>,
+        checksum: [u8; 32],
+        version: PolicyVersion,
+        config: &PolicyConfig,
+        temperature: f32,
+    ) -> Self {
         Self {
             version,
             bytes: bytes::Bytes::from(bytes),

@@ -29,6 +29,8 @@ use musicrl_learner::trainer::Trainer;
 
 use crate::args::BenchArgs;
 
+pub mod broadcast;
+
 /// Captions of the shape the caption generator writes (the bench needs no prompt file).
 const CAPTIONS: [&str; 4] = [
     "A lively Irish reel in D major, in cut time played on fiddle",
@@ -65,6 +67,8 @@ pub struct BenchReport {
     pub iters: usize,
     pub threads: usize,
     pub measurements: Vec<Measurement>,
+    /// The `broadcast` workload, when asked for.
+    pub broadcast: Option<broadcast::BroadcastReport>,
 }
 
 /// Matmul FLOPs of one position through the trunk and both heads, attending to `context`
@@ -144,8 +148,8 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(args.batches.iter().all(|&b| b > 0), "--batches must be positive");
     for w in &args.workloads {
         anyhow::ensure!(
-            ["engine", "burn", "uncached", "learner"].contains(&w.as_str()),
-            "--workloads: {w:?} is not one of engine, burn, uncached, learner"
+            ["engine", "burn", "uncached", "learner", "broadcast"].contains(&w.as_str()),
+            "--workloads: {w:?} is not one of engine, burn, uncached, learner, broadcast"
         );
     }
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
@@ -269,7 +273,23 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         ));
     }
 
+    let broadcast = if wants("broadcast") {
+        let learner_gflops = measurements
+            .iter()
+            .find(|m| m.kind == "learner")
+            .map(|m| m.gflops_per_second);
+        Some(broadcast::run(
+            config,
+            broadcast::synthetic_policy(p, args.broadcast_d_model, args.broadcast_layers),
+            args.iters,
+            learner_gflops,
+        )?)
+    } else {
+        None
+    };
+
     let report = BenchReport {
+        broadcast,
         policy: p.clone(),
         parameters,
         tokens: len,
