@@ -21,9 +21,9 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use musicrl_common::Config;
-use musicrl_common::policy::{Engine, Policy};
 use musicrl_common::policy::params::ParameterBlob;
 use musicrl_common::policy::sampling::{Sampled, Sampler};
+use musicrl_common::policy::{Engine, Policy};
 use musicrl_common::prompts::load_prompts;
 use musicrl_common::types::SampleScore;
 use musicrl_common::wire::{self, ScoreInput};

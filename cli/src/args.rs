@@ -658,7 +658,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub learner_batch: Option<usize>,
     /// Batch sizes the actors' rollout engine is measured at (comma list).
-    #[arg(long, value_name = "N,N,..", value_delimiter = ',', default_value = "1,8,32,64")]
+    #[arg(
+        long,
+        value_name = "N,N,..",
+        value_delimiter = ',',
+        default_value = "1,8,32,64"
+    )]
     pub batches: Vec<usize>,
     /// Tokens per sampled sequence [default: policy.max_tokens]. Every sequence runs this
     /// long (END does not stop it), so each iteration does the same work.
@@ -666,7 +671,12 @@ pub struct BenchArgs {
     pub tokens: Option<usize>,
     /// Which workloads to run (comma list of engine, burn, uncached, learner, broadcast;
     /// broadcast, a 100 M-parameter policy's broadcast, is not in the default list).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "engine,burn,uncached,learner")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "engine,burn,uncached,learner"
+    )]
     pub workloads: Vec<String>,
     /// Width of the broadcast workload's synthetic policy (d_ff = 4 x this).
     #[arg(long, value_name = "N", default_value_t = 1024)]

@@ -112,3 +112,89 @@ impl Drop for Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use musicrl_common::config::Config;
+    use musicrl_common::{PolicyVersion as V, Trajectory};
+
+    fn config() -> Config {
+        let mut c = Config::default();
+        c.policy = PolicyConfig {
+            vocab_size: 9,
+            max_tokens: 8,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 32,
+            caption_buckets: 32,
+            max_caption_words: 6,
+            end_token: 0,
+            ..PolicyConfig::default()
+        };
+        c.learner.init_policy = std::path::PathBuf::new();
+        c.learner.value_warmup_steps = 0;
+        c.learner.learning_rate = 0.05;
+        c
+    }
+
+    fn batch() -> Vec<Trajectory> {
+        (0..4)
+            .map(|i| Trajectory {
+                id: Default::default(),
+                learner_run: 0,
+                seal: None,
+                actor_id: "t".into(),
+                policy_version: V(0),
+                caption: "a jig".into(),
+                behaviour_logprobs: vec![-2.0; 3],
+                tokens: vec![1 + i, 2, 3],
+                reward: i as f32,
+                components: vec![],
+                scorer_version: "v".into(),
+                component_windows: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Versions are published off the training thread with the parameters they were handed
+    /// (not the trainer's later ones), and the final, `training_complete` one always arrives.
+    #[test]
+    fn published_versions_carry_the_parameters_of_their_step_and_the_last_always_arrives() {
+        let config = config();
+        let device = musicrl_common::device::training_device();
+        let mut trainer = Trainer::new(&config, &device).unwrap();
+        let (tx, rx) = watch::channel(None);
+        let publisher =
+            Publisher::spawn(tx, config.policy.clone(), 0.99, 42).expect("publisher thread");
+        let expected_v1 = {
+            trainer.train_step(&batch());
+            let want = trainer.blob(0.99).unwrap();
+            publisher.publish(&trainer, false);
+            want
+        };
+        // Wait for version 1, then train on: the published bytes stay version 1's.
+        while rx.borrow().as_ref().map(|b| b.version) != Some(V(1)) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        trainer.train_step(&batch());
+        let got = rx.borrow().clone().unwrap();
+        assert_eq!(got.bytes, expected_v1.bytes);
+        assert_eq!(got.learner_run, 42);
+        assert!(!got.training_complete);
+        // A burst: the newest wins and the final one is published before finish returns.
+        for _ in 0..3 {
+            trainer.train_step(&batch());
+            publisher.publish(&trainer, false);
+        }
+        publisher.publish(&trainer, true);
+        let final_bytes = trainer.blob(0.99).unwrap().bytes;
+        publisher.finish();
+        let last = rx.borrow().clone().unwrap();
+        assert_eq!(last.version, V(5));
+        assert!(last.training_complete);
+        assert_eq!(last.bytes, final_bytes);
+        assert_ne!(last.bytes, expected_v1.bytes);
+    }
+}

@@ -358,8 +358,9 @@ fn train_loop(
         }
         metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
             .set(shared.queue_depth() as f64);
+        let batch_wait_seconds = wait_started.elapsed().as_secs_f64();
         metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BATCH_WAIT_SECONDS)
-            .record(wait_started.elapsed().as_secs_f64());
+            .record(batch_wait_seconds);
 
         let step_started = Instant::now();
         let stats = {
@@ -367,8 +368,9 @@ fn train_loop(
                 tracing::info_span!("train_step", step = trainer.step_count() + 1).entered();
             trainer.try_train_step(&batch)
         };
+        let step_seconds = step_started.elapsed().as_secs_f64();
         metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_STEP_SECONDS)
-            .record(step_started.elapsed().as_secs_f64());
+            .record(step_seconds);
         let stats = match stats {
             Ok(stats) => stats,
             Err(skipped) => {
@@ -413,6 +415,8 @@ fn train_loop(
             let row = HistoryRow {
                 time,
                 unix_seconds,
+                batch_wait_seconds,
+                step_seconds,
                 stats: &stats,
             };
             let line = serde_json::to_string(&row).expect("StepStats serialises");
@@ -515,6 +519,10 @@ fn save_checkpoint(trainer: &Trainer, shared: &Shared, config: &Config) -> Resul
 struct HistoryRow<'a> {
     time: String,
     unix_seconds: f64,
+    /// How long the learner waited for this step's batch (its idle time).
+    batch_wait_seconds: f64,
+    /// How long the update itself took.
+    step_seconds: f64,
     #[serde(flatten)]
     stats: &'a StepStats,
 }

@@ -82,7 +82,9 @@ impl LearnerService for RawStream {
         &self,
         _: Request<Streaming<pb::Trajectory>>,
     ) -> Result<Response<pb::PushSummary>, Status> {
-        Err(Status::unimplemented("the raw-stream bench server only streams chunks"))
+        Err(Status::unimplemented(
+            "the raw-stream bench server only streams chunks",
+        ))
     }
 
     type SubscribeParametersStream = ChunkStream;
@@ -100,7 +102,9 @@ impl LearnerService for RawStream {
         &self,
         _: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        Err(Status::unimplemented("the raw-stream bench server only streams chunks"))
+        Err(Status::unimplemented(
+            "the raw-stream bench server only streams chunks",
+        ))
     }
 }
 
@@ -205,7 +209,10 @@ pub fn run(
         trainer.policy().num_params()
     };
     drop(trainer);
-    let (handoff, encode) = (median(handoffs[1..].to_vec()), median(encodes[1..].to_vec()));
+    let (handoff, encode) = (
+        median(handoffs[1..].to_vec()),
+        median(encodes[1..].to_vec()),
+    );
     eprintln!(
         "publish: hand-off {:.6} s on the training thread, encode {:.3} s on the publisher ({} parameters, {:.1} MiB)",
         handoff,
@@ -214,15 +221,21 @@ pub fn run(
         blob.bytes.len() as f64 / (1 << 20) as f64
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let (learner_times, raw_times) = runtime.block_on(async {
         // The real learner, serving its version 0.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let learner = tokio::spawn(musicrl_learner::run::serve(config.clone(), listener, async {
-            let _ = stop_rx.await;
-        }));
+        let learner = tokio::spawn(musicrl_learner::run::serve(
+            config.clone(),
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
         let mut learner_times = Vec::new();
         for i in 0..=iters {
             let t = loop {
@@ -264,8 +277,14 @@ pub fn run(
     let mib = blob.bytes.len() as f64 / (1 << 20) as f64;
     let learner_rate = mib / median(learner_times[1..].to_vec());
     let raw_rate = mib / median(raw_times[1..].to_vec());
-    let estimated_step_seconds = learner_gflops
-        .map(|g| super::workload_flops(&policy, "learner", config.learner.batch_size, policy.max_tokens) / (g * 1e9));
+    let estimated_step_seconds = learner_gflops.map(|g| {
+        super::workload_flops(
+            &policy,
+            "learner",
+            config.learner.batch_size,
+            policy.max_tokens,
+        ) / (g * 1e9)
+    });
     let report = BroadcastReport {
         parameters,
         blob_bytes: blob.bytes.len(),

@@ -129,7 +129,11 @@ fn measure(
     };
     eprintln!(
         "{:<40} {:>10.0} tokens/s {:>7.1} GFLOP/s   ({:.4} s per {} tokens)",
-        out.name, out.tokens_per_second, out.gflops_per_second, out.median_seconds, out.tokens_per_iteration
+        out.name,
+        out.tokens_per_second,
+        out.gflops_per_second,
+        out.median_seconds,
+        out.tokens_per_iteration
     );
     out
 }
@@ -145,7 +149,10 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         "--tokens {len} must be between 1 and policy.max_tokens ({})",
         p.max_tokens
     );
-    anyhow::ensure!(args.batches.iter().all(|&b| b > 0), "--batches must be positive");
+    anyhow::ensure!(
+        args.batches.iter().all(|&b| b > 0),
+        "--batches must be positive"
+    );
     for w in &args.workloads {
         anyhow::ensure!(
             ["engine", "burn", "uncached", "learner", "broadcast"].contains(&w.as_str()),

@@ -892,7 +892,9 @@ impl Config {
         let a = &self.actor;
         match a.engine.as_str() {
             ENGINE_NATIVE => {
-                if crate::device::parse("actor.device", &a.device)? != crate::device::DeviceSpec::Cpu {
+                if crate::device::parse("actor.device", &a.device)?
+                    != crate::device::DeviceSpec::Cpu
+                {
                     return bad(
                         "actor.engine",
                         format!(
@@ -906,14 +908,19 @@ impl Config {
             other => {
                 return bad(
                     "actor.engine",
-                    format!("{other:?} is not an engine (use {ENGINE_NATIVE:?} or {ENGINE_BURN:?})"),
+                    format!(
+                        "{other:?} is not an engine (use {ENGINE_NATIVE:?} or {ENGINE_BURN:?})"
+                    ),
                 );
             }
         }
         if !["none", "zstd", "gzip"].contains(&a.parameter_compression.as_str()) {
             return bad(
                 "actor.parameter_compression",
-                format!("{:?} is not one of \"none\", \"zstd\", \"gzip\"", a.parameter_compression),
+                format!(
+                    "{:?} is not one of \"none\", \"zstd\", \"gzip\"",
+                    a.parameter_compression
+                ),
             );
         }
         if a.batch_size == 0 {

@@ -303,7 +303,9 @@ impl Policy {
             let [d_in, d_out] = w.dims();
             LinearWeights {
                 w: to_vec_f32(w),
-                b: l.bias.as_ref().map_or_else(|| vec![0.0; d_out], |b| to_vec_f32(b.val())),
+                b: l.bias
+                    .as_ref()
+                    .map_or_else(|| vec![0.0; d_out], |b| to_vec_f32(b.val())),
                 d_in,
                 d_out,
             }

@@ -81,7 +81,11 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f
         let mean = sum8(row) / d as f32;
         let mut acc = [0.0f32; 8];
         let chunks = row.chunks_exact(8);
-        let mut var = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>();
+        let mut var = chunks
+            .remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum::<f32>();
         for c in chunks {
             for j in 0..8 {
                 acc[j] += (c[j] - mean) * (c[j] - mean);
@@ -155,7 +159,10 @@ pub fn softmax_in_place(x: &mut [f32]) {
     // Four passes, each vectorisable: max, exp, sum, scale.
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
-    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for c in chunks {
         for j in 0..8 {
             lanes[j] = if c[j] > lanes[j] { c[j] } else { lanes[j] };
@@ -283,7 +290,9 @@ mod tests {
         assert!((p[0] - 0.25).abs() < 1e-6 && (p[1] - 0.75).abs() < 1e-6);
         let mut g = [0.0f32, 1.0, -1.0];
         gelu_in_place(&mut g);
-        assert!(g[0] == 0.0 && (g[1] - 0.841_344_7).abs() < 1e-6 && (g[2] + 0.158_655_3).abs() < 1e-6);
+        assert!(
+            g[0] == 0.0 && (g[1] - 0.841_344_7).abs() < 1e-6 && (g[2] + 0.158_655_3).abs() < 1e-6
+        );
         assert_eq!(dot(&[1.0; 11], &[2.0; 11]), 22.0);
     }
 }

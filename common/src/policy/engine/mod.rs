@@ -82,7 +82,9 @@ impl Weights {
             if got == want {
                 Ok(())
             } else {
-                Err(format!("{name} has {got} values, the configuration needs {want}"))
+                Err(format!(
+                    "{name} has {got} values, the configuration needs {want}"
+                ))
             }
         };
         let linear = |name: &str, l: &LinearWeights, d_in: usize, d_out: usize| {
@@ -100,7 +102,10 @@ impl Weights {
             len(&format!("{name}.beta"), n.beta.len(), d)
         };
         if d == 0 || c.n_heads == 0 || d % c.n_heads != 0 {
-            return Err(format!("d_model {d} is not a multiple of n_heads {}", c.n_heads));
+            return Err(format!(
+                "d_model {d} is not a multiple of n_heads {}",
+                c.n_heads
+            ));
         }
         len("token_emb", self.token_emb.len(), c.vocab_size * d)?;
         len("pos_emb", self.pos_emb.len(), c.max_tokens * d)?;
@@ -138,7 +143,9 @@ impl Engine {
     ) -> crate::Result<Self> {
         let weights = policy.engine_weights(config);
         weights.check().map_err(|why| {
-            crate::Error::BadParameters(format!("the rollout engine cannot load this policy: {why}"))
+            crate::Error::BadParameters(format!(
+                "the rollout engine cannot load this policy: {why}"
+            ))
         })?;
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -373,7 +380,11 @@ impl<'w> Decoder<'w> {
     fn start<S: AsRef<str>>(&mut self, captions: &[S]) {
         let c = &self.w.config;
         let d = c.d_model;
-        assert!(captions.len() <= self.max_rows, "decoder holds {} rows", self.max_rows);
+        assert!(
+            captions.len() <= self.max_rows,
+            "decoder holds {} rows",
+            self.max_rows
+        );
         self.rows = captions.len();
         self.h.fill(0.0);
         for (r, caption) in captions.iter().enumerate() {
@@ -440,7 +451,11 @@ impl<'w> Decoder<'w> {
         let w = self.w;
         let c = &w.config;
         let (d, rows, pos) = (c.d_model, self.rows, self.len);
-        assert!(pos < self.cap, "decoder full: {pos} positions of {}", self.cap);
+        assert!(
+            pos < self.cap,
+            "decoder full: {pos} positions of {}",
+            self.cap
+        );
         let rd = rows * d;
         kernels::add_rows(&mut self.x[..rd], &w.pos_emb[pos * d..(pos + 1) * d]);
         let heads = c.n_heads;
@@ -448,7 +463,13 @@ impl<'w> Decoder<'w> {
         let scale = 1.0 / (dh as f32).sqrt();
         for (layer, b) in w.blocks.iter().enumerate() {
             // Attention.
-            kernels::layer_norm(&self.x[..rd], &b.ln1.gamma, &b.ln1.beta, LAYER_NORM_EPS, &mut self.h[..rd]);
+            kernels::layer_norm(
+                &self.x[..rd],
+                &b.ln1.gamma,
+                &b.ln1.beta,
+                LAYER_NORM_EPS,
+                &mut self.h[..rd],
+            );
             kernels::fill_rows(&mut self.qkv[..3 * rd], &b.qkv.b);
             kernels::matmul(rows, d, 3 * d, &self.h, &b.qkv.w, &mut self.qkv, true);
             let (keys, vals) = (&mut self.keys[layer], &mut self.values_cache[layer]);
@@ -482,16 +503,36 @@ impl<'w> Decoder<'w> {
             kernels::add_rows(&mut self.x[..rd], &b.attn_out.b);
             kernels::matmul(rows, d, d, &self.attn, &b.attn_out.w, &mut self.x, true);
             // MLP.
-            kernels::layer_norm(&self.x[..rd], &b.ln2.gamma, &b.ln2.beta, LAYER_NORM_EPS, &mut self.h[..rd]);
+            kernels::layer_norm(
+                &self.x[..rd],
+                &b.ln2.gamma,
+                &b.ln2.beta,
+                LAYER_NORM_EPS,
+                &mut self.h[..rd],
+            );
             kernels::fill_rows(&mut self.ff[..rows * c.d_ff], &b.mlp_in.b);
             kernels::matmul(rows, d, c.d_ff, &self.h, &b.mlp_in.w, &mut self.ff, true);
             kernels::gelu_in_place(&mut self.ff[..rows * c.d_ff]);
             kernels::add_rows(&mut self.x[..rd], &b.mlp_out.b);
             kernels::matmul(rows, c.d_ff, d, &self.ff, &b.mlp_out.w, &mut self.x, true);
         }
-        kernels::layer_norm(&self.x[..rd], &w.ln_f.gamma, &w.ln_f.beta, LAYER_NORM_EPS, &mut self.h[..rd]);
+        kernels::layer_norm(
+            &self.x[..rd],
+            &w.ln_f.gamma,
+            &w.ln_f.beta,
+            LAYER_NORM_EPS,
+            &mut self.h[..rd],
+        );
         kernels::fill_rows(&mut self.logits[..rows * c.vocab_size], &w.lm_head.b);
-        kernels::matmul(rows, d, c.vocab_size, &self.h, &w.lm_head.w, &mut self.logits, true);
+        kernels::matmul(
+            rows,
+            d,
+            c.vocab_size,
+            &self.h,
+            &w.lm_head.w,
+            &mut self.logits,
+            true,
+        );
         for r in 0..rows {
             self.values[r] =
                 kernels::dot(&self.h[r * d..(r + 1) * d], &w.value_head.w) + w.value_head.b[0];
@@ -533,7 +574,10 @@ mod tests {
         let policy = Policy::new(&config, &device);
         let engine = Engine::from_policy(&policy, &config, 1).unwrap();
         for (caption, tokens) in [
-            ("a lively reel in D major", vec![3u32, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]),
+            (
+                "a lively reel in D major",
+                vec![3u32, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8],
+            ),
             ("", vec![7u32, 0, 10]),
             ("air", vec![2u32]),
         ] {
@@ -553,7 +597,10 @@ mod tests {
                 );
             }
             for (i, (a, b)) in got_v.iter().zip(&want_v).enumerate() {
-                assert!((a - b).abs() < 2e-5, "{caption:?}: value {i} differs: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 2e-5,
+                    "{caption:?}: value {i} differs: {a} vs {b}"
+                );
             }
         }
     }
@@ -596,11 +643,10 @@ mod tests {
         let device = Device::flex();
         device.seed(1);
         let policy = Policy::new(&config, &device);
-        let other = PolicyConfig {
-            d_ff: 64,
-            ..config
-        };
-        let err = Engine::from_policy(&policy, &other, 1).unwrap_err().to_string();
+        let other = PolicyConfig { d_ff: 64, ..config };
+        let err = Engine::from_policy(&policy, &other, 1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("blocks.0.mlp_in is 16x32"), "{err}");
     }
 }
