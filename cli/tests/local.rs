@@ -260,7 +260,8 @@ fn deterministic_mode_reproduces_a_run_bit_for_bit() {
         );
         let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
         assert_eq!(history.lines().count(), 12);
-        // Every row carries its wall-clock time; all else must repeat exactly.
+        // Every row carries its wall-clock time and its timings; all else must repeat
+        // exactly.
         let history: Vec<serde_json::Value> = history
             .lines()
             .map(|l| {
@@ -274,6 +275,13 @@ fn deterministic_mode_reproduces_a_run_bit_for_bit() {
                     o.remove("unix_seconds")
                         .is_some_and(|t| t.as_f64().is_some_and(|t| t > 1.7e9))
                 );
+                for timing in ["batch_wait_seconds", "step_seconds"] {
+                    assert!(
+                        o.remove(timing)
+                            .is_some_and(|t| t.as_f64().is_some_and(|t| t >= 0.0)),
+                        "{timing}"
+                    );
+                }
                 row
             })
             .collect();
