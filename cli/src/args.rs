@@ -98,6 +98,10 @@ pub enum Command {
     /// Convert a policy between burn's burnpack and safetensors (what PyTorch, JAX and the
     /// Hugging Face tools load; tensor names and layout in docs/interop.md).
     Policy(PolicyArgs),
+    /// The listening and voting service: a page where people hear two clips of a caption
+    /// and vote, a JSON API (docs/feedback.md), the preference database behind it; `bot`
+    /// makes the simulated listeners vote through the same API.
+    Feedback(FeedbackArgs),
     /// Print the effective configuration (defaults, file, environment, --set) as TOML.
     Config,
     /// Transport security: `init` writes a development CA, server and client certificates,
@@ -309,6 +313,139 @@ pub enum PreferencesCommand {
     /// users whose choices trained the preference model, not the instructed raters (the
     /// independent judge is `musicrl judge`).
     Evaluate(EvaluateArgs),
+    /// Import choices into the preference database: a musicrl store (JSONL of
+    /// caption/a/b/choice/who/when, what `simulate` writes) or RLHF rows
+    /// (prompt/chosen/rejected with chosen_tokens/rejected_tokens). Idempotent.
+    Import(PrefsImportArgs),
+    /// Export decisive votes from the preference database as a musicrl store or as RLHF rows
+    /// (prompt/chosen/rejected in ABC notation, plus token ids and provenance).
+    Export(PrefsExportArgs),
+    /// The preference database's schema version, row counts and votes by outcome.
+    Status(PrefsDbArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrefsDbArgs {
+    /// The database: sqlite:PATH or postgres://USER:PASSWORD@HOST/DB [default: feedback.db].
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+}
+
+/// The file formats of `preferences import` and `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefsFormat {
+    /// musicrl's store: {"caption", "a", "b", "choice", "who", "when"} a line.
+    Store,
+    /// RLHF rows: {"prompt", "chosen", "rejected", "chosen_tokens", "rejected_tokens", …} a line.
+    Rlhf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrefsImportArgs {
+    /// The JSONL file to import.
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value_t = PrefsFormat::Store)]
+    pub format: PrefsFormat,
+    #[command(flatten)]
+    pub db: PrefsDbArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrefsExportArgs {
+    /// The JSONL file to write ("-": standard output).
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value_t = PrefsFormat::Rlhf)]
+    pub format: PrefsFormat,
+    /// Only votes cast at or after this time (Unix milliseconds).
+    #[arg(long, value_name = "MS")]
+    pub since_ms: Option<i64>,
+    /// Only votes newer than those this reward-model version was trained on.
+    #[arg(long, value_name = "VERSION")]
+    pub after_version: Option<String>,
+    #[command(flatten)]
+    pub db: PrefsDbArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FeedbackArgs {
+    #[command(subcommand)]
+    pub command: Option<FeedbackCommand>,
+    /// HTTP listen address [default: feedback.listen = 127.0.0.1:8080; 0.0.0.0:PORT to serve other hosts].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The preference database: sqlite:PATH or postgres://… [default: feedback.db = sqlite:feedback.db].
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// Prometheus /metrics address; "" disables [default: feedback.metrics_listen = 127.0.0.1:9103].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Where pairs come from: policy or checkpoints [default: feedback.source = policy].
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// An A/B model (`NAME=PATH` or `PATH`); give it twice or more for `--source checkpoints`
+    /// [default: feedback.checkpoints].
+    #[arg(long = "checkpoint", value_name = "NAME=PATH")]
+    pub checkpoints: Vec<String>,
+    /// Seconds each clip must play before a vote counts [default: feedback.min_listen_seconds = 5].
+    #[arg(long, value_name = "S")]
+    pub min_listen_seconds: Option<f64>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
+}
+
+impl FeedbackArgs {
+    pub fn apply(&self, c: &mut Config) {
+        let f = &mut c.feedback;
+        if let Some(v) = &self.listen {
+            f.listen = v.clone();
+        }
+        if let Some(v) = &self.db {
+            f.db = v.clone();
+        }
+        if let Some(v) = &self.metrics_listen {
+            f.metrics_listen = v.clone();
+        }
+        if let Some(v) = &self.source {
+            f.source = v.clone();
+        }
+        if !self.checkpoints.is_empty() {
+            f.checkpoints = self.checkpoints.clone();
+        }
+        if let Some(v) = self.min_listen_seconds {
+            f.min_listen_seconds = v;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum FeedbackCommand {
+    /// The simulated listeners vote through the HTTP API, as people do: each listener its
+    /// own session, listening reported, the choice drawn from the listener's hidden taste.
+    Bot(BotArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BotArgs {
+    /// The feedback service.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub url: String,
+    /// Votes to cast.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub votes: usize,
+    /// The listener population (their tastes decide the votes).
+    #[arg(
+        long,
+        default_value = "models/rewards/preference/population.json",
+        value_name = "FILE"
+    )]
+    pub population: PathBuf,
+    /// Seconds of each clip the bot reports listening to (the server credits no more than
+    /// the time that has passed since the pair was served).
+    #[arg(long, default_value_t = 0.0, value_name = "S")]
+    pub listen_seconds: f64,
+    /// Seeds which listener votes and their draws.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,6 +8,7 @@ pub mod agreement;
 pub mod args;
 pub mod bench;
 pub mod experiment;
+pub mod feedback_cmds;
 pub mod judge_cmds;
 pub mod local;
 pub mod music_cmds;
@@ -41,6 +42,7 @@ fn device_key(command: &Command) -> Option<&'static str> {
         | Command::Pretrain(_)
         | Command::TrainReward(_)
         | Command::Preferences(_) => Some("learner.device"),
+        Command::Feedback(_) => Some("actor.device"),
         Command::Actor(_) | Command::Generate(_) | Command::Judge(_) | Command::Experiment(_) => {
             Some("actor.device")
         }
@@ -116,6 +118,27 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
+            args::PreferencesCommand::Import(a) => {
+                let report = runtime.block_on(feedback_cmds::import(&config, &a))?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            args::PreferencesCommand::Export(a) => {
+                runtime.block_on(feedback_cmds::export(&config, &a))
+            }
+            args::PreferencesCommand::Status(a) => {
+                let report = runtime.block_on(feedback_cmds::status(&config, &a))?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+        },
+        Command::Feedback(args) => match &args.command {
+            Some(args::FeedbackCommand::Bot(b)) => {
+                let report = runtime.block_on(feedback_cmds::bot(b))?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            None => runtime.block_on(feedback_cmds::serve(config, &args)),
         },
         Command::Prompts(args) => {
             let report = judge_cmds::prompts(&config, &args)?;

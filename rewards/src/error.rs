@@ -19,3 +19,12 @@ impl From<musicrl_music::MusicError> for Error {
         Error::Data(e.to_string())
     }
 }
+
+impl From<musicrl_prefdb::Error> for Error {
+    fn from(e: musicrl_prefdb::Error) -> Self {
+        match e {
+            musicrl_prefdb::Error::Io(m) => Error::Io(m),
+            other => Error::Data(other.to_string()),
+        }
+    }
+}

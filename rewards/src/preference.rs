@@ -3,17 +3,9 @@
 //! the store in the embedded default (simplified stand-ins for the paper's users, named as
 //! such).
 //!
-//! **Preference store** (`musicrl preferences simulate` writes one): JSON Lines, one choice a
-//! line:
-//!
-//! ```json
-//! {"caption": "a lively jig …", "a": [28, 53, …], "b": [30, 53, …], "choice": "a",
-//!  "who": "listener-17", "when": 1764460800}
-//! ```
-//!
-//! `a` and `b` are the two clips' token ids (the melody vocabulary), `choice` is `"a"` or `"b"`,
-//! `who` identifies the listener, `when` is Unix seconds. Real choices from an app can be
-//! written in the same format.
+//! **Preference store** (`musicrl preferences simulate` writes one): the JSONL format of
+//! [`musicrl_prefdb::jsonl`], one choice a line; `musicrl preferences import` moves it into the
+//! preference database, where the feedback service's votes are.
 //!
 //! **Simulated listeners.** Each listener has a **single-peaked** taste over nine musical
 //! qualities of a melody that are neither text adherence nor audio quality
@@ -33,7 +25,6 @@
 //! variant (`caption_free`) replaces every caption by the empty caption, for the paper's
 //! ablation.
 
-use std::io::Write;
 use std::path::Path;
 
 use rand::rngs::StdRng;
@@ -258,90 +249,9 @@ fn normal(rng: &mut StdRng) -> f32 {
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
 }
 
-/// One pairwise choice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Choice {
-    pub caption: String,
-    pub a: Vec<u32>,
-    pub b: Vec<u32>,
-    /// `"a"` or `"b"`.
-    pub choice: String,
-    pub who: String,
-    /// Unix seconds.
-    pub when: u64,
-}
-
-impl Choice {
-    /// The listener index of a simulated choice (`who` = `listener-N`).
-    pub fn listener(&self) -> Option<usize> {
-        self.who.strip_prefix("listener-")?.parse().ok()
-    }
-
-    /// (chosen, rejected).
-    pub fn ordered(&self) -> (&[u32], &[u32]) {
-        if self.choice == "a" {
-            (&self.a, &self.b)
-        } else {
-            (&self.b, &self.a)
-        }
-    }
-}
-
-/// Reads a preference store, validating every line (token ids, choice).
-pub fn read_store(path: &Path) -> Result<Vec<Choice>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let c: Choice =
-            serde_json::from_str(line).map_err(|e| Error::Data(format!("{}: {e}", at())))?;
-        if c.choice != "a" && c.choice != "b" {
-            return Err(Error::Data(format!(
-                "{}: choice must be \"a\" or \"b\", not {:?}",
-                at(),
-                c.choice
-            )));
-        }
-        if let Some(t) =
-            c.a.iter()
-                .chain(&c.b)
-                .find(|&&t| t as usize >= tokens::VOCAB_SIZE)
-        {
-            return Err(Error::Data(format!(
-                "{}: token {t} is outside the {}-token vocabulary",
-                at(),
-                tokens::VOCAB_SIZE
-            )));
-        }
-        if c.a.is_empty() || c.b.is_empty() {
-            return Err(Error::Data(format!("{}: a clip has no tokens", at())));
-        }
-        out.push(c);
-    }
-    Ok(out)
-}
-
-/// Appends choices to a preference store.
-pub fn append_store(path: &Path, choices: &[Choice]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    for c in choices {
-        let line = serde_json::to_string(c).expect("a choice serialises");
-        writeln!(f, "{line}").map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    }
-    Ok(())
-}
+/// The preference store's choices and JSONL format live in the preference database crate,
+/// which the feedback service, the simulator and the reward trainer share.
+pub use musicrl_prefdb::jsonl::{Choice, append_store, read_store};
 
 /// The simulated listeners' choices between pairs of clips for the same caption:
 /// `pairs[i] = (caption, a, b)`; each pair is judged by a random listener.

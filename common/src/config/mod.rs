@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+mod feedback;
 mod overrides;
 pub mod paths;
 mod security;
+pub use feedback::FeedbackConfig;
 pub use overrides::{ENV_ALIASES, ENV_PREFIX, flatten};
 pub use security::SecurityConfig;
 
@@ -31,6 +33,7 @@ pub struct Config {
     pub pretrain: PretrainConfig,
     pub experiment: ExperimentConfig,
     pub security: SecurityConfig,
+    pub feedback: FeedbackConfig,
 }
 
 /// A named training run on a shared volume (the cluster's learner): its checkpoints, history
@@ -1041,6 +1044,7 @@ impl Config {
             return bad("local.actors", "at least one actor is needed".into());
         }
         self.security.validate()?;
+        self.feedback.validate()?;
         self.validate_experiment()
     }
 

@@ -391,6 +391,48 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// GELU and its gradient on the training device (autodiff over flex, with the
+    /// vectorisable erf of `patches/burn-flex`) against exact GELU in f64.
+    #[test]
+    fn gelu_and_its_gradient_on_the_training_device_match_exact_gelu() {
+        let device = Device::flex().autodiff();
+        let xs: Vec<f32> = (-600..=600).map(|i| i as f32 / 50.0).collect();
+        let x = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(xs.clone(), [xs.len()]),
+            &device,
+        )
+        .require_grad();
+        let y = gelu(x.clone());
+        let grads = y.clone().sum().backward();
+        let got: Vec<f32> = to_vec_f32(y);
+        let dgot: Vec<f32> = to_vec_f32(x.grad(&grads).expect("x is tracked"));
+        let erf = |v: f64| -> f64 {
+            // Maclaurin series in f64 (|v| <= 8.5 here; enough terms to converge).
+            if v.abs() > 6.0 {
+                return v.signum();
+            }
+            let (mut term, mut sum) = (v, v);
+            for n in 1..400 {
+                term *= -v * v / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        let (mut worst, mut worst_grad) = (0.0f64, 0.0f64);
+        for (i, &xi) in xs.iter().enumerate() {
+            let v = f64::from(xi);
+            let cdf = 0.5 * (1.0 + erf(v / std::f64::consts::SQRT_2));
+            let pdf = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            worst = worst.max((f64::from(got[i]) - v * cdf).abs());
+            worst_grad = worst_grad.max((f64::from(dgot[i]) - (cdf + v * pdf)).abs());
+        }
+        assert!(worst < 2e-6, "GELU absolute error {worst}");
+        assert!(
+            worst_grad < 2e-6,
+            "GELU gradient absolute error {worst_grad}"
+        );
+    }
+
     #[test]
     fn cached_and_uncached_decoding_give_the_same_logits() {
         let config = tiny();

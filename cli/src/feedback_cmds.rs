@@ -1,0 +1,196 @@
+//! `musicrl feedback` (serve, bot) and `musicrl preferences import|export|status`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use musicrl_common::Config;
+use musicrl_feedback::bot::BotClient;
+use musicrl_prefdb::{Db, Outcome, VoteFilter};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::args::{
+    BotArgs, FeedbackArgs, PrefsDbArgs, PrefsExportArgs, PrefsFormat, PrefsImportArgs,
+};
+use crate::process::{shutdown_signal, write_ready};
+
+/// `musicrl feedback`: serves the page and the API until stopped.
+pub async fn serve(mut config: Config, args: &FeedbackArgs) -> anyhow::Result<()> {
+    args.apply(&mut config);
+    config.validate()?;
+    let f = &config.feedback;
+    let listener = tokio::net::TcpListener::bind(&f.listen)
+        .await
+        .with_context(|| format!("cannot listen on feedback.listen = {:?}", f.listen))?;
+    let metrics_addr = musicrl_common::telemetry::serve_metrics(&f.metrics_listen)
+        .with_context(|| format!("feedback.metrics_listen = {:?}", f.metrics_listen))?;
+    eprintln!(
+        "loading the pair source ({}) and opening {}",
+        f.source,
+        musicrl_prefdb::db::redact(&f.db)
+    );
+    let state = musicrl_feedback::state_from_config(&config).await?;
+    let addr = listener.local_addr()?;
+    write_ready(&args.process, Some(addr), metrics_addr)?;
+    eprintln!("feedback service on http://{addr}/ (metrics: {metrics_addr:?})");
+    tracing::info!(%addr, "feedback service listening");
+    musicrl_feedback::serve(
+        listener,
+        state,
+        f.max_body_bytes,
+        shutdown_signal(args.process.stop_on_stdin_close),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct BotReport {
+    pub votes: usize,
+    pub a: usize,
+    pub b: usize,
+    pub listeners: usize,
+    pub first_vote: i64,
+    pub last_vote: i64,
+}
+
+/// `musicrl feedback bot`: the simulated listeners vote through the API.
+pub async fn bot(args: &BotArgs) -> anyhow::Result<BotReport> {
+    let population = musicrl_rewards::preference::Population::load(
+        &musicrl_common::config::paths::resolve(&args.population),
+    )?;
+    let mut client = BotClient::new(&args.url);
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut report = BotReport {
+        votes: 0,
+        a: 0,
+        b: 0,
+        listeners: population.listeners(),
+        first_vote: 0,
+        last_vote: 0,
+    };
+    for i in 0..args.votes {
+        let listener = rng.random_range(0..population.listeners());
+        let u: f32 = rng.random();
+        let (_, outcome, id) = client
+            .turn(listener, args.listen_seconds, |view| {
+                if u < population.p_a(listener, &view.a.tokens, &view.b.tokens) {
+                    Outcome::A
+                } else {
+                    Outcome::B
+                }
+            })
+            .await
+            .with_context(|| format!("vote {} of {}", i + 1, args.votes))?;
+        if report.votes == 0 {
+            report.first_vote = id;
+        }
+        report.last_vote = id;
+        report.votes += 1;
+        match outcome {
+            Outcome::A => report.a += 1,
+            _ => report.b += 1,
+        }
+        if (i + 1) % 25 == 0 || i + 1 == args.votes {
+            eprintln!("{} of {} votes", i + 1, args.votes);
+        }
+    }
+    Ok(report)
+}
+
+fn db_url(config: &Config, args: &PrefsDbArgs) -> String {
+    args.db
+        .clone()
+        .unwrap_or_else(|| config.feedback.db.clone())
+}
+
+/// `musicrl preferences import`.
+pub async fn import(
+    config: &Config,
+    args: &PrefsImportArgs,
+) -> anyhow::Result<musicrl_prefdb::ImportReport> {
+    let db = Db::open(&db_url(config, &args.db)).await?;
+    let report = match args.format {
+        PrefsFormat::Store => {
+            db.import_choices(&musicrl_prefdb::read_store(&args.file)?)
+                .await?
+        }
+        PrefsFormat::Rlhf => {
+            db.import_rlhf(&musicrl_prefdb::read_rlhf(&args.file)?)
+                .await?
+        }
+    };
+    db.close().await;
+    Ok(report)
+}
+
+/// `musicrl preferences export`.
+pub async fn export(config: &Config, args: &PrefsExportArgs) -> anyhow::Result<()> {
+    let db = Db::open(&db_url(config, &args.db)).await?;
+    let after_vote_id = match &args.after_version {
+        Some(v) => Some(
+            db.model_version(v)
+                .await?
+                .with_context(|| format!("the database knows no model version {v:?}"))?
+                .last_vote_id,
+        ),
+        None => None,
+    };
+    let filter = VoteFilter {
+        since_ms: args.since_ms,
+        after_vote_id,
+    };
+    let (text, n) = match args.format {
+        PrefsFormat::Store => {
+            let rows = db.export_choices(filter).await?;
+            (musicrl_prefdb::jsonl::store_text(&rows), rows.len())
+        }
+        PrefsFormat::Rlhf => {
+            let rows = db.export_rlhf(filter).await?;
+            (musicrl_prefdb::jsonl::rlhf_text(&rows), rows.len())
+        }
+    };
+    let counts = db.vote_counts(filter).await?;
+    db.close().await;
+    if args.file == Path::new("-") {
+        print!("{text}");
+    } else {
+        musicrl_common::fsutil::write_atomic(&args.file, text.as_bytes())
+            .with_context(|| format!("cannot write {}", args.file.display()))?;
+    }
+    eprintln!(
+        "exported {n} decisive votes ({} ties and {} both-bad votes are kept in the database, not exported as pairs)",
+        counts.tie, counts.both_bad
+    );
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub db: String,
+    pub schema_version: i64,
+    pub rows: std::collections::BTreeMap<&'static str, i64>,
+    pub votes: musicrl_prefdb::VoteCounts,
+    pub model_versions: Vec<String>,
+}
+
+/// `musicrl preferences status`.
+pub async fn status(config: &Config, args: &PrefsDbArgs) -> anyhow::Result<StatusReport> {
+    let url = db_url(config, args);
+    let db = Db::open(&url).await?;
+    let report = StatusReport {
+        db: musicrl_prefdb::db::redact(&url),
+        schema_version: db.schema_version().await?,
+        rows: db.table_counts().await?,
+        votes: db.vote_counts(VoteFilter::default()).await?,
+        model_versions: db
+            .model_versions()
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect(),
+    };
+    db.close().await;
+    Ok(report)
+}

@@ -1,0 +1,564 @@
+//! The HTTP handlers: the page, its static files, the clips, and the JSON API the page and
+//! the bot client use (`GET /api/pair`, `POST /api/listen`, `POST /api/vote`;
+//! `docs/feedback.md`). Each handler validates what it receives and answers a clear 4xx with
+//! nothing stored, in this order: body and JSON shape, session and CSRF token, rate limit,
+//! the pair (known, this rater's, not expired, not voted), then the fields.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use musicrl_prefdb::db::is_id;
+use musicrl_prefdb::{Db, NewClip, NewVote, Outcome, Pair, now_ms};
+use serde::{Deserialize, Serialize};
+
+use crate::assets;
+use crate::clips::{self, ClipCache, Format};
+use crate::error::ApiError;
+use crate::limits::RateLimiter;
+use crate::session::{self, Secret};
+use crate::source::PairSource;
+
+/// The service's shared state.
+#[derive(Debug)]
+pub struct AppState {
+    pub db: Db,
+    pub source: Arc<PairSource>,
+    pub cache: ClipCache,
+    pub secret: Secret,
+    pub min_listen_seconds: f64,
+    pub pair_ttl_ms: i64,
+    pub max_comment_chars: usize,
+    pub votes: RateLimiter,
+    pub pairs: RateLimiter,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The session of a request, and whether it is new (then the answer sets the cookie).
+fn session(headers: &HeaderMap) -> (String, bool) {
+    match session::session_of(headers) {
+        Some(s) => (s, false),
+        None => (session::new_session(), true),
+    }
+}
+
+fn with_cookie(mut response: Response, session: &str, new: bool) -> Response {
+    if new {
+        if let Ok(v) = HeaderValue::from_str(&session::set_cookie(session)) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// `web` for people, `bot` for the simulated listeners' client (its User-Agent says so).
+fn channel(headers: &HeaderMap) -> &'static str {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ua.starts_with(crate::bot::USER_AGENT_PREFIX) {
+        "bot"
+    } else {
+        "web"
+    }
+}
+
+/// `GET /`: the voting page, with this session's CSRF token in it.
+pub async fn index(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let (s, new) = session(&headers);
+    let page = assets::INDEX_HTML.replace("{{CSRF}}", &state.secret.csrf(&s));
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(assets::CONTENT_SECURITY_POLICY),
+    );
+    with_cookie(response, &s, new)
+}
+
+/// `GET /static/{name}`: the page's script, style and the bundled abcjs.
+pub async fn static_file(Path(name): Path<String>) -> Response {
+    match assets::file(&name) {
+        Some((content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no static file {name:?}"),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /healthz`: the database answers.
+pub async fn healthz(State(state): State<Shared>) -> Response {
+    match state.db.schema_version().await {
+        Ok(_) => "ok\n".into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// One clip of a pair, as the page sees it (no provenance: the comparison is blind).
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct ClipView {
+    pub id: String,
+    /// Seconds the clip plays.
+    pub seconds: f64,
+    /// Seconds it must be played before a vote counts.
+    pub required_seconds: f64,
+    pub abc: String,
+    pub tokens: Vec<u32>,
+    pub wav: String,
+    pub midi: String,
+    pub abc_file: String,
+}
+
+/// `GET /api/pair`.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct PairView {
+    pub pair: String,
+    pub caption: String,
+    pub expires_at_ms: i64,
+    pub csrf: String,
+    pub a: ClipView,
+    pub b: ClipView,
+}
+
+fn required(min_listen: f64, seconds: f64) -> f64 {
+    min_listen.min(seconds)
+}
+
+fn clip_view(id: &str, caption: &str, tokens: &[u32], min_listen: f64) -> ClipView {
+    let seconds = clips::duration_seconds(caption, tokens);
+    ClipView {
+        id: id.to_string(),
+        seconds,
+        required_seconds: required(min_listen, seconds),
+        abc: clips::abc(caption, tokens),
+        tokens: tokens.to_vec(),
+        wav: format!("/clips/{id}.wav"),
+        midi: format!("/clips/{id}.mid"),
+        abc_file: format!("/clips/{id}.abc"),
+    }
+}
+
+pub async fn pair(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let (s, new) = session(&headers);
+    let rater = state.secret.rater_id(&s);
+    let answer = serve_pair(&state, &s, &rater, channel(&headers)).await;
+    with_cookie(
+        match answer {
+            Ok(view) => Json(view).into_response(),
+            Err(e) => e.into_response(),
+        },
+        &s,
+        new,
+    )
+}
+
+async fn serve_pair(
+    state: &Shared,
+    session: &str,
+    rater: &str,
+    channel: &'static str,
+) -> Result<PairView, ApiError> {
+    state.pairs.take(rater, Instant::now()).map_err(|wait| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many pairs requested; try again in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        e
+    })?;
+    let started = Instant::now();
+    let source = state.source.clone();
+    let (caption, a, b) = tokio::task::spawn_blocking(move || source.draw())
+        .await
+        .map_err(ApiError::internal)?;
+    metrics::histogram!("musicrl_feedback_pair_draw_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let now = now_ms();
+    state.db.ensure_rater(rater, channel, now).await?;
+    let mut ids = Vec::with_capacity(2);
+    for d in [&a, &b] {
+        let clip = NewClip {
+            caption: &caption,
+            tokens: &d.tokens,
+            source: &d.source,
+            policy_version: None,
+            seed: Some(d.seed as i64),
+            scores: Default::default(),
+        };
+        ids.push(state.db.put_clip(&clip, now).await?);
+    }
+    let pair = state
+        .db
+        .create_pair(
+            &caption,
+            &ids[0],
+            &ids[1],
+            Some(rater),
+            now,
+            state.pair_ttl_ms,
+        )
+        .await?;
+    metrics::counter!("musicrl_feedback_pairs_served_total").increment(1);
+    Ok(PairView {
+        pair: pair.id,
+        caption: caption.clone(),
+        expires_at_ms: pair.expires_at_ms,
+        csrf: state.secret.csrf(session),
+        a: clip_view(&ids[0], &caption, &a.tokens, state.min_listen_seconds),
+        b: clip_view(&ids[1], &caption, &b.tokens, state.min_listen_seconds),
+    })
+}
+
+/// A POST's JSON body, checked: content type, size, shape.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body cannot be read: {e}"),
+        )
+    })?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "the body must be JSON (Content-Type: application/json)",
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("malformed", format!("malformed JSON body: {e}")))
+}
+
+/// The rater of a POST: a session cookie and its CSRF token in `x-csrf-token`.
+fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(s) = session::session_of(headers) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no_session",
+            "no session: load the page (or GET /api/pair) first",
+        ));
+    };
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !state.secret.csrf_ok(&s, token) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "missing or wrong x-csrf-token header for this session",
+        ));
+    }
+    Ok(state.secret.rater_id(&s))
+}
+
+/// A pair this rater may still act on.
+async fn open_pair(state: &AppState, pair_id: &str, rater: &str) -> Result<Pair, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_pair",
+            format!("no pair {pair_id:?}"),
+        )
+    };
+    if !is_id(pair_id) {
+        return Err(not_found());
+    }
+    let pair = state.db.pair(pair_id).await?.ok_or_else(not_found)?;
+    if pair.rater_id.as_deref() != Some(rater) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "other_rater",
+            "this pair was served to another rater",
+        ));
+    }
+    if now_ms() > pair.expires_at_ms {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "expired_pair",
+            "this pair has expired; ask for a new one",
+        ));
+    }
+    if state.db.vote_for_pair(pair_id).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "duplicate_vote",
+            format!("pair {pair_id} already has a vote"),
+        ));
+    }
+    Ok(pair)
+}
+
+fn side(s: &str) -> Result<Outcome, ApiError> {
+    match s {
+        "a" => Ok(Outcome::A),
+        "b" => Ok(Outcome::B),
+        other => Err(ApiError::unprocessable(
+            "invalid",
+            format!("side must be \"a\" or \"b\", not {other:?}"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenRequest {
+    pub pair: String,
+    pub side: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Listened {
+    /// Seconds credited to A and B so far.
+    pub a: f64,
+    pub b: f64,
+}
+
+/// `POST /api/listen`: the page reports playing time of one side. Credit is capped by the
+/// wall-clock time since the pair was served (two clips cannot both have played longer than
+/// that), so a client cannot claim listening it had no time for.
+pub async fn listen(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match listen_inner(&state, &headers, body).await {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn listen_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Listened, ApiError> {
+    let req: ListenRequest = json_body(headers, body)?;
+    let rater = authenticated(state, headers)?;
+    let pair = open_pair(state, &req.pair, &rater).await?;
+    let side = side(&req.side)?;
+    if !req.seconds.is_finite() || req.seconds <= 0.0 || req.seconds > 600.0 {
+        return Err(ApiError::unprocessable(
+            "invalid",
+            format!("seconds must be in (0, 600], not {}", req.seconds),
+        ));
+    }
+    let (a, b) = state.db.listened(&pair.id).await?;
+    let now = now_ms();
+    // A quarter second of slack for the page's reporting granularity.
+    let elapsed = (now - pair.served_at_ms) as f64 / 1000.0 + 0.25;
+    let credit = req.seconds.min((elapsed - a - b).max(0.0));
+    state
+        .db
+        .record_listening(&pair.id, side, credit, now)
+        .await?;
+    Ok(match side {
+        Outcome::A => Listened { a: a + credit, b },
+        _ => Listened { a, b: b + credit },
+    })
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    pub pair: String,
+    /// `a`, `b`, `tie` or `both_bad`.
+    pub outcome: String,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct VoteAnswer {
+    pub vote: i64,
+}
+
+/// `POST /api/vote`.
+pub async fn vote(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match vote_inner(&state, &headers, body).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn vote_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<VoteAnswer, ApiError> {
+    let req: VoteRequest = json_body(headers, body)?;
+    let rater = authenticated(state, headers)?;
+    state.votes.take(&rater, Instant::now()).map_err(|wait| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many votes; try again in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        e
+    })?;
+    let pair = open_pair(state, &req.pair, &rater).await?;
+    let outcome = Outcome::parse(&req.outcome).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid",
+            format!(
+                "outcome must be a, b, tie or both_bad, not {:?}",
+                req.outcome
+            ),
+        )
+    })?;
+    let comment = req
+        .comment
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    if let Some(c) = comment {
+        let n = c.chars().count();
+        if n > state.max_comment_chars {
+            return Err(ApiError::unprocessable(
+                "comment_too_long",
+                format!(
+                    "the comment has {n} characters; at most {} are kept",
+                    state.max_comment_chars
+                ),
+            ));
+        }
+    }
+    // Both clips must have been played long enough.
+    let (heard_a, heard_b) = state.db.listened(&pair.id).await?;
+    let clip = |id: &str| {
+        let id = id.to_string();
+        async move { state.db.clip(&id).await }
+    };
+    let (ca, cb) = (clip(&pair.clip_a).await?, clip(&pair.clip_b).await?);
+    let need = |c: &Option<musicrl_prefdb::Clip>| {
+        c.as_ref().map_or(0.0, |c| {
+            required(
+                state.min_listen_seconds,
+                clips::duration_seconds(&c.caption, &c.tokens),
+            )
+        })
+    };
+    let (need_a, need_b) = (need(&ca), need(&cb));
+    // A little slack for the page's reporting granularity.
+    let slack = 0.25;
+    if heard_a + slack < need_a || heard_b + slack < need_b {
+        return Err(ApiError::unprocessable(
+            "not_listened",
+            format!(
+                "listen to both clips first: A {heard_a:.1} of {need_a:.1} s, B {heard_b:.1} of {need_b:.1} s"
+            ),
+        ));
+    }
+    let channel = channel(headers);
+    let id = state
+        .db
+        .record_vote(&NewVote {
+            pair_id: &pair.id,
+            rater_id: &rater,
+            outcome,
+            comment,
+            channel,
+            at_ms: now_ms(),
+        })
+        .await?;
+    metrics::counter!(
+        "musicrl_feedback_votes_total",
+        "outcome" => outcome.as_str(),
+        "channel" => channel
+    )
+    .increment(1);
+    metrics::histogram!("musicrl_feedback_listen_seconds").record(heard_a + heard_b);
+    Ok(VoteAnswer { vote: id })
+}
+
+/// `GET /clips/{id}.{wav,mid,abc}`: a stored clip, rendered into the cache on first use.
+pub async fn clip_file(State(state): State<Shared>, Path(file): Path<String>) -> Response {
+    match clip_file_inner(&state, &file).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn clip_file_inner(state: &AppState, file: &str) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no clip file {file:?}"),
+        )
+    };
+    let (id, ext) = file.split_once('.').ok_or_else(not_found)?;
+    let format = Format::parse(ext).ok_or_else(not_found)?;
+    if !is_id(id) {
+        return Err(not_found());
+    }
+    let clip = state.db.clip(id).await?.ok_or_else(not_found)?;
+    let cache = state.cache.clone();
+    let id = id.to_string();
+    let path =
+        tokio::task::spawn_blocking(move || cache.file(&id, &clip.caption, &clip.tokens, format))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+    let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
+    let disposition = match format {
+        Format::Wav => "inline".to_string(),
+        _ => format!("attachment; filename=\"{file}\""),
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (header::CACHE_CONTROL, "public, max-age=86400".to_string()),
+        ],
+        bytes,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}

@@ -1,0 +1,103 @@
+//! The router and the server: `serve` takes an already-bound listener and a shutdown future,
+//! so tests start it on `127.0.0.1:0`.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use musicrl_common::config::Config;
+use musicrl_prefdb::Db;
+
+use crate::api::{self, AppState, Shared};
+use crate::clips::ClipCache;
+use crate::error::{ApiError, Error, Result};
+use crate::limits::RateLimiter;
+use crate::session::Secret;
+use crate::source::PairSource;
+
+/// The service's state from the configuration: opens (and migrates) the database, loads the
+/// pair source's models and the prompts.
+pub async fn state_from_config(config: &Config) -> Result<Shared> {
+    let f = &config.feedback;
+    let db = Db::open(&f.db).await?;
+    let source = PairSource::from_config(
+        f,
+        &config.policy,
+        &config.learner.init_policy,
+        config.sampling.temperature,
+    )?;
+    let secret = if f.secret_file.as_os_str().is_empty() {
+        Secret::random()
+    } else {
+        read_secret(&f.secret_file)?
+    };
+    state(db, source, &f.clip_cache, secret, f)
+}
+
+fn read_secret(path: &Path) -> Result<Secret> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Config(format!("feedback.secret_file {}: {e}", path.display())))?;
+    Secret::from_bytes(&bytes).ok_or_else(|| {
+        Error::Config(format!(
+            "feedback.secret_file {}: the secret must be at least 32 bytes",
+            path.display()
+        ))
+    })
+}
+
+/// The service's state from its parts.
+pub fn state(
+    db: Db,
+    source: PairSource,
+    clip_cache: &Path,
+    secret: Secret,
+    f: &musicrl_common::config::FeedbackConfig,
+) -> Result<Shared> {
+    Ok(Arc::new(AppState {
+        db,
+        source: Arc::new(source),
+        cache: ClipCache::new(clip_cache)?,
+        secret,
+        min_listen_seconds: f.min_listen_seconds,
+        pair_ttl_ms: (f.pair_ttl_seconds as i64).saturating_mul(1000),
+        max_comment_chars: f.max_comment_chars,
+        votes: RateLimiter::new(f.votes_per_minute),
+        pairs: RateLimiter::new(f.pairs_per_minute),
+    }))
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page")
+}
+
+/// Every route of the service.
+pub fn router(state: Shared, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/", get(api::index))
+        .route("/static/{name}", get(api::static_file))
+        .route("/clips/{file}", get(api::clip_file))
+        .route("/api/pair", get(api::pair))
+        .route("/api/listen", post(api::listen))
+        .route("/api/vote", post(api::vote))
+        .route("/healthz", get(api::healthz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    max_body_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state, max_body_bytes))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

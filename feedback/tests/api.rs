@@ -1,0 +1,356 @@
+//! The feedback service over real HTTP on loopback, with a real SQLite file: the page, the
+//! clips, the API, and every refusal (with nothing stored).
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode, header};
+use common::{error_of, raw, start};
+use musicrl_common::config::FeedbackConfig;
+use musicrl_feedback::api::PairView;
+use musicrl_feedback::bot::{BotClient, BotError};
+use musicrl_prefdb::{Outcome, VoteFilter};
+
+fn config() -> FeedbackConfig {
+    FeedbackConfig {
+        min_listen_seconds: 0.6,
+        max_comment_chars: 40,
+        ..FeedbackConfig::default()
+    }
+}
+
+/// A pair fetched raw: its view and the session cookie.
+async fn raw_pair(url: &str, cookie: Option<&str>) -> (PairView, String) {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let (status, h, body) = raw(Method::GET, url, &headers, "").await;
+    assert_eq!(status, StatusCode::OK, "{}", error_of(&body));
+    let cookie = h
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").to_string())
+        .or_else(|| cookie.map(str::to_string))
+        .expect("a session cookie");
+    (serde_json::from_slice(&body).expect("a pair"), cookie)
+}
+
+async fn post(
+    url: &str,
+    cookie: &str,
+    csrf: &str,
+    body: serde_json::Value,
+) -> (StatusCode, String) {
+    let body = serde_json::to_vec(&body).expect("serialises");
+    let (status, _, answer) = raw(
+        Method::POST,
+        url,
+        &[
+            ("cookie", cookie),
+            ("x-csrf-token", csrf),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await;
+    (status, error_of(&answer))
+}
+
+#[tokio::test]
+async fn the_page_and_its_files_are_served_and_nothing_outside_the_cache() {
+    let s = start(config()).await;
+    let (status, h, body) = raw(Method::GET, &s.url("/"), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8_lossy(&body);
+    assert!(
+        page.contains("<meta name=\"csrf-token\" content=\""),
+        "{page}"
+    );
+    assert!(!page.contains("{{CSRF}}"));
+    assert!(page.contains("/static/abcjs-basic-min.js"));
+    assert!(
+        h.get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict"))
+    );
+    assert!(h.get(header::CONTENT_SECURITY_POLICY).is_some());
+    for name in ["app.js", "style.css", "abcjs-basic-min.js"] {
+        let (status, _, body) = raw(Method::GET, &s.url(&format!("/static/{name}")), &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        assert!(body.len() > 100, "{name}");
+    }
+    let (_, _, abcjs) = raw(Method::GET, &s.url("/static/abcjs-basic-min.js"), &[], "").await;
+    assert!(String::from_utf8_lossy(&abcjs).contains("renderAbc"));
+
+    // A pair, its clips in three formats.
+    let (view, _) = raw_pair(&s.url("/api/pair"), None).await;
+    assert_ne!(view.a.id, view.b.id);
+    assert!(view.a.abc.starts_with("X:"), "{}", view.a.abc);
+    let (status, h, wav) = raw(Method::GET, &s.url(&view.a.wav), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h[header::CONTENT_TYPE], "audio/wav");
+    let reader = hound::WavReader::new(std::io::Cursor::new(wav.to_vec())).expect("a WAV");
+    let seconds = reader.duration() as f64 / f64::from(reader.spec().sample_rate);
+    assert!(
+        (seconds - view.a.seconds - 0.5).abs() < 0.05,
+        "the WAV plays {seconds} s, the melody {} s plus the 0.5 s release",
+        view.a.seconds
+    );
+    let (status, h, midi) = raw(Method::GET, &s.url(&view.a.midi), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(midi.starts_with(b"MThd"));
+    assert!(
+        h[header::CONTENT_DISPOSITION]
+            .to_str()
+            .expect("ascii")
+            .starts_with("attachment")
+    );
+    let (status, _, abc) = raw(Method::GET, &s.url(&view.b.abc_file), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(String::from_utf8_lossy(&abc), view.b.abc);
+    assert!(
+        s.dir
+            .path()
+            .join("clips")
+            .join(format!("{}.wav", view.a.id))
+            .exists()
+    );
+
+    // Nothing but a known clip id with a known extension is served.
+    for path in [
+        "/clips/..%2F..%2Fetc%2Fpasswd",
+        "/clips/../../Cargo.toml",
+        "/clips/000000000000000000000000.wav",
+        &format!("/clips/{}.txt", view.a.id),
+        &format!("/clips/{}.wav.wav", view.a.id),
+        "/static/..%2Fsrc%2Flib.rs",
+        "/static/index.html",
+        "/nowhere",
+    ] {
+        let (status, _, body) = raw(Method::GET, &s.url(path), &[], "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {}", error_of(&body));
+    }
+    let (status, _, _) = raw(Method::GET, &s.url("/healthz"), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_vote_counts_only_after_listening_once_on_this_raters_own_pair() {
+    let s = start(config()).await;
+    let (view, cookie) = raw_pair(&s.url("/api/pair"), None).await;
+    let vote = |outcome: &str| serde_json::json!({"pair": view.pair, "outcome": outcome});
+    let url = s.url("/api/vote");
+
+    // Before listening.
+    let (status, e) = post(&url, &cookie, &view.csrf, vote("a")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.contains("listen to both clips first"), "{e}");
+
+    // Listening is capped by the time since the pair was served.
+    let listen = |side: &str, seconds: f64| serde_json::json!({"pair": view.pair, "side": side, "seconds": seconds});
+    let (status, _, body) = raw(
+        Method::POST,
+        &s.url("/api/listen"),
+        &[
+            ("cookie", &cookie),
+            ("x-csrf-token", &view.csrf),
+            ("content-type", "application/json"),
+        ],
+        serde_json::to_vec(&listen("a", 100.0)).expect("json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let heard: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let credited = heard["a"].as_f64().expect("a number");
+    assert!(
+        credited < 1.0,
+        "100 s claimed at once, {credited} s credited"
+    );
+    let (a, b) = s.db.listened(&view.pair).await.expect("reads");
+    assert!((a - credited).abs() < 1e-9 && b == 0.0);
+    let (status, e) = post(&url, &cookie, &view.csrf, vote("a")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "B is unheard: {e}"
+    );
+
+    // Another rater may not act on this pair (with its own valid session and token).
+    let (other, other_cookie) = raw_pair(&s.url("/api/pair"), None).await;
+    let (status, e) = post(&url, &other_cookie, &other.csrf, vote("a")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{e}");
+    assert!(e.contains("another rater"), "{e}");
+
+    // After time has passed, listening to both sides is credited and the vote counts.
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    for side in ["a", "b"] {
+        let (status, e) = post(
+            &s.url("/api/listen"),
+            &cookie,
+            &view.csrf,
+            listen(side, 0.7),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{e}");
+    }
+    let with_comment =
+        serde_json::json!({"pair": view.pair, "outcome": "b", "comment": "  sways more  "});
+    let (status, e) = post(&url, &cookie, &view.csrf, with_comment.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    assert_eq!(
+        s.db.vote_for_pair(&view.pair).await.expect("reads"),
+        Some(Outcome::B)
+    );
+    let votes =
+        s.db.decisive_votes(VoteFilter::default())
+            .await
+            .expect("reads");
+    assert_eq!(votes.len(), 1);
+    assert_eq!(votes[0].comment.as_deref(), Some("sways more"));
+    assert!(votes[0].rater_id.starts_with("web-"));
+    assert!(votes[0].a.seed.is_some());
+    assert_eq!(votes[0].a.source, "tiny");
+
+    // Once only.
+    let (status, e) = post(&url, &cookie, &view.csrf, with_comment).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    let (status, _) = post(&s.url("/api/listen"), &cookie, &view.csrf, listen("a", 1.0)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no listening on a voted pair");
+    assert_eq!(
+        s.db.vote_counts(VoteFilter::default())
+            .await
+            .expect("counts")
+            .total(),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_4xx_and_store_nothing() {
+    let s = start(config()).await;
+    let (view, cookie) = raw_pair(&s.url("/api/pair"), None).await;
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    for side in ["a", "b"] {
+        let body = serde_json::json!({"pair": view.pair, "side": side, "seconds": 0.7});
+        let (status, e) = post(&s.url("/api/listen"), &cookie, &view.csrf, body).await;
+        assert_eq!(status, StatusCode::OK, "{e}");
+    }
+    let url = s.url("/api/vote");
+    let json = ("content-type", "application/json");
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, StatusCode, &str)> = vec![
+        ("malformed JSON", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), json], b"{\"pair\": ".to_vec(), StatusCode::BAD_REQUEST, "malformed JSON"),
+        ("unknown field", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), json], format!("{{\"pair\":\"{}\",\"outcome\":\"a\",\"admin\":true}}", view.pair).into_bytes(), StatusCode::BAD_REQUEST, "unknown field"),
+        ("not JSON", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), ("content-type", "application/x-www-form-urlencoded")], b"pair=x&outcome=a".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "must be JSON"),
+        ("no session", vec![("x-csrf-token", &view.csrf), json], serde_json::to_vec(&serde_json::json!({"pair": view.pair, "outcome": "a"})).expect("json"), StatusCode::FORBIDDEN, "no session"),
+        ("no CSRF token", vec![("cookie", &cookie), json], serde_json::to_vec(&serde_json::json!({"pair": view.pair, "outcome": "a"})).expect("json"), StatusCode::FORBIDDEN, "x-csrf-token"),
+        ("wrong CSRF token", vec![("cookie", &cookie), ("x-csrf-token", "0123456789abcdef0123456789abcdef"), json], serde_json::to_vec(&serde_json::json!({"pair": view.pair, "outcome": "a"})).expect("json"), StatusCode::FORBIDDEN, "x-csrf-token"),
+        ("unknown pair", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), json], serde_json::to_vec(&serde_json::json!({"pair": "ffffffffffffffffffffffff", "outcome": "a"})).expect("json"), StatusCode::NOT_FOUND, "no pair"),
+        ("malformed pair id", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), json], serde_json::to_vec(&serde_json::json!({"pair": "'; DROP TABLE votes; --", "outcome": "a"})).expect("json"), StatusCode::NOT_FOUND, "no pair"),
+        ("unknown outcome", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), json], serde_json::to_vec(&serde_json::json!({"pair": view.pair, "outcome": "c"})).expect("json"), StatusCode::UNPROCESSABLE_ENTITY, "outcome must be"),
+        ("oversized comment", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), json], serde_json::to_vec(&serde_json::json!({"pair": view.pair, "outcome": "a", "comment": "é".repeat(41)})).expect("json"), StatusCode::UNPROCESSABLE_ENTITY, "41 characters"),
+        ("oversized body", vec![("cookie", &cookie), ("x-csrf-token", &view.csrf), json], serde_json::to_vec(&serde_json::json!({"pair": view.pair, "outcome": "a", "comment": "x".repeat(20_000)})).expect("json"), StatusCode::PAYLOAD_TOO_LARGE, "cannot be read"),
+    ];
+    for (what, headers, body, want, says) in cases {
+        let (status, _, answer) = raw(Method::POST, &url, &headers, body).await;
+        let e = error_of(&answer);
+        assert_eq!(status, want, "{what}: {e}");
+        assert!(e.contains(says), "{what}: {e:?} should say {says:?}");
+    }
+    let (status, _, _) = raw(Method::GET, &url, &[], "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let bad_listen = serde_json::json!({"pair": view.pair, "side": "c", "seconds": 1.0});
+    let (status, e) = post(&s.url("/api/listen"), &cookie, &view.csrf, bad_listen).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let nan_listen = serde_json::json!({"pair": view.pair, "side": "a", "seconds": -1.0});
+    let (status, e) = post(&s.url("/api/listen"), &cookie, &view.csrf, nan_listen).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+    // Nothing was stored, and the pair can still be voted on properly.
+    assert_eq!(s.db.last_vote_id().await.expect("reads"), 0);
+    let ok = serde_json::json!({"pair": view.pair, "outcome": "tie"});
+    let (status, e) = post(&url, &cookie, &view.csrf, ok).await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn expired_pairs_and_rate_limits_are_refused() {
+    let s = start(FeedbackConfig {
+        pair_ttl_seconds: 1,
+        pairs_per_minute: 2,
+        min_listen_seconds: 0.0,
+        ..config()
+    })
+    .await;
+    let (view, cookie) = raw_pair(&s.url("/api/pair"), None).await;
+    let (_, cookie2) = raw_pair(&s.url("/api/pair"), Some(&cookie)).await;
+    assert_eq!(cookie, cookie2, "the session is kept");
+    let (status, h, body) = raw(Method::GET, &s.url("/api/pair"), &[("cookie", &cookie)], "").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{}", error_of(&body));
+    assert!(h.get(header::RETRY_AFTER).is_some());
+    // Another rater is not limited by this one.
+    let _ = raw_pair(&s.url("/api/pair"), None).await;
+
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let vote = serde_json::json!({"pair": view.pair, "outcome": "a"});
+    let (status, e) = post(&s.url("/api/vote"), &cookie, &view.csrf, vote).await;
+    assert_eq!(status, StatusCode::GONE, "{e}");
+    assert!(e.contains("expired"), "{e}");
+    assert_eq!(s.db.last_vote_id().await.expect("reads"), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_bot_votes_through_the_api_as_its_own_raters() {
+    let s = start(FeedbackConfig {
+        min_listen_seconds: 0.0,
+        ..config()
+    })
+    .await;
+    let mut bot = BotClient::new(&format!("http://{}", s.addr));
+    for i in 0..6 {
+        let (view, outcome, _) = bot
+            .turn(i % 3, 0.0, |v| {
+                if v.a.tokens.len() >= v.b.tokens.len() {
+                    Outcome::A
+                } else {
+                    Outcome::B
+                }
+            })
+            .await
+            .expect("a turn");
+        assert_eq!(
+            s.db.vote_for_pair(&view.pair).await.expect("reads"),
+            Some(outcome)
+        );
+    }
+    let votes =
+        s.db.decisive_votes(VoteFilter::default())
+            .await
+            .expect("reads");
+    assert_eq!(votes.len(), 6);
+    let raters: std::collections::BTreeSet<_> = votes.iter().map(|v| v.rater_id.clone()).collect();
+    assert_eq!(raters.len(), 3, "one rater per simulated listener");
+    // The bot's votes are marked as the bot's.
+    let n: i64 =
+        s.db.vote_counts(VoteFilter::default())
+            .await
+            .expect("counts")
+            .total();
+    assert_eq!(n, 6);
+    // A refused call surfaces the server's message.
+    let view = bot.pair(0).await.expect("a pair");
+    let mut forged = view.clone();
+    forged.pair = "ffffffffffffffffffffffff".into();
+    match bot.vote(0, &forged, Outcome::A, None).await {
+        Err(BotError::Refused {
+            status, message, ..
+        }) => {
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert!(message.contains("no pair"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    s.stop().await;
+}

@@ -1,0 +1,247 @@
+//! The voting page in real headless Chromium (Debian's `chromium` and `chromium-driver`),
+//! driven over WebDriver: the page loads a pair and draws both clips as sheet music, a vote
+//! before listening is refused, the keyboard plays both clips, the vote buttons open, a click
+//! votes, and the vote is in the database. With `MUSICRL_SCREENSHOTS=DIR` it also writes
+//! desktop and phone screenshots of the page.
+//!
+//! Needs `chromedriver` (`MUSICRL_CHROMEDRIVER`, default `/usr/bin/chromedriver`) and
+//! `chromium` (`MUSICRL_CHROMIUM`, default `/usr/bin/chromium`); `.ci/run` installs both and
+//! runs it with `--ignored`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+use musicrl_common::config::FeedbackConfig;
+use musicrl_prefdb::VoteFilter;
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn browser(profile: &std::path::Path) -> (Driver, fantoccini::Client) {
+    let driver =
+        std::env::var("MUSICRL_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    let chromium = std::env::var("MUSICRL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&driver).exists() && std::path::Path::new(&chromium).exists(),
+        "this test needs {driver} and {chromium} (Debian: apt-get install chromium chromium-driver)"
+    );
+    let port = free_port();
+    let child = Command::new(&driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts chromedriver");
+    let guard = Driver(child);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--mute-audio", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    let started = Instant::now();
+    let client = loop {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                // chromedriver is still starting.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start a browser session: {e}"),
+        }
+    };
+    (guard, client)
+}
+
+/// Polls a JavaScript expression until it is true.
+async fn wait_for(client: &fantoccini::Client, what: &str, script: &str, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let v = client.execute(script, vec![]).await.expect("runs a script");
+        if v.as_bool() == Some(true) {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting for {what} ({script})"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
+    let s = common::start(FeedbackConfig {
+        min_listen_seconds: 1.0,
+        ..FeedbackConfig::default()
+    })
+    .await;
+    let profile = tempfile::tempdir().expect("a profile dir");
+    let (_driver, c) = browser(profile.path()).await;
+    c.goto(&s.url("/")).await.expect("opens the page");
+    wait_for(
+        &c,
+        "a pair",
+        "return document.getElementById('caption').textContent.indexOf('Loading') < 0",
+        Duration::from_secs(20),
+    )
+    .await;
+    let caption = c
+        .find(Locator::Id("caption"))
+        .await
+        .expect("the caption")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        caption == "a lively jig in d major" || caption == "a slow air in e minor, flute",
+        "{caption}"
+    );
+    // Both clips drawn as sheet music by the bundled abcjs (SVG), nothing from elsewhere.
+    wait_for(
+        &c,
+        "sheet music",
+        "return document.querySelectorAll('#score-a svg').length > 0 && document.querySelectorAll('#score-b svg').length > 0",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Before listening the buttons are closed, and a vote sent anyway is refused.
+    let disabled = c
+        .execute("return document.getElementById('vote-a').disabled", vec![])
+        .await
+        .expect("runs");
+    assert_eq!(disabled.as_bool(), Some(true));
+    let refused = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               const csrf = document.querySelector('meta[name="csrf-token"]').content;
+               fetch('/api/pair').then(r => r.json()).then(p =>
+                 fetch('/api/vote', {method: 'POST', credentials: 'same-origin',
+                   headers: {'Content-Type': 'application/json', 'x-csrf-token': csrf},
+                   body: JSON.stringify({pair: p.pair, outcome: 'a'})}))
+               .then(r => r.json().then(b => done([r.status, b.error])));"#,
+            vec![],
+        )
+        .await
+        .expect("runs");
+    assert_eq!(refused[0].as_u64(), Some(422), "{refused:?}");
+    assert!(
+        refused[1]
+            .as_str()
+            .unwrap_or("")
+            .contains("listen to both clips first"),
+        "{refused:?}"
+    );
+    assert_eq!(s.db.last_vote_id().await.expect("reads"), 0);
+
+    if let Ok(dir) = std::env::var("MUSICRL_SCREENSHOTS") {
+        let png = c.screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join("feedback-desktop.png"), png)
+            .expect("writes");
+    }
+
+    // The keyboard plays A, then B (keys 1 and 2); the page reports listening.
+    let body = c.find(Locator::Css("body")).await.expect("the body");
+    body.send_keys("1").await.expect("types");
+    wait_for(
+        &c,
+        "clip A heard",
+        "return document.getElementById('heard-a').textContent.indexOf('✓') >= 0",
+        Duration::from_secs(20),
+    )
+    .await;
+    body.send_keys("2").await.expect("types");
+    wait_for(
+        &c,
+        "clip B heard",
+        "return document.getElementById('heard-b').textContent.indexOf('✓') >= 0",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for(
+        &c,
+        "the vote buttons",
+        "return !document.getElementById('vote-b').disabled",
+        Duration::from_secs(5),
+    )
+    .await;
+    c.find(Locator::Id("comment"))
+        .await
+        .expect("the comment box")
+        .send_keys("B has the better lilt")
+        .await
+        .expect("types");
+    c.find(Locator::Id("vote-b"))
+        .await
+        .expect("the B button")
+        .click()
+        .await
+        .expect("clicks");
+    wait_for(
+        &c,
+        "the thank-you",
+        "return document.getElementById('status').textContent.indexOf('Thank you') >= 0",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let votes =
+        s.db.decisive_votes(VoteFilter::default())
+            .await
+            .expect("reads");
+    assert_eq!(votes.len(), 1, "one vote stored");
+    assert!(!votes[0].a_won);
+    assert_eq!(votes[0].comment.as_deref(), Some("B has the better lilt"));
+    assert!(votes[0].rater_id.starts_with("web-"));
+    assert_eq!(
+        s.db.vote_counts(VoteFilter::default())
+            .await
+            .expect("counts")
+            .b,
+        1
+    );
+
+    if let Ok(dir) = std::env::var("MUSICRL_SCREENSHOTS") {
+        c.set_window_size(390, 844).await.expect("resizes");
+        wait_for(
+            &c,
+            "the next pair",
+            "return document.querySelectorAll('#score-b svg').length > 0",
+            Duration::from_secs(10),
+        )
+        .await;
+        let png = c.screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join("feedback-phone.png"), png).expect("writes");
+    }
+    c.close().await.expect("closes the browser");
+    s.stop().await;
+}

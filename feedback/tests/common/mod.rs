@@ -1,0 +1,131 @@
+//! A feedback service on `127.0.0.1:0` over a SQLite file, with a tiny random policy as its
+//! pair source, and a raw HTTP helper for requests the bot client would never send.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use axum::body::Bytes;
+use axum::http::{self, HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use musicrl_common::config::{FeedbackConfig, PolicyConfig};
+use musicrl_common::policy::{Engine, Policy};
+use musicrl_feedback::session::Secret;
+use musicrl_feedback::source::{Model, PairSource};
+use musicrl_prefdb::Db;
+
+pub fn tiny_policy() -> PolicyConfig {
+    PolicyConfig {
+        max_tokens: 48,
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 1,
+        d_ff: 32,
+        ..PolicyConfig::default()
+    }
+}
+
+pub struct Service {
+    pub addr: SocketAddr,
+    pub db: Db,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Service {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.expect("joins").expect("serves cleanly");
+        self.db.close().await;
+    }
+}
+
+/// Starts the service with `f` (its listen address is ignored: the listener is bound here).
+pub async fn start(f: FeedbackConfig) -> Service {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let url = format!("sqlite:{}", dir.path().join("feedback.db").display());
+    let db = Db::open(&url).await.expect("opens the database");
+    let config = tiny_policy();
+    let device = musicrl_common::device::inference_device();
+    device.seed(5);
+    let policy = Policy::new(&config, &device);
+    let engine = Engine::from_policy(&policy, &config, 1).expect("an engine");
+    let source = PairSource::new(
+        vec![Model::new("tiny", Path::new("tiny.bpk"), engine)],
+        false,
+        vec![
+            "a lively jig in d major".into(),
+            "a slow air in e minor, flute".into(),
+        ],
+        1.0,
+        9,
+    )
+    .expect("a source");
+    let state = musicrl_feedback::state(
+        db.clone(),
+        source,
+        &dir.path().join("clips"),
+        Secret::from_bytes(&[7u8; 40]).expect("a secret"),
+        &f,
+    )
+    .expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(musicrl_feedback::serve(
+        listener,
+        state,
+        f.max_body_bytes,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Service {
+        addr,
+        db,
+        dir,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// One raw request; returns status, headers and body.
+pub async fn raw(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(body.into())).expect("a request"))
+        .await
+        .expect("the server answers");
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp.into_body().collect().await.expect("a body").to_bytes();
+    (status, headers, body)
+}
+
+/// The `error` message of a JSON error body.
+pub fn error_of(body: &Bytes) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("not a JSON error: {}", String::from_utf8_lossy(body)))
+}
