@@ -18,7 +18,8 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== kustomize render + schema validation (Kubernetes $K8S_VERSION) =="
 for k in overlays/cpu overlays/cpu-fixed overlays/gpu overlays/cpu-cert-manager monitoring/operator monitoring/grafana \
-         monitoring/adapter jobs/rl-r jobs/rl-u jobs/rl-ru jobs/joint jobs/experiment; do
+         monitoring/adapter jobs/rl-r jobs/rl-u jobs/rl-ru jobs/joint jobs/experiment \
+         feedback/base feedback/postgres; do
   out="$work/$(echo "$k" | tr / -).yaml"
   kubectl kustomize "$k" > "$out"
   # --strict: misspelled or unknown fields fail. CRD kinds (PodMonitor, PrometheusRule) have

@@ -550,6 +550,20 @@ pub struct TrainRewardArgs {
     /// Preference only: ignore captions (the paper's caption-less ablation).
     #[arg(long)]
     pub caption_free: bool,
+    /// Preference only: train on the decisive votes of this preference database
+    /// (sqlite:PATH or postgres://…) instead of --store, and record the new model version in it.
+    #[arg(long, value_name = "URL", conflicts_with = "store")]
+    pub db: Option<String>,
+    /// Preference with --db: only votes cast at or after this time (Unix milliseconds).
+    #[arg(long, value_name = "MS", requires = "db")]
+    pub since_ms: Option<i64>,
+    /// Preference with --db: only votes newer than those this model version was trained on.
+    #[arg(long, value_name = "VERSION", requires = "db")]
+    pub after_version: Option<String>,
+    /// Preference only: continue from this preference checkpoint folder (its architecture
+    /// and weights) instead of initialising from the base policy.
+    #[arg(long, value_name = "DIR")]
+    pub continue_from: Option<PathBuf>,
     /// Training seed.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

@@ -415,6 +415,21 @@ fn train_preference(
     if let Some(v) = &args.store {
         c.train.store = v.clone();
     }
+    let mut parent = None;
+    if let Some(prev) = &args.continue_from {
+        let saved: model::PreferenceConfig = musicrl_rewards::store::load_config(prev)?;
+        c.policy = saved.policy;
+        c.train.init_policy = prev.join(musicrl_rewards::store::MODEL_FILE);
+        let bytes = std::fs::read(&c.train.init_policy)
+            .with_context(|| format!("cannot read {}", c.train.init_policy.display()))?;
+        parent = Some(musicrl_rewards::store::version_of("preference", &bytes));
+    }
+    // From the database: its decisive votes become the training store (kept beside the
+    // model, so what it learned from is on disk with it).
+    let db = match &args.db {
+        Some(url) => Some(db_training_store(url, args, out, &mut c.train.store)?),
+        None => None,
+    };
     set(&mut c.train.epochs, args.epochs);
     set(&mut c.train.seed, args.seed);
     eprintln!(
@@ -432,6 +447,28 @@ fn train_preference(
     };
     let (metrics, eval) = model::train(&c, out, progress)?;
     let mut value = serde_json::to_value(&metrics)?;
+    if let (Some(url), Some((votes_used, last_vote_id))) = (&args.db, db) {
+        let record = musicrl_prefdb::ModelVersion {
+            id: metrics.version.clone(),
+            kind: "preference".into(),
+            path: out.display().to_string(),
+            parent: parent.or_else(|| args.after_version.clone()),
+            votes_used,
+            last_vote_id,
+            metrics: value.clone(),
+            created_at_ms: musicrl_prefdb::now_ms(),
+        };
+        block_on(async {
+            let db = musicrl_prefdb::Db::open(url).await?;
+            db.record_model_version(&record).await?;
+            db.close().await;
+            anyhow::Ok(())
+        })?;
+        eprintln!(
+            "recorded {} in the preference database ({votes_used} votes, up to vote {last_vote_id})",
+            metrics.version
+        );
+    }
     // How often the listener's choice is the clip the simulated population's taste, the text
     // model or the quality model prefers, on the same held-out choices.
     if let Some(population) = population {
@@ -513,4 +550,55 @@ fn train_preference(
         out.display()
     );
     Ok(value)
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// Exports the database's decisive votes (filtered by --since-ms / --after-version) into
+/// `OUT/train-store.jsonl` and points `store` at it; returns (votes, newest vote id).
+fn db_training_store(
+    url: &str,
+    args: &TrainRewardArgs,
+    out: &std::path::Path,
+    store: &mut PathBuf,
+) -> anyhow::Result<(i64, i64)> {
+    block_on(async {
+        let db = musicrl_prefdb::Db::open(url).await?;
+        let after_vote_id = match &args.after_version {
+            Some(v) => Some(
+                db.model_version(v)
+                    .await?
+                    .with_context(|| {
+                        format!("the preference database knows no model version {v:?}")
+                    })?
+                    .last_vote_id,
+            ),
+            None => None,
+        };
+        let filter = musicrl_prefdb::VoteFilter {
+            since_ms: args.since_ms,
+            after_vote_id,
+        };
+        let votes = db.decisive_votes(filter).await?;
+        let choices = db.export_choices(filter).await?;
+        db.close().await;
+        let last = votes.iter().map(|v| v.vote_id).max().unwrap_or(0);
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        *store = out.join("train-store.jsonl");
+        musicrl_common::fsutil::write_atomic(
+            store,
+            musicrl_prefdb::jsonl::store_text(&choices).as_bytes(),
+        )?;
+        eprintln!(
+            "{} decisive votes from {} (up to vote {last})",
+            choices.len(),
+            musicrl_prefdb::db::redact(url)
+        );
+        Ok((choices.len() as i64, last))
+    })
 }

@@ -19,6 +19,7 @@ pub enum Role {
     Actor,
     Learner,
     RewardServer,
+    Feedback,
 }
 
 /// One exported metric.
@@ -93,6 +94,14 @@ pub const REWARD_BATCH_SIZE: &str = "musicrl_reward_batch_size";
 pub const REWARD_COMPONENT_SECONDS: &str = "musicrl_reward_component_seconds";
 pub const REWARD_RENDER_SECONDS: &str = "musicrl_reward_render_seconds";
 pub const REWARD_SCORED_BATCH_SIZE: &str = "musicrl_reward_scored_batch_size";
+pub const REWARD_MODEL_SWAPS_TOTAL: &str = "musicrl_reward_model_swaps_total";
+pub const REWARD_MODEL_RELOAD_FAILURES_TOTAL: &str = "musicrl_reward_model_reload_failures_total";
+pub const REWARD_SCORER_INFO: &str = "musicrl_reward_scorer_info";
+pub const FEEDBACK_PAIRS_SERVED_TOTAL: &str = "musicrl_feedback_pairs_served_total";
+pub const FEEDBACK_VOTES_TOTAL: &str = "musicrl_feedback_votes_total";
+pub const FEEDBACK_REJECTED_TOTAL: &str = "musicrl_feedback_rejected_total";
+pub const FEEDBACK_LISTEN_SECONDS: &str = "musicrl_feedback_listen_seconds";
+pub const FEEDBACK_PAIR_DRAW_SECONDS: &str = "musicrl_feedback_pair_draw_seconds";
 
 /// Every metric, grouped by role.
 pub const CATALOG: &[Metric] = &[
@@ -585,6 +594,87 @@ pub const CATALOG: &[Metric] = &[
         initial_label_values: &[],
         help: "samples scored together after dynamic batching merged concurrent calls",
     },
+    Metric {
+        name: REWARD_MODEL_SWAPS_TOTAL,
+        kind: Kind::Counter,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "reward models swapped in without a restart after their checkpoint changed",
+    },
+    Metric {
+        name: REWARD_MODEL_RELOAD_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "changed checkpoints that could not be loaded (the running model keeps serving)",
+    },
+    Metric {
+        name: REWARD_SCORER_INFO,
+        kind: Kind::Gauge,
+        role: Role::RewardServer,
+        label: Some("version"),
+        initial_label_values: &[],
+        help: "1 for the scorer version being served, 0 for the ones it replaced",
+    },
+    Metric {
+        name: FEEDBACK_PAIRS_SERVED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Feedback,
+        label: None,
+        initial_label_values: &[],
+        help: "pairs of clips served to raters",
+    },
+    Metric {
+        name: FEEDBACK_VOTES_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Feedback,
+        label: Some("outcome"),
+        initial_label_values: &["a", "b", "tie", "both_bad"],
+        help: "votes stored, by outcome",
+    },
+    Metric {
+        name: FEEDBACK_REJECTED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Feedback,
+        label: Some("reason"),
+        initial_label_values: &[
+            "malformed",
+            "no_session",
+            "csrf",
+            "other_rater",
+            "unknown_pair",
+            "not_found",
+            "duplicate_vote",
+            "expired_pair",
+            "too_large",
+            "content_type",
+            "not_listened",
+            "comment_too_long",
+            "invalid",
+            "rate_limited",
+            "internal",
+            "unavailable",
+        ],
+        help: "requests refused, by reason (docs/feedback.md); nothing was stored",
+    },
+    Metric {
+        name: FEEDBACK_LISTEN_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Feedback,
+        label: None,
+        initial_label_values: &[],
+        help: "listening credited to both clips of a pair when its vote was stored",
+    },
+    Metric {
+        name: FEEDBACK_PAIR_DRAW_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Feedback,
+        label: None,
+        initial_label_values: &[],
+        help: "time to sample the two clips of a new pair",
+    },
 ];
 
 /// Describes `role`'s metrics (HELP lines) and starts its counters at zero. Call once the
@@ -643,6 +733,7 @@ mod tests {
                 Role::Actor => "musicrl_actor_",
                 Role::Learner => "musicrl_learner_",
                 Role::RewardServer => "musicrl_reward_",
+                Role::Feedback => "musicrl_feedback_",
             };
             assert!(
                 m.name.starts_with(prefix),

@@ -13,6 +13,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use musicrl_common::metrics_catalog as catalog;
 use musicrl_prefdb::db::is_id;
 use musicrl_prefdb::{Db, NewClip, NewVote, Outcome, Pair, now_ms};
 use serde::{Deserialize, Serialize};
@@ -200,7 +201,7 @@ async fn serve_pair(
     let (caption, a, b) = tokio::task::spawn_blocking(move || source.draw())
         .await
         .map_err(ApiError::internal)?;
-    metrics::histogram!("musicrl_feedback_pair_draw_seconds")
+    metrics::histogram!(catalog::FEEDBACK_PAIR_DRAW_SECONDS)
         .record(started.elapsed().as_secs_f64());
     let now = now_ms();
     state.db.ensure_rater(rater, channel, now).await?;
@@ -227,7 +228,7 @@ async fn serve_pair(
             state.pair_ttl_ms,
         )
         .await?;
-    metrics::counter!("musicrl_feedback_pairs_served_total").increment(1);
+    metrics::counter!(catalog::FEEDBACK_PAIRS_SERVED_TOTAL).increment(1);
     Ok(PairView {
         pair: pair.id,
         caption: caption.clone(),
@@ -503,13 +504,8 @@ async fn vote_inner(
             at_ms: now_ms(),
         })
         .await?;
-    metrics::counter!(
-        "musicrl_feedback_votes_total",
-        "outcome" => outcome.as_str(),
-        "channel" => channel
-    )
-    .increment(1);
-    metrics::histogram!("musicrl_feedback_listen_seconds").record(heard_a + heard_b);
+    metrics::counter!(catalog::FEEDBACK_VOTES_TOTAL, "outcome" => outcome.as_str()).increment(1);
+    metrics::histogram!(catalog::FEEDBACK_LISTEN_SECONDS).record(heard_a + heard_b);
     Ok(VoteAnswer { vote: id })
 }
 

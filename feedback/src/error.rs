@@ -75,7 +75,8 @@ impl From<musicrl_prefdb::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!("musicrl_feedback_rejected_total", "reason" => self.reason).increment(1);
+        metrics::counter!(musicrl_common::metrics_catalog::FEEDBACK_REJECTED_TOTAL, "reason" => self.reason)
+            .increment(1);
         let mut response = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),

@@ -10,12 +10,18 @@
 //! remaining samples are counted as abandoned. Calls that would take the queue past
 //! `max_queued` samples are refused at once with RESOURCE_EXHAUSTED. Each call gets back
 //! exactly its own samples' scores, in order.
+//!
+//! Hot swap: the scoring configuration is read from an [`ArcSwap`] once per call, when the
+//! call arrives, and the call is scored by that snapshot only. A batch merges only calls that
+//! hold the same snapshot, so a new reward model published mid-call never scores part of a
+//! call: every call is scored by exactly one version, which it gets back with its scores.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
 use musicrl_common::types::SampleScore;
@@ -24,8 +30,13 @@ use musicrl_common::wire::ScoreInput;
 use crate::combine::RewardModel;
 use crate::error::{Result, RewardError};
 
+/// The scoring configuration in force; a reload stores a new one.
+pub type ModelHandle = Arc<ArcSwap<RewardModel>>;
+
 struct Job {
     inputs: Vec<ScoreInput>,
+    /// The snapshot this call is scored by, from start to end.
+    model: Arc<RewardModel>,
     reply: oneshot::Sender<Result<Vec<SampleScore>>>,
 }
 
@@ -54,6 +65,7 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Job>,
+    model: ModelHandle,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
 }
@@ -74,6 +86,11 @@ impl Drop for Queued {
 impl Batcher {
     /// Starts the batching task on the current runtime.
     pub fn spawn(model: Arc<RewardModel>, limits: Limits) -> Self {
+        Self::spawn_swappable(Arc::new(ArcSwap::new(model)), limits)
+    }
+
+    /// Starts the batching task over a model that may be swapped while it serves.
+    pub fn spawn_swappable(model: ModelHandle, limits: Limits) -> Self {
         // Unbounded channel: the queue is bounded in samples by `max_queued` instead.
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let limits = Limits {
@@ -81,9 +98,10 @@ impl Batcher {
             slice: limits.slice.max(1),
             ..limits
         };
-        tokio::spawn(run(model, rx, limits));
+        tokio::spawn(run(rx, limits));
         Self {
             tx,
+            model,
             queued: Arc::new(AtomicUsize::new(0)),
             max_queued: limits.max_queued,
         }
@@ -97,6 +115,14 @@ impl Batcher {
     /// Scores `inputs` as slices of whichever batches they join; refused with
     /// [`RewardError::Overloaded`] when the queue has no room for them.
     pub async fn score(&self, inputs: Vec<ScoreInput>) -> Result<Vec<SampleScore>> {
+        Ok(self.score_versioned(inputs).await?.0)
+    }
+
+    /// As [`Batcher::score`], with the scoring configuration that scored the whole call.
+    pub async fn score_versioned(
+        &self,
+        inputs: Vec<ScoreInput>,
+    ) -> Result<(Vec<SampleScore>, Arc<RewardModel>)> {
         let n = inputs.len();
         let max = self.max_queued;
         self.queued
@@ -115,12 +141,18 @@ impl Batcher {
         metrics::gauge!(musicrl_common::metrics_catalog::REWARD_QUEUED_SAMPLES)
             .set(self.queued() as f64);
         let (reply, answer) = oneshot::channel();
+        let model = self.model.load_full();
         self.tx
-            .send(Job { inputs, reply })
+            .send(Job {
+                inputs,
+                model: model.clone(),
+                reply,
+            })
             .map_err(|_| RewardError::Internal("the batching task has stopped".into()))?;
-        answer
+        let scores = answer
             .await
-            .map_err(|_| RewardError::Internal("the batching task dropped a call".into()))?
+            .map_err(|_| RewardError::Internal("the batching task dropped a call".into()))??;
+        Ok((scores, model))
     }
 }
 
@@ -136,7 +168,7 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Job>, pending: &mut VecDeque<Pending>)
     }
 }
 
-async fn run(model: Arc<RewardModel>, mut rx: mpsc::UnboundedReceiver<Job>, limits: Limits) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Job>, limits: Limits) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -181,13 +213,19 @@ async fn run(model: Arc<RewardModel>, mut rx: mpsc::UnboundedReceiver<Job>, limi
             continue;
         }
 
-        // One slice from each call in turn until the batch is full.
+        // One slice from each call in turn until the batch is full, among the calls that
+        // hold the oldest call's snapshot of the model (calls that arrived after a swap wait
+        // for the calls before it to finish).
+        let model = pending[0].job.model.clone();
         let mut plan: Vec<(usize, usize, usize)> = Vec::new(); // (call, start, end)
         let mut cursor: Vec<usize> = pending.iter().map(|p| p.next).collect();
         let mut samples = 0;
         'fill: loop {
             let mut took = false;
             for (i, p) in pending.iter().enumerate() {
+                if !Arc::ptr_eq(&p.job.model, &model) {
+                    continue;
+                }
                 let room = limits.max_samples - samples;
                 if room == 0 {
                     break 'fill;

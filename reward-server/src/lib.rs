@@ -7,6 +7,7 @@
 pub mod batcher;
 pub mod combine;
 pub mod error;
+pub mod reload;
 pub mod scorer;
 pub mod service;
 

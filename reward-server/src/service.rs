@@ -38,7 +38,7 @@ fn scopeguard<F: FnOnce()>(f: F) -> Guard<F> {
 /// The tonic service over a [`RewardModel`].
 #[derive(Debug, Clone)]
 pub struct Rewards {
-    model: Arc<RewardModel>,
+    model: crate::batcher::ModelHandle,
     batcher: Batcher,
     limits: TokenLimits,
     max_batch: usize,
@@ -56,8 +56,21 @@ impl Rewards {
         tokens: TokenStore,
         keys: RewardKeys,
     ) -> Self {
+        let handle = Arc::new(arc_swap::ArcSwap::new(model));
+        Self::swappable(handle, limits, max_batch, batching, tokens, keys)
+    }
+
+    /// As [`Rewards::new`] over a model a reload may swap while it serves.
+    pub fn swappable(
+        model: crate::batcher::ModelHandle,
+        limits: TokenLimits,
+        max_batch: usize,
+        batching: Limits,
+        tokens: TokenStore,
+        keys: RewardKeys,
+    ) -> Self {
         Self {
-            batcher: Batcher::spawn(model.clone(), batching),
+            batcher: Batcher::spawn_swappable(model.clone(), batching),
             model,
             limits,
             max_batch,
@@ -86,9 +99,10 @@ impl Rewards {
         } else {
             batch.clone()
         };
-        let mut scores = self.batcher.score(batch).await?;
-        let components = self.model.components();
-        let scorer_version = self.model.scorer_version();
+        // The whole call is scored by one snapshot of the model, which the answer names.
+        let (mut scores, model) = self.batcher.score_versioned(batch).await?;
+        let components = model.components();
+        let scorer_version = model.scorer_version();
         if !self.keys.is_empty() {
             let now = musicrl_common::security::seal::now_unix_ms();
             for (input, score) in inputs.iter().zip(scores.iter_mut()) {
@@ -168,9 +182,10 @@ impl RewardService for Rewards {
         request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
         self.tokens.check(&request, Permission::Read)?;
+        let model = self.model.load_full();
         Ok(Response::new(pb::InfoResponse {
-            components: wire::components_to_wire(&self.model.components()),
-            scorer_version: self.model.scorer_version(),
+            components: wire::components_to_wire(&model.components()),
+            scorer_version: model.scorer_version(),
             vocab_size: self.limits.vocab_size,
             max_tokens: self.limits.max_tokens as u32,
             max_batch: self.max_batch as u32,
@@ -195,8 +210,15 @@ pub async fn serve(
         musicrl_common::metrics_catalog::REWARD_AUTH_FAILURES_TOTAL,
     )?;
     let keys = RewardKeys::load(&config.security.reward_keys_file)?;
-    let service = Rewards::new(
-        model.clone(),
+    let handle = Arc::new(arc_swap::ArcSwap::new(model.clone()));
+    let reloader = crate::reload::spawn(
+        handle.clone(),
+        config.reward.clone(),
+        config.security.clone(),
+        std::time::Duration::from_secs_f64(config.reward.reload_seconds),
+    );
+    let service = Rewards::swappable(
+        handle,
         TokenLimits::of(&config.policy),
         config.reward.max_batch,
         Rewards::batching(&config.reward),
@@ -243,6 +265,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     health_only.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     tracing::info!("reward server stopped");
     Ok(())
 }

@@ -441,6 +441,9 @@ pub struct RewardConfig {
     pub batch_max_samples: usize,
     /// Dynamic batching: how long the first call of a batch waits for others to join.
     pub batch_max_wait_ms: u64,
+    /// Every this many seconds, look for changed reward-model checkpoints and swap the new
+    /// models in without a restart (each Score call is scored by exactly one version). 0: off.
+    pub reload_seconds: f64,
     /// The scorers, combined as Σ weight · normalise(score).
     pub components: Vec<ComponentConfig>,
 }
@@ -459,6 +462,7 @@ impl Default for RewardConfig {
             max_connection_age_seconds: 60,
             batch_max_samples: 64,
             batch_max_wait_ms: 5,
+            reload_seconds: 10.0,
             // RL-R of the paper: text adherence + quality, the models shipped in models/rewards.
             components: vec![
                 ComponentConfig {
@@ -991,6 +995,12 @@ impl Config {
             return bad(
                 "reward.batch_max_samples",
                 "must be positive (1 disables merging)".into(),
+            );
+        }
+        if !r.reload_seconds.is_finite() || r.reload_seconds < 0.0 {
+            return bad(
+                "reward.reload_seconds",
+                format!("{} must be finite and >= 0", r.reload_seconds),
             );
         }
         if r.batch_max_wait_ms > 10_000 {

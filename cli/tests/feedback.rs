@@ -1,0 +1,170 @@
+//! The preference database from the command line: a JSONL store imported and exported back
+//! byte for byte, a preference model trained from the database and recorded in it, and a
+//! second round trained only on the votes after the first model, continuing from it.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TINY_POLICY, run_to_end};
+
+fn musicrl(config: &std::path::Path, args: &[&str]) -> (String, String) {
+    let out = run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .arg("--config")
+            .arg(config)
+            .args(args),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "musicrl {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// `n` choices between two melodies over the tiny vocabulary, from `start`, as musicrl
+/// writes a store.
+fn store(n: usize, start: u64) -> String {
+    let choices: Vec<musicrl_prefdb::Choice> = (0..n as u32)
+        .map(|i| musicrl_prefdb::Choice {
+            caption: "a jig in d".into(),
+            a: (0..10).map(|k| (i * 3 + k * 5) % 14 + 1).collect(),
+            b: (0..7).map(|k| (i + k * 2) % 14 + 1).collect(),
+            choice: if (i * 7) % 3 == 0 { "b" } else { "a" }.into(),
+            who: format!("listener-{}", i % 5),
+            when: start + u64::from(i),
+        })
+        .collect();
+    musicrl_prefdb::jsonl::store_text(&choices)
+}
+
+#[test]
+fn the_database_round_trips_the_store_and_trains_versioned_preference_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(
+        &config,
+        format!("{TINY_POLICY}\n[learner]\ninit_policy = \"\"\n"),
+    )
+    .expect("writes");
+    let db = format!("sqlite:{}", dir.path().join("prefs.db").display());
+    let first = dir.path().join("first.jsonl");
+    std::fs::write(&first, store(40, 1_800_000_000)).expect("writes");
+
+    let (out, _) = musicrl(
+        &config,
+        &[
+            "preferences",
+            "import",
+            first.to_str().expect("utf-8"),
+            "--db",
+            &db,
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["inserted"], 40, "{out}");
+    let back = dir.path().join("back.jsonl");
+    musicrl(
+        &config,
+        &[
+            "preferences",
+            "export",
+            back.to_str().expect("utf-8"),
+            "--format",
+            "store",
+            "--db",
+            &db,
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("reads"),
+        std::fs::read_to_string(&first).expect("reads"),
+        "the store comes back byte for byte"
+    );
+
+    // Round 1: every vote.
+    let v1_dir = dir.path().join("pref-1");
+    let (out, err) = musicrl(
+        &config,
+        &[
+            "train-reward",
+            "preference",
+            "--db",
+            &db,
+            "--out",
+            v1_dir.to_str().expect("utf-8"),
+            "--epochs",
+            "1",
+        ],
+    );
+    let m1: serde_json::Value = serde_json::from_str(&out).expect("JSON metrics");
+    let v1 = m1["version"].as_str().expect("a version").to_string();
+    assert!(err.contains("40 decisive votes"), "{err}");
+    assert!(err.contains(&format!("recorded {v1}")), "{err}");
+
+    // Round 2: only the votes after round 1, continuing from its model.
+    let second = dir.path().join("second.jsonl");
+    std::fs::write(&second, store(20, 1_900_000_000)).expect("writes");
+    musicrl(
+        &config,
+        &[
+            "preferences",
+            "import",
+            second.to_str().expect("utf-8"),
+            "--db",
+            &db,
+        ],
+    );
+    let v2_dir = dir.path().join("pref-2");
+    let (out, err) = musicrl(
+        &config,
+        &[
+            "train-reward",
+            "preference",
+            "--db",
+            &db,
+            "--after-version",
+            &v1,
+            "--continue-from",
+            v1_dir.to_str().expect("utf-8"),
+            "--out",
+            v2_dir.to_str().expect("utf-8"),
+            "--epochs",
+            "1",
+        ],
+    );
+    let v2 = serde_json::from_str::<serde_json::Value>(&out).expect("JSON")["version"]
+        .as_str()
+        .expect("a version")
+        .to_string();
+    assert!(
+        err.contains("20 decisive votes"),
+        "only the new votes: {err}"
+    );
+    assert_ne!(v1, v2);
+
+    let (out, _) = musicrl(&config, &["preferences", "status", "--db", &db]);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(status["schema_version"], 1);
+    assert_eq!(status["rows"]["votes"], 60);
+    assert_eq!(status["model_versions"], serde_json::json!([v1, v2]));
+
+    // An unknown version is a clear error.
+    let out = run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "preferences",
+                "export",
+                "-",
+                "--after-version",
+                "preference-nope",
+                "--db",
+                &db,
+            ]),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model version \"preference-nope\""));
+}
