@@ -125,7 +125,9 @@
       const score = el("score-" + side);
       score.textContent = "";
       if (window.ABCJS) {
-        window.ABCJS.renderAbc(score, clip.abc, { responsive: "resize", add_classes: true });
+        // The caption is already the page's heading: the score is drawn without its title.
+        const untitled = clip.abc.replace(/^T:.*\r?\n/m, "");
+        window.ABCJS.renderAbc(score, untitled, { responsive: "resize", add_classes: true });
       } else {
         score.textContent = clip.abc;
       }
