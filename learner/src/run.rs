@@ -235,9 +235,17 @@ pub async fn serve(
                 }
             }
         }
-        // Let subscribers receive the final version, briefly.
+        // Let subscribers receive the final version, briefly: up to 3 s, and until no
+        // subscriber has been connected for a second, so an actor that is between two
+        // reconnection attempts (backoff) still learns that training is complete.
         let deadline = Instant::now() + Duration::from_secs(3);
-        while server_shared.subscribers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        let mut last_subscribed = Instant::now();
+        while Instant::now() < deadline {
+            if server_shared.subscribers.load(Ordering::Relaxed) > 0 {
+                last_subscribed = Instant::now();
+            } else if last_subscribed.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = closing_tx.send(true);
