@@ -25,7 +25,6 @@ pub async fn serve(mut config: Config, args: &FeedbackArgs) -> anyhow::Result<()
         .with_context(|| format!("cannot listen on feedback.listen = {:?}", f.listen))?;
     let metrics_addr = musicrl_common::telemetry::serve_metrics(&f.metrics_listen)
         .with_context(|| format!("feedback.metrics_listen = {:?}", f.metrics_listen))?;
-    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Feedback);
     eprintln!(
         "loading the pair source ({}) and opening {}",
         f.source,

@@ -97,6 +97,7 @@ pub async fn serve(
     max_body_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Feedback);
     axum::serve(listener, router(state, max_body_bytes))
         .with_graceful_shutdown(shutdown)
         .await

@@ -186,3 +186,61 @@ pub fn read_history(path: &Path) -> Vec<(u64, f32, f32)> {
 pub fn mean(xs: &[f32]) -> f32 {
     xs.iter().sum::<f32>() / xs.len() as f32
 }
+
+/// A feedback service on loopback over a SQLite file in `dir`, with a tiny random policy as
+/// its pair source and no listening requirement; returns its base URL and a stop switch.
+pub async fn start_feedback(dir: &Path) -> (String, Running<std::io::Result<()>>) {
+    use musicrl_feedback::source::{Model, PairSource};
+    let url = format!("sqlite:{}", dir.join("feedback.db").display());
+    let db = musicrl_prefdb::Db::open(&url)
+        .await
+        .expect("opens the database");
+    let config = PolicyConfig {
+        max_tokens: 24,
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 1,
+        d_ff: 32,
+        ..PolicyConfig::default()
+    };
+    let device = musicrl_common::device::inference_device();
+    let policy = musicrl_common::policy::Policy::new(&config, &device);
+    let engine =
+        musicrl_common::policy::Engine::from_policy(&policy, &config, 1).expect("an engine");
+    let source = PairSource::new(
+        vec![Model::new("tiny", Path::new("tiny.bpk"), engine)],
+        false,
+        vec!["a jig".into()],
+        1.0,
+        3,
+    )
+    .expect("a source");
+    let f = musicrl_common::config::FeedbackConfig {
+        min_listen_seconds: 0.0,
+        ..musicrl_common::config::FeedbackConfig::default()
+    };
+    let state = musicrl_feedback::state(
+        db,
+        source,
+        &dir.join("clips"),
+        musicrl_feedback::session::Secret::random(),
+        &f,
+    )
+    .expect("state");
+    let (listener, addr) = loopback().await;
+    let (stop, shutdown) = switch();
+    let handle = tokio::spawn(musicrl_feedback::serve(
+        listener,
+        state,
+        f.max_body_bytes,
+        shutdown,
+    ));
+    (
+        format!("http://{addr}"),
+        Running {
+            addr,
+            stop: Some(stop),
+            handle,
+        },
+    )
+}

@@ -51,6 +51,16 @@ async fn reward_rises_with_real_services_and_actors_follow_new_versions() {
         .stop()
         .await
         .expect("the reward server stops cleanly");
+    // A listener votes once through the feedback service, so its series are exported too.
+    let (feedback_url, feedback) = musicrl_tests::start_feedback(dir.path()).await;
+    let mut bot = musicrl_feedback::bot::BotClient::new(&feedback_url);
+    bot.turn(0, 1.0, |_| musicrl_prefdb::Outcome::A)
+        .await
+        .expect("a vote through the API");
+    feedback
+        .stop()
+        .await
+        .expect("the feedback service stops cleanly");
 
     assert!(outcome.completed);
     assert_eq!(outcome.steps, STEPS);
