@@ -1,11 +1,11 @@
 //! The voting page in real headless Chromium (Debian's `chromium` and `chromium-driver`),
 //! driven over WebDriver: the page loads a pair and draws both clips as sheet music, a vote
 //! before listening is refused, the keyboard plays both clips, the vote buttons open, a click
-//! votes, and the vote is in the database. With `MUSICRL_SCREENSHOTS=DIR` it also writes
+//! votes, and the vote is in the database. With `FEEDBACK_TEST_SCREENSHOTS=DIR` it also writes
 //! desktop and phone screenshots of the page.
 //!
-//! Needs `chromedriver` (`MUSICRL_CHROMEDRIVER`, default `/usr/bin/chromedriver`) and
-//! `chromium` (`MUSICRL_CHROMIUM`, default `/usr/bin/chromium`); `.ci/run` installs both and
+//! Needs `chromedriver` (`FEEDBACK_TEST_CHROMEDRIVER`, default `/usr/bin/chromedriver`) and
+//! `chromium` (`FEEDBACK_TEST_CHROMIUM`, default `/usr/bin/chromium`); `.ci/run` installs both and
 //! runs it with `--ignored`.
 
 mod common;
@@ -34,9 +34,10 @@ fn free_port() -> u16 {
 }
 
 async fn browser(profile: &std::path::Path) -> (Driver, fantoccini::Client) {
-    let driver =
-        std::env::var("MUSICRL_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
-    let chromium = std::env::var("MUSICRL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let driver = std::env::var("FEEDBACK_TEST_CHROMEDRIVER")
+        .unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    let chromium =
+        std::env::var("FEEDBACK_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&driver).exists() && std::path::Path::new(&chromium).exists(),
         "this test needs {driver} and {chromium} (Debian: apt-get install chromium chromium-driver)"
@@ -163,7 +164,7 @@ async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
     );
     assert_eq!(s.db.last_vote_id().await.expect("reads"), 0);
 
-    if let Ok(dir) = std::env::var("MUSICRL_SCREENSHOTS") {
+    if let Ok(dir) = std::env::var("FEEDBACK_TEST_SCREENSHOTS") {
         let png = c.screenshot().await.expect("a screenshot");
         std::fs::write(std::path::Path::new(&dir).join("feedback-desktop.png"), png)
             .expect("writes");
@@ -230,7 +231,7 @@ async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
         1
     );
 
-    if let Ok(dir) = std::env::var("MUSICRL_SCREENSHOTS") {
+    if let Ok(dir) = std::env::var("FEEDBACK_TEST_SCREENSHOTS") {
         c.set_window_size(390, 844).await.expect("resizes");
         wait_for(
             &c,

@@ -1,4 +1,4 @@
-//! The database scenario on a real PostgreSQL server. Needs `MUSICRL_TEST_POSTGRES_URL`, a URL
+//! The database scenario on a real PostgreSQL server. Needs `PREFDB_TEST_POSTGRES_URL`, a URL
 //! of a role that may create databases (`.ci/run` starts Debian's PostgreSQL and sets it);
 //! each test creates its own database and drops it afterwards.
 
@@ -7,8 +7,8 @@ mod common;
 use sqlx::Connection;
 
 fn admin_url() -> String {
-    std::env::var("MUSICRL_TEST_POSTGRES_URL").expect(
-        "MUSICRL_TEST_POSTGRES_URL must name a PostgreSQL role that may create databases \
+    std::env::var("PREFDB_TEST_POSTGRES_URL").expect(
+        "PREFDB_TEST_POSTGRES_URL must name a PostgreSQL role that may create databases \
          (for example postgres://musicrl:musicrl@127.0.0.1:5432/postgres); .ci/run sets it",
     )
 }
@@ -44,7 +44,7 @@ async fn drop_database(name: &str) {
 }
 
 #[tokio::test]
-#[ignore = "needs PostgreSQL (MUSICRL_TEST_POSTGRES_URL); .ci/run starts one and runs it"]
+#[ignore = "needs PostgreSQL (PREFDB_TEST_POSTGRES_URL); .ci/run starts one and runs it"]
 async fn postgres_passes_the_scenario() {
     let (url, name) = fresh_database("scenario").await;
     common::scenario(&url).await;
@@ -52,7 +52,7 @@ async fn postgres_passes_the_scenario() {
 }
 
 #[tokio::test]
-#[ignore = "needs PostgreSQL (MUSICRL_TEST_POSTGRES_URL); .ci/run starts one and runs it"]
+#[ignore = "needs PostgreSQL (PREFDB_TEST_POSTGRES_URL); .ci/run starts one and runs it"]
 async fn rlhf_rows_move_from_sqlite_to_postgres() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let from = format!("sqlite:{}", dir.path().join("a.db").display());
