@@ -6,7 +6,7 @@
 //! version); today a running RL job is sampled by pointing `checkpoints` or `policy` at its
 //! checkpoints.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use musicrl_common::config::{FeedbackConfig, PolicyConfig};
@@ -23,16 +23,14 @@ use crate::error::{Error, Result};
 pub struct Model {
     /// The clip's `source` in the database (a checkpoint name).
     pub name: String,
-    pub path: PathBuf,
     engine: Engine,
 }
 
 impl Model {
     /// A model from an engine already built (tests, or a policy held in memory).
-    pub fn new(name: &str, path: &Path, engine: Engine) -> Self {
+    pub fn new(name: &str, engine: Engine) -> Self {
         Self {
             name: name.to_string(),
-            path: path.to_path_buf(),
             engine,
         }
     }
@@ -78,30 +76,7 @@ pub fn load_model(name: &str, path: &Path, fallback: &PolicyConfig) -> Result<Mo
         .map_err(|e| Error::Source(format!("cannot load the policy {}: {e}", path.display())))?;
     let engine = Engine::from_policy(&policy, &config, 1)
         .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
-    Ok(Model {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        engine,
-    })
-}
-
-/// Reads captions, one a line (blank lines and `#` comments skipped).
-pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Source(format!("prompts {}: {e}", path.display())))?;
-    let prompts: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    if prompts.is_empty() {
-        return Err(Error::Source(format!(
-            "prompts {}: no captions",
-            path.display()
-        )));
-    }
-    Ok(prompts)
+    Ok(Model::new(name, engine))
 }
 
 impl PairSource {
@@ -113,7 +88,8 @@ impl PairSource {
         default_policy: &Path,
         temperature: f32,
     ) -> Result<Self> {
-        let prompts = read_prompts(&config.prompts)?;
+        let prompts = musicrl_common::prompts::load_prompts(&config.prompts)
+            .map_err(|e| Error::Source(format!("feedback.prompts: {e}")))?;
         let (models, ab) = match config.source.as_str() {
             "checkpoints" => (
                 config
@@ -162,10 +138,6 @@ impl PairSource {
             max_tokens,
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfeed_bac)),
         })
-    }
-
-    pub fn models(&self) -> impl Iterator<Item = &Model> {
-        self.models.iter()
     }
 
     /// A caption and two clips of it (blocking: call from a blocking thread).

@@ -49,8 +49,6 @@ impl Outcome {
             _ => return None,
         })
     }
-
-    pub const ALL: [Outcome; 4] = [Outcome::A, Outcome::B, Outcome::Tie, Outcome::BothBad];
 }
 
 /// A clip to store: a melody of a caption and where it came from.
@@ -296,10 +294,6 @@ impl Db {
             }
         }
         Ok(db)
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     /// Closes the pool (waits for connections to return).

@@ -208,7 +208,7 @@ pub async fn start_feedback(dir: &Path) -> (String, Running<std::io::Result<()>>
     let engine =
         musicrl_common::policy::Engine::from_policy(&policy, &config, 1).expect("an engine");
     let source = PairSource::new(
-        vec![Model::new("tiny", Path::new("tiny.bpk"), engine)],
+        vec![Model::new("tiny", engine)],
         false,
         vec!["a jig".into()],
         1.0,

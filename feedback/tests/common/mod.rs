@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use axum::body::Bytes;
 use axum::http::{self, HeaderMap, Method, StatusCode};
@@ -61,7 +60,7 @@ pub async fn start(f: FeedbackConfig) -> Service {
     let policy = Policy::new(&config, &device);
     let engine = Engine::from_policy(&policy, &config, 1).expect("an engine");
     let source = PairSource::new(
-        vec![Model::new("tiny", Path::new("tiny.bpk"), engine)],
+        vec![Model::new("tiny", engine)],
         false,
         vec![
             "a lively jig in d major".into(),
