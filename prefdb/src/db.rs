@@ -140,6 +140,20 @@ pub struct ModelVersion {
     pub created_at_ms: i64,
 }
 
+/// One vote of an import file, in either format, with the line it came from.
+#[derive(Debug)]
+struct Imported<'a> {
+    line: String,
+    caption: &'a str,
+    /// (tokens, source) of the clips shown as A and B.
+    a: (&'a [u32], &'a str),
+    b: (&'a [u32], &'a str),
+    rater: &'a str,
+    outcome: Outcome,
+    comment: Option<&'a str>,
+    at_ms: i64,
+}
+
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ImportReport {
@@ -587,9 +601,6 @@ impl Db {
 
     /// Stores a vote; [`Error::DuplicateVote`] if the pair already has one.
     pub async fn record_vote(&self, vote: &NewVote<'_>) -> Result<i64> {
-        if self.vote_for_pair(vote.pair_id).await?.is_some() {
-            return Err(Error::DuplicateVote(vote.pair_id.to_string()));
-        }
         let id: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO votes (pair_id, rater_id, outcome, comment, channel, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -604,7 +615,7 @@ impl Db {
         .await;
         match id {
             Ok(id) => Ok(id),
-            // Two votes raced past the check: the UNIQUE constraint decides.
+            // One vote a pair: the UNIQUE constraint decides, also between racing votes.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(Error::DuplicateVote(vote.pair_id.to_string()))
             }
@@ -680,8 +691,7 @@ impl Db {
         .map_err(query("reading votes"))?;
         rows.iter()
             .map(|r| {
-                let e = query("decoding a vote");
-                let vote_id: i64 = r.try_get(0).map_err(e)?;
+                let vote_id: i64 = r.try_get(0).map_err(query("decoding a vote"))?;
                 let caption: String = r.try_get(1).map_err(query("decoding a vote"))?;
                 let outcome: String = r.try_get(2).map_err(query("decoding a vote"))?;
                 let clip = |base: usize| -> Result<Clip> {
@@ -758,85 +768,68 @@ impl Db {
     /// Imports musicrl store choices. Idempotent: the n-th copy of the same line always
     /// makes the same pair, so importing a file twice adds nothing the second time.
     pub async fn import_choices(&self, choices: &[Choice]) -> Result<ImportReport> {
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        let mut report = ImportReport::default();
+        let mut rows = Vec::with_capacity(choices.len());
         for (i, c) in choices.iter().enumerate() {
             c.validate(&format!("choice {}", i + 1))?;
-            let line = serde_json::to_string(c).expect("a choice serialises");
-            let n = seen.entry(line.clone()).or_default();
-            *n += 1;
-            let at_ms = (c.when as i64).saturating_mul(1000);
-            let outcome = if c.choice == "a" {
-                Outcome::A
-            } else {
-                Outcome::B
-            };
-            let inserted = self
-                .import_one(
-                    &c.caption,
-                    (&c.a, "import"),
-                    (&c.b, "import"),
-                    &c.who,
-                    outcome,
-                    None,
-                    at_ms,
-                    &stable_id(&["import", &line, &n.to_string()]),
-                )
-                .await?;
-            if inserted {
-                report.inserted += 1;
-            } else {
-                report.already_present += 1;
-            }
+            rows.push(Imported {
+                line: serde_json::to_string(c).expect("a choice serialises"),
+                caption: &c.caption,
+                a: (&c.a, "import"),
+                b: (&c.b, "import"),
+                rater: &c.who,
+                outcome: if c.choice == "a" {
+                    Outcome::A
+                } else {
+                    Outcome::B
+                },
+                comment: None,
+                at_ms: (c.when as i64).saturating_mul(1000),
+            });
         }
-        Ok(report)
+        self.import_rows("import", &rows).await
     }
 
     /// Imports RLHF rows (side A is the chosen clip when `chosen_was_a`). Idempotent.
-    pub async fn import_rlhf(&self, rows: &[RlhfPair]) -> Result<ImportReport> {
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        let mut report = ImportReport::default();
-        for (i, p) in rows.iter().enumerate() {
+    pub async fn import_rlhf(&self, pairs: &[RlhfPair]) -> Result<ImportReport> {
+        fn or_import(s: &str) -> &str {
+            if s.is_empty() { "import" } else { s }
+        }
+        let mut rows = Vec::with_capacity(pairs.len());
+        for (i, p) in pairs.iter().enumerate() {
             let at = format!("row {}", i + 1);
             validate_tokens(&p.chosen_tokens, &at)?;
             validate_tokens(&p.rejected_tokens, &at)?;
-            let line = serde_json::to_string(p).expect("a pair serialises");
-            let n = seen.entry(line.clone()).or_default();
-            *n += 1;
-            let source = |s: &str| {
-                if s.is_empty() {
-                    "import".to_string()
-                } else {
-                    s.to_string()
-                }
-            };
-            let (chosen, rejected) = (
-                (&p.chosen_tokens[..], source(&p.chosen_source)),
-                (&p.rejected_tokens[..], source(&p.rejected_source)),
-            );
+            let chosen = (&p.chosen_tokens[..], or_import(&p.chosen_source));
+            let rejected = (&p.rejected_tokens[..], or_import(&p.rejected_source));
             let (a, b, outcome) = if p.chosen_was_a {
                 (chosen, rejected, Outcome::A)
             } else {
                 (rejected, chosen, Outcome::B)
             };
-            let rater = if p.rater.is_empty() {
-                "import"
-            } else {
-                &p.rater
-            };
-            let inserted = self
-                .import_one(
-                    &p.prompt,
-                    (a.0, &a.1),
-                    (b.0, &b.1),
-                    rater,
-                    outcome,
-                    p.comment.as_deref(),
-                    p.created_at_ms,
-                    &stable_id(&["import-rlhf", &line, &n.to_string()]),
-                )
-                .await?;
-            if inserted {
+            rows.push(Imported {
+                line: serde_json::to_string(p).expect("a pair serialises"),
+                caption: &p.prompt,
+                a,
+                b,
+                rater: or_import(&p.rater),
+                outcome,
+                comment: p.comment.as_deref(),
+                at_ms: p.created_at_ms,
+            });
+        }
+        self.import_rows("import-rlhf", &rows).await
+    }
+
+    /// Stores imported votes. The n-th copy of the same line always makes the same pair id, so
+    /// a second import of the same rows finds them present.
+    async fn import_rows(&self, kind: &str, rows: &[Imported<'_>]) -> Result<ImportReport> {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut report = ImportReport::default();
+        for r in rows {
+            let n = seen.entry(&r.line).or_default();
+            *n += 1;
+            let pair_id = stable_id(&[kind, &r.line, &n.to_string()]);
+            if self.import_one(r, &pair_id).await? {
                 report.inserted += 1;
             } else {
                 report.already_present += 1;
@@ -845,49 +838,38 @@ impl Db {
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn import_one(
-        &self,
-        caption: &str,
-        a: (&[u32], &str),
-        b: (&[u32], &str),
-        rater: &str,
-        outcome: Outcome,
-        comment: Option<&str>,
-        at_ms: i64,
-        pair_id: &str,
-    ) -> Result<bool> {
-        self.ensure_rater(rater, "import", at_ms).await?;
-        let clip = |tokens, source| NewClip {
-            caption,
+    async fn import_one(&self, r: &Imported<'_>, pair_id: &str) -> Result<bool> {
+        self.ensure_rater(r.rater, "import", r.at_ms).await?;
+        let clip = |(tokens, source)| NewClip {
+            caption: r.caption,
             tokens,
             source,
             policy_version: None,
             seed: None,
             scores: BTreeMap::new(),
         };
-        let clip_a = self.put_clip(&clip(a.0, a.1), at_ms).await?;
-        let clip_b = self.put_clip(&clip(b.0, b.1), at_ms).await?;
+        let clip_a = self.put_clip(&clip(r.a), r.at_ms).await?;
+        let clip_b = self.put_clip(&clip(r.b), r.at_ms).await?;
         let pair = Pair {
             id: pair_id.to_string(),
-            prompt_id: prompt_id(caption),
-            caption: caption.to_string(),
+            prompt_id: prompt_id(r.caption),
+            caption: r.caption.to_string(),
             clip_a,
             clip_b,
-            rater_id: Some(rater.to_string()),
-            served_at_ms: at_ms,
-            expires_at_ms: at_ms,
+            rater_id: Some(r.rater.to_string()),
+            served_at_ms: r.at_ms,
+            expires_at_ms: r.at_ms,
         };
         if !self.insert_pair(&pair, true).await? {
             return Ok(false);
         }
         self.record_vote(&NewVote {
             pair_id,
-            rater_id: rater,
-            outcome,
-            comment,
+            rater_id: r.rater,
+            outcome: r.outcome,
+            comment: r.comment,
             channel: "import",
-            at_ms,
+            at_ms: r.at_ms,
         })
         .await?;
         Ok(true)

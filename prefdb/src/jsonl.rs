@@ -81,9 +81,12 @@ pub fn validate_tokens(clip: &[u32], at: &str) -> Result<()> {
     Ok(())
 }
 
-/// Reads a musicrl store, validating every line (token ids, choice); an error names the
-/// file and line.
-pub fn read_store(path: &Path) -> Result<Vec<Choice>> {
+/// Reads a JSONL file of `T`, one value a line (blank lines skipped), each checked by
+/// `validate`; an error names the file and line.
+fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    validate: impl Fn(&T, &str) -> Result<()>,
+) -> Result<Vec<T>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
@@ -93,12 +96,16 @@ pub fn read_store(path: &Path) -> Result<Vec<Choice>> {
         .filter(|(_, l)| !l.trim().is_empty())
     {
         let at = format!("{}:{}", path.display(), i + 1);
-        let c: Choice =
-            serde_json::from_str(line).map_err(|e| Error::Data(format!("{at}: {e}")))?;
-        c.validate(&at)?;
-        out.push(c);
+        let value: T = serde_json::from_str(line).map_err(|e| Error::Data(format!("{at}: {e}")))?;
+        validate(&value, &at)?;
+        out.push(value);
     }
     Ok(out)
+}
+
+/// Reads a musicrl store, validating every line (token ids, choice).
+pub fn read_store(path: &Path) -> Result<Vec<Choice>> {
+    read_jsonl(path, Choice::validate)
 }
 
 /// The musicrl store's text for these choices (one line each).
@@ -168,22 +175,10 @@ pub fn abc_of(caption: &str, clip: &[u32]) -> String {
 
 /// Reads RLHF pairs, validating every line; an error names the file and line.
 pub fn read_rlhf(path: &Path) -> Result<Vec<RlhfPair>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let at = format!("{}:{}", path.display(), i + 1);
-        let p: RlhfPair =
-            serde_json::from_str(line).map_err(|e| Error::Data(format!("{at}: {e}")))?;
-        validate_tokens(&p.chosen_tokens, &at)?;
-        validate_tokens(&p.rejected_tokens, &at)?;
-        out.push(p);
-    }
-    Ok(out)
+    read_jsonl(path, |p: &RlhfPair, at| {
+        validate_tokens(&p.chosen_tokens, at)?;
+        validate_tokens(&p.rejected_tokens, at)
+    })
 }
 
 /// The JSONL text of RLHF pairs.
