@@ -99,6 +99,18 @@ pub struct ActorOutcome {
 /// A bearer token as sent.
 pub type Token = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
 
+/// A client of the learner at `url` as an actor makes it: TLS and compression from the
+/// configuration (the learner offers gzip and zstd; a compressed broadcast is the
+/// subscriber's choice).
+pub fn learner_client(config: &Config, url: &str) -> Result<LearnerServiceClient<Channel>> {
+    let mut learner = LearnerServiceClient::new(lazy_channel(url, &config.security)?)
+        .max_decoding_message_size(8 << 20);
+    if let Some(encoding) = parameter_compression(&config.actor.parameter_compression) {
+        learner = learner.accept_compressed(encoding);
+    }
+    Ok(learner)
+}
+
 /// Opens a lazy channel: it connects on first use and reconnects after failures. An
 /// `https://` URL uses TLS from `[security]`.
 pub fn lazy_channel(
@@ -120,7 +132,7 @@ pub fn lazy_channel(
         .connect_lazy())
 }
 
-fn backoff(config: &Config) -> ExponentialBuilder {
+pub(crate) fn backoff(config: &Config) -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_secs_f64(config.actor.min_backoff_seconds))
         .with_max_delay(Duration::from_secs_f64(config.actor.max_backoff_seconds))
@@ -147,13 +159,7 @@ pub async fn run(
     }
     let prompts = load_prompts(&config.actor.prompts)?;
     let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
-    let mut learner =
-        LearnerServiceClient::new(lazy_channel(&config.actor.learner, &config.security)?)
-            .max_decoding_message_size(8 << 20);
-    // The learner offers gzip and zstd; a compressed broadcast is the actor's choice.
-    if let Some(encoding) = parameter_compression(&config.actor.parameter_compression) {
-        learner = learner.accept_compressed(encoding);
-    }
+    let learner = learner_client(&config, &config.actor.learner)?;
     let reward = RewardServiceClient::new(balance::reward_channel(
         &config.actor.reward,
         Duration::from_secs_f64(config.actor.reward_resolve_seconds),

@@ -54,6 +54,27 @@ pub async fn follow(
     }
 }
 
+/// Follows the broadcast of the learner at `url` for a process that only samples (the
+/// feedback service's `learner` source): subscribes as `subscriber`, with the actor's token,
+/// TLS and backoff, and keeps following across training runs until `out` has no receivers.
+pub fn spawn_follower(
+    config: &musicrl_common::Config,
+    url: &str,
+    subscriber: String,
+    out: watch::Sender<Option<Arc<ParameterBlob>>>,
+) -> crate::Result<tokio::task::JoinHandle<()>> {
+    let client = crate::learner_client(config, url)?;
+    let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
+    Ok(tokio::spawn(follow(
+        client,
+        token,
+        subscriber,
+        out,
+        crate::backoff(config),
+        false,
+    )))
+}
+
 enum Finished {
     TrainingComplete,
     NoReceivers,

@@ -422,6 +422,61 @@ pub enum FeedbackCommand {
     /// The simulated listeners vote through the HTTP API, as people do: each listener its
     /// own session, listening reported, the choice drawn from the listener's hidden taste.
     Bot(BotArgs),
+    /// The on-policy loop, unattended, against off-policy with the same votes and steps:
+    /// serve pairs of the current policy → the bot votes → retrain the preference model on
+    /// the new votes (continuing from the last) → continue RL on it → repeat; then the
+    /// listeners' hidden taste and the rater panel judge both arms on held-out prompts.
+    /// Writes OUT/results.json, OUT/samples/ and one preference database per arm.
+    Loop(LoopArgs),
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct LoopArgs {
+    /// Output folder, replaced if an earlier loop wrote it.
+    #[arg(long, default_value = "runs/feedback-loop", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Votes per arm, over all its rounds.
+    #[arg(long, default_value_t = 6000, value_name = "N")]
+    pub votes: usize,
+    /// RL steps per arm, over all its rounds (the preference reward alone, KL against θ0).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub steps: u64,
+    /// Rounds of the on-policy arm (the off-policy arm has one: every vote on θ0's pairs).
+    #[arg(long, default_value_t = 3, value_name = "K")]
+    pub rounds: usize,
+    /// Passes over each round's votes when the preference model is retrained.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub epochs: usize,
+    /// Independent runs (seeds) of both arms.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub runs: usize,
+    /// The first seed.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub first_seed: u64,
+    /// The listener population voting (their hidden taste also judges the arms).
+    #[arg(
+        long,
+        default_value = "models/rewards/preference/population.json",
+        value_name = "FILE"
+    )]
+    pub population: PathBuf,
+    /// Held-out captions (test-split tunes) on which the listeners judge each arm.
+    #[arg(long, default_value_t = 101, value_name = "N")]
+    pub prompts: usize,
+    /// Pairs per held-out caption in the listeners' verdict.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub pairs_per_prompt: usize,
+    /// Pairs per prompt (experiment.judge_prompts) in the rater panel's verdict; 0 skips it.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub judge_pairs_per_prompt: usize,
+    /// Fresh votes on each arm's final policy, trained on by nothing: how often its last
+    /// reward model still agrees with the listeners where the policy went (0 skips).
+    #[arg(long, default_value_t = 600, value_name = "N")]
+    pub probe_votes: usize,
+    /// The same cycle in a few minutes: 2 rounds, 24 votes, 4 steps, 4 held-out prompts
+    /// (checks that everything runs; the numbers mean nothing).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ pub mod args;
 pub mod bench;
 pub mod experiment;
 pub mod feedback_cmds;
+pub mod feedback_loop;
 pub mod judge_cmds;
 pub mod local;
 pub mod music_cmds;
@@ -136,6 +137,15 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             Some(args::FeedbackCommand::Bot(b)) => {
                 let report = runtime.block_on(feedback_cmds::bot(b))?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
+            Some(args::FeedbackCommand::Loop(l)) => {
+                let results = feedback_loop::run(config, l, &runtime)?;
+                eprintln!(
+                    "done in {:.0} s: {}",
+                    results.wall_seconds,
+                    l.out.join("results.json").display()
+                );
                 Ok(())
             }
             None => runtime.block_on(feedback_cmds::serve(config, &args)),

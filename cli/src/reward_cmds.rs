@@ -36,6 +36,7 @@ impl text::Progress for Bar {
 
 /// Trains the requested reward model; returns its metrics as JSON.
 pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<serde_json::Value> {
+    let started = std::time::Instant::now();
     let max_tokens = args.max_tokens.unwrap_or(config.policy.max_tokens);
     let kind_name = match args.kind {
         RewardKind::Text => "text",
@@ -113,6 +114,11 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
             serde_json::to_value(&m)?
         }
     };
+    // How long the training took, kept with the model (the reward server exports it as
+    // musicrl_reward_model_train_seconds: the retrain Job's duration on the dashboard).
+    let mut metrics = metrics;
+    metrics["train_seconds"] = started.elapsed().as_secs_f64().into();
+    musicrl_rewards::store::write_metrics(&out, &metrics)?;
     Ok(metrics)
 }
 

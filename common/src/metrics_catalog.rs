@@ -97,6 +97,7 @@ pub const REWARD_SCORED_BATCH_SIZE: &str = "musicrl_reward_scored_batch_size";
 pub const REWARD_MODEL_SWAPS_TOTAL: &str = "musicrl_reward_model_swaps_total";
 pub const REWARD_MODEL_RELOAD_FAILURES_TOTAL: &str = "musicrl_reward_model_reload_failures_total";
 pub const REWARD_SCORER_INFO: &str = "musicrl_reward_scorer_info";
+pub const REWARD_MODEL_TRAIN_SECONDS: &str = "musicrl_reward_model_train_seconds";
 pub const FEEDBACK_PAIRS_SERVED_TOTAL: &str = "musicrl_feedback_pairs_served_total";
 pub const FEEDBACK_VOTES_TOTAL: &str = "musicrl_feedback_votes_total";
 pub const FEEDBACK_REJECTED_TOTAL: &str = "musicrl_feedback_rejected_total";
@@ -617,6 +618,14 @@ pub const CATALOG: &[Metric] = &[
         label: Some("version"),
         initial_label_values: &[],
         help: "1 for the scorer version being served, 0 for the ones it replaced",
+    },
+    Metric {
+        name: REWARD_MODEL_TRAIN_SECONDS,
+        kind: Kind::Gauge,
+        role: Role::RewardServer,
+        label: Some("component"),
+        initial_label_values: &[],
+        help: "how long the served model of each component took to train (its metrics.json train_seconds; the retrain Job's duration)",
     },
     Metric {
         name: FEEDBACK_PAIRS_SERVED_TOTAL,

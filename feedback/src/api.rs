@@ -4,6 +4,7 @@
 //! nothing stored, in this order: body and JSON shape, session and CSRF token, rate limit,
 //! the pair (known, this rater's, not expired, not voted), then the fields.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use musicrl_common::metrics_catalog as catalog;
+use musicrl_common::wire::ScoreInput;
 use musicrl_prefdb::db::is_id;
 use musicrl_prefdb::{Db, NewClip, NewVote, Outcome, Pair, now_ms};
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,9 @@ pub struct AppState {
     pub max_comment_chars: usize,
     pub votes: RateLimiter,
     pub pairs: RateLimiter,
+    /// Scores every clip when it is drawn (`feedback.score_clips`: the `[reward]`
+    /// components, in process); the scores are stored with the clip.
+    pub scorer: Option<Arc<musicrl_reward::RewardModel>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -181,6 +186,42 @@ pub async fn pair(State(state): State<Shared>, headers: HeaderMap) -> Response {
     )
 }
 
+/// Each clip's reward-model scores: every component's raw score by name, and the weighted
+/// sum as `reward`. A scorer that fails leaves the pair unscored (logged): a listener still
+/// gets the pair, and the scores are provenance, not a condition of voting.
+async fn clip_scores(
+    scorer: &musicrl_reward::RewardModel,
+    caption: &str,
+    clips: [&Vec<u32>; 2],
+) -> [BTreeMap<String, f64>; 2] {
+    let inputs: Vec<ScoreInput> = clips
+        .iter()
+        .map(|t| ScoreInput {
+            caption: caption.to_string(),
+            tokens: t.to_vec(),
+        })
+        .collect();
+    match scorer.score(&inputs).await {
+        Ok(scored) => {
+            let names: Vec<String> = scorer.components().into_iter().map(|c| c.name).collect();
+            let one = |s: &musicrl_common::types::SampleScore| {
+                let mut m: BTreeMap<String, f64> = names
+                    .iter()
+                    .zip(&s.components)
+                    .map(|(n, v)| (n.clone(), f64::from(*v)))
+                    .collect();
+                m.insert("reward".into(), f64::from(s.reward));
+                m
+            };
+            [one(&scored[0]), one(&scored[1])]
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, caption, "could not score a pair's clips; storing it unscored");
+            Default::default()
+        }
+    }
+}
+
 async fn serve_pair(
     state: &Shared,
     session: &str,
@@ -200,20 +241,31 @@ async fn serve_pair(
     let source = state.source.clone();
     let (caption, a, b) = tokio::task::spawn_blocking(move || source.draw())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "no policy to sample yet: the learner has not broadcast parameters; try again shortly",
+            )
+        })?;
     metrics::histogram!(catalog::FEEDBACK_PAIR_DRAW_SECONDS)
         .record(started.elapsed().as_secs_f64());
+    let scores = match &state.scorer {
+        Some(scorer) => clip_scores(scorer, &caption, [&a.tokens, &b.tokens]).await,
+        None => Default::default(),
+    };
     let now = now_ms();
     state.db.ensure_rater(rater, channel, now).await?;
     let mut ids = Vec::with_capacity(2);
-    for d in [&a, &b] {
+    for (d, scores) in [&a, &b].into_iter().zip(scores) {
         let clip = NewClip {
             caption: &caption,
             tokens: &d.tokens,
             source: &d.source,
-            policy_version: None,
+            policy_version: d.policy_version,
             seed: Some(d.seed as i64),
-            scores: Default::default(),
+            scores,
         };
         ids.push(state.db.put_clip(&clip, now).await?);
     }

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use musicrl_common::config::Config;
+use musicrl_common::policy::Engine;
 use musicrl_prefdb::Db;
 
 use crate::api::{self, AppState, Shared};
@@ -21,7 +22,8 @@ use crate::session::Secret;
 use crate::source::PairSource;
 
 /// The service's state from the configuration: opens (and migrates) the database, loads the
-/// pair source's models and the prompts.
+/// pair source's models and the prompts, and (with `feedback.score_clips`) the `[reward]`
+/// components that score every clip.
 pub async fn state_from_config(config: &Config) -> Result<Shared> {
     let f = &config.feedback;
     let db = Db::open(&f.db).await?;
@@ -36,7 +38,67 @@ pub async fn state_from_config(config: &Config) -> Result<Shared> {
     } else {
         read_secret(&f.secret_file)?
     };
-    state(db, source, &f.clip_cache, secret, f)
+    let scorer = if f.score_clips {
+        Some(musicrl_reward::RewardModel::from_config(&config.reward).map_err(|e| {
+            Error::Config(format!(
+                "feedback.score_clips: the [reward] components cannot be loaded: {e}"
+            ))
+        })?)
+    } else {
+        None
+    };
+    let shared = state(db, source, &f.clip_cache, secret, f, scorer)?;
+    if f.source == "learner" {
+        follow_learner(config, &shared)?;
+    }
+    Ok(shared)
+}
+
+/// The `learner` source: subscribes to the broadcast and puts each new version's policy in
+/// the pair source (built off the executor); a version that cannot be loaded is logged and
+/// the previous one keeps serving.
+fn follow_learner(config: &Config, shared: &Shared) -> Result<()> {
+    let url = if config.feedback.learner.is_empty() {
+        config.actor.learner.clone()
+    } else {
+        config.feedback.learner.clone()
+    };
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let subscriber = format!("feedback-{:08x}", rand::random::<u32>());
+    musicrl_actor::params::spawn_follower(config, &url, subscriber, tx)
+        .map_err(|e| Error::Config(format!("feedback.learner {url:?}: {e}")))?;
+    let source = shared.source.clone();
+    tracing::info!(learner = %url, "the pair source follows the learner's broadcast");
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let Some(blob) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            if source.version() == Some(blob.version.0 as i64) {
+                continue;
+            }
+            let version = blob.version.0;
+            let loaded = tokio::task::spawn_blocking(move || -> musicrl_common::Result<Engine> {
+                let policy = blob.to_policy(&musicrl_common::device::inference_device())?;
+                Engine::from_policy(&policy, &blob.config, 1)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(engine)) => {
+                    source.set_model(
+                        crate::source::Model::new("learner", engine)
+                            .with_version(Some(version as i64)),
+                    );
+                    tracing::info!(version, "pairs now sample the learner's newest parameters");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(version, error = %e, "a broadcast version cannot be loaded; the previous one keeps serving")
+                }
+                Err(e) => tracing::error!(version, error = %e, "the loading task failed"),
+            }
+        }
+    });
+    Ok(())
 }
 
 fn read_secret(path: &Path) -> Result<Secret> {
@@ -57,6 +119,7 @@ pub fn state(
     clip_cache: &Path,
     secret: Secret,
     f: &musicrl_common::config::FeedbackConfig,
+    scorer: Option<musicrl_reward::RewardModel>,
 ) -> Result<Shared> {
     Ok(Arc::new(AppState {
         db,
@@ -68,6 +131,7 @@ pub fn state(
         max_comment_chars: f.max_comment_chars,
         votes: RateLimiter::new(f.votes_per_minute),
         pairs: RateLimiter::new(f.pairs_per_minute),
+        scorer: scorer.map(Arc::new),
     }))
 }
 

@@ -1,13 +1,11 @@
-//! Where pairs come from: two samples of one policy, or an A/B of two checkpoints (one clip
-//! each, the paper's side-by-side evaluation). Sampling runs on the rollout engine, on one
-//! thread per call, off the async executor.
-//!
-//! *Not yet:* a source that follows the learner's broadcast (samples of the newest parameter
-//! version); today a running RL job is sampled by pointing `checkpoints` or `policy` at its
-//! checkpoints.
+//! Where pairs come from: two samples of one policy, an A/B of two checkpoints (one clip
+//! each, the paper's side-by-side evaluation), or two samples of the newest parameters the
+//! learner broadcast (`learner`: the source follows the broadcast as an actor does and swaps
+//! the model in when a version arrives; until the first one, pairs are refused with 503).
+//! Sampling runs on the rollout engine, on one thread per call, off the async executor.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use musicrl_common::config::{FeedbackConfig, PolicyConfig};
 use musicrl_common::policy::Engine;
@@ -23,6 +21,9 @@ use crate::error::{Error, Result};
 pub struct Model {
     /// The clip's `source` in the database (a checkpoint name).
     pub name: String,
+    /// The clip's `policy_version`: the learner step of the parameters, when known (a
+    /// checkpoint in a `step-NNNNNNNN` folder).
+    pub version: Option<i64>,
     engine: Engine,
 }
 
@@ -31,15 +32,34 @@ impl Model {
     pub fn new(name: &str, engine: Engine) -> Self {
         Self {
             name: name.to_string(),
+            version: None,
             engine,
         }
     }
+
+    /// The same model, its clips recorded as parameter version `version`.
+    pub fn with_version(mut self, version: Option<i64>) -> Self {
+        self.version = version;
+        self
+    }
+}
+
+/// The learner step of a checkpoint file in a `step-NNNNNNNN` folder (what `musicrl learner`
+/// writes), else `None`.
+pub fn checkpoint_step(path: &Path) -> Option<i64> {
+    path.parent()?
+        .file_name()?
+        .to_str()?
+        .strip_prefix("step-")?
+        .parse()
+        .ok()
 }
 
 /// A clip drawn for a pair, before it is stored.
 #[derive(Debug, Clone)]
 pub struct Drawn {
     pub source: String,
+    pub policy_version: Option<i64>,
     pub seed: u64,
     pub tokens: Vec<u32>,
 }
@@ -47,12 +67,12 @@ pub struct Drawn {
 /// The pair source with its prompts.
 #[derive(Debug)]
 pub struct PairSource {
-    models: Vec<Model>,
+    /// Swapped whole when the `learner` source receives a version (empty until then).
+    models: RwLock<Vec<Arc<Model>>>,
     /// True: one clip from each of two different models; false: two from the one model.
     ab: bool,
     prompts: Vec<String>,
     temperature: f32,
-    max_tokens: usize,
     rng: Mutex<StdRng>,
 }
 
@@ -76,7 +96,7 @@ pub fn load_model(name: &str, path: &Path, fallback: &PolicyConfig) -> Result<Mo
         .map_err(|e| Error::Source(format!("cannot load the policy {}: {e}", path.display())))?;
     let engine = Engine::from_policy(&policy, &config, 1)
         .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
-    Ok(Model::new(name, engine))
+    Ok(Model::new(name, engine).with_version(checkpoint_step(path)))
 }
 
 impl PairSource {
@@ -90,6 +110,9 @@ impl PairSource {
     ) -> Result<Self> {
         let prompts = musicrl_common::prompts::load_prompts(&config.prompts)
             .map_err(|e| Error::Source(format!("feedback.prompts: {e}")))?;
+        if config.source == "learner" {
+            return Ok(Self::following(prompts, temperature, config.seed));
+        }
         let (models, ab) = match config.source.as_str() {
             "checkpoints" => (
                 config
@@ -125,29 +148,63 @@ impl PairSource {
         if models.is_empty() || (ab && models.len() < 2) {
             return Err(Error::Source("an A/B source needs two models".into()));
         }
+        Ok(Self {
+            models: RwLock::new(models.into_iter().map(Arc::new).collect()),
+            ab,
+            prompts,
+            temperature,
+            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfeed_bac)),
+        })
+    }
+
+    /// A source with no model yet, for [`PairSource::set_model`] (the `learner` source).
+    pub fn following(prompts: Vec<String>, temperature: f32, seed: u64) -> Self {
+        Self {
+            models: RwLock::new(Vec::new()),
+            ab: false,
+            prompts,
+            temperature,
+            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfeed_bac)),
+        }
+    }
+
+    /// Replaces the models by `model` (a new parameter version); pairs being drawn finish
+    /// on the model they started with.
+    pub fn set_model(&self, model: Model) {
+        *self.models.write().unwrap_or_else(|p| p.into_inner()) = vec![Arc::new(model)];
+    }
+
+    /// The parameter version pairs are drawn from now (the newest model's).
+    pub fn version(&self) -> Option<i64> {
+        self.models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .and_then(|m| m.version)
+    }
+
+    /// A caption and two clips of it (blocking: call from a blocking thread); `None` while
+    /// the source has no model (a `learner` source before the first version).
+    pub fn draw(&self) -> Option<(String, Drawn, Drawn)> {
+        let models: Vec<Arc<Model>> = self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if models.is_empty() || (self.ab && models.len() < 2) {
+            return None;
+        }
         let max_tokens = models
             .iter()
             .map(|m| m.engine.config().max_tokens)
             .min()
             .unwrap_or(0);
-        Ok(Self {
-            models,
-            ab,
-            prompts,
-            temperature,
-            max_tokens,
-            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfeed_bac)),
-        })
-    }
-
-    /// A caption and two clips of it (blocking: call from a blocking thread).
-    pub fn draw(&self) -> (String, Drawn, Drawn) {
         let (caption, first, second, seeds) = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             let caption = self.prompts[rng.random_range(0..self.prompts.len())].clone();
             let (first, second) = if self.ab {
-                let i = rng.random_range(0..self.models.len());
-                let mut j = rng.random_range(0..self.models.len() - 1);
+                let i = rng.random_range(0..models.len());
+                let mut j = rng.random_range(0..models.len() - 1);
                 if j >= i {
                     j += 1;
                 }
@@ -160,14 +217,31 @@ impl PairSource {
         };
         let sample = |model: &Model, seed: u64| Drawn {
             source: model.name.clone(),
+            policy_version: model.version,
             seed,
             tokens: Sampler::new(seed, self.temperature)
-                .sample_engine(&model.engine, &[caption.as_str()], self.max_tokens)
+                .sample_engine(&model.engine, &[caption.as_str()], max_tokens)
                 .remove(0)
                 .tokens,
         };
-        let a = sample(&self.models[first], seeds.0 >> 1);
-        let b = sample(&self.models[second], seeds.1 >> 1);
-        (caption, a, b)
+        let a = sample(&models[first], seeds.0 >> 1);
+        let b = sample(&models[second], seeds.1 >> 1);
+        Some((caption, a, b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_folder_names_its_step() {
+        assert_eq!(
+            checkpoint_step(Path::new("runs/x/checkpoints/step-00000042/policy.bpk")),
+            Some(42)
+        );
+        assert_eq!(checkpoint_step(Path::new("models/base/policy.bpk")), None);
+        assert_eq!(checkpoint_step(Path::new("step-x/policy.bpk")), None);
+        assert_eq!(checkpoint_step(Path::new("policy.bpk")), None);
     }
 }

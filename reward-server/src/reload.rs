@@ -40,12 +40,34 @@ fn fingerprint(config: &RewardConfig) -> Fingerprint {
         .collect()
 }
 
-/// Marks `version` as served in `musicrl_reward_scorer_info` (and `old` as replaced).
-pub fn announce(version: &str, old: Option<&str>) {
+/// Marks `version` as served in `musicrl_reward_scorer_info` (and `old` as replaced), and
+/// sets `musicrl_reward_model_train_seconds` for every component whose checkpoint's
+/// `metrics.json` says how long it trained.
+pub fn announce(version: &str, old: Option<&str>, config: &RewardConfig) {
     if let Some(old) = old {
         metrics::gauge!(catalog::REWARD_SCORER_INFO, "version" => old.to_string()).set(0.0);
     }
     metrics::gauge!(catalog::REWARD_SCORER_INFO, "version" => version.to_string()).set(1.0);
+    for c in &config.components {
+        if let Some(seconds) = train_seconds(&c.checkpoint) {
+            let name = if c.name.is_empty() { &c.kind } else { &c.name };
+            metrics::gauge!(catalog::REWARD_MODEL_TRAIN_SECONDS, "component" => name.clone())
+                .set(seconds);
+        }
+    }
+}
+
+/// `train_seconds` from a checkpoint folder's `metrics.json` (what `musicrl train-reward`
+/// writes), when there is one.
+pub fn train_seconds(checkpoint: &std::path::Path) -> Option<f64> {
+    if checkpoint.as_os_str().is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(checkpoint.join("metrics.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("train_seconds")?
+        .as_f64()
 }
 
 /// Starts the reloader; `None` when `period` is zero or no component has a checkpoint.
@@ -55,7 +77,7 @@ pub fn spawn(
     security: SecurityConfig,
     period: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    announce(&handle.load().scorer_version(), None);
+    announce(&handle.load().scorer_version(), None, &config);
     if period.is_zero() || fingerprint(&config).is_empty() {
         return None;
     }
@@ -87,7 +109,7 @@ pub fn spawn(
                     }
                     handle.store(Arc::new(model));
                     metrics::counter!(catalog::REWARD_MODEL_SWAPS_TOTAL).increment(1);
-                    announce(&new, Some(&old));
+                    announce(&new, Some(&old), &config);
                     tracing::info!(old = %old, new = %new, "reward model swapped");
                 }
                 Ok(Err(e)) => {

@@ -225,6 +225,7 @@ pub async fn start_feedback(dir: &Path) -> (String, Running<std::io::Result<()>>
         &dir.join("clips"),
         musicrl_feedback::session::Secret::random(),
         &f,
+        None,
     )
     .expect("state");
     let (listener, addr) = loopback().await;

@@ -206,7 +206,7 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
 
 /// θ0: `learner.init_policy`, or (when that is empty) a seeded random policy saved in OUT so
 /// every recipe and the judge share it.
-fn theta0(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn theta0(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
     let path = &config.learner.init_policy;
     if !path.as_os_str().is_empty() {
         if !path.exists() {

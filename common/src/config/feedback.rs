@@ -24,9 +24,13 @@ pub struct FeedbackConfig {
     pub clip_cache: PathBuf,
     /// Captions, one a line (pairs are drawn for a random one).
     pub prompts: PathBuf,
-    /// Where pairs come from: `policy` (two samples of `policy`) or `checkpoints` (an A/B of
-    /// two of `checkpoints`, one clip each: the paper's side-by-side evaluation).
+    /// Where pairs come from: `policy` (two samples of `policy`), `checkpoints` (an A/B of
+    /// two of `checkpoints`, one clip each: the paper's side-by-side evaluation) or `learner`
+    /// (two samples of the newest parameters the learner at `learner` broadcast: the pairs
+    /// follow a running RL job).
     pub source: String,
+    /// The learner the `learner` source subscribes to; empty: `actor.learner`.
+    pub learner: String,
     /// The policy of the `policy` source; empty: `learner.init_policy`.
     pub policy: PathBuf,
     /// The models of the `checkpoints` source, `NAME=PATH` or `PATH` (named by its folder).
@@ -48,6 +52,10 @@ pub struct FeedbackConfig {
     /// so they survive restarts and agree across replicas (a Kubernetes Secret). Empty: a
     /// random secret per start (sessions end with the process).
     pub secret_file: PathBuf,
+    /// Score every clip with the `[reward]` components (in process) when it is drawn, and
+    /// store the scores with it: the provenance of what the reward models thought of the
+    /// clips listeners chose between.
+    pub score_clips: bool,
 }
 
 impl Default for FeedbackConfig {
@@ -59,6 +67,7 @@ impl Default for FeedbackConfig {
             clip_cache: PathBuf::from("feedback-clips"),
             prompts: PathBuf::from("data/prompts/train.txt"),
             source: "policy".into(),
+            learner: String::new(),
             policy: PathBuf::new(),
             checkpoints: Vec::new(),
             min_listen_seconds: 5.0,
@@ -69,6 +78,7 @@ impl Default for FeedbackConfig {
             max_body_bytes: 16 * 1024,
             seed: 0,
             secret_file: PathBuf::new(),
+            score_clips: true,
         }
     }
 }
@@ -97,7 +107,7 @@ impl FeedbackConfig {
             );
         }
         match self.source.as_str() {
-            "policy" => {}
+            "policy" | "learner" => {}
             "checkpoints" if self.checkpoints.len() >= 2 => {}
             "checkpoints" => {
                 return bad(
@@ -108,7 +118,12 @@ impl FeedbackConfig {
                     ),
                 );
             }
-            other => return bad("source", format!("{other:?} is not policy or checkpoints")),
+            other => {
+                return bad(
+                    "source",
+                    format!("{other:?} is not policy, checkpoints or learner"),
+                );
+            }
         }
         if !self.min_listen_seconds.is_finite() || self.min_listen_seconds < 0.0 {
             return bad(

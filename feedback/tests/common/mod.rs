@@ -76,6 +76,7 @@ pub async fn start(f: FeedbackConfig) -> Service {
         &dir.path().join("clips"),
         Secret::from_bytes(&[7u8; 40]).expect("a secret"),
         &f,
+        None,
     )
     .expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
