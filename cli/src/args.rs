@@ -436,7 +436,7 @@ pub struct LoopArgs {
     #[arg(long, default_value = "runs/feedback-loop", value_name = "DIR")]
     pub out: PathBuf,
     /// Votes per arm, over all its rounds.
-    #[arg(long, default_value_t = 6000, value_name = "N")]
+    #[arg(long, default_value_t = 4000, value_name = "N")]
     pub votes: usize,
     /// RL steps per arm, over all its rounds (the preference reward alone, KL against θ0).
     #[arg(long, default_value_t = 100, value_name = "N")]

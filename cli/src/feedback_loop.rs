@@ -196,16 +196,20 @@ async fn collect_votes(
         },
     ));
     let halves = [votes.div_ceil(2), votes / 2];
-    let bots = halves.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, &n)| {
-        let args = BotArgs {
-            url: url.clone(),
-            votes: n,
-            population: population.to_path_buf(),
-            listen_seconds: 0.05,
-            seed: seed.wrapping_mul(31).wrapping_add(i as u64),
-        };
-        async move { bot(&args).await }
-    });
+    let bots = halves
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, &n)| {
+            let args = BotArgs {
+                url: url.clone(),
+                votes: n,
+                population: population.to_path_buf(),
+                listen_seconds: 0.05,
+                seed: seed.wrapping_mul(31).wrapping_add(i as u64),
+            };
+            async move { bot(&args).await }
+        });
     let reports = futures::future::join_all(bots).await;
     let _ = stop.send(());
     server.await.context("the feedback service task")??;
@@ -263,7 +267,13 @@ struct Plan<'a> {
 }
 
 /// Runs one arm of `rounds` rounds in `dir`.
-fn run_arm(plan: &Plan, name: &str, rounds: usize, seed: u64, dir: &Path) -> anyhow::Result<ArmRecord> {
+fn run_arm(
+    plan: &Plan,
+    name: &str,
+    rounds: usize,
+    seed: u64,
+    dir: &Path,
+) -> anyhow::Result<ArmRecord> {
     let (config, args) = (plan.config, plan.args);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let db = format!("sqlite:{}", dir.join("prefs.db").display());
@@ -296,9 +306,7 @@ fn run_arm(plan: &Plan, name: &str, rounds: usize, seed: u64, dir: &Path) -> any
             seed.wrapping_mul(1000).wrapping_add(round as u64),
         ))?;
         let vote_seconds = t.elapsed().as_secs_f64();
-        let previous_model_agreement = plan
-            .runtime
-            .block_on(agreement(&db, Some(votes_before)))?;
+        let previous_model_agreement = plan.runtime.block_on(agreement(&db, Some(votes_before)))?;
         eprintln!(
             "   {} votes in {vote_seconds:.0} s ({} for the left clip); the policy's reward model agreed with {:.3} of them",
             report.votes, report.a, previous_model_agreement
@@ -438,6 +446,7 @@ fn verdict(
     (a_name, a): (&str, &Path),
     (b_name, b): (&str, &Path),
     seed: u64,
+    eval_seed: u64,
 ) -> anyhow::Result<Verdict> {
     let v = crate::reward_cmds::evaluate(
         plan.config.clone(),
@@ -448,7 +457,7 @@ fn verdict(
             prompts: plan.args.prompts,
             pairs_per_prompt: plan.args.pairs_per_prompt,
             corpus: None,
-            seed,
+            seed: eval_seed,
         },
     )?;
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -534,16 +543,25 @@ pub fn run(
     let mut panels = Vec::new();
     for seed in (0..args.runs as u64).map(|k| args.first_seed + k) {
         let dir = args.out.join(format!("seed-{seed}"));
-        let on = run_arm(&plan, "on-policy", args.rounds, seed, &dir.join("on-policy"))?;
+        let on = run_arm(
+            &plan,
+            "on-policy",
+            args.rounds,
+            seed,
+            &dir.join("on-policy"),
+        )?;
         let off = run_arm(&plan, "off-policy", 1, seed, &dir.join("off-policy"))?;
         eprintln!("== judging seed {seed}: the listeners' hidden taste on held-out prompts");
         let eval_seed = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x10_0b;
         for (a, b) in [
             (("on-policy", &on.final_policy), ("theta0", &theta0)),
             (("off-policy", &off.final_policy), ("theta0", &theta0)),
-            (("on-policy", &on.final_policy), ("off-policy", &off.final_policy)),
+            (
+                ("on-policy", &on.final_policy),
+                ("off-policy", &off.final_policy),
+            ),
         ] {
-            listeners.push(verdict(&plan, (a.0, a.1), (b.0, b.1), eval_seed)?);
+            listeners.push(verdict(&plan, (a.0, a.1), (b.0, b.1), seed, eval_seed)?);
         }
         if args.judge_pairs_per_prompt > 0 {
             eprintln!("== judging seed {seed}: the rater panel");
@@ -595,7 +613,8 @@ pub fn run(
 
 /// The comparison as text: the listeners' verdicts and the reward models' agreement.
 pub fn table(r: &LoopResults) -> String {
-    let mut s = String::from("\nthe listeners' verdict (held-out prompts; win rate ± se, expected):\n");
+    let mut s =
+        String::from("\nthe listeners' verdict (held-out prompts; win rate ± se, expected):\n");
     for v in &r.listeners {
         s.push_str(&format!(
             "  seed {} {:>10} vs {:<10} {:.3} ± {:.3} (expected {:.3}) over {} pairs\n",

@@ -57,7 +57,10 @@ judge_prompts = {test:?}
             .current_dir(p),
     );
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "musicrl feedback loop failed:\n{stderr}");
+    assert!(
+        run.status.success(),
+        "musicrl feedback loop failed:\n{stderr}"
+    );
 
     let results: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
@@ -72,7 +75,8 @@ judge_prompts = {test:?}
     let off_rounds = off["rounds"].as_array().expect("rounds");
     assert_eq!((on_rounds.len(), off_rounds.len()), (2, 1));
     // The same budget: 24 votes and 4 steps an arm.
-    let votes = |rs: &[serde_json::Value]| rs.iter().map(|r| r["votes"].as_u64().unwrap()).sum::<u64>();
+    let votes =
+        |rs: &[serde_json::Value]| rs.iter().map(|r| r["votes"].as_u64().unwrap()).sum::<u64>();
     assert_eq!(votes(on_rounds), 24);
     assert_eq!(votes(off_rounds), 24);
     assert_eq!(on_rounds[1]["steps_to"], 4);
@@ -99,7 +103,10 @@ judge_prompts = {test:?}
     for v in listeners {
         assert_eq!(v["pairs"], 8, "{v}");
     }
-    assert_eq!(results["panel"][0]["models"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        results["panel"][0]["models"].as_array().map(Vec::len),
+        Some(3)
+    );
     assert!(out.join("samples").join("on-policy-1.jsonl").is_file());
 
     // The on-policy database, read back.
@@ -125,7 +132,11 @@ judge_prompts = {test:?}
                 assert_eq!(clip.policy_version, None, "θ0's clips have no learner step");
                 assert!(clip.scores.is_empty(), "no model scored round 1");
             } else {
-                assert_eq!(clip.policy_version, Some(step_one), "round 2 samples round 1's policy");
+                assert_eq!(
+                    clip.policy_version,
+                    Some(step_one),
+                    "round 2 samples round 1's policy"
+                );
                 assert!(clip.scores.contains_key("preference"), "{:?}", clip.scores);
                 assert!(clip.scores.contains_key("reward"));
             }
@@ -139,6 +150,13 @@ judge_prompts = {test:?}
         .iter()
         .find(|m| m.id == on_rounds[1]["model_version"].as_str().unwrap())
         .expect("round 2's version");
-    assert_eq!(second.parent.as_deref(), on_rounds[0]["model_version"].as_str());
-    assert_eq!(second.votes_used as usize, 24 - round_one, "round 2 trained on its own votes only");
+    assert_eq!(
+        second.parent.as_deref(),
+        on_rounds[0]["model_version"].as_str()
+    );
+    assert_eq!(
+        second.votes_used as usize,
+        24 - round_one,
+        "round 2 trained on its own votes only"
+    );
 }

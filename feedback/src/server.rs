@@ -39,11 +39,13 @@ pub async fn state_from_config(config: &Config) -> Result<Shared> {
         read_secret(&f.secret_file)?
     };
     let scorer = if f.score_clips {
-        Some(musicrl_reward::RewardModel::from_config(&config.reward).map_err(|e| {
-            Error::Config(format!(
-                "feedback.score_clips: the [reward] components cannot be loaded: {e}"
-            ))
-        })?)
+        Some(
+            musicrl_reward::RewardModel::from_config(&config.reward).map_err(|e| {
+                Error::Config(format!(
+                    "feedback.score_clips: the [reward] components cannot be loaded: {e}"
+                ))
+            })?,
+        )
     } else {
         None
     };

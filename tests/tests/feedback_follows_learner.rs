@@ -11,7 +11,11 @@ const STEPS: u64 = 6;
 
 async fn serve(
     config: &musicrl_common::Config,
-) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let state = musicrl_feedback::state_from_config(config)
         .await
         .expect("the service starts");
@@ -53,7 +57,9 @@ async fn pairs_follow_the_learners_broadcast() {
     let (url, stop, task) = serve(&early).await;
     let mut bot = musicrl_feedback::bot::BotClient::new(&url);
     match bot.pair(0).await {
-        Err(musicrl_feedback::bot::BotError::Refused { status, message, .. }) => {
+        Err(musicrl_feedback::bot::BotError::Refused {
+            status, message, ..
+        }) => {
             assert_eq!(status, 503, "{message}");
             assert!(message.contains("learner"), "{message}");
         }
