@@ -592,6 +592,11 @@ pub fn run(
         }
         arms.push(on);
         arms.push(off);
+        // What is done so far, in case a later seed fails or the run is stopped.
+        write_json(
+            &args.out.join("results.partial.json"),
+            &serde_json::json!({"arms": &arms, "listeners": &listeners, "panel": &panels}),
+        )?;
     }
     let results = LoopResults {
         votes: args.votes,
@@ -607,6 +612,7 @@ pub fn run(
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     write_json(&args.out.join("results.json"), &results)?;
+    let _ = std::fs::remove_file(args.out.join("results.partial.json"));
     eprint!("{}", table(&results));
     Ok(results)
 }

@@ -354,3 +354,51 @@ async fn the_bot_votes_through_the_api_as_its_own_raters() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_clip_is_stored_with_its_reward_model_scores_and_the_listener_never_sees_them() {
+    // A test scorer: the share of tokens below 40, weighted 2 and shifted by 0.25.
+    let reward = musicrl_common::config::RewardConfig {
+        components: vec![musicrl_common::config::ComponentConfig {
+            kind: "token-fraction".into(),
+            name: "low".into(),
+            target_below: 40,
+            weight: 2.0,
+            shift: 0.25,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let scorer = musicrl_reward::RewardModel::from_config(&reward).expect("a scorer");
+    let s = common::start_scored(config(), Some(scorer)).await;
+    let (status, _, body) = raw(Method::GET, &s.url("/api/pair"), &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        !text.contains("scores") && !text.contains("\"low\""),
+        "{text}"
+    );
+    let view: PairView = serde_json::from_slice(&body).expect("a pair");
+    let reference = musicrl_reward::scorer::TokenFraction::new("low", 40);
+    for clip in [&view.a, &view.b] {
+        let stored = s.db.clip(&clip.id).await.expect("reads").expect("stored");
+        let low = f64::from(reference.score_one(&stored.tokens));
+        assert!(
+            (stored.scores["low"] - low).abs() < 1e-6,
+            "{:?}",
+            stored.scores
+        );
+        // reward = weight · (score − shift) · scale, with scale 1.
+        let expected = 2.0 * (low - 0.25);
+        assert!(
+            (stored.scores["reward"] - expected).abs() < 1e-5,
+            "{:?}",
+            stored.scores
+        );
+        assert_eq!(
+            stored.policy_version, None,
+            "an in-memory model has no learner step"
+        );
+    }
+    s.stop().await;
+}

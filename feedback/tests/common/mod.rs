@@ -51,6 +51,14 @@ impl Service {
 
 /// Starts the service with `f` (its listen address is ignored: the listener is bound here).
 pub async fn start(f: FeedbackConfig) -> Service {
+    start_scored(f, None).await
+}
+
+/// As [`start`], every clip scored by `scorer`.
+pub async fn start_scored(
+    f: FeedbackConfig,
+    scorer: Option<musicrl_reward::RewardModel>,
+) -> Service {
     let dir = tempfile::tempdir().expect("a temp dir");
     let url = format!("sqlite:{}", dir.path().join("feedback.db").display());
     let db = Db::open(&url).await.expect("opens the database");
@@ -76,7 +84,7 @@ pub async fn start(f: FeedbackConfig) -> Service {
         &dir.path().join("clips"),
         Secret::from_bytes(&[7u8; 40]).expect("a secret"),
         &f,
-        None,
+        scorer,
     )
     .expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
