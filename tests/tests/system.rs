@@ -18,6 +18,12 @@ async fn reward_rises_with_real_services_and_actors_follow_new_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = tiny_config(dir.path());
     config.learner.steps = STEPS;
+    // The component's folder says how long its model trained, as `train-reward` writes it,
+    // so the reward server exports musicrl_reward_model_train_seconds.
+    let model_dir = dir.path().join("reward-model");
+    std::fs::create_dir_all(&model_dir).expect("mkdir");
+    std::fs::write(model_dir.join("metrics.json"), r#"{"train_seconds": 1.5}"#).expect("write");
+    config.reward.components[0].checkpoint = model_dir;
 
     let reward = start_reward_server(&config).await;
     let learner = start_learner(&config).await;
