@@ -115,25 +115,6 @@ pub struct LoopResults {
     pub wall_seconds: f64,
 }
 
-fn prepare_out(out: &Path) -> anyhow::Result<()> {
-    let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
-    if occupied && !out.join(MARKER).exists() {
-        bail!(
-            "{} exists, is not empty and was not written by `musicrl feedback loop`; choose another --out",
-            out.display()
-        );
-    }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(
-        out.join(MARKER),
-        "written by `musicrl feedback loop`; a rerun replaces this folder\n",
-    )?;
-    Ok(())
-}
-
 /// `n` split into `k` nearly equal parts, larger ones first; part `i`.
 fn share(n: u64, k: usize, i: usize) -> u64 {
     let k = k as u64;
@@ -512,7 +493,7 @@ pub fn run(
     let population = musicrl_common::config::paths::resolve(&args.population);
     musicrl_rewards::preference::Population::load(&population)
         .with_context(|| format!("the listener population {}", population.display()))?;
-    prepare_out(&args.out)?;
+    crate::process::replace_output_folder(&args.out, MARKER, "musicrl feedback loop")?;
     write_json(&args.out.join("plan.json"), &args)?;
     let theta0 = crate::experiment::theta0(&config, &args.out)?;
     let plan = Plan {

@@ -87,3 +87,27 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     musicrl_common::fsutil::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
+
+/// Makes `out` an empty folder for `command` (e.g. "musicrl experiment"): refuses a non-empty
+/// folder without `marker` (one the command did not write), otherwise replaces it and writes
+/// the marker.
+pub fn replace_output_folder(out: &Path, marker: &str, command: &str) -> anyhow::Result<()> {
+    let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
+    if occupied && !out.join(marker).exists() {
+        anyhow::bail!(
+            "{} exists, is not empty and was not written by `{command}`; choose another --out",
+            out.display()
+        );
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out)
+            .map_err(|e| anyhow::anyhow!("cannot clear {}: {e}", out.display()))?;
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    std::fs::write(
+        out.join(marker),
+        format!("written by `{command}`; a rerun replaces this folder\n"),
+    )?;
+    Ok(())
+}

@@ -185,25 +185,6 @@ fn quick_run(c: &mut Config) {
     c.learner.lr_warmup_steps = 0;
 }
 
-fn prepare_out(out: &Path) -> anyhow::Result<()> {
-    let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
-    if occupied && !out.join(MARKER).exists() {
-        bail!(
-            "{} exists, is not empty and was not written by `musicrl experiment`; choose another --out",
-            out.display()
-        );
-    }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(
-        out.join(MARKER),
-        "written by `musicrl experiment`; a rerun replaces this folder\n",
-    )?;
-    Ok(())
-}
-
 /// θ0: `learner.init_policy`, or (when that is empty) a seeded random policy saved in OUT so
 /// every recipe and the judge share it.
 pub(crate) fn theta0(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
@@ -578,7 +559,7 @@ pub fn run(
     config.validate()?;
     let e = config.experiment.clone();
     let out = e.out.clone();
-    prepare_out(&out)?;
+    crate::process::replace_output_folder(&out, MARKER, "musicrl experiment")?;
     write_json(&out.join("plan.json"), &e)?;
 
     let theta0 = theta0(&config, &out)?;
