@@ -875,8 +875,9 @@ pub struct BenchArgs {
     /// long (END does not stop it), so each iteration does the same work.
     #[arg(long, value_name = "N")]
     pub tokens: Option<usize>,
-    /// Which workloads to run (comma list of engine, burn, uncached, learner, broadcast;
-    /// broadcast, a 100 M-parameter policy's broadcast, is not in the default list).
+    /// Which workloads to run (comma list of engine, burn, uncached, learner, broadcast,
+    /// reward; broadcast, a 100 M-parameter policy's broadcast, and reward, the reward
+    /// server over gRPC against in-process scoring, are not in the default list).
     #[arg(
         long,
         value_name = "LIST",

@@ -13,7 +13,7 @@ fn bench_runs_every_workload_and_reports_tokens_and_flops() {
     let config = dir.path().join("tiny.toml");
     std::fs::write(
         &config,
-        format!("{TINY_POLICY}\n[learner]\ninit_policy = \"\"\nbatch_size = 4\n\n[actor]\nbatch_size = 2\n"),
+        format!("{TINY_POLICY}\n[learner]\ninit_policy = \"\"\nbatch_size = 4\n\n[actor]\nbatch_size = 2\n\n[[reward.components]]\nkind = \"token-fraction\"\ntarget_below = 8\n"),
     )
     .expect("write config");
     let json = dir.path().join("bench.json");
@@ -30,7 +30,7 @@ fn bench_runs_every_workload_and_reports_tokens_and_flops() {
                 "--batches",
                 "1,3",
                 "--workloads",
-                "engine,burn,uncached,learner,broadcast",
+                "engine,burn,uncached,learner,broadcast,reward",
                 "--broadcast-d-model",
                 "16",
                 "--broadcast-layers",
@@ -77,6 +77,26 @@ fn bench_runs_every_workload_and_reports_tokens_and_flops() {
     assert!(b["blob_bytes"].as_u64().expect("bytes") > 0);
     assert!(b["learner_stream_mib_per_second"].as_f64().expect("rate") > 0.0);
     assert!(b["raw_stream_mib_per_second"].as_f64().expect("rate") > 0.0);
+    // The reward workload: the same clips in process and over gRPC, at each batch.
+    let r = &report["reward"];
+    assert_eq!(r["components"], serde_json::json!(["token-fraction"]));
+    let rows = r["rows"].as_array().expect("reward rows");
+    assert_eq!(
+        rows.iter()
+            .map(|x| x["batch"].as_u64().expect("batch"))
+            .collect::<Vec<_>>(),
+        [1, 3]
+    );
+    for row in rows {
+        for key in [
+            "in_process_samples_per_second",
+            "grpc_samples_per_second",
+            "grpc_two_clients_samples_per_second",
+        ] {
+            assert!(row[key].as_f64().expect(key) > 0.0, "{key}: {row}");
+        }
+        assert!(row["request_bytes"].as_u64().expect("bytes") > 0);
+    }
 
     // A workload that does not exist is refused with the list of those that do.
     let bad = run_to_end(

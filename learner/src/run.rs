@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use musicrl_common::Config;
 use musicrl_common::Trajectory;
@@ -274,7 +273,7 @@ pub async fn serve(
     )
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
-    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown)
+    .serve_with_incoming_shutdown(musicrl_common::grpc::incoming(listener), server_shutdown)
     .await?;
     stop.store(true, Ordering::Relaxed);
     drop(params_keepalive);

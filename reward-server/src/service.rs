@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use musicrl_common::Config;
@@ -262,7 +261,7 @@ pub async fn serve(
         )
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(musicrl_common::grpc::incoming(listener), shutdown)
         .await?;
     health_only.abort();
     if let Some(r) = reloader {

@@ -263,7 +263,7 @@ pub fn run(
                 .add_service(LearnerServiceServer::new(RawStream {
                     chunks: Arc::new(chunks),
                 }))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                .serve_with_incoming(musicrl_common::grpc::incoming(listener)),
         );
         let mut raw_times = Vec::new();
         for _ in 0..=iters {

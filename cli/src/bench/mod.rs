@@ -7,7 +7,9 @@
 //! - `burn`: burn's cached decoding on the inference device (`actor.engine = "burn"`, the
 //!   GPU path) at the sample batch; `uncached`: the same recomputing the prefix per token;
 //! - `learner`: one update (reference forward, policy forward, loss, backward, clipping,
-//!   Adam) on the learner's device.
+//!   Adam) on the learner's device;
+//! - `reward`: the reward server's throughput over gRPC against scoring the same clips in
+//!   process (`reward.rs`), at each of `--batches`.
 //!
 //! Every sampled sequence runs the full `--tokens` (END does not stop it), so an iteration's
 //! work is fixed and matches `../shared/bench/torch_policy_bench.py`, whose FLOP model this
@@ -30,6 +32,7 @@ use musicrl_learner::trainer::Trainer;
 use crate::args::BenchArgs;
 
 pub mod broadcast;
+pub mod reward;
 
 /// Captions of the shape the caption generator writes (the bench needs no prompt file).
 const CAPTIONS: [&str; 4] = [
@@ -69,6 +72,8 @@ pub struct BenchReport {
     pub measurements: Vec<Measurement>,
     /// The `broadcast` workload, when asked for.
     pub broadcast: Option<broadcast::BroadcastReport>,
+    /// The `reward` workload, when asked for.
+    pub reward: Option<reward::RewardReport>,
 }
 
 /// Matmul FLOPs of one position through the trunk and both heads, attending to `context`
@@ -155,8 +160,16 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     );
     for w in &args.workloads {
         anyhow::ensure!(
-            ["engine", "burn", "uncached", "learner", "broadcast"].contains(&w.as_str()),
-            "--workloads: {w:?} is not one of engine, burn, uncached, learner, broadcast"
+            [
+                "engine",
+                "burn",
+                "uncached",
+                "learner",
+                "broadcast",
+                "reward"
+            ]
+            .contains(&w.as_str()),
+            "--workloads: {w:?} is not one of engine, burn, uncached, learner, broadcast, reward"
         );
     }
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
@@ -295,8 +308,26 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         None
     };
 
+    let reward = if wants("reward") {
+        // The actors' clips: sampled from the policy and stopped at END.
+        let most = args.batches.iter().copied().max().unwrap_or(1);
+        let clips = Sampler::new(2, temperature)
+            .sample_engine(&engine, &captions[..most], p.max_tokens)
+            .into_iter()
+            .zip(&captions)
+            .map(|(s, c)| musicrl_common::wire::ScoreInput {
+                caption: (*c).to_string(),
+                tokens: s.tokens,
+            })
+            .collect();
+        Some(reward::run(config, clips, &args.batches, args.iters)?)
+    } else {
+        None
+    };
+
     let report = BenchReport {
         broadcast,
+        reward,
         policy: p.clone(),
         parameters,
         tokens: len,
