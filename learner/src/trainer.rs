@@ -13,7 +13,9 @@ use musicrl_common::policy::{Policy, caption_batch, token_tensor};
 use musicrl_common::{PolicyVersion, Trajectory};
 
 use crate::error::{LearnerError, Result};
-use crate::loss::{GroupBaseline, LossCoefs, LossInputs, leave_one_out, reinforce_kl_loss};
+use crate::loss::{
+    GroupBaseline, LossCoefs, LossInputs, LossParts, leave_one_out, reinforce_kl_loss,
+};
 
 /// What one update measured.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -262,12 +264,98 @@ impl Trainer {
             .unwrap_or_else(|s| panic!("the update was skipped: {s}"))
     }
 
+    /// The gradient the next update on `batch` would follow (before clipping), flattened
+    /// in the module's visiting order, with the loss and its parts: what
+    /// `tests/update_numerics.rs` holds against a recorded reference. Nothing changes but
+    /// the value head's start at the first batch's mean reward (step 0 only, as in an
+    /// update).
+    pub fn gradient(&mut self, batch: &[Trajectory]) -> GradientReport {
+        let c = self.compute(batch);
+        let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
+        GradientReport {
+            gradient: flatten_gradients(&c.grads, &self.policy),
+            loss: c.loss,
+            policy_loss: scalar(c.parts.policy),
+            kl: scalar(c.parts.kl),
+            value_loss: scalar(c.parts.value),
+            entropy: scalar(c.parts.entropy),
+            importance_weight: scalar(c.parts.importance_weight),
+        }
+    }
+
     /// One update on `batch`, unless its loss or its gradient is not finite: then nothing
     /// changes (parameters, optimiser state, step) and the reason comes back.
     pub fn try_train_step(
         &mut self,
         batch: &[Trajectory],
     ) -> std::result::Result<StepStats, SkippedBatch> {
+        let Computed {
+            parts,
+            loss,
+            grads,
+            lens,
+            rewards_clipped,
+            reward_mean,
+            value_only,
+            grouped,
+        } = self.compute(batch);
+        let end = self.policy_config.end_token;
+        let b = batch.len();
+        let (grads, grad_norm) = clip_global_norm(grads, &self.policy, self.max_grad_norm);
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(SkippedBatch {
+                reason: if loss.is_finite() {
+                    "non_finite_gradient"
+                } else {
+                    "non_finite_loss"
+                },
+                loss,
+                grad_norm,
+            });
+        }
+        let learning_rate = self.learning_rate_at(self.step);
+        self.policy = self
+            .optimizer
+            .step(learning_rate, self.policy.clone(), grads);
+        self.step += 1;
+
+        let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
+        let new_version = self.version();
+        Ok(StepStats {
+            step: self.step,
+            learning_rate,
+            loss,
+            policy_loss: scalar(parts.policy),
+            kl: scalar(parts.kl),
+            value_loss: scalar(parts.value),
+            entropy: scalar(parts.entropy),
+            reward_mean,
+            component_means: component_means(batch),
+            grad_norm,
+            importance_weight: scalar(parts.importance_weight),
+            // The batch was sampled to update version step-1.
+            policy_lag_mean: batch
+                .iter()
+                .map(|x| {
+                    x.policy_version
+                        .lag_behind(PolicyVersion(new_version.0 - 1)) as f32
+                })
+                .sum::<f32>()
+                / b as f32,
+            batch_size: b,
+            batch_tokens: lens.iter().sum(),
+            value_warmup: value_only,
+            mean_length: lens.iter().sum::<usize>() as f32 / b as f32,
+            ended_share: batch.iter().filter(|x| x.tokens.contains(&end)).count() as f32 / b as f32,
+            grouped_share: grouped as f32 / b as f32,
+            scorer_versions: crate::trajlog::scorer_versions(batch),
+            rewards_clipped,
+        })
+    }
+
+    /// The tensor work of an update: the padded batch, the reference and policy forwards,
+    /// the loss and its backward.
+    fn compute(&mut self, batch: &[Trajectory]) -> Computed {
         assert!(
             !batch.is_empty(),
             "the learner never trains on an empty batch"
@@ -363,57 +451,67 @@ impl Trainer {
 
         let loss = parts.total.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.policy);
-        let (grads, grad_norm) = clip_global_norm(grads, &self.policy, self.max_grad_norm);
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(SkippedBatch {
-                reason: if loss.is_finite() {
-                    "non_finite_gradient"
-                } else {
-                    "non_finite_loss"
-                },
-                loss,
-                grad_norm,
-            });
-        }
-        let learning_rate = self.learning_rate_at(self.step);
-        self.policy = self
-            .optimizer
-            .step(learning_rate, self.policy.clone(), grads);
-        self.step += 1;
-
-        let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
-        let new_version = self.version();
-        Ok(StepStats {
-            step: self.step,
-            learning_rate,
+        Computed {
+            parts,
             loss,
-            policy_loss: scalar(parts.policy),
-            kl: scalar(parts.kl),
-            value_loss: scalar(parts.value),
-            entropy: scalar(parts.entropy),
-            reward_mean,
-            component_means: component_means(batch),
-            grad_norm,
-            importance_weight: scalar(parts.importance_weight),
-            // The batch was sampled to update version step-1.
-            policy_lag_mean: batch
-                .iter()
-                .map(|x| {
-                    x.policy_version
-                        .lag_behind(PolicyVersion(new_version.0 - 1)) as f32
-                })
-                .sum::<f32>()
-                / b as f32,
-            batch_size: b,
-            batch_tokens: lens.iter().sum(),
-            value_warmup: value_only,
-            mean_length: lens.iter().sum::<usize>() as f32 / b as f32,
-            ended_share: batch.iter().filter(|x| x.tokens.contains(&end)).count() as f32 / b as f32,
-            grouped_share: grouped as f32 / b as f32,
-            scorer_versions: crate::trajlog::scorer_versions(batch),
+            grads,
+            lens,
             rewards_clipped,
-        })
+            reward_mean,
+            value_only,
+            grouped,
+        }
     }
+}
+
+/// An update's tensor work, before clipping and the optimiser.
+struct Computed {
+    parts: LossParts,
+    loss: f32,
+    grads: GradientsParams,
+    lens: Vec<usize>,
+    rewards_clipped: usize,
+    reward_mean: f32,
+    value_only: bool,
+    grouped: usize,
+}
+
+/// The loss of a batch and the gradient an update would follow ([`Trainer::gradient`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct GradientReport {
+    pub loss: f32,
+    pub policy_loss: f32,
+    pub kl: f32,
+    pub value_loss: f32,
+    pub entropy: f32,
+    pub importance_weight: f32,
+    /// Every parameter's gradient, in the module's visiting order (zeros for a parameter the
+    /// loss does not reach).
+    pub gradient: Vec<f32>,
+}
+
+/// `grads` as one vector, in `module`'s visiting order.
+fn flatten_gradients<M: Module>(grads: &GradientsParams, module: &M) -> Vec<f32> {
+    struct Flatten<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<f32>,
+    }
+    impl ModuleVisitor for Flatten<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            match self.grads.get::<D>(param.id) {
+                Some(g) => self.out.extend(musicrl_common::policy::to_vec_f32(g)),
+                None => self
+                    .out
+                    .extend(std::iter::repeat_n(0.0, param.val().shape().num_elements())),
+            }
+        }
+    }
+    let mut f = Flatten {
+        grads,
+        out: Vec::new(),
+    };
+    module.visit(&mut f);
+    f.out
 }
 
 /// Why an update was not applied (the batch is dropped and counted; the parameters, the
