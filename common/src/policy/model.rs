@@ -434,6 +434,54 @@ mod tests {
         );
     }
 
+    /// exp on the training device (flex's `float_exp`, the branch-free form of
+    /// `patches/burn-flex`) against f64's exp: within 3e-7 relative wherever the result is a
+    /// normal float, exactly 0 below ln(f32::MIN_POSITIVE) (the causal mask's -1e9 scores),
+    /// +inf past ln(f32::MAX), NaN for NaN; its gradient is its value.
+    #[test]
+    fn exp_on_the_training_device_matches_exact_exp() {
+        let device = Device::flex().autodiff();
+        let mut xs: Vec<f32> = (-8800..=8870).map(|i| i as f32 / 100.0).collect();
+        xs.extend([
+            -87.336,
+            -87.34,
+            -100.0,
+            -1.0e9,
+            88.72,
+            88.73,
+            1.0e9,
+            f32::NAN,
+        ]);
+        let x = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(xs.clone(), [xs.len()]),
+            &device,
+        )
+        .require_grad();
+        let y = x.clone().exp();
+        let grads = y.clone().sum().backward();
+        let got: Vec<f32> = to_vec_f32(y);
+        let dgot: Vec<f32> = to_vec_f32(x.grad(&grads).expect("x is tracked"));
+        let mut worst = 0.0f64;
+        for (&xi, &yi) in xs.iter().zip(&got) {
+            let want = f64::from(xi).exp();
+            if xi.is_nan() {
+                assert!(yi.is_nan(), "exp(NaN) = {yi}");
+            } else if want < f64::from(f32::MIN_POSITIVE) {
+                assert_eq!(yi, 0.0, "exp({xi})");
+            } else if want > f64::from(f32::MAX) {
+                assert_eq!(yi, f32::INFINITY, "exp({xi})");
+            } else {
+                worst = worst.max((f64::from(yi) - want).abs() / want);
+            }
+        }
+        assert!(worst < 3e-7, "exp relative error {worst}");
+        for (i, (&g, &yi)) in dgot.iter().zip(&got).enumerate() {
+            if !xs[i].is_nan() && yi.is_finite() {
+                assert_eq!(g, yi, "d exp/dx at {}", xs[i]);
+            }
+        }
+    }
+
     #[test]
     fn cached_and_uncached_decoding_give_the_same_logits() {
         let config = tiny();

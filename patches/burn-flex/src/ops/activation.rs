@@ -376,13 +376,22 @@ fn softmax_row_f32_simd<S: macerator::Simd>(input: &[f32], output: &mut [f32]) {
     }
 
     // Pass 2: compute exp(x - max), store in output, accumulate sum.
-    // Scalar exp (no SIMD exp in macerator). This pass is the one that
-    // actually does memory reads + writes on the whole row, so scalar
-    // here still lands us at memory bandwidth.
-    let mut sum = 0.0f32;
-    for idx in 0..len {
-        let e = (input[idx] - max_val).exp();
-        output[idx] = e;
+    // (musicrl patch) The branch-free exp_f32 instead of libm's expf: a masked
+    // score (-1e9) sends expf down its errno-setting underflow path for every
+    // masked entry, half of every causal attention row.
+    // Written as two loops with eight partial sums so that both vectorise.
+    for (o, &x) in output[..len].iter_mut().zip(&input[..len]) {
+        *o = crate::ops::unary::exp_f32(x - max_val);
+    }
+    let mut partial = [0.0f32; 8];
+    let mut chunks = output[..len].chunks_exact(8);
+    for c in &mut chunks {
+        for (p, &e) in partial.iter_mut().zip(c) {
+            *p += e;
+        }
+    }
+    let mut sum: f32 = partial.iter().sum();
+    for &e in chunks.remainder() {
         sum += e;
     }
 

@@ -163,7 +163,7 @@ where
 
 /// Exponential: e^x
 pub fn exp(tensor: FlexTensor) -> FlexTensor {
-    unary_op(tensor, |x| x.exp(), |x| x.exp())
+    unary_op(tensor, exp_f32, |x| x.exp())
 }
 
 /// Natural logarithm: ln(x)
@@ -374,16 +374,18 @@ pub fn erf_f32(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// musicrl patch: `e^x` for f32 without a libm call (so loops that use it vectorise):
-/// range reduction by ln 2, a degree-6 Taylor polynomial, and 2^n built from exponent
-/// bits. Relative error below 3e-7; inputs are clamped to [-87, 88].
+/// exp for f32 without branches, so that a loop over it vectorises: range reduction by
+/// ln 2, a degree-6 Taylor polynomial, and 2^n built from exponent bits (as two factors, so
+/// every n from -126 to 128 stays a normal float). Relative error below 3e-7; inputs are
+/// clamped to [-87.5, 88.75], so below about -87.34 the result is a tiny normal number
+/// instead of a subnormal or 0 (callers that need exactly 0 there use [`exp_f32`]).
 #[inline(always)]
 pub fn exp_f32_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Round to nearest by the 1.5 * 2^23 trick (`f32::round` would be a libm call).
     const SHIFT: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
+    let x = x.clamp(-87.5, 88.75);
     let y = x * core::f32::consts::LOG2_E + SHIFT;
     let n = y - SHIFT;
     let ni = (y.to_bits() as i32).wrapping_sub(0x4B40_0000);
@@ -392,8 +394,24 @@ pub fn exp_f32_fast(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let bits = (ni.wrapping_add(127) as u32) << 23;
-    p * f32::from_bits(bits)
+    let n1 = ni >> 1;
+    let n2 = ni - n1;
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
+    p * s1 * s2
+}
+
+/// exp for f32 as flex's `float_exp` computes it: [`exp_f32_fast`] where the result is a
+/// normal float, exactly 0 below ln(f32::MIN_POSITIVE) ≈ -87.3365 (libm returns a subnormal
+/// there, under 1.2e-38, down to -103.97), +inf above ln(f32::MAX) ≈ 88.7228, NaN for NaN.
+/// Branch-free (the selects compile to blends): libm's `expf` is a call per element and
+/// takes a slow path with `errno` for every underflow, which the causal mask's -1e9 scores
+/// hit on half of every attention matrix.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let y = exp_f32_fast(x);
+    let y = if x < -87.336_55 { 0.0 } else { y };
+    if x > 88.722_83 { f32::INFINITY } else { y }
 }
 
 /// Error function for f64.
