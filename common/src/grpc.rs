@@ -42,9 +42,6 @@ pub fn reflection(
     ))
 }
 
-/// A server builder with the project's transport settings: TLS from `[security]` (when
-/// configured), at most `max_streams` concurrent calls per connection, and `timeout` on
-/// every call (None: no deadline of the server's own).
 /// The connections a gRPC server accepts on `listener`, with Nagle's algorithm off.
 ///
 /// tonic's `Server::tcp_nodelay` applies only to listeners tonic binds itself; a server
@@ -56,6 +53,9 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// A server builder with the project's transport settings: TLS from `[security]` (when
+/// configured), at most `max_streams` concurrent calls per connection, and `timeout` on
+/// every call (None: no deadline of the server's own).
 pub fn server_builder(
     security: &crate::config::SecurityConfig,
     max_streams: u32,

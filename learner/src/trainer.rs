@@ -13,9 +13,7 @@ use musicrl_common::policy::{Policy, caption_batch, token_tensor};
 use musicrl_common::{PolicyVersion, Trajectory};
 
 use crate::error::{LearnerError, Result};
-use crate::loss::{
-    GroupBaseline, LossCoefs, LossInputs, LossParts, leave_one_out, reinforce_kl_loss,
-};
+use crate::loss::{GroupBaseline, LossCoefs, LossInputs, leave_one_out, reinforce_kl_loss};
 
 /// What one update measured.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -271,15 +269,14 @@ impl Trainer {
     /// update).
     pub fn gradient(&mut self, batch: &[Trajectory]) -> GradientReport {
         let c = self.compute(batch);
-        let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
         GradientReport {
             gradient: flatten_gradients(&c.grads, &self.policy),
             loss: c.loss,
-            policy_loss: scalar(c.parts.policy),
-            kl: scalar(c.parts.kl),
-            value_loss: scalar(c.parts.value),
-            entropy: scalar(c.parts.entropy),
-            importance_weight: scalar(c.parts.importance_weight),
+            policy_loss: c.parts.policy,
+            kl: c.parts.kl,
+            value_loss: c.parts.value,
+            entropy: c.parts.entropy,
+            importance_weight: c.parts.importance_weight,
         }
     }
 
@@ -319,20 +316,19 @@ impl Trainer {
             .step(learning_rate, self.policy.clone(), grads);
         self.step += 1;
 
-        let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
         let new_version = self.version();
         Ok(StepStats {
             step: self.step,
             learning_rate,
             loss,
-            policy_loss: scalar(parts.policy),
-            kl: scalar(parts.kl),
-            value_loss: scalar(parts.value),
-            entropy: scalar(parts.entropy),
+            policy_loss: parts.policy,
+            kl: parts.kl,
+            value_loss: parts.value,
+            entropy: parts.entropy,
             reward_mean,
             component_means: component_means(batch),
             grad_norm,
-            importance_weight: scalar(parts.importance_weight),
+            importance_weight: parts.importance_weight,
             // The batch was sampled to update version step-1.
             policy_lag_mean: batch
                 .iter()
@@ -451,8 +447,15 @@ impl Trainer {
 
         let loss = parts.total.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.policy);
+        let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
         Computed {
-            parts,
+            parts: PartValues {
+                policy: scalar(parts.policy),
+                kl: scalar(parts.kl),
+                value: scalar(parts.value),
+                entropy: scalar(parts.entropy),
+                importance_weight: scalar(parts.importance_weight),
+            },
             loss,
             grads,
             lens,
@@ -464,9 +467,18 @@ impl Trainer {
     }
 }
 
+/// The reported parts of a loss ([`crate::loss::LossParts`] read back).
+struct PartValues {
+    policy: f32,
+    kl: f32,
+    value: f32,
+    entropy: f32,
+    importance_weight: f32,
+}
+
 /// An update's tensor work, before clipping and the optimiser.
 struct Computed {
-    parts: LossParts,
+    parts: PartValues,
     loss: f32,
     grads: GradientsParams,
     lens: Vec<usize>,
