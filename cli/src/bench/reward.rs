@@ -28,7 +28,7 @@ pub struct RewardRow {
     pub grpc_samples_per_second: f64,
     /// Both clients' samples over the wall time of their concurrent calls.
     pub grpc_two_clients_samples_per_second: f64,
-    /// `1 − grpc / in process`: the share of an actor's scoring time the hop adds.
+    /// `1 − in_process_seconds / grpc_seconds`: the share of a gRPC call's time the hop adds.
     pub grpc_overhead_share: f64,
     pub in_process_seconds: f64,
     pub grpc_seconds: f64,
