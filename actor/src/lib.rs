@@ -360,11 +360,22 @@ pub async fn run(
             )
             .collect();
 
+        let call = push(&learner, token.as_ref(), &trajectories, &config);
+        tokio::pin!(call);
         let pushed = tokio::select! {
-            r = push(&learner, token.as_ref(), &trajectories, &config) => r,
+            r = &mut call => Some(r),
             () = &mut shutdown => { outcome.abandoned += in_hand; break }
-            // The learner may be gone for good; do not retry into the void.
-            () = training_complete(params_rx.clone()) => { outcome.abandoned += in_hand; continue }
+            // Training ended while the push was in flight. The learner may have trained on
+            // these very trajectories and be answering now (it shuts down gracefully), so
+            // wait a little for the answer instead of counting delivered samples as
+            // abandoned; it may also be gone for good, so do not retry into the void.
+            () = training_complete(params_rx.clone()) => {
+                tokio::time::timeout(PUSH_GRACE, &mut call).await.ok()
+            }
+        };
+        let Some(pushed) = pushed else {
+            outcome.abandoned += in_hand;
+            continue;
         };
         outcome.rounds += 1;
         outcome.samples_pushed += pushed.accepted;
@@ -511,6 +522,9 @@ async fn score(
         version,
     )
 }
+
+/// How long a push in flight when training ends may still take to be answered.
+const PUSH_GRACE: Duration = Duration::from_secs(5);
 
 async fn push(
     client: &LearnerServiceClient<Channel>,
