@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    musicrl::process::keep_freed_heap();
     musicrl_common::telemetry::init_tracing();
     let cli = musicrl::args::Cli::parse();
     match musicrl::main_with(cli) {

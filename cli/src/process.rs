@@ -111,3 +111,21 @@ pub fn replace_output_folder(out: &Path, marker: &str, command: &str) -> anyhow:
     )?;
     Ok(())
 }
+
+/// Keeps freed heap memory in the process instead of handing it back to the kernel at every
+/// free (glibc only; elsewhere a no-op). burn's CPU backend allocates a fresh buffer for
+/// every tensor, megabytes each at the learner's shape; under glibc's defaults those come
+/// from `mmap` and go back at once, so every update page-faulted its whole working set
+/// again: 10–20% of the learner's profile (`docs/performance.md`). With one threshold fixed
+/// at 256 MiB (only larger buffers, such as a 100 M-parameter blob, are mapped) and
+/// trimming above 1 GiB of free heap, the process keeps its peak working set.
+#[allow(unsafe_code)]
+pub fn keep_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocator parameters; it is called before any
+    // thread of ours starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}

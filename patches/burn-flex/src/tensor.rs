@@ -233,7 +233,7 @@ impl FlexTensor {
     pub fn empty(shape: Shape, dtype: DType) -> Self {
         let num_elements = shape.num_elements();
         let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        let bytes = zeroed_bytes(num_elements, elem_size);
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),
@@ -921,6 +921,22 @@ fn copy_2d_tiled<E: Copy + Send + Sync>(
 /// empty allocations in `FlexTensor::empty`, truncated buffers in `into_data`,
 /// and zero-byte memcpys in `repeat_dim`. The panic turns all three into a
 /// loud, actionable failure at the dispatch boundary.
+/// `num_elements` zeroed elements of `elem_size` bytes, in one allocation aligned to the
+/// element (musicrl patch). `Bytes::from_bytes_vec` of a `Vec<u8>` reports alignment 1 and
+/// so always reallocates to 16 and copies: every fresh tensor cost two allocations, a copy
+/// and twice the page faults. A typed vector is what `Bytes::from_elems` gets everywhere
+/// else in this crate, so the alignment is the one the rest of flex already relies on.
+pub(crate) fn zeroed_bytes(num_elements: usize, elem_size: usize) -> Bytes {
+    match elem_size {
+        1 => Bytes::from_elems(alloc::vec![0u8; num_elements]),
+        2 => Bytes::from_elems(alloc::vec![0u16; num_elements]),
+        4 => Bytes::from_elems(alloc::vec![0u32; num_elements]),
+        8 => Bytes::from_elems(alloc::vec![0u64; num_elements]),
+        16 => Bytes::from_elems(alloc::vec![0u128; num_elements]),
+        _ => Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]),
+    }
+}
+
 pub(crate) fn dtype_size(dtype: DType) -> usize {
     // Delegate to burn-std's canonical size to stay in sync.
     let size = dtype.size();
