@@ -109,12 +109,22 @@ impl Block {
         let total = k.dims()[2];
         let past = total - new;
 
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d_head as f64).sqrt(); // [B, H, new, total]
+        // The scale goes on the queries ([B, H, new, Dh]), not on the scores
+        // ([B, H, new, total]): the same product, a quarter of the elementwise work forward
+        // and backward at the default shape.
+        let q = q * (1.0 / (d_head as f64).sqrt());
+        let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, new, total]
         let scores = if new > 1 {
-            // Query i (absolute position past + i) may see keys 0 ..= past + i.
-            let mask = Tensor::<2, Bool>::tril_mask([new, total], past as i64, &x.device())
+            // Query i (absolute position past + i) may see keys 0 ..= past + i. The mask is
+            // an additive bias of -1e9 on the keys it hides, built once at [new, total] and
+            // broadcast: the softmax gives them exactly 0 (as a fill would), the add's
+            // backward is the identity, and it runs as one vectorised broadcast pass where
+            // a broadcast boolean fill takes flex's per-element path.
+            let mask = Tensor::<2, Bool>::tril_mask([new, total], past as i64, &x.device());
+            let bias = Tensor::<2>::zeros([new, total], &x.device())
+                .mask_fill(mask, -1.0e9)
                 .unsqueeze_dims::<4>(&[0, 1]);
-            scores.mask_fill(mask, -1.0e9)
+            scores + bias
         } else {
             scores
         };
