@@ -406,16 +406,28 @@ mod tests {
     #[test]
     fn gelu_and_its_gradient_on_the_training_device_match_exact_gelu() {
         let device = Device::flex().autodiff();
-        let xs: Vec<f32> = (-600..=600).map(|i| i as f32 / 50.0).collect();
+        // 80,001 points on [-12, 12]: more than the 64 Ki elements from which the patch
+        // computes GELU and its backward on every thread, so that path is the one tested.
+        let xs: Vec<f32> = (-40_000..=40_000).map(|i| i as f32 * 3e-4).collect();
         let x = Tensor::<1>::from_data(
             burn::tensor::TensorData::new(xs.clone(), [xs.len()]),
             &device,
         )
         .require_grad();
         let y = gelu(x.clone());
-        let grads = y.clone().sum().backward();
+        // A contiguous, non-uniform output gradient w (a plain sum's is a broadcast scalar).
+        let ws: Vec<f32> = (0..xs.len()).map(|i| 1.0 + (i % 7) as f32 / 8.0).collect();
+        let w = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(ws.clone(), [ws.len()]),
+            &device,
+        );
+        let grads = (y.clone() * w).sum().backward();
         let got: Vec<f32> = to_vec_f32(y);
-        let dgot: Vec<f32> = to_vec_f32(x.grad(&grads).expect("x is tracked"));
+        let dgot: Vec<f32> = to_vec_f32(x.grad(&grads).expect("x is tracked"))
+            .iter()
+            .zip(&ws)
+            .map(|(d, w)| d / w)
+            .collect();
         let erf = |v: f64| -> f64 {
             // Maclaurin series in f64. Beyond |v| = 4 its alternating terms (up to e^(v²))
             // cancel away f64's digits, and erf is within 2e-8 of ±1 there anyway.

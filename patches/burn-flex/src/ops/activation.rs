@@ -16,6 +16,66 @@ use num_traits::Float;
 use num_traits::ToPrimitive;
 
 use crate::ops::binary::binary_op;
+
+/// musicrl patch: f32 GELU (`grad` = None) or its backward (`grad` = the output's gradient) on
+/// every rayon thread, for contiguous tensors of at least 64 Ki elements (the MLP's hidden
+/// layer); `None` sends everything else down flex's one-thread path. Same formulas per element.
+#[cfg(feature = "rayon")]
+fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTensor> {
+    use crate::ops::unary::{erf_f32, exp_f32_fast};
+    use rayon::prelude::*;
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    let (start, end) = x.layout().contiguous_offsets()?;
+    let n = end - start;
+    if n < 64 * 1024 {
+        return None;
+    }
+    let xs: &[f32] = &x.storage::<f32>()[start..end];
+    let gs: Option<&[f32]> = match grad {
+        None => None,
+        Some(g) => {
+            if g.dtype() != DType::F32 || g.layout().shape() != x.layout().shape() {
+                return None;
+            }
+            let (gs, ge) = g.layout().contiguous_offsets()?;
+            Some(&g.storage::<f32>()[gs..ge])
+        }
+    };
+    let sqrt2: f32 = core::f32::consts::SQRT_2;
+    let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
+    let chunk = n
+        .div_ceil(rayon::current_num_threads().max(1) * 2)
+        .next_multiple_of(64);
+    let mut out = vec![0f32; n];
+    match gs {
+        None => out
+            .par_chunks_mut(chunk)
+            .zip(xs.par_chunks(chunk))
+            .for_each(|(o, xs)| {
+                for (o, &x) in o.iter_mut().zip(xs) {
+                    *o = 0.5 * x * (1.0 + erf_f32(x / sqrt2));
+                }
+            }),
+        Some(gs) => out
+            .par_chunks_mut(chunk)
+            .zip(xs.par_chunks(chunk))
+            .zip(gs.par_chunks(chunk))
+            .for_each(|((o, xs), gs)| {
+                for ((o, &x), &g) in o.iter_mut().zip(xs).zip(gs) {
+                    let cdf = 0.5 * (1.0 + erf_f32(x / sqrt2));
+                    let pdf = inv_sqrt_2pi * exp_f32_fast(-0.5 * x * x);
+                    *o = g * (cdf + x * pdf);
+                }
+            }),
+    }
+    Some(FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(x.layout().shape().clone()),
+        DType::F32,
+    ))
+}
 use crate::ops::unary::unary_op;
 use crate::{Flex, FlexTensor, Layout};
 
@@ -67,6 +127,10 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        #[cfg(feature = "rayon")]
+        if let Some(out) = gelu_parallel_f32(&tensor, None) {
+            return out;
+        }
         // 0.5 * x * (1 + erf(x / sqrt(2)))
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
@@ -79,6 +143,10 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu_backward(x: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        #[cfg(feature = "rayon")]
+        if let Some(out) = gelu_parallel_f32(&x, Some(&grad)) {
+            return out;
+        }
         // d/dx[gelu(x)] = 0.5 * (1 + erf(x/sqrt(2))) + x * (1/sqrt(2*pi)) * exp(-x^2/2)
         use crate::ops::unary::{erf_f32, erf_f64, exp_f32_fast};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
