@@ -17,12 +17,31 @@ use num_traits::ToPrimitive;
 
 use crate::ops::binary::binary_op;
 
+use crate::ops::unary::unary_op;
+use crate::{Flex, FlexTensor, Layout};
+
+/// f32 GELU, 0.5 x (1 + erf(x / √2)), with the patch's branch-free erf.
+#[inline]
+fn gelu_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + crate::ops::unary::erf_f32(x / core::f32::consts::SQRT_2))
+}
+
+/// `g` times GELU's derivative at `x`: Φ(x) + x φ(x) (musicrl patch: the density's exp
+/// without a libm call, so the loop vectorises).
+#[inline]
+fn gelu_backward_f32(x: f32, g: f32) -> f32 {
+    use crate::ops::unary::{erf_f32, exp_f32_fast};
+    let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
+    let cdf = 0.5 * (1.0 + erf_f32(x / core::f32::consts::SQRT_2));
+    let pdf = inv_sqrt_2pi * exp_f32_fast(-0.5 * x * x);
+    g * (cdf + x * pdf)
+}
+
 /// musicrl patch: f32 GELU (`grad` = None) or its backward (`grad` = the output's gradient) on
 /// every rayon thread, for contiguous tensors of at least 64 Ki elements (the MLP's hidden
 /// layer); `None` sends everything else down flex's one-thread path. Same formulas per element.
 #[cfg(feature = "rayon")]
 fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTensor> {
-    use crate::ops::unary::{erf_f32, exp_f32_fast};
     use rayon::prelude::*;
     if x.dtype() != DType::F32 {
         return None;
@@ -43,8 +62,6 @@ fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTe
             Some(&g.storage::<f32>()[gs..ge])
         }
     };
-    let sqrt2: f32 = core::f32::consts::SQRT_2;
-    let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
     let chunk = n
         .div_ceil(rayon::current_num_threads().max(1) * 2)
         .next_multiple_of(64);
@@ -55,7 +72,7 @@ fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTe
             .zip(xs.par_chunks(chunk))
             .for_each(|(o, xs)| {
                 for (o, &x) in o.iter_mut().zip(xs) {
-                    *o = 0.5 * x * (1.0 + erf_f32(x / sqrt2));
+                    *o = gelu_f32(x);
                 }
             }),
         Some(gs) => out
@@ -64,9 +81,7 @@ fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTe
             .zip(gs.par_chunks(chunk))
             .for_each(|((o, xs), gs)| {
                 for ((o, &x), &g) in o.iter_mut().zip(xs).zip(gs) {
-                    let cdf = 0.5 * (1.0 + erf_f32(x / sqrt2));
-                    let pdf = inv_sqrt_2pi * exp_f32_fast(-0.5 * x * x);
-                    *o = g * (cdf + x * pdf);
+                    *o = gelu_backward_f32(x, g);
                 }
             }),
     }
@@ -76,8 +91,6 @@ fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTe
         DType::F32,
     ))
 }
-use crate::ops::unary::unary_op;
-use crate::{Flex, FlexTensor, Layout};
 
 impl ActivationOps<Flex> for Flex {
     fn relu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
@@ -132,14 +145,11 @@ impl ActivationOps<Flex> for Flex {
             return out;
         }
         // 0.5 * x * (1 + erf(x / sqrt(2)))
-        use crate::ops::unary::{erf_f32, erf_f64};
-        let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
+        use crate::ops::unary::erf_f64;
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
-        unary_op(
-            tensor,
-            move |x: f32| 0.5 * x * (1.0 + erf_f32(x / sqrt2_f32)),
-            move |x: f64| 0.5 * x * (1.0 + erf_f64(x / sqrt2_f64)),
-        )
+        unary_op(tensor, gelu_f32, move |x: f64| {
+            0.5 * x * (1.0 + erf_f64(x / sqrt2_f64))
+        })
     }
 
     fn gelu_backward(x: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
@@ -148,20 +158,13 @@ impl ActivationOps<Flex> for Flex {
             return out;
         }
         // d/dx[gelu(x)] = 0.5 * (1 + erf(x/sqrt(2))) + x * (1/sqrt(2*pi)) * exp(-x^2/2)
-        use crate::ops::unary::{erf_f32, erf_f64, exp_f32_fast};
-        let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
+        use crate::ops::unary::erf_f64;
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
-        let inv_sqrt_2pi_f32: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
         let inv_sqrt_2pi_f64: f64 = 1.0 / (2.0 * core::f64::consts::PI).sqrt();
         binary_op(
             x,
             grad,
-            move |x: f32, g| {
-                let cdf = 0.5 * (1.0 + erf_f32(x / sqrt2_f32));
-                // musicrl patch: exp without a libm call, so the loop vectorises.
-                let pdf = inv_sqrt_2pi_f32 * exp_f32_fast(-0.5 * x * x);
-                g * (cdf + x * pdf)
-            },
+            gelu_backward_f32,
             move |x: f64, g| {
                 let cdf = 0.5 * (1.0 + erf_f64(x / sqrt2_f64));
                 let pdf = inv_sqrt_2pi_f64 * (-0.5 * x * x).exp();
