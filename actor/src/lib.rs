@@ -173,6 +173,7 @@ pub async fn run(
         learner.clone(),
         token.clone(),
         actor_id.clone(),
+        config.actor.parameter_encoding,
         params_tx,
         backoff(&config),
         config.actor.exit_on_completion,

@@ -8,7 +8,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::policy::params::{ParameterBlob, ParameterEncoding};
 use musicrl_common::wire::ChunkAssembler;
 use musicrl_proto::v1::SubscribeRequest;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
@@ -20,11 +20,13 @@ pub const MAX_PARAMETER_BYTES: usize = 64 << 30;
 
 /// Publishes every complete version into `out` until one marked `training_complete`
 /// arrives (published too; with `exit_on_completion` false it keeps following, for the next
-/// run) or `out` has no receivers.
+/// run) or `out` has no receivers. Asks for `encoding`; takes whatever encoding a version's
+/// chunks declare (the learner falls back to f32 for a version with no bf16 form).
 pub async fn follow(
     client: LearnerServiceClient<Channel>,
     token: Option<crate::Token>,
     actor_id: String,
+    encoding: ParameterEncoding,
     out: watch::Sender<Option<Arc<ParameterBlob>>>,
     backoff: ExponentialBuilder,
     exit_on_completion: bool,
@@ -35,6 +37,7 @@ pub async fn follow(
             client.clone(),
             token.as_ref(),
             &actor_id,
+            encoding,
             &out,
             exit_on_completion,
         )
@@ -69,6 +72,7 @@ pub fn spawn_follower(
         client,
         token,
         subscriber,
+        config.actor.parameter_encoding,
         out,
         crate::backoff(config),
         false,
@@ -85,11 +89,13 @@ async fn subscribe_once(
     mut client: LearnerServiceClient<Channel>,
     token: Option<&crate::Token>,
     actor_id: &str,
+    encoding: ParameterEncoding,
     out: &watch::Sender<Option<Arc<ParameterBlob>>>,
     exit_on_completion: bool,
 ) -> Result<Finished, tonic::Status> {
     let mut request = tonic::Request::new(SubscribeRequest {
         actor_id: actor_id.to_string(),
+        encoding: musicrl_common::wire::encoding_to_wire(encoding) as i32,
     });
     musicrl_common::security::authorize(&mut request, token);
     let mut stream = client.subscribe_parameters(request).await?.into_inner();
@@ -108,7 +114,7 @@ async fn subscribe_once(
                     )
                     .record(t.elapsed().as_secs_f64());
                 }
-                tracing::debug!(version = %blob.version, bytes = blob.bytes.len(), "received parameters");
+                tracing::debug!(version = %blob.version, bytes = blob.bytes.len(), encoding = %blob.encoding, "received parameters");
                 let complete = blob.training_complete;
                 if out.send(Some(Arc::new(blob))).is_err() {
                     return Ok(Finished::NoReceivers);

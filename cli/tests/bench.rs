@@ -77,6 +77,16 @@ fn bench_runs_every_workload_and_reports_tokens_and_flops() {
     assert!(b["blob_bytes"].as_u64().expect("bytes") > 0);
     assert!(b["learner_stream_mib_per_second"].as_f64().expect("rate") > 0.0);
     assert!(b["raw_stream_mib_per_second"].as_f64().expect("rate") > 0.0);
+    // The compact form of the same version is smaller, and arrived.
+    let (f32_bytes, bf16_bytes) = (
+        b["blob_bytes"].as_u64().expect("bytes"),
+        b["bf16_blob_bytes"].as_u64().expect("bf16 bytes"),
+    );
+    assert!(
+        bf16_bytes > 0 && bf16_bytes < f32_bytes,
+        "{bf16_bytes} vs {f32_bytes}"
+    );
+    assert!(b["bf16_version_seconds"].as_f64().expect("bf16 time") > 0.0);
     // The reward workload: the same clips in process and over gRPC, at each batch.
     let r = &report["reward"];
     assert_eq!(r["components"], serde_json::json!(["token-fraction"]));

@@ -80,6 +80,7 @@ pub const LEARNER_BATCH_WAIT_SECONDS: &str = "musicrl_learner_batch_wait_seconds
 pub const LEARNER_BROADCAST_SECONDS: &str = "musicrl_learner_broadcast_seconds";
 pub const LEARNER_BROADCAST_SEND_SECONDS: &str = "musicrl_learner_broadcast_send_seconds";
 pub const LEARNER_BROADCAST_BYTES: &str = "musicrl_learner_broadcast_bytes";
+pub const LEARNER_BROADCAST_COMPACT_SECONDS: &str = "musicrl_learner_broadcast_compact_seconds";
 pub const LEARNER_BROADCAST_SUPERSEDED_TOTAL: &str = "musicrl_learner_broadcast_superseded_total";
 pub const LEARNER_PUBLISH_HANDOFF_SECONDS: &str = "musicrl_learner_publish_handoff_seconds";
 pub const LEARNER_CHECKPOINT_SECONDS: &str = "musicrl_learner_checkpoint_seconds";
@@ -490,6 +491,14 @@ pub const CATALOG: &[Metric] = &[
         label: None,
         initial_label_values: &[],
         help: "size of the newest version",
+    },
+    Metric {
+        name: LEARNER_BROADCAST_COMPACT_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::Learner,
+        label: None,
+        initial_label_values: &[],
+        help: "time to make a version's bf16 wire form (once per version, on the first subscriber's demand, on a blocking thread)",
     },
     Metric {
         name: LEARNER_CHECKPOINT_SECONDS,

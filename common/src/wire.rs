@@ -7,7 +7,7 @@ use musicrl_proto::v1 as pb;
 
 use crate::config::PolicyConfig;
 use crate::error::{Error, Result};
-use crate::policy::params::ParameterBlob;
+use crate::policy::params::{ParameterBlob, ParameterEncoding};
 use crate::types::{
     ComponentInfo, PolicyVersion, RewardSeal, SampleScore, Trajectory, TrajectoryId,
 };
@@ -510,6 +510,27 @@ pub fn score_response_from_wire(
 
 // ---- parameters ----
 
+/// The wire's name of an encoding.
+pub fn encoding_to_wire(e: ParameterEncoding) -> pb::ParameterEncoding {
+    match e {
+        ParameterEncoding::F32 => pb::ParameterEncoding::BurnpackF32,
+        ParameterEncoding::Bf16 => pb::ParameterEncoding::SafetensorsBf16,
+    }
+}
+
+/// The encoding a wire value names; a value this build does not know is an error naming it
+/// (a newer peer's encoding, or garbage).
+pub fn encoding_from_wire(value: i32) -> Result<ParameterEncoding> {
+    match pb::ParameterEncoding::try_from(value) {
+        Ok(pb::ParameterEncoding::BurnpackF32) => Ok(ParameterEncoding::F32),
+        Ok(pb::ParameterEncoding::SafetensorsBf16) => Ok(ParameterEncoding::Bf16),
+        Err(_) => Err(Error::BadParameters(format!(
+            "unknown parameter encoding {value} (this build knows 0: burnpack f32, 1: \
+             safetensors bf16)"
+        ))),
+    }
+}
+
 /// The wire chunks of a parameter blob, at most `chunk_bytes` of data each, made one at a
 /// time as a sender asks for them. Each chunk's data is a slice of the blob's shared buffer
 /// (no copy), so any number of subscribers stream one version without copying it.
@@ -523,6 +544,7 @@ pub fn blob_to_chunks(
     let chunk_count = total.div_ceil(chunk_bytes).max(1);
     let config_json = serde_json::to_string(&blob.config).expect("PolicyConfig serialises to JSON");
     let checksum = blob.checksum;
+    let encoding = encoding_to_wire(blob.encoding) as i32;
     let (version, complete, temperature, run) = (
         blob.version.0,
         blob.training_complete,
@@ -547,6 +569,7 @@ pub fn blob_to_chunks(
             training_complete: complete,
             temperature,
             learner_run: run,
+            encoding,
         }
     })
 }
@@ -571,6 +594,7 @@ struct Partial {
     temperature: f32,
     training_complete: bool,
     learner_run: u64,
+    encoding: ParameterEncoding,
     data: Vec<u8>,
     /// blake3 of `data` so far: hashing as chunks arrive overlaps it with the transfer.
     hasher: blake3::Hasher,
@@ -594,6 +618,9 @@ impl ChunkAssembler {
                         chunk.version
                     ))
                 })?;
+            let encoding = encoding_from_wire(chunk.encoding).map_err(|e| {
+                Error::BadParameters(format!("chunk 0 of version {}: {e}", chunk.version))
+            })?;
             let total = usize::try_from(chunk.total_bytes).unwrap_or(usize::MAX);
             if total > self.max_bytes || chunk.chunk_count == 0 {
                 return Err(Error::BadParameters(format!(
@@ -611,6 +638,7 @@ impl ChunkAssembler {
                 temperature: chunk.temperature,
                 training_complete: chunk.training_complete,
                 learner_run: chunk.learner_run,
+                encoding,
                 // Grown as chunks arrive past the first GiB: an announced size is not
                 // trusted with an allocation.
                 data: Vec::with_capacity(total.min(1 << 30)),
@@ -625,6 +653,7 @@ impl ChunkAssembler {
         };
         if chunk.version != p.version
             || chunk.learner_run != p.learner_run
+            || chunk.encoding != encoding_to_wire(p.encoding) as i32
             || chunk.chunk_index != p.next_index
             || p.data.len() + chunk.data.len() > p.total
         {
@@ -666,6 +695,7 @@ impl ChunkAssembler {
         );
         blob.training_complete = p.training_complete;
         blob.learner_run = p.learner_run;
+        blob.encoding = p.encoding;
         Ok(Some(blob))
     }
 }
@@ -821,6 +851,44 @@ mod tests {
             asm.push(chunks[1].clone()).is_err(),
             "a chunk without its chunk 0"
         );
+    }
+
+    /// The encoding travels on every chunk: the assembled blob says what its bytes are, an
+    /// unknown encoding is refused by number at chunk 0, and a chunk whose encoding
+    /// disagrees with its version's chunk 0 breaks the version.
+    #[test]
+    fn chunks_carry_their_encoding_and_an_unknown_one_is_refused() {
+        let config = PolicyConfig::default();
+        let mut blob = ParameterBlob::from_bytes(vec![5u8; 9000], PolicyVersion(2), &config, 1.0);
+        blob.encoding = ParameterEncoding::Bf16;
+        let chunks: Vec<_> = blob_to_chunks(&blob, 4096).collect();
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.encoding == pb::ParameterEncoding::SafetensorsBf16 as i32)
+        );
+        let mut asm = ChunkAssembler::new(1 << 20);
+        let mut out = None;
+        for c in chunks.clone() {
+            out = asm.push(c).unwrap();
+        }
+        assert_eq!(out.unwrap().encoding, ParameterEncoding::Bf16);
+
+        let mut unknown = chunks[0].clone();
+        unknown.encoding = 9;
+        let e = ChunkAssembler::new(1 << 20)
+            .push(unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown parameter encoding 9"), "{e}");
+
+        let mut asm = ChunkAssembler::new(1 << 20);
+        asm.push(chunks[0].clone()).unwrap();
+        let mut mixed = chunks[1].clone();
+        mixed.encoding = pb::ParameterEncoding::BurnpackF32 as i32;
+        assert!(asm.push(mixed).is_err());
+        assert_eq!(encoding_from_wire(0).unwrap(), ParameterEncoding::F32);
+        assert_eq!(encoding_from_wire(1).unwrap(), ParameterEncoding::Bf16);
     }
 }
 

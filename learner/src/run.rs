@@ -154,6 +154,7 @@ pub async fn serve(
         chunk_bytes: config.learner.chunk_bytes,
         subscribers: AtomicUsize::new(0),
         closing: closing_rx,
+        compact: Default::default(),
     });
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);

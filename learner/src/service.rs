@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::policy::params::{ParameterBlob, ParameterEncoding};
 use musicrl_common::security::{Permission, RewardKeys, SealedContent, TokenStore};
 use musicrl_common::wire::{self, Rejection, TokenLimits};
 use musicrl_common::{PolicyVersion, Trajectory};
@@ -72,6 +72,63 @@ pub struct Shared {
     /// Becomes true when the server starts shutting down: parameter streams end, so a
     /// graceful shutdown never waits on a subscriber.
     pub closing: watch::Receiver<bool>,
+    /// The newest version's bf16 form, for the subscribers that ask for it.
+    pub compact: CompactForm,
+}
+
+/// The bf16 wire form of the newest version, made on the first subscriber's demand: one
+/// conversion per version however many subscribers ask (they wait for the one under way),
+/// on a blocking thread, so neither the training thread nor the executor pays for it, and
+/// nothing at all while every subscriber takes f32.
+#[derive(Debug, Default)]
+pub struct CompactForm {
+    /// The version it was made from (weak: it never keeps an old version's bytes alive, and
+    /// the allocation it points to cannot be reused while it is held) and its bf16 form.
+    newest: tokio::sync::Mutex<Option<(std::sync::Weak<ParameterBlob>, Arc<ParameterBlob>)>>,
+}
+
+impl CompactForm {
+    /// `blob` in `encoding`. When the conversion fails (a parameter beyond bf16's range)
+    /// the subscriber gets the f32 version, whose chunks say so, and the failure is logged:
+    /// a version is never withheld for want of its compact form.
+    pub async fn get(
+        &self,
+        blob: &Arc<ParameterBlob>,
+        encoding: ParameterEncoding,
+    ) -> Arc<ParameterBlob> {
+        if encoding == blob.encoding {
+            return blob.clone();
+        }
+        let mut newest = self.newest.lock().await;
+        if let Some((source, form)) = newest.as_ref()
+            && std::ptr::eq(source.as_ptr(), Arc::as_ptr(blob))
+            && form.encoding == encoding
+        {
+            return form.clone();
+        }
+        let started = Instant::now();
+        let source = blob.clone();
+        let converted = tokio::task::spawn_blocking(move || source.encoded_as(encoding)).await;
+        match converted {
+            Ok(Ok(form)) => {
+                metrics::histogram!(
+                    musicrl_common::metrics_catalog::LEARNER_BROADCAST_COMPACT_SECONDS
+                )
+                .record(started.elapsed().as_secs_f64());
+                let form = Arc::new(form);
+                *newest = Some((Arc::downgrade(blob), form.clone()));
+                form
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(version = %blob.version, %encoding, error = %e, "no compact form of this version; sending it as f32");
+                blob.clone()
+            }
+            Err(e) => {
+                tracing::error!(version = %blob.version, %encoding, error = %e, "the compact-form conversion panicked; sending this version as f32");
+                blob.clone()
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -371,10 +428,13 @@ impl LearnerService for Learner {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeParametersStream>, Status> {
         self.shared.tokens.check(&request, Permission::Subscribe)?;
-        let actor = request.into_inner().actor_id;
+        let request = request.into_inner();
+        let actor = request.actor_id;
         if actor.len() > wire::MAX_NAME_BYTES {
             return Err(Status::invalid_argument("actor id longer than 256 bytes"));
         }
+        let encoding = wire::encoding_from_wire(request.encoding)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Take a subscriber slot now, or refuse: each subscriber holds a copy of a version
         // in flight.
         let max = self.shared.max_subscribers;
@@ -400,10 +460,11 @@ impl LearnerService for Learner {
         let mut closing = self.shared.closing.clone();
         tokio::spawn(async move {
             metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
-            tracing::info!(actor = %actor, "parameter subscriber connected");
+            tracing::info!(actor = %actor, %encoding, "parameter subscriber connected");
             loop {
                 let blob = params.borrow_and_update().clone();
                 if let Some(blob) = blob {
+                    let blob = shared.compact.get(&blob, encoding).await;
                     let started = Instant::now();
                     // A subscriber slower than the learner skips straight to the newest
                     // version: when one is published mid-send, the rest of this one is

@@ -10,6 +10,8 @@ async fn actor_waits_for_a_late_reward_server_and_survives_its_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = tiny_config(dir.path());
     config.learner.steps = 0; // until stopped
+    // This actor follows the broadcast's compact form: every version it loads is bf16.
+    config.actor.parameter_encoding = musicrl_common::policy::params::ParameterEncoding::Bf16;
 
     // Reserve a port for the reward server, then leave it closed for a while.
     let port = {
@@ -60,7 +62,10 @@ async fn actor_waits_for_a_late_reward_server_and_survives_its_restart() {
         .await
         .expect("the actor stops when the learner ends training")
         .expect("the actor succeeds");
-    assert!(a.versions_loaded > 1, "{a:?}");
+    assert!(
+        a.versions_loaded > 1,
+        "bf16 versions decoded and sampled: {a:?}"
+    );
     let _ = stop.send(());
     handle.await.expect("joins").expect("stops cleanly");
 }

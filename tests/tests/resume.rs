@@ -72,6 +72,7 @@ async fn learner_resumes_from_its_checkpoint_and_continues_the_step_count() {
     let mut stream = client
         .subscribe_parameters(pb::SubscribeRequest {
             actor_id: "probe".into(),
+            ..Default::default()
         })
         .await
         .expect("subscribe")

@@ -254,10 +254,25 @@ async fn push_rejects_malformed_trajectories_and_keeps_serving() {
     let err = client
         .subscribe_parameters(pb::SubscribeRequest {
             actor_id: "a".repeat(1000),
+            ..Default::default()
         })
         .await
         .expect_err("long id");
     assert_eq!(err.code(), Code::InvalidArgument);
+    // So is an encoding this learner does not know, by its number.
+    let err = client
+        .subscribe_parameters(pb::SubscribeRequest {
+            actor_id: "probe".into(),
+            encoding: 7,
+        })
+        .await
+        .expect_err("unknown encoding");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("unknown parameter encoding 7"),
+        "{}",
+        err.message()
+    );
 
     let outcome = learner.stop().await.expect("clean stop");
     assert_eq!(outcome.steps, 0);
@@ -273,45 +288,79 @@ async fn parameters_arrive_in_chunks_below_the_limit_and_reassemble() {
     let mut client = LearnerServiceClient::connect(learner.url())
         .await
         .expect("connect");
-    let mut stream = client
-        .subscribe_parameters(pb::SubscribeRequest {
-            actor_id: "probe".into(),
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    let mut assembler = ChunkAssembler::new(1 << 30);
-    let mut chunks = 0;
-    let blob = loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+    // The same version, as f32 and as bf16: both reassemble from chunks below the limit
+    // and decode into a policy that samples; the bf16 form is about half the bytes and
+    // holds every parameter within the declared 2^-8 of the f32 one.
+    let mut blobs = Vec::new();
+    for encoding in [
+        pb::ParameterEncoding::BurnpackF32,
+        pb::ParameterEncoding::SafetensorsBf16,
+    ] {
+        let mut stream = client
+            .subscribe_parameters(pb::SubscribeRequest {
+                actor_id: "probe".into(),
+                encoding: encoding as i32,
+            })
             .await
-            .expect("a chunk in time")
-            .expect("the stream stays open")
-            .expect("a chunk");
-        assert!(chunk.data.len() <= 4096);
-        chunks += 1;
-        if let Some(b) = assembler.push(chunk).expect("valid chunks") {
-            break b;
-        }
-    };
+            .expect("subscribe")
+            .into_inner();
+        let mut assembler = ChunkAssembler::new(1 << 30);
+        let mut chunks = 0;
+        let blob = loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("a chunk in time")
+                .expect("the stream stays open")
+                .expect("a chunk");
+            assert!(chunk.data.len() <= 4096);
+            assert_eq!(
+                chunk.encoding, encoding as i32,
+                "every chunk says its encoding"
+            );
+            chunks += 1;
+            if let Some(b) = assembler.push(chunk).expect("valid chunks") {
+                break b;
+            }
+        };
+        assert!(
+            chunks > 1,
+            "the tiny policy still spans several 4 KiB chunks"
+        );
+        assert_eq!(blob.version.0, 0);
+        assert_eq!(blob.config, config.policy);
+        let policy = blob
+            .to_policy(&musicrl_common::device::inference_device())
+            .expect("decodes into a policy");
+        let sampled = musicrl_common::policy::sampling::Sampler::new(1, 1.0).sample(
+            &policy,
+            &config.policy,
+            &["a jig"],
+            config.policy.max_tokens,
+            &musicrl_common::device::inference_device(),
+        );
+        assert_eq!(sampled[0].tokens.len(), config.policy.max_tokens);
+        drop(stream);
+        blobs.push((blob, policy));
+    }
+    let (f32_blob, f32_policy) = &blobs[0];
+    let (bf16_blob, bf16_policy) = &blobs[1];
+    assert_eq!(
+        bf16_blob.encoding,
+        musicrl_common::policy::params::ParameterEncoding::Bf16
+    );
     assert!(
-        chunks > 1,
-        "the tiny policy still spans several 4 KiB chunks"
+        bf16_blob.bytes.len() * 10 < f32_blob.bytes.len() * 6,
+        "bf16 {} bytes, f32 {}",
+        bf16_blob.bytes.len(),
+        f32_blob.bytes.len()
     );
-    assert_eq!(blob.version.0, 0);
-    assert_eq!(blob.config, config.policy);
-    let policy = blob
-        .to_policy(&musicrl_common::device::inference_device())
-        .expect("decodes into a policy");
-    let sampled = musicrl_common::policy::sampling::Sampler::new(1, 1.0).sample(
-        &policy,
-        &config.policy,
-        &["a jig"],
-        config.policy.max_tokens,
-        &musicrl_common::device::inference_device(),
-    );
-    assert_eq!(sampled[0].tokens.len(), config.policy.max_tokens);
-    drop(stream);
+    let named = musicrl_common::policy::safetensors::named_parameters;
+    let tolerance = musicrl_common::policy::safetensors::BF16_RELATIVE_ERROR;
+    for ((name, _, a), (_, _, b)) in named(f32_policy).iter().zip(&named(bf16_policy)) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= x.abs() * tolerance, "{name}: {x} vs {y}");
+        }
+    }
     learner.stop().await.expect("clean stop");
 }
 

@@ -7,7 +7,10 @@
 //!   its version 0) streaming the version to a subscriber that reassembles and verifies it
 //!   exactly as an actor does;
 //! - **raw stream**: the ceiling: a bare tonic server streaming the same chunks, prebuilt,
-//!   to a client that only counts the bytes.
+//!   to a client that only counts the bytes;
+//! - **bf16**: the same version from the same learner in the compact wire form (the first
+//!   subscriber's transfer includes the learner making it), and what decoding each form into
+//!   a policy costs the actor.
 //!
 //! Rates are MiB of parameter bytes per second, medians of `--iters` transfers after one
 //! warm-up.
@@ -22,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use musicrl_common::Config;
 use musicrl_common::config::PolicyConfig;
-use musicrl_common::policy::params::ParameterBlob;
+use musicrl_common::policy::params::{ParameterBlob, ParameterEncoding};
 use musicrl_common::wire::ChunkAssembler;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
@@ -48,8 +51,19 @@ pub struct BroadcastReport {
     pub raw_stream_mib_per_second: f64,
     /// `learner / raw`.
     pub learner_share_of_raw: f64,
+    /// The same version in the compact form (bf16 safetensors).
+    pub bf16_blob_bytes: usize,
+    /// The first bf16 subscriber's whole transfer, including the learner making the form.
+    pub bf16_first_version_seconds: f64,
+    /// A whole version, subscribe to verified, median after the first: f32 and bf16.
+    pub f32_version_seconds: f64,
+    pub bf16_version_seconds: f64,
+    /// Decoding a received version into a policy on the actor's device.
+    pub f32_decode_seconds: f64,
+    pub bf16_decode_seconds: f64,
     pub learner_stream_seconds: Vec<f64>,
     pub raw_stream_seconds: Vec<f64>,
+    pub bf16_stream_seconds: Vec<f64>,
 }
 
 /// The synthetic policy: the default's vocabulary and lengths, `d_model` wide, `layers`
@@ -114,20 +128,30 @@ async fn client(url: &str) -> anyhow::Result<LearnerServiceClient<tonic::transpo
         .max_decoding_message_size(8 << 20))
 }
 
-/// One whole version through `url`, reassembled and verified (the actor's path).
-async fn receive_version(url: &str) -> anyhow::Result<Duration> {
+/// One whole version through `url` in `encoding`, reassembled and verified (the actor's
+/// path).
+async fn receive_version(
+    url: &str,
+    encoding: ParameterEncoding,
+) -> anyhow::Result<(Duration, ParameterBlob)> {
     let mut c = client(url).await?;
     let started = Instant::now();
     let mut stream = c
         .subscribe_parameters(pb::SubscribeRequest {
             actor_id: "bench".into(),
+            encoding: musicrl_common::wire::encoding_to_wire(encoding) as i32,
         })
         .await?
         .into_inner();
     let mut assembler = ChunkAssembler::new(usize::MAX);
     while let Some(chunk) = stream.next().await {
-        if assembler.push(chunk?)?.is_some() {
-            return Ok(started.elapsed());
+        if let Some(blob) = assembler.push(chunk?)? {
+            anyhow::ensure!(
+                blob.encoding == encoding,
+                "asked for {encoding}, got {}",
+                blob.encoding
+            );
+            return Ok((started.elapsed(), blob));
         }
     }
     anyhow::bail!("the learner's stream ended before a whole version")
@@ -140,6 +164,7 @@ async fn receive_raw(url: &str, want: usize) -> anyhow::Result<Duration> {
     let mut stream = c
         .subscribe_parameters(pb::SubscribeRequest {
             actor_id: "bench".into(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -224,7 +249,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (learner_times, raw_times) = runtime.block_on(async {
+    let (learner_times, raw_times, bf16_times, bf16_blob) = runtime.block_on(async {
         // The real learner, serving its version 0.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -238,8 +263,8 @@ pub fn run(
         ));
         let mut learner_times = Vec::new();
         for i in 0..=iters {
-            let t = loop {
-                match receive_version(&url).await {
+            let (t, _) = loop {
+                match receive_version(&url, ParameterEncoding::F32).await {
                     Ok(t) => break t,
                     Err(e) if i == 0 => {
                         tracing::debug!(error = %e, "learner not up yet");
@@ -249,6 +274,15 @@ pub fn run(
                 }
             };
             learner_times.push(t.as_secs_f64());
+        }
+        // The compact form: the first subscriber's transfer includes the learner making it
+        // (once per version); the others get the form already made.
+        let mut bf16_times = Vec::new();
+        let mut bf16_blob = None;
+        for _ in 0..=iters {
+            let (t, b) = receive_version(&url, ParameterEncoding::Bf16).await?;
+            bf16_times.push(t.as_secs_f64());
+            bf16_blob = Some(b);
         }
         let _ = stop_tx.send(());
         let _ = learner.await;
@@ -270,8 +304,18 @@ pub fn run(
             raw_times.push(receive_raw(&raw_url, blob.bytes.len()).await?.as_secs_f64());
         }
         server.abort();
-        anyhow::Ok((learner_times, raw_times))
+        anyhow::Ok((learner_times, raw_times, bf16_times, bf16_blob))
     })?;
+    let bf16_blob = bf16_blob.ok_or_else(|| anyhow::anyhow!("no bf16 version received"))?;
+    // What the actor does with each form before it can sample: decode on its device.
+    let inference = musicrl_common::device::inference_device();
+    let decode = |b: &ParameterBlob| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        b.to_policy(&inference)?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let f32_decode_seconds = decode(&blob)?;
+    let bf16_decode_seconds = decode(&bf16_blob)?;
     let _ = std::fs::remove_dir_all(&dir);
 
     let mib = blob.bytes.len() as f64 / (1 << 20) as f64;
@@ -296,8 +340,15 @@ pub fn run(
         learner_stream_mib_per_second: learner_rate,
         raw_stream_mib_per_second: raw_rate,
         learner_share_of_raw: learner_rate / raw_rate,
+        bf16_blob_bytes: bf16_blob.bytes.len(),
+        bf16_first_version_seconds: bf16_times[0],
+        bf16_version_seconds: median(bf16_times[1..].to_vec()),
+        f32_version_seconds: median(learner_times[1..].to_vec()),
+        f32_decode_seconds,
+        bf16_decode_seconds,
         learner_stream_seconds: learner_times,
         raw_stream_seconds: raw_times,
+        bf16_stream_seconds: bf16_times,
         policy,
     };
     eprintln!(
@@ -305,6 +356,16 @@ pub fn run(
         report.learner_stream_mib_per_second,
         report.raw_stream_mib_per_second,
         100.0 * report.learner_share_of_raw
+    );
+    eprintln!(
+        "broadcast: a version as f32 {:.1} MiB in {:.3} s (+{:.3} s to decode); as bf16 {:.1} MiB in {:.3} s (+{:.3} s to decode; the first subscriber's {:.3} s includes making the bf16 form)",
+        mib,
+        report.f32_version_seconds,
+        f32_decode_seconds,
+        report.bf16_blob_bytes as f64 / (1 << 20) as f64,
+        report.bf16_version_seconds,
+        bf16_decode_seconds,
+        report.bf16_first_version_seconds
     );
     Ok(report)
 }

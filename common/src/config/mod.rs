@@ -344,6 +344,12 @@ pub struct ActorConfig {
     /// Ask the learner to compress the parameter broadcast: "none" (the default: float
     /// weights shrink little and loopback is fast), "zstd" or "gzip".
     pub parameter_compression: String,
+    /// The form the learner sends each version in: "f32" (the default: exactly the
+    /// learner's parameters) or "bf16" (half the bytes, every parameter within a relative
+    /// 2^-8; the learner makes it once per version, on demand, off its training thread).
+    /// The behaviour log-probabilities an actor pushes are its own policy's, so training
+    /// stays correct either way: the importance weights see the bf16 policy as the sampler.
+    pub parameter_encoding: crate::policy::params::ParameterEncoding,
     /// Learner endpoint, e.g. `http://learner:50051`.
     pub learner: String,
     /// Reward server endpoint, e.g. `http://reward-server:50052`, or several,
@@ -392,6 +398,7 @@ impl Default for ActorConfig {
             engine: ENGINE_NATIVE.into(),
             threads: 0,
             parameter_compression: "none".into(),
+            parameter_encoding: crate::policy::params::ParameterEncoding::F32,
             learner: "http://127.0.0.1:50051".into(),
             reward: "http://127.0.0.1:50052".into(),
             reward_resolve_seconds: 10.0,

@@ -1,5 +1,6 @@
 //! Policy parameters as bytes: the burnpack format, used for the broadcast to actors and
-//! for checkpoints. Loading checks shapes against the configured architecture.
+//! for checkpoints, and the broadcast's compact form (bf16 safetensors). Loading checks
+//! shapes against the configured architecture.
 
 use std::path::Path;
 
@@ -12,10 +13,35 @@ use crate::config::PolicyConfig;
 use crate::error::{Error, Result};
 use crate::types::PolicyVersion;
 
+/// The form of a parameter version's bytes (the wire's `ParameterEncoding`; an actor's
+/// `actor.parameter_encoding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterEncoding {
+    /// burn's burnpack record, every parameter f32: exactly the learner's parameters.
+    #[default]
+    F32,
+    /// A safetensors file with every parameter bfloat16 (rounded to nearest even): half the
+    /// bytes, each parameter within a relative
+    /// [`BF16_RELATIVE_ERROR`](super::safetensors::BF16_RELATIVE_ERROR) of the learner's.
+    Bf16,
+}
+
+impl std::fmt::Display for ParameterEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
 /// A published parameter version, ready to send.
 #[derive(Debug, Clone)]
 pub struct ParameterBlob {
     pub version: PolicyVersion,
+    /// What `bytes` hold.
+    pub encoding: ParameterEncoding,
     /// Shared, immutable: every subscriber's chunks are slices of it (no copy per
     /// subscriber or per chunk).
     pub bytes: bytes::Bytes,
@@ -62,6 +88,7 @@ impl ParameterBlob {
     ) -> Self {
         Self {
             version,
+            encoding: ParameterEncoding::F32,
             bytes: bytes::Bytes::from(bytes),
             checksum,
             config: config.clone(),
@@ -73,7 +100,40 @@ impl ParameterBlob {
 
     /// Rebuilds the policy on `device`.
     pub fn to_policy(&self, device: &Device) -> Result<Policy> {
-        decode_policy(&self.config, &self.bytes, device)
+        match self.encoding {
+            ParameterEncoding::F32 => decode_policy(&self.config, &self.bytes, device),
+            ParameterEncoding::Bf16 => {
+                let (policy, declared) = super::safetensors::from_bytes(&self.bytes, device)?;
+                if declared != self.config {
+                    return Err(Error::BadParameters(format!(
+                        "version {}: the bf16 file declares another policy config than its \
+                         chunks announce",
+                        self.version
+                    )));
+                }
+                Ok(policy)
+            }
+        }
+    }
+
+    /// This version in `encoding`: itself when it already is; the bf16 form is made by
+    /// decoding the f32 parameters on the CPU and rounding each to bfloat16 (seconds at
+    /// 100 M parameters: callers run it off any latency-sensitive thread). The result keeps
+    /// the version, run, temperature and completion flag, with its own checksum.
+    pub fn encoded_as(&self, encoding: ParameterEncoding) -> Result<Self> {
+        if encoding == self.encoding {
+            return Ok(self.clone());
+        }
+        let policy = self.to_policy(&Device::flex())?;
+        let bytes = match encoding {
+            ParameterEncoding::F32 => encode_policy(&policy)?,
+            ParameterEncoding::Bf16 => super::safetensors::to_bytes_bf16(&policy, &self.config)?,
+        };
+        let mut blob = Self::from_bytes(bytes, self.version, &self.config, self.temperature);
+        blob.encoding = encoding;
+        blob.training_complete = self.training_complete;
+        blob.learner_run = self.learner_run;
+        Ok(blob)
     }
 }
 
@@ -111,4 +171,74 @@ pub fn load_policy(path: &Path, config: &PolicyConfig, device: &Device) -> Resul
         Error::BadParameters(m) => Error::BadParameters(format!("{}: {m}", path.display())),
         other => other,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compact form keeps the version's identity, halves the parameter bytes, and
+    /// decodes to the same parameters within the declared bf16 tolerance.
+    #[test]
+    fn a_version_encoded_as_bf16_keeps_its_identity_and_its_parameters() {
+        let config = PolicyConfig {
+            vocab_size: 9,
+            max_tokens: 6,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 32,
+            caption_buckets: 32,
+            max_caption_words: 6,
+            ..PolicyConfig::default()
+        };
+        let device = Device::flex();
+        let policy = Policy::new(&config, &device);
+        let mut blob = ParameterBlob::from_policy(&policy, PolicyVersion(7), &config, 0.9).unwrap();
+        blob.learner_run = 42;
+        blob.training_complete = true;
+        let bf16 = blob.encoded_as(ParameterEncoding::Bf16).unwrap();
+        assert_eq!(bf16.encoding, ParameterEncoding::Bf16);
+        assert_eq!(
+            (
+                bf16.version,
+                bf16.learner_run,
+                bf16.training_complete,
+                bf16.temperature
+            ),
+            (PolicyVersion(7), 42, true, 0.9)
+        );
+        assert_eq!(bf16.checksum, *blake3::hash(&bf16.bytes).as_bytes());
+        assert!(
+            3 * bf16.bytes.len() < 2 * blob.bytes.len(),
+            "{} vs {}",
+            bf16.bytes.len(),
+            blob.bytes.len()
+        );
+        let exact = super::super::safetensors::named_parameters(&policy);
+        let widened =
+            super::super::safetensors::named_parameters(&bf16.to_policy(&device).unwrap());
+        for ((name, _, a), (_, _, b)) in exact.iter().zip(&widened) {
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= x.abs() * super::super::safetensors::BF16_RELATIVE_ERROR,
+                    "{name}: {x} vs {y}"
+                );
+            }
+        }
+        // Back to f32 gives the widened values exactly; f32 to f32 is the blob itself.
+        let again = bf16.encoded_as(ParameterEncoding::F32).unwrap();
+        assert_eq!(again.encoding, ParameterEncoding::F32);
+        let round = super::super::safetensors::named_parameters(&again.to_policy(&device).unwrap());
+        assert_eq!(round, widened);
+        assert_eq!(
+            blob.encoded_as(ParameterEncoding::F32).unwrap().bytes,
+            blob.bytes
+        );
+        // A bf16 file whose declared config disagrees with the announced one is refused.
+        let mut liar = bf16.clone();
+        liar.config.max_tokens = 5;
+        let e = liar.to_policy(&device).unwrap_err().to_string();
+        assert!(e.contains("another policy config"), "{e}");
+    }
 }

@@ -8,6 +8,9 @@
 //! `y = x @ W + b`. The header's metadata carries `format = "musicrl-policy"`, the policy
 //! configuration as JSON (`policy_config`), and the vocabulary's END token, so a file says
 //! what architecture it needs.
+//!
+//! A file may also hold every parameter as bfloat16 ([`to_bytes_bf16`]: half the bytes, the
+//! parameter broadcast's compact form); loading widens bf16 to f32 exactly.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -56,18 +59,58 @@ pub fn named_parameters(policy: &Policy) -> Vec<(String, Vec<usize>, Vec<f32>)> 
     c.tensors
 }
 
-/// The policy as safetensors bytes.
+/// The policy as safetensors bytes, every parameter f32.
 pub fn to_bytes(policy: &Policy, config: &PolicyConfig) -> Result<Vec<u8>> {
     let params = named_parameters(policy);
     let bytes: Vec<Vec<u8>> = params
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
         .collect();
+    serialize(&params, &bytes, Dtype::F32, config)
+}
+
+/// The policy as safetensors bytes, every parameter bfloat16 rounded to nearest even: half
+/// the bytes of [`to_bytes`], each parameter within a relative [`BF16_RELATIVE_ERROR`] of its
+/// f32 value. A parameter too large for bf16 (beyond ±3.39e38) is an error, not an infinity.
+pub fn to_bytes_bf16(policy: &Policy, config: &PolicyConfig) -> Result<Vec<u8>> {
+    let params = named_parameters(policy);
+    let bytes = params
+        .iter()
+        .map(|(name, _, v)| {
+            let mut out = Vec::with_capacity(2 * v.len());
+            for (i, &x) in v.iter().enumerate() {
+                let h = half::bf16::from_f32(x);
+                if !h.is_finite() {
+                    return Err(Error::BadParameters(format!(
+                        "parameter {name:?}[{i}] = {x} has no finite bfloat16"
+                    )));
+                }
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+            Ok(out)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    serialize(&params, &bytes, Dtype::BF16, config)
+}
+
+/// The largest relative difference between an f32 and its bfloat16 rounded to nearest: half
+/// a unit in the last place, and bf16 keeps 8 significant bits, so its spacing is 2^-7 of
+/// the power of two at or below the value: 2^-8. It holds for every normal
+/// value; a value below bf16's smallest normal (1.2e-38) may lose more, relatively, and
+/// never more than 2^-134 absolutely.
+pub const BF16_RELATIVE_ERROR: f32 = 1.0 / 256.0;
+
+fn serialize(
+    params: &[(String, Vec<usize>, Vec<f32>)],
+    bytes: &[Vec<u8>],
+    dtype: Dtype,
+    config: &PolicyConfig,
+) -> Result<Vec<u8>> {
     let views = params
         .iter()
-        .zip(&bytes)
+        .zip(bytes)
         .map(|((name, shape, _), b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b)
+            TensorView::new(dtype, shape.clone(), b)
                 .map(|v| (name.clone(), v))
                 .map_err(|e| Error::Internal(format!("safetensors view of {name}: {e}")))
         })
@@ -138,19 +181,25 @@ impl ModuleMapper for Load<'_> {
                 return param;
             }
         };
-        if view.dtype() != Dtype::F32 || view.shape() != want.as_slice() {
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::BF16) || view.shape() != want.as_slice() {
             self.error = Some(format!(
-                "tensor {name:?} is {:?} {:?}, the policy needs F32 {want:?}",
+                "tensor {name:?} is {:?} {:?}, the policy needs F32 or BF16 {want:?}",
                 view.dtype(),
                 view.shape()
             ));
             return param;
         }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values: Vec<f32> = if view.dtype() == Dtype::F32 {
+            view.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        } else {
+            view.data()
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()
+        };
         if let Some(bad) = values.iter().position(|x| !x.is_finite()) {
             self.error = Some(format!("tensor {name:?} holds a non-finite value at {bad}"));
             return param;
@@ -251,8 +300,84 @@ mod tests {
         assert_eq!(config_of(&bytes).unwrap().d_model, 16);
         let swapped = to_bytes(&Policy::new(&other, &device), &config).unwrap();
         let e = from_bytes(&swapped, &device).unwrap_err().to_string();
-        assert!(e.contains("the policy needs F32"), "{e}");
+        assert!(e.contains("the policy needs F32 or BF16"), "{e}");
         bytes.truncate(20);
         assert!(from_bytes(&bytes, &device).is_err());
+    }
+
+    /// bf16 is round to nearest even (hand-computed cases), every parameter lands within
+    /// the declared 2^-8 of its f32 value, the file is half the size, and the logits of the
+    /// widened policy stay close to the f32 policy's.
+    #[test]
+    fn a_bf16_file_is_half_the_size_and_within_its_declared_tolerance() {
+        // 1 + 2^-8 is halfway between two bf16 values (1 and 1 + 2^-7): ties go to even (1).
+        assert_eq!(half::bf16::from_f32(1.0 + 1.0 / 256.0).to_f32(), 1.0);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties go to even (1 + 2^-6).
+        assert_eq!(
+            half::bf16::from_f32(1.0 + 3.0 / 256.0).to_f32(),
+            1.0 + 1.0 / 64.0
+        );
+        // Just above the halfway point rounds up.
+        assert_eq!(
+            half::bf16::from_f32(1.0 + 1.0 / 256.0 + 1.0 / 65536.0).to_f32(),
+            1.0 + 1.0 / 128.0
+        );
+        let device = Device::flex();
+        let config = tiny();
+        let policy = Policy::new(&config, &device);
+        let f32_bytes = to_bytes(&policy, &config).unwrap();
+        let bf16_bytes = to_bytes_bf16(&policy, &config).unwrap();
+        let params: usize = named_parameters(&policy).iter().map(|p| p.2.len()).sum();
+        assert_eq!(
+            f32_bytes.len() - bf16_bytes.len(),
+            2 * params,
+            "2 bytes saved a parameter"
+        );
+        let (back, back_config) = from_bytes(&bf16_bytes, &device).unwrap();
+        assert_eq!(back_config, config);
+        let mut exact = 0usize;
+        for ((name, _, a), (_, _, b)) in named_parameters(&policy)
+            .into_iter()
+            .zip(named_parameters(&back))
+        {
+            for (x, y) in a.iter().zip(&b) {
+                let rel = (x - y).abs() / x.abs().max(f32::MIN_POSITIVE);
+                assert!(
+                    rel <= BF16_RELATIVE_ERROR,
+                    "{name}: {x} -> {y} (relative {rel})"
+                );
+                exact += usize::from(x == y);
+            }
+        }
+        assert!(
+            exact < params / 10,
+            "random f32 weights are almost never exact in bf16"
+        );
+        let captions = caption_batch(&["a reel in d", "a slow air"], &config, &device);
+        let tokens = token_tensor(&[1, 2, 3, 4, 5, 6, 7, 8, 1, 2], 2, 5, &device);
+        let a = crate::policy::to_vec_f32(policy.forward(&captions, tokens.clone()).logits);
+        let b = crate::policy::to_vec_f32(back.forward(&captions, tokens).logits);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst > 0.0 && worst < 0.05,
+            "largest logit difference {worst}"
+        );
+        // A value beyond bf16's range is refused by name, not sent as an infinity.
+        let mut params = named_parameters(&policy);
+        let last = params.len() - 1;
+        params[last].2[0] = f32::MAX;
+        let bytes: Vec<Vec<u8>> = params
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let file = serialize(&params, &bytes, Dtype::F32, &config).unwrap();
+        let (huge, _) = from_bytes(&file, &device).unwrap();
+        let name = params[last].0.clone();
+        let e = to_bytes_bf16(&huge, &config).unwrap_err().to_string();
+        assert!(e.contains(&name) && e.contains("no finite bfloat16"), "{e}");
     }
 }
