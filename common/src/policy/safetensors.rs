@@ -173,7 +173,10 @@ impl ModuleMapper for Load<'_> {
             return param;
         }
         let name = self.path.join(".");
-        let want = param.val().dims().to_vec();
+        // The shape without initialising the parameter: `Policy::new` only declares its
+        // parameters (burn initialises them lazily), so loading never draws the random
+        // weights it replaces.
+        let want: Vec<usize> = param.lazy_shape().to_vec();
         let view = match self.file.tensor(&name) {
             Ok(v) => v,
             Err(_) => {
@@ -205,8 +208,11 @@ impl ModuleMapper for Load<'_> {
             return param;
         }
         self.used += 1;
-        let device = self.device.clone();
-        param.map(move |_| Tensor::<D>::from_data(TensorData::new(values, want), &device))
+        let id = param.id;
+        param.transform_for_load(
+            Tensor::<D>::from_data(TensorData::new(values, want), &self.device),
+            id,
+        )
     }
 }
 
