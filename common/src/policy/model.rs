@@ -401,6 +401,81 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// Matmul on the training device against f64 on every path of the patched flex matmul,
+    /// whose output gemm writes without zeroing first: one 2-D matrix large enough for gemm's
+    /// own threads, a batch large enough for a matmul per thread, a small batch of large
+    /// matrices, a broadcast batch, a transposed (strided) operand, and an empty inner
+    /// dimension (all zeros). A heap left full of NaNs beforehand would show through any
+    /// element gemm failed to write.
+    #[test]
+    fn matmul_on_the_training_device_matches_f64_on_every_path() {
+        let device = Device::flex();
+        // Poison the allocator's free lists: the next outputs may reuse these buffers.
+        for n in [1 << 16, 1 << 18, 1 << 20] {
+            drop(std::hint::black_box(vec![f32::NAN; n]));
+        }
+        let values = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect()
+        };
+        let check = |a_shape: [usize; 3], b_shape: [usize; 3], transpose_b: bool| {
+            let [ba, m, k] = a_shape;
+            let [bb, _, n] = b_shape;
+            let a = values(ba * m * k, 7);
+            let b = values(bb * k * n, 11);
+            let ta =
+                Tensor::<3>::from_data(burn::tensor::TensorData::new(a.clone(), a_shape), &device);
+            let tb = if transpose_b {
+                // Stored [bb, n, k] and viewed as [bb, k, n]: a strided right operand.
+                let mut bt = vec![0f32; b.len()];
+                for x in 0..bb {
+                    for r in 0..k {
+                        for c in 0..n {
+                            bt[x * n * k + c * k + r] = b[x * k * n + r * n + c];
+                        }
+                    }
+                }
+                Tensor::<3>::from_data(burn::tensor::TensorData::new(bt, [bb, n, k]), &device)
+                    .swap_dims(1, 2)
+            } else {
+                Tensor::<3>::from_data(burn::tensor::TensorData::new(b.clone(), b_shape), &device)
+            };
+            let got = to_vec_f32(ta.matmul(tb));
+            let batch = ba.max(bb);
+            assert_eq!(got.len(), batch * m * n, "{a_shape:?} x {b_shape:?}");
+            let mut worst = 0.0f64;
+            for x in 0..batch {
+                let (xa, xb) = (x % ba, x % bb);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|r| {
+                                f64::from(a[xa * m * k + i * k + r])
+                                    * f64::from(b[xb * k * n + r * n + j])
+                            })
+                            .sum();
+                        let d = (f64::from(got[x * m * n + i * n + j]) - want).abs();
+                        assert!(
+                            d.is_finite(),
+                            "{a_shape:?} x {b_shape:?}: element {x},{i},{j} unwritten"
+                        );
+                        worst = worst.max(d);
+                    }
+                }
+            }
+            assert!(worst < 1e-4, "{a_shape:?} x {b_shape:?}: error {worst}");
+        };
+        check([1, 300, 200], [1, 200, 100], false); // one matrix, gemm's threads
+        check([8, 64, 96], [8, 96, 80], false); // a matmul per thread
+        check([2, 160, 160], [2, 160, 160], false); // few large matrices
+        check([6, 70, 64], [1, 64, 90], false); // broadcast right operand
+        check([4, 64, 128], [4, 128, 64], true); // strided right operand
+        check([3, 5, 0], [3, 0, 4], false); // empty inner dimension: zeros
+    }
+
     /// GELU and its gradient on the training device (autodiff over flex, with the
     /// vectorisable erf of `patches/burn-flex`) against exact GELU in f64.
     #[test]

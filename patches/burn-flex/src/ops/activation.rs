@@ -6,6 +6,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::Scalar;
+use core::mem::MaybeUninit;
 use burn_backend::ops::{ActivationOps, FloatTensorOps};
 use burn_backend::tensor::FloatTensor;
 use burn_backend::{DType, TensorMetadata};
@@ -42,21 +43,21 @@ fn gelu_backward_f32(x: f32, g: f32) -> f32 {
 /// runs the formula four lanes at a time). The same scalar formula in every version: the
 /// compiler only widens it (no fused multiply-add is introduced, so results are equal).
 #[inline]
-fn gelu_chunk(xs: &[f32], out: &mut [f32]) {
+fn gelu_chunk(xs: &[f32], out: &mut [MaybeUninit<f32>]) {
     #[inline(always)]
-    fn kernel(xs: &[f32], out: &mut [f32]) {
+    fn kernel(xs: &[f32], out: &mut [MaybeUninit<f32>]) {
         for (o, &x) in out.iter_mut().zip(xs) {
-            *o = gelu_f32(x);
+            o.write(gelu_f32(x));
         }
     }
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     {
         #[target_feature(enable = "avx512f")]
-        fn avx512(xs: &[f32], out: &mut [f32]) {
+        fn avx512(xs: &[f32], out: &mut [MaybeUninit<f32>]) {
             kernel(xs, out)
         }
         #[target_feature(enable = "avx2")]
-        fn avx2(xs: &[f32], out: &mut [f32]) {
+        fn avx2(xs: &[f32], out: &mut [MaybeUninit<f32>]) {
             kernel(xs, out)
         }
         if std::is_x86_feature_detected!("avx512f") {
@@ -73,21 +74,21 @@ fn gelu_chunk(xs: &[f32], out: &mut [f32]) {
 
 /// musicrl patch: `out[i] = gs[i] · gelu'(xs[i])`, dispatched as [`gelu_chunk`].
 #[inline]
-fn gelu_backward_chunk(xs: &[f32], gs: &[f32], out: &mut [f32]) {
+fn gelu_backward_chunk(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>]) {
     #[inline(always)]
-    fn kernel(xs: &[f32], gs: &[f32], out: &mut [f32]) {
+    fn kernel(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>]) {
         for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gs) {
-            *o = gelu_backward_f32(x, g);
+            o.write(gelu_backward_f32(x, g));
         }
     }
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     {
         #[target_feature(enable = "avx512f")]
-        fn avx512(xs: &[f32], gs: &[f32], out: &mut [f32]) {
+        fn avx512(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>]) {
             kernel(xs, gs, out)
         }
         #[target_feature(enable = "avx2")]
-        fn avx2(xs: &[f32], gs: &[f32], out: &mut [f32]) {
+        fn avx2(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>]) {
             kernel(xs, gs, out)
         }
         if std::is_x86_feature_detected!("avx512f") {
@@ -130,18 +131,25 @@ fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTe
     let chunk = n
         .div_ceil(rayon::current_num_threads().max(1) * 2)
         .next_multiple_of(64);
-    let mut out = vec![0f32; n];
-    match gs {
-        None => out
-            .par_chunks_mut(chunk)
-            .zip(xs.par_chunks(chunk))
-            .for_each(|(o, xs)| gelu_chunk(xs, o)),
-        Some(gs) => out
-            .par_chunks_mut(chunk)
-            .zip(xs.par_chunks(chunk))
-            .zip(gs.par_chunks(chunk))
-            .for_each(|((o, xs), gs)| gelu_backward_chunk(xs, gs, o)),
+    // Written in place, never zeroed first (every element is written once, below).
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    {
+        let spare = &mut out.spare_capacity_mut()[..n];
+        match gs {
+            None => spare
+                .par_chunks_mut(chunk)
+                .zip(xs.par_chunks(chunk))
+                .for_each(|(o, xs)| gelu_chunk(xs, o)),
+            Some(gs) => spare
+                .par_chunks_mut(chunk)
+                .zip(xs.par_chunks(chunk))
+                .zip(gs.par_chunks(chunk))
+                .for_each(|((o, xs), gs)| gelu_backward_chunk(xs, gs, o)),
+        }
     }
+    // SAFETY: the chunks cover all `n` elements of the spare capacity and every kernel
+    // writes each element of its chunk (the input chunks have the same lengths).
+    unsafe { out.set_len(n) };
     Some(FlexTensor::new(
         Bytes::from_elems(out),
         Layout::contiguous(x.layout().shape().clone()),
