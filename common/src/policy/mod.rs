@@ -53,3 +53,19 @@ pub fn to_vec_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .try_into_vec::<f32>()
         .expect("a converted f32 tensor reads back as f32")
 }
+
+/// A two-layer, 16-wide policy for unit tests of the parameter formats.
+#[cfg(test)]
+pub(crate) fn tiny_test_config() -> PolicyConfig {
+    PolicyConfig {
+        vocab_size: 9,
+        max_tokens: 6,
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 2,
+        d_ff: 32,
+        caption_buckets: 32,
+        max_caption_words: 6,
+        ..PolicyConfig::default()
+    }
+}

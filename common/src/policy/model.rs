@@ -405,8 +405,9 @@ mod tests {
     /// whose output gemm writes without zeroing first: one 2-D matrix large enough for gemm's
     /// own threads, a batch large enough for a matmul per thread, a small batch of large
     /// matrices, a broadcast batch, a transposed (strided) operand, and an empty inner
-    /// dimension (all zeros). A heap left full of NaNs beforehand would show through any
-    /// element gemm failed to write.
+    /// dimension (all zeros). NaNs are left on the freed heap first: an output that reuses
+    /// that memory shows an element gemm failed to write as NaN, and one on fresh (zeroed)
+    /// pages as a 0 that the f64 comparison catches (except where 0 is right: k = 0).
     #[test]
     fn matmul_on_the_training_device_matches_f64_on_every_path() {
         let device = Device::flex();

@@ -181,17 +181,7 @@ mod tests {
     /// decodes to the same parameters within the declared bf16 tolerance.
     #[test]
     fn a_version_encoded_as_bf16_keeps_its_identity_and_its_parameters() {
-        let config = PolicyConfig {
-            vocab_size: 9,
-            max_tokens: 6,
-            d_model: 16,
-            n_heads: 2,
-            n_layers: 1,
-            d_ff: 32,
-            caption_buckets: 32,
-            max_caption_words: 6,
-            ..PolicyConfig::default()
-        };
+        let config = crate::policy::tiny_test_config();
         let device = Device::flex();
         let policy = Policy::new(&config, &device);
         let mut blob = ParameterBlob::from_policy(&policy, PolicyVersion(7), &config, 0.9).unwrap();

@@ -257,19 +257,7 @@ mod tests {
     use super::*;
     use crate::policy::{caption_batch, token_tensor};
 
-    fn tiny() -> PolicyConfig {
-        PolicyConfig {
-            vocab_size: 9,
-            max_tokens: 6,
-            d_model: 16,
-            n_heads: 2,
-            n_layers: 2,
-            d_ff: 32,
-            caption_buckets: 32,
-            max_caption_words: 6,
-            ..PolicyConfig::default()
-        }
-    }
+    use crate::policy::tiny_test_config as tiny;
 
     #[test]
     fn a_round_trip_reproduces_the_logits_exactly() {

@@ -906,24 +906,24 @@ fn copy_2d_tiled<E: Copy + Send + Sync>(
     }
 }
 
-/// musicrl patch: a contiguous tensor of `shape` whose every element `fill` writes through
-/// the pointer it is handed, without zeroing the buffer first (`FlexTensor::empty` zeroes,
+/// musicrl patch: a contiguous tensor of `shape` whose every element `fill` writes into the
+/// uninitialised buffer it is handed, without zeroing it first (`FlexTensor::empty` zeroes,
 /// and a matmul or GELU output overwrites every element anyway: the zeroing was 5% of a
-/// learner update, a memset over freshly reused heap).
+/// learner update, a memset over reused heap).
 ///
 /// # Safety
 ///
-/// `fill` must write every one of the `shape.num_elements()` elements before it returns,
-/// and must not read any element it has not written.
+/// `fill` must write every element of the buffer before it returns (through the slice or a
+/// pointer from it) and read none it has not written.
 pub(crate) unsafe fn filled_by<T: bytemuck::Pod + Send + Sync>(
     shape: Shape,
     dtype: DType,
-    fill: impl FnOnce(*mut T),
+    fill: impl FnOnce(&mut [core::mem::MaybeUninit<T>]),
 ) -> FlexTensor {
     let n = shape.num_elements();
     let mut v: Vec<T> = Vec::with_capacity(n);
-    fill(v.as_mut_ptr());
-    // SAFETY: the caller's `fill` wrote all `n` elements (the capacity is at least `n`).
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: the caller's `fill` wrote all `n` elements.
     unsafe { v.set_len(n) };
     FlexTensor::new(Bytes::from_elems(v), Layout::contiguous(shape), dtype)
 }

@@ -132,30 +132,22 @@ fn gelu_parallel_f32(x: &FlexTensor, grad: Option<&FlexTensor>) -> Option<FlexTe
     let chunk = n
         .div_ceil(rayon::current_num_threads().max(1) * 2)
         .next_multiple_of(64);
-    // Written in place, never zeroed first (every element is written once, below).
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    {
-        let spare = &mut out.spare_capacity_mut()[..n];
-        match gs {
-            None => spare
+    let shape = x.layout().shape().clone();
+    // SAFETY: the output chunks cover all `n` elements, and each kernel writes every element
+    // of its chunk (the input chunks have the same lengths) and reads none.
+    Some(unsafe {
+        crate::tensor::filled_by::<f32>(shape, DType::F32, |out| match gs {
+            None => out
                 .par_chunks_mut(chunk)
                 .zip(xs.par_chunks(chunk))
                 .for_each(|(o, xs)| gelu_chunk(xs, o)),
-            Some(gs) => spare
+            Some(gs) => out
                 .par_chunks_mut(chunk)
                 .zip(xs.par_chunks(chunk))
                 .zip(gs.par_chunks(chunk))
                 .for_each(|((o, xs), gs)| gelu_backward_chunk(xs, gs, o)),
-        }
-    }
-    // SAFETY: the chunks cover all `n` elements of the spare capacity and every kernel
-    // writes each element of its chunk (the input chunks have the same lengths).
-    unsafe { out.set_len(n) };
-    Some(FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(x.layout().shape().clone()),
-        DType::F32,
-    ))
+        })
+    })
 }
 
 impl ActivationOps<Flex> for Flex {
