@@ -19,8 +19,10 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::activation::gelu;
+use burn::tensor::module::{attention, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::PolicyConfig;
 
@@ -90,14 +92,23 @@ impl Block {
         let n_heads = self.n_heads;
         let d_head = d_model / n_heads;
 
-        let qkv = self.qkv.forward(self.ln1.forward(x.clone())); // [B, new, 3d]
-        let split = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * d_model, d_model)
-                .reshape([batch, new, n_heads, d_head])
-                .swap_dims(1, 2) // [B, H, new, Dh]
+        // The queries, keys and values are three linear maps through column blocks of the
+        // fused `qkv` weight (views, no copy), not one map and three slices of its output:
+        // the same products, and each gradient arrives whole where slicing the output
+        // would zero-fill and slice-assign a [B, new, 3d] tensor three times per backward.
+        let h = self.ln1.forward(x.clone());
+        let weight = self.qkv.weight.val(); // [d, 3d]
+        let bias = self.qkv.bias.as_ref().map(|b| b.val()); // [3d]
+        let project = |i: usize| {
+            linear(
+                h.clone(),
+                weight.clone().narrow(1, i * d_model, d_model),
+                bias.clone().map(|b| b.narrow(0, i * d_model, d_model)),
+            )
+            .reshape([batch, new, n_heads, d_head])
+            .swap_dims(1, 2) // [B, H, new, Dh], a view
         };
-        let (q, mut k, mut v) = (split(0), split(1), split(2));
+        let (q, mut k, mut v) = (project(0), project(1), project(2));
 
         if let Some(slot) = cache {
             if let Some((k_past, v_past)) = slot.take() {
@@ -106,29 +117,24 @@ impl Block {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        let total = k.dims()[2];
-        let past = total - new;
 
-        // The scale goes on the queries ([B, H, new, Dh]), not on the scores
-        // ([B, H, new, total]): the same product, a quarter of the elementwise work forward
-        // and backward at the default shape.
-        let q = q * (1.0 / (d_head as f64).sqrt());
-        let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, new, total]
-        let scores = if new > 1 {
-            // Query i (absolute position past + i) may see keys 0 ..= past + i. The mask is
-            // an additive bias of -1e9 on the keys it hides, built once at [new, total] and
-            // broadcast: the softmax gives them exactly 0 (as a fill would), the add's
-            // backward is the identity, and it runs as one vectorised broadcast pass where
-            // a broadcast boolean fill takes flex's per-element path.
-            let mask = Tensor::<2, Bool>::tril_mask([new, total], past as i64, &x.device());
-            let bias = Tensor::<2>::zeros([new, total], &x.device())
-                .mask_fill(mask, -1.0e9)
-                .unsqueeze_dims::<4>(&[0, 1]);
-            scores + bias
-        } else {
-            scores
-        };
-        let attn = softmax(scores, 3).matmul(v); // [B, H, new, Dh]
+        // Causal scaled dot-product attention as one operation: query i (absolute position
+        // past + i) sees keys 0 ..= past + i, burn's `is_causal` convention for
+        // seq_kv − seq_q = past. On flex it reads q, k and v through their strides, keeps
+        // no score-sized tensor, and has its own backward (patches/README.md); its output's
+        // layout makes the merge of the heads below a view.
+        let attn = attention(
+            q,
+            k,
+            v,
+            None,
+            None,
+            AttentionModuleOptions {
+                scale: Some(1.0 / (d_head as f64).sqrt()),
+                softcap: None,
+                is_causal: true,
+            },
+        ); // [B, H, new, Dh]
         let attn = attn.swap_dims(1, 2).reshape([batch, new, d_model]);
         let x = x + self.attn_out.forward(attn);
 
@@ -475,6 +481,374 @@ mod tests {
         check([6, 70, 64], [1, 64, 90], false); // broadcast right operand
         check([4, 64, 128], [4, 128, 64], true); // strided right operand
         check([3, 5, 0], [3, 0, 4], false); // empty inner dimension: zeros
+    }
+
+    /// Attention on the training device (autodiff over flex, `patches/burn-flex`'s strided
+    /// kernel and its own backward, recorded as one operation by `patches/burn-autodiff`)
+    /// against a plain f64 evaluation of softmax(scale · Q Kᵀ + causal mask) · V and of its
+    /// gradients, on operands viewed through `swap_dims` as the model passes them, for the
+    /// shapes that take different paths: rows not a multiple of the kernel's 32-row blocks,
+    /// fewer queries than keys (a cache's offset), grouped key/value heads, no mask, one
+    /// thread and many, and more queries than keys (rows that see no key give 0).
+    #[test]
+    fn attention_and_its_gradients_on_the_training_device_match_f64() {
+        let device = Device::flex().autodiff();
+        let values = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect()
+        };
+        // [b, t, h, d] row-major data viewed as [b, h, t, d]: what `project` in `Block::forward` passes.
+        let at = |x: &[f32],
+                  [_, t, h, d]: [usize; 4],
+                  (bi, hi, ti, di): (usize, usize, usize, usize)| {
+            f64::from(x[((bi * t + ti) * h + hi) * d + di])
+        };
+        let check = |b: usize,
+                     h: usize,
+                     kvh: usize,
+                     tq: usize,
+                     tk: usize,
+                     d: usize,
+                     causal: bool| {
+            let name = format!("b{b} h{h}/{kvh} tq{tq} tk{tk} d{d} causal {causal}");
+            let (qs, ks, vs) = ([b, tq, h, d], [b, tk, kvh, d], [b, tk, kvh, d]);
+            let (q, k, v, g) = (
+                values(b * tq * h * d, 3),
+                values(b * tk * kvh * d, 5),
+                values(b * tk * kvh * d, 9),
+                values(b * tq * h * d, 13),
+            );
+            let leaf = |x: &[f32], shape: [usize; 4]| {
+                Tensor::<4>::from_data(burn::tensor::TensorData::new(x.to_vec(), shape), &device)
+                    .require_grad()
+            };
+            let (tq_, tk_, tv_) = (leaf(&q, qs), leaf(&k, ks), leaf(&v, vs));
+            let scale = 1.0 / (d as f64).sqrt();
+            let out = attention(
+                tq_.clone().swap_dims(1, 2),
+                tk_.clone().swap_dims(1, 2),
+                tv_.clone().swap_dims(1, 2),
+                None,
+                None,
+                AttentionModuleOptions {
+                    scale: Some(scale),
+                    softcap: None,
+                    is_causal: causal,
+                },
+            ); // [b, h, tq, d]
+            let gt = Tensor::<4>::from_data(burn::tensor::TensorData::new(g.clone(), qs), &device)
+                .swap_dims(1, 2);
+            let grads = (out.clone() * gt).sum().backward();
+            let got = to_vec_f32(out.swap_dims(1, 2)); // [b, tq, h, d]
+            let got_dq = to_vec_f32(tq_.grad(&grads).expect("q is tracked"));
+            let got_dk = to_vec_f32(tk_.grad(&grads).expect("k is tracked"));
+            let got_dv = to_vec_f32(tv_.grad(&grads).expect("v is tracked"));
+
+            let mut want = vec![0f64; got.len()];
+            let (mut dq, mut dk, mut dv) = (
+                vec![0f64; q.len()],
+                vec![0f64; k.len()],
+                vec![0f64; v.len()],
+            );
+            for bi in 0..b {
+                for hi in 0..h {
+                    let kh = hi / (h / kvh);
+                    for i in 0..tq {
+                        // Query i sees keys 0 ..= i + (tk − tq).
+                        let seen = if causal {
+                            (i as isize + tk as isize - tq as isize + 1).clamp(0, tk as isize)
+                                as usize
+                        } else {
+                            tk
+                        };
+                        if seen == 0 {
+                            continue;
+                        }
+                        let s: Vec<f64> = (0..seen)
+                            .map(|j| {
+                                scale
+                                    * (0..d)
+                                        .map(|x| {
+                                            at(&q, qs, (bi, hi, i, x)) * at(&k, ks, (bi, kh, j, x))
+                                        })
+                                        .sum::<f64>()
+                            })
+                            .collect();
+                        let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                        let sum: f64 = e.iter().sum();
+                        let p: Vec<f64> = e.iter().map(|x| x / sum).collect();
+                        let oi = |x: usize| ((bi * tq + i) * h + hi) * d + x;
+                        let ki = |j: usize, x: usize| ((bi * tk + j) * kvh + kh) * d + x;
+                        for x in 0..d {
+                            want[oi(x)] =
+                                (0..seen).map(|j| p[j] * at(&v, vs, (bi, kh, j, x))).sum();
+                        }
+                        let dp: Vec<f64> = (0..seen)
+                            .map(|j| {
+                                (0..d)
+                                    .map(|x| f64::from(g[oi(x)]) * at(&v, vs, (bi, kh, j, x)))
+                                    .sum()
+                            })
+                            .collect();
+                        let dot: f64 = (0..seen).map(|j| p[j] * dp[j]).sum();
+                        for j in 0..seen {
+                            let ds = p[j] * (dp[j] - dot) * scale;
+                            for x in 0..d {
+                                dq[oi(x)] += ds * at(&k, ks, (bi, kh, j, x));
+                                dk[ki(j, x)] += ds * at(&q, qs, (bi, hi, i, x));
+                                dv[ki(j, x)] += p[j] * f64::from(g[oi(x)]);
+                            }
+                        }
+                    }
+                }
+            }
+            let worst = |a: &[f32], b: &[f64], what: &str| {
+                assert_eq!(a.len(), b.len(), "{name}: {what} length");
+                let w = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (f64::from(*x) - y).abs())
+                    .fold(0.0, f64::max);
+                assert!(w < 1e-5, "{name}: {what} error {w}");
+            };
+            worst(&got, &want, "output");
+            worst(&got_dq, &dq, "dq");
+            worst(&got_dk, &dk, "dk");
+            worst(&got_dv, &dv, "dv");
+        };
+        check(2, 4, 4, 70, 70, 8, true); // 32-row blocks and a remainder, many threads
+        check(1, 2, 2, 5, 5, 4, true); // one thread
+        check(2, 2, 2, 3, 40, 8, true); // fewer queries than keys: a cache's offset
+        check(2, 4, 2, 33, 33, 8, true); // grouped key/value heads
+        check(2, 2, 2, 20, 30, 8, false); // no mask
+        check(1, 2, 2, 40, 10, 4, true); // 30 rows see no key: output and gradients 0
+    }
+
+    /// Layer norm and its gradients on the training device (one autodiff operation with
+    /// `patches/burn-flex`'s fused backward) against f64: the input's, gamma's and beta's
+    /// gradients, over more rows than one of the backward's 64-row blocks (several blocks'
+    /// gamma and beta sums, on rayon's threads) and over a few rows (one thread).
+    #[test]
+    fn layer_norm_and_its_gradients_on_the_training_device_match_f64() {
+        let device = Device::flex().autodiff();
+        let values = |n: usize, seed: u32, spread: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let u = (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32;
+                    (u / 1000.0 - 1.0) * spread
+                })
+                .collect()
+        };
+        let check = |rows: usize, d: usize| {
+            let eps = 1e-5;
+            let (x, gamma, beta, g) = (
+                values(rows * d, 3, 3.0),
+                values(d, 5, 1.0),
+                values(d, 7, 1.0),
+                values(rows * d, 11, 1.0),
+            );
+            let t = |v: &[f32], shape: Vec<usize>| {
+                Tensor::<2>::from_data(burn::tensor::TensorData::new(v.to_vec(), shape), &device)
+            };
+            let tx = t(&x, vec![rows, d]).require_grad();
+            let tgamma =
+                Tensor::<1>::from_data(burn::tensor::TensorData::new(gamma.clone(), [d]), &device)
+                    .require_grad();
+            let tbeta =
+                Tensor::<1>::from_data(burn::tensor::TensorData::new(beta.clone(), [d]), &device)
+                    .require_grad();
+            let y = burn::tensor::module::layer_norm(
+                tx.clone(),
+                tgamma.clone(),
+                Some(tbeta.clone()),
+                eps,
+            );
+            let grads = (y.clone() * t(&g, vec![rows, d])).sum().backward();
+            let got = to_vec_f32(y);
+            let got_dx = to_vec_f32(tx.grad(&grads).expect("x is tracked"));
+            let got_dgamma = to_vec_f32(tgamma.grad(&grads).expect("gamma is tracked"));
+            let got_dbeta = to_vec_f32(tbeta.grad(&grads).expect("beta is tracked"));
+
+            let (mut want, mut dx) = (vec![0f64; rows * d], vec![0f64; rows * d]);
+            let (mut dgamma, mut dbeta) = (vec![0f64; d], vec![0f64; d]);
+            for r in 0..rows {
+                let xr: Vec<f64> = x[r * d..(r + 1) * d]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                let gr: Vec<f64> = g[r * d..(r + 1) * d]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                let mean = xr.iter().sum::<f64>() / d as f64;
+                let var = xr.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+                let rstd = 1.0 / (var + eps).sqrt();
+                let xh: Vec<f64> = xr.iter().map(|v| (v - mean) * rstd).collect();
+                let h: Vec<f64> = (0..d).map(|j| gr[j] * f64::from(gamma[j])).collect();
+                let a = h.iter().sum::<f64>() / d as f64;
+                let c = (0..d).map(|j| h[j] * xh[j]).sum::<f64>() / d as f64;
+                for j in 0..d {
+                    want[r * d + j] = xh[j] * f64::from(gamma[j]) + f64::from(beta[j]);
+                    dx[r * d + j] = rstd * (h[j] - a - xh[j] * c);
+                    dgamma[j] += gr[j] * xh[j];
+                    dbeta[j] += gr[j];
+                }
+            }
+            let check = |a: &[f32], b: &[f64], what: &str, tol: f64| {
+                assert_eq!(a.len(), b.len(), "{rows}x{d}: {what} length");
+                let w = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (f64::from(*x) - y).abs())
+                    .fold(0.0, f64::max);
+                assert!(w < tol, "{rows}x{d}: {what} error {w}");
+            };
+            check(&got, &want, "output", 1e-5);
+            check(&got_dx, &dx, "dx", 1e-5);
+            // Sums over the rows: the tolerance grows with their count.
+            check(&got_dgamma, &dgamma, "dgamma", 1e-6 * rows as f64);
+            check(&got_dbeta, &dbeta, "dbeta", 1e-6 * rows as f64);
+        };
+        check(1000, 128); // 16 blocks on rayon's threads
+        check(3, 16); // one thread
+    }
+
+    /// Linear layers with a bias on the training device (`patches/burn-flex` adds the bias
+    /// inside the product) against f64, with the operands the model passes: a 3-D input,
+    /// the whole weight, and a column block of it with the matching slice of the bias
+    /// (strided views of the fused `qkv`); and a transposed input, which takes burn's
+    /// general path. Gradients of input, weight and bias too.
+    #[test]
+    fn linear_with_a_bias_on_the_training_device_matches_f64() {
+        let device = Device::flex().autodiff();
+        let values = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0
+                })
+                .collect()
+        };
+        let (b, t, d_in, d_all) = (3, 50, 24, 36);
+        let (x, w, bias, g) = (
+            values(b * t * d_in, 3),
+            values(d_in * d_all, 5),
+            values(d_all, 7),
+            values(b * t * d_all, 11),
+        );
+        let check = |cols: std::ops::Range<usize>, transposed: bool| {
+            let name = format!("columns {cols:?}, transposed input {transposed}");
+            let n = cols.len();
+            let tx = if transposed {
+                // Stored [b, d_in, t], viewed as [b, t, d_in].
+                let mut xt = vec![0f32; x.len()];
+                for bi in 0..b {
+                    for ti in 0..t {
+                        for j in 0..d_in {
+                            xt[(bi * d_in + j) * t + ti] = x[(bi * t + ti) * d_in + j];
+                        }
+                    }
+                }
+                Tensor::<3>::from_data(burn::tensor::TensorData::new(xt, [b, d_in, t]), &device)
+                    .require_grad()
+            } else {
+                Tensor::<3>::from_data(
+                    burn::tensor::TensorData::new(x.clone(), [b, t, d_in]),
+                    &device,
+                )
+                .require_grad()
+            };
+            let x_view = if transposed {
+                tx.clone().swap_dims(1, 2)
+            } else {
+                tx.clone()
+            };
+            let tw = Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(w.clone(), [d_in, d_all]),
+                &device,
+            )
+            .require_grad();
+            let tb = Tensor::<1>::from_data(
+                burn::tensor::TensorData::new(bias.clone(), [d_all]),
+                &device,
+            )
+            .require_grad();
+            let y = linear(
+                x_view,
+                tw.clone().narrow(1, cols.start, n),
+                Some(tb.clone().narrow(0, cols.start, n)),
+            ); // [b, t, n]
+            let gy: Vec<f32> = (0..b * t)
+                .flat_map(|r| g[r * d_all..r * d_all + n].to_vec())
+                .collect();
+            let grads = (y.clone()
+                * Tensor::<3>::from_data(
+                    burn::tensor::TensorData::new(gy.clone(), [b, t, n]),
+                    &device,
+                ))
+            .sum()
+            .backward();
+            let got = to_vec_f32(y);
+            // The input's gradient in [b, t, d_in] order, whichever way it was stored.
+            let dx = tx.grad(&grads).expect("x is tracked");
+            let got_dx = to_vec_f32(if transposed { dx.swap_dims(1, 2) } else { dx });
+            let got_dw = to_vec_f32(tw.grad(&grads).expect("w is tracked"));
+            let got_db = to_vec_f32(tb.grad(&grads).expect("bias is tracked"));
+            let mut worst = [0f64; 4];
+            let mut note = |i: usize, got: f32, want: f64| {
+                worst[i] = worst[i].max((f64::from(got) - want).abs());
+            };
+            for r in 0..b * t {
+                for (c, col) in cols.clone().enumerate() {
+                    let want = f64::from(bias[col])
+                        + (0..d_in)
+                            .map(|j| f64::from(x[r * d_in + j]) * f64::from(w[j * d_all + col]))
+                            .sum::<f64>();
+                    note(0, got[r * n + c], want);
+                }
+                for j in 0..d_in {
+                    let want: f64 = cols
+                        .clone()
+                        .enumerate()
+                        .map(|(c, col)| f64::from(gy[r * n + c]) * f64::from(w[j * d_all + col]))
+                        .sum();
+                    note(1, got_dx[r * d_in + j], want);
+                }
+            }
+            for j in 0..d_in {
+                for col in 0..d_all {
+                    let want: f64 = if cols.contains(&col) {
+                        (0..b * t)
+                            .map(|r| {
+                                f64::from(x[r * d_in + j]) * f64::from(gy[r * n + col - cols.start])
+                            })
+                            .sum()
+                    } else {
+                        0.0
+                    };
+                    note(2, got_dw[j * d_all + col], want);
+                }
+            }
+            for col in 0..d_all {
+                let want: f64 = if cols.contains(&col) {
+                    (0..b * t)
+                        .map(|r| f64::from(gy[r * n + col - cols.start]))
+                        .sum()
+                } else {
+                    0.0
+                };
+                note(3, got_db[col], want);
+            }
+            for (what, w) in ["output", "dx", "dw", "dbias"].iter().zip(worst) {
+                assert!(w < 1e-4, "{name}: {what} error {w}");
+            }
+        };
+        check(0..d_all, false); // the whole weight
+        check(12..24, false); // a column block: strided weight and bias views
+        check(24..36, true); // a transposed input: burn's general path
     }
 
     /// GELU and its gradient on the training device (autodiff over flex, with the

@@ -2028,7 +2028,151 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
         attn_bias: Option<FloatTensor<Autodiff<B, C>>>,
         options: AttentionModuleOptions,
     ) -> FloatTensor<Autodiff<B, C>> {
-        attention_fallback::<Self>(query, key, value, mask, attn_bias, options)
+        // musicrl patch: attention without a mask, a bias or a softcap is one operation
+        // when the backend has a native backward (flex does): the backend's forward, and a
+        // backward that recomputes what it needs from the three operands kept as the state.
+        // The composed fallback keeps its [batch, heads, seq_q, seq_kv] scores and
+        // probabilities between the passes and differentiates them op by op.
+        if mask.is_some()
+            || attn_bias.is_some()
+            || options.softcap.is_some()
+            || !B::has_attention_backward()
+        {
+            return attention_fallback::<Self>(query, key, value, mask, attn_bias, options);
+        }
+
+        #[derive(Debug)]
+        struct Attention;
+
+        impl<B: Backend> Backward<B, 3> for Attention {
+            type State = (
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                AttentionModuleOptions,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_q, node_k, node_v] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (query, key, value, options) = ops.state;
+                let (dq, dk, dv) = B::attention_backward(query, key, value, grad, options);
+                if let Some(node) = node_q {
+                    grads.register::<B>(node.id, dq);
+                }
+                if let Some(node) = node_k {
+                    grads.register::<B>(node.id, dk);
+                }
+                if let Some(node) = node_v {
+                    grads.register::<B>(node.id, dv);
+                }
+            }
+        }
+
+        match Attention
+            .prepare::<C>([query.node(), key.node(), value.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::attention(
+                    query.primitive.clone(),
+                    key.primitive.clone(),
+                    value.primitive.clone(),
+                    None,
+                    None,
+                    options,
+                );
+                prep.finish(
+                    (query.primitive, key.primitive, value.primitive, options),
+                    output,
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::attention(
+                query.primitive,
+                key.primitive,
+                value.primitive,
+                None,
+                None,
+                options,
+            )),
+        }
+    }
+
+    // musicrl patch: a layer norm with a beta is one operation when the backend has a
+    // native backward (flex does): the backend's fused forward, and a backward that
+    // recomputes the row statistics from the input kept as the state. The composition
+    // (the trait's default) records about ten elementwise operations, each a pass over
+    // the input forward and again backward.
+    fn layer_norm(
+        tensor: FloatTensor<Autodiff<B, C>>,
+        gamma: FloatTensor<Autodiff<B, C>>,
+        beta: Option<FloatTensor<Autodiff<B, C>>>,
+        epsilon: f64,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let beta = match beta {
+            Some(beta) if B::has_layer_norm_backward() => beta,
+            beta => {
+                return burn_backend::ops::layer_norm::layer_norm_composed::<Self>(
+                    tensor, gamma, beta, epsilon,
+                );
+            }
+        };
+
+        #[derive(Debug)]
+        struct LayerNorm;
+
+        impl<B: Backend> Backward<B, 3> for LayerNorm {
+            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, epsilon) = ops.state;
+                let (dx, dgamma, dbeta) = B::layer_norm_backward(x, gamma, epsilon, grad);
+                if let Some(node) = node_x {
+                    grads.register::<B>(node.id, dx);
+                }
+                if let Some(node) = node_gamma {
+                    grads.register::<B>(node.id, dgamma);
+                }
+                if let Some(node) = node_beta {
+                    grads.register::<B>(node.id, dbeta);
+                }
+            }
+        }
+
+        match LayerNorm
+            .prepare::<C>([tensor.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::layer_norm(
+                    tensor.primitive.clone(),
+                    gamma.primitive.clone(),
+                    Some(beta.primitive),
+                    epsilon,
+                );
+                prep.finish((tensor.primitive, gamma.primitive, epsilon), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::layer_norm(
+                tensor.primitive,
+                gamma.primitive,
+                Some(beta.primitive),
+                epsilon,
+            )),
+        }
     }
 
     fn ctc_loss(

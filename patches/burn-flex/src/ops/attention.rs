@@ -197,7 +197,7 @@ pub fn attention_flash(
     dispatch_attention_dtype!(query, key, value, mask, attn_bias, options, attention_impl)
 }
 
-fn cast_to_f32<E: burn_backend::Element + Pod + Copy>(
+pub(crate) fn cast_to_f32<E: burn_backend::Element + Pod + Copy>(
     tensor: FlexTensor,
     to_f32: fn(E) -> f32,
 ) -> FlexTensor {
@@ -212,7 +212,7 @@ fn cast_to_f32<E: burn_backend::Element + Pod + Copy>(
     )
 }
 
-fn cast_from_f32<E: burn_backend::Element + Pod + Copy>(
+pub(crate) fn cast_from_f32<E: burn_backend::Element + Pod + Copy>(
     tensor: FlexTensor,
     from_f32: fn(f32) -> E,
 ) -> FlexTensor {
@@ -416,7 +416,7 @@ where
 ///
 /// Wraps `gemm::gemm` for f32 and f64 so `flash_attention_head` stays generic.
 /// Convention: dst = alpha * dst + beta * (lhs @ rhs)
-trait FlashGemm: Float + Pod + Copy + core::ops::AddAssign + Send + Sync {
+pub(crate) trait FlashGemm: Float + Pod + Copy + core::ops::AddAssign + Send + Sync {
     /// Block matrix multiply used for score and value matmuls.
     ///
     /// # Safety
@@ -425,22 +425,22 @@ trait FlashGemm: Float + Pod + Copy + core::ops::AddAssign + Send + Sync {
 }
 
 /// Arguments for a block matrix multiply: dst = alpha * dst + beta * (lhs @ rhs).
-struct BlockGemmArgs<T> {
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut T,
-    dst_cs: isize,
-    dst_rs: isize,
-    read_dst: bool,
-    lhs: *const T,
-    lhs_cs: isize,
-    lhs_rs: isize,
-    rhs: *const T,
-    rhs_cs: isize,
-    rhs_rs: isize,
-    alpha: T,
-    beta: T,
+pub(crate) struct BlockGemmArgs<T> {
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) dst: *mut T,
+    pub(crate) dst_cs: isize,
+    pub(crate) dst_rs: isize,
+    pub(crate) read_dst: bool,
+    pub(crate) lhs: *const T,
+    pub(crate) lhs_cs: isize,
+    pub(crate) lhs_rs: isize,
+    pub(crate) rhs: *const T,
+    pub(crate) rhs_cs: isize,
+    pub(crate) rhs_rs: isize,
+    pub(crate) alpha: T,
+    pub(crate) beta: T,
 }
 
 macro_rules! impl_flash_gemm {

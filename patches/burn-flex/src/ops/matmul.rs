@@ -79,6 +79,100 @@ fn get_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     }
 }
 
+/// musicrl patch: `x @ weight + bias` for f32 and f64 with the bias folded into the
+/// product: every output row starts as the bias and gemm adds `x @ weight` to it
+/// (`read_dst`), one pass over the output instead of a product and then a broadcast add
+/// (which flex ran on one thread). `x` is `[..., d_in]` and must be contiguous (one row
+/// stride); `weight` `[d_in, d_out]` and `bias` `[d_out]` may be strided views (column
+/// blocks of a fused weight). Returns `None` where it does not apply (other dtypes, a
+/// non-contiguous `x`), for the caller's general path.
+pub fn linear_with_bias(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+) -> Option<FlexTensor> {
+    let dtype = x.dtype();
+    if weight.dtype() != dtype || bias.dtype() != dtype || !x.is_contiguous() {
+        return None;
+    }
+    match dtype {
+        DType::F32 => Some(linear_with_bias_typed::<f32>(x, weight, bias)),
+        DType::F64 => Some(linear_with_bias_typed::<f64>(x, weight, bias)),
+        _ => None,
+    }
+}
+
+fn linear_with_bias_typed<T: GemmScalar + Send + Sync>(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+) -> FlexTensor {
+    let x_shape = x.layout().shape().clone();
+    let w_shape = weight.layout().shape();
+    let rank = x_shape.num_dims();
+    assert!(rank >= 1, "linear: x must have at least one dim");
+    assert_eq!(w_shape.num_dims(), 2, "linear: weight must be 2-D");
+    let (d_in, d_out) = (w_shape[0], w_shape[1]);
+    assert_eq!(x_shape[rank - 1], d_in, "linear: x's last dim must be the weight's rows");
+    let b_shape = bias.layout().shape();
+    assert!(
+        b_shape.num_dims() == 1 && b_shape[0] == d_out,
+        "linear: bias must be [d_out]"
+    );
+    let rows: usize = (0..rank - 1).map(|i| x_shape[i]).product();
+    let mut out_dims: Vec<usize> = (0..rank - 1).map(|i| x_shape[i]).collect();
+    out_dims.push(d_out);
+
+    let (w_rs, w_cs) = get_2d_strides(weight.layout());
+    let b_stride = bias.layout().strides()[0];
+    let x_data: &[T] = x.storage();
+    let w_data: &[T] = weight.storage();
+    let b_data: &[T] = bias.storage();
+    let x_ptr = unsafe { x_data.as_ptr().add(x.layout().start_offset()) };
+    let w_ptr = unsafe { w_data.as_ptr().add(weight.layout().start_offset()) };
+    let b0 = bias.layout().start_offset() as isize;
+    let bias_row: Vec<T> = (0..d_out as isize)
+        .map(|j| b_data[(b0 + j * b_stride) as usize])
+        .collect();
+
+    let mut out: Vec<T> = Vec::with_capacity(rows * d_out);
+    for _ in 0..rows {
+        out.extend_from_slice(&bias_row);
+    }
+    if rows > 0 && d_out > 0 && d_in > 0 {
+        // SAFETY: out is rows × d_out, contiguous; x is contiguous rows × d_in from its
+        // start offset; the weight's strides address d_in × d_out elements of its storage.
+        unsafe {
+            gemm::gemm(
+                rows,
+                d_out,
+                d_in,
+                out.as_mut_ptr(),
+                1,
+                d_out as isize,
+                true,
+                x_ptr,
+                1,
+                d_in as isize,
+                w_ptr,
+                w_cs,
+                w_rs,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                get_parallelism(rows, d_out, d_in),
+            );
+        }
+    }
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::from(out_dims)),
+        T::dtype(),
+    )
+}
+
 /// Dispatch matrix multiplication based on dtype.
 pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     assert_eq!(lhs.dtype(), rhs.dtype(), "matmul: dtype mismatch");

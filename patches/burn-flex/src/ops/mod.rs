@@ -90,6 +90,7 @@ pub(crate) fn float_storage_as_f32(tensor: &FlexTensor) -> Cow<'_, [f32]> {
 
 pub mod activation;
 pub mod attention;
+pub mod attention_strided;
 pub mod binary;
 mod bool;
 pub mod cat;
@@ -109,6 +110,7 @@ pub mod gather_scatter;
 pub mod grid_sample;
 mod int;
 pub mod interpolate;
+pub mod layer_norm_backward;
 pub mod mask;
 pub mod matmul;
 mod module;

@@ -728,7 +728,57 @@ impl ModuleOps<Flex> for Flex {
         attn_bias: Option<FloatTensor<Flex>>,
         options: AttentionModuleOptions,
     ) -> FloatTensor<Flex> {
+        // musicrl patch: without a mask, a bias or a softcap, f32 and f64 attention reads
+        // its operands through their strides and writes a layout that merges back to
+        // [batch, seq, heads * dim] without a copy (`attention_strided`). Beyond a key
+        // length of 64 Ki its per-block scores would outgrow the cache, and flex's flash
+        // path (tiles over the keys) takes over.
+        use crate::ops::attention_strided;
+        if attention_strided::supports(
+            &query,
+            &key,
+            &value,
+            mask.is_some(),
+            attn_bias.is_some(),
+            &options,
+        ) && key.layout().shape()[2] <= 64 * 1024
+        {
+            return attention_strided::attention_strided(query, key, value, options);
+        }
         crate::ops::attention::attention(query, key, value, mask, attn_bias, options)
+    }
+
+    // musicrl patch: a native backward for attention without a mask, a bias or a softcap
+    // (autodiff records such an attention as one operation; see burn-backend's patch).
+    fn has_attention_backward() -> bool {
+        true
+    }
+
+    fn attention_backward(
+        query: FloatTensor<Flex>,
+        key: FloatTensor<Flex>,
+        value: FloatTensor<Flex>,
+        out_grad: FloatTensor<Flex>,
+        options: AttentionModuleOptions,
+    ) -> (FloatTensor<Flex>, FloatTensor<Flex>, FloatTensor<Flex>) {
+        crate::ops::attention_strided::attention_strided_backward(
+            query, key, value, out_grad, options,
+        )
+    }
+
+    // musicrl patch: f32/f64 linear layers with a bias add it inside the product
+    // (`matmul::linear_with_bias`); everything else takes burn's default.
+    fn linear(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        bias: Option<FloatTensor<Flex>>,
+    ) -> FloatTensor<Flex> {
+        if let Some(b) = &bias
+            && let Some(out) = crate::ops::matmul::linear_with_bias(&x, &weight, b)
+        {
+            return out;
+        }
+        burn_backend::ops::linear::linear::<Flex>(x, weight, bias)
     }
 
     fn embedding(weights: FloatTensor<Flex>, indices: IntTensor<Flex>) -> FloatTensor<Flex> {
@@ -750,6 +800,21 @@ impl ModuleOps<Flex> for Flex {
         epsilon: f64,
     ) -> FloatTensor<Flex> {
         crate::ops::activation::layer_norm(tensor, gamma, beta, epsilon)
+    }
+
+    // musicrl patch: a fused layer norm backward (autodiff records a layer norm as one
+    // operation; see burn-backend's patch).
+    fn has_layer_norm_backward() -> bool {
+        true
+    }
+
+    fn layer_norm_backward(
+        tensor: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        epsilon: f64,
+        out_grad: FloatTensor<Flex>,
+    ) -> (FloatTensor<Flex>, FloatTensor<Flex>, FloatTensor<Flex>) {
+        crate::ops::layer_norm_backward::layer_norm_backward(tensor, gamma, epsilon, out_grad)
     }
 
     fn embedding_backward(
