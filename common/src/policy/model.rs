@@ -399,6 +399,14 @@ mod tests {
         }
     }
 
+    /// `n` deterministic values on a 0.001 grid in [-1, 1], a different sequence per `seed`:
+    /// operands for the kernel tests against f64.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
@@ -421,13 +429,6 @@ mod tests {
         for n in [1 << 16, 1 << 18, 1 << 20] {
             drop(std::hint::black_box(vec![f32::NAN; n]));
         }
-        let values = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n)
-                .map(|i| {
-                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0
-                })
-                .collect()
-        };
         let check = |a_shape: [usize; 3], b_shape: [usize; 3], transpose_b: bool| {
             let [ba, m, k] = a_shape;
             let [bb, _, n] = b_shape;
@@ -493,13 +494,6 @@ mod tests {
     #[test]
     fn attention_and_its_gradients_on_the_training_device_match_f64() {
         let device = Device::flex().autodiff();
-        let values = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n)
-                .map(|i| {
-                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0
-                })
-                .collect()
-        };
         // [b, t, h, d] row-major data viewed as [b, h, t, d]: what `project` in `Block::forward` passes.
         let at = |x: &[f32],
                   [_, t, h, d]: [usize; 4],
@@ -636,12 +630,7 @@ mod tests {
     fn layer_norm_and_its_gradients_on_the_training_device_match_f64() {
         let device = Device::flex().autodiff();
         let values = |n: usize, seed: u32, spread: f32| -> Vec<f32> {
-            (0..n)
-                .map(|i| {
-                    let u = (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32;
-                    (u / 1000.0 - 1.0) * spread
-                })
-                .collect()
+            values(n, seed).into_iter().map(|v| v * spread).collect()
         };
         let check = |rows: usize, d: usize| {
             let eps = 1e-5;
@@ -725,13 +714,6 @@ mod tests {
     #[test]
     fn linear_with_a_bias_on_the_training_device_matches_f64() {
         let device = Device::flex().autodiff();
-        let values = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n)
-                .map(|i| {
-                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0
-                })
-                .collect()
-        };
         let (b, t, d_in, d_all) = (3, 50, 24, 36);
         let (x, w, bias, g) = (
             values(b * t * d_in, 3),
