@@ -20,6 +20,7 @@
 //! only, and the exponential and error function are polynomial approximations (errors
 //! below 3e-7 relative and 1e-6 absolute, see `kernels`) rather than libm's.
 
+mod attention;
 mod kernels;
 
 use std::sync::Arc;
@@ -266,11 +267,14 @@ impl Engine {
     }
 }
 
-/// Most sequences one decoder holds. Measured (`musicrl bench`, default policy, 2 cores):
-/// with 32 rows a decoder's key/value cache (256 KiB per sequence) no longer stays in cache
-/// and batch-64 throughput fell by a third; groups of 4 to 16 were within noise of each
-/// other, and 8 keeps the products' rows numerous enough.
-pub const GROUP_ROWS: usize = 8;
+/// Most sequences one decoder holds, so the rows of its weight products. Measured
+/// (`musicrl bench`, default policy, 2 cores, CPU seconds of a batch-64 run over four
+/// alternating rounds): groups of 8 took 2.33 s, 16 took 2.00 s and 32 took 1.98 s. gemm's
+/// 6-row microkernel runs full on more rows, and each weight is read once per step for more
+/// sequences; the key/value cache (256 KiB a sequence) then leaves L2, but attention
+/// streams it once per step either way. (With the old attention loops, which read and
+/// wrote the scores once per key component, groups of 32 had been a third slower.)
+pub const GROUP_ROWS: usize = 32;
 
 /// Decodes rows `first .. first + captions.len()` of a batch of `batch` rows with `dec`
 /// (reset for them), for up to the decoder's capacity in tokens.
@@ -322,6 +326,8 @@ fn decode_group<S: AsRef<str>>(
 /// once for `cap` positions.
 struct Decoder<'w> {
     w: &'w Weights,
+    /// The attention kernels' instruction set.
+    isa: attention::Isa,
     /// Rows the buffers hold.
     max_rows: usize,
     /// Rows of the group being decoded (<= max_rows).
@@ -339,9 +345,14 @@ struct Decoder<'w> {
     attn: Vec<f32>,
     /// `[rows, d_ff]`
     ff: Vec<f32>,
-    /// `[cap]` one query's scores over the past.
+    /// Blocks of [`attention::KEY_TILE`] positions in the key cache: `cap` rounded up, so
+    /// every pass of the score kernel is a full one (the lanes past the newest position
+    /// are computed and not used).
+    key_blocks: usize,
+    /// `[key_blocks * KEY_TILE]` one query's scores over the past.
     scores: Vec<f32>,
-    /// Per layer, `[rows, heads, d_head, cap]` (keys transposed).
+    /// Per layer, `[rows, heads, key_blocks, d_head, KEY_TILE]`: each block of positions
+    /// transposed, so a block's scores are `d_head` passes along one contiguous tile.
     keys: Vec<Vec<f32>>,
     /// Per layer, `[rows, heads, cap, d_head]`.
     values_cache: Vec<Vec<f32>>,
@@ -356,8 +367,10 @@ impl<'w> Decoder<'w> {
         let c = &w.config;
         let d = c.d_model;
         let cache = rows * cap * d;
+        let key_blocks = cap.div_ceil(attention::KEY_TILE);
         Self {
             w,
+            isa: attention::Isa::detect(),
             max_rows: rows,
             rows,
             cap,
@@ -367,8 +380,11 @@ impl<'w> Decoder<'w> {
             qkv: vec![0.0; rows * 3 * d],
             attn: vec![0.0; rows * d],
             ff: vec![0.0; rows * c.d_ff],
-            scores: vec![0.0; cap],
-            keys: (0..c.n_layers).map(|_| vec![0.0; cache]).collect(),
+            key_blocks,
+            scores: vec![0.0; key_blocks * attention::KEY_TILE],
+            keys: (0..c.n_layers)
+                .map(|_| vec![0.0; rows * d * key_blocks * attention::KEY_TILE])
+                .collect(),
             values_cache: (0..c.n_layers).map(|_| vec![0.0; cache]).collect(),
             logits: vec![0.0; rows * c.vocab_size],
             values: vec![0.0; rows],
@@ -422,17 +438,18 @@ impl<'w> Decoder<'w> {
 
     /// Runs the blocks and heads on `x` (the embeddings at position `len`), fills
     /// `logits` and `values`, and advances `len`. On a CPU with AVX2 and FMA the loops are
-    /// compiled for them (chosen at run time; the arithmetic is the same, no operation is
-    /// fused or reordered, so results do not depend on the CPU).
+    /// compiled for them (chosen at run time) and attention runs its AVX2/FMA kernels
+    /// ([`attention::Isa`]): results differ from other CPUs' in the last bits, as gemm's
+    /// products do.
     fn forward_position(&mut self) {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if self.isa.avx2_fma() {
                 self.forward_position_avx2();
                 return;
             }
         }
-        self.forward_position_baseline();
+        self.forward_position_portable();
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -440,14 +457,14 @@ impl<'w> Decoder<'w> {
     fn forward_position_avx2(&mut self) {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn run(d: &mut Decoder<'_>) {
-            d.forward_position_baseline();
+            d.forward_position_portable();
         }
-        // SAFETY: the caller detected AVX2 and FMA on this CPU.
+        // SAFETY: `isa.avx2_fma()` holds only where the CPU has AVX2 and FMA.
         unsafe { run(self) }
     }
 
     #[inline(always)]
-    fn forward_position_baseline(&mut self) {
+    fn forward_position_portable(&mut self) {
         let w = self.w;
         let c = &w.config;
         let (d, rows, pos) = (c.d_model, self.rows, self.len);
@@ -473,31 +490,37 @@ impl<'w> Decoder<'w> {
             kernels::fill_rows(&mut self.qkv[..3 * rd], &b.qkv.b);
             kernels::matmul(rows, d, 3 * d, &self.h, &b.qkv.w, &mut self.qkv, true);
             let (keys, vals) = (&mut self.keys[layer], &mut self.values_cache[layer]);
+            const TILE: usize = attention::KEY_TILE;
             let cap = self.cap;
+            let head_keys = self.key_blocks * dh * TILE;
+            let seen = pos + 1;
+            let blocks = seen.div_ceil(TILE);
+            let (block, lane) = (pos / TILE, pos % TILE);
             for r in 0..rows {
                 let qkv = &self.qkv[r * 3 * d..(r + 1) * 3 * d];
                 for hd in 0..heads {
-                    let base = (r * heads + hd) * cap * dh;
-                    // Keys transposed, [d_head, cap]: the scores of all past positions are
-                    // d_head passes along contiguous rows.
-                    let kt = &mut keys[base..base + dh * cap];
+                    // Keys in transposed blocks [key_blocks, d_head, KEY_TILE].
+                    let kbase = (r * heads + hd) * head_keys;
+                    let kt = &mut keys[kbase..kbase + head_keys];
+                    let at = block * dh * TILE + lane;
                     for (j, &k) in qkv[d + hd * dh..d + (hd + 1) * dh].iter().enumerate() {
-                        kt[j * cap + pos] = k;
+                        kt[at + j * TILE] = k;
                     }
-                    let at = base + pos * dh;
+                    // Values [cap, d_head].
+                    let vbase = (r * heads + hd) * cap * dh;
+                    let at = vbase + pos * dh;
                     vals[at..at + dh].copy_from_slice(&qkv[2 * d + hd * dh..2 * d + (hd + 1) * dh]);
                     let q = &qkv[hd * dh..(hd + 1) * dh];
-                    let scores = &mut self.scores[..=pos];
-                    scores.fill(0.0);
-                    for (j, &qj) in q.iter().enumerate() {
-                        kernels::axpy(scores, qj * scale, &kt[j * cap..j * cap + pos + 1]);
-                    }
+                    let scores = &mut self.scores[..blocks * TILE];
+                    attention::scores_tiled(self.isa, q, scale, kt, scores);
+                    let scores = &mut scores[..seen];
                     kernels::softmax_in_place(scores);
-                    let out = &mut self.attn[r * d + hd * dh..r * d + (hd + 1) * dh];
-                    out.fill(0.0);
-                    for (p, &s) in scores.iter().enumerate() {
-                        kernels::axpy(out, s, &vals[base + p * dh..base + (p + 1) * dh]);
-                    }
+                    attention::weighted_rows(
+                        self.isa,
+                        scores,
+                        &vals[vbase..vbase + seen * dh],
+                        &mut self.attn[r * d + hd * dh..r * d + (hd + 1) * dh],
+                    );
                 }
             }
             kernels::add_rows(&mut self.x[..rd], &b.attn_out.b);
@@ -568,19 +591,46 @@ mod tests {
     /// of the exp/erf approximations).
     #[test]
     fn engine_logits_equal_the_training_model_at_every_position() {
-        let config = tiny();
+        // The tiny policy, and one with the default policy's head width (32, the AVX2
+        // attention kernels' full width) over 70 positions (three key tiles).
+        let wide = PolicyConfig {
+            max_tokens: 70,
+            d_model: 64,
+            n_heads: 2,
+            d_ff: 64,
+            ..tiny()
+        };
+        let long: Vec<u32> = (0..70u32).map(|i| (i * 7 + 3) % 11).collect();
+        let cases: [(PolicyConfig, Vec<(&str, Vec<u32>)>); 2] = [
+            (
+                tiny(),
+                vec![
+                    (
+                        "a lively reel in D major",
+                        vec![3u32, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8],
+                    ),
+                    ("", vec![7u32, 0, 10]),
+                    ("air", vec![2u32]),
+                ],
+            ),
+            (
+                wide,
+                vec![("a slow air", long.clone()), ("jig", long[..33].to_vec())],
+            ),
+        ];
+        for (config, sequences) in cases {
+            check_logits(&config, &sequences);
+        }
+    }
+
+    fn check_logits(config: &PolicyConfig, sequences: &[(&str, Vec<u32>)]) {
+        let config = config.clone();
         let device = Device::flex();
         device.seed(11);
         let policy = Policy::new(&config, &device);
         let engine = Engine::from_policy(&policy, &config, 1).unwrap();
-        for (caption, tokens) in [
-            (
-                "a lively reel in D major",
-                vec![3u32, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8],
-            ),
-            ("", vec![7u32, 0, 10]),
-            ("air", vec![2u32]),
-        ] {
+        for (caption, tokens) in sequences {
+            let caption = *caption;
             let t = tokens.len();
             let full = policy.forward(
                 &caption_batch(&[caption], &config, &device),
