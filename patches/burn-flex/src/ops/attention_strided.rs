@@ -305,16 +305,63 @@ unsafe fn block_probabilities<T: AttentionFloat>(
         if live.is_empty() {
             continue;
         }
-        let max = live.iter().copied().fold(T::neg_infinity(), T::max);
-        let mut sum = T::zero();
-        for x in live.iter_mut() {
-            *x = T::exp_attn(*x - max);
-            sum += *x;
+        softmax_row(live);
+    }
+}
+
+/// Softmax of one row of scores in place, on AVX2 where the CPU has it. The AVX2 build is
+/// the same code (no operation fused or reordered), so both give the same bits.
+#[inline]
+fn softmax_row<T: AttentionFloat>(row: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            unsafe fn run<T: AttentionFloat>(row: &mut [T]) {
+                softmax_row_portable(row);
+            }
+            // SAFETY: the CPU reported AVX2.
+            unsafe { run(row) };
+            return;
         }
-        let inv = T::one() / sum;
-        for x in live.iter_mut() {
-            *x = *x * inv;
+    }
+    softmax_row_portable(row);
+}
+
+/// The softmax as four passes that each vectorise: the max over eight lanes (a compare and
+/// select, not `max`'s NaN handling), the exponentials, the sum over eight partial sums,
+/// the scaling. (A single loop with a running maximum or a running sum stays scalar.)
+#[inline(always)]
+fn softmax_row_portable<T: AttentionFloat>(row: &mut [T]) {
+    let mut lanes = [T::neg_infinity(); 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            lanes[j] = if c[j] > lanes[j] { c[j] } else { lanes[j] };
         }
+    }
+    let mut max = T::neg_infinity();
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        max = if v > max { v } else { max };
+    }
+    for x in row.iter_mut() {
+        *x = T::exp_attn(*x - max);
+    }
+    let mut partial = [T::zero(); 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            partial[j] += c[j];
+        }
+    }
+    let mut sum = ((partial[0] + partial[4]) + (partial[1] + partial[5]))
+        + ((partial[2] + partial[6]) + (partial[3] + partial[7]));
+    for &v in chunks.remainder() {
+        sum += v;
+    }
+    let inv = T::one() / sum;
+    for x in row.iter_mut() {
+        *x = *x * inv;
     }
 }
 
