@@ -12,9 +12,9 @@
 //! - every buffer a step needs is allocated when the decoder is made, none per token;
 //! - matrix products run over the whole batch of rows at once (`gemm`), attention, layer
 //!   norm, GELU and softmax are single passes over contiguous rows;
-//! - the batch is split into one contiguous group of sequences per thread, each decoded to
-//!   the end independently (sequences do not interact), so both cores work without a
-//!   barrier per token.
+//! - the batch is split into contiguous groups of at most [`GROUP_ROWS`] sequences, handed
+//!   in turn to one thread per core, each group decoded to the end independently
+//!   (sequences do not interact), so both cores work without a barrier per token.
 //!
 //! Simplifications, named: CPU only (a GPU actor uses burn, `actor.engine = "burn"`), f32
 //! only, and the exponential and error function are polynomial approximations (errors
@@ -268,13 +268,15 @@ impl Engine {
 }
 
 /// Most sequences one decoder holds, so the rows of its weight products. Measured
-/// (`musicrl bench`, default policy, 2 cores, CPU seconds of a batch-64 run over four
-/// alternating rounds): groups of 8 took 2.33 s, 16 took 2.00 s and 32 took 1.98 s. gemm's
-/// 6-row microkernel runs full on more rows, and each weight is read once per step for more
-/// sequences; the key/value cache (256 KiB a sequence) then leaves L2, but attention
-/// streams it once per step either way. (With the old attention loops, which read and
-/// wrote the scores once per key component, groups of 32 had been a third slower.)
-pub const GROUP_ROWS: usize = 32;
+/// (`musicrl bench`, default policy, 2 cores): on an Intel Xeon with AVX-512 (2026-12-03,
+/// CPU seconds of a batch-64 run over four alternating rounds) groups of 8 took 2.33 s, 16
+/// took 2.00 s and 32 took 1.98 s; on an AMD EPYC with AVX-512 (2026-12-05, six
+/// alternating rounds) batch 64 ran at 151,700 tokens/s in groups of 16 against 139,600 in
+/// groups of 32 (5 of 6 rounds faster). From 16 rows gemm's microkernels already run at the
+/// machine's f32 peak, so more rows buy nothing there, while a group's key/value cache
+/// (256 KiB a sequence) grows past what the caches hold: 4 MiB at 16 rows, 8 MiB at 32,
+/// and attention streams all of it every step.
+pub const GROUP_ROWS: usize = 16;
 
 /// Decodes rows `first .. first + captions.len()` of a batch of `batch` rows with `dec`
 /// (reset for them), for up to the decoder's capacity in tokens.
@@ -656,7 +658,7 @@ mod tests {
     }
 
     /// For the same seed, the engine draws the same sequences as burn's cached sampler, on
-    /// one thread or split over three.
+    /// one thread or split over several, in one group per thread or in many.
     #[test]
     fn engine_sampling_matches_the_burn_sampler_whatever_the_split() {
         let config = PolicyConfig {
@@ -676,6 +678,23 @@ mod tests {
                 assert_eq!(g.tokens, w.tokens, "{threads} threads");
                 for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
                     assert!((a - b).abs() < 1e-5);
+                }
+            }
+        }
+        // More rows than two threads' groups hold: each thread decodes several groups with
+        // one decoder it resets between them, and the last group is a short one.
+        let many: Vec<String> = (0..2 * GROUP_ROWS + 3)
+            .map(|i| captions[i % captions.len()].repeat(1 + i % 3))
+            .collect();
+        let want = Sampler::new(5, 1.0).sample(&policy, &config, &many, 12, &device);
+        for threads in [1, 2] {
+            let engine = Engine::from_policy(&policy, &config, threads).unwrap();
+            let got = Sampler::new(5, 1.0).sample_engine(&engine, &many, 12);
+            assert_eq!(got.len(), want.len());
+            for (row, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.tokens, w.tokens, "{threads} threads, row {row}");
+                for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+                    assert!((a - b).abs() < 1e-5, "{threads} threads, row {row}");
                 }
             }
         }
