@@ -411,8 +411,12 @@ fn train_loop(
                 .increment(stats.rewards_clipped as u64);
         }
 
+        // The last version is published after the loop, marked training_complete, once
+        // the final checkpoint is on disk.
         let done = finished(trainer.step_count());
-        publisher.publish(&trainer, done);
+        if !done {
+            publisher.publish(&trainer, false);
+        }
 
         record_step_metrics(&stats);
         outcome.reward_means.push(stats.reward_mean);
@@ -451,7 +455,6 @@ fn train_loop(
             p.policy_version = trainer.version().0;
             p.reward_mean_last = f64::from(stats.reward_mean);
             p.kl_last = f64::from(stats.kl);
-            p.training_complete = done;
         }
         tracing::info!(
             step = stats.step,
@@ -462,7 +465,8 @@ fn train_loop(
             lag = stats.policy_lag_mean,
             "train step"
         );
-        if l.checkpoint_every > 0 && stats.step % l.checkpoint_every == 0 {
+        // The final step's checkpoint is written after the loop, with the queue drained.
+        if !done && l.checkpoint_every > 0 && stats.step % l.checkpoint_every == 0 {
             save_checkpoint(&trainer, shared, config)?;
             last_saved = stats.step;
         }
@@ -488,17 +492,18 @@ fn train_loop(
     if trainer.step_count() != last_saved {
         save_checkpoint(&trainer, shared, config)?;
     }
-    if !finished(trainer.step_count()) {
-        // Stopped early: tell subscribers no newer version is coming.
-        publisher.publish(&trainer, true);
-    }
+    // Only now, with the end on disk, announce it (actors leave when they see it): a
+    // learner killed before this point restarts from a checkpoint with steps still to
+    // train, and it needs its actors there to feed them. Finished or stopped early, the
+    // last version is marked so that subscribers know no newer one is coming.
+    shared.progress().training_complete = true;
+    publisher.publish(&trainer, true);
     publisher.finish();
     let p = shared.progress().clone();
     outcome.steps = trainer.step_count();
     outcome.policy_version = trainer.version().0;
     outcome.trajectories_dropped_stale = p.trajectories_dropped_stale;
     outcome.completed = finished(trainer.step_count());
-    shared.progress().training_complete = true;
     if outcome.completed {
         metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
     }

@@ -129,3 +129,69 @@ async fn learner_resumes_from_its_checkpoint_and_continues_the_step_count() {
     assert!(err.to_string().contains("architecture"), "{err}");
     reward.stop().await.expect("clean stop");
 }
+
+/// The end of training is announced (the last version marked `training_complete`, on
+/// which actors leave, and the status flag) only once the final checkpoint is on disk: a
+/// learner killed in between restarts with steps still to train, and would wait forever
+/// for actors that had already left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_is_announced_only_once_the_final_checkpoint_is_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 3;
+    config.learner.checkpoint_every = 1;
+    let reward = start_reward_server(&config).await;
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let mut stream = client
+        .subscribe_parameters(pb::SubscribeRequest {
+            actor_id: "probe".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let actor = start_actor(&config, &learner.url(), &reward.url(), "actor-0");
+    let latest = dir.path().join("checkpoints/LATEST");
+    let mut assembler = ChunkAssembler::new(1 << 30);
+    let last = loop {
+        let chunk = stream.next().await.expect("open").expect("chunk");
+        if let Some(blob) = assembler.push(chunk).expect("valid") {
+            if blob.training_complete {
+                // Read at once: nothing after the announcement may be what makes this true.
+                let on_disk = std::fs::read_to_string(&latest).unwrap_or_default();
+                break (blob.version.0, on_disk);
+            }
+            let status = client
+                .status(pb::StatusRequest {})
+                .await
+                .expect("status")
+                .into_inner();
+            if status.training_complete {
+                assert_eq!(
+                    std::fs::read_to_string(&latest).unwrap_or_default(),
+                    "step-00000003",
+                    "the status said complete before the final checkpoint was saved"
+                );
+            }
+        }
+    };
+    assert_eq!(
+        last,
+        (3, "step-00000003".to_string()),
+        "the final version was announced before its checkpoint was saved"
+    );
+    drop(stream);
+    let outcome = tokio::time::timeout(Duration::from_secs(120), learner.join())
+        .await
+        .expect("the learner finishes")
+        .expect("the learner succeeds");
+    assert!(outcome.completed);
+    tokio::time::timeout(Duration::from_secs(60), actor.join())
+        .await
+        .expect("the actor stops")
+        .expect("the actor succeeds");
+    reward.stop().await.expect("clean stop");
+}

@@ -422,7 +422,12 @@ async fn a_loop_over_mutual_tls_with_tokens_and_seals_trains_and_balances() {
     assert!(outcome.completed, "{outcome:?}");
     let a = &outcome.accounting;
     assert_eq!(a.trained, 3 * config.learner.batch_size as u64, "{a:?}");
-    assert_eq!(a.rejected_total(), 0, "every sealed reward verified: {a:?}");
+    // Every sealed reward verified: nothing refused but pushes that arrived after the last
+    // step (the end is announced only once the final checkpoint is saved).
+    assert!(
+        a.rejected.keys().all(|r| r == "training_complete"),
+        "every sealed reward verified: {a:?}"
+    );
     assert_eq!(a.check(), Ok(()), "{a:?}");
     let actor = actor.join().await.expect("actor");
     assert!(actor.samples_pushed >= a.trained, "{actor:?}");
