@@ -27,6 +27,20 @@ async fn train(
     outcome
 }
 
+/// A parameter stream, as an actor named "probe" gets it.
+async fn subscribe(
+    client: &mut LearnerServiceClient<tonic::transport::Channel>,
+) -> tonic::Streaming<pb::ParameterChunk> {
+    client
+        .subscribe_parameters(pb::SubscribeRequest {
+            actor_id: "probe".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_resumes_from_its_checkpoint_and_continues_the_step_count() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -69,14 +83,7 @@ async fn learner_resumes_from_its_checkpoint_and_continues_the_step_count() {
         status.trajectories_accepted, first.trajectories_accepted,
         "counters continue"
     );
-    let mut stream = client
-        .subscribe_parameters(pb::SubscribeRequest {
-            actor_id: "probe".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut stream = subscribe(&mut client).await;
     let mut assembler = ChunkAssembler::new(1 << 30);
     let blob = loop {
         let chunk = stream.next().await.expect("open").expect("chunk");
@@ -145,14 +152,7 @@ async fn the_end_is_announced_only_once_the_final_checkpoint_is_on_disk() {
     let mut client = LearnerServiceClient::connect(learner.url())
         .await
         .expect("connect");
-    let mut stream = client
-        .subscribe_parameters(pb::SubscribeRequest {
-            actor_id: "probe".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut stream = subscribe(&mut client).await;
     let actor = start_actor(&config, &learner.url(), &reward.url(), "actor-0");
     let latest = dir.path().join("checkpoints/LATEST");
     let mut assembler = ChunkAssembler::new(1 << 30);
