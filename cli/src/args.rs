@@ -148,19 +148,61 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Print log π(a_t | caption, a_<t) for every token of a sequence, and V(s_t), as JSON:
-    /// the reference numbers for another implementation of the policy (tests/interop/check.py
-    /// reproduces them in numpy from the safetensors file).
+    /// Print log-probabilities as JSON: for the melody policy, log π(a_t | caption, a_<t)
+    /// of every token and V(s_t) (tests/interop/check.py reproduces them in numpy); for a
+    /// MusicGen folder, `{"logprob": [[…], …]}`, log p of every code of a clip (guidance off,
+    /// temperature 1) given the caption and every code the delay pattern shows before it,
+    /// in the codes' shape.
     Score {
-        /// The policy, burnpack (.bpk) or safetensors (.safetensors) [default:
+        /// The policy: burnpack (.bpk), safetensors (.safetensors), or a Hugging Face
+        /// MusicGen folder (config.json, model.safetensors, tokenizer.json) [default:
         /// learner.init_policy].
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE|DIR")]
         policy: Option<PathBuf>,
         #[arg(long, value_name = "TEXT")]
         caption: String,
-        /// Token ids, space-separated.
-        #[arg(long, value_name = "IDS")]
-        tokens: String,
+        /// Melody policy: token ids, space-separated.
+        #[arg(
+            long,
+            value_name = "IDS",
+            required_unless_present = "codes",
+            conflicts_with = "codes"
+        )]
+        tokens: Option<String>,
+        /// MusicGen: a JSON file `{"codes": [[…], …]}`, K rows of T frames, undelayed (as
+        /// the codec takes them).
+        #[arg(long, value_name = "FILE")]
+        codes: Option<PathBuf>,
+    },
+    /// Sample a MusicGen clip's codes for a caption and write them as JSON
+    /// `{"codes": [[…], …]}` (K rows of FRAMES codes, undelayed), the form `score` reads.
+    Generate {
+        /// A Hugging Face MusicGen folder (config.json, model.safetensors, tokenizer.json).
+        #[arg(long, value_name = "DIR")]
+        policy: PathBuf,
+        #[arg(long, value_name = "TEXT")]
+        caption: String,
+        /// Frames to generate (MusicGen's codec runs at 50 frames a second).
+        #[arg(long, value_name = "N")]
+        frames: usize,
+        /// Take the most likely code at every step instead of sampling.
+        #[arg(long)]
+        greedy: bool,
+        /// Sampling temperature.
+        #[arg(long, value_name = "T", default_value_t = 1.0)]
+        temperature: f32,
+        /// Sample among the K most likely codes (0: all).
+        #[arg(long, value_name = "K", default_value_t = 250)]
+        top_k: usize,
+        /// Classifier-free guidance scale (1 or less: off; MusicGen's published setting is 3).
+        #[arg(long, value_name = "S", default_value_t = 1.0)]
+        guidance: f32,
+        /// Seed of the draws.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        seed: u64,
+        /// The JSON file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Read a safetensors policy back into burnpack (policy.bpk and config.toml in OUT), so
     /// the learner, actors and every command can use it.
@@ -876,8 +918,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub tokens: Option<usize>,
     /// Which workloads to run (comma list of engine, burn, uncached, learner, broadcast,
-    /// reward; broadcast, a 100 M-parameter policy's broadcast, and reward, the reward
-    /// server over gRPC against in-process scoring, are not in the default list).
+    /// reward, musicgen; broadcast, a 100 M-parameter policy's broadcast, reward, the reward
+    /// server over gRPC against in-process scoring, and musicgen, sampling a MusicGen
+    /// folder (--musicgen), are not in the default list).
     #[arg(
         long,
         value_name = "LIST",
@@ -885,6 +928,13 @@ pub struct BenchArgs {
         default_value = "engine,burn,uncached,learner"
     )]
     pub workloads: Vec<String>,
+    /// The musicgen workload's model: a Hugging Face MusicGen folder
+    /// (`scripts/bench_musicgen.py` writes a random one of musicgen-small's shape).
+    #[arg(long, value_name = "DIR")]
+    pub musicgen: Option<PathBuf>,
+    /// Frames each musicgen sample runs (50 a second of audio).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub musicgen_frames: usize,
     /// Width of the broadcast workload's synthetic policy (d_ff = 4 x this).
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub broadcast_d_model: usize,

@@ -13,6 +13,7 @@ pub mod feedback_loop;
 pub mod judge_cmds;
 pub mod local;
 pub mod music_cmds;
+pub mod musicgen_cmds;
 pub mod process;
 pub mod progress;
 pub mod reward_cmds;

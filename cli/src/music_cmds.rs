@@ -244,10 +244,21 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             policy,
             caption,
             tokens,
+            codes,
         } => {
             let path = policy
                 .clone()
                 .unwrap_or_else(|| config.learner.init_policy.clone());
+            if path.is_dir() || codes.is_some() {
+                let codes = codes.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} is a model folder: give the clip with --codes FILE ({{\"codes\": [[…], …]}})",
+                        path.display()
+                    )
+                })?;
+                return crate::musicgen_cmds::score(&path, caption, codes, &device);
+            }
+            let tokens = tokens.as_deref().unwrap_or_default();
             let (p, policy_config) = if path.extension().is_some_and(|e| e == "safetensors") {
                 safetensors::load(&path, &device)?
             } else {
@@ -288,6 +299,32 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
                 serde_json::json!({"caption": caption, "tokens": ids, "logprobs": logprobs, "values": values})
             );
             Ok(())
+        }
+        crate::args::PolicyCommand::Generate {
+            policy,
+            caption,
+            frames,
+            greedy,
+            temperature,
+            top_k,
+            guidance,
+            seed,
+            out,
+        } => {
+            let decoding = if *greedy {
+                musicrl_policy::musicgen::Decoding::Greedy
+            } else {
+                musicrl_policy::musicgen::Decoding::Sample {
+                    temperature: *temperature,
+                    top_k: *top_k,
+                }
+            };
+            let options = musicrl_policy::musicgen::SamplingOptions {
+                decoding,
+                guidance: Some(*guidance),
+                seed: *seed,
+            };
+            crate::musicgen_cmds::generate(policy, caption, *frames, &options, out, &device)
         }
         crate::args::PolicyCommand::Import { file, out } => {
             let (p, policy_config) = safetensors::load(file, &device)?;

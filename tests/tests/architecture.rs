@@ -50,6 +50,23 @@ fn the_judge_reads_only_the_music_domain_and_no_reward_path_reads_the_judge() {
 }
 
 #[test]
+fn the_policy_crate_is_a_leaf_that_knows_no_role_and_no_network() {
+    // The model families sit on floor 2: they depend on no other project crate, and nothing
+    // of gRPC (the wire and the roles convert to and from them, never the reverse).
+    let text = manifest("policy");
+    assert_eq!(project_dependencies(&text), Vec::<String>::new());
+    for forbidden in ["tonic", "prost", "tokio", "axum"] {
+        assert!(
+            !text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .any(|l| l.trim_start().starts_with(forbidden)),
+            "the policy crate depends on {forbidden}"
+        );
+    }
+}
+
+#[test]
 fn no_reward_component_can_be_the_judge() {
     let component = musicrl_common::config::ComponentConfig {
         kind: "judge".into(),

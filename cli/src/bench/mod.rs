@@ -19,6 +19,7 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use burn::module::Module;
 use serde::Serialize;
 
@@ -32,6 +33,7 @@ use musicrl_learner::trainer::Trainer;
 use crate::args::BenchArgs;
 
 pub mod broadcast;
+pub mod musicgen;
 pub mod reward;
 
 /// Captions of the shape the caption generator writes (the bench needs no prompt file).
@@ -74,6 +76,8 @@ pub struct BenchReport {
     pub broadcast: Option<broadcast::BroadcastReport>,
     /// The `reward` workload, when asked for.
     pub reward: Option<reward::RewardReport>,
+    /// The `musicgen` workload, when asked for.
+    pub musicgen: Option<musicgen::MusicgenReport>,
 }
 
 /// Matmul FLOPs of one position through the trunk and both heads, attending to `context`
@@ -166,13 +170,27 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
                 "uncached",
                 "learner",
                 "broadcast",
-                "reward"
+                "reward",
+                "musicgen"
             ]
             .contains(&w.as_str()),
-            "--workloads: {w:?} is not one of engine, burn, uncached, learner, broadcast, reward"
+            "--workloads: {w:?} is not one of engine, burn, uncached, learner, broadcast, reward, musicgen"
         );
     }
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
+    let musicgen = if wants("musicgen") {
+        let folder = args.musicgen.as_deref().context(
+            "the musicgen workload needs --musicgen DIR (a Hugging Face MusicGen folder)",
+        )?;
+        Some(musicgen::run(
+            folder,
+            args.musicgen_frames,
+            &args.batches,
+            args.iters,
+        )?)
+    } else {
+        None
+    };
     let most = args
         .batches
         .iter()
@@ -328,6 +346,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let report = BenchReport {
         broadcast,
         reward,
+        musicgen,
         policy: p.clone(),
         parameters,
         tokens: len,

@@ -1,0 +1,83 @@
+//! `musicrl policy score|generate` for a MusicGen folder: codes in and out as JSON
+//! `{"codes": [[…], …]}` (K rows of T frames, undelayed, as the codec takes them), so that
+//! anyone can check the numbers against transformers on a model of their own.
+
+use std::path::Path;
+
+use anyhow::Context;
+use burn::tensor::Device;
+use musicrl_policy::musicgen::{MusicGen, SamplingOptions};
+
+/// Reads `{"codes": [[…], …]}`.
+pub fn read_codes(file: &Path) -> anyhow::Result<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the codes file {}", file.display()))?;
+    #[derive(serde::Deserialize)]
+    struct Codes {
+        codes: Vec<Vec<u32>>,
+    }
+    let parsed: Codes = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected {{\"codes\": [[…], …]}} (K rows of T non-negative integer codes)",
+            file.display()
+        )
+    })?;
+    Ok(parsed.codes)
+}
+
+fn load(folder: &Path, device: &Device) -> anyhow::Result<MusicGen> {
+    let started = std::time::Instant::now();
+    let model = MusicGen::load(folder, device)
+        .with_context(|| format!("cannot load the MusicGen folder {}", folder.display()))?;
+    tracing::info!(
+        folder = %folder.display(),
+        seconds = started.elapsed().as_secs_f64(),
+        "MusicGen loaded"
+    );
+    Ok(model)
+}
+
+/// `musicrl policy score --policy DIR --caption TEXT --codes FILE`: prints
+/// `{"logprob": [[…], …]}` in the codes' shape.
+pub fn score(folder: &Path, caption: &str, codes: &Path, device: &Device) -> anyhow::Result<()> {
+    let codes = read_codes(codes)?;
+    let model = load(folder, device)?;
+    let logprob = model
+        .score(caption, &codes)
+        .with_context(|| format!("cannot score the codes for {caption:?}"))?;
+    println!("{}", serde_json::json!({ "logprob": logprob }));
+    Ok(())
+}
+
+/// `musicrl policy generate --policy DIR --caption TEXT --frames N --out FILE`.
+pub fn generate(
+    folder: &Path,
+    caption: &str,
+    frames: usize,
+    options: &SamplingOptions,
+    out: &Path,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let model = load(folder, device)?;
+    let started = std::time::Instant::now();
+    let codes = model
+        .generate(&[caption], frames, options)
+        .with_context(|| format!("cannot generate for {caption:?}"))?
+        .pop()
+        .context("one caption gives one clip")?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(
+        out,
+        serde_json::json!({ "codes": codes }).to_string() + "\n",
+    )
+    .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "wrote {} ({} codebooks × {frames} frames, {:.1} s)",
+        out.display(),
+        codes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! MusicGen (Copet et al. 2023) in burn, loaded from a Hugging Face folder
+//! (`MusicgenForConditionalGeneration`: `config.json`, `model.safetensors` or its shards,
+//! `tokenizer.json`) by transformers' tensor names.
+//!
+//! The caption is tokenised by the folder's own tokenizer, encoded by the frozen T5
+//! ([`t5`]), projected to the decoder's width (`enc_to_dec_proj`, when the widths differ)
+//! and zeroed at padding; the decoder ([`decoder`]) reads the delayed codebook grid
+//! ([`delay`]). [`MusicGen::score`] gives log p of every code of a clip,
+//! [`MusicGen::generate`] samples clips. The codec (`audio_encoder.*`) is not loaded here.
+//!
+//! Classifier-free guidance changes the sampling distribution: the codes are drawn from
+//! `softmax(uncond + s·(cond − uncond))`, which is not the model's conditional
+//! distribution. [`MusicGen::score`] always returns the conditional log-probabilities
+//! (guidance off, temperature 1); docs/real-models.md says how the learner accounts for
+//! samples drawn with guidance.
+
+pub mod config;
+pub mod decoder;
+pub mod delay;
+pub mod sampling;
+pub mod t5;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use burn::nn::Linear;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use tokenizers::Tokenizer;
+
+pub use config::MusicgenConfig;
+pub use decoder::{CrossKv, Decoder, SelfCache};
+pub use sampling::{Decoding, SamplingOptions};
+pub use t5::T5Encoder;
+pub use weights::WeightFile;
+
+use crate::PolicyError;
+
+/// Tensors under this prefix belong to the codec and are left for it.
+pub const CODEC_PREFIX: &str = "audio_encoder.";
+
+/// A loaded MusicGen: text encoder, projection, decoder and tokenizer.
+#[derive(Debug)]
+pub struct MusicGen {
+    config: MusicgenConfig,
+    text: T5Encoder,
+    projection: Option<Linear>,
+    decoder: Decoder,
+    tokenizer: Tokenizer,
+    folder: PathBuf,
+    device: Device,
+}
+
+/// A batch of captions encoded for the decoder.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// `[B, S, width]`, zero at padding.
+    pub states: Tensor<3>,
+    /// `[B, S]`, true at padding.
+    pub pad: Tensor<2, Bool>,
+}
+
+impl MusicGen {
+    /// Loads a Hugging Face MusicGen folder. Refuses, naming what is wrong: a folder without
+    /// `config.json`, a `pytorch_model.bin`-only folder (with the conversion command), a
+    /// missing, mis-shaped or unused tensor, a missing `tokenizer.json`.
+    pub fn load(folder: &Path, device: &Device) -> Result<Self, PolicyError> {
+        let folder_err = |why: String| PolicyError::Folder {
+            path: folder.to_path_buf(),
+            why,
+        };
+        if !folder.is_dir() {
+            return Err(folder_err("not a folder (a MusicGen model folder holds config.json, model.safetensors and tokenizer.json)".into()));
+        }
+        let config_path = folder.join("config.json");
+        if !config_path.is_file() {
+            return Err(folder_err(
+                "no config.json: not a Hugging Face model folder".into(),
+            ));
+        }
+        let config = MusicgenConfig::from_file(&config_path)?;
+        let weights = open_weights(folder)?;
+        let tokenizer_path = folder.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(PolicyError::Tokenizer {
+                path: tokenizer_path,
+                why: "missing: write the caption tokenizer into the folder with \
+                      `AutoTokenizer.from_pretrained(FOLDER).save_pretrained(FOLDER)` \
+                      (transformers), or copy the T5 tokenizer.json the model was trained with"
+                    .into(),
+            });
+        }
+        let tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| PolicyError::Tokenizer {
+                path: tokenizer_path.clone(),
+                why: e.to_string(),
+            })?;
+
+        let text = T5Encoder::load(
+            &weights,
+            "text_encoder.",
+            &config.text,
+            config.t5_ff,
+            device,
+        )?;
+        let projection = if config.has_projection {
+            Some(weights.linear(
+                "enc_to_dec_proj",
+                config.text.d_model,
+                config.decoder.hidden_size,
+                true,
+                device,
+            )?)
+        } else {
+            None
+        };
+        let decoder = Decoder::load(&weights, &config, device)?;
+        weights.finish(&[CODEC_PREFIX])?;
+        Ok(Self {
+            config,
+            text,
+            projection,
+            decoder,
+            tokenizer,
+            folder: folder.to_path_buf(),
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &MusicgenConfig {
+        &self.config
+    }
+
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// The caption's token ids as the folder's tokenizer gives them (special tokens
+    /// included, as transformers' processor adds them).
+    pub fn tokenize(&self, caption: &str) -> Result<Vec<u32>, PolicyError> {
+        let encoding =
+            self.tokenizer
+                .encode(caption, true)
+                .map_err(|e| PolicyError::Tokenizer {
+                    path: self.folder.join("tokenizer.json"),
+                    why: format!("cannot encode {caption:?}: {e}"),
+                })?;
+        let ids = encoding.get_ids().to_vec();
+        if ids.is_empty() {
+            return Err(PolicyError::InvalidInput(format!(
+                "caption {caption:?} has no tokens"
+            )));
+        }
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.text.vocab_size)
+        {
+            return Err(PolicyError::Tokenizer {
+                path: self.folder.join("tokenizer.json"),
+                why: format!(
+                    "token id {bad} is outside the text encoder's {} embeddings",
+                    self.config.text.vocab_size
+                ),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Encodes captions (padded to the longest) into decoder-width states.
+    pub fn encode<S: AsRef<str>>(&self, captions: &[S]) -> Result<Conditioning, PolicyError> {
+        let ids = captions
+            .iter()
+            .map(|c| self.tokenize(c.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.encode_ids(&ids))
+    }
+
+    /// Encodes token ids (each non-empty and in range), padding with 0 as T5 does.
+    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Conditioning {
+        let batch = ids.len();
+        let s = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut flat = vec![0i64; batch * s];
+        let mut pad = vec![true; batch * s];
+        for (b, row) in ids.iter().enumerate() {
+            for (i, &id) in row.iter().enumerate() {
+                flat[b * s + i] = i64::from(id);
+                pad[b * s + i] = false;
+            }
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, s]), &self.device);
+        let pad = Tensor::<2, Bool>::from_data(TensorData::new(pad, [batch, s]), &self.device);
+        let mut states = self.text.forward(ids, pad.clone());
+        if let Some(proj) = &self.projection {
+            states = proj.forward(states);
+        }
+        // transformers multiplies the (projected) states by the attention mask.
+        let keep = pad.clone().bool_not().float().unsqueeze_dim::<3>(2); // [B, S, 1]
+        Conditioning {
+            states: states * keep,
+            pad,
+        }
+    }
+
+    /// The T5 encoder's output before the projection (for parity checks).
+    pub fn text_states(&self, ids: Tensor<2, Int>, pad: Tensor<2, Bool>) -> Tensor<3> {
+        self.text.forward(ids, pad)
+    }
+
+    /// Logits `[B, K, L, vocab]` over whole delayed grids `[B, K, L]` (positions 0 .. L),
+    /// conditioned on `cond` (None: unconditional).
+    pub fn grid_logits(&self, cond: Option<&Conditioning>, grid: Tensor<3, Int>) -> Tensor<4> {
+        let cross = cond.map(|c| self.decoder.cross_kv(c.states.clone(), c.pad.clone()));
+        self.decoder.forward(grid, cross.as_ref(), None)
+    }
+
+    /// Checks that `codes` are K rows of T ≥ 1 codes, each below the vocabulary size.
+    pub fn check_codes(&self, codes: &[Vec<u32>]) -> Result<(), PolicyError> {
+        let k_total = self.config.n_codebooks();
+        let vocab = self.config.vocab_size();
+        if codes.len() != k_total {
+            return Err(PolicyError::InvalidInput(format!(
+                "{} codebook rows, this model has {k_total}",
+                codes.len()
+            )));
+        }
+        let frames = codes[0].len();
+        if frames == 0 {
+            return Err(PolicyError::InvalidInput(
+                "no frames: each codebook row is empty".into(),
+            ));
+        }
+        for (k, row) in codes.iter().enumerate() {
+            if row.len() != frames {
+                return Err(PolicyError::InvalidInput(format!(
+                    "codebook rows differ in length: row 0 has {frames} frames, row {k} has {}",
+                    row.len()
+                )));
+            }
+            if let Some((t, &c)) = row.iter().enumerate().find(|(_, c)| **c as usize >= vocab) {
+                return Err(PolicyError::InvalidInput(format!(
+                    "code {c} at codebook {k}, frame {t} is outside the codebook of {vocab}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// log p(codes[k][t] | caption, every code the delay pattern shows the model before
+    /// it), `[K][T]`, guidance off, temperature 1.
+    pub fn score(&self, caption: &str, codes: &[Vec<u32>]) -> Result<Vec<Vec<f64>>, PolicyError> {
+        self.check_codes(codes)?;
+        let cond = self.encode(&[caption])?;
+        let (k_total, frames) = (codes.len(), codes[0].len());
+        let grid = delay::delay(codes, self.bos(), self.pad())?;
+        let len = grid[0].len() - 1; // the last position predicts nothing
+        let inputs: Vec<i64> = grid
+            .iter()
+            .flat_map(|row| row[..len].iter().map(|&id| i64::from(id)))
+            .collect();
+        let inputs =
+            Tensor::<3, Int>::from_data(TensorData::new(inputs, [1, k_total, len]), &self.device);
+        let logits = to_vec(self.grid_logits(Some(&cond), inputs)); // [1, K, L, V]
+        let vocab = self.config.vocab_size();
+        Ok((0..k_total)
+            .map(|k| {
+                (0..frames)
+                    .map(|t| {
+                        let p = t + k; // logits at position p predict position p + 1
+                        let row = &logits[(k * len + p) * vocab..(k * len + p + 1) * vocab];
+                        sampling::log_prob(row, codes[k][t] as usize)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Samples `frames` frames for each caption: `[B][K][frames]` codes, undelayed. One
+    /// position of the delayed grid per step over a key/value cache; with guidance, an
+    /// unconditional pass beside the conditional one.
+    pub fn generate<S: AsRef<str>>(
+        &self,
+        captions: &[S],
+        frames: usize,
+        options: &SamplingOptions,
+    ) -> Result<Vec<Vec<Vec<u32>>>, PolicyError> {
+        options.validate()?;
+        if frames == 0 {
+            return Err(PolicyError::InvalidInput(
+                "frames must be at least 1".into(),
+            ));
+        }
+        if captions.is_empty() {
+            return Err(PolicyError::InvalidInput("no captions".into()));
+        }
+        let batch = captions.len();
+        let k_total = self.config.n_codebooks();
+        let vocab = self.config.vocab_size();
+        let (bos, pad) = (self.bos(), self.pad());
+        let cond = self.encode(captions)?;
+        let cross = self.decoder.cross_kv(cond.states, cond.pad);
+        let guidance = options.guidance_scale();
+        let mut cache = self.decoder.new_cache();
+        let mut uncond_cache = guidance.map(|_| self.decoder.new_cache());
+        let mut sampler = sampling::Sampler::new(options);
+
+        let len = delay::grid_len(frames, k_total);
+        // grid[b][k][p]
+        let mut grid = vec![vec![vec![pad; len]; k_total]; batch];
+        for row in grid.iter_mut().flatten() {
+            row[0] = bos;
+        }
+        for p in 0..len - 1 {
+            let ids: Vec<i64> = grid
+                .iter()
+                .flat_map(|rows| rows.iter().map(|row| i64::from(row[p])))
+                .collect();
+            let ids = Tensor::<3, Int>::from_data(
+                TensorData::new(ids, [batch, k_total, 1]),
+                &self.device,
+            );
+            let mut logits = to_vec(self.decoder.forward(
+                ids.clone(),
+                Some(&cross),
+                Some(&mut cache),
+            ));
+            if let (Some(scale), Some(uc)) = (guidance, uncond_cache.as_mut()) {
+                let uncond = to_vec(self.decoder.forward(ids, None, Some(uc)));
+                sampling::guide(&mut logits, &uncond, scale);
+            }
+            for (b, rows) in grid.iter_mut().enumerate() {
+                for (k, row) in rows.iter_mut().enumerate() {
+                    if delay::frame_at(k, p + 1, frames).is_some() {
+                        let at = (b * k_total + k) * vocab;
+                        row[p + 1] = sampler.choose(&logits[at..at + vocab]);
+                    }
+                }
+            }
+        }
+        grid.iter()
+            .map(|rows| delay::undelay(rows, bos, pad))
+            .collect()
+    }
+
+    fn bos(&self) -> u32 {
+        self.config.bos as u32
+    }
+
+    fn pad(&self) -> u32 {
+        self.config.pad as u32
+    }
+}
+
+/// The weights of a folder: `model.safetensors`, or the shards its
+/// `model.safetensors.index.json` lists. A `pytorch_model.bin`-only folder is refused with
+/// the command that converts it.
+fn open_weights(folder: &Path) -> Result<WeightFile, PolicyError> {
+    let single = folder.join("model.safetensors");
+    if single.is_file() {
+        return WeightFile::open(&single);
+    }
+    let index = folder.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|error| PolicyError::Io {
+            path: index.clone(),
+            error,
+        })?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| PolicyError::Folder {
+                path: index.clone(),
+                why: format!("not a safetensors index: {e}"),
+            })?;
+        let map = parsed
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| PolicyError::Folder {
+                path: index.clone(),
+                why: "no weight_map object".into(),
+            })?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        let files: Vec<PathBuf> = files.iter().map(|f| folder.join(f)).collect();
+        return WeightFile::open_shards(&index, &files);
+    }
+    let why = if folder.join("pytorch_model.bin").is_file() {
+        "holds only pytorch_model.bin, which this loader does not read (pickle files can run code); \
+         convert it once with transformers: `python -c \"from transformers import \
+         MusicgenForConditionalGeneration as M; M.from_pretrained('DIR').save_pretrained('DIR', \
+         safe_serialization=True)\"`, which writes model.safetensors beside it"
+    } else {
+        "no model.safetensors (nor model.safetensors.index.json)"
+    };
+    Err(PolicyError::Folder {
+        path: folder.to_path_buf(),
+        why: why.into(),
+    })
+}
+
+/// A float tensor's values, row-major.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("a converted f32 tensor reads back as f32")
+}

@@ -1,0 +1,242 @@
+//! Reading a model's `model.safetensors` by tensor name, as the reference implementation
+//! names them: every tensor is taken once, with its shape checked, and whatever is left
+//! untaken at the end (outside the prefixes another component owns) is an error that
+//! names it. F32, F16 and BF16 files load; the model runs in f32.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::PolicyError;
+
+struct Entry {
+    /// Which of the files holds it.
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Range<usize>,
+}
+
+/// A model's safetensors file (or the shards of one), indexed by name, with a record of
+/// which tensors were taken.
+pub struct WeightFile {
+    /// What errors name: the file, or the shards' index file.
+    file: PathBuf,
+    shards: Vec<(PathBuf, Vec<u8>)>,
+    index: HashMap<String, Entry>,
+    taken: RefCell<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for WeightFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightFile")
+            .field("file", &self.file)
+            .field("tensors", &self.index.len())
+            .finish()
+    }
+}
+
+impl WeightFile {
+    /// Reads and indexes one safetensors file.
+    pub fn open(file: &Path) -> Result<Self, PolicyError> {
+        Self::open_shards(file, &[file.to_path_buf()])
+    }
+
+    /// Reads and indexes the shards of one model; `name` (the index file) names them in
+    /// errors about a tensor that is missing. A tensor in two shards is an error.
+    pub fn open_shards(name: &Path, files: &[PathBuf]) -> Result<Self, PolicyError> {
+        let mut shards = Vec::with_capacity(files.len());
+        let mut index = HashMap::new();
+        for (i, file) in files.iter().enumerate() {
+            let bytes = std::fs::read(file).map_err(|error| PolicyError::Io {
+                path: file.clone(),
+                error,
+            })?;
+            let st = SafeTensors::deserialize(&bytes).map_err(|e| PolicyError::Safetensors {
+                file: file.clone(),
+                why: e.to_string(),
+            })?;
+            let base = bytes.as_ptr() as usize;
+            for (tensor, view) in st.tensors() {
+                let start = view.data().as_ptr() as usize - base;
+                let entry = Entry {
+                    file: i,
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    bytes: start..start + view.data().len(),
+                };
+                if index.insert(tensor.clone(), entry).is_some() {
+                    return Err(PolicyError::Safetensors {
+                        file: file.clone(),
+                        why: format!("tensor {tensor} is also in another shard"),
+                    });
+                }
+            }
+            drop(st);
+            shards.push((file.clone(), bytes));
+        }
+        Ok(Self {
+            file: name.to_path_buf(),
+            shards,
+            index,
+            taken: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+
+    /// Whether the file holds `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The tensor `name` as f32 values, checked to have shape `expected`.
+    pub fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, PolicyError> {
+        let entry = self
+            .index
+            .get(name)
+            .ok_or_else(|| PolicyError::MissingTensor {
+                file: self.file.clone(),
+                name: name.to_string(),
+            })?;
+        let (file, bytes) = &self.shards[entry.file];
+        if entry.shape != expected {
+            return Err(PolicyError::TensorShape {
+                file: file.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        let raw = &bytes[entry.bytes.clone()];
+        let values = match entry.dtype {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(PolicyError::TensorDtype {
+                    file: file.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        self.taken.borrow_mut().insert(name.to_string());
+        Ok(values)
+    }
+
+    /// The tensor `name` of shape `expected` on `device`.
+    pub fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        expected: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>, PolicyError> {
+        let values = self.values(name, &expected)?;
+        Ok(Tensor::from_data(TensorData::new(values, expected), device))
+    }
+
+    /// A PyTorch `nn.Linear` stored as `{prefix}.weight` `[d_out, d_in]` (and
+    /// `{prefix}.bias` when `bias`), as a burn [`Linear`] (whose weight is `[d_in, d_out]`).
+    pub fn linear(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Linear, PolicyError> {
+        let weight = self
+            .tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?
+            .transpose();
+        let bias = if bias {
+            Some(Param::from_tensor(self.tensor(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// A PyTorch `nn.LayerNorm` (`{prefix}.weight`, `{prefix}.bias`).
+    pub fn layer_norm(
+        &self,
+        prefix: &str,
+        d: usize,
+        epsilon: f64,
+        device: &Device,
+    ) -> Result<LayerNorm, PolicyError> {
+        let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(device);
+        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d], device)?);
+        norm.beta = Some(Param::from_tensor(self.tensor(
+            &format!("{prefix}.bias"),
+            [d],
+            device,
+        )?));
+        Ok(norm)
+    }
+
+    /// A PyTorch `nn.Embedding` (`{name}` `[rows, d]`).
+    pub fn embedding(
+        &self,
+        name: &str,
+        rows: usize,
+        d: usize,
+        device: &Device,
+    ) -> Result<Embedding, PolicyError> {
+        Ok(Embedding {
+            weight: Param::from_tensor(self.tensor(name, [rows, d], device)?),
+        })
+    }
+
+    /// Refuses tensors nobody took, except those under `ignored` prefixes (components
+    /// another part of the system loads, such as the codec's `audio_encoder.`).
+    pub fn finish(&self, ignored: &[&str]) -> Result<(), PolicyError> {
+        let taken = self.taken.borrow();
+        let mut extra: Vec<&str> = self
+            .index
+            .keys()
+            .filter(|name| !taken.contains(*name))
+            .filter(|name| !ignored.iter().any(|p| name.starts_with(p)))
+            .map(String::as_str)
+            .collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        extra.sort_unstable();
+        let count = extra.len();
+        let mut names = extra.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+        if count > 8 {
+            names.push_str(&format!(", … ({} more)", count - 8));
+        }
+        Err(PolicyError::UnexpectedTensors {
+            file: self.file.clone(),
+            count,
+            names,
+        })
+    }
+}
