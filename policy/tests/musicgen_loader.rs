@@ -120,7 +120,7 @@ fn stereo_and_unknown_feed_forwards_are_refused_by_field() {
         ),
         (
             "\"feed_forward_proj\": \"relu\"",
-            "\"feed_forward_proj\": \"gated-silu\"",
+            "\"feed_forward_proj\": \"tanh\"",
             "text_encoder.feed_forward_proj",
         ),
     ] {

@@ -24,7 +24,8 @@ pub struct T5Config {
     pub relative_attention_max_distance: usize,
     #[serde(default = "t5_eps")]
     pub layer_norm_epsilon: f64,
-    /// `"relu"` (T5 1.0, T5-base as MusicGen uses it) or `"gated-gelu"` (T5 1.1, Flan-T5).
+    /// `"relu"` (T5 1.0, T5-base as MusicGen uses it), `"gated-gelu"` (T5 1.1, Flan-T5), or
+    /// any `ACT` / `gated-ACT` transformers accepts (see [`T5FeedForward::parse`]).
     #[serde(default = "t5_ff")]
     pub feed_forward_proj: String,
     #[serde(default)]
@@ -47,13 +48,43 @@ fn t5_ff() -> String {
     "relu".to_string()
 }
 
-/// The T5 feed-forward variant of a checkpoint.
+/// The activation of T5's feed-forward layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum T5FeedForward {
-    /// `wo(relu(wi(x)))`.
+pub enum T5Activation {
     Relu,
-    /// `wo(gelu_tanh(wi_0(x)) * wi_1(x))`.
-    GatedGelu,
+    /// The exact (erf) GELU.
+    Gelu,
+    /// The tanh approximation (`gelu_new`), which T5 1.1's "gated-gelu" uses.
+    GeluTanh,
+    Silu,
+}
+
+/// The T5 feed-forward variant of a checkpoint, from its `feed_forward_proj`: `wo(act(wi(x)))`,
+/// or gated, `wo(act(wi_0(x)) * wi_1(x))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct T5FeedForward {
+    pub gated: bool,
+    pub activation: T5Activation,
+}
+
+impl T5FeedForward {
+    /// transformers' `T5Config` reading of `feed_forward_proj`: `"ACT"` or `"gated-ACT"`,
+    /// where "gated-gelu" means the tanh GELU.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (gated, act) = match text.split_once('-') {
+            Some(("gated", act)) => (true, act),
+            Some(_) => return None,
+            None => (false, text),
+        };
+        let activation = match (gated, act) {
+            (true, "gelu") | (_, "gelu_new") => T5Activation::GeluTanh,
+            (false, "gelu") => T5Activation::Gelu,
+            (_, "relu") => T5Activation::Relu,
+            (_, "silu") => T5Activation::Silu,
+            _ => return None,
+        };
+        Some(Self { gated, activation })
+    }
 }
 
 /// The `decoder` section (transformers' `MusicgenDecoderConfig`).
@@ -158,16 +189,15 @@ impl MusicgenConfig {
                 format!("{kind:?}; only a T5 text encoder is implemented"),
             ));
         }
-        let t5_ff = match raw.text_encoder.feed_forward_proj.as_str() {
-            "relu" => T5FeedForward::Relu,
-            "gated-gelu" => T5FeedForward::GatedGelu,
-            other => {
-                return Err(invalid(
-                    "text_encoder.feed_forward_proj",
-                    format!("{other:?}; implemented: \"relu\", \"gated-gelu\""),
-                ));
-            }
-        };
+        let t5_ff = T5FeedForward::parse(&raw.text_encoder.feed_forward_proj).ok_or_else(|| {
+            invalid(
+                "text_encoder.feed_forward_proj",
+                format!(
+                    "{:?}; implemented: ACT or gated-ACT with ACT one of relu, gelu, gelu_new, silu",
+                    raw.text_encoder.feed_forward_proj
+                ),
+            )
+        })?;
         let d = &raw.decoder;
         if d.activation_function != "gelu" {
             return Err(invalid(
@@ -252,5 +282,22 @@ impl MusicgenConfig {
     /// Codes per codebook.
     pub fn vocab_size(&self) -> usize {
         self.decoder.vocab_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{T5Activation as A, T5FeedForward};
+
+    #[test]
+    fn feed_forward_variants_as_transformers_reads_them() {
+        let p = |t| T5FeedForward::parse(t).map(|f| (f.gated, f.activation));
+        assert_eq!(p("relu"), Some((false, A::Relu)));
+        assert_eq!(p("gelu"), Some((false, A::Gelu)));
+        assert_eq!(p("gated-gelu"), Some((true, A::GeluTanh)));
+        assert_eq!(p("gated-silu"), Some((true, A::Silu)));
+        assert_eq!(p("gated-gelu_new"), Some((true, A::GeluTanh)));
+        assert_eq!(p("fancy-relu"), None);
+        assert_eq!(p("tanh"), None);
     }
 }

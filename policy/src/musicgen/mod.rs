@@ -38,6 +38,11 @@ use crate::PolicyError;
 /// Tensors under this prefix belong to the codec and are left for it.
 pub const CODEC_PREFIX: &str = "audio_encoder.";
 
+/// The sinusoidal position table, which checkpoints saved by older transformers versions
+/// hold (it was a parameter then, a non-persistent buffer now); the decoder computes it, so
+/// a stored copy is not read.
+const STALE_POSITIONS: &str = "decoder.model.decoder.embed_positions.";
+
 /// A loaded MusicGen: text encoder, projection, decoder and tokenizer.
 #[derive(Debug)]
 pub struct MusicGen {
@@ -114,7 +119,7 @@ impl MusicGen {
             None
         };
         let decoder = Decoder::load(&weights, &config, device)?;
-        weights.finish(&[CODEC_PREFIX])?;
+        weights.finish(&[CODEC_PREFIX, STALE_POSITIONS])?;
         Ok(Self {
             config,
             text,
@@ -136,6 +141,11 @@ impl MusicGen {
 
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// The same model with other decoder parameters (the learner's updated ones).
+    pub fn with_decoder(self, decoder: Decoder) -> Self {
+        Self { decoder, ..self }
     }
 
     /// The caption's token ids as the folder's tokenizer gives them (special tokens
@@ -246,6 +256,63 @@ impl MusicGen {
             }
         }
         Ok(())
+    }
+
+    /// The delayed grids' inputs `[B, K, T + K − 1]` for clips `[B][K][T]` of one length.
+    pub fn grid_inputs(&self, clips: &[Vec<Vec<u32>>]) -> Result<Tensor<3, Int>, PolicyError> {
+        let first = clips
+            .first()
+            .ok_or_else(|| PolicyError::InvalidInput("no clips".into()))?;
+        self.check_codes(first)?;
+        let (k_total, frames) = (first.len(), first[0].len());
+        let len = frames + k_total - 1;
+        let mut flat = Vec::with_capacity(clips.len() * k_total * len);
+        for (b, codes) in clips.iter().enumerate() {
+            self.check_codes(codes)?;
+            if codes[0].len() != frames {
+                return Err(PolicyError::InvalidInput(format!(
+                    "clip {b} has {} frames, clip 0 has {frames}",
+                    codes[0].len()
+                )));
+            }
+            let grid = delay::delay(codes, self.bos(), self.pad())?;
+            flat.extend(grid.iter().flat_map(|row| row[..len].iter().map(|&id| i64::from(id))));
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(flat, [clips.len(), k_total, len]),
+            &self.device,
+        ))
+    }
+
+    /// `log softmax` of the distribution of every code of clips `[B][K][T]`, aligned with
+    /// the codes: `[B, K, T, vocab]`, row `[b, k, t]` being the distribution code
+    /// `[k][t]` was drawn from (position `t + k` of the delayed grid). Differentiable on an
+    /// autodiff device: the learner's log-probabilities, and with a frozen reference's,
+    /// its exact per-code KL ([`kl_per_code`]).
+    pub fn aligned_log_softmax(
+        &self,
+        cond: &Conditioning,
+        clips: &[Vec<Vec<u32>>],
+    ) -> Result<Tensor<4>, PolicyError> {
+        let inputs = self.grid_inputs(clips)?;
+        let [_, k_total, len] = inputs.dims();
+        let frames = len + 1 - k_total;
+        let logits = self.grid_logits(Some(cond), inputs); // [B, K, L, V]
+        let aligned: Vec<Tensor<4>> = (0..k_total)
+            .map(|k| logits.clone().narrow(1, k, 1).narrow(2, k, frames)) // [B, 1, T, V]
+            .collect();
+        Ok(burn::tensor::activation::log_softmax(Tensor::cat(aligned, 1), 3))
+    }
+
+    /// log-probabilities of every code of clips `[B][K][T]` as a `[B, K, T]` tensor
+    /// (differentiable; the tensor form of [`MusicGen::score`]).
+    pub fn code_log_probs(
+        &self,
+        cond: &Conditioning,
+        clips: &[Vec<Vec<u32>>],
+    ) -> Result<Tensor<3>, PolicyError> {
+        let log_softmax = self.aligned_log_softmax(cond, clips)?;
+        Ok(gather_codes(log_softmax, clips, &self.device))
     }
 
     /// log p(codes[k][t] | caption, every code the delay pattern shows the model before
@@ -400,6 +467,26 @@ fn open_weights(folder: &Path) -> Result<WeightFile, PolicyError> {
         path: folder.to_path_buf(),
         why: why.into(),
     })
+}
+
+/// Picks each code's entry of aligned log-softmaxes `[B, K, T, V]`: `[B, K, T]`.
+pub fn gather_codes(log_softmax: Tensor<4>, clips: &[Vec<Vec<u32>>], device: &Device) -> Tensor<3> {
+    let [b, k, t, _] = log_softmax.dims();
+    let idx: Vec<i64> = clips
+        .iter()
+        .flat_map(|codes| codes.iter().flat_map(|row| row.iter().map(|&c| i64::from(c))))
+        .collect();
+    let idx = Tensor::<4, Int>::from_data(TensorData::new(idx, [b, k, t, 1]), device);
+    log_softmax.gather(3, idx).reshape([b, k, t])
+}
+
+/// The exact KL(π ‖ π_ref) over the whole codebook at every code position, `[B, K, T]`,
+/// from aligned log-softmaxes `[B, K, T, V]` of the policy and the frozen reference.
+pub fn kl_per_code(log_policy: Tensor<4>, log_reference: Tensor<4>) -> Tensor<3> {
+    let [b, k, t, _] = log_policy.dims();
+    (log_policy.clone().exp() * (log_policy - log_reference))
+        .sum_dim(3)
+        .reshape([b, k, t])
 }
 
 /// A float tensor's values, row-major.

@@ -6,12 +6,12 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{gelu_approximate, relu};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-use super::config::{T5Config, T5FeedForward};
+use super::config::{T5Activation, T5Config, T5FeedForward};
 use super::weights::WeightFile;
 use crate::PolicyError;
 
@@ -24,9 +24,9 @@ struct T5Block {
     v: Linear,
     o: Linear,
     ff_norm: RmsNorm,
-    /// `wi` (ReLU) or `wi_0` (gated GELU).
+    /// `wi`, or `wi_0` when gated.
     wi: Linear,
-    /// `wi_1`, the gate's linear branch, for gated GELU only.
+    /// `wi_1`, the gate's linear branch, when gated.
     wi_gate: Option<Linear>,
     wo: Linear,
 }
@@ -43,6 +43,28 @@ pub struct T5Encoder {
     d_kv: usize,
     num_buckets: usize,
     max_distance: usize,
+    #[module(skip)]
+    activation: Activation,
+}
+
+/// The feed-forward activation (configuration, not a parameter).
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    Relu,
+    Gelu,
+    GeluTanh,
+    Silu,
+}
+
+impl Activation {
+    fn apply(self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Relu => relu(x),
+            Self::Gelu => gelu(x),
+            Self::GeluTanh => gelu_approximate(x),
+            Self::Silu => silu(x),
+        }
+    }
 }
 
 fn rms_norm(
@@ -95,12 +117,13 @@ impl T5Encoder {
                 let lin = |name: &str, d_in, d_out| {
                     w.linear(&format!("{b}.{name}"), d_in, d_out, false, device)
                 };
-                let (wi, wi_gate) = match ff {
-                    T5FeedForward::Relu => (lin("1.DenseReluDense.wi", d, c.d_ff)?, None),
-                    T5FeedForward::GatedGelu => (
+                let (wi, wi_gate) = if ff.gated {
+                    (
                         lin("1.DenseReluDense.wi_0", d, c.d_ff)?,
                         Some(lin("1.DenseReluDense.wi_1", d, c.d_ff)?),
-                    ),
+                    )
+                } else {
+                    (lin("1.DenseReluDense.wi", d, c.d_ff)?, None)
                 };
                 Ok(T5Block {
                     attn_norm: rms_norm(w, &format!("{b}.0.layer_norm.weight"), d, eps, device)?,
@@ -130,6 +153,12 @@ impl T5Encoder {
             d_kv: c.d_kv,
             num_buckets: c.relative_attention_num_buckets,
             max_distance: c.relative_attention_max_distance,
+            activation: match ff.activation {
+                T5Activation::Relu => Activation::Relu,
+                T5Activation::Gelu => Activation::Gelu,
+                T5Activation::GeluTanh => Activation::GeluTanh,
+                T5Activation::Silu => Activation::Silu,
+            },
         })
     }
 
@@ -165,9 +194,10 @@ impl T5Encoder {
             x = x + block.o.forward(a);
 
             let n = block.ff_norm.forward(x.clone());
+            let act = self.activation.apply(block.wi.forward(n.clone()));
             let inner = match &block.wi_gate {
-                None => relu(block.wi.forward(n)),
-                Some(gate) => gelu_approximate(block.wi.forward(n.clone())) * gate.forward(n),
+                None => act,
+                Some(gate) => act * gate.forward(n),
             };
             x = x + block.wo.forward(inner);
         }
