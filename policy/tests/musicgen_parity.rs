@@ -286,15 +286,23 @@ fn the_tensor_log_probs_of_a_batch_equal_the_scores_and_train() {
     let clips: Vec<Vec<Vec<u32>>> = (0..3).map(|i| r.codes(&format!("codes_{i}"))).collect();
     let cond = model.encode(&r.captions).unwrap(); // padded: three caption lengths
     let got = to_vec(model.code_log_probs(&cond, &clips).unwrap());
-    let want: Vec<f32> = (0..3).flat_map(|i| r.floats[&format!("logprob_{i}")].1.clone()).collect();
+    let want: Vec<f32> = (0..3)
+        .flat_map(|i| r.floats[&format!("logprob_{i}")].1.clone())
+        .collect();
     assert_close("batched code log-probs", &got, &want, TOL);
 
     // The exact KL of the model against itself is zero; against a hand-made pair, by hand.
     let ls = model.aligned_log_softmax(&cond, &clips).unwrap();
     let kl = to_vec(kl_per_code(ls.clone(), ls));
     assert!(kl.iter().all(|x| x.abs() < 1e-6), "KL(π ‖ π) = 0");
-    let p = Tensor::<4>::from_data(TensorData::new(vec![0.5f32.ln(), 0.5f32.ln()], [1, 1, 1, 2]), &device());
-    let q = Tensor::<4>::from_data(TensorData::new(vec![0.25f32.ln(), 0.75f32.ln()], [1, 1, 1, 2]), &device());
+    let p = Tensor::<4>::from_data(
+        TensorData::new(vec![0.5f32.ln(), 0.5f32.ln()], [1, 1, 1, 2]),
+        &device(),
+    );
+    let q = Tensor::<4>::from_data(
+        TensorData::new(vec![0.25f32.ln(), 0.75f32.ln()], [1, 1, 1, 2]),
+        &device(),
+    );
     let kl = to_vec(kl_per_code(p, q))[0];
     let hand = 0.5 * (0.5f32 / 0.25).ln() + 0.5 * (0.5f32 / 0.75).ln();
     assert!((kl - hand).abs() < 1e-6, "{kl} vs {hand}");

@@ -276,7 +276,10 @@ impl MusicGen {
                 )));
             }
             let grid = delay::delay(codes, self.bos(), self.pad())?;
-            flat.extend(grid.iter().flat_map(|row| row[..len].iter().map(|&id| i64::from(id))));
+            flat.extend(
+                grid.iter()
+                    .flat_map(|row| row[..len].iter().map(|&id| i64::from(id))),
+            );
         }
         Ok(Tensor::from_data(
             TensorData::new(flat, [clips.len(), k_total, len]),
@@ -301,7 +304,10 @@ impl MusicGen {
         let aligned: Vec<Tensor<4>> = (0..k_total)
             .map(|k| logits.clone().narrow(1, k, 1).narrow(2, k, frames)) // [B, 1, T, V]
             .collect();
-        Ok(burn::tensor::activation::log_softmax(Tensor::cat(aligned, 1), 3))
+        Ok(burn::tensor::activation::log_softmax(
+            Tensor::cat(aligned, 1),
+            3,
+        ))
     }
 
     /// log-probabilities of every code of clips `[B][K][T]` as a `[B, K, T]` tensor
@@ -345,8 +351,8 @@ impl MusicGen {
     }
 
     /// Samples `frames` frames for each caption: `[B][K][frames]` codes, undelayed. One
-    /// position of the delayed grid per step over a key/value cache; with guidance, an
-    /// unconditional pass beside the conditional one.
+    /// position of the delayed grid per step over a key/value cache; with guidance, the
+    /// unconditional rows in the same batch.
     pub fn generate<S: AsRef<str>>(
         &self,
         captions: &[S],
@@ -367,10 +373,26 @@ impl MusicGen {
         let vocab = self.config.vocab_size();
         let (bos, pad) = (self.bos(), self.pad());
         let cond = self.encode(captions)?;
-        let cross = self.decoder.cross_kv(cond.states, cond.pad);
         let guidance = options.guidance_scale();
+        // With guidance the unconditional rows run in the same batch (rows B .. 2B), as
+        // transformers runs them: their caption states are zeros, so the cross-attention's
+        // keys and values are zero and it adds exactly nothing, the unconditional model.
+        let (cross_states, cross_pad) = if guidance.is_some() {
+            let [_, s, _] = cond.states.dims();
+            let none = Tensor::<2, Bool>::from_data(
+                TensorData::new(vec![false; batch * s], [batch, s]),
+                &self.device,
+            );
+            (
+                Tensor::cat(vec![cond.states.clone(), cond.states.zeros_like()], 0),
+                Tensor::cat(vec![cond.pad, none], 0),
+            )
+        } else {
+            (cond.states, cond.pad)
+        };
+        let rows = if guidance.is_some() { 2 * batch } else { batch };
+        let cross = self.decoder.cross_kv(cross_states, cross_pad);
         let mut cache = self.decoder.new_cache();
-        let mut uncond_cache = guidance.map(|_| self.decoder.new_cache());
         let mut sampler = sampling::Sampler::new(options);
 
         let len = delay::grid_len(frames, k_total);
@@ -382,20 +404,16 @@ impl MusicGen {
         for p in 0..len - 1 {
             let ids: Vec<i64> = grid
                 .iter()
-                .flat_map(|rows| rows.iter().map(|row| i64::from(row[p])))
+                .cycle()
+                .take(rows)
+                .flat_map(|clip| clip.iter().map(|row| i64::from(row[p])))
                 .collect();
-            let ids = Tensor::<3, Int>::from_data(
-                TensorData::new(ids, [batch, k_total, 1]),
-                &self.device,
-            );
-            let mut logits = to_vec(self.decoder.forward(
-                ids.clone(),
-                Some(&cross),
-                Some(&mut cache),
-            ));
-            if let (Some(scale), Some(uc)) = (guidance, uncond_cache.as_mut()) {
-                let uncond = to_vec(self.decoder.forward(ids, None, Some(uc)));
-                sampling::guide(&mut logits, &uncond, scale);
+            let ids =
+                Tensor::<3, Int>::from_data(TensorData::new(ids, [rows, k_total, 1]), &self.device);
+            let mut logits = to_vec(self.decoder.forward(ids, Some(&cross), Some(&mut cache)));
+            if let Some(scale) = guidance {
+                let (cond_logits, uncond) = logits.split_at_mut(batch * k_total * vocab);
+                sampling::guide(cond_logits, uncond, scale);
             }
             for (b, rows) in grid.iter_mut().enumerate() {
                 for (k, row) in rows.iter_mut().enumerate() {
@@ -474,7 +492,11 @@ pub fn gather_codes(log_softmax: Tensor<4>, clips: &[Vec<Vec<u32>>], device: &De
     let [b, k, t, _] = log_softmax.dims();
     let idx: Vec<i64> = clips
         .iter()
-        .flat_map(|codes| codes.iter().flat_map(|row| row.iter().map(|&c| i64::from(c))))
+        .flat_map(|codes| {
+            codes
+                .iter()
+                .flat_map(|row| row.iter().map(|&c| i64::from(c)))
+        })
         .collect();
     let idx = Tensor::<4, Int>::from_data(TensorData::new(idx, [b, k, t, 1]), device);
     log_softmax.gather(3, idx).reshape([b, k, t])

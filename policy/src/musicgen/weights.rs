@@ -164,9 +164,16 @@ impl WeightFile {
         bias: bool,
         device: &Device,
     ) -> Result<Linear, PolicyError> {
-        let weight = self
-            .tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?
-            .transpose();
+        // Transposed here, in memory, so the products read a contiguous [d_in, d_out]
+        // matrix (a transposed view made every product re-layout the whole weight).
+        let stored = self.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let mut values = vec![0f32; stored.len()];
+        for (o, row) in stored.chunks_exact(d_in.max(1)).enumerate() {
+            for (i, &w) in row.iter().enumerate() {
+                values[i * d_out + o] = w;
+            }
+        }
+        let weight = Tensor::from_data(TensorData::new(values, [d_in, d_out]), device);
         let bias = if bias {
             Some(Param::from_tensor(self.tensor(
                 &format!("{prefix}.bias"),
