@@ -113,48 +113,27 @@ fn bad_codes_and_folders_are_refused_with_what_is_wrong() {
     for (i, (text, want)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("c{i}.json"));
         std::fs::write(&file, text).unwrap();
-        let out = musicrl(&[
-            "policy",
-            "score",
-            "--policy",
-            folder,
-            "--caption",
-            "x",
-            "--codes",
-            file.to_str().unwrap(),
-        ]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(want), "{text}: {err}");
+        let err = score_fails(folder, &["--codes", file.to_str().unwrap()]);
+        assert!(err.contains(want), "{text}: {err}");
     }
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let file = dir.path().join("c0.json");
-    let out = musicrl(&[
-        "policy",
-        "score",
-        "--policy",
+    let err = score_fails(
         empty.to_str().unwrap(),
-        "--caption",
-        "x",
-        "--codes",
-        file.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("no config.json"),
-        "{err}"
+        &["--codes", file.to_str().unwrap()],
     );
+    assert!(err.contains("no config.json"), "{err}");
     // A folder without --codes says what to give.
-    let out = musicrl(&[
-        "policy",
-        "score",
-        "--policy",
-        folder,
-        "--caption",
-        "x",
-        "--tokens",
-        "1 2",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--codes"), "{err}");
+    let err = score_fails(folder, &["--tokens", "1 2"]);
+    assert!(err.contains("--codes"), "{err}");
+}
+
+/// `musicrl policy score --policy POLICY --caption x EXTRA…`, which must fail: its stderr.
+fn score_fails(policy: &str, extra: &[&str]) -> String {
+    let mut args = vec!["policy", "score", "--policy", policy, "--caption", "x"];
+    args.extend_from_slice(extra);
+    let out = musicrl(&args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
