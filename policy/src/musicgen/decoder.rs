@@ -212,18 +212,7 @@ impl Decoder {
                 }
                 *slot = Some((k.clone(), v.clone()));
             }
-            let a = attention(
-                q,
-                k,
-                v,
-                None,
-                None,
-                AttentionModuleOptions {
-                    scale: Some(1.0 / (dh as f64).sqrt()),
-                    softcap: None,
-                    is_causal: true,
-                },
-            );
+            let a = scaled_attention(q, k, v, None);
             x = x + layer.o.forward(merge(a));
 
             // Cross-attention to the caption.
@@ -233,18 +222,7 @@ impl Decoder {
                 let (ck, cv) = &cross.layers[i];
                 let s = ck.dims()[2];
                 let mask = cross.pad.clone().expand([batch, h, len, s]);
-                let a = attention(
-                    q,
-                    ck.clone(),
-                    cv.clone(),
-                    Some(mask),
-                    None,
-                    AttentionModuleOptions {
-                        scale: Some(1.0 / (dh as f64).sqrt()),
-                        softcap: None,
-                        is_causal: false,
-                    },
-                );
+                let a = scaled_attention(q, ck.clone(), cv.clone(), Some(mask));
                 x = x + layer.cross_o.forward(merge(a));
             }
 
@@ -263,6 +241,31 @@ impl Decoder {
         debug_assert_eq!(logits.len(), k_total);
         Tensor::stack(logits, 1) // [B, K, L, vocab]
     }
+}
+
+/// Attention scaled by 1/sqrt(head width): causal (burn's `is_causal`, which places the
+/// queries at the end of the keys, as a cache needs) without a mask, and over every
+/// unmasked key (the caption) with one.
+fn scaled_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+) -> Tensor<4> {
+    let dh = q.dims()[3];
+    let is_causal = mask.is_none();
+    attention(
+        q,
+        k,
+        v,
+        mask,
+        None,
+        AttentionModuleOptions {
+            scale: Some(1.0 / (dh as f64).sqrt()),
+            softcap: None,
+            is_causal,
+        },
+    )
 }
 
 /// MusicGen's sinusoidal position embeddings for positions `start .. start + len`,

@@ -324,17 +324,10 @@ impl MusicGen {
     /// log p(codes[k][t] | caption, every code the delay pattern shows the model before
     /// it), `[K][T]`, guidance off, temperature 1.
     pub fn score(&self, caption: &str, codes: &[Vec<u32>]) -> Result<Vec<Vec<f64>>, PolicyError> {
-        self.check_codes(codes)?;
+        let inputs = self.grid_inputs(std::slice::from_ref(&codes.to_vec()))?; // [1, K, L]
         let cond = self.encode(&[caption])?;
-        let (k_total, frames) = (codes.len(), codes[0].len());
-        let grid = delay::delay(codes, self.bos(), self.pad())?;
-        let len = grid[0].len() - 1; // the last position predicts nothing
-        let inputs: Vec<i64> = grid
-            .iter()
-            .flat_map(|row| row[..len].iter().map(|&id| i64::from(id)))
-            .collect();
-        let inputs =
-            Tensor::<3, Int>::from_data(TensorData::new(inputs, [1, k_total, len]), &self.device);
+        let [_, k_total, len] = inputs.dims();
+        let frames = codes[0].len();
         let logits = to_vec(self.grid_logits(Some(&cond), inputs)); // [1, K, L, V]
         let vocab = self.config.vocab_size();
         Ok((0..k_total)
