@@ -664,6 +664,16 @@ pub struct TrainRewardArgs {
     /// Training seed.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Text and quality: after training, sample θ0 this many times for each selection prompt
+    /// (experiment.eval_prompts) and measure how often the new model orders two clips of one
+    /// caption as the rater panel does (its on-policy concordance, the headline figure in
+    /// metrics.json); 0 skips it.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub on_policy_clips: usize,
+    /// Text and quality: more clips for that measurement, exported by `musicrl judge`
+    /// (DIR/samples/MODEL.jsonl), e.g. of RL checkpoints (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub on_policy_samples: Vec<PathBuf>,
 }
 
 /// Flags for processes that another program supervises (`musicrl local`, tests, scripts).

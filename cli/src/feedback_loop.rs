@@ -315,6 +315,8 @@ fn run_arm(
             after_version: model.as_ref().map(|(_, v)| v.clone()),
             continue_from: model.as_ref().map(|(p, _)| p.clone()),
             seed: Some(seed.wrapping_mul(7).wrapping_add(round as u64)),
+            on_policy_clips: 0,
+            on_policy_samples: Vec::new(),
         };
         let metrics = crate::reward_cmds::train_reward(c, &train)
             .with_context(|| format!("retraining the preference model into {}", out.display()))?;

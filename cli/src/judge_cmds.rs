@@ -166,7 +166,7 @@ fn default_name(path: &Path) -> String {
 }
 
 /// Reads exported samples (JSON Lines of [`Sample`]), one model's or several.
-fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
+pub(crate) fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();

@@ -114,12 +114,107 @@ pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<se
             serde_json::to_value(&m)?
         }
     };
+    let mut metrics = metrics;
+    if matches!(args.kind, RewardKind::Text | RewardKind::Quality) {
+        let on_policy = on_policy_concordance(&config, kind_name, &out, args)?;
+        if !on_policy.is_null() {
+            metrics["on_policy"] = on_policy;
+        }
+    }
     // How long the training took, kept with the model (the reward server exports it as
     // musicrl_reward_model_train_seconds: the retrain Job's duration on the dashboard).
-    let mut metrics = metrics;
     metrics["train_seconds"] = started.elapsed().as_secs_f64().into();
     musicrl_rewards::store::write_metrics(&out, &metrics)?;
     Ok(metrics)
+}
+
+/// The judge measures a component of `kind` is meant to hear, headline first.
+fn headline_measures(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "quality" => &["well_formed", "adherence"],
+        _ => &["adherence", "key", "meter"],
+    }
+}
+
+/// The new model's **on-policy concordance** with the rater panel: θ0 samples the selection
+/// prompts (`--on-policy-clips` each), exported clips are added (`--on-policy-samples`),
+/// and for every pair of clips of one caption that the panel's measures tell apart, the
+/// share the model orders the same way (`agreement.rs`). The panel only measures here; it
+/// never labels anything the model trains on.
+fn on_policy_concordance(
+    config: &Config,
+    kind: &str,
+    out: &std::path::Path,
+    args: &TrainRewardArgs,
+) -> anyhow::Result<serde_json::Value> {
+    if args.on_policy_clips == 0 && args.on_policy_samples.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    let mut by_model: std::collections::BTreeMap<String, Vec<musicrl_judge::Sample>> =
+        std::collections::BTreeMap::new();
+    if args.on_policy_clips > 0 {
+        let prompts = musicrl_common::prompts::load_prompts(&config.experiment.eval_prompts)
+            .context("the selection prompts (experiment.eval_prompts)")?;
+        let theta0 = config.learner.init_policy.clone();
+        let samples = crate::judge_cmds::sample_policy(
+            config,
+            "theta0",
+            &theta0,
+            &prompts,
+            args.on_policy_clips,
+            args.seed.unwrap_or(0),
+            0,
+        )?;
+        by_model.insert("theta0".into(), samples);
+    }
+    for f in &args.on_policy_samples {
+        for s in crate::judge_cmds::read_samples(f)? {
+            by_model.entry(s.model.clone()).or_default().push(s);
+        }
+    }
+    let mut scoring = config.clone();
+    scoring.reward.components = vec![musicrl_common::config::ComponentConfig {
+        kind: kind.to_string(),
+        name: kind.to_string(),
+        checkpoint: out.to_path_buf(),
+        ..musicrl_common::config::ComponentConfig::default()
+    }];
+    let models: Vec<(String, Vec<musicrl_judge::Sample>)> = by_model.into_iter().collect();
+    let clips: usize = models.iter().map(|(_, s)| s.len()).sum();
+    let (agreement, _) = crate::agreement::measure(&scoring, &models)?;
+    let mut measures = serde_json::Map::new();
+    for c in agreement.concordance.iter().filter(|c| c.reward == kind) {
+        measures.insert(
+            c.measure.clone(),
+            serde_json::json!({"pairs": c.pairs, "concordance": c.concordance}),
+        );
+    }
+    let line: Vec<String> = headline_measures(kind)
+        .iter()
+        .filter_map(|m| {
+            let v = measures.get(*m)?;
+            Some(format!(
+                "{m} {:.3} ({} pairs)",
+                v["concordance"].as_f64().unwrap_or(f64::NAN),
+                v["pairs"]
+            ))
+        })
+        .collect();
+    eprintln!(
+        "on the policy's own clips ({clips}, models {}): orders same-caption pairs as the rater panel does (0.5 = deaf): {}",
+        models
+            .iter()
+            .map(|(m, _)| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        line.join(", ")
+    );
+    Ok(serde_json::json!({
+        "clips": clips,
+        "models": models.iter().map(|(m, s)| serde_json::json!({"model": m, "clips": s.len()})).collect::<Vec<_>>(),
+        "prompts": config.experiment.eval_prompts,
+        "concordance": measures,
+    }))
 }
 
 /// A flag given on the command line replaces the configured value.

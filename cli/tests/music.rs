@@ -486,3 +486,126 @@ fn judge_with_rewards_reports_how_often_a_reward_orders_clips_as_the_judge_does(
         .expect("a reward");
     assert!((r - 25.0 / 49.0).abs() < 1e-6, "{drone_line}");
 }
+
+/// The jig of the test above (6/8 bars of eighth notes, high) and the barless low drone.
+fn jig_and_drone(dir: &Path) -> PathBuf {
+    let (dur6, bar, end) = (53u32, 1u32, 0u32);
+    let mut tune = Vec::new();
+    for b in 0..4 {
+        if b > 0 {
+            tune.push(bar);
+        }
+        for p in [30u32, 32, 34, 35, 34, 32] {
+            tune.extend([p, dur6]);
+        }
+    }
+    tune.push(end);
+    let mut drone: Vec<u32> = std::iter::repeat_n([5u32, dur6], 24).flatten().collect();
+    drone.push(end);
+    let caption = "A jig in 6/8 time, played on fiddle";
+    let samples = dir.join("clips.jsonl");
+    let line = |model: &str, tokens: &[u32]| {
+        serde_json::json!({"model": model, "prompt": 0, "caption": caption, "tokens": tokens})
+            .to_string()
+    };
+    std::fs::write(
+        &samples,
+        format!("{}\n{}\n", line("tune", &tune), line("drone", &drone)),
+    )
+    .expect("write");
+    samples
+}
+
+#[test]
+fn the_attributes_reward_hears_the_bars_the_judge_reads() {
+    // The caption claims 6/8 and a jig: the tune's downbeat accents fall every three
+    // quarters, the drone has none, so the rule-based reward orders the pair as the judge.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("attributes.toml");
+    std::fs::write(&config, "[[reward.components]]\nkind = \"attributes\"\n").expect("write");
+    let samples = jig_and_drone(dir.path());
+    let out = dir.path().join("judged");
+    let run = musicrl(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "judge",
+        "--samples",
+        samples.to_str().expect("utf-8"),
+        "--rewards",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("JSON");
+    let meter = results["agreement"]["concordance"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|c| c["reward"] == "attributes" && c["measure"] == "meter")
+        .cloned()
+        .expect("an attributes/meter row");
+    assert_eq!(
+        (meter["pairs"].as_u64(), meter["concordance"].as_f64()),
+        (Some(1), Some(1.0)),
+        "{meter}"
+    );
+    let reward = |model: &str| -> f64 {
+        let line: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(out.join(format!("samples/{model}.jsonl")))
+                .expect("export")
+                .lines()
+                .next()
+                .expect("a line"),
+        )
+        .expect("JSON");
+        line["rewards"]["attributes"].as_f64().expect("a reward")
+    };
+    // Every bar of the tune is heard as a 6/8 (and jig) bar; the drone has no bar at all.
+    assert_eq!((reward("tune"), reward("drone")), (1.0, 0.0));
+}
+
+#[test]
+fn train_reward_reports_its_concordance_on_the_policys_own_clips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let samples = jig_and_drone(dir.path());
+    let out = dir.path().join("text");
+    let run = musicrl(&[
+        "train-reward",
+        "text",
+        "--tunes",
+        "16",
+        "--epochs",
+        "1",
+        "--eval",
+        "8",
+        "--on-policy-clips",
+        "0",
+        "--on-policy-samples",
+        samples.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains("on the policy's own clips (2, models drone, tune)"), "{err}");
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("metrics.json")).expect("metrics.json"),
+    )
+    .expect("JSON");
+    let on_policy = &metrics["on_policy"];
+    assert_eq!(on_policy["clips"].as_u64(), Some(2), "{on_policy}");
+    // One pair of one caption, told apart by the judge on meter and adherence; the caption
+    // states no key. The model orders it one way or the other (or ties): 0, ½ or 1.
+    let c = &on_policy["concordance"];
+    assert_eq!(c["meter"]["pairs"].as_u64(), Some(1), "{c}");
+    assert_eq!(c["key"]["pairs"].as_u64(), Some(0), "{c}");
+    let v = c["adherence"]["concordance"].as_f64().expect("a share");
+    assert!([0.0, 0.5, 1.0].contains(&v), "{c}");
+}

@@ -5,7 +5,9 @@
 pub enum RewardError {
     #[error(transparent)]
     Common(#[from] musicrl_common::Error),
-    #[error("unknown scorer kind {0:?} (known: text, quality, preference, remote, token-fraction)")]
+    #[error(
+        "unknown scorer kind {0:?} (known: text, attributes, quality, preference, remote, token-fraction)"
+    )]
     UnknownScorer(String),
     #[error("reward configuration: {0}")]
     Config(String),

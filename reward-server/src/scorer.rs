@@ -431,6 +431,50 @@ impl Scorer for RemoteScorer {
     }
 }
 
+/// Caption attributes heard in the audio ([`musicrl_rewards::theory`]): the key by the
+/// Krumhansl–Schmuckler algorithm with Albrecht–Shanahan profiles on the heard pitch, the
+/// meter from the downbeat accents; each claim's score in [0, 1], their mean. Rule-based:
+/// nothing to load, no checkpoint.
+pub struct AttributesScorer {
+    name: String,
+}
+
+impl AttributesScorer {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+#[tonic::async_trait]
+impl Scorer for AttributesScorer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        musicrl_rewards::theory::version()
+    }
+
+    fn needs_audio(&self) -> bool {
+        true
+    }
+
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        tokio::task::spawn_blocking(move || {
+            Ok(batch
+                .inputs
+                .iter()
+                .zip(batch.audio()?)
+                .map(|(input, features)| {
+                    musicrl_rewards::theory::score(&input.caption, features).overall
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| RewardError::Internal(format!("{} scorer task: {e}", self.name)))?
+    }
+}
+
 /// Builds the scorer a component names.
 pub fn build(component: &ComponentConfig) -> Result<Box<dyn Scorer>> {
     build_secured(component, &SecurityConfig::default())
@@ -460,6 +504,7 @@ pub fn build_secured(
     };
     match component.kind.as_str() {
         "token-fraction" => Ok(Box::new(TokenFraction::new(name, component.target_below))),
+        "attributes" => Ok(Box::new(AttributesScorer::new(name))),
         "text" => {
             let model =
                 TextModel::load(&checkpoint()?).map_err(|e| RewardError::Config(e.to_string()))?;

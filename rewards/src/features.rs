@@ -46,12 +46,38 @@ pub const FRAME_RATE: f32 = FEATURE_SAMPLE_RATE as f32 / HOP as f32;
 
 const LOG_FLOOR: f32 = 1e-4;
 
+/// Samples between two points of the loudness envelope (10 ms at 16 kHz); [`HOP`] is a
+/// whole number of them.
+pub const ENVELOPE_HOP: usize = 160;
+/// Envelope points a frame.
+pub const ENVELOPE_PER_FRAME: usize = HOP / ENVELOPE_HOP;
+/// The envelope's level in silence, dB.
+pub const SILENCE_DB: f32 = -100.0;
+/// The window of the fine onset-strength function, samples (32 ms).
+pub const ONSET_FFT: usize = 512;
+/// A spectral peak is a candidate fundamental when it is within this factor of the frame's
+/// strongest peak (−12 dB).
+const PITCH_PEAK_RATIO: f32 = 0.063;
+
 /// The features of one clip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Features {
     pub frames: usize,
     /// `[frames, FRAME_DIM]`, row-major.
     pub data: Vec<f32>,
+    /// Per frame, the heard pitch of a monophonic melody (fractional MIDI number): the lowest
+    /// spectral peak within 12 dB of the frame's strongest (the fundamental, where the
+    /// chroma also counts the overtones); `None` in silence.
+    pub pitch: Vec<Option<f32>>,
+    /// The loudness envelope: RMS level in dB of 20 ms windows every [`ENVELOPE_HOP`]
+    /// samples ([`ENVELOPE_PER_FRAME`] a frame), [`SILENCE_DB`] at the floor. It is where
+    /// the players' downbeat accents are heard.
+    pub envelope: Vec<f32>,
+    /// Onset strength at the envelope's rate: the half-wave-rectified spectral flux of the
+    /// log-compressed magnitude spectrum of [`ONSET_FFT`]-sample windows (Bello et al., "A
+    /// tutorial on onset detection in music signals", 2005), where a note starts even when
+    /// it is no louder than the one before.
+    pub flux: Vec<f32>,
 }
 
 impl Features {
@@ -63,9 +89,14 @@ impl Features {
     pub fn slice(&self, start: usize, end: usize) -> Features {
         let end = end.min(self.frames);
         let start = start.min(end);
+        let envelope_end = (end * ENVELOPE_PER_FRAME).min(self.envelope.len());
+        let envelope_start = (start * ENVELOPE_PER_FRAME).min(envelope_end);
         Features {
             frames: end - start,
             data: self.data[start * FRAME_DIM..end * FRAME_DIM].to_vec(),
+            pitch: self.pitch[start..end].to_vec(),
+            envelope: self.envelope[envelope_start..envelope_end].to_vec(),
+            flux: self.flux[envelope_start..envelope_end].to_vec(),
         }
     }
 
@@ -75,8 +106,11 @@ impl Features {
         let silence = silence_frame();
         while w.frames < len {
             w.data.extend_from_slice(&silence);
+            w.pitch.push(None);
             w.frames += 1;
         }
+        w.envelope.resize(w.frames * ENVELOPE_PER_FRAME, SILENCE_DB);
+        w.flux.resize(w.frames * ENVELOPE_PER_FRAME, 0.0);
         w
     }
 
@@ -163,6 +197,8 @@ impl Features {
 /// Computes frame features; reuse one extractor per thread (it owns the FFT plan).
 pub struct Extractor {
     fft: Arc<dyn RealToComplex<f32>>,
+    onset_fft: Arc<dyn RealToComplex<f32>>,
+    onset_window: Vec<f32>,
     window: Vec<f32>,
     /// `(first_bin, weights)` per mel band.
     mel: Vec<(usize, Vec<f32>)>,
@@ -193,7 +229,12 @@ fn mel_to_hz(mel: f32) -> f32 {
 
 impl Extractor {
     pub fn new() -> Self {
-        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
+        let mut planner = RealFftPlanner::<f32>::new();
+        let fft = planner.plan_fft_forward(N_FFT);
+        let onset_fft = planner.plan_fft_forward(ONSET_FFT);
+        let onset_window = (0..ONSET_FFT)
+            .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / ONSET_FFT as f32).cos())
+            .collect();
         let window = (0..N_FFT)
             .map(|i| 0.5 - 0.5 * (std::f32::consts::TAU * i as f32 / N_FFT as f32).cos())
             .collect();
@@ -236,6 +277,8 @@ impl Extractor {
             .collect();
         Self {
             fft,
+            onset_fft,
+            onset_window,
             window,
             mel,
             chroma_bin,
@@ -257,6 +300,8 @@ impl Extractor {
         let mut scratch = self.fft.make_scratch_vec();
         let mut power = vec![0.0f32; spectrum.len()];
         let mut prev_mel: Option<Vec<f32>> = None;
+        let mut pitch = Vec::with_capacity(frames);
+        let mut peaks: Vec<(f32, f32)> = Vec::new();
         for f in 0..frames {
             let start = f * HOP;
             for (i, x) in input.iter_mut().enumerate() {
@@ -277,6 +322,7 @@ impl Extractor {
                 })
                 .collect();
             let mut chroma = [0.0f32; N_CHROMA];
+            peaks.clear();
             for k in 1..power.len() - 1 {
                 let (a, b, c) = (power[k - 1], power[k], power[k + 1]);
                 if !(self.chroma_bin[k] && b > a && b >= c) {
@@ -294,7 +340,15 @@ impl Extractor {
                 let hz = (k as f32 + delta) * self.bin_hz;
                 let midi = 69.0 + 12.0 * (hz / 440.0).log2();
                 chroma[(midi.round() as i64).rem_euclid(12) as usize] += a + b + c;
+                peaks.push((midi, a + b + c));
             }
+            let strongest = peaks.iter().map(|p| p.1).fold(0.0f32, f32::max);
+            pitch.push(
+                peaks
+                    .iter()
+                    .find(|p| strongest > 1e-6 && p.1 >= PITCH_PEAK_RATIO * strongest)
+                    .map(|p| p.0),
+            );
             let total: f32 = chroma.iter().sum();
             if total > 1e-6 {
                 chroma.iter_mut().for_each(|c| *c /= total);
@@ -313,8 +367,62 @@ impl Extractor {
             data.push(flux);
             prev_mel = Some(mel);
         }
-        Features { frames, data }
+        Features {
+            frames,
+            data,
+            pitch,
+            envelope: loudness_envelope(audio, frames * ENVELOPE_PER_FRAME),
+            flux: self.onset_strength(audio, frames * ENVELOPE_PER_FRAME),
+        }
     }
+
+    /// `points` values of the fine onset-strength function ([`Features::flux`]): window `i`
+    /// starts at `i · ENVELOPE_HOP`; magnitudes compressed as ln(1 + 100·|X|).
+    fn onset_strength(&self, audio: &[f32], points: usize) -> Vec<f32> {
+        let mut input = self.onset_fft.make_input_vec();
+        let mut spectrum = self.onset_fft.make_output_vec();
+        let mut scratch = self.onset_fft.make_scratch_vec();
+        let mut previous = vec![0.0f32; spectrum.len()];
+        let mut current = vec![0.0f32; spectrum.len()];
+        let mut out = Vec::with_capacity(points);
+        for i in 0..points {
+            let start = i * ENVELOPE_HOP;
+            for (k, x) in input.iter_mut().enumerate() {
+                *x = audio.get(start + k).copied().unwrap_or(0.0) * self.onset_window[k];
+            }
+            self.onset_fft
+                .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
+                .expect("buffers come from the plan");
+            for (c, x) in current.iter_mut().zip(&spectrum) {
+                *c = (1.0 + 100.0 * x.norm()).ln();
+            }
+            // Before the clip is silence, so a note at its very start is an onset.
+            out.push(
+                current
+                    .iter()
+                    .zip(&previous)
+                    .map(|(c, p)| (c - p).max(0.0))
+                    .sum::<f32>()
+                    / current.len() as f32,
+            );
+            std::mem::swap(&mut previous, &mut current);
+        }
+        out
+    }
+}
+
+/// `points` RMS levels in dB of `2 · ENVELOPE_HOP`-sample windows every [`ENVELOPE_HOP`]
+/// samples (zero past the end), floored at [`SILENCE_DB`].
+fn loudness_envelope(audio: &[f32], points: usize) -> Vec<f32> {
+    (0..points)
+        .map(|i| {
+            let start = (i * ENVELOPE_HOP).min(audio.len());
+            let end = (start + 2 * ENVELOPE_HOP).min(audio.len());
+            let energy: f32 = audio[start..end].iter().map(|x| x * x).sum();
+            let rms = (energy / (2 * ENVELOPE_HOP) as f32).sqrt();
+            (20.0 * rms.max(1e-5).log10()).max(SILENCE_DB)
+        })
+        .collect()
 }
 
 /// Start frames of `n` windows of `len` frames spread evenly from the start to the end of a

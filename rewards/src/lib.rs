@@ -16,5 +16,6 @@ pub mod preference;
 pub mod quality;
 pub mod store;
 pub mod text;
+pub mod theory;
 
 pub use error::{Error, Result};

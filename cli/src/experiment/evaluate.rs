@@ -33,9 +33,16 @@ pub struct EvalPoint {
     pub kl: f64,
     #[serde(deserialize_with = "super::nan")]
     pub kl_per_token: f64,
-    /// The run's own training reward (its recipe's weighted components).
+    /// The run's own training reward (its recipe's weighted components), and its standard
+    /// error over clips.
     #[serde(deserialize_with = "super::nan")]
     pub train_reward: f64,
+    #[serde(default, deserialize_with = "super::nan")]
+    pub train_reward_se: f64,
+    /// Which draw of the held-out samples this is (0: the run's seed; 1: a second draw, made
+    /// when the checkpoint choice was close).
+    #[serde(default)]
+    pub draw: u32,
     /// Every component's raw mean score, by name.
     pub components: BTreeMap<String, f64>,
     /// The rater panel's expected scores (1–5), the first the selection score, with its
@@ -248,12 +255,16 @@ impl Evaluator {
                 f64::from(c.scale),
             ));
         }
-        let train_reward = mean(raw.iter().map(|r| {
-            terms
-                .iter()
-                .map(|&(j, w, shift, scale)| w * (r[j] - shift) * scale)
-                .sum::<f64>()
-        }));
+        let rewards: Vec<f64> = raw
+            .iter()
+            .map(|r| {
+                terms
+                    .iter()
+                    .map(|&(j, w, shift, scale)| w * (r[j] - shift) * scale)
+                    .sum::<f64>()
+            })
+            .collect();
+        let train_reward = mean(rewards.iter().copied());
         let components = self
             .names
             .iter()
@@ -276,6 +287,8 @@ impl Evaluator {
             kl: mean(kls.iter().map(|k| k.0)),
             kl_per_token: kls.iter().map(|k| k.0).sum::<f64>() / steps.max(1) as f64,
             train_reward,
+            train_reward_se: standard_error(&rewards),
+            draw: 0,
             components,
             judge_overall: mean(expected.iter().map(|e| e.overall)),
             judge_overall_se: standard_error(

@@ -56,6 +56,10 @@ pub struct RunRecord {
     pub reference_policy: PathBuf,
     pub steps: u64,
     pub curve: Vec<EvalPoint>,
+    /// Second draws of the held-out samples for the candidates of a close choice (pooled
+    /// with their first draws in the selection).
+    #[serde(default)]
+    pub second_draws: Vec<EvalPoint>,
     pub selection: Selection,
     /// The chosen checkpoint's policy file (pinned).
     pub chosen: PathBuf,
@@ -485,17 +489,15 @@ fn run_recipe(
     let evaluation_seconds = t.elapsed().as_secs_f64();
 
     // Candidates are the trained checkpoints; the start is the curve's origin.
-    let trained: Vec<Point> = curve[1..]
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let mut trained: Vec<Point> = curve[1..]
         .iter()
         .map(|p| Point {
             step: p.step,
             held_out: p.judge_overall,
-            held_out_se: if p.judge_overall_se.is_finite() {
-                p.judge_overall_se
-            } else {
-                0.0
-            },
+            held_out_se: finite(p.judge_overall_se),
             train_reward: p.train_reward,
+            train_reward_se: finite(p.train_reward_se),
         })
         .collect();
     let rule = Rule {
@@ -503,13 +505,74 @@ fn run_recipe(
         min_delta: e.min_delta,
         standard_errors: e.fall_standard_errors,
     };
-    let selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
+    let mut selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
+    let mut second_draws = Vec::new();
+    // A close choice is looked at again: every candidate within one standard error of the
+    // lead (the chosen one included) is evaluated on a second draw of the held-out samples,
+    // the two draws are pooled, and the choice is made again on the pooled scores.
+    if selection.close() && selection.fired.is_none() {
+        let lead = trained[selection.best];
+        let close: Vec<usize> = (0..trained.len())
+            .filter(|&i| {
+                let se = (lead.held_out_se.powi(2) + trained[i].held_out_se.powi(2)).sqrt();
+                trained[i].held_out.is_finite() && lead.held_out - trained[i].held_out <= se
+            })
+            .collect();
+        eprintln!(
+            "   close choice (step {} leads by {:.4} ± {:.4}): a second draw for steps {:?}",
+            selection.best_step,
+            selection.margin.unwrap_or(f64::NAN),
+            selection.margin_se.unwrap_or(f64::NAN),
+            close.iter().map(|&i| trained[i].step).collect::<Vec<_>>()
+        );
+        for i in close {
+            let step = trained[i].step;
+            let file = ck.join(format!("step-{step:08}")).join("policy.bpk");
+            let policy = load_policy(&file, &c.policy, &device)
+                .with_context(|| format!("loading {}", file.display()))?;
+            let mut again = evaluator.evaluate(
+                runtime,
+                step,
+                &file,
+                &policy,
+                &reference,
+                &c.policy,
+                &components,
+                seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EC0_0D,
+            )?;
+            again.draw = 1;
+            let p = &mut trained[i];
+            p.held_out = 0.5 * (p.held_out + again.judge_overall);
+            p.held_out_se =
+                0.5 * (p.held_out_se.powi(2) + finite(again.judge_overall_se).powi(2)).sqrt();
+            p.train_reward = 0.5 * (p.train_reward + again.train_reward);
+            p.train_reward_se =
+                0.5 * (p.train_reward_se.powi(2) + finite(again.train_reward_se).powi(2)).sqrt();
+            eprintln!(
+                "   step {step:>5}, second draw: held-out panel {:.3}; pooled {:.3} ± {:.3}",
+                again.judge_overall, p.held_out, p.held_out_se
+            );
+            second_draws.push(again);
+        }
+        selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
+    }
     let chosen_dir = ck.join(format!("step-{:08}", selection.best_step));
     let reason = match &selection.fired {
         Some(f) => f.reason.clone(),
         None => format!(
-            "the best held-out panel score ({:.4}) of the run's checkpoints",
-            selection.best_held_out
+            "the best held-out panel score ({:.4}) of the run's checkpoints{}",
+            selection.best_held_out,
+            match (
+                selection.runner_up_step,
+                selection.margin,
+                selection.margin_se
+            ) {
+                (Some(r), Some(m), Some(se)) => format!(
+                    ", ahead of step {r} by {m:.4} ± {se:.4}{}",
+                    if selection.close() { " (close)" } else { "" }
+                ),
+                _ => String::new(),
+            }
         ),
     };
     checkpoint::pin(&chosen_dir, &reason)?;
@@ -530,6 +593,7 @@ fn run_recipe(
         reference_policy: reference_file,
         steps: recipe.steps,
         curve,
+        second_draws,
         chosen: chosen_dir.join("policy.bpk"),
         selection,
         training_seconds,

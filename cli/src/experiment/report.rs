@@ -428,7 +428,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     html.push_str("</div>\n");
 
     // Checkpoint selection and the over-optimisation rule.
-    html.push_str("<h2 id=\"selection\">Checkpoint selection</h2>\n<table><tr><th>run</th><th>steps</th><th>start's held-out overall</th><th>chosen step</th><th>its held-out overall</th><th>over-optimisation rule</th></tr>\n");
+    html.push_str("<h2 id=\"selection\">Checkpoint selection</h2>\n<table><tr><th>run</th><th>steps</th><th>start's held-out overall</th><th>chosen step</th><th>its held-out overall</th><th>lead over the runner-up (± s.e.)</th><th>over-optimisation rule</th></tr>\n");
     for run in &r.runs {
         let start = run.curve.first().map_or(f64::NAN, |p| p.judge_overall);
         let below = if run.selection.best_held_out < start {
@@ -438,13 +438,34 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         };
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td style=\"text-align:left\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
             esc(&model_name(&run.recipe, run.seed)),
             run.steps,
             f3(start),
             run.selection.best_step,
             f3(run.selection.best_held_out),
             below,
+            match (
+                run.selection.runner_up_step,
+                run.selection.margin,
+                run.selection.margin_se
+            ) {
+                (Some(step), Some(m), Some(se)) => format!(
+                    "{} ± {} over step {step}{}{}",
+                    f3(m),
+                    f3(se),
+                    if run.selection.close() { ", close" } else { "" },
+                    if run.second_draws.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {} candidates drawn twice and pooled",
+                            run.second_draws.len()
+                        )
+                    }
+                ),
+                _ => "one candidate".to_string(),
+            },
             run.selection
                 .fired
                 .as_ref()
