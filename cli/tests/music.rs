@@ -594,7 +594,10 @@ fn train_reward_reports_its_concordance_on_the_policys_own_clips() {
     ]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");
-    assert!(err.contains("on the policy's own clips (2, models drone, tune)"), "{err}");
+    assert!(
+        err.contains("on the policy's own clips (2, models drone, tune)"),
+        "{err}"
+    );
     let metrics: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("metrics.json")).expect("metrics.json"),
     )

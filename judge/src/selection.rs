@@ -283,7 +283,9 @@ mod tests {
                     .is_some(),
             );
         }
-        eprintln!("flat curves: the rule fired on {fired} of 200 ({old} with the reward's noise ignored)");
+        eprintln!(
+            "flat curves: the rule fired on {fired} of 200 ({old} with the reward's noise ignored)"
+        );
         assert!(
             old > 3 * fired.max(1),
             "with the reward's noise ignored: {old} against {fired}"
