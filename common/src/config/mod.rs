@@ -290,7 +290,7 @@ impl Default for LearnerConfig {
             max_concurrent_streams: 64,
             request_timeout_seconds: 120.0,
             steps: 0,
-            batch_size: 16,
+            batch_size: 32,
             learning_rate: 1e-3,
             kl_coef: 0.02,
             value_coef: 0.5,
@@ -403,8 +403,8 @@ impl Default for ActorConfig {
             reward: "http://127.0.0.1:50052".into(),
             reward_resolve_seconds: 10.0,
             metrics_listen: "127.0.0.1:9102".into(),
-            batch_size: 8,
-            samples_per_prompt: 4,
+            batch_size: 16,
+            samples_per_prompt: 8,
             synchronous: false,
             prompts: PathBuf::from("data/prompts/train.txt"),
             seed: 0,
@@ -470,11 +470,16 @@ impl Default for RewardConfig {
             batch_max_samples: 64,
             batch_max_wait_ms: 5,
             reload_seconds: 10.0,
-            // RL-R of the paper: text adherence + quality, the models shipped in models/rewards.
+            // RL-R of the paper: text adherence (the learned model and the rule-based caption
+            // attributes) + quality, the models shipped in models/rewards.
             components: vec![
                 ComponentConfig {
                     kind: "text".into(),
                     checkpoint: PathBuf::from("models/rewards/text"),
+                    ..ComponentConfig::default()
+                },
+                ComponentConfig {
+                    kind: "attributes".into(),
                     ..ComponentConfig::default()
                 },
                 ComponentConfig {
@@ -1174,7 +1179,7 @@ mod tests {
             (
                 "config/rl-all.toml",
                 include_str!("../../../config/rl-all.toml"),
-                &["text", "quality", "preference"][..],
+                &["text", "attributes", "quality", "preference"][..],
             ),
         ] {
             let c = Config::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -1187,7 +1192,7 @@ mod tests {
                 .collect();
             assert_eq!(got, kinds, "{name}");
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            for k in &c.reward.components {
+            for k in c.reward.components.iter().filter(|k| k.kind != "attributes") {
                 let dir = root.join(&k.checkpoint);
                 for file in ["model.bpk", "config.json"] {
                     assert!(dir.join(file).exists(), "{name}: {}/{file}", dir.display());
