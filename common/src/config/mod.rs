@@ -1192,7 +1192,12 @@ mod tests {
                 .collect();
             assert_eq!(got, kinds, "{name}");
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            for k in c.reward.components.iter().filter(|k| k.kind != "attributes") {
+            for k in c
+                .reward
+                .components
+                .iter()
+                .filter(|k| k.kind != "attributes")
+            {
                 let dir = root.join(&k.checkpoint);
                 for file in ["model.bpk", "config.json"] {
                     assert!(dir.join(file).exists(), "{name}: {}/{file}", dir.display());
