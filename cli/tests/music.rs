@@ -406,30 +406,7 @@ fn judge_with_rewards_reports_how_often_a_reward_orders_clips_as_the_judge_does(
         "[[reward.components]]\nkind = \"token-fraction\"\ntarget_below = 16\n",
     )
     .expect("write");
-    let (dur6, bar, end) = (53u32, 1u32, 0u32);
-    let mut tune = Vec::new();
-    for b in 0..4 {
-        if b > 0 {
-            tune.push(bar);
-        }
-        for p in [30u32, 32, 34, 35, 34, 32] {
-            tune.extend([p, dur6]);
-        }
-    }
-    tune.push(end);
-    let mut drone: Vec<u32> = std::iter::repeat_n([5u32, dur6], 24).flatten().collect();
-    drone.push(end);
-    let caption = "A jig in 6/8 time, played on fiddle";
-    let samples = dir.path().join("clips.jsonl");
-    let line = |model: &str, tokens: &[u32]| {
-        serde_json::json!({"model": model, "prompt": 0, "caption": caption, "tokens": tokens})
-            .to_string()
-    };
-    std::fs::write(
-        &samples,
-        format!("{}\n{}\n", line("tune", &tune), line("drone", &drone)),
-    )
-    .expect("write");
+    let samples = jig_and_drone(dir.path());
     let out = dir.path().join("judged");
     let run = musicrl(&[
         "--config",
@@ -487,7 +464,8 @@ fn judge_with_rewards_reports_how_often_a_reward_orders_clips_as_the_judge_does(
     assert!((r - 25.0 / 49.0).abs() < 1e-6, "{drone_line}");
 }
 
-/// The jig of the test above (6/8 bars of eighth notes, high) and the barless low drone.
+/// Two clips of one jig caption, exported as `judge --samples` reads them: a tune in 6/8 bars
+/// of eighth notes on high pitches, and a low drone of the same length with no bar lines.
 fn jig_and_drone(dir: &Path) -> PathBuf {
     let (dur6, bar, end) = (53u32, 1u32, 0u32);
     let mut tune = Vec::new();

@@ -10,16 +10,19 @@
 //!
 //! - **key** (tonic and major/minor): the Krumhansl–Schmuckler key-finding algorithm
 //!   (Krumhansl, *Cognitive Foundations of Musical Pitch*, 1990, ch. 4): the Pearson
-//!   correlation of the clip's pitch-class durations with the Krumhansl–Kessler probe-tone
-//!   profiles (Krumhansl & Kessler 1982) rotated to each of the 24 keys. The durations come
+//!   correlation of the clip's pitch-class durations with Albrecht & Shanahan's key profiles
+//!   ("The use of large corpora to train a new type of key-finding algorithm", *Music
+//!   Perception* 31(1), 2013) rotated to each of the 24 keys; of four published profile sets
+//!   they agree best with the corpus's own key labels (docs/rewards.md). The durations come
 //!   from the audio's pitch track ([`Features::pitch`], the lowest strong spectral peak of each
 //!   frame, a melody's fundamental), not from the tokens. The claim scores the softmax
 //!   probability of the claimed key among the 24 at temperature [`KEY_TEMPERATURE`], so a
 //!   clip that is closer to the claimed key scores higher even when neither is decided.
 //! - **meter** (and a tune type's customary meters): the bar is heard where a player stresses
 //!   it, from the downbeat accents in the loudness envelope ([`Features::envelope`]): note
-//!   onsets (peaks of the spectral flux, [`Features::flux`]), each onset's level, and the onsets
-//!   louder than a neighbouring note by [`ACCENT_DB`] and as loud as the other (metrical
+//!   onsets (peaks of the spectral flux, [`Features::flux`]), each onset's level (less the
+//!   clip's trend of level against pitch), and the onsets louder than a neighbouring note by
+//!   [`ACCENT_DB`] and about as loud as the other (metrical
 //!   accent as a dynamic stress: Lerdahl & Jackendoff, *A Generative
 //!   Theory of Tonal Music*, 1983, §2.1; Cooper & Meyer 1960). The time between two heard
 //!   downbeats, in quarter notes at the tempo the caption names (the one the renderer plays,
@@ -628,9 +631,9 @@ mod tests {
             let per_note = detected as f32 / notes as f32;
             let down_recall = down_found as f32 / down_true as f32;
             let down_precision = down_found as f32 / down_heard as f32;
-            // Measured: onsets 0.97–1.0 of notes at 0.98–1.10 detections a note; downbeats
-            // recall 0.81–0.94, precision 0.78–1.0 (the harp's plucks vary by a few dB, the
-            // organ's sustained partials add onsets).
+            // Measured: onsets 0.975–1.0 of the notes at 0.975–1.016 detections a note;
+            // downbeats recall 0.88–0.91, precision 0.95–1.0 (the harp lowest: its plucks
+            // still differ a little in level, and high strings decay faster).
             println!(
                 "{instrument:?}: onsets {recall} {per_note} downbeats {down_recall} {down_precision}"
             );
