@@ -400,34 +400,11 @@ fn judge_with_rewards_reports_how_often_a_reward_orders_clips_as_the_judge_does(
     // token-fraction scorer (the share of token ids below 16: low pitches, BAR, END) prefers
     // the drone. So it orders the only pair against the judge: concordance 0.
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("fraction.toml");
-    std::fs::write(
-        &config,
+    let (out, results, stdout) = judge_jig_and_drone(
+        dir.path(),
         "[[reward.components]]\nkind = \"token-fraction\"\ntarget_below = 16\n",
-    )
-    .expect("write");
-    let samples = jig_and_drone(dir.path());
-    let out = dir.path().join("judged");
-    let run = musicrl(&[
-        "--config",
-        config.to_str().expect("utf-8"),
-        "judge",
-        "--samples",
-        samples.to_str().expect("utf-8"),
-        "--rewards",
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
     );
-    assert!(String::from_utf8_lossy(&run.stdout).contains("reward-judge concordance"));
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
-    )
-    .expect("JSON");
+    assert!(stdout.contains("reward-judge concordance"));
     let find = |reward: &str, measure: &str| {
         results["agreement"]["concordance"]
             .as_array()
@@ -494,15 +471,13 @@ fn jig_and_drone(dir: &Path) -> PathBuf {
     samples
 }
 
-#[test]
-fn the_attributes_reward_hears_the_bars_the_judge_reads() {
-    // The caption claims 6/8 and a jig: the tune's downbeat accents fall every three
-    // quarters, the drone has none, so the rule-based reward orders the pair as the judge.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("attributes.toml");
-    std::fs::write(&config, "[[reward.components]]\nkind = \"attributes\"\n").expect("write");
-    let samples = jig_and_drone(dir.path());
-    let out = dir.path().join("judged");
+/// `musicrl judge --rewards` over the jig/drone pair with the reward components of
+/// `components` (TOML); returns the output folder and its results.json.
+fn judge_jig_and_drone(dir: &Path, components: &str) -> (PathBuf, serde_json::Value, String) {
+    let config = dir.join("rewards.toml");
+    std::fs::write(&config, components).expect("write");
+    let samples = jig_and_drone(dir);
+    let out = dir.join("judged");
     let run = musicrl(&[
         "--config",
         config.to_str().expect("utf-8"),
@@ -522,6 +497,20 @@ fn the_attributes_reward_hears_the_bars_the_judge_reads() {
         &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
     )
     .expect("JSON");
+    (
+        out,
+        results,
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_attributes_reward_hears_the_bars_the_judge_reads() {
+    // The caption claims 6/8 and a jig: the tune's downbeat accents fall every three
+    // quarters, the drone has none, so the rule-based reward orders the pair as the judge.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, results, _) =
+        judge_jig_and_drone(dir.path(), "[[reward.components]]\nkind = \"attributes\"\n");
     let meter = results["agreement"]["concordance"]
         .as_array()
         .expect("rows")

@@ -39,6 +39,7 @@
 use musicrl_music::captions::rendering_for;
 
 use crate::features::{ENVELOPE_HOP, FEATURE_SAMPLE_RATE, Features};
+use crate::negatives::{bar_twelfths, pitch_class};
 
 /// The score of a caption that claims no key, meter or tune type.
 pub const NO_CLAIM: f32 = 0.5;
@@ -90,43 +91,27 @@ impl Claims {
     }
 }
 
+/// A tonic written in a lower-cased caption ("bb" → 10), read as the corpus's key names are.
 fn tonic(word: &str) -> Option<u8> {
     let mut chars = word.chars();
-    let base = match chars.next()? {
-        'c' => 0,
-        'd' => 2,
-        'e' => 4,
-        'f' => 5,
-        'g' => 7,
-        'a' => 9,
-        'b' => 11,
-        _ => return None,
-    };
-    let shift: i32 = match chars.as_str() {
-        "" => 0,
-        "#" | "sharp" => 1,
-        "b" | "flat" => -1,
-        _ => return None,
-    };
-    Some((base + shift).rem_euclid(12) as u8)
+    let first = chars.next()?.to_ascii_uppercase();
+    let name: String = std::iter::once(first).chain(chars).collect();
+    pitch_class(&name).map(|p| p.rem_euclid(12) as u8)
 }
 
 /// A meter written `N/D` or in words, as a bar length in quarter notes.
 fn meter_bar(text: &str) -> Option<f32> {
-    let (num, den) = match text {
-        "two-four" => (2, 4),
-        "three-four" => (3, 4),
-        "four-four" => (4, 4),
-        "six-eight" => (6, 8),
-        "nine-eight" => (9, 8),
-        "twelve-eight" => (12, 8),
-        "three-eight" => (3, 8),
-        _ => {
-            let (n, d) = text.split_once('/')?;
-            (n.parse::<u32>().ok()?, d.parse::<u32>().ok()?)
-        }
+    let written = match text {
+        "two-four" => "2/4",
+        "three-four" => "3/4",
+        "four-four" => "4/4",
+        "six-eight" => "6/8",
+        "nine-eight" => "9/8",
+        "twelve-eight" => "12/8",
+        "three-eight" => "3/8",
+        other => other,
     };
-    (num > 0 && [2, 4, 8, 16].contains(&den)).then(|| num as f32 * 4.0 / den as f32)
+    bar_twelfths(written).map(|t| t as f32 / 12.0)
 }
 
 /// The customary meters of the dance and song types captions name, as bar lengths in quarter
