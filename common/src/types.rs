@@ -32,7 +32,7 @@ impl std::fmt::Display for PolicyVersion {
 /// Invariant (checked at the wire edge): `tokens.len() == behaviour_logprobs.len()`, every
 /// token is below the policy's vocabulary size, the length is within `1..=max_tokens`, and
 /// every float is finite.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Trajectory {
     /// Who sampled it: (actor_id, actor_run, sequence), unique across a run.
     pub id: TrajectoryId,

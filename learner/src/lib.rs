@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod ledger;
 pub mod loss;
+pub mod musicgen;
 pub mod named_run;
 pub mod pretrain;
 pub mod publish;

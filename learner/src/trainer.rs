@@ -87,19 +87,100 @@ fn existing(path: &std::path::Path, key: &str) -> Result<std::path::PathBuf> {
     )))
 }
 
+/// The objective's settings and the learning-rate schedule, shared by every policy family.
+#[derive(Debug, Clone)]
+pub(crate) struct Schedule {
+    pub coefs: LossCoefs,
+    pub learning_rate: f64,
+    pub max_grad_norm: f32,
+    pub value_warmup_steps: u64,
+    pub lr_warmup_steps: u64,
+    /// `learner.baseline = "leave-one-out"`.
+    pub leave_one_out: bool,
+    /// `learner.reward_clip`: rewards are clipped to ±this before the loss.
+    pub reward_clip: f32,
+}
+
+impl Schedule {
+    /// From the configuration; `max_tokens` is T_max of the loss's normalisation.
+    pub fn from_config(config: &Config, max_tokens: usize) -> Self {
+        let l = &config.learner;
+        Self {
+            coefs: LossCoefs {
+                kl_coef: l.kl_coef,
+                value_coef: l.value_coef,
+                entropy_coef: l.entropy_coef,
+                importance_clip: l.importance_clip,
+                temperature: config.sampling.temperature,
+                max_tokens,
+            },
+            learning_rate: l.learning_rate,
+            max_grad_norm: l.max_grad_norm,
+            value_warmup_steps: l.value_warmup_steps,
+            lr_warmup_steps: l.lr_warmup_steps,
+            leave_one_out: l.baseline == musicrl_common::config::BASELINE_LEAVE_ONE_OUT,
+            reward_clip: l.reward_clip,
+        }
+    }
+
+    /// See [`Trainer::learning_rate_at`].
+    pub fn learning_rate_at(&self, step: u64) -> f64 {
+        if step < self.value_warmup_steps || self.lr_warmup_steps == 0 {
+            return self.learning_rate;
+        }
+        let k = (step - self.value_warmup_steps + 1) as f64;
+        self.learning_rate * (k / self.lr_warmup_steps as f64).min(1.0)
+    }
+
+    /// The batch's rewards clipped to ±`reward_clip` (a misconfigured or hostile scorer
+    /// counts as the bound, so no single batch can dominate the update), and how many were.
+    pub fn clipped_rewards(&self, batch: &[Trajectory]) -> (Vec<f32>, usize) {
+        let clip = self.reward_clip;
+        (
+            batch.iter().map(|x| x.reward.clamp(-clip, clip)).collect(),
+            batch.iter().filter(|x| x.reward.abs() > clip).count(),
+        )
+    }
+
+    /// Leave-one-out baselines over the clips of each caption (see `loss.rs`), and how many
+    /// trajectories have one.
+    pub fn group_baseline(
+        &self,
+        captions: &[&str],
+        rewards: &[f32],
+        device: &Device,
+    ) -> (Option<GroupBaseline>, usize) {
+        let b = rewards.len();
+        let loo = if self.leave_one_out {
+            leave_one_out(captions, rewards)
+        } else {
+            vec![None; b]
+        };
+        let grouped = loo.iter().filter(|x| x.is_some()).count();
+        let baseline = (grouped > 0).then(|| GroupBaseline {
+            baseline: Tensor::from_data(
+                TensorData::new(loo.iter().map(|x| x.unwrap_or(0.0)).collect(), [b]),
+                device,
+            ),
+            present: Tensor::from_data(
+                TensorData::new(
+                    loo.iter()
+                        .map(|x| if x.is_some() { 1.0f32 } else { 0.0 })
+                        .collect(),
+                    [b],
+                ),
+                device,
+            ),
+        });
+        (baseline, grouped)
+    }
+}
+
 /// The policy being trained, its frozen KL reference (θ0 unless `learner.reference_policy`
 /// names another), and the optimiser.
 pub struct Trainer {
     policy_config: PolicyConfig,
-    coefs: LossCoefs,
-    learning_rate: f64,
-    max_grad_norm: f32,
-    value_warmup_steps: u64,
-    lr_warmup_steps: u64,
-    /// `learner.baseline = "leave-one-out"`.
-    leave_one_out: bool,
-    /// `learner.reward_clip`: rewards are clipped to ±this before the loss.
-    reward_clip: f32,
+    schedule: Schedule,
     device: Device,
     policy: Policy,
     reference: Policy,
@@ -180,23 +261,9 @@ impl Trainer {
         optimizer: ModuleOptimizer,
         step: u64,
     ) -> Self {
-        let l = &config.learner;
         Self {
             policy_config: config.policy.clone(),
-            coefs: LossCoefs {
-                kl_coef: l.kl_coef,
-                value_coef: l.value_coef,
-                entropy_coef: l.entropy_coef,
-                importance_clip: l.importance_clip,
-                temperature: config.sampling.temperature,
-                max_tokens: config.policy.max_tokens,
-            },
-            learning_rate: l.learning_rate,
-            max_grad_norm: l.max_grad_norm,
-            value_warmup_steps: l.value_warmup_steps,
-            lr_warmup_steps: l.lr_warmup_steps,
-            leave_one_out: l.baseline == musicrl_common::config::BASELINE_LEAVE_ONE_OUT,
-            reward_clip: l.reward_clip,
+            schedule: Schedule::from_config(config, config.policy.max_tokens),
             device: device.clone(),
             policy,
             reference,
@@ -209,11 +276,7 @@ impl Trainer {
     /// rate (it moves only the value head), then the policy updates ramp up linearly over
     /// `lr_warmup_steps`.
     pub fn learning_rate_at(&self, step: u64) -> f64 {
-        if step < self.value_warmup_steps || self.lr_warmup_steps == 0 {
-            return self.learning_rate;
-        }
-        let k = (step - self.value_warmup_steps + 1) as f64;
-        self.learning_rate * (k / self.lr_warmup_steps as f64).min(1.0)
+        self.schedule.learning_rate_at(step)
     }
 
     /// Updates completed so far.
@@ -298,7 +361,8 @@ impl Trainer {
         } = self.compute(batch);
         let end = self.policy_config.end_token;
         let b = batch.len();
-        let (grads, grad_norm) = clip_global_norm(grads, &self.policy, self.max_grad_norm);
+        let (grads, grad_norm) =
+            clip_global_norm(grads, &self.policy, self.schedule.max_grad_norm);
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(SkippedBatch {
                 reason: if loss.is_finite() {
@@ -376,12 +440,10 @@ impl Trainer {
         }
         // The declared bound: a reward outside ±reward_clip (a misconfigured or hostile
         // scorer) counts as the bound, so no single batch can dominate the update.
-        let clip = self.reward_clip;
-        let rewards: Vec<f32> = batch.iter().map(|x| x.reward.clamp(-clip, clip)).collect();
-        let rewards_clipped = batch.iter().filter(|x| x.reward.abs() > clip).count();
+        let (rewards, rewards_clipped) = self.schedule.clipped_rewards(batch);
         let captions: Vec<&str> = batch.iter().map(|x| x.caption.as_str()).collect();
         let reward_mean = rewards.iter().sum::<f32>() / b as f32;
-        let value_only = self.step < self.value_warmup_steps;
+        let value_only = self.step < self.schedule.value_warmup_steps;
 
         let dev = &self.device;
         let plain = dev.clone().without_autodiff();
@@ -411,28 +473,7 @@ impl Trainer {
         };
         let c = caption_batch(&captions, &self.policy_config, dev);
         let out = self.policy.forward_rl(&c, token_tensor(&tokens, b, t, dev));
-        // Leave-one-out baselines over the clips of each caption (see `loss.rs`).
-        let loo = if self.leave_one_out {
-            leave_one_out(&captions, &rewards)
-        } else {
-            vec![None; b]
-        };
-        let grouped = loo.iter().filter(|x| x.is_some()).count();
-        let group_baseline = (grouped > 0).then(|| GroupBaseline {
-            baseline: Tensor::from_data(
-                TensorData::new(loo.iter().map(|x| x.unwrap_or(0.0)).collect(), [b]),
-                dev,
-            ),
-            present: Tensor::from_data(
-                TensorData::new(
-                    loo.iter()
-                        .map(|x| if x.is_some() { 1.0f32 } else { 0.0 })
-                        .collect(),
-                    [b],
-                ),
-                dev,
-            ),
-        });
+        let (group_baseline, grouped) = self.schedule.group_baseline(&captions, &rewards, dev);
         let inputs = LossInputs {
             logits: out.logits,
             ref_logits,
@@ -443,7 +484,7 @@ impl Trainer {
             mask: Tensor::from_data(TensorData::new(mask, [b, t]), dev),
             group_baseline,
         };
-        let parts = reinforce_kl_loss(inputs, self.coefs, value_only);
+        let parts = reinforce_kl_loss(inputs, self.schedule.coefs, value_only);
 
         let loss = parts.total.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.policy);
@@ -551,7 +592,7 @@ fn optimizer(_config: &Config) -> ModuleOptimizer {
 }
 
 /// Mean raw score of each component named in the batch, in first-seen order.
-fn component_means(batch: &[Trajectory]) -> Vec<(String, f32)> {
+pub(crate) fn component_means(batch: &[Trajectory]) -> Vec<(String, f32)> {
     let mut sums: Vec<(String, f32, usize)> = Vec::new();
     for x in batch {
         for (name, v) in &x.components {

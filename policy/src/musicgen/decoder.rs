@@ -178,9 +178,31 @@ impl Decoder {
         &self,
         ids: Tensor<3, Int>,
         cross: Option<&CrossKv>,
-        mut cache: Option<&mut SelfCache>,
+        cache: Option<&mut SelfCache>,
     ) -> Tensor<4> {
-        let [batch, k_total, len] = ids.dims();
+        self.heads(self.hidden(ids, cross, cache))
+    }
+
+    /// The output heads over final hidden states `[B, L, d]`: logits `[B, K, L, vocab]`.
+    pub fn heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let logits: Vec<Tensor<3>> = self.heads.iter().map(|head| head.forward(x.clone())).collect();
+        Tensor::stack(logits, 1)
+    }
+
+    /// The model width.
+    pub fn d_model(&self) -> usize {
+        self.d_model
+    }
+
+    /// The final (normed) hidden states `[B, L, d]` that [`Decoder::forward`] feeds its
+    /// heads (the learner's value head reads them too).
+    pub fn hidden(
+        &self,
+        ids: Tensor<3, Int>,
+        cross: Option<&CrossKv>,
+        mut cache: Option<&mut SelfCache>,
+    ) -> Tensor<3> {
+        let [batch, _, len] = ids.dims();
         let device = ids.device();
         let past = cache.as_ref().map_or(0, |c| c.len);
         let (h, dh) = (self.n_heads, self.d_model / self.n_heads);
@@ -232,14 +254,7 @@ impl Decoder {
         if let Some(cache) = cache {
             cache.len += len;
         }
-        let x = self.norm.forward(x);
-        let logits: Vec<Tensor<3>> = self
-            .heads
-            .iter()
-            .map(|head| head.forward(x.clone()))
-            .collect();
-        debug_assert_eq!(logits.len(), k_total);
-        Tensor::stack(logits, 1) // [B, K, L, vocab]
+        self.norm.forward(x)
     }
 }
 

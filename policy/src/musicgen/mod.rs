@@ -17,6 +17,7 @@
 pub mod config;
 pub mod decoder;
 pub mod delay;
+pub mod rl;
 pub mod sampling;
 pub mod t5;
 pub mod weights;
@@ -53,6 +54,15 @@ pub struct MusicGen {
     tokenizer: Tokenizer,
     folder: PathBuf,
     device: Device,
+}
+
+/// Sampled clips and the behaviour log-probability of each code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// `[B][K][T]`, undelayed.
+    pub codes: Vec<Vec<Vec<u32>>>,
+    /// `[B][K][T]`: log μ(code) under the distribution it was drawn from.
+    pub logprobs: Vec<Vec<Vec<f64>>>,
 }
 
 /// A batch of captions encoded for the decoder.
@@ -141,6 +151,22 @@ impl MusicGen {
 
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// The folder's decoder loaded afresh onto `device` (the learner's autodiff device: a
+    /// module must be built where it trains, moving one does not make it trainable).
+    pub fn load_decoder(&self, device: &Device) -> Result<Decoder, PolicyError> {
+        let weights = open_weights(&self.folder)?;
+        Decoder::load(&weights, &self.config, device)
+    }
+
+    /// Replaces the decoder's parameters (a version the learner broadcast).
+    pub fn set_decoder(&mut self, decoder: Decoder) {
+        self.decoder = decoder;
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The same model with other decoder parameters (the learner's updated ones).
@@ -352,6 +378,20 @@ impl MusicGen {
         frames: usize,
         options: &SamplingOptions,
     ) -> Result<Vec<Vec<Vec<u32>>>, PolicyError> {
+        Ok(self.generate_scored(captions, frames, options)?.codes)
+    }
+
+    /// [`MusicGen::generate`], with the log-probability of every code under the
+    /// distribution it was drawn from (guidance, temperature and top-k applied; see
+    /// [`sampling::Sampler::choose_scored`]): what an actor reports as the behaviour
+    /// policy's. With guidance off, top-k 0 and the learner's temperature, these equal the
+    /// learner's tempered log-probabilities of the same codes.
+    pub fn generate_scored<S: AsRef<str>>(
+        &self,
+        captions: &[S],
+        frames: usize,
+        options: &SamplingOptions,
+    ) -> Result<Generated, PolicyError> {
         options.validate()?;
         if frames == 0 {
             return Err(PolicyError::InvalidInput(
@@ -391,6 +431,7 @@ impl MusicGen {
         let len = delay::grid_len(frames, k_total);
         // grid[b][k][p]
         let mut grid = vec![vec![vec![pad; len]; k_total]; batch];
+        let mut logprob_grid = vec![vec![vec![0f64; len]; k_total]; batch];
         for row in grid.iter_mut().flatten() {
             row[0] = bos;
         }
@@ -412,14 +453,28 @@ impl MusicGen {
                 for (k, row) in rows.iter_mut().enumerate() {
                     if delay::frame_at(k, p + 1, frames).is_some() {
                         let at = (b * k_total + k) * vocab;
-                        row[p + 1] = sampler.choose(&logits[at..at + vocab]);
+                        let (code, logprob) = sampler.choose_scored(&logits[at..at + vocab]);
+                        row[p + 1] = code;
+                        logprob_grid[b][k][p + 1] = logprob;
                     }
                 }
             }
         }
-        grid.iter()
+        let codes = grid
+            .iter()
             .map(|rows| delay::undelay(rows, bos, pad))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Code [k][t] sits at grid position t + k + 1.
+        let logprobs = logprob_grid
+            .iter()
+            .map(|rows| {
+                rows.iter()
+                    .enumerate()
+                    .map(|(k, row)| row[k + 1..k + 1 + frames].to_vec())
+                    .collect()
+            })
+            .collect();
+        Ok(Generated { codes, logprobs })
     }
 
     fn bos(&self) -> u32 {

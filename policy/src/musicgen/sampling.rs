@@ -95,6 +95,47 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// Chooses a code from one row of logits and gives the log-probability of that choice
+    /// under the distribution it was drawn from: `log softmax(logits / temperature)`
+    /// renormalised over the top-k kept codes (0 for greedy, a deterministic choice). This
+    /// is the behaviour log-probability an actor reports.
+    pub fn choose_scored(&mut self, logits: &[f32]) -> (u32, f64) {
+        let code = self.choose(logits);
+        let logprob = match self.decoding {
+            Decoding::Greedy => 0.0,
+            Decoding::Sample { temperature, top_k } => {
+                kept_log_prob(logits, temperature, top_k, code as usize)
+            }
+        };
+        (code, logprob)
+    }
+}
+
+/// `log` of the probability of `index` under `softmax(logits / temperature)` restricted to
+/// the top `top_k` logits (ties with the k-th kept; 0 keeps all), computed in f64: the
+/// distribution [`sample_row`] draws from.
+pub fn kept_log_prob(logits: &[f32], temperature: f32, top_k: usize, index: usize) -> f64 {
+    let scaled: Vec<f64> = logits.iter().map(|&x| f64::from(x / temperature)).collect();
+    let threshold = if top_k > 0 && top_k < scaled.len() {
+        let mut sorted = scaled.clone();
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+        sorted[top_k - 1]
+    } else {
+        f64::NEG_INFINITY
+    };
+    if scaled[index] < threshold {
+        return f64::NEG_INFINITY;
+    }
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = scaled
+        .iter()
+        .filter(|&&x| x >= threshold)
+        .map(|&x| (x - max).exp())
+        .sum();
+    scaled[index] - max - total.ln()
+}
+
 /// Index of the largest logit, the first of equals.
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -176,6 +217,16 @@ mod tests {
         // Temperature 0.5 squares the odds: 1, 4, 9, 16 over 30.
         assert_eq!(sample_row(&l, 0.5, 0, 4.5 / 30.0), 1);
         assert_eq!(sample_row(&l, 0.5, 0, 5.5 / 30.0), 2);
+    }
+
+    #[test]
+    fn kept_log_probs_by_hand() {
+        let l: Vec<f32> = [1f32, 2.0, 3.0, 4.0].iter().map(|x| x.ln()).collect();
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        close(kept_log_prob(&l, 1.0, 0, 1), (0.2f64).ln());
+        close(kept_log_prob(&l, 1.0, 2, 3), (4.0f64 / 7.0).ln());
+        assert_eq!(kept_log_prob(&l, 1.0, 2, 0), f64::NEG_INFINITY);
+        close(kept_log_prob(&l, 0.5, 0, 2), (9.0f64 / 30.0).ln());
     }
 
     #[test]
