@@ -8,6 +8,7 @@
 //! retries with exponential backoff, and the channel reconnects by itself.
 
 pub mod balance;
+pub mod musicgen;
 pub mod params;
 
 use std::future::Future;
@@ -276,16 +277,19 @@ pub async fn run(
                 let (_, rollout) = w.policy.as_ref().expect("ensure_policy loaded a policy");
                 let sampled = match rollout {
                     Rollout::Native(engine) => {
-                        w.sampler
-                            .sample_engine(engine, &captions, policy_config.max_tokens)
+                        Ok(w.sampler
+                            .sample_engine(engine, &captions, policy_config.max_tokens))
                     }
-                    Rollout::Burn(policy) => w.sampler.sample(
+                    Rollout::MusicGen(model) => {
+                        model.sample(&captions, blob.temperature, w.prompt_rng.random::<u64>())
+                    }
+                    Rollout::Burn(policy) => Ok(w.sampler.sample(
                         policy,
                         &policy_config,
                         &captions,
                         policy_config.max_tokens,
                         &musicrl_common::device::inference_device(),
-                    ),
+                    )),
                 };
                 (w, loaded, sampled, started.elapsed())
             })
@@ -296,6 +300,7 @@ pub async fn run(
         };
         let (w, loaded) = (w, loaded?);
         worker = Some(w);
+        let sampled = sampled?;
         if let Some(sync) = loaded {
             outcome.versions_loaded += 1;
             metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PARAM_LOAD_SECONDS)
@@ -456,6 +461,8 @@ enum Rollout {
     Native(Engine),
     /// burn's forward on the actor's device.
     Burn(Policy),
+    /// A MusicGen folder with the version's decoder.
+    MusicGen(Box<musicgen::MusicgenRollout>),
 }
 
 /// The sampling state that moves in and out of the blocking pool each round.
@@ -479,6 +486,19 @@ impl Worker {
             return Ok(None);
         }
         let started = Instant::now();
+        if blob.config.family == musicrl_common::config::FAMILY_MUSICGEN {
+            // The folder loads once; each version replaces the decoder.
+            let mut rollout = match self.policy.take() {
+                Some((_, Rollout::MusicGen(r))) => r,
+                _ => Box::new(musicgen::MusicgenRollout::load(
+                    &blob.config,
+                    &musicrl_common::device::inference_device(),
+                )?),
+            };
+            rollout.set_parameters(&blob.bytes)?;
+            self.policy = Some((blob.version, Rollout::MusicGen(rollout)));
+            return Ok(Some(started.elapsed()));
+        }
         let policy = blob.to_policy(&musicrl_common::device::inference_device())?;
         let rollout = if self.engine == musicrl_common::config::ENGINE_BURN {
             Rollout::Burn(policy)

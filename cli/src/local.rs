@@ -325,13 +325,25 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         ]
     };
 
+    let p = &config.policy;
+    let policy = if p.family == musicrl_common::config::FAMILY_MUSICGEN {
+        format!(
+            "MusicGen {} ({} codes a clip: codebooks × {} frames, codebooks of {})",
+            p.folder.display(),
+            p.max_tokens,
+            p.frames,
+            p.vocab_size
+        )
+    } else {
+        format!(
+            "d_model={} layers={} vocab={}",
+            p.d_model, p.n_layers, p.vocab_size
+        )
+    };
     eprintln!(
-        "musicrl local: {} steps, {} actors, policy d_model={} layers={} vocab={}, output in {}",
+        "musicrl local: {} steps, {} actors, policy {policy}, output in {}",
         config.local.steps,
         config.local.actors,
-        config.policy.d_model,
-        config.policy.n_layers,
-        config.policy.vocab_size,
         out.display()
     );
     let mut reward = spawn("reward-server", &exe, &base("reward-server"), &logs)?;

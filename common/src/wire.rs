@@ -22,6 +22,8 @@ pub const MAX_NAME_BYTES: usize = 256;
 pub struct TokenLimits {
     pub vocab_size: u32,
     pub max_tokens: usize,
+    /// Every sequence is exactly `max_tokens` long (a MusicGen clip: codebooks × frames).
+    pub exact: bool,
 }
 
 impl TokenLimits {
@@ -29,11 +31,22 @@ impl TokenLimits {
         Self {
             vocab_size: policy.vocab_size as u32,
             max_tokens: policy.max_tokens,
+            exact: policy.family == crate::config::FAMILY_MUSICGEN,
         }
     }
 
     /// Checks one token sequence; the error names the offending position.
     pub fn check_tokens(&self, tokens: &[u32]) -> std::result::Result<(), Rejection> {
+        if self.exact && tokens.len() != self.max_tokens {
+            return Err(Rejection::new(
+                "bad_length",
+                format!(
+                    "{} tokens, a clip of this policy is exactly {} (codebooks × frames)",
+                    tokens.len(),
+                    self.max_tokens
+                ),
+            ));
+        }
         if tokens.is_empty() || tokens.len() > self.max_tokens {
             return Err(Rejection::new(
                 "bad_length",
@@ -706,6 +719,7 @@ mod tests {
 
     fn limits() -> TokenLimits {
         TokenLimits {
+            exact: false,
             vocab_size: 8,
             max_tokens: 4,
         }
@@ -725,6 +739,23 @@ mod tests {
             sequence: 0,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_musicgen_clip_is_exactly_codebooks_times_frames_long() {
+        let mut policy = crate::config::PolicyConfig {
+            vocab_size: 8,
+            max_tokens: 4,
+            ..Default::default()
+        };
+        assert!(!TokenLimits::of(&policy).exact);
+        policy.family = crate::config::FAMILY_MUSICGEN.into();
+        let exact = TokenLimits::of(&policy);
+        assert!(exact.check_tokens(&[1, 2, 3, 4]).is_ok());
+        let short = exact.check_tokens(&[1, 2, 3]).unwrap_err();
+        assert_eq!(short.reason, "bad_length");
+        assert!(short.detail.contains("exactly 4"), "{short}");
+        assert_eq!(exact.check_tokens(&[1, 2, 3, 8]).unwrap_err().reason, "token_out_of_range");
     }
 
     #[test]
@@ -899,6 +930,7 @@ mod properties {
 
     fn limits() -> TokenLimits {
         TokenLimits {
+            exact: false,
             vocab_size: 16,
             max_tokens: 12,
         }

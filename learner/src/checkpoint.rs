@@ -24,9 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use musicrl_common::config::Config;
 use musicrl_common::fsutil::write_atomic;
-use musicrl_common::policy::params::{load_policy, save_policy};
+use musicrl_common::policy::params::load_policy;
 
 use crate::error::{LearnerError, Result};
+use crate::family::{FamilyTrainer, Learn, load_musicgen};
+use crate::musicgen::MusicgenTrainer;
 use crate::trainer::Trainer;
 
 /// The file whose presence in a step folder pins it: retention never deletes it.
@@ -72,16 +74,23 @@ fn ck_err(path: &Path, what: impl std::fmt::Display) -> LearnerError {
 }
 
 /// Saves the trainer's full state; returns the step folder.
-pub fn save(dir: &Path, trainer: &Trainer, counters: Counters, config: &Config) -> Result<PathBuf> {
+pub fn save(
+    dir: &Path,
+    trainer: &impl Learn,
+    counters: Counters,
+    config: &Config,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| ck_err(dir, e))?;
     let reference = dir.join("reference.bpk");
-    if !reference.exists() {
-        save_policy(trainer.reference(), &reference)?;
+    if !reference.exists()
+        && let Some(bytes) = trainer.reference_bytes()?
+    {
+        write_atomic(&reference, &bytes)?;
     }
     let name = format!("step-{:08}", trainer.step_count());
     let folder = dir.join(&name);
     std::fs::create_dir_all(&folder).map_err(|e| ck_err(&folder, e))?;
-    save_policy(trainer.policy(), &folder.join("policy.bpk"))?;
+    write_atomic(&folder.join("policy.bpk"), &trainer.policy_bytes()?)?;
     write_atomic(&folder.join("optimizer.bpk"), &trainer.optimizer_bytes()?)?;
     let state = State {
         step: trainer.step_count(),
@@ -218,9 +227,39 @@ pub fn latest(dir: &Path) -> Option<PathBuf> {
     folder.is_dir().then_some(folder)
 }
 
-/// Restores the trainer from the newest checkpoint in `dir`; `None` if there is none.
-/// Fails if the checkpoint's policy architecture differs from `config`'s.
-pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Trainer, Counters)>> {
+/// Restores the configured family's trainer from the newest checkpoint in `dir`; `None`
+/// if there is none.
+pub fn resume_family(
+    dir: &Path,
+    config: &Config,
+    device: &Device,
+) -> Result<Option<(FamilyTrainer, Counters)>> {
+    if config.policy.family != musicrl_common::config::FAMILY_MUSICGEN {
+        return Ok(resume(dir, config, device)?
+            .map(|(t, c)| (FamilyTrainer::Melody(Box::new(t)), c)));
+    }
+    let Some((folder, state)) = resume_state(dir, config)? else {
+        return Ok(None);
+    };
+    let read = |path: PathBuf| std::fs::read(&path).map_err(|e| ck_err(&path, e));
+    let parameters = read(folder.join("policy.bpk"))?;
+    let optimizer = read(folder.join("optimizer.bpk"))?;
+    let model = load_musicgen(config)?;
+    let trainer = MusicgenTrainer::restore(
+        model,
+        config.policy.frames,
+        config,
+        device,
+        &parameters,
+        optimizer,
+        state.step,
+    )
+    .map_err(|why| ck_err(&folder, why))?;
+    Ok(Some((FamilyTrainer::MusicGen(Box::new(trainer)), state.counters)))
+}
+
+/// The newest checkpoint's folder and state, checked against `config`'s policy.
+fn resume_state(dir: &Path, config: &Config) -> Result<Option<(PathBuf, State)>> {
     let Some(folder) = resume_point(dir)? else {
         return Ok(None);
     };
@@ -240,6 +279,15 @@ pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Tr
     let state: State =
         serde_json::from_slice(&std::fs::read(&state_path).map_err(|e| ck_err(&state_path, e))?)
             .map_err(|e| ck_err(&state_path, e))?;
+    Ok(Some((folder, state)))
+}
+
+/// Restores the trainer from the newest checkpoint in `dir`; `None` if there is none.
+/// Fails if the checkpoint's policy architecture differs from `config`'s.
+pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Trainer, Counters)>> {
+    let Some((folder, state)) = resume_state(dir, config)? else {
+        return Ok(None);
+    };
     let policy = load_policy(&folder.join("policy.bpk"), &config.policy, device)?;
     let reference = load_policy(&dir.join("reference.bpk"), &config.policy, device)?;
     let opt_path = folder.join("optimizer.bpk");
@@ -253,7 +301,7 @@ mod tests {
     use super::*;
     use burn::module::Module;
     use musicrl_common::config::PolicyConfig;
-    use musicrl_common::policy::params::encode_policy;
+    use musicrl_common::policy::params::{encode_policy, save_policy};
     use musicrl_common::{PolicyVersion, Trajectory};
 
     fn tiny(dir: &Path) -> Config {

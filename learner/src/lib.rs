@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod family;
 pub mod ledger;
 pub mod loss;
 pub mod musicgen;

@@ -130,6 +130,9 @@ pub struct LossParts {
     pub entropy: Tensor<1>,
     /// Mean truncated importance weight.
     pub importance_weight: Tensor<1>,
+    /// `[B, T]` log π_θ(a_t | s_t) of the taken actions (tempered, detached): compared with
+    /// the actors' behaviour log-probabilities for `StepStats::fresh_logprob_gap`.
+    pub action_logprobs: Tensor<2>,
 }
 
 /// Computes the loss of docs/method.md §2 (see the module docs); with `value_only`, the value
@@ -168,6 +171,7 @@ pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs, value_only: bool) -> LossP
     } else {
         logp_a.ones_like()
     };
+    let action_logprobs = logp_a.clone().detach();
     let pg_t = (weight.clone() * advantage * logp_a).neg(); // [B, T]
     let value_t = (returns - x.values).powi_scalar(2); // [B, T]
 
@@ -200,6 +204,7 @@ pub fn reinforce_kl_loss(x: LossInputs, c: LossCoefs, value_only: bool) -> LossP
         value,
         entropy,
         importance_weight,
+        action_logprobs,
     }
 }
 

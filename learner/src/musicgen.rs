@@ -90,6 +90,37 @@ impl MusicgenTrainer {
         })
     }
 
+    /// A trainer restored from a checkpoint's parts: the trained parameters
+    /// ([`Trainable::to_bytes`]), the optimiser's state and the step.
+    pub fn restore(
+        model: MusicGen,
+        frames: usize,
+        config: &Config,
+        device: &Device,
+        parameters: &[u8],
+        optimizer: Vec<u8>,
+        step: u64,
+    ) -> Result<Self, String> {
+        let mut trainer = Self::new(model, frames, config, device).map_err(|e| e.to_string())?;
+        trainer.trainable = Trainable::from_bytes(trainer.trainable.clone(), parameters)
+            .map_err(|e| format!("policy.bpk: {e}"))?;
+        trainer.optimizer = AdamConfig::new()
+            .init()
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer))
+            .map_err(|e| format!("optimizer state: {e}"))?;
+        trainer.step = step;
+        Ok(trainer)
+    }
+
+    /// Adam's state as bytes.
+    pub fn optimizer_bytes(&self) -> crate::Result<Vec<u8>> {
+        Ok(self
+            .optimizer
+            .into_bytes()
+            .map_err(|e| crate::LearnerError::Checkpoint(format!("serialising optimizer: {e}")))?
+            .to_vec())
+    }
+
     pub fn step_count(&self) -> u64 {
         self.step
     }
@@ -225,6 +256,13 @@ impl MusicgenTrainer {
         };
         let parts = reinforce_kl_loss(inputs, self.schedule.coefs, value_only);
         let loss = parts.total.clone().into_scalar::<f32>();
+        let gap = crate::trainer::fresh_logprob_gap(
+            batch,
+            self.version(),
+            &musicrl_policy::musicgen::to_vec(parts.action_logprobs.clone()),
+            k * t,
+            &vec![k * t; b],
+        );
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.trainable);
         let (grads, grad_norm) =
             clip_global_norm(grads, &self.trainable, self.schedule.max_grad_norm);
@@ -271,6 +309,7 @@ impl MusicgenTrainer {
             grouped_share: grouped as f32 / b as f32,
             scorer_versions: crate::trajlog::scorer_versions(batch),
             rewards_clipped,
+            fresh_logprob_gap: gap,
         })
     }
 }
@@ -421,6 +460,8 @@ mod tests {
             let stats = trainer.try_train_step(&batch).unwrap();
             assert!((stats.grouped_share - 1.0).abs() < 1e-6);
             assert!(stats.importance_weight > 0.99 && stats.importance_weight < 1.01, "{stats:?}");
+            let gap = stats.fresh_logprob_gap.expect("every clip is of the version updated");
+            assert!(gap < 1e-4, "the learner's log-probabilities are the actor's: {gap}");
             kls.push(stats.kl);
         }
         let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;

@@ -12,19 +12,17 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use burn::module::Module;
 use tokio::sync::watch;
 
 use musicrl_common::config::PolicyConfig;
 use musicrl_common::metrics_catalog as mc;
-use musicrl_common::policy::Policy;
 use musicrl_common::policy::params::ParameterBlob;
 use musicrl_common::types::PolicyVersion;
 
-use crate::trainer::Trainer;
+use crate::family::{Learn, Snapshot};
 
 struct Job {
-    policy: Policy,
+    snapshot: Snapshot,
     version: PolicyVersion,
     training_complete: bool,
 }
@@ -53,7 +51,7 @@ impl Publisher {
                         job = newer;
                     }
                     let started = Instant::now();
-                    match ParameterBlob::from_policy(&job.policy, job.version, &config, temperature) {
+                    match job.snapshot.blob(job.version, &config, temperature) {
                         Ok(mut blob) => {
                             blob.learner_run = learner_run;
                             blob.training_complete = job.training_complete;
@@ -76,10 +74,10 @@ impl Publisher {
     }
 
     /// Hands the trainer's current parameters over for publishing and returns at once.
-    pub fn publish(&self, trainer: &Trainer, training_complete: bool) {
+    pub fn publish(&self, trainer: &impl Learn, training_complete: bool) {
         let started = Instant::now();
         let job = Job {
-            policy: trainer.policy().valid(),
+            snapshot: trainer.snapshot(),
             version: trainer.version(),
             training_complete,
         };
@@ -117,6 +115,7 @@ impl Drop for Publisher {
 mod tests {
     use super::*;
     use musicrl_common::config::Config;
+    use crate::trainer::Trainer;
     use musicrl_common::{PolicyVersion as V, Trajectory};
 
     fn config() -> Config {

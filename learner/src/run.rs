@@ -25,7 +25,8 @@ use crate::checkpoint::{self, Counters};
 use crate::error::{LearnerError, Result};
 use crate::service::{Learner, Progress, Shared};
 use crate::staleness::{Admission, StalenessRule};
-use crate::trainer::{StepStats, Trainer};
+use crate::family::{FamilyTrainer, Learn};
+use crate::trainer::StepStats;
 
 /// What a learner run ended with.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -73,13 +74,13 @@ pub async fn serve(
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
             let dir = &config.learner.checkpoint_dir;
-            let (trainer, counters) = match checkpoint::resume(dir, &config, &device)? {
+            let (trainer, counters) = match checkpoint::resume_family(dir, &config, &device)? {
                 Some((t, c)) => {
                     tracing::info!(step = t.step_count(), dir = %dir.display(), "resumed from checkpoint");
                     (t, c)
                 }
                 None => {
-                    let t = Trainer::new(&config, &device)?;
+                    let t = FamilyTrainer::new(&config, &device)?;
                     tracing::info!(
                         dir = %dir.display(),
                         init_policy = %config.learner.init_policy.display(),
@@ -93,7 +94,7 @@ pub async fn serve(
                     (t, Counters::default())
                 }
             };
-            let blob = trainer.blob(config.sampling.temperature)?;
+            let blob = trainer.blob(&config.policy, config.sampling.temperature)?;
             Ok((trainer, counters, blob))
         })
         .await
@@ -299,7 +300,7 @@ pub async fn serve(
 }
 
 fn train_loop(
-    mut trainer: Trainer,
+    mut trainer: FamilyTrainer,
     mut queue: mpsc::Receiver<Trajectory>,
     params: watch::Sender<Option<Arc<ParameterBlob>>>,
     shared: &Shared,
@@ -510,7 +511,7 @@ fn train_loop(
     Ok(outcome)
 }
 
-fn save_checkpoint(trainer: &Trainer, shared: &Shared, config: &Config) -> Result<()> {
+fn save_checkpoint(trainer: &FamilyTrainer, shared: &Shared, config: &Config) -> Result<()> {
     let p = shared.progress().clone();
     let counters = Counters {
         trajectories_accepted: p.trajectories_accepted,

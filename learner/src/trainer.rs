@@ -58,6 +58,35 @@ pub struct StepStats {
     /// Trajectories whose reward was outside ±`learner.reward_clip` and was clipped to it.
     #[serde(default)]
     pub rewards_clipped: usize,
+    /// The largest |log π_θ(a) − log μ(a)| over the tokens of the batch's trajectories
+    /// sampled by exactly the parameters being updated (none: `None`): how far the actors'
+    /// recorded log-probabilities are from the learner's own for the same version. Near 0
+    /// (float error) when the actors sample the learner's distribution; larger with bf16
+    /// broadcasts, guidance or top-k at the actors.
+    #[serde(default)]
+    pub fresh_logprob_gap: Option<f32>,
+}
+
+/// [`StepStats::fresh_logprob_gap`]: `logprobs` is `[B, width]` row-major (the learner's
+/// log π of each taken action), `lens[b]` the real tokens of row b.
+pub(crate) fn fresh_logprob_gap(
+    batch: &[Trajectory],
+    version: PolicyVersion,
+    logprobs: &[f32],
+    width: usize,
+    lens: &[usize],
+) -> Option<f32> {
+    let mut gap: Option<f32> = None;
+    for (b, x) in batch.iter().enumerate() {
+        if x.policy_version != version {
+            continue;
+        }
+        for (t, mu) in x.behaviour_logprobs.iter().take(lens[b]).enumerate() {
+            let d = (logprobs[b * width + t] - mu).abs();
+            gap = Some(gap.map_or(d, |g| g.max(d)));
+        }
+    }
+    gap
 }
 
 /// How much of a trajectory the learner trains on: up to and including the first `end`
@@ -358,6 +387,7 @@ impl Trainer {
             reward_mean,
             value_only,
             grouped,
+            gap,
         } = self.compute(batch);
         let end = self.policy_config.end_token;
         let b = batch.len();
@@ -410,6 +440,7 @@ impl Trainer {
             grouped_share: grouped as f32 / b as f32,
             scorer_versions: crate::trajlog::scorer_versions(batch),
             rewards_clipped,
+            fresh_logprob_gap: gap,
         })
     }
 
@@ -487,6 +518,13 @@ impl Trainer {
         let parts = reinforce_kl_loss(inputs, self.schedule.coefs, value_only);
 
         let loss = parts.total.clone().into_scalar::<f32>();
+        let gap = fresh_logprob_gap(
+            batch,
+            self.version(),
+            &musicrl_common::policy::to_vec_f32(parts.action_logprobs.clone()),
+            t,
+            &lens,
+        );
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.policy);
         let scalar = |x: Tensor<1>| x.into_scalar::<f32>();
         Computed {
@@ -504,6 +542,7 @@ impl Trainer {
             reward_mean,
             value_only,
             grouped,
+            gap,
         }
     }
 }
@@ -527,6 +566,7 @@ struct Computed {
     reward_mean: f32,
     value_only: bool,
     grouped: usize,
+    gap: Option<f32>,
 }
 
 /// The loss of a batch and the gradient an update would follow ([`Trainer::gradient`]).

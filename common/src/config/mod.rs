@@ -99,12 +99,45 @@ impl Default for PretrainConfig {
     }
 }
 
+/// `policy.family`: the built-in melody transformer.
+pub const FAMILY_MELODY: &str = "melody";
+/// `policy.family`: MusicGen from a Hugging Face folder.
+pub const FAMILY_MUSICGEN: &str = "musicgen";
+
+/// What `policy.folder`'s `config.json` says of a MusicGen decoder: (codebooks, codebook
+/// size). Read here, without loading the model, so every role checks its configuration
+/// against the folder before it starts.
+pub fn musicgen_shape(folder: &Path) -> Result<(usize, usize), String> {
+    let path = folder.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let field = |name: &str| {
+        json.get("decoder")
+            .and_then(|d| d.get(name))
+            .and_then(serde_json::Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| format!("{} has no decoder.{name}", path.display()))
+    };
+    Ok((field("num_codebooks")?, field("vocab_size")?))
+}
+
 /// The policy's architecture. The RL system is token-agnostic: vocabulary, length and size
 /// are configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Number of distinct music tokens.
+    /// The model family: [`FAMILY_MELODY`] (the built-in transformer over the symbolic
+    /// melody vocabulary, the keys below) or [`FAMILY_MUSICGEN`] (a Hugging Face MusicGen
+    /// folder, `folder`; `d_model` … `caption_encoder` are then not used).
+    pub family: String,
+    /// MusicGen: the model folder (`config.json`, `model.safetensors`, `tokenizer.json`).
+    pub folder: PathBuf,
+    /// MusicGen: frames per clip (50 a second at the published codec's rate); a trajectory
+    /// holds `codebooks × frames` tokens, so `max_tokens` must equal that product.
+    pub frames: usize,
+    /// Number of distinct music tokens (MusicGen: one codebook's size).
     pub vocab_size: usize,
     /// Tokens per sampled sequence (and the size of the position table).
     pub max_tokens: usize,
@@ -128,6 +161,9 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
+            family: FAMILY_MELODY.into(),
+            folder: PathBuf::new(),
+            frames: 0,
             vocab_size: 64,
             max_tokens: 128,
             d_model: 128,
@@ -793,6 +829,14 @@ impl Config {
             }
         }
         let p = &self.policy;
+        if p.family == FAMILY_MUSICGEN {
+            self.validate_musicgen()?;
+        } else if p.family != FAMILY_MELODY {
+            return bad(
+                "policy.family",
+                format!("{:?} is not {FAMILY_MELODY:?} or {FAMILY_MUSICGEN:?}", p.family),
+            );
+        }
         if p.vocab_size < 2 || p.vocab_size > (1 << 24) {
             return bad(
                 "policy.vocab_size",
@@ -1068,6 +1112,85 @@ impl Config {
         self.security.validate()?;
         self.feedback.validate()?;
         self.validate_experiment()
+    }
+
+    /// A MusicGen policy: the folder exists and its decoder's shape is the configured one
+    /// (`vocab_size` = codebook size, `max_tokens` = codebooks × `frames`, no END), and
+    /// every reward component can read codec tokens.
+    fn validate_musicgen(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: String| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                why,
+            })
+        };
+        let p = &self.policy;
+        let Some(folder) = paths::find(&p.folder) else {
+            return bad(
+                "policy.folder",
+                format!(
+                    "{} (a MusicGen model folder: config.json, model.safetensors, \
+                     tokenizer.json; see docs/real-models.md)",
+                    paths::missing("policy.folder", &p.folder)
+                ),
+            );
+        };
+        let (codebooks, codebook) =
+            musicgen_shape(&folder).map_err(|why| ConfigError::Invalid {
+                field: "policy.folder".into(),
+                why,
+            })?;
+        if p.frames == 0 {
+            return bad("policy.frames", "a MusicGen clip needs at least 1 frame".into());
+        }
+        if p.vocab_size != codebook {
+            return bad(
+                "policy.vocab_size",
+                format!(
+                    "{} but the folder's codebooks hold {codebook} codes: set policy.vocab_size = {codebook}",
+                    p.vocab_size
+                ),
+            );
+        }
+        if p.max_tokens != codebooks * p.frames {
+            return bad(
+                "policy.max_tokens",
+                format!(
+                    "{} but a clip is {codebooks} codebooks × {} frames: set policy.max_tokens = {}",
+                    p.max_tokens,
+                    p.frames,
+                    codebooks * p.frames
+                ),
+            );
+        }
+        if (p.end_token as usize) < p.vocab_size {
+            return bad(
+                "policy.end_token",
+                format!(
+                    "{} is a code; MusicGen clips have no END: set it to {} (the codebook size) or more",
+                    p.end_token, p.vocab_size
+                ),
+            );
+        }
+        // Until the codec is in the reward path ("Hear it"), a MusicGen clip can only be
+        // scored from its tokens.
+        if let Some(c) = self
+            .reward
+            .components
+            .iter()
+            .find(|c| c.kind != "token-fraction" && !(c.kind == "remote" && !c.send_audio))
+        {
+            return bad(
+                "reward.components",
+                format!(
+                    "component {:?} ({}) renders the melody vocabulary as audio; a MusicGen \
+                     policy's clips are codec codes, which only `token-fraction` and `remote` \
+                     (send_audio = false) components read today",
+                    c.name, c.kind
+                ),
+            );
+        }
+        Ok(())
     }
 
     fn validate_experiment(&self) -> Result<(), ConfigError> {

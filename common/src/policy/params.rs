@@ -124,6 +124,13 @@ impl ParameterBlob {
         if encoding == self.encoding {
             return Ok(self.clone());
         }
+        if self.config.family != crate::config::FAMILY_MELODY {
+            return Err(Error::BadParameters(format!(
+                "a {} policy is broadcast in f32 only (its parameters are the family's own \
+                 burnpack record)",
+                self.config.family
+            )));
+        }
         let policy = self.to_policy(&Device::flex())?;
         let bytes = match encoding {
             ParameterEncoding::F32 => encode_policy(&policy)?,
