@@ -4,13 +4,15 @@ of a published shape, in one run on this machine.
 
     python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch==2.15.0 transformers==5.23.0 tokenizers safetensors numpy
     cargo build --release
-    /tmp/tvenv/bin/python scripts/bench_musicgen.py --shape small --frames 50 --batches 1,8
+    /tmp/tvenv/bin/python scripts/bench_musicgen.py --shape small --frames 50 --batches 1,8 --update-batch 8
 
 It writes a random-weight folder of the shape (musicgen-small: T5-base encoder, a 24-layer
 1024-wide decoder over 4 codebooks of 2048; `--shape tiny` is the test fixture's) under
 --folder, unless one is there, then times transformers' `generate` (top-k 250, temperature 1,
 guidance off and 3.0, the codec's decode left out) and `musicrl bench --workloads musicgen`
-on it, and prints frames per second and the ratios. No weights are downloaded.
+on it, and prints frames per second and the ratios; then one learner update of musicrl's
+objective in eager PyTorch against `MusicgenTrainer::try_train_step` on the same folder. No
+weights are downloaded.
 """
 
 import argparse
@@ -93,6 +95,74 @@ def time_transformers(folder, frames, batches, iters):
     return out
 
 
+def time_update(folder, frames, batch, iters):
+    """One learner update of musicrl's objective, eager PyTorch: T5 and the projection
+    frozen, the decoder and a value head trained; the frozen reference decoder's logits; the
+    exact KL over each code's codebook; the policy term with leave-one-out baselines; the
+    value regression; backward; Adam. What `MusicgenTrainer::try_train_step` computes."""
+    import copy
+    from transformers import MusicgenForConditionalGeneration
+    from tokenizers import Tokenizer
+    model = MusicgenForConditionalGeneration.from_pretrained(folder)
+    model.train(False)
+    reference = copy.deepcopy(model)
+    for p in list(model.text_encoder.parameters()) + list(model.enc_to_dec_proj.parameters()) + list(reference.parameters()):
+        p.requires_grad_(False)
+    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    k, v = model.decoder.num_codebooks, model.decoder.config.vocab_size
+    d = model.decoder.config.hidden_size
+    value = torch.nn.Linear(d, 1)
+    params = [p for p in model.decoder.parameters() if p.requires_grad] + list(value.parameters())
+    opt = torch.optim.Adam(params, lr=1e-5)
+    captions = [CAPTION, "a slow lament on the harp"]
+    enc = [tok.encode(captions[i % 2]) for i in range(batch)]
+    width = max(len(e.ids) for e in enc)
+    ids = torch.tensor([e.ids + [0] * (width - len(e.ids)) for e in enc])
+    mask = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in enc])
+    codes = (torch.arange(batch * k * frames) * 7 % v).reshape(batch, k, frames)
+    grid = torch.full((batch, k, frames + k), 2048)
+    for j in range(k):
+        grid[:, j, j + 1:j + 1 + frames] = codes[:, j]
+    inputs = grid[:, :, :-1].reshape(batch * k, frames + k - 1)
+    rewards = torch.arange(batch, dtype=torch.float32) / batch
+    behaviour = torch.full((batch, k, frames), -math.log(v))
+
+    def aligned(t):  # [B, K, L, ...] -> [B, K, T, ...]: code [k][t] from position t + k
+        return torch.stack([t[:, j, j:j + frames] for j in range(k)], 1)
+
+    def update():
+        out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=inputs, output_hidden_states=True)
+        logits = aligned(out.logits.reshape(batch, k, frames + k - 1, v))
+        with torch.no_grad():
+            ref = aligned(reference(input_ids=ids, attention_mask=mask, decoder_input_ids=inputs).logits
+                          .reshape(batch, k, frames + k - 1, v))
+        hidden = out.decoder_hidden_states[-1].detach()  # [B, L, d]
+        values = aligned(value(hidden).squeeze(-1).unsqueeze(1).expand(batch, k, frames + k - 1))
+        logp = torch.log_softmax(logits, -1)
+        logp_a = logp.gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+        kl = (logp.exp() * (logp - torch.log_softmax(ref, -1))).sum(-1)
+        baseline = (rewards.reshape(-1, 2).sum(0).repeat(batch // 2) - rewards) / (batch // 2 - 1)
+        adv = (rewards - baseline)[:, None, None]
+        w = (logp_a.detach() - behaviour).exp().clamp(max=1.0)
+        pg = -(w * adv * logp_a)
+        vl = (rewards[:, None, None] - values) ** 2
+        loss = (0.98 * pg.sum() + 0.02 * kl.sum() + 0.5 * vl.sum()) / (batch * k * frames)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    update()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        update()
+        times.append(time.perf_counter() - t)
+    m = statistics.median(times)
+    print(f"pytorch      update batch {batch:>3} {m:9.2f} s per update ({batch * frames / m:.1f} frames/s)", flush=True)
+    return dict(batch=batch, median_seconds=m)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="small")
@@ -101,6 +171,7 @@ def main():
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--musicrl", default="target/release/musicrl")
+    ap.add_argument("--update-batch", type=int, default=8, help="clips in the timed learner update (0: skip it)")
     args = ap.parse_args()
     folder = Path(args.folder or f"/tmp/musicgen-{args.shape}-random")
     if not (folder / "model.safetensors").exists():
@@ -109,16 +180,24 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     ref = time_transformers(str(folder), args.frames, batches, args.iters)
+    ref_update = time_update(str(folder), args.frames, args.update_batch, args.iters) if args.update_batch else None
     report = Path("/tmp/musicgen-bench.json")
     subprocess.run([args.musicrl, "bench", "--workloads", "musicgen", "--musicgen", str(folder),
                     "--musicgen-frames", str(args.frames), "--batches", args.batches,
+                    "--musicgen-update-batch", str(args.update_batch),
                     "--iters", str(args.iters), "--json", str(report)], check=True)
-    ours = [m for m in json.loads(report.read_text())["musicgen"]["measurements"] if m["kind"] == "sample"]
+    measured = json.loads(report.read_text())["musicgen"]["measurements"]
+    ours = [m for m in measured if m["kind"] == "sample"]
     print("\n| batch | guidance | musicrl frames/s | transformers frames/s | ratio |\n|---|---|---:|---:|---:|")
     for r in ref:
         o = next(m for m in ours if m["batch"] == r["batch"] and m["guidance"] == r["guidance"])
         print(f"| {r['batch']} | {'on' if r['guidance'] else 'off'} | {o['frames_per_second']:.1f} | "
               f"{r['frames_per_second']:.1f} | {o['frames_per_second'] / r['frames_per_second']:.2f} |")
+    if ref_update:
+        o = next(m for m in measured if m["kind"] == "update")
+        print(f"\n| learner update, batch {o['batch']} × {args.frames} frames | musicrl s | PyTorch s | ratio (PyTorch / musicrl) |\n|---|---:|---:|---:|")
+        print(f"| seconds per update | {o['median_seconds']:.2f} | {ref_update['median_seconds']:.2f} | "
+              f"{ref_update['median_seconds'] / o['median_seconds']:.2f} |")
 
 
 if __name__ == "__main__":

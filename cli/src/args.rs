@@ -945,6 +945,10 @@ pub struct BenchArgs {
     /// Frames each musicgen sample runs (50 a second of audio).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub musicgen_frames: usize,
+    /// Clips in the musicgen workload's timed learner update (`MusicgenTrainer`, the loop's
+    /// objective over every code); 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub musicgen_update_batch: usize,
     /// Width of the broadcast workload's synthetic policy (d_ff = 4 x this).
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub broadcast_d_model: usize,

@@ -186,6 +186,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             folder,
             args.musicgen_frames,
             &args.batches,
+            args.musicgen_update_batch,
             args.iters,
         )?)
     } else {

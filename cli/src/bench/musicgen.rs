@@ -1,6 +1,6 @@
 //! The `musicgen` workload: sampling from a MusicGen folder (frames a second at each batch
-//! size, guidance off and on) and the full-grid forward the learner runs, on this build's
-//! device. `scripts/bench_musicgen.py` runs transformers on the same folder beside it.
+//! size, guidance off and on), the full-grid forward, and one learner update
+//! (`MusicgenTrainer::try_train_step`, the loop's objective), on this build's device. `scripts/bench_musicgen.py` runs transformers on the same folder beside it.
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,8 +14,9 @@ use super::median;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MusicgenMeasurement {
-    /// `sample` (top-k 250 draws over the KV cache) or `forward` (the whole delayed grid
-    /// at once, as scoring and the learner run it).
+    /// `sample` (top-k 250 draws over the KV cache), `forward` (the whole delayed grid at
+    /// once, as scoring runs it) or `update` (one learner update: T5 frozen, the reference
+    /// and trained decoders' grids, the loss, backward, Adam).
     pub kind: String,
     pub batch: usize,
     pub guidance: bool,
@@ -41,6 +42,7 @@ pub fn run(
     folder: &Path,
     frames: usize,
     batches: &[usize],
+    update_batch: usize,
     iters: usize,
 ) -> anyhow::Result<MusicgenReport> {
     anyhow::ensure!(frames > 0, "--musicgen-frames must be positive");
@@ -110,6 +112,62 @@ pub fn run(
             let _ = musicrl_policy::musicgen::to_vec(logits.narrow(2, len - 1, 1));
             Ok(())
         })?;
+    }
+    if update_batch > 0 {
+        anyhow::ensure!(update_batch >= 2, "--musicgen-update-batch must be 0 or at least 2");
+        drop(time);
+        let trainer_model = MusicGen::load(folder, &device)?;
+        let mut c = musicrl_common::Config::default();
+        c.sampling.temperature = 1.0;
+        c.learner.value_warmup_steps = 0;
+        c.learner.lr_warmup_steps = 0;
+        c.learner.learning_rate = 1e-5;
+        let mut trainer = musicrl_learner::musicgen::MusicgenTrainer::new(
+            trainer_model,
+            frames,
+            &c,
+            &musicrl_common::device::training_device(),
+        )?;
+        let (k_total, vocab) = (config.n_codebooks(), config.vocab_size());
+        // Two captions, so every clip has a leave-one-out baseline, as in the loop.
+        let batch: Vec<musicrl_common::Trajectory> = (0..update_batch)
+            .map(|b| musicrl_common::Trajectory {
+                caption: if b % 2 == 0 { CAPTION } else { "a slow lament on the harp" }.into(),
+                tokens: (0..k_total * frames)
+                    .map(|i| ((b * k_total * frames + i) * 7 % vocab) as u32)
+                    .collect(),
+                behaviour_logprobs: vec![-(vocab as f32).ln(); k_total * frames],
+                reward: b as f32 / update_batch as f32,
+                ..Default::default()
+            })
+            .collect();
+        let mut step = || -> anyhow::Result<()> {
+            trainer
+                .try_train_step(&batch)
+                .map_err(|s| anyhow::anyhow!("the update was skipped: {s}"))?;
+            Ok(())
+        };
+        step()?; // warm-up
+        let mut times = Vec::new();
+        for _ in 0..iters.max(1) {
+            let t = Instant::now();
+            step()?;
+            times.push(t.elapsed());
+        }
+        let m = median(times.clone()).as_secs_f64();
+        eprintln!(
+            "musicgen update   batch {update_batch:>3} {m:>9.2} s per update ({:.1} frames/s)",
+            (update_batch * frames) as f64 / m
+        );
+        measurements.push(MusicgenMeasurement {
+            kind: "update".into(),
+            batch: update_batch,
+            guidance: false,
+            frames,
+            frames_per_second: (update_batch * frames) as f64 / m,
+            median_seconds: m,
+            times: times.iter().map(|d| d.as_secs_f64()).collect(),
+        });
     }
     Ok(MusicgenReport {
         folder: folder.display().to_string(),

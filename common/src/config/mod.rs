@@ -1330,6 +1330,23 @@ mod tests {
     }
 
     #[test]
+    fn the_musicgen_configurations_parse_and_name_the_family() {
+        for text in [
+            include_str!("../../../config/musicgen-tiny.toml"),
+            include_str!("../../../config/musicgen-small.toml"),
+        ] {
+            let c = Config::from_toml(text).expect("parses");
+            assert_eq!(c.policy.family, FAMILY_MUSICGEN);
+            assert!(c.policy.end_token as usize >= c.policy.vocab_size);
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tiny = Config::from_toml(include_str!("../../../config/musicgen-tiny.toml")).unwrap();
+        let (codebooks, codebook) = musicgen_shape(&root.join(&tiny.policy.folder)).unwrap();
+        assert_eq!((codebooks, codebook), (4, 32));
+        assert_eq!(tiny.policy.max_tokens, codebooks * tiny.policy.frames);
+    }
+
+    #[test]
     fn the_experiments_recipes_exist_and_are_valid() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         for (name, text) in [
