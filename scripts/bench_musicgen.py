@@ -44,6 +44,17 @@ SHAPES = {
 CAPTION = "an upbeat folk tune with fiddle and guitar"
 
 
+def median_time(fn, iters):
+    """Median seconds of `iters` calls of `fn` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def write_folder(shape, folder):
     from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig,
                               MusicgenForConditionalGeneration, T5Config)
@@ -83,13 +94,7 @@ def time_transformers(folder, frames, batches, iters):
                 with torch.no_grad():
                     model.generate(**inputs, do_sample=True, top_k=250, temperature=1.0,
                                    guidance_scale=3.0 if guidance else None, max_new_tokens=frames + k - 1)
-            run()
-            times = []
-            for _ in range(iters):
-                t = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - t)
-            m = statistics.median(times)
+            m = median_time(run, iters)
             out.append(dict(batch=batch, guidance=guidance, frames_per_second=batch * frames / m, median_seconds=m))
             print(f"transformers sample batch {batch:>3} guidance {guidance!s:<5} {batch * frames / m:9.1f} frames/s", flush=True)
     return out
@@ -152,13 +157,7 @@ def time_update(folder, frames, batch, iters):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    update()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        update()
-        times.append(time.perf_counter() - t)
-    m = statistics.median(times)
+    m = median_time(update, iters)
     print(f"pytorch      update batch {batch:>3} {m:9.2f} s per update ({batch * frames / m:.1f} frames/s)", flush=True)
     return dict(batch=batch, median_seconds=m)
 

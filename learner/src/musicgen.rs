@@ -266,17 +266,7 @@ impl MusicgenTrainer {
         let grads = GradientsParams::from_grads(parts.total.backward(), &self.trainable);
         let (grads, grad_norm) =
             clip_global_norm(grads, &self.trainable, self.schedule.max_grad_norm);
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(SkippedBatch {
-                reason: if loss.is_finite() {
-                    "non_finite_gradient"
-                } else {
-                    "non_finite_loss"
-                },
-                loss,
-                grad_norm,
-            });
-        }
+        SkippedBatch::unless_finite(loss, grad_norm)?;
         let learning_rate = self.schedule.learning_rate_at(self.step);
         self.trainable = self
             .optimizer

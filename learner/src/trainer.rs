@@ -393,17 +393,7 @@ impl Trainer {
         let b = batch.len();
         let (grads, grad_norm) =
             clip_global_norm(grads, &self.policy, self.schedule.max_grad_norm);
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(SkippedBatch {
-                reason: if loss.is_finite() {
-                    "non_finite_gradient"
-                } else {
-                    "non_finite_loss"
-                },
-                loss,
-                grad_norm,
-            });
-        }
+        SkippedBatch::unless_finite(loss, grad_norm)?;
         let learning_rate = self.learning_rate_at(self.step);
         self.policy = self
             .optimizer
@@ -615,6 +605,24 @@ pub struct SkippedBatch {
     pub reason: &'static str,
     pub loss: f32,
     pub grad_norm: f32,
+}
+
+impl SkippedBatch {
+    /// `Err` naming what is not finite, unless the loss and the gradient norm both are.
+    pub(crate) fn unless_finite(loss: f32, grad_norm: f32) -> std::result::Result<(), Self> {
+        if loss.is_finite() && grad_norm.is_finite() {
+            return Ok(());
+        }
+        Err(Self {
+            reason: if loss.is_finite() {
+                "non_finite_gradient"
+            } else {
+                "non_finite_loss"
+            },
+            loss,
+            grad_norm,
+        })
+    }
 }
 
 impl std::fmt::Display for SkippedBatch {

@@ -117,13 +117,7 @@ impl Sampler {
 /// distribution [`sample_row`] draws from.
 pub fn kept_log_prob(logits: &[f32], temperature: f32, top_k: usize, index: usize) -> f64 {
     let scaled: Vec<f64> = logits.iter().map(|&x| f64::from(x / temperature)).collect();
-    let threshold = if top_k > 0 && top_k < scaled.len() {
-        let mut sorted = scaled.clone();
-        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-        sorted[top_k - 1]
-    } else {
-        f64::NEG_INFINITY
-    };
+    let threshold = top_k_threshold(&scaled, top_k);
     if scaled[index] < threshold {
         return f64::NEG_INFINITY;
     }
@@ -152,13 +146,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// k-th kept).
 pub fn sample_row(logits: &[f32], temperature: f32, top_k: usize, u: f64) -> u32 {
     let scaled: Vec<f64> = logits.iter().map(|&x| f64::from(x / temperature)).collect();
-    let threshold = if top_k > 0 && top_k < scaled.len() {
-        let mut sorted = scaled.clone();
-        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-        sorted[top_k - 1]
-    } else {
-        f64::NEG_INFINITY
-    };
+    let threshold = top_k_threshold(&scaled, top_k);
     let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let weights: Vec<f64> = scaled
         .iter()
@@ -178,6 +166,17 @@ pub fn sample_row(logits: &[f32], temperature: f32, top_k: usize, u: f64) -> u32
         }
     }
     last as u32
+}
+
+/// The smallest scaled logit top-k keeps (ties with the k-th kept); −∞ keeps all.
+fn top_k_threshold(scaled: &[f64], top_k: usize) -> f64 {
+    if top_k > 0 && top_k < scaled.len() {
+        let mut sorted = scaled.to_vec();
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+        sorted[top_k - 1]
+    } else {
+        f64::NEG_INFINITY
+    }
 }
 
 /// Guided logits: `uncond + scale · (cond − uncond)`, in place in `cond`.
