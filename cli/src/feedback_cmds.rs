@@ -33,7 +33,10 @@ pub async fn serve(mut config: Config, args: &FeedbackArgs) -> anyhow::Result<()
     let state = musicrl_feedback::state_from_config(&config).await?;
     let addr = listener.local_addr()?;
     write_ready(&args.process, Some(addr), metrics_addr)?;
-    eprintln!("feedback service on http://{addr}/ (metrics: {metrics_addr:?})");
+    match metrics_addr {
+        Some(m) => eprintln!("feedback service on http://{addr}/ (metrics at http://{m}/metrics)"),
+        None => eprintln!("feedback service on http://{addr}/ (metrics off)"),
+    }
     tracing::info!(%addr, "feedback service listening");
     musicrl_feedback::serve(
         listener,

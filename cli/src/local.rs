@@ -494,6 +494,11 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?)
 }
 
+/// How long the supervisor waits for the learner to finish by itself once every actor has
+/// exited before it calls that a failure (actors exit as soon as training completes, a
+/// moment before the learner does).
+const ACTORS_GONE_GRACE: Duration = Duration::from_secs(10);
+
 /// Shows progress from the learner's `Status` until the learner exits; Ctrl-C asks it to
 /// stop (it checkpoints first). Returns the learner's exit status.
 async fn follow_progress(
@@ -515,6 +520,8 @@ async fn follow_progress(
     let mut last_print = Instant::now();
     let (mut last_step, mut last_change) = (u64::MAX, Instant::now());
     let mut interrupted = false;
+    let mut training_complete = false;
+    let mut actors_gone_since: Option<Instant> = None;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         if let Some(status) = learner.child.try_wait()? {
@@ -526,6 +533,14 @@ async fn follow_progress(
             .all(|a| matches!(a.child.try_wait(), Ok(Some(_))))
             && !interrupted
         {
+            // Actors exit as soon as the learner announces the end of training, while the
+            // learner still saves its last checkpoint: that is a run finishing, not failing.
+            let since = *actors_gone_since.get_or_insert_with(Instant::now);
+            let finishing = training_complete || (total > 0 && last_step != u64::MAX && last_step >= total);
+            if finishing || since.elapsed() < ACTORS_GONE_GRACE {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             bar.abandon();
             eprintln!("every actor has exited before training finished; stopping the learner");
             for a in actors.iter() {
@@ -543,6 +558,7 @@ async fn follow_progress(
             match c.status(request).await {
                 Ok(s) => {
                     let s = s.into_inner();
+                    training_complete |= s.training_complete;
                     bar.set_position(s.step.min(total));
                     if s.step != last_step {
                         (last_step, last_change) = (s.step, Instant::now());

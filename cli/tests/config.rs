@@ -177,3 +177,29 @@ fn a_missing_input_names_the_key_and_the_paths_tried() {
         "{e}"
     );
 }
+
+/// The help texts say what the program does today (each of these was out of date once).
+#[test]
+fn help_texts_say_what_the_defaults_are() {
+    let help = |args: &[&str]| {
+        let out = musicrl().args(args).arg("--help").output().expect("musicrl runs");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).replace('\n', " ")
+    };
+    let learner = help(&["learner"]);
+    assert!(
+        learner.contains("models/base/policy.bpk") && !learner.contains("= seeded random"),
+        "{learner}"
+    );
+    assert!(help(&["feedback"]).contains("learner (the newest parameters"));
+    let out = musicrl().arg("--help").output().expect("musicrl runs");
+    let top = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("preferences"))
+        .expect("preferences is listed");
+    for sub in ["simulate", "evaluate", "import", "export", "status"] {
+        assert!(line.contains(sub), "{sub}: {line}");
+    }
+    assert!(!help(&["experiment"]).contains("a few minutes"));
+}

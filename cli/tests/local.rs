@@ -66,6 +66,10 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "musicrl local failed:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !stderr.contains("every actor has exited"),
+        "a completed run raises no alarm:\n{stderr}"
+    );
     let s = summary(&out);
     for key in [
         "steps",

@@ -159,6 +159,7 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
         let stderr = String::from_utf8_lossy(&run.stderr).to_string();
         assert!(run.status.success(), "musicrl local failed:\n{stderr}");
         assert!(stderr.contains("policy MusicGen"), "{stderr}");
+        assert!(!stderr.contains("every actor has exited"), "a completed run raises no alarm:\n{stderr}");
         serde_json::from_str::<serde_json::Value>(
             &std::fs::read_to_string(out.join("summary.json")).unwrap(),
         )
