@@ -40,6 +40,9 @@ pub struct Summary {
     pub resumed_from_step: u64,
     pub completed: bool,
     pub trajectories_accepted: u64,
+    /// Trajectories the learner refused, for every reason (`accounting.rejected` holds
+    /// them by reason: invalid, forged, pushed after training completed, …): what the
+    /// actors' `samples_rejected` add up to.
     pub trajectories_rejected: u64,
     pub trajectories_dropped_stale: u64,
     /// Updates whose batch mixed scorer versions (the reward configuration changed mid-run).
@@ -453,7 +456,7 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         resumed_from_step: outcome.resumed_from_step,
         completed: outcome.completed,
         trajectories_accepted: outcome.trajectories_accepted,
-        trajectories_rejected: outcome.trajectories_rejected,
+        trajectories_rejected: outcome.accounting.rejected_total(),
         trajectories_dropped_stale: outcome.trajectories_dropped_stale,
         mixed_scorer_batches: outcome.mixed_scorer_batches,
         reward_mean_first,

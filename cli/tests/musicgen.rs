@@ -181,6 +181,13 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(history.len(), 30);
+    let actors_rejected: u64 = s["actor_outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["samples_rejected"].as_u64().unwrap())
+        .sum();
+    assert_eq!(s["trajectories_rejected"].as_u64().unwrap(), actors_rejected, "{s}");
     for row in &history {
         let kl = row["kl"].as_f64().unwrap();
         assert!(kl.is_finite() && kl < 1.0, "{row}");
