@@ -529,11 +529,20 @@ async fn score(
         wire::score_response_from_wire(response.into_inner(), inputs.len())
             .map_err(|e| tonic::Status::internal(e.to_string()))
     };
+    let mut failures = 0u32;
     let (scores, components, version) = call
         .retry(backoff(config))
         .notify(|e: &tonic::Status, wait| {
             metrics::counter!(musicrl_common::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "reward").increment(1);
-            tracing::warn!(code = ?e.code(), message = e.message(), ?wait, "reward call failed; retrying");
+            failures += 1;
+            if failures == 1 && closed_connection(e) {
+                // The server recycles connections (reward.max_connection_age_seconds) so
+                // that new replicas get load: a call on a closing connection is retried on a
+                // fresh one, which is routine, not a failure.
+                tracing::debug!(code = ?e.code(), message = e.message(), ?wait, "reward connection closed by the server; retrying on a new one");
+            } else {
+                tracing::warn!(code = ?e.code(), message = e.message(), ?wait, failures, "reward call failed; retrying");
+            }
         })
         .await
         .expect("retries without a limit only return on success");
@@ -542,6 +551,19 @@ async fn score(
         components.into_iter().map(|c| c.name).collect(),
         version,
     )
+}
+
+/// Whether a call failed because its connection was closed under it (a server recycling
+/// connections, a replica going away), rather than because the server answered with an
+/// error.
+fn closed_connection(e: &tonic::Status) -> bool {
+    let m = e.message().to_ascii_lowercase();
+    matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+        && (m.contains("transport error")
+            || m.contains("connection")
+            || m.contains("broken pipe")
+            || m.contains("goaway")
+            || m.contains("h2 protocol error"))
 }
 
 /// How long a push in flight when training ends may still take to be answered.
@@ -589,6 +611,19 @@ fn fnv(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_connection_is_told_from_an_error_the_server_answered() {
+        use tonic::{Code, Status};
+        assert!(closed_connection(&Status::new(Code::Unknown, "transport error")));
+        assert!(closed_connection(&Status::new(
+            Code::Unavailable,
+            "error trying to connect: tcp connect error: Connection refused"
+        )));
+        assert!(!closed_connection(&Status::new(Code::Unavailable, "the reward server is shedding load")));
+        assert!(!closed_connection(&Status::new(Code::InvalidArgument, "transport error in caption")));
+        assert!(!closed_connection(&Status::new(Code::Internal, "scorer failed")));
+    }
 
     #[test]
     fn an_actor_refuses_a_learner_that_samples_differently() {

@@ -539,8 +539,9 @@ pub struct BotArgs {
         value_name = "FILE"
     )]
     pub population: PathBuf,
-    /// Seconds of each clip the bot reports listening to (the server credits no more than
-    /// the time that has passed since the pair was served).
+    /// Seconds of each clip the bot listens to, waiting in real time (at least what the
+    /// server requires before a vote counts, `feedback.min_listen_seconds`, capped at the
+    /// clip).
     #[arg(long, default_value_t = 0.0, value_name = "S")]
     pub listen_seconds: f64,
     /// Seeds which listener votes and their draws.

@@ -109,6 +109,7 @@ fn started_from_another_folder_it_finds_its_shipped_data() {
         &c.actor.prompts,
         &c.reward.components[0].checkpoint,
         &c.experiment.judge_prompts,
+        &c.feedback.prompts,
     ] {
         assert!(
             p.is_absolute() && p.exists(),
@@ -138,6 +139,18 @@ fn started_from_another_folder_it_finds_its_shipped_data() {
         );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("q/report.html").exists());
+    // The judge's prompts are looked for the same way, and a missing one lists the places
+    // tried.
+    let out = run_to_end(musicrl().current_dir(dir.path()).args([
+        "judge",
+        "--policy",
+        "models/base/policy.bpk",
+        "--prompts",
+        "no/such/prompts.txt",
+    ]));
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("--prompts = no/such/prompts.txt") && e.contains("tried"), "{e}");
     // A recipe's config file resolves too.
     let out = run_to_end(musicrl().current_dir(dir.path()).args([
         "--config",

@@ -210,9 +210,11 @@ impl BotClient {
         Ok(Self::decode::<VoteAnswer>("/api/vote", &bytes)?.vote)
     }
 
-    /// One listener's whole turn: a pair, listening to both clips (`listen_seconds` of each,
-    /// capped at the clip; the server credits no more than the time that has passed), and a
-    /// vote chosen by `choose`.
+    /// One listener's whole turn: a pair, listening to both clips one after the other, and
+    /// a vote chosen by `choose`. Each clip is listened to for `listen_seconds`, and at least
+    /// as long as the server requires before a vote counts, capped at the clip; the listener
+    /// waits that long in real time before reporting it, as a person would (the server
+    /// credits no more listening than the time that has passed since it served the pair).
     pub async fn turn(
         &mut self,
         listener: usize,
@@ -221,8 +223,9 @@ impl BotClient {
     ) -> Result<(PairView, Outcome, i64), BotError> {
         let view = self.pair(listener).await?;
         for (side, clip) in [("a", &view.a), ("b", &view.b)] {
-            let seconds = listen_seconds.min(clip.seconds);
+            let seconds = listen_seconds.max(clip.required_seconds).min(clip.seconds);
             if seconds > 0.0 {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
                 self.listen(listener, &view, side, seconds).await?;
             }
         }

@@ -301,6 +301,23 @@ async fn expired_pairs_and_rate_limits_are_refused() {
     s.stop().await;
 }
 
+/// Against a server that requires listening, the bot listens (in real time) for as long as
+/// it must, and its votes count.
+#[tokio::test]
+async fn the_bot_listens_as_long_as_the_server_requires() {
+    let s = start(FeedbackConfig {
+        min_listen_seconds: 0.3,
+        ..config()
+    })
+    .await;
+    let mut bot = BotClient::new(&format!("http://{}", s.addr));
+    let started = std::time::Instant::now();
+    let (view, outcome, _) = bot.turn(0, 0.0, |_| Outcome::B).await.expect("a vote that counts");
+    assert!(started.elapsed() >= Duration::from_millis(600), "listened to both clips");
+    assert_eq!(s.db.vote_for_pair(&view.pair).await.expect("reads"), Some(outcome));
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn the_bot_votes_through_the_api_as_its_own_raters() {
     let s = start(FeedbackConfig {

@@ -215,7 +215,9 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let inference = musicrl_common::device::inference_device();
     let actor_policy = blob.to_policy(&inference)?;
     let engine = Engine::from_policy(&actor_policy, p, config.actor.threads)?;
-    eprintln!(
+    let melody_workloads = ["engine", "burn", "uncached", "learner", "broadcast", "reward"];
+    if melody_workloads.iter().any(|w| wants(w)) {
+        eprintln!(
         "policy: vocab {} tokens {} d_model {} layers {} heads {} d_ff {} ({} parameters); {len} tokens per sequence; engine threads {}, sample batch {}, learner batch {}",
         p.vocab_size,
         p.max_tokens,
@@ -227,7 +229,8 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         engine.threads(),
         sample_batch,
         learner_batch
-    );
+        );
+    }
 
     let mut measurements = Vec::new();
     let temperature = config.sampling.temperature;

@@ -96,6 +96,9 @@ impl Config {
         fix(&mut self.learner.init_policy);
         fix(&mut self.learner.reference_policy);
         fix(&mut self.actor.prompts);
+        fix(&mut self.feedback.prompts);
+        fix(&mut self.feedback.policy);
+        fix(&mut self.policy.folder);
         fix(&mut self.pretrain.corpus);
         fix(&mut self.experiment.eval_prompts);
         fix(&mut self.experiment.judge_prompts);
