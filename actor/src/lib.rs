@@ -615,14 +615,26 @@ mod tests {
     #[test]
     fn a_closed_connection_is_told_from_an_error_the_server_answered() {
         use tonic::{Code, Status};
-        assert!(closed_connection(&Status::new(Code::Unknown, "transport error")));
+        assert!(closed_connection(&Status::new(
+            Code::Unknown,
+            "transport error"
+        )));
         assert!(closed_connection(&Status::new(
             Code::Unavailable,
             "error trying to connect: tcp connect error: Connection refused"
         )));
-        assert!(!closed_connection(&Status::new(Code::Unavailable, "the reward server is shedding load")));
-        assert!(!closed_connection(&Status::new(Code::InvalidArgument, "transport error in caption")));
-        assert!(!closed_connection(&Status::new(Code::Internal, "scorer failed")));
+        assert!(!closed_connection(&Status::new(
+            Code::Unavailable,
+            "the reward server is shedding load"
+        )));
+        assert!(!closed_connection(&Status::new(
+            Code::InvalidArgument,
+            "transport error in caption"
+        )));
+        assert!(!closed_connection(&Status::new(
+            Code::Internal,
+            "scorer failed"
+        )));
     }
 
     #[test]

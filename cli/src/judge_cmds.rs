@@ -238,8 +238,11 @@ pub fn judge(
                 args.policy.len()
             );
         }
-        let prompts = load_prompts(&musicrl_common::config::paths::require("--prompts", &args.prompts)?)
-            .context("the evaluation prompts (--prompts)")?;
+        let prompts = load_prompts(&musicrl_common::config::paths::require(
+            "--prompts",
+            &args.prompts,
+        )?)
+        .context("the evaluation prompts (--prompts)")?;
         let baseline = args
             .baseline
             .clone()

@@ -539,7 +539,8 @@ async fn follow_progress(
             // Actors exit as soon as the learner announces the end of training, while the
             // learner still saves its last checkpoint: that is a run finishing, not failing.
             let since = *actors_gone_since.get_or_insert_with(Instant::now);
-            let finishing = training_complete || (total > 0 && last_step != u64::MAX && last_step >= total);
+            let finishing =
+                training_complete || (total > 0 && last_step != u64::MAX && last_step >= total);
             if finishing || since.elapsed() < ACTORS_GONE_GRACE {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

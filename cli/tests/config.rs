@@ -150,7 +150,10 @@ fn started_from_another_folder_it_finds_its_shipped_data() {
     ]));
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("--prompts = no/such/prompts.txt") && e.contains("tried"), "{e}");
+    assert!(
+        e.contains("--prompts = no/such/prompts.txt") && e.contains("tried"),
+        "{e}"
+    );
     // A recipe's config file resolves too.
     let out = run_to_end(musicrl().current_dir(dir.path()).args([
         "--config",
@@ -195,7 +198,11 @@ fn a_missing_input_names_the_key_and_the_paths_tried() {
 #[test]
 fn help_texts_say_what_the_defaults_are() {
     let help = |args: &[&str]| {
-        let out = musicrl().args(args).arg("--help").output().expect("musicrl runs");
+        let out = musicrl()
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("musicrl runs");
         assert!(out.status.success(), "{args:?}");
         String::from_utf8_lossy(&out.stdout).replace('\n', " ")
     };

@@ -148,7 +148,13 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
     let out = dir.path().join("out");
     let out_arg = out.to_str().unwrap();
     let local = |extra: &[&str]| {
-        let mut args = vec!["--config", "config/musicgen-tiny.toml", "local", "--out", out_arg];
+        let mut args = vec![
+            "--config",
+            "config/musicgen-tiny.toml",
+            "local",
+            "--out",
+            out_arg,
+        ];
         args.extend_from_slice(extra);
         let run = run_to_end(
             Command::new(env!("CARGO_BIN_EXE_musicrl"))
@@ -159,7 +165,10 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
         let stderr = String::from_utf8_lossy(&run.stderr).to_string();
         assert!(run.status.success(), "musicrl local failed:\n{stderr}");
         assert!(stderr.contains("policy MusicGen"), "{stderr}");
-        assert!(!stderr.contains("every actor has exited"), "a completed run raises no alarm:\n{stderr}");
+        assert!(
+            !stderr.contains("every actor has exited"),
+            "a completed run raises no alarm:\n{stderr}"
+        );
         serde_json::from_str::<serde_json::Value>(
             &std::fs::read_to_string(out.join("summary.json")).unwrap(),
         )
@@ -187,7 +196,11 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
         .iter()
         .map(|a| a["samples_rejected"].as_u64().unwrap())
         .sum();
-    assert_eq!(s["trajectories_rejected"].as_u64().unwrap(), actors_rejected, "{s}");
+    assert_eq!(
+        s["trajectories_rejected"].as_u64().unwrap(),
+        actors_rejected,
+        "{s}"
+    );
     for row in &history {
         let kl = row["kl"].as_f64().unwrap();
         assert!(kl.is_finite() && kl < 1.0, "{row}");
@@ -196,10 +209,16 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
     let gap = history[0]["fresh_logprob_gap"]
         .as_f64()
         .expect("step 1 trains on clips of version 0 only");
-    assert!(gap < 1e-4, "the learner's log-probabilities of the actors' clips: gap {gap}");
+    assert!(
+        gap < 1e-4,
+        "the learner's log-probabilities of the actors' clips: gap {gap}"
+    );
     for role in ["learner", "reward-server", "actor-0", "actor-1"] {
         let log = std::fs::read_to_string(out.join(format!("logs/{role}.log"))).unwrap();
-        assert!(!log.contains("panicked") && !log.contains("ERROR"), "{role}: {log}");
+        assert!(
+            !log.contains("panicked") && !log.contains("ERROR"),
+            "{role}: {log}"
+        );
     }
 
     let s = local(&["--steps", "40", "--actors", "1", "--resume", "--secure"]);
@@ -227,12 +246,27 @@ fn a_musicgen_configuration_that_does_not_fit_its_folder_is_refused() {
         );
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{sets:?} was accepted");
-        assert!(stderr.contains(key) && stderr.contains(hint), "{sets:?}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(hint),
+            "{sets:?}: {stderr}"
+        );
     };
-    refused(&["policy.max_tokens=30"], "policy.max_tokens", "set policy.max_tokens = 32");
-    refused(&["policy.vocab_size=64"], "policy.vocab_size", "set policy.vocab_size = 32");
+    refused(
+        &["policy.max_tokens=30"],
+        "policy.max_tokens",
+        "set policy.max_tokens = 32",
+    );
+    refused(
+        &["policy.vocab_size=64"],
+        "policy.vocab_size",
+        "set policy.vocab_size = 32",
+    );
     refused(&["policy.end_token=3"], "policy.end_token", "no END");
-    refused(&["policy.folder=no/such/folder"], "policy.folder", "no/such/folder");
+    refused(
+        &["policy.folder=no/such/folder"],
+        "policy.folder",
+        "no/such/folder",
+    );
     refused(&["policy.family=jukebox"], "policy.family", "jukebox");
     refused(
         &["reward.components[0].kind=attributes"],

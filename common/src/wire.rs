@@ -755,7 +755,10 @@ mod tests {
         let short = exact.check_tokens(&[1, 2, 3]).unwrap_err();
         assert_eq!(short.reason, "bad_length");
         assert!(short.detail.contains("exactly 4"), "{short}");
-        assert_eq!(exact.check_tokens(&[1, 2, 3, 8]).unwrap_err().reason, "token_out_of_range");
+        assert_eq!(
+            exact.check_tokens(&[1, 2, 3, 8]).unwrap_err().reason,
+            "token_out_of_range"
+        );
     }
 
     #[test]

@@ -312,9 +312,18 @@ async fn the_bot_listens_as_long_as_the_server_requires() {
     .await;
     let mut bot = BotClient::new(&format!("http://{}", s.addr));
     let started = std::time::Instant::now();
-    let (view, outcome, _) = bot.turn(0, 0.0, |_| Outcome::B).await.expect("a vote that counts");
-    assert!(started.elapsed() >= Duration::from_millis(600), "listened to both clips");
-    assert_eq!(s.db.vote_for_pair(&view.pair).await.expect("reads"), Some(outcome));
+    let (view, outcome, _) = bot
+        .turn(0, 0.0, |_| Outcome::B)
+        .await
+        .expect("a vote that counts");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "listened to both clips"
+    );
+    assert_eq!(
+        s.db.vote_for_pair(&view.pair).await.expect("reads"),
+        Some(outcome)
+    );
     s.stop().await;
 }
 

@@ -39,7 +39,9 @@ impl Snapshot {
         temperature: f32,
     ) -> musicrl_common::Result<ParameterBlob> {
         match self {
-            Self::Melody(policy) => ParameterBlob::from_policy(policy, version, config, temperature),
+            Self::Melody(policy) => {
+                ParameterBlob::from_policy(policy, version, config, temperature)
+            }
             Self::MusicGen(trainable) => Ok(ParameterBlob::from_bytes(
                 trainable
                     .to_bytes()
@@ -132,8 +134,11 @@ pub fn load_musicgen(config: &Config) -> Result<MusicGen> {
             musicrl_common::config::paths::missing("policy.folder", &p.folder).to_string(),
         )
     })?;
-    MusicGen::load(Path::new(&folder), &musicrl_common::device::inference_device())
-        .map_err(|e| LearnerError::Checkpoint(format!("policy.folder: {e}")))
+    MusicGen::load(
+        Path::new(&folder),
+        &musicrl_common::device::inference_device(),
+    )
+    .map_err(|e| LearnerError::Checkpoint(format!("policy.folder: {e}")))
 }
 
 impl FamilyTrainer {

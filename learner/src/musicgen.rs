@@ -161,10 +161,11 @@ impl MusicgenTrainer {
                     )));
                 }
                 if let Some(t) = x.tokens.iter().find(|&&t| t >= vocab) {
-                    return Err(shape_error(format!("code {t} outside the codebook of {vocab}")));
+                    return Err(shape_error(format!(
+                        "code {t} outside the codebook of {vocab}"
+                    )));
                 }
-                unflatten_codes(&x.tokens, k_total)
-                    .ok_or_else(|| shape_error("no codes".into()))
+                unflatten_codes(&x.tokens, k_total).ok_or_else(|| shape_error("no codes".into()))
             })
             .collect()
     }
@@ -198,7 +199,10 @@ impl MusicgenTrainer {
     /// finite or the batch is not this model's clips: then nothing changes and the reason
     /// comes back.
     pub fn try_train_step(&mut self, batch: &[Trajectory]) -> Result<StepStats, SkippedBatch> {
-        assert!(!batch.is_empty(), "the learner never trains on an empty batch");
+        assert!(
+            !batch.is_empty(),
+            "the learner never trains on an empty batch"
+        );
         let clips = self.clips(batch)?;
         let b = batch.len();
         let tokens = batch[0].tokens.len();
@@ -365,7 +369,9 @@ mod tests {
             guidance: None,
             seed,
         };
-        let out = actor.generate_scored(&wanted, trainer.frames, &options).unwrap();
+        let out = actor
+            .generate_scored(&wanted, trainer.frames, &options)
+            .unwrap();
         out.codes
             .iter()
             .zip(&out.logprobs)
@@ -392,8 +398,17 @@ mod tests {
         for temperature in [1.0f32, 0.7] {
             let model = MusicGen::load(&fixture(), &plain).unwrap();
             let mut actor = MusicGen::load(&fixture(), &plain).unwrap();
-            let trainer = MusicgenTrainer::new(model, 6, &config(temperature), &plain.clone().autodiff()).unwrap();
-            let batch = sample(&mut actor, &trainer, &["a jig", "lo-fi piano with rain"], 2, temperature, 3);
+            let trainer =
+                MusicgenTrainer::new(model, 6, &config(temperature), &plain.clone().autodiff())
+                    .unwrap();
+            let batch = sample(
+                &mut actor,
+                &trainer,
+                &["a jig", "lo-fi piano with rain"],
+                2,
+                temperature,
+                3,
+            );
             let learner = trainer.log_probs(&batch).unwrap();
             let mut worst = 0f32;
             for (x, l) in batch.iter().zip(&learner) {
@@ -402,7 +417,10 @@ mod tests {
                     worst = worst.max((a - b).abs());
                 }
             }
-            assert!(worst < 1e-4, "temperature {temperature}: worst difference {worst}");
+            assert!(
+                worst < 1e-4,
+                "temperature {temperature}: worst difference {worst}"
+            );
         }
     }
 
@@ -410,7 +428,8 @@ mod tests {
     fn a_batch_of_the_wrong_shape_is_refused_and_changes_nothing() {
         let plain = Device::flex();
         let model = MusicGen::load(&fixture(), &plain).unwrap();
-        let mut trainer = MusicgenTrainer::new(model, 6, &config(1.0), &plain.clone().autodiff()).unwrap();
+        let mut trainer =
+            MusicgenTrainer::new(model, 6, &config(1.0), &plain.clone().autodiff()).unwrap();
         let before = trainer.trainable().to_bytes().unwrap();
         let short = Trajectory {
             caption: "a jig".into(),
@@ -426,7 +445,10 @@ mod tests {
             behaviour_logprobs: vec![-1.0; 4 * 6],
             ..Trajectory::default()
         };
-        assert_eq!(trainer.try_train_step(&[outside]).unwrap_err().reason, "bad_shape");
+        assert_eq!(
+            trainer.try_train_step(&[outside]).unwrap_err().reason,
+            "bad_shape"
+        );
         assert_eq!(trainer.step_count(), 0);
         assert_eq!(trainer.trainable().to_bytes().unwrap(), before);
     }
@@ -437,7 +459,8 @@ mod tests {
         let model = MusicGen::load(&fixture(), &plain).unwrap();
         let mut actor = MusicGen::load(&fixture(), &plain).unwrap();
         let vocab = model.config().vocab_size() as u32;
-        let mut trainer = MusicgenTrainer::new(model, 6, &config(1.0), &plain.clone().autodiff()).unwrap();
+        let mut trainer =
+            MusicgenTrainer::new(model, 6, &config(1.0), &plain.clone().autodiff()).unwrap();
         let captions = ["a jig", "lo-fi piano with rain"];
         let mut curve = Vec::new();
         let mut kls = Vec::new();
@@ -449,9 +472,17 @@ mod tests {
             curve.push(batch.iter().map(|x| x.reward).sum::<f32>() / batch.len() as f32);
             let stats = trainer.try_train_step(&batch).unwrap();
             assert!((stats.grouped_share - 1.0).abs() < 1e-6);
-            assert!(stats.importance_weight > 0.99 && stats.importance_weight < 1.01, "{stats:?}");
-            let gap = stats.fresh_logprob_gap.expect("every clip is of the version updated");
-            assert!(gap < 1e-4, "the learner's log-probabilities are the actor's: {gap}");
+            assert!(
+                stats.importance_weight > 0.99 && stats.importance_weight < 1.01,
+                "{stats:?}"
+            );
+            let gap = stats
+                .fresh_logprob_gap
+                .expect("every clip is of the version updated");
+            assert!(
+                gap < 1e-4,
+                "the learner's log-probabilities are the actor's: {gap}"
+            );
             kls.push(stats.kl);
         }
         let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;

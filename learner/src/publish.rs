@@ -114,8 +114,8 @@ impl Drop for Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use musicrl_common::config::Config;
     use crate::trainer::Trainer;
+    use musicrl_common::config::Config;
     use musicrl_common::{PolicyVersion as V, Trajectory};
 
     fn config() -> Config {

@@ -23,9 +23,9 @@ use musicrl_proto::v1::learner_service_server::LearnerServiceServer;
 
 use crate::checkpoint::{self, Counters};
 use crate::error::{LearnerError, Result};
+use crate::family::{FamilyTrainer, Learn};
 use crate::service::{Learner, Progress, Shared};
 use crate::staleness::{Admission, StalenessRule};
-use crate::family::{FamilyTrainer, Learn};
 use crate::trainer::StepStats;
 
 /// What a learner run ended with.

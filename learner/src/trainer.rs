@@ -391,8 +391,7 @@ impl Trainer {
         } = self.compute(batch);
         let end = self.policy_config.end_token;
         let b = batch.len();
-        let (grads, grad_norm) =
-            clip_global_norm(grads, &self.policy, self.schedule.max_grad_norm);
+        let (grads, grad_norm) = clip_global_norm(grads, &self.policy, self.schedule.max_grad_norm);
         SkippedBatch::unless_finite(loss, grad_norm)?;
         let learning_rate = self.learning_rate_at(self.step);
         self.policy = self

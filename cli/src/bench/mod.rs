@@ -215,20 +215,27 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let inference = musicrl_common::device::inference_device();
     let actor_policy = blob.to_policy(&inference)?;
     let engine = Engine::from_policy(&actor_policy, p, config.actor.threads)?;
-    let melody_workloads = ["engine", "burn", "uncached", "learner", "broadcast", "reward"];
+    let melody_workloads = [
+        "engine",
+        "burn",
+        "uncached",
+        "learner",
+        "broadcast",
+        "reward",
+    ];
     if melody_workloads.iter().any(|w| wants(w)) {
         eprintln!(
-        "policy: vocab {} tokens {} d_model {} layers {} heads {} d_ff {} ({} parameters); {len} tokens per sequence; engine threads {}, sample batch {}, learner batch {}",
-        p.vocab_size,
-        p.max_tokens,
-        p.d_model,
-        p.n_layers,
-        p.n_heads,
-        p.d_ff,
-        parameters,
-        engine.threads(),
-        sample_batch,
-        learner_batch
+            "policy: vocab {} tokens {} d_model {} layers {} heads {} d_ff {} ({} parameters); {len} tokens per sequence; engine threads {}, sample batch {}, learner batch {}",
+            p.vocab_size,
+            p.max_tokens,
+            p.d_model,
+            p.n_layers,
+            p.n_heads,
+            p.d_ff,
+            parameters,
+            engine.threads(),
+            sample_batch,
+            learner_batch
         );
     }
 

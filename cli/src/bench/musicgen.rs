@@ -114,7 +114,10 @@ pub fn run(
         })?;
     }
     if update_batch > 0 {
-        anyhow::ensure!(update_batch >= 2, "--musicgen-update-batch must be 0 or at least 2");
+        anyhow::ensure!(
+            update_batch >= 2,
+            "--musicgen-update-batch must be 0 or at least 2"
+        );
         drop(time);
         let trainer_model = MusicGen::load(folder, &device)?;
         let mut c = musicrl_common::Config::default();
@@ -132,7 +135,12 @@ pub fn run(
         // Two captions, so every clip has a leave-one-out baseline, as in the loop.
         let batch: Vec<musicrl_common::Trajectory> = (0..update_batch)
             .map(|b| musicrl_common::Trajectory {
-                caption: if b % 2 == 0 { CAPTION } else { "a slow lament on the harp" }.into(),
+                caption: if b % 2 == 0 {
+                    CAPTION
+                } else {
+                    "a slow lament on the harp"
+                }
+                .into(),
                 tokens: (0..k_total * frames)
                     .map(|i| ((b * k_total * frames + i) * 7 % vocab) as u32)
                     .collect(),

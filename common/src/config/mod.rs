@@ -111,8 +111,8 @@ pub fn musicgen_shape(folder: &Path) -> Result<(usize, usize), String> {
     let path = folder.join("config.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
     let field = |name: &str| {
         json.get("decoder")
             .and_then(|d| d.get(name))
@@ -834,7 +834,10 @@ impl Config {
         } else if p.family != FAMILY_MELODY {
             return bad(
                 "policy.family",
-                format!("{:?} is not {FAMILY_MELODY:?} or {FAMILY_MUSICGEN:?}", p.family),
+                format!(
+                    "{:?} is not {FAMILY_MELODY:?} or {FAMILY_MUSICGEN:?}",
+                    p.family
+                ),
             );
         }
         if p.vocab_size < 2 || p.vocab_size > (1 << 24) {
@@ -1141,7 +1144,10 @@ impl Config {
                 why,
             })?;
         if p.frames == 0 {
-            return bad("policy.frames", "a MusicGen clip needs at least 1 frame".into());
+            return bad(
+                "policy.frames",
+                "a MusicGen clip needs at least 1 frame".into(),
+            );
         }
         if p.vocab_size != codebook {
             return bad(

@@ -185,7 +185,11 @@ impl Decoder {
 
     /// The output heads over final hidden states `[B, L, d]`: logits `[B, K, L, vocab]`.
     pub fn heads(&self, x: Tensor<3>) -> Tensor<4> {
-        let logits: Vec<Tensor<3>> = self.heads.iter().map(|head| head.forward(x.clone())).collect();
+        let logits: Vec<Tensor<3>> = self
+            .heads
+            .iter()
+            .map(|head| head.forward(x.clone()))
+            .collect();
         Tensor::stack(logits, 1)
     }
 

@@ -67,7 +67,11 @@ impl Trainable {
             b.map(|t| {
                 let tracked = t.is_require_grad();
                 let shifted = (t + f64::from(delta)).detach();
-                if tracked { shifted.require_grad() } else { shifted }
+                if tracked {
+                    shifted.require_grad()
+                } else {
+                    shifted
+                }
             })
         });
         Self {
@@ -125,9 +129,10 @@ impl Trainable {
     /// Parameters from [`Trainable::to_bytes`], checked against the shapes of `template`
     /// (a trainable part built from the same folder).
     pub fn from_bytes(template: Self, bytes: &[u8]) -> Result<Self, PolicyError> {
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(
-            |e| PolicyError::InvalidInput(format!("not a burnpack parameter record: {e}")),
-        )?;
+        let record =
+            ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
+                PolicyError::InvalidInput(format!("not a burnpack parameter record: {e}"))
+            })?;
         template.try_load_record(record).map_err(|e| {
             PolicyError::InvalidInput(format!(
                 "the parameters do not fit this MusicGen folder's decoder: {e}"
