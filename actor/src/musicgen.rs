@@ -39,12 +39,7 @@ fn bad(why: String) -> musicrl_common::Error {
 impl MusicgenRollout {
     /// Loads `policy.folder` (found from the working directory or the installation).
     pub fn load(policy: &PolicyConfig, device: &Device) -> musicrl_common::Result<Self> {
-        let folder = musicrl_common::config::paths::find(&policy.folder).ok_or_else(|| {
-            musicrl_common::Error::from(musicrl_common::config::paths::missing(
-                "policy.folder",
-                &policy.folder,
-            ))
-        })?;
+        let folder = musicrl_common::config::paths::require("policy.folder", &policy.folder)?;
         let model = MusicGen::load(Path::new(&folder), device)
             .map_err(|e| bad(format!("policy.folder: {e}")))?;
         let template = Trainable::new(&model, device).map_err(|e| bad(e.to_string()))?;

@@ -129,16 +129,18 @@ impl std::fmt::Debug for FamilyTrainer {
 /// Loads `policy.folder` on the inference device.
 pub fn load_musicgen(config: &Config) -> Result<MusicGen> {
     let p = &config.policy;
-    let folder = musicrl_common::config::paths::find(&p.folder).ok_or_else(|| {
-        LearnerError::Checkpoint(
-            musicrl_common::config::paths::missing("policy.folder", &p.folder).to_string(),
-        )
-    })?;
+    let folder = musicrl_common::config::paths::require("policy.folder", &p.folder)
+        .map_err(musicrl_common::Error::from)?;
     MusicGen::load(
         Path::new(&folder),
         &musicrl_common::device::inference_device(),
     )
-    .map_err(|e| LearnerError::Checkpoint(format!("policy.folder: {e}")))
+    .map_err(|e| bad_folder(e).into())
+}
+
+/// A folder the policy crate refused, as the learner reports it.
+fn bad_folder(e: musicrl_policy::PolicyError) -> musicrl_common::Error {
+    musicrl_common::Error::BadParameters(format!("policy.folder: {e}"))
 }
 
 impl FamilyTrainer {
@@ -147,7 +149,7 @@ impl FamilyTrainer {
         if config.policy.family == FAMILY_MUSICGEN {
             let model = load_musicgen(config)?;
             let trainer = MusicgenTrainer::new(model, config.policy.frames, config, device)
-                .map_err(|e| LearnerError::Checkpoint(format!("policy.folder: {e}")))?;
+                .map_err(bad_folder)?;
             return Ok(Self::MusicGen(Box::new(trainer)));
         }
         Ok(Self::Melody(Box::new(Trainer::new(config, device)?)))

@@ -147,6 +147,15 @@ fn measure(
     out
 }
 
+/// The workloads of the built-in melody policy (`musicgen` is the other).
+const MELODY_WORKLOADS: [&str; 6] = [
+    "engine",
+    "burn",
+    "uncached",
+    "learner",
+    "broadcast",
+    "reward",
+];
 pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     config.validate()?;
     let p = &config.policy;
@@ -164,17 +173,9 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     );
     for w in &args.workloads {
         anyhow::ensure!(
-            [
-                "engine",
-                "burn",
-                "uncached",
-                "learner",
-                "broadcast",
-                "reward",
-                "musicgen"
-            ]
-            .contains(&w.as_str()),
-            "--workloads: {w:?} is not one of engine, burn, uncached, learner, broadcast, reward, musicgen"
+            MELODY_WORKLOADS.contains(&w.as_str()) || w == "musicgen",
+            "--workloads: {w:?} is not one of {}, musicgen",
+            MELODY_WORKLOADS.join(", ")
         );
     }
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
@@ -215,15 +216,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let inference = musicrl_common::device::inference_device();
     let actor_policy = blob.to_policy(&inference)?;
     let engine = Engine::from_policy(&actor_policy, p, config.actor.threads)?;
-    let melody_workloads = [
-        "engine",
-        "burn",
-        "uncached",
-        "learner",
-        "broadcast",
-        "reward",
-    ];
-    if melody_workloads.iter().any(|w| wants(w)) {
+    if MELODY_WORKLOADS.iter().any(|w| wants(w)) {
         eprintln!(
             "policy: vocab {} tokens {} d_model {} layers {} heads {} d_ff {} ({} parameters); {len} tokens per sequence; engine threads {}, sample batch {}, learner batch {}",
             p.vocab_size,
