@@ -31,7 +31,7 @@ class Policy:
         if self.config["caption_encoder"] != "words-fnv1a":
             raise ValueError("this reference implements the words-fnv1a caption encoder only")
 
-    # -- the caption encoder: a hashed bag of words (common/src/caption.rs) --
+    # -- the caption encoder: a hashed bag of words (policy/src/melody/caption.rs) --
     def caption_ids(self, caption):
         words, word = [], ""
         for ch in caption:

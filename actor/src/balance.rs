@@ -15,7 +15,7 @@ use std::time::Duration;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use musicrl_common::config::SecurityConfig;
+use musicrl_config::SecurityConfig;
 
 use crate::ActorError;
 

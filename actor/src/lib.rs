@@ -21,14 +21,14 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
-use musicrl_common::Config;
-use musicrl_common::policy::params::ParameterBlob;
-use musicrl_common::policy::sampling::{Sampled, Sampler};
-use musicrl_common::policy::{Engine, Policy};
 use musicrl_common::prompts::load_prompts;
 use musicrl_common::types::SampleScore;
 use musicrl_common::wire::{self, ScoreInput};
 use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_config::Config;
+use musicrl_policy::melody::params::ParameterBlob;
+use musicrl_policy::melody::sampling::{Sampled, Sampler};
+use musicrl_policy::melody::{Engine, Policy};
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
 
@@ -114,10 +114,7 @@ pub fn learner_client(config: &Config, url: &str) -> Result<LearnerServiceClient
 
 /// Opens a lazy channel: it connects on first use and reconnects after failures. An
 /// `https://` URL uses TLS from `[security]`.
-pub fn lazy_channel(
-    url: &str,
-    security: &musicrl_common::config::SecurityConfig,
-) -> Result<Channel> {
+pub fn lazy_channel(url: &str, security: &musicrl_config::SecurityConfig) -> Result<Channel> {
     let bad = |message: String| ActorError::Endpoint {
         url: url.to_string(),
         message,
@@ -150,13 +147,11 @@ pub async fn run(
     config.validate().map_err(musicrl_common::Error::from)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Actor);
     if !config.actor.prompts.as_os_str().is_empty() && !config.actor.prompts.exists() {
-        return Err(
-            musicrl_common::Error::from(musicrl_common::config::paths::missing(
-                "actor.prompts",
-                &config.actor.prompts,
-            ))
-            .into(),
-        );
+        return Err(musicrl_common::Error::from(musicrl_config::paths::missing(
+            "actor.prompts",
+            &config.actor.prompts,
+        ))
+        .into());
     }
     let prompts = load_prompts(&config.actor.prompts)?;
     let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
@@ -288,7 +283,7 @@ pub async fn run(
                         &policy_config,
                         &captions,
                         policy_config.max_tokens,
-                        &musicrl_common::device::inference_device(),
+                        &musicrl_policy::device::inference_device(),
                     )),
                 };
                 (w, loaded, sampled, started.elapsed())
@@ -486,21 +481,22 @@ impl Worker {
             return Ok(None);
         }
         let started = Instant::now();
-        if blob.config.family == musicrl_common::config::FAMILY_MUSICGEN {
+        if blob.config.family == musicrl_config::FAMILY_MUSICGEN {
             // The folder loads once; each version replaces the decoder.
             let mut rollout = match self.policy.take() {
                 Some((_, Rollout::MusicGen(r))) => r,
                 _ => Box::new(musicgen::MusicgenRollout::load(
                     &blob.config,
-                    &musicrl_common::device::inference_device(),
+                    &musicrl_policy::device::inference_device(),
+                    (self.engine != musicrl_config::ENGINE_BURN).then_some(self.threads),
                 )?),
             };
             rollout.set_parameters(&blob.bytes)?;
             self.policy = Some((blob.version, Rollout::MusicGen(rollout)));
             return Ok(Some(started.elapsed()));
         }
-        let policy = blob.to_policy(&musicrl_common::device::inference_device())?;
-        let rollout = if self.engine == musicrl_common::config::ENGINE_BURN {
+        let policy = blob.to_policy(&musicrl_policy::device::inference_device())?;
+        let rollout = if self.engine == musicrl_config::ENGINE_BURN {
             Rollout::Burn(policy)
         } else {
             Rollout::Native(Engine::from_policy(&policy, &blob.config, self.threads)?)
@@ -640,7 +636,7 @@ mod tests {
     #[test]
     fn an_actor_refuses_a_learner_that_samples_differently() {
         let config = Config::default();
-        let blob = |policy: &musicrl_common::config::PolicyConfig, temperature: f32| {
+        let blob = |policy: &musicrl_config::PolicyConfig, temperature: f32| {
             ParameterBlob::from_bytes(vec![1, 2, 3], PolicyVersion(0), policy, temperature)
         };
         assert!(check_agreement(&config, &blob(&config.policy, 0.99)).is_ok());

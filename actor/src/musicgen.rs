@@ -4,13 +4,17 @@
 //! The actor loads the folder once; each parameter version replaces only the decoder and
 //! value head (`musicrl_policy::musicgen::rl::Trainable`, burnpack bytes). Clips are drawn
 //! at the learner's temperature over the whole codebook, guidance off: the distribution
-//! whose log-probabilities the learner computes (`learner/src/musicgen.rs`).
+//! whose log-probabilities the learner computes (`learner/src/musicgen.rs`). With
+//! `actor.engine = "native"` (the default) each version's decoder is copied into the
+//! MusicGen rollout engine (`musicrl_policy::musicgen::engine`), which draws the codes burn
+//! would for the same seed; `"burn"` samples with burn's own forward (the path for a GPU).
 
 use std::path::Path;
 
 use burn::tensor::Device;
-use musicrl_common::config::PolicyConfig;
-use musicrl_common::policy::sampling::Sampled;
+use musicrl_config::PolicyConfig;
+use musicrl_policy::melody::sampling::Sampled;
+use musicrl_policy::musicgen::engine::Engine;
 use musicrl_policy::musicgen::rl::{Trainable, flatten_codes};
 use musicrl_policy::musicgen::sampling::Decoding;
 use musicrl_policy::musicgen::{MusicGen, SamplingOptions};
@@ -21,6 +25,10 @@ pub struct MusicgenRollout {
     /// The trainable part as the folder has it: each version's bytes load into a copy.
     template: Trainable,
     frames: usize,
+    /// The current version on plain buffers (`None`: sample with burn), and the threads it
+    /// splits each product over.
+    engine: Option<Engine>,
+    threads: Option<usize>,
 }
 
 impl std::fmt::Debug for MusicgenRollout {
@@ -38,8 +46,14 @@ fn bad(why: String) -> musicrl_common::Error {
 
 impl MusicgenRollout {
     /// Loads `policy.folder` (found from the working directory or the installation).
-    pub fn load(policy: &PolicyConfig, device: &Device) -> musicrl_common::Result<Self> {
-        let folder = musicrl_common::config::paths::require("policy.folder", &policy.folder)?;
+    /// `engine_threads`: sample on the rollout engine with that many threads (0: every
+    /// core), or `None` to sample with burn.
+    pub fn load(
+        policy: &PolicyConfig,
+        device: &Device,
+        engine_threads: Option<usize>,
+    ) -> musicrl_common::Result<Self> {
+        let folder = musicrl_config::paths::require("policy.folder", &policy.folder)?;
         let model = MusicGen::load(Path::new(&folder), device)
             .map_err(|e| bad(format!("policy.folder: {e}")))?;
         let template = Trainable::new(&model, device).map_err(|e| bad(e.to_string()))?;
@@ -47,6 +61,8 @@ impl MusicgenRollout {
             model,
             template,
             frames: policy.frames,
+            engine: None,
+            threads: engine_threads,
         })
     }
 
@@ -55,6 +71,9 @@ impl MusicgenRollout {
         let trained = Trainable::from_bytes(self.template.clone(), bytes)
             .map_err(|e| bad(format!("a MusicGen parameter version: {e}")))?;
         self.model.set_decoder(trained.decoder);
+        self.engine = self
+            .threads
+            .map(|threads| Engine::new(self.model.decoder(), threads));
         Ok(())
     }
 
@@ -74,10 +93,14 @@ impl MusicgenRollout {
             guidance: None,
             seed,
         };
-        let out = self
-            .model
-            .generate_scored(captions, self.frames, &options)
-            .map_err(|e| musicrl_common::Error::Internal(format!("MusicGen sampling: {e}")))?;
+        let out = match &self.engine {
+            Some(engine) => {
+                self.model
+                    .generate_scored_with(engine, captions, self.frames, &options)
+            }
+            None => self.model.generate_scored(captions, self.frames, &options),
+        }
+        .map_err(|e| musicrl_common::Error::Internal(format!("MusicGen sampling: {e}")))?;
         Ok(out
             .codes
             .iter()

@@ -8,8 +8,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use musicrl_common::policy::params::{ParameterBlob, ParameterEncoding};
 use musicrl_common::wire::ChunkAssembler;
+use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
 use musicrl_proto::v1::SubscribeRequest;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 
@@ -61,7 +61,7 @@ pub async fn follow(
 /// feedback service's `learner` source): subscribes as `subscriber`, with the actor's token,
 /// TLS and backoff, and keeps following across training runs until `out` has no receivers.
 pub fn spawn_follower(
-    config: &musicrl_common::Config,
+    config: &musicrl_config::Config,
     url: &str,
     subscriber: String,
     out: watch::Sender<Option<Arc<ParameterBlob>>>,

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
-use musicrl_common::Config;
 use musicrl_common::wire::ScoreInput;
+use musicrl_config::Config;
 use musicrl_judge::Sample;
 use musicrl_judge::panel::Assessment;
 use musicrl_reward::combine::RewardModel;

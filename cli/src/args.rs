@@ -1,15 +1,15 @@
 //! Command-line flags. Precedence, lowest first: the embedded default, the config file, the
 //! environment (`MUSICRL__SECTION__KEY` for any key, and short aliases such as
-//! `MUSICRL_LEARNER_URL`: `common/src/config/overrides.rs`), `--set KEY=VALUE`, then a
+//! `MUSICRL_LEARNER_URL`: `common/config/src/overrides.rs`), `--set KEY=VALUE`, then a
 //! subcommand's named flag.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use musicrl_common::Config;
+use musicrl_config::Config;
 
-/// The environment, for `musicrl --help` (the aliases are `musicrl_common::config::ENV_ALIASES`;
+/// The environment, for `musicrl --help` (the aliases are `musicrl_config::ENV_ALIASES`;
 /// a test keeps this list equal to it).
 pub const ENV_HELP: &str = "Environment:
   MUSICRL_CONFIG            the configuration file (as --config)
@@ -1024,7 +1024,7 @@ pub struct GenerateArgs {
 mod tests {
     #[test]
     fn the_help_lists_every_environment_alias() {
-        for (alias, _) in musicrl_common::config::ENV_ALIASES {
+        for (alias, _) in musicrl_config::ENV_ALIASES {
             assert!(
                 super::ENV_HELP.contains(alias),
                 "{alias} is missing from ENV_HELP"

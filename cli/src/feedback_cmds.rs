@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use musicrl_common::Config;
+use musicrl_config::Config;
 use musicrl_feedback::bot::BotClient;
 use musicrl_prefdb::{Db, Outcome, VoteFilter};
 use rand::rngs::StdRng;
@@ -61,7 +61,7 @@ pub struct BotReport {
 /// `musicrl feedback bot`: the simulated listeners vote through the API.
 pub async fn bot(args: &BotArgs) -> anyhow::Result<BotReport> {
     let population = musicrl_rewards::preference::Population::load(
-        &musicrl_common::config::paths::resolve(&args.population),
+        &musicrl_config::paths::resolve(&args.population),
     )?;
     let mut client = BotClient::new(&args.url);
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -159,7 +159,7 @@ pub async fn export(config: &Config, args: &PrefsExportArgs) -> anyhow::Result<(
     if args.file == Path::new("-") {
         print!("{text}");
     } else {
-        musicrl_common::fsutil::write_atomic(&args.file, text.as_bytes())
+        musicrl_config::fsutil::write_atomic(&args.file, text.as_bytes())
             .with_context(|| format!("cannot write {}", args.file.display()))?;
     }
     eprintln!(

@@ -28,8 +28,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use musicrl_common::Config;
-use musicrl_common::config::ComponentConfig;
+use musicrl_config::ComponentConfig;
+use musicrl_config::Config;
 use musicrl_judge::{Panel, PanelConfig};
 use musicrl_prefdb::{Db, VoteFilter};
 
@@ -492,7 +492,7 @@ pub fn run(
         bail!("--runs, --prompts and --pairs-per-prompt must be at least 1");
     }
     config.validate()?;
-    let population = musicrl_common::config::paths::resolve(&args.population);
+    let population = musicrl_config::paths::resolve(&args.population);
     musicrl_rewards::preference::Population::load(&population)
         .with_context(|| format!("the listener population {}", population.display()))?;
     crate::process::replace_output_folder(&args.out, MARKER, "musicrl feedback loop")?;

@@ -8,12 +8,12 @@ use anyhow::Context;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use musicrl_common::Config;
-use musicrl_common::policy::sampling::Sampler;
 use musicrl_common::prompts::load_prompts;
+use musicrl_config::Config;
 use musicrl_judge::{Panel, PanelConfig, Sample, assess};
 use musicrl_music::corpus::{Split, Tune};
 use musicrl_music::prompts as prompt_sets;
+use musicrl_policy::melody::sampling::Sampler;
 
 use crate::args::{JudgeArgs, PromptsArgs};
 use crate::progress::Progress;
@@ -128,7 +128,7 @@ pub fn prompts(config: &Config, args: &PromptsArgs) -> anyhow::Result<serde_json
     let mut report = serde_json::Map::new();
     for (name, header, set) in files {
         let path = args.out.join(name);
-        musicrl_common::fsutil::write_atomic(&path, prompt_sets::to_file(&header, set).as_bytes())?;
+        musicrl_config::fsutil::write_atomic(&path, prompt_sets::to_file(&header, set).as_bytes())?;
         let (share, unseen) = unknown_share(set, &known);
         eprintln!(
             "{}: {} prompts ({} distinct); {:.2}% of their words unknown to the pretrained policy",
@@ -238,11 +238,8 @@ pub fn judge(
                 args.policy.len()
             );
         }
-        let prompts = load_prompts(&musicrl_common::config::paths::require(
-            "--prompts",
-            &args.prompts,
-        )?)
-        .context("the evaluation prompts (--prompts)")?;
+        let prompts = load_prompts(&musicrl_config::paths::require("--prompts", &args.prompts)?)
+            .context("the evaluation prompts (--prompts)")?;
         let baseline = args
             .baseline
             .clone()
@@ -314,7 +311,7 @@ pub fn judge(
         results["agreement"] = serde_json::to_value(a)?;
         results["agreement_table"] = serde_json::Value::String(a.table());
     }
-    musicrl_common::fsutil::write_atomic(
+    musicrl_config::fsutil::write_atomic(
         &args.out.join("results.json"),
         serde_json::to_string_pretty(&results)?.as_bytes(),
     )?;
@@ -342,7 +339,7 @@ pub(crate) fn write_samples(
             text.push('\n');
         }
         let file = dir.join(format!("{}.jsonl", file_safe(name)));
-        musicrl_common::fsutil::write_atomic(&file, text.as_bytes())?;
+        musicrl_config::fsutil::write_atomic(&file, text.as_bytes())?;
         write_scores(dir, &file_safe(name), samples)?;
     }
     Ok(())
@@ -368,7 +365,7 @@ fn write_scores(dir: &Path, stem: &str, samples: &[Sample]) -> anyhow::Result<()
             export::to_midi(&events, bpm, instrument, &title),
         )?;
     }
-    musicrl_common::fsutil::write_atomic(&dir.join(format!("{stem}.abc")), book.as_bytes())?;
+    musicrl_config::fsutil::write_atomic(&dir.join(format!("{stem}.abc")), book.as_bytes())?;
     Ok(())
 }
 
@@ -396,7 +393,7 @@ pub(crate) fn sample_policy(
     stream: u64,
 ) -> anyhow::Result<Vec<Sample>> {
     let (policy, policy_config, _) = base_policy(config, Some(path))?;
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let mut sampler = Sampler::new(
         seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(stream),

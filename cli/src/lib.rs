@@ -20,16 +20,13 @@ pub mod reward_cmds;
 pub mod roles;
 
 use args::{Cli, Command};
-use musicrl_common::Config;
+use musicrl_config::Config;
 
 /// Loads the configuration: the file named by `--config` (or the embedded default), then the
 /// environment, then `--set`; relative input paths the working directory lacks are found in
-/// the installation (`musicrl_common::config::paths`).
+/// the installation (`musicrl_config::paths`).
 pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let file = cli
-        .config
-        .as_deref()
-        .map(musicrl_common::config::paths::resolve);
+    let file = cli.config.as_deref().map(musicrl_config::paths::resolve);
     let mut config = Config::load_layered(file.as_deref(), std::env::vars(), &cli.set)?;
     config.locate_inputs();
     Ok(config)
@@ -67,7 +64,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             "actor.device" => &config.actor.device,
             _ => &config.reward.device,
         };
-        musicrl_common::device::select(key, text)?;
+        musicrl_policy::device::select(key, text)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use musicrl_common::Config;
+use musicrl_config::Config;
 use musicrl_proto::v1::StatusRequest;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 
@@ -306,7 +306,7 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
     };
     let child = child_config(&config, &out);
     let config_path = out.join("config.toml");
-    musicrl_common::fsutil::write_atomic(&config_path, child.to_toml().as_bytes())?;
+    musicrl_config::fsutil::write_atomic(&config_path, child.to_toml().as_bytes())?;
     let (logs, run_dir) = (out.join("logs"), out.join("run"));
     let exe = std::env::current_exe().context("cannot find the musicrl executable")?;
     let base = |role: &str| -> Vec<String> {
@@ -329,7 +329,7 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
     };
 
     let p = &config.policy;
-    let policy = if p.family == musicrl_common::config::FAMILY_MUSICGEN {
+    let policy = if p.family == musicrl_config::FAMILY_MUSICGEN {
         format!(
             "MusicGen {} ({} codes a clip: codebooks × {} frames, codebooks of {})",
             p.folder.display(),

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use musicrl_common::Config;
-use musicrl_common::policy::params::load_policy;
-use musicrl_common::policy::sampling::Sampler;
+use musicrl_config::Config;
 use musicrl_learner::pretrain::{self, EpochStats, PretrainReport};
 use musicrl_music::captions;
 use musicrl_music::render;
 use musicrl_music::tokens::{self, Event};
+use musicrl_policy::melody::params::load_policy;
+use musicrl_policy::melody::sampling::Sampler;
 
 use crate::args::{GenerateArgs, PretrainArgs};
 use crate::progress::EpochBar;
@@ -122,7 +122,7 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
     // The architecture comes from the config saved beside the weights, when there is one.
     adopt_saved_architecture(&mut config, &policy_path)?;
     config.validate()?;
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let policy = load_policy(&policy_path, &config.policy, &device).with_context(|| {
         format!(
             "cannot load the policy {} (run `musicrl pretrain` first, or pass --policy)",
@@ -215,8 +215,8 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
 
 /// `musicrl policy export|import`.
 pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyhow::Result<()> {
-    use musicrl_common::policy::safetensors;
-    let device = musicrl_common::device::inference_device();
+    use musicrl_policy::melody::safetensors;
+    let device = musicrl_policy::device::inference_device();
     match command {
         crate::args::PolicyCommand::Export { policy, out } => {
             let path = policy
@@ -279,21 +279,21 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
                 .check_tokens(&ids)
                 .map_err(|r| anyhow::anyhow!("--tokens: {r}"))?;
             let captions =
-                musicrl_common::policy::caption_batch(&[caption.as_str()], &policy_config, &device);
+                musicrl_policy::melody::caption_batch(&[caption.as_str()], &policy_config, &device);
             let t = ids.len();
             let out = p.forward(
                 &captions,
-                musicrl_common::policy::token_tensor(&ids, 1, t, &device),
+                musicrl_policy::melody::token_tensor(&ids, 1, t, &device),
             );
             let logp = burn::tensor::activation::log_softmax(out.logits, 2);
-            let logp = musicrl_common::policy::to_vec_f32(logp);
+            let logp = musicrl_policy::melody::to_vec_f32(logp);
             let vocab = policy_config.vocab_size;
             let logprobs: Vec<f32> = ids
                 .iter()
                 .enumerate()
                 .map(|(i, &a)| logp[i * vocab + a as usize])
                 .collect();
-            let values = musicrl_common::policy::to_vec_f32(out.values);
+            let values = musicrl_policy::melody::to_vec_f32(out.values);
             println!(
                 "{}",
                 serde_json::json!({"caption": caption, "tokens": ids, "logprobs": logprobs, "values": values})
@@ -330,12 +330,12 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             let (p, policy_config) = safetensors::load(file, &device)?;
             std::fs::create_dir_all(out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            musicrl_common::policy::params::save_policy(&p, &out.join("policy.bpk"))?;
+            musicrl_policy::melody::params::save_policy(&p, &out.join("policy.bpk"))?;
             let saved = Config {
                 policy: policy_config,
                 ..Config::default()
             };
-            musicrl_common::fsutil::write_atomic(
+            musicrl_config::fsutil::write_atomic(
                 &out.join("config.toml"),
                 saved.to_toml().as_bytes(),
             )?;

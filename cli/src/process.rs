@@ -84,7 +84,7 @@ pub fn write_outcome<T: Serialize>(args: &ProcessArgs, outcome: &T) -> anyhow::R
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
-    musicrl_common::fsutil::write_atomic(path, text.as_bytes())?;
+    musicrl_config::fsutil::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
 

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use musicrl_common::Config;
+use musicrl_config::Config;
 use musicrl_rewards::{quality, text};
 
-use musicrl_common::policy::params::load_policy;
-use musicrl_common::policy::sampling::Sampler;
+use musicrl_policy::melody::params::load_policy;
+use musicrl_policy::melody::sampling::Sampler;
 use musicrl_rewards::preference::{self, Population};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -173,11 +173,11 @@ fn on_policy_concordance(
         }
     }
     let mut scoring = config.clone();
-    scoring.reward.components = vec![musicrl_common::config::ComponentConfig {
+    scoring.reward.components = vec![musicrl_config::ComponentConfig {
         kind: kind.to_string(),
         name: kind.to_string(),
         checkpoint: out.to_path_buf(),
-        ..musicrl_common::config::ComponentConfig::default()
+        ..musicrl_config::ComponentConfig::default()
     }];
     let models: Vec<(String, Vec<musicrl_judge::Sample>)> = by_model.into_iter().collect();
     let clips: usize = models.iter().map(|(_, s)| s.len()).sum();
@@ -244,8 +244,8 @@ pub(crate) fn base_policy(
     config: &Config,
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<(
-    musicrl_common::policy::Policy,
-    musicrl_common::config::PolicyConfig,
+    musicrl_policy::melody::Policy,
+    musicrl_config::PolicyConfig,
     PathBuf,
 )> {
     let path = path
@@ -259,7 +259,7 @@ pub(crate) fn base_policy(
     {
         policy_config = Config::from_file(&saved)?.policy;
     }
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let policy = load_policy(&path, &policy_config, &device)
         .with_context(|| format!("cannot load the policy {}", path.display()))?;
     Ok((policy, policy_config, path))
@@ -328,7 +328,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
     let stream_seed = args.seed ^ (existing as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut rng = StdRng::seed_from_u64(stream_seed);
     let mut sampler = Sampler::new(stream_seed, config.sampling.temperature);
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let mut bar = Progress::new("sampling pairs", args.pairs as u64, "pairs");
     let mut pairs = Vec::with_capacity(args.pairs);
     while pairs.len() < args.pairs {
@@ -367,7 +367,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         .map_or(0, |d| d.as_secs());
     let choices = preference::simulate_choices(&population, &pairs, when, stream_seed);
     if drawn {
-        musicrl_common::fsutil::write_atomic(
+        musicrl_config::fsutil::write_atomic(
             &population_path,
             &serde_json::to_vec_pretty(&population)?,
         )?;
@@ -427,7 +427,7 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
         let caption = musicrl_music::prompts::rendering_caption(t, &mut rng);
         captions.extend(std::iter::repeat_n(caption, args.pairs_per_prompt));
     }
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let mut samplers = [
         Sampler::new(seed(2), config.sampling.temperature),
         Sampler::new(seed(3), config.sampling.temperature),
@@ -575,7 +575,7 @@ fn train_preference(
     if let Some(population) = population {
         // The listeners this model learned from travel with it (`preferences evaluate
         // --population DIR/population.json`).
-        musicrl_common::fsutil::write_atomic(
+        musicrl_config::fsutil::write_atomic(
             &out.join("population.json"),
             &serde_json::to_vec_pretty(&population)?,
         )?;
@@ -691,7 +691,7 @@ fn db_training_store(
         let last = votes.iter().map(|v| v.vote_id).max().unwrap_or(0);
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         *store = out.join("train-store.jsonl");
-        musicrl_common::fsutil::write_atomic(
+        musicrl_config::fsutil::write_atomic(
             store,
             musicrl_prefdb::jsonl::store_text(&choices).as_bytes(),
         )?;

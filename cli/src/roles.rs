@@ -3,8 +3,8 @@
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use musicrl_common::Config;
 use musicrl_common::telemetry::serve_metrics;
+use musicrl_config::Config;
 
 use crate::args::{ActorArgs, LearnerArgs, RewardArgs};
 use crate::process::{shutdown_signal, write_outcome, write_ready};

@@ -39,7 +39,7 @@ fn set_and_the_environment_override_nested_keys_and_set_wins() {
             .env("MUSICRL__ACTOR__SEED", "42"),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let c = musicrl_common::Config::from_toml(&String::from_utf8_lossy(&out.stdout))
+    let c = musicrl_config::Config::from_toml(&String::from_utf8_lossy(&out.stdout))
         .expect("`musicrl config` prints a configuration");
     assert_eq!(c.learner.kl_coef, 0.05);
     assert_eq!(c.reward.components[1].weight, 2.5);
@@ -102,7 +102,7 @@ fn started_from_another_folder_it_finds_its_shipped_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run_to_end(musicrl().current_dir(dir.path()).arg("config"));
     assert!(out.status.success(), "{}", stderr(&out));
-    let c = musicrl_common::Config::from_toml(&String::from_utf8_lossy(&out.stdout))
+    let c = musicrl_config::Config::from_toml(&String::from_utf8_lossy(&out.stdout))
         .expect("a configuration");
     for p in [
         &c.learner.init_policy,

@@ -7,8 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use musicrl_common::config::PolicyConfig;
-use musicrl_common::policy::params::{encode_policy, load_policy};
+use musicrl_config::PolicyConfig;
+use musicrl_policy::melody::params::{encode_policy, load_policy};
 
 use common::{TINY_POLICY, repo, run_to_end, tiny_policy};
 
@@ -43,7 +43,7 @@ target_below = {target}
 }
 
 fn policy_bytes(path: &Path, config: &PolicyConfig) -> Vec<u8> {
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     encode_policy(&load_policy(path, config, &device).expect("load")).expect("encode")
 }
 

@@ -216,9 +216,9 @@ fn config_prints_a_configuration_that_reads_back() {
 /// A policy file's logits and values on a fixed input, as raw bits: equal exactly when the
 /// parameters are (the file itself also holds random parameter ids).
 fn outputs(path: &Path) -> Vec<u32> {
-    use musicrl_common::policy::{caption_batch, params::load_policy, to_vec_f32, token_tensor};
+    use musicrl_policy::melody::{caption_batch, params::load_policy, to_vec_f32, token_tensor};
     let config = tiny_policy();
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let policy = load_policy(path, &config, &device).expect("load");
     let captions = caption_batch(&["a jig in D major", "a slow air"], &config, &device);
     let tokens: Vec<u32> = (0..24).map(|i| i % 16).collect();

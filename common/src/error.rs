@@ -2,31 +2,7 @@
 
 use std::path::PathBuf;
 
-/// A configuration that cannot be read or used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot parse config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid config value {field}: {why}")]
-    Invalid { field: String, why: String },
-    #[error("{origin}: cannot set {key}: {why}")]
-    Override {
-        origin: String,
-        key: String,
-        why: String,
-    },
-    #[error("{key} = {path}: no such file or folder (tried {tried})")]
-    Missing {
-        key: String,
-        path: PathBuf,
-        tried: String,
-    },
-}
+pub use musicrl_config::ConfigError;
 
 /// Errors of the shared machinery (policy, parameters, wire validation).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +48,28 @@ impl From<Error> for tonic::Status {
             Error::BadParameters(m) => tonic::Status::data_loss(m),
             Error::Config(c) => tonic::Status::failed_precondition(c.to_string()),
             other => tonic::Status::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<musicrl_config::fsutil::FileError> for Error {
+    fn from(e: musicrl_config::fsutil::FileError) -> Self {
+        Self::Io {
+            path: e.path,
+            error: e.error,
+        }
+    }
+}
+
+impl From<musicrl_policy::PolicyError> for Error {
+    fn from(e: musicrl_policy::PolicyError) -> Self {
+        use musicrl_policy::PolicyError as P;
+        match e {
+            P::Io { path, error } => Self::Io { path, error },
+            P::InvalidInput(m) => Self::InvalidArgument(m),
+            P::Internal(m) => Self::Internal(m),
+            P::BadParameters(m) => Self::BadParameters(m),
+            other => Self::BadParameters(other.to_string()),
         }
     }
 }

@@ -57,7 +57,7 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
 /// configured), at most `max_streams` concurrent calls per connection, and `timeout` on
 /// every call (None: no deadline of the server's own).
 pub fn server_builder(
-    security: &crate::config::SecurityConfig,
+    security: &musicrl_config::SecurityConfig,
     max_streams: u32,
     timeout: Option<std::time::Duration>,
 ) -> crate::Result<tonic::transport::Server> {

@@ -1,23 +1,20 @@
-//! Shared machinery of every musicrl role: configuration, domain types, the policy network
-//! (burn), its sampler and parameter transport, the wire conversions, and telemetry set-up.
+//! Shared machinery of the musicrl roles: domain types, the wire conversions, gRPC server
+//! set-up, security, the metrics catalog and telemetry set-up.
+//!
+//! The configuration is its own crate (`musicrl-config`, a leaf) and the policy families
+//! theirs (`musicrl-policy`); this crate re-exports neither.
 //!
 //! Architecture invariant: this crate is the only one that converts wire types to domain
-//! types (`wire`), and the only one that defines the policy network.
+//! types (`wire`).
 
-pub mod caption;
-pub mod config;
-pub mod device;
 pub mod error;
-pub mod fsutil;
 pub mod grpc;
 pub mod metrics_catalog;
-pub mod policy;
 pub mod prompts;
 pub mod security;
 pub mod telemetry;
 pub mod types;
 pub mod wire;
 
-pub use config::Config;
 pub use error::{Error, Result};
 pub use types::{PolicyVersion, Trajectory};

@@ -5,12 +5,12 @@
 
 use musicrl_proto::v1 as pb;
 
-use crate::config::PolicyConfig;
 use crate::error::{Error, Result};
-use crate::policy::params::{ParameterBlob, ParameterEncoding};
 use crate::types::{
     ComponentInfo, PolicyVersion, RewardSeal, SampleScore, Trajectory, TrajectoryId,
 };
+use musicrl_config::PolicyConfig;
+use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
 
 /// Longest caption accepted, in bytes.
 pub const MAX_CAPTION_BYTES: usize = 4096;
@@ -31,7 +31,7 @@ impl TokenLimits {
         Self {
             vocab_size: policy.vocab_size as u32,
             max_tokens: policy.max_tokens,
-            exact: policy.family == crate::config::FAMILY_MUSICGEN,
+            exact: policy.family == musicrl_config::FAMILY_MUSICGEN,
         }
     }
 
@@ -361,8 +361,7 @@ pub fn max_score_request_bytes(limits: &TokenLimits, max_batch: usize) -> usize 
     (max_batch * sample + (3 << 20) + 4096).max(4 << 20)
 }
 
-/// Sample rates an `Audio` message may declare.
-pub const AUDIO_SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=192_000;
+pub use musicrl_config::AUDIO_SAMPLE_RATES;
 
 /// A Score request that carries each sample's rendered audio (`audio[i]` for `samples[i]`,
 /// mono, in [-1, 1], clipped) as 16-bit PCM at `sample_rate`.
@@ -743,13 +742,13 @@ mod tests {
 
     #[test]
     fn a_musicgen_clip_is_exactly_codebooks_times_frames_long() {
-        let mut policy = crate::config::PolicyConfig {
+        let mut policy = musicrl_config::PolicyConfig {
             vocab_size: 8,
             max_tokens: 4,
             ..Default::default()
         };
         assert!(!TokenLimits::of(&policy).exact);
-        policy.family = crate::config::FAMILY_MUSICGEN.into();
+        policy.family = musicrl_config::FAMILY_MUSICGEN.into();
         let exact = TokenLimits::of(&policy);
         assert!(exact.check_tokens(&[1, 2, 3, 4]).is_ok());
         let short = exact.check_tokens(&[1, 2, 3]).unwrap_err();

@@ -101,7 +101,7 @@ impl ClipCache {
             Format::Midi => export::to_midi(&decoded.events, bpm, instrument, &title(caption)),
             Format::Abc => abc(caption, clip).into_bytes(),
         };
-        musicrl_common::fsutil::write_atomic(&path, &bytes)
+        musicrl_config::fsutil::write_atomic(&path, &bytes)
             .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         Ok(path)
     }

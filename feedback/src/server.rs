@@ -10,8 +10,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use musicrl_common::config::Config;
-use musicrl_common::policy::Engine;
+use musicrl_config::Config;
+use musicrl_policy::melody::Engine;
 use musicrl_prefdb::Db;
 
 use crate::api::{self, AppState, Shared};
@@ -81,8 +81,8 @@ fn follow_learner(config: &Config, shared: &Shared) -> Result<()> {
             }
             let version = blob.version.0;
             let loaded = tokio::task::spawn_blocking(move || -> musicrl_common::Result<Engine> {
-                let policy = blob.to_policy(&musicrl_common::device::inference_device())?;
-                Engine::from_policy(&policy, &blob.config, 1)
+                let policy = blob.to_policy(&musicrl_policy::device::inference_device())?;
+                Ok(Engine::from_policy(&policy, &blob.config, 1)?)
             })
             .await;
             match loaded {
@@ -120,7 +120,7 @@ pub fn state(
     source: PairSource,
     clip_cache: &Path,
     secret: Secret,
-    f: &musicrl_common::config::FeedbackConfig,
+    f: &musicrl_config::FeedbackConfig,
     scorer: Option<musicrl_reward::RewardModel>,
 ) -> Result<Shared> {
     Ok(Arc::new(AppState {

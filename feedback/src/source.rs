@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use musicrl_common::config::{FeedbackConfig, PolicyConfig};
-use musicrl_common::policy::Engine;
-use musicrl_common::policy::params::load_policy;
-use musicrl_common::policy::sampling::Sampler;
+use musicrl_config::{FeedbackConfig, PolicyConfig};
+use musicrl_policy::melody::Engine;
+use musicrl_policy::melody::params::load_policy;
+use musicrl_policy::melody::sampling::Sampler;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -85,13 +85,13 @@ pub fn load_model(name: &str, path: &Path, fallback: &PolicyConfig) -> Result<Mo
         .filter(|p| p.exists())
     {
         Some(saved) => {
-            musicrl_common::config::Config::from_file(&saved)
+            musicrl_config::Config::from_file(&saved)
                 .map_err(|e| Error::Source(format!("{}: {e}", saved.display())))?
                 .policy
         }
         None => fallback.clone(),
     };
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let policy = load_policy(path, &config, &device)
         .map_err(|e| Error::Source(format!("cannot load the policy {}: {e}", path.display())))?;
     let engine = Engine::from_policy(&policy, &config, 1)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode, header};
 use common::{error_of, raw, start};
-use musicrl_common::config::FeedbackConfig;
+use musicrl_config::FeedbackConfig;
 use musicrl_feedback::api::PairView;
 use musicrl_feedback::bot::{BotClient, BotError};
 use musicrl_prefdb::{Outcome, VoteFilter};
@@ -381,8 +381,8 @@ async fn the_bot_votes_through_the_api_as_its_own_raters() {
 #[tokio::test]
 async fn every_clip_is_stored_with_its_reward_model_scores_and_the_listener_never_sees_them() {
     // A test scorer: the share of tokens below 40, weighted 2 and shifted by 0.25.
-    let reward = musicrl_common::config::RewardConfig {
-        components: vec![musicrl_common::config::ComponentConfig {
+    let reward = musicrl_config::RewardConfig {
+        components: vec![musicrl_config::ComponentConfig {
             kind: "token-fraction".into(),
             name: "low".into(),
             target_below: 40,

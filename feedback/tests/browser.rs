@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
-use musicrl_common::config::FeedbackConfig;
+use musicrl_config::FeedbackConfig;
 use musicrl_prefdb::VoteFilter;
 
 struct Driver(Child);

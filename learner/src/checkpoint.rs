@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use musicrl_common::config::Config;
-use musicrl_common::fsutil::write_atomic;
-use musicrl_common::policy::params::load_policy;
+use musicrl_config::Config;
+use musicrl_config::fsutil::write_atomic;
+use musicrl_policy::melody::params::load_policy;
 
 use crate::error::{LearnerError, Result};
 use crate::family::{FamilyTrainer, Learn, load_musicgen};
@@ -234,7 +234,7 @@ pub fn resume_family(
     config: &Config,
     device: &Device,
 ) -> Result<Option<(FamilyTrainer, Counters)>> {
-    if config.policy.family != musicrl_common::config::FAMILY_MUSICGEN {
+    if config.policy.family != musicrl_config::FAMILY_MUSICGEN {
         return Ok(
             resume(dir, config, device)?.map(|(t, c)| (FamilyTrainer::Melody(Box::new(t)), c))
         );
@@ -304,9 +304,9 @@ pub fn resume(dir: &Path, config: &Config, device: &Device) -> Result<Option<(Tr
 mod tests {
     use super::*;
     use burn::module::Module;
-    use musicrl_common::config::PolicyConfig;
-    use musicrl_common::policy::params::{encode_policy, save_policy};
     use musicrl_common::{PolicyVersion, Trajectory};
+    use musicrl_config::PolicyConfig;
+    use musicrl_policy::melody::params::{encode_policy, save_policy};
 
     fn tiny(dir: &Path) -> Config {
         let mut c = Config::default();
@@ -354,7 +354,7 @@ mod tests {
     fn resume_restores_policy_optimizer_and_step_exactly() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = tiny(dir.path());
-        let device = musicrl_common::device::training_device();
+        let device = musicrl_policy::device::training_device();
         let mut original = Trainer::new(&config, &device).expect("trainer");
         original.train_step(&batch(0));
         original.train_step(&batch(1));
@@ -409,7 +409,7 @@ mod tests {
     fn a_different_architecture_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = tiny(dir.path());
-        let device = musicrl_common::device::training_device();
+        let device = musicrl_policy::device::training_device();
         let t = Trainer::new(&config, &device).expect("trainer");
         save(dir.path(), &t, Counters::default(), &config).expect("save");
         let mut other = config.clone();
@@ -434,7 +434,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = tiny(dir.path());
         config.learner.keep_checkpoints = 2;
-        let device = musicrl_common::device::training_device();
+        let device = musicrl_policy::device::training_device();
         let mut t = Trainer::new(&config, &device).expect("trainer");
         for step in 0..5u64 {
             t.train_step(&batch(step));
@@ -466,7 +466,7 @@ mod tests {
     #[test]
     fn a_dangling_latest_and_a_corrupted_file_are_refused_by_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let device = musicrl_common::device::training_device();
+        let device = musicrl_policy::device::training_device();
         let config = tiny(dir.path());
         let mut t = Trainer::new(&config, &device).expect("trainer");
         t.train_step(&batch(0));
@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn the_kl_reference_can_be_another_policy_than_the_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let device = musicrl_common::device::training_device();
+        let device = musicrl_policy::device::training_device();
         let mut config = tiny(&dir.path().join("ck"));
         // Two distinct policies on disk: the start and the anchor.
         let mut t = Trainer::new(&config, &device).expect("trainer");

@@ -15,5 +15,17 @@ pub enum LearnerError {
     TrainingThread(String),
 }
 
+impl From<musicrl_policy::PolicyError> for LearnerError {
+    fn from(e: musicrl_policy::PolicyError) -> Self {
+        Self::Common(e.into())
+    }
+}
+
+impl From<musicrl_config::fsutil::FileError> for LearnerError {
+    fn from(e: musicrl_config::fsutil::FileError) -> Self {
+        Self::Common(e.into())
+    }
+}
+
 /// Result with [`LearnerError`].
 pub type Result<T, E = LearnerError> = std::result::Result<T, E>;

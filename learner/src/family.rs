@@ -12,10 +12,10 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::Device;
 
-use musicrl_common::config::{Config, FAMILY_MUSICGEN, PolicyConfig};
-use musicrl_common::policy::Policy;
-use musicrl_common::policy::params::{ParameterBlob, encode_policy};
 use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_config::{Config, FAMILY_MUSICGEN, PolicyConfig};
+use musicrl_policy::melody::Policy;
+use musicrl_policy::melody::params::{ParameterBlob, encode_policy};
 use musicrl_policy::musicgen::MusicGen;
 use musicrl_policy::musicgen::rl::Trainable;
 
@@ -39,9 +39,12 @@ impl Snapshot {
         temperature: f32,
     ) -> musicrl_common::Result<ParameterBlob> {
         match self {
-            Self::Melody(policy) => {
-                ParameterBlob::from_policy(policy, version, config, temperature)
-            }
+            Self::Melody(policy) => Ok(ParameterBlob::from_policy(
+                policy,
+                version,
+                config,
+                temperature,
+            )?),
             Self::MusicGen(trainable) => Ok(ParameterBlob::from_bytes(
                 trainable
                     .to_bytes()
@@ -129,11 +132,11 @@ impl std::fmt::Debug for FamilyTrainer {
 /// Loads `policy.folder` on the inference device.
 pub fn load_musicgen(config: &Config) -> Result<MusicGen> {
     let p = &config.policy;
-    let folder = musicrl_common::config::paths::require("policy.folder", &p.folder)
+    let folder = musicrl_config::paths::require("policy.folder", &p.folder)
         .map_err(musicrl_common::Error::from)?;
     MusicGen::load(
         Path::new(&folder),
-        &musicrl_common::device::inference_device(),
+        &musicrl_policy::device::inference_device(),
     )
     .map_err(|e| bad_folder(e).into())
 }

@@ -20,8 +20,8 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use musicrl_common::config::Config;
 use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_config::Config;
 use musicrl_policy::musicgen::MusicGen;
 use musicrl_policy::musicgen::rl::{Trainable, unflatten_codes};
 

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use musicrl_common::Config;
+use musicrl_config::Config;
 
 use crate::error::{LearnerError, Result};
 
@@ -57,7 +57,7 @@ pub fn open(config: &Config) -> Result<Config> {
     } else {
         tracing::info!(run = %c.run.name, dir = %dir.display(), "starting the named run");
     }
-    musicrl_common::fsutil::write_atomic(&saved_path, c.to_toml().as_bytes())
+    musicrl_config::fsutil::write_atomic(&saved_path, c.to_toml().as_bytes())
         .map_err(|e| LearnerError::Checkpoint(format!("{}: {e}", saved_path.display())))?;
     Ok(c)
 }

@@ -17,14 +17,14 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use musicrl_common::config::Config;
-use musicrl_common::policy::params::save_policy;
-use musicrl_common::policy::sampling::Sampler;
-use musicrl_common::policy::{Policy, caption_batch, to_vec_f32, token_tensor};
+use musicrl_config::Config;
 use musicrl_music::captions::{caption, default_bpm};
 use musicrl_music::corpus::{Split, Tune};
 use musicrl_music::render::Instrument;
 use musicrl_music::tokens::{self, END, VOCAB_SIZE};
+use musicrl_policy::melody::params::save_policy;
+use musicrl_policy::melody::sampling::Sampler;
+use musicrl_policy::melody::{Policy, caption_batch, to_vec_f32, token_tensor};
 
 use crate::error::{LearnerError, Result};
 use crate::trainer::clip_global_norm;
@@ -153,7 +153,7 @@ pub fn pretrain(
             config.policy.vocab_size
         )));
     }
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
     device.seed(p.seed);
     let mut rng = StdRng::seed_from_u64(p.seed);
     let pick = |s: Split| -> Vec<&Tune> {
@@ -262,7 +262,7 @@ pub fn pretrain(
 
 /// Mean per-token cross-entropy of `examples` under `policy` (no gradients).
 pub fn evaluate(policy: &Policy, config: &Config, examples: &[Example], batch_size: usize) -> f64 {
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let (mut sum, mut count) = (0.0f64, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch: Vec<&Example> = chunk.iter().collect();
@@ -276,9 +276,9 @@ pub fn evaluate(policy: &Policy, config: &Config, examples: &[Example], batch_si
 fn save(out: &Path, policy: &Policy, config: &Config, report: &PretrainReport) -> Result<()> {
     std::fs::create_dir_all(out)?;
     save_policy(policy, &out.join("policy.bpk"))?;
-    musicrl_common::fsutil::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    musicrl_config::fsutil::write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
     let json = serde_json::to_vec_pretty(report).expect("the report serialises");
-    musicrl_common::fsutil::write_atomic(&out.join("metrics.json"), &json)?;
+    musicrl_config::fsutil::write_atomic(&out.join("metrics.json"), &json)?;
     Ok(())
 }
 
@@ -290,7 +290,7 @@ pub fn default_out() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use musicrl_common::config::PolicyConfig;
+    use musicrl_config::PolicyConfig;
     use musicrl_music::tokens::Event;
 
     struct Quiet;
@@ -374,10 +374,10 @@ mod tests {
         );
         assert!(dir.path().join("policy.bpk").exists() && dir.path().join("metrics.json").exists());
         // The saved policy loads as θ0.
-        let loaded = musicrl_common::policy::params::load_policy(
+        let loaded = musicrl_policy::melody::params::load_policy(
             &dir.path().join("policy.bpk"),
             &config.policy,
-            &musicrl_common::device::inference_device(),
+            &musicrl_policy::device::inference_device(),
         )
         .expect("loads");
         assert_eq!(loaded.num_params(), report.parameters);

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use musicrl_common::config::PolicyConfig;
 use musicrl_common::metrics_catalog as mc;
-use musicrl_common::policy::params::ParameterBlob;
 use musicrl_common::types::PolicyVersion;
+use musicrl_config::PolicyConfig;
+use musicrl_policy::melody::params::ParameterBlob;
 
 use crate::family::{Learn, Snapshot};
 
@@ -115,8 +115,8 @@ impl Drop for Publisher {
 mod tests {
     use super::*;
     use crate::trainer::Trainer;
-    use musicrl_common::config::Config;
     use musicrl_common::{PolicyVersion as V, Trajectory};
+    use musicrl_config::Config;
 
     fn config() -> Config {
         let mut c = Config::default();
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn published_versions_carry_the_parameters_of_their_step_and_the_last_always_arrives() {
         let config = config();
-        let device = musicrl_common::device::training_device();
+        let device = musicrl_policy::device::training_device();
         let mut trainer = Trainer::new(&config, &device).unwrap();
         let (tx, rx) = watch::channel(None);
         let publisher =

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use musicrl_common::Config;
 use musicrl_common::Trajectory;
 use musicrl_common::grpc::ENCODINGS;
-use musicrl_common::policy::params::ParameterBlob;
 use musicrl_common::wire::TokenLimits;
+use musicrl_config::Config;
+use musicrl_policy::melody::params::ParameterBlob;
 use musicrl_proto::v1::learner_service_server::LearnerServiceServer;
 
 use crate::checkpoint::{self, Counters};
@@ -67,7 +67,7 @@ pub async fn serve(
     config.validate().map_err(musicrl_common::Error::from)?;
     let config = crate::named_run::open(&config)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Learner);
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
 
     // Restore or initialise off the executor: loading and serialising take a while.
     let (trainer, counters, blob) = {
@@ -424,7 +424,7 @@ fn train_loop(
         outcome.kl_last = stats.kl;
         if let Some(f) = history.as_mut() {
             let (time, unix_seconds) =
-                musicrl_common::fsutil::wall_clock(std::time::SystemTime::now());
+                musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
             let row = HistoryRow {
                 time,
                 unix_seconds,
@@ -573,7 +573,7 @@ fn open_history(path: &Path, resumed_at: u64) -> Result<Option<std::fs::File>> {
             if !out.is_empty() {
                 out.push('\n');
             }
-            musicrl_common::fsutil::write_atomic(path, out.as_bytes())?;
+            musicrl_config::fsutil::write_atomic(path, out.as_bytes())?;
         }
     }
     Ok(Some(

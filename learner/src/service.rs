@@ -16,10 +16,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use musicrl_common::policy::params::{ParameterBlob, ParameterEncoding};
 use musicrl_common::security::{Permission, RewardKeys, SealedContent, TokenStore};
 use musicrl_common::wire::{self, Rejection, TokenLimits};
 use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_server::LearnerService;
 

@@ -7,10 +7,10 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use musicrl_common::config::{Config, PolicyConfig};
-use musicrl_common::policy::params::{ParameterBlob, load_policy};
-use musicrl_common::policy::{Policy, caption_batch, token_tensor};
 use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_config::{Config, PolicyConfig};
+use musicrl_policy::melody::params::{ParameterBlob, load_policy};
+use musicrl_policy::melody::{Policy, caption_batch, token_tensor};
 
 use crate::error::{LearnerError, Result};
 use crate::loss::{GroupBaseline, LossCoefs, LossInputs, leave_one_out, reinforce_kl_loss};
@@ -101,13 +101,13 @@ pub fn trained_len(tokens: &[u32], end: u32) -> usize {
 /// Where `path` is (the working directory, then the installation), else an error naming the
 /// `learner.` key that gave it.
 fn existing(path: &std::path::Path, key: &str) -> Result<std::path::PathBuf> {
-    if let Some(found) = musicrl_common::config::paths::find(path) {
+    if let Some(found) = musicrl_config::paths::find(path) {
         return Ok(found);
     }
     Err(LearnerError::Checkpoint(format!(
         "{}; point it at a policy.bpk (the shipped θ0 is models/base/policy.bpk, run from the \
          repository or an installation that has it), or set {key} = \"\" ({})",
-        musicrl_common::config::paths::missing(&format!("learner.{key}"), path),
+        musicrl_config::paths::missing(&format!("learner.{key}"), path),
         if key == "init_policy" {
             "a seeded random policy"
         } else {
@@ -147,7 +147,7 @@ impl Schedule {
             max_grad_norm: l.max_grad_norm,
             value_warmup_steps: l.value_warmup_steps,
             lr_warmup_steps: l.lr_warmup_steps,
-            leave_one_out: l.baseline == musicrl_common::config::BASELINE_LEAVE_ONE_OUT,
+            leave_one_out: l.baseline == musicrl_config::BASELINE_LEAVE_ONE_OUT,
             reward_clip: l.reward_clip,
         }
     }
@@ -474,7 +474,7 @@ impl Trainer {
                 .policy
                 .valid()
                 .forward_rl(&c, token_tensor(&tokens, b, t, &plain));
-            let values = musicrl_common::policy::to_vec_f32(out.values);
+            let values = musicrl_policy::melody::to_vec_f32(out.values);
             let (sum, n) = values
                 .iter()
                 .zip(&mask)
@@ -510,7 +510,7 @@ impl Trainer {
         let gap = fresh_logprob_gap(
             batch,
             self.version(),
-            &musicrl_common::policy::to_vec_f32(parts.action_logprobs.clone()),
+            &musicrl_policy::melody::to_vec_f32(parts.action_logprobs.clone()),
             t,
             &lens,
         );
@@ -581,7 +581,7 @@ fn flatten_gradients<M: Module>(grads: &GradientsParams, module: &M) -> Vec<f32>
     impl ModuleVisitor for Flatten<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             match self.grads.get::<D>(param.id) {
-                Some(g) => self.out.extend(musicrl_common::policy::to_vec_f32(g)),
+                Some(g) => self.out.extend(musicrl_policy::melody::to_vec_f32(g)),
                 None => self
                     .out
                     .extend(std::iter::repeat_n(0.0, param.val().shape().num_elements())),
@@ -708,7 +708,7 @@ pub fn clip_global_norm<M: Module>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use musicrl_common::policy::to_vec_f32;
+    use musicrl_policy::melody::to_vec_f32;
 
     fn config(warmup: u64) -> Config {
         let mut c = Config::default();
@@ -865,7 +865,7 @@ mod tests {
         // Two clips of "a jig" share a baseline; "a reel" was sampled once and keeps V.
         assert!((t.train_step(&batch).grouped_share - 2.0 / 3.0).abs() < 1e-6);
         let mut c = config(0);
-        c.learner.baseline = musicrl_common::config::BASELINE_VALUE.into();
+        c.learner.baseline = musicrl_config::BASELINE_VALUE.into();
         let mut v = Trainer::new(&c, &device).expect("random init");
         assert_eq!(v.train_step(&batch).grouped_share, 0.0);
     }

@@ -13,10 +13,10 @@
 
 use burn::tensor::Device;
 
-use musicrl_common::config::{Config, PolicyConfig};
-use musicrl_common::policy::Policy;
 use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_config::{Config, PolicyConfig};
 use musicrl_learner::trainer::{GradientReport, Trainer};
+use musicrl_policy::melody::Policy;
 
 const REFERENCE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

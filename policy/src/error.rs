@@ -50,4 +50,32 @@ pub enum PolicyError {
     /// caption, a grid of the wrong shape).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A parameter blob or file that does not fit the policy (bad checksum, wrong shapes,
+    /// another configuration).
+    #[error("bad parameters: {0}")]
+    BadParameters(String),
+    #[error("{0}")]
+    Internal(String),
 }
+
+impl PolicyError {
+    /// Wraps an IO error with the path it happened at.
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            error,
+        }
+    }
+}
+
+impl From<musicrl_config::fsutil::FileError> for PolicyError {
+    fn from(e: musicrl_config::fsutil::FileError) -> Self {
+        Self::Io {
+            path: e.path,
+            error: e.error,
+        }
+    }
+}
+
+/// Result with the policy crate's [`PolicyError`].
+pub type Result<T, E = PolicyError> = std::result::Result<T, E>;

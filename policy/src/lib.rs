@@ -1,16 +1,24 @@
 //! The policy crate: model families a musicrl policy can be, loaded by the reference
 //! implementation's tensor names.
 //!
-//! Today it holds the MusicGen family ([`musicgen`]): the T5 text encoder, the projection
-//! into the decoder, the decoder over delayed EnCodec codebooks, the delay pattern, sampling
-//! (greedy, temperature, top-k, classifier-free guidance) and per-code log-probabilities.
-//! The built-in melody transformer still lives in `musicrl-common::policy` and moves here
-//! next (ARCHITECTURE.md, "The policy crate").
+//! Two families:
+//! - [`melody`]: the built-in melody transformer over the 64-token symbolic vocabulary, its
+//!   caption encoder, sampler, CPU rollout engine, divergence and parameter formats
+//!   (burnpack, safetensors f32/bf16, the broadcast blob);
+//! - [`musicgen`]: the T5 text encoder, the projection into the decoder, the decoder over
+//!   delayed EnCodec codebooks, the delay pattern, sampling (greedy, temperature, top-k,
+//!   classifier-free guidance), per-code log-probabilities and the trainable value head.
 //!
-//! This crate does no networking and knows nothing of gRPC or of the roles; its only IO is
-//! reading a model folder.
+//! Beside them, [`device`] chooses the process's burn device and [`PolicyVersion`] numbers
+//! parameter versions. This crate does no networking and knows nothing of gRPC or of the
+//! roles; its only IO is reading and writing model files. It depends on one project crate,
+//! the configuration (a leaf).
 
+pub mod device;
 pub mod error;
+pub mod melody;
 pub mod musicgen;
+mod version;
 
-pub use error::PolicyError;
+pub use error::{PolicyError, Result};
+pub use version::PolicyVersion;

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use futures::future::try_join_all;
 
-use musicrl_common::config::RewardConfig;
 use musicrl_common::types::{ComponentInfo, SampleScore};
 use musicrl_common::wire::ScoreInput;
+use musicrl_config::RewardConfig;
 
 use crate::error::{Result, RewardError};
 use crate::scorer::{self, Batch, Scorer};
@@ -41,14 +41,14 @@ impl RewardModel {
 
     /// Builds every component the config lists.
     pub fn from_config(config: &RewardConfig) -> Result<Self> {
-        Self::from_config_secured(config, &musicrl_common::config::SecurityConfig::default())
+        Self::from_config_secured(config, &musicrl_config::SecurityConfig::default())
     }
 
     /// As [`RewardModel::from_config`]; `remote` components reach their servers with
     /// `security` (TLS when their endpoint is `https://`, the `token_file` token).
     pub fn from_config_secured(
         config: &RewardConfig,
-        security: &musicrl_common::config::SecurityConfig,
+        security: &musicrl_config::SecurityConfig,
     ) -> Result<Self> {
         let components = config
             .components

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use musicrl_common::config::{ComponentConfig, SecurityConfig};
 use musicrl_common::wire::ScoreInput;
+use musicrl_config::{ComponentConfig, SecurityConfig};
 use musicrl_proto::v1 as pb;
 use musicrl_rewards::features::Features;
 use musicrl_rewards::preference::model::PreferenceModel;
@@ -495,7 +495,7 @@ pub fn build_secured(
         } else {
             // Found where the binary looks for every input (the working directory, then the
             // installation), whoever loaded the configuration.
-            musicrl_common::config::paths::require(
+            musicrl_config::paths::require(
                 &format!("reward.components[{name}].checkpoint"),
                 &component.checkpoint,
             )

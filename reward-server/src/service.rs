@@ -8,10 +8,10 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use musicrl_common::Config;
 use musicrl_common::grpc::ENCODINGS;
 use musicrl_common::security::{Permission, RewardKeys, SealedContent, TokenStore};
 use musicrl_common::wire::{self, TokenLimits};
+use musicrl_config::Config;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServer};
 
@@ -79,7 +79,7 @@ impl Rewards {
     }
 
     /// The batching limits a configuration declares.
-    pub fn batching(config: &musicrl_common::config::RewardConfig) -> Limits {
+    pub fn batching(config: &musicrl_config::RewardConfig) -> Limits {
         Limits {
             max_samples: config.batch_max_samples,
             max_wait: std::time::Duration::from_millis(config.batch_max_wait_ms),

@@ -6,7 +6,7 @@
 //!   time, concatenated with projections of the window's tempogram, and optionally of its
 //!   pitch-class profile and its metre profile → a linear output.
 //! - [`TextEncoder`]: a caption as hashed word buckets (the policy's tokenizer,
-//!   [`musicrl_common::caption`]) → embeddings averaged over the words → a two-layer MLP.
+//!   [`musicrl_policy::melody::caption`]) → embeddings averaged over the words → a two-layer MLP.
 //!
 //! Both are small (tens of thousands of parameters) so that training and scoring fit a CPU.
 
@@ -206,9 +206,11 @@ pub fn text_batch<S: AsRef<str>>(
 ) -> (Tensor<2, Int>, Tensor<2>) {
     let tokenised: Vec<Vec<u32>> = captions
         .iter()
-        .map(|c| musicrl_common::caption::tokenize(c.as_ref(), config.buckets, config.max_words))
+        .map(|c| {
+            musicrl_policy::melody::caption::tokenize(c.as_ref(), config.buckets, config.max_words)
+        })
         .collect();
-    let (ids, mask, words) = musicrl_common::caption::pad_batch(&tokenised);
+    let (ids, mask, words) = musicrl_policy::melody::caption::pad_batch(&tokenised);
     let b = captions.len();
     (
         Tensor::<2, Int>::from_data(TensorData::new(ids, [b, words]), device),

@@ -151,13 +151,13 @@ impl QualityModel {
             net: net.valid(),
             config,
             version,
-            device: musicrl_common::device::inference_device(),
+            device: musicrl_policy::device::inference_device(),
         }
     }
 
     pub fn load(dir: &Path) -> Result<Self> {
         let config: QualityConfig = store::load_config(dir)?;
-        let device = musicrl_common::device::inference_device();
+        let device = musicrl_policy::device::inference_device();
         let (net, version) =
             store::load_params(dir, KIND, QualityNet::new(&config.model, &device))?;
         Ok(Self::new(net, config.model, version))
@@ -186,7 +186,7 @@ impl QualityModel {
             })
             .collect();
         let refs: Vec<&Features> = windows.iter().collect();
-        let per_window = musicrl_common::policy::to_vec_f32(self.net.mos(&refs, &self.device));
+        let per_window = musicrl_policy::melody::to_vec_f32(self.net.mos(&refs, &self.device));
         per_window.chunks(2).map(|w| [w[0], w[1]]).collect()
     }
 
@@ -455,7 +455,7 @@ pub fn train(
         return Err(Error::Data("fewer than 2 training clips".into()));
     }
 
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
     device.seed(t.seed);
     let mut net = QualityNet::new(m, &device);
     let parameters = net.num_params();

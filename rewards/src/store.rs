@@ -24,7 +24,7 @@ pub fn version_of(kind: &str, bytes: &[u8]) -> String {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    musicrl_common::fsutil::write_atomic(path, bytes).map_err(|e| Error::Io(format!("{e}")))
+    musicrl_config::fsutil::write_atomic(path, bytes).map_err(|e| Error::Io(format!("{e}")))
 }
 
 /// Writes a checkpoint folder; returns the model's version.

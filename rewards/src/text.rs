@@ -242,14 +242,14 @@ impl TextModel {
             model: model.valid(),
             config,
             version,
-            device: musicrl_common::device::inference_device(),
+            device: musicrl_policy::device::inference_device(),
         }
     }
 
     /// Loads a checkpoint folder written by [`train`].
     pub fn load(dir: &Path) -> Result<Self> {
         let config: TextConfig = store::load_config(dir)?;
-        let device = musicrl_common::device::inference_device();
+        let device = musicrl_policy::device::inference_device();
         let (model, version) =
             store::load_params(dir, KIND, TextAudioModel::new(&config.model, &device))?;
         Ok(Self::new(model, config.model, version))
@@ -290,7 +290,7 @@ impl TextModel {
             .repeat_dim(1, n)
             .reshape([items.len() * n, d]);
         let cos = (audio * text).sum_dim(1).reshape([items.len() * n]);
-        musicrl_common::policy::to_vec_f32(cos)
+        musicrl_policy::melody::to_vec_f32(cos)
             .chunks(n)
             .map(|w| (w.iter().sum::<f32>() / n as f32, w.to_vec()))
             .collect()
@@ -310,7 +310,7 @@ impl TextModel {
         // The mean of cosines equals the cosine with the mean of unit window embeddings
         // (the caption embedding has unit length).
         let text = self.model.embed_text(captions, &self.config, &self.device);
-        let sims = musicrl_common::policy::to_vec_f32(audio.matmul(text.transpose()));
+        let sims = musicrl_policy::melody::to_vec_f32(audio.matmul(text.transpose()));
         sims.chunks(captions.len()).map(<[f32]>::to_vec).collect()
     }
 }
@@ -569,7 +569,7 @@ pub fn train(
         &mut rng,
     );
 
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
     device.seed(t.seed);
     let mut model = TextAudioModel::new(m, &device);
     let parameters = model.num_params();
@@ -834,7 +834,7 @@ mod tests {
         // audio = text = I, temperature 1. Wrong captions and wrong clips that swap the rows:
         // every row reads (1, 0 | 0, 1) up to order on both sides, log(e / (2e + 2)), so the
         // loss is −log(e/(e+1)) + log 2 = 1.006409.
-        let device = musicrl_common::device::inference_device();
+        let device = musicrl_policy::device::inference_device();
         let eye2 = [[1.0, 0.0], [0.0, 1.0]];
         let swapped = [[0.0, 1.0], [1.0, 0.0]];
         let zeros = [[0.0, 0.0], [0.0, 0.0]];

@@ -8,8 +8,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use musicrl_common::Config;
-use musicrl_common::config::{ComponentConfig, PolicyConfig};
+use musicrl_config::Config;
+use musicrl_config::{ComponentConfig, PolicyConfig};
 
 /// The shipped RL prompt set (tests run from their crate's folder, not the repository's).
 pub fn prompts_path() -> std::path::PathBuf {
@@ -203,10 +203,10 @@ pub async fn start_feedback(dir: &Path) -> (String, Running<std::io::Result<()>>
         d_ff: 32,
         ..PolicyConfig::default()
     };
-    let device = musicrl_common::device::inference_device();
-    let policy = musicrl_common::policy::Policy::new(&config, &device);
+    let device = musicrl_policy::device::inference_device();
+    let policy = musicrl_policy::melody::Policy::new(&config, &device);
     let engine =
-        musicrl_common::policy::Engine::from_policy(&policy, &config, 1).expect("an engine");
+        musicrl_policy::melody::Engine::from_policy(&policy, &config, 1).expect("an engine");
     let source = PairSource::new(
         vec![Model::new("tiny", engine)],
         false,
@@ -215,9 +215,9 @@ pub async fn start_feedback(dir: &Path) -> (String, Running<std::io::Result<()>>
         3,
     )
     .expect("a source");
-    let f = musicrl_common::config::FeedbackConfig {
+    let f = musicrl_config::FeedbackConfig {
         min_listen_seconds: 0.0,
-        ..musicrl_common::config::FeedbackConfig::default()
+        ..musicrl_config::FeedbackConfig::default()
     };
     let state = musicrl_feedback::state(
         db,

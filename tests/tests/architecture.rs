@@ -49,26 +49,75 @@ fn the_judge_reads_only_the_music_domain_and_no_reward_path_reads_the_judge() {
     }
 }
 
+/// The lines of a manifest that are not comments.
+fn manifest_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| !l.starts_with('#'))
+}
+
+fn depends_on(text: &str, krate: &str) -> bool {
+    manifest_lines(text).any(|l| {
+        l.split_once('=')
+            .is_some_and(|(k, _)| k.trim() == krate || k.trim().starts_with(&format!("{krate}.")))
+    })
+}
+
 #[test]
-fn the_policy_crate_is_a_leaf_that_knows_no_role_and_no_network() {
-    // The model families sit on floor 2: they depend on no other project crate, and nothing
-    // of gRPC (the wire and the roles convert to and from them, never the reverse).
-    let text = manifest("policy");
+fn the_configuration_is_a_leaf_of_plain_values() {
+    // Every crate reads the configuration, so it must pull in nothing heavy: no other
+    // project crate, no tensors, no networking.
+    let text = manifest("common/config");
     assert_eq!(project_dependencies(&text), Vec::<String>::new());
+    for forbidden in ["burn", "tonic", "prost", "tokio", "axum", "metrics"] {
+        assert!(
+            !depends_on(&text, forbidden),
+            "the configuration depends on {forbidden}"
+        );
+    }
+}
+
+#[test]
+fn the_policy_crate_knows_no_role_and_no_network() {
+    // The model families sit on floor 2: they read the configuration and nothing else of
+    // the project, and nothing of gRPC (the wire and the roles convert to and from them,
+    // never the reverse).
+    let text = manifest("policy");
+    assert_eq!(
+        project_dependencies(&text),
+        vec!["musicrl-config".to_string()]
+    );
     for forbidden in ["tonic", "prost", "tokio", "axum"] {
         assert!(
-            !text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with('#'))
-                .any(|l| l.trim_start().starts_with(forbidden)),
+            !depends_on(&text, forbidden),
             "the policy crate depends on {forbidden}"
         );
     }
 }
 
 #[test]
+fn only_the_policy_crate_builds_tensors_below_the_roles() {
+    // A family's layout lives in the policy crate: the shared crates under the roles (the
+    // configuration, the wire and gRPC plumbing) reach burn only through it.
+    for krate in [
+        "common",
+        "common/config",
+        "proto",
+        "music",
+        "judge",
+        "prefdb",
+    ] {
+        assert!(
+            !depends_on(&manifest(krate), "burn"),
+            "{krate} depends on burn directly"
+        );
+    }
+    assert!(depends_on(&manifest("policy"), "burn"));
+}
+
+#[test]
 fn no_reward_component_can_be_the_judge() {
-    let component = musicrl_common::config::ComponentConfig {
+    let component = musicrl_config::ComponentConfig {
         kind: "judge".into(),
         ..Default::default()
     };
@@ -77,4 +126,90 @@ fn no_reward_component_can_be_the_judge() {
         .expect("judge is not a reward kind")
         .to_string();
     assert!(err.contains("judge"), "{err}");
+}
+
+/// Each workspace crate's floor (1 for a crate that depends on no other project crate,
+/// otherwise one above its highest dependency) and its direct project dependencies, from the
+/// manifests' `[dependencies]` (not dev-dependencies), as ARCHITECTURE.md shows them.
+fn crate_floors() -> String {
+    use std::collections::BTreeMap;
+    let root: toml::Table = manifest(".").parse().expect("the root manifest parses");
+    let members = root["workspace"]["members"]
+        .as_array()
+        .expect("workspace.members is a list");
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for member in members {
+        let folder = member.as_str().expect("a member is a path");
+        let text: toml::Table = manifest(folder)
+            .parse()
+            .expect("a member's manifest parses");
+        let name = text["package"]["name"]
+            .as_str()
+            .expect("a package name")
+            .to_string();
+        let mut project: Vec<String> = text
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|d| {
+                d.keys()
+                    .filter(|k| k.starts_with("musicrl-"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        project.sort();
+        deps.insert(name, project);
+    }
+    fn floor(name: &str, deps: &BTreeMap<String, Vec<String>>, seen: &mut Vec<String>) -> usize {
+        assert!(
+            !seen.iter().any(|s| s == name),
+            "a dependency cycle through {name}"
+        );
+        seen.push(name.to_string());
+        let f = 1 + deps[name]
+            .iter()
+            .map(|d| floor(d, deps, seen))
+            .max()
+            .unwrap_or(0);
+        seen.pop();
+        f
+    }
+    let mut floors: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (name, direct) in &deps {
+        let short = |n: &str| n.trim_start_matches("musicrl-").to_string();
+        let entry = if direct.is_empty() {
+            short(name)
+        } else {
+            let names: Vec<String> = direct.iter().map(|d| short(d)).collect();
+            format!("{} ← {}", short(name), names.join(", "))
+        };
+        floors
+            .entry(floor(name, &deps, &mut Vec::new()))
+            .or_default()
+            .push(entry);
+    }
+    floors
+        .iter()
+        .map(|(f, crates)| format!("floor {f}: {}\n", crates.join(" · ")))
+        .collect()
+}
+
+#[test]
+fn the_crate_graph_in_architecture_md_is_the_manifests() {
+    // The picture is generated, never drawn: a moved boundary that is not in the document
+    // fails here, and the message is the block to paste.
+    let expected = crate_floors();
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md"))
+            .expect("ARCHITECTURE.md");
+    let start = "<!-- crate-floors: generated by tests/tests/architecture.rs -->\n```text\n";
+    let block = doc
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        block, expected,
+        "ARCHITECTURE.md's crate floors are out of date; the manifests say:\n{expected}"
+    );
 }

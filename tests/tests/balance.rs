@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use musicrl_common::config::ComponentConfig;
+use musicrl_config::ComponentConfig;
 use musicrl_proto::v1 as pb;
 use musicrl_tests::{start_reward_server, tiny_config};
 

@@ -10,7 +10,7 @@ use musicrl_tests::{start_actor, start_learner, start_reward_server, tiny_config
 const STEPS: u64 = 6;
 
 async fn serve(
-    config: &musicrl_common::Config,
+    config: &musicrl_config::Config,
 ) -> (
     String,
     tokio::sync::oneshot::Sender<()>,

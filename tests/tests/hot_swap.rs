@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use musicrl_common::config::{ComponentConfig, PolicyConfig};
+use musicrl_config::{ComponentConfig, PolicyConfig};
 use musicrl_music::tokens;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;

@@ -11,7 +11,7 @@ async fn actor_waits_for_a_late_reward_server_and_survives_its_restart() {
     let mut config = tiny_config(dir.path());
     config.learner.steps = 0; // until stopped
     // This actor follows the broadcast's compact form: every version it loads is bf16.
-    config.actor.parameter_encoding = musicrl_common::policy::params::ParameterEncoding::Bf16;
+    config.actor.parameter_encoding = musicrl_policy::melody::params::ParameterEncoding::Bf16;
 
     // Reserve a port for the reward server, then leave it closed for a while.
     let port = {
@@ -27,7 +27,7 @@ async fn actor_waits_for_a_late_reward_server_and_survives_its_restart() {
     assert_eq!(status, 0, "no reward server, so nothing can be trained yet");
 
     // The reward server appears: the actor's retries get through.
-    let serve = |config: musicrl_common::Config| async move {
+    let serve = |config: musicrl_config::Config| async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("rebind the reserved port");
@@ -111,7 +111,7 @@ async fn cluster_mode_roles_outlive_a_run_and_pick_up_the_next() {
         l.local_addr().expect("addr").port()
     };
     let learner_url = format!("http://127.0.0.1:{port}");
-    let start = |config: musicrl_common::Config| async move {
+    let start = |config: musicrl_config::Config| async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the learner port");

@@ -11,7 +11,7 @@ use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 use musicrl_tests::{read_history, start_actor, start_learner, start_reward_server, tiny_config};
 
 async fn train(
-    config: &musicrl_common::Config,
+    config: &musicrl_config::Config,
     reward_url: &str,
 ) -> musicrl_learner::LearnerOutcome {
     let learner = start_learner(config).await;

@@ -9,8 +9,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tonic::Code;
 
-use musicrl_common::Config;
-use musicrl_common::config::{ComponentConfig, PolicyConfig};
+use musicrl_config::Config;
+use musicrl_config::{ComponentConfig, PolicyConfig};
 use musicrl_music::captions::caption;
 use musicrl_music::corpus::{self, Split, Tune};
 use musicrl_music::render::Instrument;

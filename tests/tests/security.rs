@@ -8,8 +8,8 @@ use std::time::Duration;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use musicrl_common::Config;
 use musicrl_common::security::pki;
+use musicrl_config::Config;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
@@ -457,7 +457,7 @@ async fn a_remote_component_is_reached_over_mutual_tls_with_a_token() {
     let backend = start_reward_server(&config).await;
     // The front server takes its one component from the backend, over TLS, with a token.
     let mut front_config = config.clone();
-    front_config.reward.components = vec![musicrl_common::config::ComponentConfig {
+    front_config.reward.components = vec![musicrl_config::ComponentConfig {
         kind: "remote".into(),
         name: "far".into(),
         endpoint: format!("https://localhost:{}", backend.addr.port()),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tonic::Code;
 
-use musicrl_common::Config;
 use musicrl_common::wire::ChunkAssembler;
+use musicrl_config::Config;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
@@ -329,14 +329,14 @@ async fn parameters_arrive_in_chunks_below_the_limit_and_reassemble() {
         assert_eq!(blob.version.0, 0);
         assert_eq!(blob.config, config.policy);
         let policy = blob
-            .to_policy(&musicrl_common::device::inference_device())
+            .to_policy(&musicrl_policy::device::inference_device())
             .expect("decodes into a policy");
-        let sampled = musicrl_common::policy::sampling::Sampler::new(1, 1.0).sample(
+        let sampled = musicrl_policy::melody::sampling::Sampler::new(1, 1.0).sample(
             &policy,
             &config.policy,
             &["a jig"],
             config.policy.max_tokens,
-            &musicrl_common::device::inference_device(),
+            &musicrl_policy::device::inference_device(),
         );
         assert_eq!(sampled[0].tokens.len(), config.policy.max_tokens);
         drop(stream);
@@ -346,7 +346,7 @@ async fn parameters_arrive_in_chunks_below_the_limit_and_reassemble() {
     let (bf16_blob, bf16_policy) = &blobs[1];
     assert_eq!(
         bf16_blob.encoding,
-        musicrl_common::policy::params::ParameterEncoding::Bf16
+        musicrl_policy::melody::params::ParameterEncoding::Bf16
     );
     assert!(
         bf16_blob.bytes.len() * 10 < f32_blob.bytes.len() * 6,
@@ -354,8 +354,8 @@ async fn parameters_arrive_in_chunks_below_the_limit_and_reassemble() {
         bf16_blob.bytes.len(),
         f32_blob.bytes.len()
     );
-    let named = musicrl_common::policy::safetensors::named_parameters;
-    let tolerance = musicrl_common::policy::safetensors::BF16_RELATIVE_ERROR;
+    let named = musicrl_policy::melody::safetensors::named_parameters;
+    let tolerance = musicrl_policy::melody::safetensors::BF16_RELATIVE_ERROR;
     for ((name, _, a), (_, _, b)) in named(f32_policy).iter().zip(&named(bf16_policy)) {
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() <= x.abs() * tolerance, "{name}: {x} vs {y}");

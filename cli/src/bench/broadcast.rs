@@ -23,10 +23,10 @@ use serde::Serialize;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use musicrl_common::Config;
-use musicrl_common::config::PolicyConfig;
-use musicrl_common::policy::params::{ParameterBlob, ParameterEncoding};
 use musicrl_common::wire::ChunkAssembler;
+use musicrl_config::Config;
+use musicrl_config::PolicyConfig;
+use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 use musicrl_proto::v1::learner_service_server::{LearnerService, LearnerServiceServer};
@@ -198,7 +198,7 @@ pub fn run(
     let iters = iters.max(1);
 
     // Publish: the hand-off and the encode, on a trainer of this size.
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
     eprintln!(
         "broadcast: building a d_model {} x {} layer policy",
         policy.d_model, policy.n_layers
@@ -308,7 +308,7 @@ pub fn run(
     })?;
     let bf16_blob = bf16_blob.ok_or_else(|| anyhow::anyhow!("no bf16 version received"))?;
     // What the actor does with each form before it can sample: decode on its device.
-    let inference = musicrl_common::device::inference_device();
+    let inference = musicrl_policy::device::inference_device();
     let decode = |b: &ParameterBlob| -> anyhow::Result<f64> {
         let started = Instant::now();
         b.to_policy(&inference)?;

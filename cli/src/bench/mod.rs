@@ -23,12 +23,13 @@ use anyhow::Context;
 use burn::module::Module;
 use serde::Serialize;
 
-use musicrl_common::config::PolicyConfig;
-use musicrl_common::policy::Engine;
-use musicrl_common::policy::params::{ParameterBlob, encode_policy};
-use musicrl_common::policy::sampling::Sampler;
-use musicrl_common::{Config, PolicyVersion, Trajectory};
+use musicrl_common::{PolicyVersion, Trajectory};
+use musicrl_config::Config;
+use musicrl_config::PolicyConfig;
 use musicrl_learner::trainer::Trainer;
+use musicrl_policy::melody::Engine;
+use musicrl_policy::melody::params::{ParameterBlob, encode_policy};
+use musicrl_policy::melody::sampling::Sampler;
 
 use crate::args::BenchArgs;
 
@@ -202,7 +203,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .unwrap_or(1);
     let captions: Vec<&str> = CAPTIONS.iter().copied().cycle().take(most).collect();
 
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
     let mut trainer = Trainer::new(config, &device)?;
     let parameters = trainer.policy().valid().num_params();
     // The actors' copy: the learner's parameters through a broadcast blob, decoded on the
@@ -213,7 +214,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         p,
         config.sampling.temperature,
     );
-    let inference = musicrl_common::device::inference_device();
+    let inference = musicrl_policy::device::inference_device();
     let actor_policy = blob.to_policy(&inference)?;
     let engine = Engine::from_policy(&actor_policy, p, config.actor.threads)?;
     if MELODY_WORKLOADS.iter().any(|w| wants(w)) {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burn::tensor::{Int, Tensor, TensorData};
+use musicrl_policy::musicgen::engine::Engine;
 use musicrl_policy::musicgen::{Decoding, MusicGen, SamplingOptions};
 use serde::Serialize;
 
@@ -14,7 +15,8 @@ use super::median;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MusicgenMeasurement {
-    /// `sample` (top-k 250 draws over the KV cache), `forward` (the whole delayed grid at
+    /// `sample` (top-k 250 draws on the rollout engine, what actors run), `sample-burn`
+    /// (the same draws with burn's cached forward), `forward` (the whole delayed grid at
     /// once, as scoring runs it) or `update` (one learner update: T5 frozen, the reference
     /// and trained decoders' grids, the loss, backward, Adam).
     pub kind: String,
@@ -46,10 +48,11 @@ pub fn run(
     iters: usize,
 ) -> anyhow::Result<MusicgenReport> {
     anyhow::ensure!(frames > 0, "--musicgen-frames must be positive");
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let model = MusicGen::load(folder, &device)
         .with_context(|| format!("--musicgen {}", folder.display()))?;
     let config = model.config().clone();
+    let engine = Engine::new(model.decoder(), 0);
     let mut measurements = Vec::new();
     let mut time = |kind: &str,
                     batch: usize,
@@ -92,6 +95,10 @@ pub fn run(
                 seed: 1,
             };
             time("sample", batch, guidance, &mut || {
+                model.generate_scored_with(&engine, &captions, frames, &options)?;
+                Ok(())
+            })?;
+            time("sample-burn", batch, guidance, &mut || {
                 model.generate(&captions, frames, &options)?;
                 Ok(())
             })?;
@@ -119,8 +126,9 @@ pub fn run(
             "--musicgen-update-batch must be 0 or at least 2"
         );
         drop(time);
+        drop(engine);
         let trainer_model = MusicGen::load(folder, &device)?;
-        let mut c = musicrl_common::Config::default();
+        let mut c = musicrl_config::Config::default();
         c.sampling.temperature = 1.0;
         c.learner.value_warmup_steps = 0;
         c.learner.lr_warmup_steps = 0;
@@ -129,7 +137,7 @@ pub fn run(
             trainer_model,
             frames,
             &c,
-            &musicrl_common::device::training_device(),
+            &musicrl_policy::device::training_device(),
         )?;
         let (k_total, vocab) = (config.n_codebooks(), config.vocab_size());
         // Two captions, so every clip has a leave-one-out baseline, as in the loop.

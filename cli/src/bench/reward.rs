@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use musicrl_common::Config;
 use musicrl_common::wire::{self, ScoreInput};
+use musicrl_config::Config;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
 
 #[derive(Debug, Clone, Serialize)]

@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use musicrl_common::Config;
-use musicrl_common::config::{ComponentConfig, PolicyConfig};
-use musicrl_common::policy::Policy;
-use musicrl_common::policy::divergence::sequence_kl;
-use musicrl_common::policy::sampling::Sampler;
 use musicrl_common::wire::ScoreInput;
+use musicrl_config::Config;
+use musicrl_config::{ComponentConfig, PolicyConfig};
 use musicrl_judge::novelty::{CopyIndex, distinct_ngrams, note_symbols};
 use musicrl_judge::{Panel, assess};
+use musicrl_policy::melody::Policy;
+use musicrl_policy::melody::divergence::sequence_kl;
+use musicrl_policy::melody::sampling::Sampler;
 use musicrl_reward::combine::RewardModel;
 
 /// One held-out evaluation of one checkpoint.
@@ -190,7 +190,7 @@ impl Evaluator {
         recipe: &[ComponentConfig],
         seed: u64,
     ) -> anyhow::Result<EvalPoint> {
-        let device = musicrl_common::device::inference_device();
+        let device = musicrl_policy::device::inference_device();
         let mut sampler = Sampler::new(seed, self.temperature);
         let jobs: Vec<&String> = self
             .prompts

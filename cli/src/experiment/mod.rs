@@ -24,13 +24,13 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use musicrl_common::Config;
-use musicrl_common::config::{ComponentConfig, START_THETA0};
-use musicrl_common::policy::params::{load_policy, save_policy};
 use musicrl_common::prompts::load_prompts;
+use musicrl_config::Config;
+use musicrl_config::{ComponentConfig, START_THETA0};
 use musicrl_judge::selection::{Point, Rule, Selection, select};
 use musicrl_judge::{Comparison, Panel, PanelConfig, Report};
 use musicrl_learner::checkpoint;
+use musicrl_policy::melody::params::{load_policy, save_policy};
 
 use crate::args::{ExperimentArgs, LocalArgs};
 use crate::judge_cmds::{sample_policy, write_samples};
@@ -157,7 +157,7 @@ pub struct RecipeScores {
 /// `DIR/results.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
-    pub plan: musicrl_common::config::ExperimentConfig,
+    pub plan: musicrl_config::ExperimentConfig,
     pub quick: bool,
     pub theta0: PathBuf,
     pub seeds: Vec<u64>,
@@ -197,14 +197,14 @@ pub(crate) fn theta0(config: &Config, out: &Path) -> anyhow::Result<PathBuf> {
         if !path.exists() {
             bail!(
                 "{} (θ0 of every recipe)",
-                musicrl_common::config::paths::missing("learner.init_policy", path)
+                musicrl_config::paths::missing("learner.init_policy", path)
             );
         }
         return Ok(path.clone());
     }
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
     device.seed(config.learner.seed);
-    let policy = musicrl_common::policy::Policy::new(&config.policy, &device);
+    let policy = musicrl_policy::melody::Policy::new(&config.policy, &device);
     let file = out.join("theta0.bpk");
     save_policy(&policy, &file)?;
     Ok(file)
@@ -379,7 +379,7 @@ fn recipe_scores(recipes: &[String], seeds: &[u64], judged: &[Report]) -> Vec<Re
 fn run_recipe(
     runtime: &tokio::runtime::Runtime,
     base: &Config,
-    recipe: &musicrl_common::config::RecipeConfig,
+    recipe: &musicrl_config::RecipeConfig,
     seed: u64,
     start: &Path,
     anchored: bool,
@@ -447,7 +447,7 @@ fn run_recipe(
 
     // The reference the learner actually used, read back from the run (not assumed).
     let ck = dir.join("checkpoints");
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     let reference_file = ck.join("reference.bpk");
     let reference = load_policy(&reference_file, &c.policy, &device)
         .with_context(|| format!("the run's KL reference {}", reference_file.display()))?;
@@ -604,7 +604,7 @@ fn run_recipe(
         lines.push_str(&serde_json::to_string(p)?);
         lines.push('\n');
     }
-    musicrl_common::fsutil::write_atomic(&dir.join("curve.jsonl"), lines.as_bytes())?;
+    musicrl_config::fsutil::write_atomic(&dir.join("curve.jsonl"), lines.as_bytes())?;
     write_json(&dir.join("selection.json"), &record.selection)?;
     Ok(record)
 }

@@ -492,7 +492,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         r.seeds.first(),
         r.table
             .iter()
-            .filter(|row| row.b == musicrl_common::config::START_THETA0)
+            .filter(|row| row.b == musicrl_config::START_THETA0)
             .max_by(|x, y| x.win_rate.total_cmp(&y.win_rate)),
     ) {
         let a_name = model_name(&best.a, seed);
@@ -527,7 +527,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     }
     html.push_str("</body></html>\n");
     let page = out.join("report.html");
-    musicrl_common::fsutil::write_atomic(&page, html.as_bytes())?;
+    musicrl_config::fsutil::write_atomic(&page, html.as_bytes())?;
     Ok(page)
 }
 
@@ -579,7 +579,7 @@ pub fn write_run(dir: &Path) -> anyhow::Result<PathBuf> {
     history_charts(&[(name.clone(), dir.to_path_buf())], &mut html)?;
     html.push_str("</body></html>\n");
     let page = dir.join("report.html");
-    musicrl_common::fsutil::write_atomic(&page, html.as_bytes())?;
+    musicrl_config::fsutil::write_atomic(&page, html.as_bytes())?;
     Ok(page)
 }
 

@@ -22,8 +22,8 @@ end_token = 16   # none: sequences run to max_tokens, as the token-fraction scor
 "#;
 
 /// The same policy as a `PolicyConfig` (to load its checkpoints).
-pub fn tiny_policy() -> musicrl_common::config::PolicyConfig {
-    musicrl_common::Config::from_toml(TINY_POLICY)
+pub fn tiny_policy() -> musicrl_config::PolicyConfig {
+    musicrl_config::Config::from_toml(TINY_POLICY)
         .expect("TINY_POLICY parses")
         .policy
 }

@@ -11,7 +11,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::config::SecurityConfig;
+use musicrl_config::SecurityConfig;
 
 fn err(e: rcgen::Error) -> crate::Error {
     crate::Error::Internal(format!("certificate generation: {e}"))
@@ -40,7 +40,7 @@ pub fn init(dir: &Path, names: &[String]) -> crate::Result<Written> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     let write = |name: &str, text: &str| -> crate::Result<PathBuf> {
         let path = dir.join(name);
-        crate::fsutil::write_atomic(&path, text.as_bytes())?;
+        musicrl_config::fsutil::write_atomic(&path, text.as_bytes())?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -10,7 +10,7 @@
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use super::read_secret;
-use crate::config::SecurityConfig;
+use musicrl_config::SecurityConfig;
 
 /// The server's TLS configuration, or None when TLS is off.
 pub fn server(config: &SecurityConfig) -> crate::Result<Option<ServerTlsConfig>> {

@@ -10,10 +10,10 @@ use axum::http::{self, HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use musicrl_common::config::{FeedbackConfig, PolicyConfig};
-use musicrl_common::policy::{Engine, Policy};
+use musicrl_config::{FeedbackConfig, PolicyConfig};
 use musicrl_feedback::session::Secret;
 use musicrl_feedback::source::{Model, PairSource};
+use musicrl_policy::melody::{Engine, Policy};
 use musicrl_prefdb::Db;
 
 pub fn tiny_policy() -> PolicyConfig {
@@ -63,7 +63,7 @@ pub async fn start_scored(
     let url = format!("sqlite:{}", dir.path().join("feedback.db").display());
     let db = Db::open(&url).await.expect("opens the database");
     let config = tiny_policy();
-    let device = musicrl_common::device::inference_device();
+    let device = musicrl_policy::device::inference_device();
     device.seed(5);
     let policy = Policy::new(&config, &device);
     let engine = Engine::from_policy(&policy, &config, 1).expect("an engine");

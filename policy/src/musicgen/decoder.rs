@@ -17,23 +17,32 @@ use super::weights::WeightFile;
 use crate::PolicyError;
 
 /// transformers' `nn.LayerNorm` default.
-const LAYER_NORM_EPS: f64 = 1e-5;
+pub(super) const LAYER_NORM_EPS: f64 = 1e-5;
 
 #[derive(Module, Debug)]
-struct DecoderLayer {
-    self_norm: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    cross_norm: LayerNorm,
-    cross_q: Linear,
+pub(super) struct DecoderLayer {
+    pub(super) self_norm: LayerNorm,
+    pub(super) q: Linear,
+    pub(super) k: Linear,
+    pub(super) v: Linear,
+    pub(super) o: Linear,
+    pub(super) cross_norm: LayerNorm,
+    pub(super) cross_q: Linear,
     cross_k: Linear,
     cross_v: Linear,
-    cross_o: Linear,
-    ffn_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    pub(super) cross_o: Linear,
+    pub(super) ffn_norm: LayerNorm,
+    pub(super) fc1: Linear,
+    pub(super) fc2: Linear,
+}
+
+/// A decoder's modules, for the rollout engine to copy.
+pub(super) struct DecoderParts<'a> {
+    pub(super) embeds: &'a [Embedding],
+    pub(super) layers: &'a [DecoderLayer],
+    pub(super) norm: &'a LayerNorm,
+    pub(super) heads: &'a [Linear],
+    pub(super) n_heads: usize,
 }
 
 /// The decoder with its embeddings and output heads.
@@ -63,6 +72,13 @@ pub struct CrossKv {
 pub struct SelfCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     len: usize,
+}
+
+impl CrossKv {
+    /// Per layer `[B, H, S, Dh]` keys and values, and `[B, 1, 1, S]` padding.
+    pub(super) fn parts(&self) -> (&[(Tensor<4>, Tensor<4>)], &Tensor<4, Bool>) {
+        (&self.layers, &self.pad)
+    }
 }
 
 impl SelfCache {
@@ -137,6 +153,17 @@ impl Decoder {
             n_heads: d.num_attention_heads,
             d_model: dm,
         })
+    }
+
+    /// The modules, for the rollout engine to copy.
+    pub(super) fn parts(&self) -> DecoderParts<'_> {
+        DecoderParts {
+            embeds: &self.embeds,
+            layers: &self.layers,
+            norm: &self.norm,
+            heads: &self.heads,
+            n_heads: self.n_heads,
+        }
     }
 
     /// An empty self-attention cache.
@@ -291,6 +318,12 @@ fn scaled_attention(
 /// `[len, d]`: the first half of each row cosines, the second half sines, of
 /// `position · 10000^(−i / (d/2 − 1))`, computed in f32 as transformers does.
 pub fn sinusoidal_positions(start: usize, len: usize, d: usize, device: &Device) -> Tensor<2> {
+    let values = sinusoid_table(start, len, d);
+    Tensor::from_data(TensorData::new(values, [len, d]), device)
+}
+
+/// [`sinusoidal_positions`] as a row-major `[len, d]` buffer.
+pub(super) fn sinusoid_table(start: usize, len: usize, d: usize) -> Vec<f32> {
     let half = d / 2;
     let step = (10000f64.ln() / (half as f64 - 1.0)) as f32;
     let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
@@ -303,5 +336,5 @@ pub fn sinusoidal_positions(start: usize, len: usize, d: usize, device: &Device)
         }
         // An odd width keeps a zero last column.
     }
-    Tensor::from_data(TensorData::new(values, [len, d]), device)
+    values
 }

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod decoder;
 pub mod delay;
+pub mod engine;
 pub mod rl;
 pub mod sampling;
 pub mod t5;
@@ -392,6 +393,46 @@ impl MusicGen {
         frames: usize,
         options: &SamplingOptions,
     ) -> Result<Generated, PolicyError> {
+        let (cross, len) = self.prepare(captions, frames, options)?;
+        let mut cache = self.decoder.new_cache();
+        let k_total = self.config.n_codebooks();
+        let rows = cross.parts().1.dims()[0];
+        self.sample_grid(captions.len(), frames, options, &mut |ids, logits| {
+            debug_assert!(cache.len() < len);
+            let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+            let ids =
+                Tensor::<3, Int>::from_data(TensorData::new(ids, [rows, k_total, 1]), &self.device);
+            let out = to_vec(self.decoder.forward(ids, Some(&cross), Some(&mut cache)));
+            logits.copy_from_slice(&out);
+        })
+    }
+
+    /// [`MusicGen::generate_scored`] on the rollout engine (built from this model's decoder
+    /// by [`engine::Engine::new`]): the same loop, the same draws for a seed, each position
+    /// computed on plain buffers instead of burn tensors.
+    pub fn generate_scored_with<S: AsRef<str>>(
+        &self,
+        engine: &engine::Engine,
+        captions: &[S],
+        frames: usize,
+        options: &SamplingOptions,
+    ) -> Result<Generated, PolicyError> {
+        let (cross, len) = self.prepare(captions, frames, options)?;
+        let mut session = engine.session(&cross, len);
+        self.sample_grid(captions.len(), frames, options, &mut |ids, logits| {
+            engine.step(&mut session, ids, logits);
+        })
+    }
+
+    /// Checks a sampling request and computes the caption's cross-attention keys and
+    /// values for every decoder row (with guidance, the unconditional rows B .. 2B after
+    /// the conditional ones); gives them with the grid's length.
+    fn prepare<S: AsRef<str>>(
+        &self,
+        captions: &[S],
+        frames: usize,
+        options: &SamplingOptions,
+    ) -> Result<(CrossKv, usize), PolicyError> {
         options.validate()?;
         if frames == 0 {
             return Err(PolicyError::InvalidInput(
@@ -402,15 +443,11 @@ impl MusicGen {
             return Err(PolicyError::InvalidInput("no captions".into()));
         }
         let batch = captions.len();
-        let k_total = self.config.n_codebooks();
-        let vocab = self.config.vocab_size();
-        let (bos, pad) = (self.bos(), self.pad());
         let cond = self.encode(captions)?;
-        let guidance = options.guidance_scale();
         // With guidance the unconditional rows run in the same batch (rows B .. 2B), as
         // transformers runs them: their caption states are zeros, so the cross-attention's
         // keys and values are zero and it adds exactly nothing, the unconditional model.
-        let (cross_states, cross_pad) = if guidance.is_some() {
+        let (cross_states, cross_pad) = if options.guidance_scale().is_some() {
             let [_, s, _] = cond.states.dims();
             let none = Tensor::<2, Bool>::from_data(
                 TensorData::new(vec![false; batch * s], [batch, s]),
@@ -423,9 +460,26 @@ impl MusicGen {
         } else {
             (cond.states, cond.pad)
         };
-        let rows = if guidance.is_some() { 2 * batch } else { batch };
         let cross = self.decoder.cross_kv(cross_states, cross_pad);
-        let mut cache = self.decoder.new_cache();
+        Ok((cross, delay::grid_len(frames, self.config.n_codebooks())))
+    }
+
+    /// The sampling loop over the delayed grid: `step(ids, logits)` feeds the next grid
+    /// position's inputs `[rows, K]` (rows = B, or 2B with guidance: the grid repeated) and
+    /// writes its logits `[rows, K, vocab]`; guidance, the sampler and the delay pattern are
+    /// applied here, once for every way of computing a step.
+    fn sample_grid(
+        &self,
+        batch: usize,
+        frames: usize,
+        options: &SamplingOptions,
+        step: &mut dyn FnMut(&[u32], &mut [f32]),
+    ) -> Result<Generated, PolicyError> {
+        let k_total = self.config.n_codebooks();
+        let vocab = self.config.vocab_size();
+        let (bos, pad) = (self.bos(), self.pad());
+        let guidance = options.guidance_scale();
+        let rows = if guidance.is_some() { 2 * batch } else { batch };
         let mut sampler = sampling::Sampler::new(options);
 
         let len = delay::grid_len(frames, k_total);
@@ -435,16 +489,15 @@ impl MusicGen {
         for row in grid.iter_mut().flatten() {
             row[0] = bos;
         }
+        let mut ids = vec![0u32; rows * k_total];
+        let mut logits = vec![0f32; rows * k_total * vocab];
         for p in 0..len - 1 {
-            let ids: Vec<i64> = grid
-                .iter()
-                .cycle()
-                .take(rows)
-                .flat_map(|clip| clip.iter().map(|row| i64::from(row[p])))
-                .collect();
-            let ids =
-                Tensor::<3, Int>::from_data(TensorData::new(ids, [rows, k_total, 1]), &self.device);
-            let mut logits = to_vec(self.decoder.forward(ids, Some(&cross), Some(&mut cache)));
+            for (slot, clip) in ids.chunks_exact_mut(k_total).zip(grid.iter().cycle()) {
+                for (id, row) in slot.iter_mut().zip(clip) {
+                    *id = row[p];
+                }
+            }
+            step(&ids, &mut logits);
             if let Some(scale) = guidance {
                 let (cond_logits, uncond) = logits.split_at_mut(batch * k_total * vocab);
                 sampling::guide(cond_logits, uncond, scale);

@@ -16,10 +16,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use musicrl_common::config::PolicyConfig;
-use musicrl_common::policy::params::load_policy;
-use musicrl_common::policy::{Policy, caption_batch, to_vec_f32, token_tensor};
+use musicrl_config::PolicyConfig;
 use musicrl_music::tokens::END;
+use musicrl_policy::melody::params::load_policy;
+use musicrl_policy::melody::{Policy, caption_batch, to_vec_f32, token_tensor};
 
 use super::{Choice, read_store};
 use crate::error::{Error, Result};
@@ -120,7 +120,7 @@ impl std::fmt::Debug for PreferenceModel {
 impl PreferenceModel {
     pub fn load(dir: &Path) -> Result<Self> {
         let config: PreferenceConfig = store::load_config(dir)?;
-        let device = musicrl_common::device::inference_device();
+        let device = musicrl_policy::device::inference_device();
         let (policy, version) =
             store::load_params(dir, KIND, Policy::new(&config.policy, &device))?;
         Ok(Self {
@@ -218,7 +218,7 @@ pub fn train(
             choices.len()
         )));
     }
-    let device = musicrl_common::device::training_device();
+    let device = musicrl_policy::device::training_device();
     device.seed(t.seed);
     let (mut policy, from) = if t.init_policy.as_os_str().is_empty() {
         (Policy::new(&config.policy, &device), "scratch".to_string())

@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
-
+pub mod caption;
+pub mod device;
+pub mod error;
 mod feedback;
+pub mod fsutil;
 mod overrides;
 pub mod paths;
 mod security;
+pub use error::ConfigError;
 pub use feedback::FeedbackConfig;
 pub use overrides::{ENV_ALIASES, ENV_PREFIX, flatten};
 pub use security::SecurityConfig;
@@ -371,7 +374,8 @@ pub const ENGINE_BURN: &str = "burn";
 pub struct ActorConfig {
     /// Compute device for sampling: "cpu", or "cuda:N" in a build with the `cuda` feature.
     pub device: String,
-    /// What samples: "native" (the rollout engine, `common/src/policy/engine`: CPU only,
+    /// What samples: "native" (the family's rollout engine, `policy/src/melody/engine` or
+    /// `policy/src/musicgen/engine.rs`: CPU only,
     /// the default) or "burn" (the training model's own forward on `device`; the path for
     /// a GPU).
     pub engine: String,
@@ -385,7 +389,7 @@ pub struct ActorConfig {
     /// 2^-8; the learner makes it once per version, on demand, off its training thread).
     /// The behaviour log-probabilities an actor pushes are its own policy's, so training
     /// stays correct either way: the importance weights see the bf16 policy as the sampler.
-    pub parameter_encoding: crate::policy::params::ParameterEncoding,
+    pub parameter_encoding: ParameterEncoding,
     /// Learner endpoint, e.g. `http://learner:50051`.
     pub learner: String,
     /// Reward server endpoint, e.g. `http://reward-server:50052`, or several,
@@ -434,7 +438,7 @@ impl Default for ActorConfig {
             engine: ENGINE_NATIVE.into(),
             threads: 0,
             parameter_compression: "none".into(),
-            parameter_encoding: crate::policy::params::ParameterEncoding::F32,
+            parameter_encoding: ParameterEncoding::F32,
             learner: "http://127.0.0.1:50051".into(),
             reward: "http://127.0.0.1:50052".into(),
             reward_resolve_seconds: 10.0,
@@ -1075,7 +1079,7 @@ impl Config {
             );
         }
         for (i, c) in r.components.iter().enumerate() {
-            if c.send_audio && !crate::wire::AUDIO_SAMPLE_RATES.contains(&c.sample_rate) {
+            if c.send_audio && !AUDIO_SAMPLE_RATES.contains(&c.sample_rate) {
                 return bad(
                     &format!("reward.components[{i}].sample_rate"),
                     format!("{} Hz is outside 8000..=192000", c.sample_rate),
@@ -1280,6 +1284,32 @@ impl Config {
     }
 }
 
+/// The form of a parameter version's bytes (the wire's `ParameterEncoding`; an actor's
+/// `actor.parameter_encoding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterEncoding {
+    /// burn's burnpack record, every parameter f32: exactly the learner's parameters.
+    #[default]
+    F32,
+    /// A safetensors file with every parameter bfloat16 (rounded to nearest even): half the
+    /// bytes, each parameter within a relative
+    /// `BF16_RELATIVE_ERROR` (`musicrl_policy::melody::safetensors`) of the learner's.
+    Bf16,
+}
+
+impl std::fmt::Display for ParameterEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
+/// Sample rates an `Audio` message may declare.
+pub const AUDIO_SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=192_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1320,7 +1350,7 @@ mod tests {
                 .map(|k| k.kind.as_str())
                 .collect();
             assert_eq!(got, kinds, "{name}");
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
             for k in c
                 .reward
                 .components
@@ -1345,7 +1375,7 @@ mod tests {
             assert_eq!(c.policy.family, FAMILY_MUSICGEN);
             assert!(c.policy.end_token as usize >= c.policy.vocab_size);
         }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let tiny = Config::from_toml(include_str!("../../../config/musicgen-tiny.toml")).unwrap();
         let (codebooks, codebook) = musicgen_shape(&root.join(&tiny.policy.folder)).unwrap();
         assert_eq!((codebooks, codebook), (4, 32));
@@ -1354,7 +1384,7 @@ mod tests {
 
     #[test]
     fn the_experiments_recipes_exist_and_are_valid() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         for (name, text) in [
             (
                 "config/default.toml",

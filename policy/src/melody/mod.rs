@@ -1,5 +1,8 @@
-//! The policy network, its sampler and its parameter transport.
+//! The melody family: musicrl's built-in policy, a 577 k-parameter transformer over the
+//! 64-token symbolic melody vocabulary, conditioned on a hashed bag-of-words caption
+//! embedding; its sampler, rollout engine, divergence and parameter formats.
 
+pub mod caption;
 pub mod divergence;
 pub mod engine;
 pub mod model;
@@ -12,8 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 pub use engine::Engine;
 pub use model::{CaptionBatch, KvCache, Policy, PolicyOutput};
 
-use crate::caption;
-use crate::config::PolicyConfig;
+use musicrl_config::PolicyConfig;
 
 /// Tokenises and pads captions into tensors on `device`.
 pub fn caption_batch<S: AsRef<str>>(

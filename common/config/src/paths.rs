@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Config;
-use crate::error::ConfigError;
+use crate::ConfigError;
 
 /// The environment variable naming the installation's data folder.
 pub const HOME_VAR: &str = "MUSICRL_HOME";

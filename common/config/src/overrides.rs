@@ -16,7 +16,7 @@ use serde::Deserialize;
 use toml::Value;
 
 use super::Config;
-use crate::error::ConfigError;
+use crate::ConfigError;
 
 /// The prefix of environment variables that name a key: `MUSICRL__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "MUSICRL__";

@@ -21,13 +21,13 @@
 //! below 3e-7 relative and 1e-6 absolute, see `kernels`) rather than libm's.
 
 mod attention;
-mod kernels;
+pub(crate) mod kernels;
 
 use std::sync::Arc;
 
 use super::sampling::{Sampled, sample_row};
-use crate::caption;
-use crate::config::PolicyConfig;
+use crate::melody::caption;
+use musicrl_config::PolicyConfig;
 
 /// burn's `LayerNormConfig` default, which the policy uses.
 pub(crate) const LAYER_NORM_EPS: f32 = 1e-5;
@@ -144,7 +144,7 @@ impl Engine {
     ) -> crate::Result<Self> {
         let weights = policy.engine_weights(config);
         weights.check().map_err(|why| {
-            crate::Error::BadParameters(format!(
+            crate::PolicyError::BadParameters(format!(
                 "the rollout engine cannot load this policy: {why}"
             ))
         })?;
@@ -571,8 +571,8 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
-    use crate::policy::sampling::Sampler;
-    use crate::policy::{Policy, caption_batch, to_vec_f32, token_tensor};
+    use crate::melody::sampling::Sampler;
+    use crate::melody::{Policy, caption_batch, to_vec_f32, token_tensor};
 
     fn tiny() -> PolicyConfig {
         PolicyConfig {

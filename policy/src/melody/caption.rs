@@ -15,16 +15,7 @@
 //!   an unseen word ("fiddles", "hornpipes", a misspelt "jigg") shares most of its ids with
 //!   the words it resembles and degrades gracefully instead of adding noise.
 
-/// One id per word.
-pub const WORDS: &str = "words-fnv1a";
-/// One id per word and per character trigram of the word.
-pub const WORDS_TRIGRAMS: &str = "words-trigrams-fnv1a";
-/// Every encoder this build has.
-pub const ENCODERS: [&str; 2] = [WORDS, WORDS_TRIGRAMS];
-/// The default encoder (`policy.caption_encoder`), the one the shipped θ0 was pretrained
-/// with: change the names whenever the hashing changes, so that roles with different
-/// encoders refuse to work together.
-pub const ENCODER: &str = WORDS;
+pub use musicrl_config::caption::{ENCODER, ENCODERS, WORDS, WORDS_TRIGRAMS};
 
 /// Word-bucket ids of one caption, at most `max_words` long (never empty: an empty caption
 /// becomes the single reserved word `<empty>`). The [`WORDS`] encoder; the text-adherence

@@ -9,32 +9,11 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 
 use super::Policy;
-use crate::config::PolicyConfig;
-use crate::error::{Error, Result};
-use crate::types::PolicyVersion;
+use crate::PolicyVersion;
+use crate::error::{PolicyError as Error, Result};
+use musicrl_config::PolicyConfig;
 
-/// The form of a parameter version's bytes (the wire's `ParameterEncoding`; an actor's
-/// `actor.parameter_encoding`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ParameterEncoding {
-    /// burn's burnpack record, every parameter f32: exactly the learner's parameters.
-    #[default]
-    F32,
-    /// A safetensors file with every parameter bfloat16 (rounded to nearest even): half the
-    /// bytes, each parameter within a relative
-    /// [`BF16_RELATIVE_ERROR`](super::safetensors::BF16_RELATIVE_ERROR) of the learner's.
-    Bf16,
-}
-
-impl std::fmt::Display for ParameterEncoding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-        })
-    }
-}
+pub use musicrl_config::ParameterEncoding;
 
 /// A published parameter version, ready to send.
 #[derive(Debug, Clone)]
@@ -124,7 +103,7 @@ impl ParameterBlob {
         if encoding == self.encoding {
             return Ok(self.clone());
         }
-        if self.config.family != crate::config::FAMILY_MELODY {
+        if self.config.family != musicrl_config::FAMILY_MELODY {
             return Err(Error::BadParameters(format!(
                 "a {} policy is broadcast in f32 only (its parameters are the family's own \
                  burnpack record)",
@@ -168,7 +147,7 @@ pub fn decode_policy(config: &PolicyConfig, bytes: &[u8], device: &Device) -> Re
 /// Writes the policy to a burnpack file (atomically: a temporary file, then a rename).
 pub fn save_policy(policy: &Policy, path: &Path) -> Result<()> {
     let bytes = encode_policy(policy)?;
-    crate::fsutil::write_atomic(path, &bytes)
+    Ok(musicrl_config::fsutil::write_atomic(path, &bytes)?)
 }
 
 /// Reads a policy from a burnpack file.
@@ -188,7 +167,7 @@ mod tests {
     /// decodes to the same parameters within the declared bf16 tolerance.
     #[test]
     fn a_version_encoded_as_bf16_keeps_its_identity_and_its_parameters() {
-        let config = crate::policy::tiny_test_config();
+        let config = crate::melody::tiny_test_config();
         let device = Device::flex();
         let policy = Policy::new(&config, &device);
         let mut blob = ParameterBlob::from_policy(&policy, PolicyVersion(7), &config, 0.9).unwrap();

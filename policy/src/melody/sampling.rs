@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::{KvCache, Policy, caption_batch, to_vec_f32};
-use crate::config::PolicyConfig;
+use musicrl_config::PolicyConfig;
 
 /// One sampled sequence.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,8 +20,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::model::Policy;
-use crate::config::PolicyConfig;
-use crate::error::{Error, Result};
+use crate::error::{PolicyError as Error, Result};
+use musicrl_config::PolicyConfig;
 
 /// The `format` metadata value of a musicrl policy file.
 pub const FORMAT: &str = "musicrl-policy";
@@ -128,7 +128,10 @@ fn serialize(
 
 /// Writes the policy to a safetensors file.
 pub fn save(policy: &Policy, config: &PolicyConfig, path: &Path) -> Result<()> {
-    crate::fsutil::write_atomic(path, &to_bytes(policy, config)?)
+    Ok(musicrl_config::fsutil::write_atomic(
+        path,
+        &to_bytes(policy, config)?,
+    )?)
 }
 
 /// The policy configuration a safetensors file declares.
@@ -255,9 +258,9 @@ pub fn load(path: &Path, device: &Device) -> Result<(Policy, PolicyConfig)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{caption_batch, token_tensor};
+    use crate::melody::{caption_batch, token_tensor};
 
-    use crate::policy::tiny_test_config as tiny;
+    use crate::melody::tiny_test_config as tiny;
 
     #[test]
     fn a_round_trip_reproduces_the_logits_exactly() {
@@ -269,8 +272,8 @@ mod tests {
         assert_eq!(back_config, config);
         let captions = caption_batch(&["a reel in d", "a slow air"], &config, &device);
         let tokens = token_tensor(&[1, 2, 3, 4, 5, 6, 7, 8, 1, 2], 2, 5, &device);
-        let a = crate::policy::to_vec_f32(policy.forward(&captions, tokens.clone()).logits);
-        let b = crate::policy::to_vec_f32(back.forward(&captions, tokens).logits);
+        let a = crate::melody::to_vec_f32(policy.forward(&captions, tokens.clone()).logits);
+        let b = crate::melody::to_vec_f32(back.forward(&captions, tokens).logits);
         assert_eq!(a, b, "identical logits after export and import");
         // The names are the module paths.
         let names: Vec<String> = named_parameters(&policy).into_iter().map(|p| p.0).collect();
@@ -349,8 +352,8 @@ mod tests {
         );
         let captions = caption_batch(&["a reel in d", "a slow air"], &config, &device);
         let tokens = token_tensor(&[1, 2, 3, 4, 5, 6, 7, 8, 1, 2], 2, 5, &device);
-        let a = crate::policy::to_vec_f32(policy.forward(&captions, tokens.clone()).logits);
-        let b = crate::policy::to_vec_f32(back.forward(&captions, tokens).logits);
+        let a = crate::melody::to_vec_f32(policy.forward(&captions, tokens.clone()).logits);
+        let b = crate::melody::to_vec_f32(back.forward(&captions, tokens).logits);
         let worst = a
             .iter()
             .zip(&b)

@@ -10,7 +10,7 @@
 //! value      V(s_0)     V(s_1)     V(s_2)     ...  V(s_{T-1})
 //! ```
 //!
-//! where `cond(c)` is the caption embedding (see [`crate::caption`]) and
+//! where `cond(c)` is the caption embedding (see [`crate::melody::caption`]) and
 //! `s_t = (caption, a_0 .. a_{t-1})`. The same blocks serve the learner's full-sequence
 //! forward (causal mask) and the actors' incremental decoding (a per-layer key/value cache,
 //! one new position per step, no recomputation of the prefix).
@@ -24,7 +24,7 @@ use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::config::PolicyConfig;
+use musicrl_config::PolicyConfig;
 
 /// One pre-LN decoder block: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
 #[derive(Module, Debug)]
@@ -271,7 +271,7 @@ impl Policy {
             let tracked = bias.is_require_grad();
             self.value_head.bias = Some(bias.map(|b| {
                 let device = b.device();
-                let values: Vec<f32> = crate::policy::to_vec_f32(b)
+                let values: Vec<f32> = crate::melody::to_vec_f32(b)
                     .into_iter()
                     .map(|x| x + delta)
                     .collect();
@@ -310,10 +310,10 @@ impl Policy {
     }
 
     /// Every parameter as plain row-major buffers, for the rollout engine
-    /// ([`crate::policy::Engine`]), which checks them against `config`.
-    pub(crate) fn engine_weights(&self, config: &PolicyConfig) -> crate::policy::engine::Weights {
-        use crate::policy::engine::{BlockWeights, LinearWeights, NormWeights, Weights};
-        use crate::policy::to_vec_f32;
+    /// ([`crate::melody::Engine`]), which checks them against `config`.
+    pub(crate) fn engine_weights(&self, config: &PolicyConfig) -> crate::melody::engine::Weights {
+        use crate::melody::engine::{BlockWeights, LinearWeights, NormWeights, Weights};
+        use crate::melody::to_vec_f32;
         let linear = |l: &Linear| {
             let w = l.weight.val();
             let [d_in, d_out] = w.dims();
@@ -383,7 +383,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{caption_batch, to_vec_f32, token_tensor};
+    use crate::melody::{caption_batch, to_vec_f32, token_tensor};
 
     fn tiny() -> PolicyConfig {
         PolicyConfig {
@@ -1014,8 +1014,8 @@ mod tests {
         let device = Device::flex();
         device.seed(5);
         let policy = Policy::new(&config, &device);
-        let bytes = crate::policy::params::encode_policy(&policy).unwrap();
-        let restored = crate::policy::params::decode_policy(&config, &bytes, &device).unwrap();
+        let bytes = crate::melody::params::encode_policy(&policy).unwrap();
+        let restored = crate::melody::params::decode_policy(&config, &bytes, &device).unwrap();
         let captions = caption_batch(&["air"], &config, &device);
         let t = token_tensor(&[1, 2, 3], 1, 3, &device);
         let a = to_vec_f32(policy.forward(&captions, t.clone()).logits);
@@ -1023,9 +1023,9 @@ mod tests {
         assert_eq!(a, b);
         let mut other = config.clone();
         other.d_model = 32;
-        assert!(crate::policy::params::decode_policy(&other, &bytes, &device).is_err());
+        assert!(crate::melody::params::decode_policy(&other, &bytes, &device).is_err());
         assert!(
-            crate::policy::params::decode_policy(&config, &bytes[..bytes.len() / 2], &device)
+            crate::melody::params::decode_policy(&config, &bytes[..bytes.len() / 2], &device)
                 .is_err()
         );
     }

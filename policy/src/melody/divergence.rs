@@ -8,7 +8,7 @@ use burn::tensor::Device;
 
 use super::sampling::tempered_log_softmax;
 use super::{Policy, caption_batch, to_vec_f32, token_tensor};
-use crate::config::PolicyConfig;
+use musicrl_config::PolicyConfig;
 
 /// Σ_t KL(π(·|s_t) ‖ π_ref(·|s_t)) for each sequence, and its number of steps. Sequences
 /// stop at their first `config.end_token`; an empty sequence has KL 0 over 0 steps.
