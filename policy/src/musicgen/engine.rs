@@ -6,8 +6,10 @@
 //! row-major buffers (the self-attention's q, k and v side by side in one `[d, 3d]`
 //! matrix, the K output heads in one `[d, K·vocab]`), a key/value cache preallocated for
 //! the whole grid and written in place (burn's path concatenates a growing cache every
-//! step), the residual additions folded into the products (`gemm` accumulating into the
-//! hidden state) and every product split by columns over the machine's cores. The caption's
+//! step), the residual additions folded into the products (accumulating into the hidden
+//! state) and every product split by columns over the machine's cores. A sampling step
+//! multiplies a few rows by every weight once, so the products are laid out for that
+//! ([`super::skinny`]: panels packed at load, streamed once per step). The caption's
 //! cross-attention keys and values come from burn once per call ([`Decoder::cross_kv`]).
 //! The loop around it — the delay pattern, guidance, the sampler — is
 //! [`MusicGen::generate_scored`]'s own, so for a seed the engine draws the codes burn's
@@ -23,6 +25,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 
 use super::decoder::{Decoder, LAYER_NORM_EPS};
+use super::skinny::{self, Packed};
 use crate::melody::engine::kernels;
 
 /// A layer norm's scale and shift.
@@ -37,14 +40,14 @@ struct Norm {
 struct Block {
     self_norm: Norm,
     /// `[d, 3d]`: q, k and v side by side.
-    qkv: Vec<f32>,
-    o: Vec<f32>,
+    qkv: Packed,
+    o: Packed,
     cross_norm: Norm,
-    cross_q: Vec<f32>,
-    cross_o: Vec<f32>,
+    cross_q: Packed,
+    cross_o: Packed,
     ffn_norm: Norm,
-    fc1: Vec<f32>,
-    fc2: Vec<f32>,
+    fc1: Packed,
+    fc2: Packed,
 }
 
 /// A decoder's weights on plain buffers.
@@ -60,7 +63,7 @@ pub struct Engine {
     blocks: Vec<Block>,
     norm: Norm,
     /// `[d, K·vocab]`: the K output heads side by side.
-    out: Vec<f32>,
+    out: Packed,
     threads: usize,
 }
 
@@ -70,6 +73,11 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 fn matrix(l: &Linear) -> Vec<f32> {
     values(l.weight.val())
+}
+
+fn packed(l: &Linear) -> Packed {
+    let [k, n] = l.weight.val().dims();
+    Packed::new(&matrix(l), k, n)
 }
 
 fn norm(l: &LayerNorm) -> Norm {
@@ -134,14 +142,18 @@ impl Engine {
             .iter()
             .map(|l| Block {
                 self_norm: norm(&l.self_norm),
-                qkv: side_by_side(&[matrix(&l.q), matrix(&l.k), matrix(&l.v)], d),
-                o: matrix(&l.o),
+                qkv: Packed::new(
+                    &side_by_side(&[matrix(&l.q), matrix(&l.k), matrix(&l.v)], d),
+                    d,
+                    3 * d,
+                ),
+                o: packed(&l.o),
                 cross_norm: norm(&l.cross_norm),
-                cross_q: matrix(&l.cross_q),
-                cross_o: matrix(&l.cross_o),
+                cross_q: packed(&l.cross_q),
+                cross_o: packed(&l.cross_o),
                 ffn_norm: norm(&l.ffn_norm),
-                fc1: matrix(&l.fc1),
-                fc2: matrix(&l.fc2),
+                fc1: packed(&l.fc1),
+                fc2: packed(&l.fc2),
             })
             .collect::<Vec<_>>();
         let heads: Vec<Vec<f32>> = p.heads.iter().map(matrix).collect();
@@ -149,13 +161,13 @@ impl Engine {
         Self {
             d,
             heads: p.n_heads,
-            ffn: blocks[0].fc1.len() / d,
+            ffn: blocks[0].fc1.n(),
             books: heads.len(),
             vocab,
             embeds: p.embeds.iter().map(|e| values(e.weight.val())).collect(),
             blocks,
             norm: norm(p.norm),
-            out: side_by_side(&heads, d),
+            out: Packed::new(&side_by_side(&heads, d), d, heads.len() * vocab),
             threads,
         }
     }
@@ -232,15 +244,7 @@ impl Engine {
         }
         session.len += 1;
         layer_norm(&session.x, &self.norm, &mut session.n);
-        self.product(
-            rows,
-            d,
-            k_books * vocab,
-            &session.n,
-            &self.out,
-            logits,
-            false,
-        );
+        self.product(rows, &session.n, &self.out, logits, false);
     }
 
     fn block(&self, s: &mut Session, i: usize, b: &Block, pos: usize) {
@@ -250,7 +254,7 @@ impl Engine {
 
         // Causal self-attention: q, k, v in one product; k and v written into the cache.
         layer_norm(&s.x, &b.self_norm, &mut s.n);
-        self.product(rows, d, 3 * d, &s.n, &b.qkv, &mut s.qkv, false);
+        self.product(rows, &s.n, &b.qkv, &mut s.qkv, false);
         let (keys, vals) = &mut s.cache[i];
         for r in 0..rows {
             let row = &s.qkv[r * 3 * d..(r + 1) * 3 * d];
@@ -276,11 +280,11 @@ impl Engine {
                 }
             }
         }
-        self.product(rows, d, d, &s.att, &b.o, &mut s.x, true);
+        self.product(rows, &s.att, &b.o, &mut s.x, true);
 
         // Cross-attention to the caption (padding masked).
         layer_norm(&s.x, &b.cross_norm, &mut s.n);
-        self.product(rows, d, d, &s.n, &b.cross_q, &mut s.qkv[..rows * d], false);
+        self.product(rows, &s.n, &b.cross_q, &mut s.qkv[..rows * d], false);
         let (ck, cv) = &s.cross[i];
         let len = s.s;
         for r in 0..rows {
@@ -302,56 +306,41 @@ impl Engine {
                 }
             }
         }
-        self.product(rows, d, d, &s.att, &b.cross_o, &mut s.x, true);
+        self.product(rows, &s.att, &b.cross_o, &mut s.x, true);
 
         // Feed-forward.
         layer_norm(&s.x, &b.ffn_norm, &mut s.n);
-        self.product(rows, d, self.ffn, &s.n, &b.fc1, &mut s.ff, false);
+        self.product(rows, &s.n, &b.fc1, &mut s.ff, false);
         kernels::gelu_in_place(&mut s.ff);
-        self.product(rows, self.ffn, d, &s.ff, &b.fc2, &mut s.x, true);
+        self.product(rows, &s.ff, &b.fc2, &mut s.x, true);
     }
 
-    /// `c[m, n] (+)= a[m, k] · b[k, n]`, the columns split over the engine's threads.
-    #[allow(clippy::too_many_arguments)]
-    fn product(
-        &self,
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        b: &[f32],
-        c: &mut [f32],
-        accumulate: bool,
-    ) {
-        let parts = self.threads.min(n / 64).max(1);
+    /// `c[m, n] (+)= a[m, k] · b[k, n]`, the panels split over the engine's threads.
+    fn product(&self, m: usize, a: &[f32], b: &Packed, c: &mut [f32], accumulate: bool) {
+        let n = b.n();
+        assert!(c.len() >= m * n, "product: out has {} < {m}x{n}", c.len());
+        let panels = b.panels();
+        // A thread is worth its start-up only with a few panels of its own.
+        let parts = self.threads.min(panels / 4).max(1);
+        let c_ptr = SendPtr(c.as_mut_ptr());
         if parts == 1 {
-            kernels::matmul(m, k, n, a, b, c, accumulate);
+            // SAFETY: c holds m rows of n, and this thread is its only user.
+            unsafe { skinny::product(m, a, b, 0, panels, c_ptr.at(0), n, accumulate) };
             return;
         }
-        let chunk = n.div_ceil(parts).next_multiple_of(16);
-        let c_ptr = SendPtr(c.as_mut_ptr());
+        let chunk = panels.div_ceil(parts);
         std::thread::scope(|scope| {
-            for start in (0..n).step_by(chunk) {
-                let width = chunk.min(n - start);
-                let c_ptr = c_ptr;
+            for first in (chunk..panels).step_by(chunk) {
+                let last = (first + chunk).min(panels);
                 scope.spawn(move || {
-                    // SAFETY: each thread writes only columns start..start + width of c's
-                    // m rows, disjoint from every other thread's.
-                    unsafe {
-                        kernels::matmul_strided(
-                            m,
-                            k,
-                            width,
-                            a,
-                            &b[start..],
-                            n,
-                            c_ptr.at(start),
-                            n,
-                            accumulate,
-                        )
-                    };
+                    // SAFETY: each thread writes only its panels' columns of c's m rows,
+                    // disjoint from every other thread's; c outlives the scope.
+                    unsafe { skinny::product(m, a, b, first, last, c_ptr.at(0), n, accumulate) };
                 });
             }
+            // The first block on this thread.
+            // SAFETY: as above.
+            unsafe { skinny::product(m, a, b, 0, chunk, c_ptr.at(0), n, accumulate) };
         });
     }
 }

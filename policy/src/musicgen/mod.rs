@@ -20,6 +20,7 @@ pub mod delay;
 pub mod engine;
 pub mod rl;
 pub mod sampling;
+pub mod skinny;
 pub mod t5;
 pub mod weights;
 

@@ -54,67 +54,6 @@ pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32],
     }
 }
 
-/// `c[m, n] = a[m, k] · b[k, n] + (if accumulate { c } else { 0 })` where `a` is
-/// contiguous and `b`'s and `c`'s rows are `b_stride` and `c_stride` apart: a block of
-/// columns of a wider product, so threads can share one output.
-///
-/// # Safety
-/// `c` must be valid for writes of `m` rows of `n` values `c_stride` apart, and no other
-/// thread may touch those values during the call.
-///
-/// # Panics
-/// If `a` or `b` is shorter than its shape says.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn matmul_strided(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    b: &[f32],
-    b_stride: usize,
-    c: *mut f32,
-    c_stride: usize,
-    accumulate: bool,
-) {
-    assert!(a.len() >= m * k, "matmul: lhs has {} < {m}x{k}", a.len());
-    assert!(
-        k == 0 || b.len() >= (k - 1) * b_stride + n,
-        "matmul: rhs has {} < {k} rows of {n} every {b_stride}",
-        b.len()
-    );
-    if m == 0 || n == 0 || k == 0 {
-        assert!(
-            k > 0 || accumulate,
-            "matmul_strided: an empty product must accumulate"
-        );
-        return;
-    }
-    // SAFETY: the asserts bound lhs and rhs; the caller guarantees the output block.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c,
-            1,
-            c_stride as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            b_stride as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Writes `bias` into every row of `out` (`[rows, bias.len()]`).
 #[inline(always)]
 pub fn fill_rows(out: &mut [f32], bias: &[f32]) {
