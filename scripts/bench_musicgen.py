@@ -171,11 +171,15 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--musicrl", default="target/release/musicrl")
     ap.add_argument("--update-batch", type=int, default=8, help="clips in the timed learner update (0: skip it)")
+    ap.add_argument("--write-only", action="store_true", help="write the random folder and stop (scripts/device/musicgen.sh)")
     args = ap.parse_args()
     folder = Path(args.folder or f"/tmp/musicgen-{args.shape}-random")
     if not (folder / "model.safetensors").exists():
         folder.mkdir(parents=True, exist_ok=True)
         write_folder(args.shape, folder)
+    if args.write_only:
+        print(folder)
+        return
     batches = [int(b) for b in args.batches.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     ref = time_transformers(str(folder), args.frames, batches, args.iters)

@@ -1,8 +1,9 @@
 //! The one place a compute device is chosen.
 //!
 //! Each role has a `device` key (`learner.device`, `actor.device`, `reward.device`): `"cpu"`
-//! (burn's `flex` backend) or `"cuda:N"` (burn-cuda, only in a build with the `cuda`
-//! feature). [`select`] validates the key, checks that the device can run a tensor operation,
+//! (burn's `flex` backend), `"vulkan:N"` (burn's wgpu backend on Vulkan, in a build with the
+//! `vulkan` feature) or `"cuda:N"` (burn-cuda, in a build with the `cuda` feature, which the
+//! registries alone cannot build: docs/operations.md). [`select`] validates the key, checks that the device can run a tensor operation,
 //! logs it, and makes it the process's device; [`inference_device`] and [`training_device`]
 //! hand it out. A process that never selects one runs on the CPU.
 
@@ -22,6 +23,10 @@ fn to_device(spec: DeviceSpec) -> Device {
         DeviceSpec::Cuda(n) => Device::cuda(n),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("parse refuses cuda in a build without it"),
+        #[cfg(feature = "vulkan")]
+        DeviceSpec::Vulkan(n) => Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(n)),
+        #[cfg(not(feature = "vulkan"))]
+        DeviceSpec::Vulkan(_) => unreachable!("parse refuses vulkan in a build without it"),
     }
 }
 
@@ -64,6 +69,7 @@ fn backend_name(spec: DeviceSpec) -> &'static str {
     match spec {
         DeviceSpec::Cpu => "burn flex (CPU)",
         DeviceSpec::Cuda(_) => "burn cuda",
+        DeviceSpec::Vulkan(_) => "burn wgpu (Vulkan, SPIR-V)",
     }
 }
 

@@ -9,6 +9,8 @@ use crate::error::ConfigError;
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
+    /// The N-th discrete GPU through Vulkan (burn's wgpu backend, SPIR-V kernels).
+    Vulkan(usize),
 }
 
 impl std::fmt::Display for DeviceSpec {
@@ -16,16 +18,20 @@ impl std::fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Vulkan(n) => write!(f, "vulkan:{n}"),
         }
     }
 }
 
 /// What this build can run on, for error messages and logs.
 pub fn supported() -> &'static str {
-    if cfg!(feature = "cuda") {
-        "\"cpu\" and \"cuda:N\" (this build has the `cuda` feature)"
-    } else {
-        "\"cpu\" only (this build has no `cuda` feature: use the GPU image, built with --features cuda)"
+    match (cfg!(feature = "cuda"), cfg!(feature = "vulkan")) {
+        (true, true) => "\"cpu\", \"cuda:N\" and \"vulkan:N\" (this build has the `cuda` and `vulkan` features)",
+        (true, false) => "\"cpu\" and \"cuda:N\" (this build has the `cuda` feature)",
+        (false, true) => "\"cpu\" and \"vulkan:N\" (this build has the `vulkan` feature)",
+        (false, false) => {
+            "\"cpu\" only (this build has no GPU feature: use a GPU build, made with --features vulkan)"
+        }
     }
 }
 
@@ -38,17 +44,27 @@ pub fn parse(key: &str, text: &str) -> Result<DeviceSpec, ConfigError> {
     let spec = match text.trim() {
         "cpu" => DeviceSpec::Cpu,
         "cuda" => DeviceSpec::Cuda(0),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => DeviceSpec::Cuda(n),
-            _ => {
-                return Err(invalid(format!(
-                    "{text:?} is not a device; this build supports {}",
-                    supported()
-                )));
+        "vulkan" => DeviceSpec::Vulkan(0),
+        other => {
+            let index = |prefix: &str| other.strip_prefix(prefix).map(str::parse::<usize>);
+            match (index("cuda:"), index("vulkan:")) {
+                (Some(Ok(n)), _) => DeviceSpec::Cuda(n),
+                (_, Some(Ok(n))) => DeviceSpec::Vulkan(n),
+                _ => {
+                    return Err(invalid(format!(
+                        "{text:?} is not a device; this build supports {}",
+                        supported()
+                    )));
+                }
             }
-        },
+        }
     };
-    if matches!(spec, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
+    let built = match spec {
+        DeviceSpec::Cpu => true,
+        DeviceSpec::Cuda(_) => cfg!(feature = "cuda"),
+        DeviceSpec::Vulkan(_) => cfg!(feature = "vulkan"),
+    };
+    if !built {
         return Err(invalid(format!(
             "{text:?} was asked for, but this build supports {}",
             supported()
@@ -71,13 +87,32 @@ mod tests {
         assert!(e.contains("not a device"), "{e}");
     }
 
-    #[cfg(not(feature = "cuda"))]
+    #[cfg(not(any(feature = "cuda", feature = "vulkan")))]
     #[test]
-    fn cuda_on_a_cpu_build_is_refused_with_what_the_build_supports() {
-        for text in ["cuda", "cuda:1"] {
+    fn a_gpu_on_a_cpu_build_is_refused_with_what_the_build_supports() {
+        for text in ["cuda", "cuda:1", "vulkan", "vulkan:0"] {
             let e = parse("learner.device", text).unwrap_err().to_string();
             assert!(e.contains("learner.device"), "{e}");
-            assert!(e.contains("no `cuda` feature"), "{e}");
+            assert!(e.contains("no GPU feature"), "{e}");
+            assert!(e.contains("--features vulkan"), "{e}");
         }
+    }
+
+    #[test]
+    fn vulkan_devices_parse_by_index() {
+        let ok = |text| match parse("actor.device", text) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                assert!(!cfg!(feature = "vulkan"), "{e}");
+                None
+            }
+        };
+        if cfg!(feature = "vulkan") {
+            assert_eq!(ok("vulkan"), Some(DeviceSpec::Vulkan(0)));
+            assert_eq!(ok("vulkan:2"), Some(DeviceSpec::Vulkan(2)));
+        }
+        let e = parse("actor.device", "vulkan:x").unwrap_err().to_string();
+        assert!(e.contains("not a device"), "{e}");
+        assert_eq!(DeviceSpec::Vulkan(1).to_string(), "vulkan:1");
     }
 }

@@ -222,7 +222,7 @@ impl Default for SamplingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LearnerConfig {
-    /// Compute device: "cpu", or "cuda:N" in a build with the `cuda` feature.
+    /// Compute device: "cpu", or "vulkan:N" / "cuda:N" in a build with that feature.
     pub device: String,
     /// gRPC address (trajectory push, parameter broadcast, status, health). Loopback by
     /// default: serving other hosts is a choice the configuration makes (the Kubernetes
@@ -372,7 +372,8 @@ pub const ENGINE_BURN: &str = "burn";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActorConfig {
-    /// Compute device for sampling: "cpu", or "cuda:N" in a build with the `cuda` feature.
+    /// Compute device for sampling: "cpu", or "vulkan:N" / "cuda:N" in a build with that
+    /// feature.
     pub device: String,
     /// What samples: "native" (the family's rollout engine, `policy/src/melody/engine` or
     /// `policy/src/musicgen/engine.rs`: CPU only,
@@ -460,8 +461,8 @@ impl Default for ActorConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RewardConfig {
-    /// Compute device of the reward models, set apart from the policy's: "cpu", or "cuda:N"
-    /// in a build with the `cuda` feature.
+    /// Compute device of the reward models, set apart from the policy's: "cpu", or
+    /// "vulkan:N" / "cuda:N" in a build with that feature.
     pub device: String,
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables the exporter.
