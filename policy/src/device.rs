@@ -24,7 +24,10 @@ fn to_device(spec: DeviceSpec) -> Device {
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("parse refuses cuda in a build without it"),
         #[cfg(feature = "vulkan")]
-        DeviceSpec::Vulkan(n) => Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(n)),
+        DeviceSpec::Vulkan(n) => Device::vulkan(n.map_or(
+            burn::tensor::DeviceKind::DefaultDevice,
+            burn::tensor::DeviceKind::DiscreteGpu,
+        )),
         #[cfg(not(feature = "vulkan"))]
         DeviceSpec::Vulkan(_) => unreachable!("parse refuses vulkan in a build without it"),
     }

@@ -9,8 +9,9 @@ use crate::error::ConfigError;
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
-    /// The N-th discrete GPU through Vulkan (burn's wgpu backend, SPIR-V kernels).
-    Vulkan(usize),
+    /// A Vulkan device (burn's wgpu backend, SPIR-V kernels): the N-th discrete GPU, or with
+    /// no index the adapter wgpu prefers (`CUBECL_WGPU_DEFAULT_DEVICE` can name another).
+    Vulkan(Option<usize>),
 }
 
 impl std::fmt::Display for DeviceSpec {
@@ -18,7 +19,8 @@ impl std::fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
-            DeviceSpec::Vulkan(n) => write!(f, "vulkan:{n}"),
+            DeviceSpec::Vulkan(Some(n)) => write!(f, "vulkan:{n}"),
+            DeviceSpec::Vulkan(None) => write!(f, "vulkan"),
         }
     }
 }
@@ -26,7 +28,9 @@ impl std::fmt::Display for DeviceSpec {
 /// What this build can run on, for error messages and logs.
 pub fn supported() -> &'static str {
     match (cfg!(feature = "cuda"), cfg!(feature = "vulkan")) {
-        (true, true) => "\"cpu\", \"cuda:N\" and \"vulkan:N\" (this build has the `cuda` and `vulkan` features)",
+        (true, true) => {
+            "\"cpu\", \"cuda:N\" and \"vulkan:N\" (this build has the `cuda` and `vulkan` features)"
+        }
         (true, false) => "\"cpu\" and \"cuda:N\" (this build has the `cuda` feature)",
         (false, true) => "\"cpu\" and \"vulkan:N\" (this build has the `vulkan` feature)",
         (false, false) => {
@@ -44,12 +48,12 @@ pub fn parse(key: &str, text: &str) -> Result<DeviceSpec, ConfigError> {
     let spec = match text.trim() {
         "cpu" => DeviceSpec::Cpu,
         "cuda" => DeviceSpec::Cuda(0),
-        "vulkan" => DeviceSpec::Vulkan(0),
+        "vulkan" => DeviceSpec::Vulkan(None),
         other => {
             let index = |prefix: &str| other.strip_prefix(prefix).map(str::parse::<usize>);
             match (index("cuda:"), index("vulkan:")) {
                 (Some(Ok(n)), _) => DeviceSpec::Cuda(n),
-                (_, Some(Ok(n))) => DeviceSpec::Vulkan(n),
+                (_, Some(Ok(n))) => DeviceSpec::Vulkan(Some(n)),
                 _ => {
                     return Err(invalid(format!(
                         "{text:?} is not a device; this build supports {}",
@@ -108,11 +112,12 @@ mod tests {
             }
         };
         if cfg!(feature = "vulkan") {
-            assert_eq!(ok("vulkan"), Some(DeviceSpec::Vulkan(0)));
-            assert_eq!(ok("vulkan:2"), Some(DeviceSpec::Vulkan(2)));
+            assert_eq!(ok("vulkan"), Some(DeviceSpec::Vulkan(None)));
+            assert_eq!(ok("vulkan:2"), Some(DeviceSpec::Vulkan(Some(2))));
         }
         let e = parse("actor.device", "vulkan:x").unwrap_err().to_string();
         assert!(e.contains("not a device"), "{e}");
-        assert_eq!(DeviceSpec::Vulkan(1).to_string(), "vulkan:1");
+        assert_eq!(DeviceSpec::Vulkan(Some(1)).to_string(), "vulkan:1");
+        assert_eq!(DeviceSpec::Vulkan(None).to_string(), "vulkan");
     }
 }
