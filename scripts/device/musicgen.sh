@@ -4,9 +4,10 @@
 #
 # Prepare on a CPU machine with the registries (the GPU machines have none):
 #   cargo build --release --features vulkan && mkdir -p target/device \
-#     && cp target/release/musicrl target/device/musicrl && strip target/device/musicrl
+#     && strip -o target/device/musicrl target/release/musicrl && xz -f target/device/musicrl
 #   (cd target/device && apt-get download libvulkan1)   # the Vulkan loader, if the GPU host lacks it
-# then run this script there with target/device carried beside the working tree.
+# then run this script there with target/device carried beside the working tree (the stripped
+# binary is ~138 MB, ~26 MB as .xz: only the compressed one fits what a device call carries).
 # The CPU half of every comparison is the same binary on "cpu", so nothing but the device differs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +17,7 @@ OUT=${OUT:-$(mktemp -d)}
 FIXTURE=policy/tests/fixtures/musicgen/tiny
 CAPTION="a slow jig in d major"
 mkdir -p "$OUT"
+if [ ! -x "$BIN" ] && [ -f "$BIN.xz" ]; then xz -dkf "$BIN.xz" && chmod +x "$BIN"; fi
 say() { printf '%s\n' "$*" | tee -a "$OUT/summary.txt"; }
 
 # --- the Vulkan loader and the driver's ICD -------------------------------------------------
