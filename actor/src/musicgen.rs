@@ -71,6 +71,9 @@ impl MusicgenRollout {
         let trained = Trainable::from_bytes(self.template.clone(), bytes)
             .map_err(|e| bad(format!("a MusicGen parameter version: {e}")))?;
         self.model.set_decoder(trained.decoder);
+        // The old version's buffers go before the new ones are made: one packed copy of
+        // the decoder at a time (1.4 GB at musicgen-small's shape).
+        self.engine = None;
         self.engine = self
             .threads
             .map(|threads| Engine::new(self.model.decoder(), threads));
