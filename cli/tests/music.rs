@@ -128,7 +128,7 @@ fn pretrain_writes_a_policy_that_generate_turns_into_wavs_and_a_page() {
             let abc = std::fs::read_to_string(out.join(format!("caption{c}-sample{s}.abc")))
                 .expect("ABC");
             assert!(
-                abc.starts_with("X:1\nT:") && abc.contains("\nK:C\n"),
+                abc.starts_with("X:1\nT:") && abc.contains("\nM:") && abc.contains("\nK:"),
                 "{abc}"
             );
             assert!(html.contains(&format!("caption{c}-sample{s}.mid")));
@@ -504,6 +504,19 @@ fn judge_jig_and_drone(dir: &Path, components: &str) -> (PathBuf, serde_json::Va
     )
 }
 
+/// The reward `component` gave the first clip of `model` in a `judge --rewards` export.
+fn exported_reward(out: &Path, model: &str, component: &str) -> f64 {
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(out.join(format!("samples/{model}.jsonl")))
+            .expect("export")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("JSON");
+    line["rewards"][component].as_f64().expect("a reward")
+}
+
 #[test]
 fn the_attributes_reward_hears_the_bars_the_judge_reads() {
     // The caption claims 6/8 and a jig: the tune's downbeat accents fall every three
@@ -523,19 +536,34 @@ fn the_attributes_reward_hears_the_bars_the_judge_reads() {
         (Some(1), Some(1.0)),
         "{meter}"
     );
-    let reward = |model: &str| -> f64 {
-        let line: serde_json::Value = serde_json::from_str(
-            std::fs::read_to_string(out.join(format!("samples/{model}.jsonl")))
-                .expect("export")
-                .lines()
-                .next()
-                .expect("a line"),
-        )
-        .expect("JSON");
-        line["rewards"]["attributes"].as_f64().expect("a reward")
-    };
+    let reward = |model: &str| exported_reward(&out, model, "attributes");
     // Every bar of the tune is heard as a 6/8 (and jig) bar; the drone has no bar at all.
     assert_eq!((reward("tune"), reward("drone")), (1.0, 0.0));
+}
+
+#[test]
+fn the_form_reward_hears_the_form_the_judge_reads() {
+    // The tune keeps its bars and closes on a whole one; the drone has no bar, one pitch and
+    // no variety: the rule-based form reward orders the pair as the judge's well-formedness.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, results, _) =
+        judge_jig_and_drone(dir.path(), "[[reward.components]]\nkind = \"form\"\n");
+    let formed = results["agreement"]["concordance"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|c| c["reward"] == "form" && c["measure"] == "well_formed")
+        .cloned()
+        .expect("a form/well_formed row");
+    assert_eq!(
+        (formed["pairs"].as_u64(), formed["concordance"].as_f64()),
+        (Some(1), Some(1.0)),
+        "{formed}"
+    );
+    let reward = |model: &str| exported_reward(&out, model, "form");
+    let (tune, drone) = (reward("tune"), reward("drone"));
+    assert_eq!(drone, 0.0, "a drone is no tune");
+    assert!(tune > 0.5, "{tune}");
 }
 
 #[test]

@@ -16,6 +16,9 @@ use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
 pub const MAX_CAPTION_BYTES: usize = 4096;
 /// Longest actor id or name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest scorer version accepted, in bytes: the reward server's whole configuration
+/// (every component's name, version and weight) in one string.
+pub const MAX_SCORER_VERSION_BYTES: usize = 4096;
 
 /// What a token sequence must satisfy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +119,7 @@ pub const MAX_COMPONENTS: usize = 32;
 pub fn max_trajectory_bytes(limits: &TokenLimits) -> usize {
     let tokens = limits.max_tokens * 5 + 16; // varint u32 ≤ 5 bytes, packed
     let logprobs = limits.max_tokens * 4 + 16;
-    let names = 3 * (MAX_NAME_BYTES + 8);
+    let names = 2 * (MAX_NAME_BYTES + 8) + MAX_SCORER_VERSION_BYTES + 8;
     let component = MAX_NAME_BYTES + 8 + 5 + MAX_WINDOWS * 4 + 16;
     let seal = 32 + 64 + 32;
     tokens + logprobs + MAX_CAPTION_BYTES + 8 + names + MAX_COMPONENTS * component + seal + 128
@@ -178,7 +181,7 @@ pub fn trajectory_from_wire(
 ) -> std::result::Result<Trajectory, Rejection> {
     let id = trajectory_id(&t)?;
     check_caption(&t.caption)?;
-    if t.scorer_version.len() > MAX_NAME_BYTES {
+    if t.scorer_version.len() > MAX_SCORER_VERSION_BYTES {
         return Err(Rejection::new(
             "bad_component",
             format!("scorer version of {} bytes", t.scorer_version.len()),

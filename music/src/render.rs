@@ -119,6 +119,9 @@ pub fn schedule(events: &[Event], bpm: f32) -> (Vec<Placed>, f32) {
     (notes, t)
 }
 
+/// Seconds of release rendered after the melody's last beat.
+pub const TAIL_S: f32 = 0.5;
+
 /// Renders a melody to samples in [-1, 1] (peak-normalised to 0.8).
 pub fn render(
     events: &[Event],
@@ -129,7 +132,7 @@ pub fn render(
 ) -> Vec<f32> {
     let (notes, total) = schedule(events, bpm.max(1.0));
     let sr = sample_rate as f32;
-    let tail = 0.5;
+    let tail = TAIL_S;
     let mut out = vec![0.0f32; ((total + tail) * sr).ceil() as usize + 1];
     let mut rng = StdRng::seed_from_u64(seed);
     for (i, n) in notes.iter().enumerate() {

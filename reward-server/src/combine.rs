@@ -62,7 +62,16 @@ impl RewardModel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self::new(components))
+        let model = Self::new(components);
+        let version = model.scorer_version();
+        if version.len() > musicrl_common::wire::MAX_SCORER_VERSION_BYTES {
+            return Err(RewardError::Config(format!(
+                "the reward components' combined version is {} bytes, over the {} a learner accepts: configure fewer components or shorter names",
+                version.len(),
+                musicrl_common::wire::MAX_SCORER_VERSION_BYTES
+            )));
+        }
+        Ok(model)
     }
 
     pub fn components(&self) -> Vec<ComponentInfo> {
@@ -201,5 +210,25 @@ mod tests {
         // 2·(0.5 − 0.5)·1 + 0.5·(1 − 0)·4 = 2.
         assert!((out[0].reward - 2.0).abs() < 1e-6);
         assert!(model.scorer_version().contains("low@token-fraction-1"));
+    }
+
+    #[test]
+    fn a_combined_version_too_long_for_the_wire_is_refused_at_start() {
+        let component = |i: usize| musicrl_config::ComponentConfig {
+            kind: "token-fraction".into(),
+            name: format!("{i:0>200}"),
+            ..musicrl_config::ComponentConfig::default()
+        };
+        let fits = RewardConfig {
+            components: (0..4).map(component).collect(),
+            ..RewardConfig::default()
+        };
+        assert!(RewardModel::from_config(&fits).is_ok());
+        let long = RewardConfig {
+            components: (0..20).map(component).collect(),
+            ..RewardConfig::default()
+        };
+        let err = RewardModel::from_config(&long).expect_err("over the limit");
+        assert!(err.to_string().contains("combined version"), "{err}");
     }
 }

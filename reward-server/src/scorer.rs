@@ -431,28 +431,46 @@ impl Scorer for RemoteScorer {
     }
 }
 
-/// Caption attributes heard in the audio ([`musicrl_rewards::theory`]): the key by the
-/// Krumhansl–Schmuckler algorithm with Albrecht–Shanahan profiles on the heard pitch, the
-/// meter from the downbeat accents; each claim's score in [0, 1], their mean. Rule-based:
-/// nothing to load, no checkpoint.
-pub struct AttributesScorer {
+/// A rule-based scorer of the audio: nothing to load, no checkpoint; its version names its
+/// rules and constants. Two are served:
+///
+/// - `attributes` ([`musicrl_rewards::theory`]): the caption's claims heard, the key by the
+///   Krumhansl–Schmuckler algorithm with Albrecht–Shanahan profiles on the heard pitch, the
+///   meter from the downbeat accents; each claim's score in [0, 1], their mean;
+/// - `form` ([`musicrl_rewards::form`]): the tune's form heard, a regular metre, a whole last
+///   bar, no degenerate repetition, a singable range; a quality stand-in.
+pub struct RuleScorer {
     name: String,
+    version: fn() -> String,
+    rule: fn(&str, &Features) -> f32,
 }
 
-impl AttributesScorer {
-    pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+impl RuleScorer {
+    pub fn attributes(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: musicrl_rewards::theory::version,
+            rule: |caption, features| musicrl_rewards::theory::score(caption, features).overall,
+        }
+    }
+
+    pub fn form(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: musicrl_rewards::form::version,
+            rule: |caption, features| musicrl_rewards::form::score(caption, features).overall,
+        }
     }
 }
 
 #[tonic::async_trait]
-impl Scorer for AttributesScorer {
+impl Scorer for RuleScorer {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn version(&self) -> String {
-        musicrl_rewards::theory::version()
+        (self.version)()
     }
 
     fn needs_audio(&self) -> bool {
@@ -460,14 +478,13 @@ impl Scorer for AttributesScorer {
     }
 
     async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        let rule = self.rule;
         tokio::task::spawn_blocking(move || {
             Ok(batch
                 .inputs
                 .iter()
                 .zip(batch.audio()?)
-                .map(|(input, features)| {
-                    musicrl_rewards::theory::score(&input.caption, features).overall
-                })
+                .map(|(input, features)| rule(&input.caption, features))
                 .collect())
         })
         .await
@@ -504,7 +521,8 @@ pub fn build_secured(
     };
     match component.kind.as_str() {
         "token-fraction" => Ok(Box::new(TokenFraction::new(name, component.target_below))),
-        "attributes" => Ok(Box::new(AttributesScorer::new(name))),
+        "attributes" => Ok(Box::new(RuleScorer::attributes(name))),
+        "form" => Ok(Box::new(RuleScorer::form(name))),
         "text" => {
             let model =
                 TextModel::load(&checkpoint()?).map_err(|e| RewardError::Config(e.to_string()))?;

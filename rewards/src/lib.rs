@@ -11,6 +11,7 @@ pub mod degrade;
 pub mod encoder;
 pub mod error;
 pub mod features;
+pub mod form;
 pub mod negatives;
 pub mod preference;
 pub mod quality;

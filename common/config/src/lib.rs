@@ -512,7 +512,9 @@ impl Default for RewardConfig {
             batch_max_wait_ms: 5,
             reload_seconds: 10.0,
             // RL-R of the paper: text adherence (the learned model and the rule-based caption
-            // attributes) + quality, the models shipped in models/rewards.
+            // attributes) + quality (the learned MOS-style model and the rule-based form,
+            // weighted 2 so its spread within a caption matches the attributes'), the models
+            // shipped in models/rewards.
             components: vec![
                 ComponentConfig {
                     kind: "text".into(),
@@ -528,6 +530,11 @@ impl Default for RewardConfig {
                     checkpoint: PathBuf::from("models/rewards/quality"),
                     ..ComponentConfig::default()
                 },
+                ComponentConfig {
+                    kind: "form".into(),
+                    weight: 2.0,
+                    ..ComponentConfig::default()
+                },
             ],
         }
     }
@@ -537,7 +544,8 @@ impl Default for RewardConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComponentConfig {
-    /// The scorer: `text` (text adherence), `quality`, `preference`, `remote` (a component of another
+    /// The scorer: `text` (text adherence), `attributes` and `form` (rule-based: the caption's
+    /// claims and the tune's form heard), `quality`, `preference`, `remote` (a component of another
     /// reward server), or `token-fraction` (a test scorer, see the reward-server crate).
     pub kind: String,
     /// Name reported on the wire and in metrics; defaults to `kind`.
@@ -1339,7 +1347,7 @@ mod tests {
             (
                 "config/rl-all.toml",
                 include_str!("../../../config/rl-all.toml"),
-                &["text", "attributes", "quality", "preference"][..],
+                &["text", "attributes", "quality", "form", "preference"][..],
             ),
         ] {
             let c = Config::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -1356,7 +1364,7 @@ mod tests {
                 .reward
                 .components
                 .iter()
-                .filter(|k| k.kind != "attributes")
+                .filter(|k| k.kind != "attributes" && k.kind != "form")
             {
                 let dir = root.join(&k.checkpoint);
                 for file in ["model.bpk", "config.json"] {
