@@ -186,7 +186,7 @@ start = "rl-r"
         assert!(text.contains("\"assessment\""));
         // Every sample's melody for music tools: an ABC tune book and a MIDI file each.
         let book = std::fs::read_to_string(out.join(format!("samples/{model}.abc"))).expect("ABC");
-        assert_eq!(book.matches("\nK:C\n").count(), 6, "{model}");
+        assert_eq!(book.matches("\nK:").count(), 6, "{model}");
         assert!(out.join(format!("samples/midi/{model}/0006.mid")).is_file());
     }
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
