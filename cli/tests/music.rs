@@ -562,7 +562,9 @@ fn the_form_reward_hears_the_form_the_judge_reads() {
     );
     let reward = |model: &str| exported_reward(&out, model, "form");
     let (tune, drone) = (reward("tune"), reward("drone"));
-    assert_eq!(drone, 0.0, "a drone is no tune");
+    // The drone keeps only its range (one pitch is singable): no bar is heard, and one
+    // pitch repeated is no variety.
+    assert!(drone < 0.3, "{drone}");
     assert!(tune > 0.5, "{tune}");
 }
 
