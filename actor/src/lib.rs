@@ -23,7 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use musicrl_common::prompts::load_prompts;
 use musicrl_common::types::SampleScore;
-use musicrl_common::wire::{self, ScoreInput};
+use musicrl_common::wire::{self, ScoreInput, TRAINING_COMPLETE};
 use musicrl_common::{PolicyVersion, Trajectory};
 use musicrl_config::Config;
 use musicrl_policy::melody::params::ParameterBlob;
@@ -90,7 +90,13 @@ pub struct ActorOutcome {
     /// Trajectories the learner had already received (a retried push).
     #[serde(default)]
     pub duplicates: u64,
+    /// Trajectories the learner refused as malformed, forged or unusable (not those pushed
+    /// after training completed: [`ActorOutcome::samples_after_end`]).
     pub samples_rejected: u64,
+    /// Trajectories pushed after the learner had finished training (refused
+    /// `training_complete`: sampled while the last update ran; no fault).
+    #[serde(default)]
+    pub samples_after_end: u64,
     #[serde(default)]
     pub abandoned: u64,
     pub max_policy_version_used: u64,
@@ -386,7 +392,14 @@ pub async fn run(
         {
             *n += pushed.accepted as usize;
         }
-        outcome.samples_rejected += pushed.rejected;
+        let after_end: u64 = pushed
+            .rejections
+            .iter()
+            .filter(|r| r.reason == TRAINING_COMPLETE)
+            .map(|r| r.count)
+            .sum();
+        outcome.samples_after_end += after_end;
+        outcome.samples_rejected += pushed.rejected.saturating_sub(after_end);
         outcome.max_policy_version_used = outcome.max_policy_version_used.max(blob.version.0);
         let lag = PolicyVersion(pushed.learner_version)
             .0
@@ -398,7 +411,7 @@ pub async fn run(
             if pushed
                 .rejections
                 .iter()
-                .all(|r| r.reason == "training_complete")
+                .all(|r| r.reason == TRAINING_COMPLETE)
             {
                 tracing::info!(actor = %actor_id, "the learner has finished training");
             } else {

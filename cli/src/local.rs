@@ -40,10 +40,13 @@ pub struct Summary {
     pub resumed_from_step: u64,
     pub completed: bool,
     pub trajectories_accepted: u64,
-    /// Trajectories the learner refused, for every reason (`accounting.rejected` holds
-    /// them by reason: invalid, forged, pushed after training completed, …): what the
-    /// actors' `samples_rejected` add up to.
+    /// Trajectories the learner refused as data (`accounting.rejected` holds them by reason:
+    /// invalid, forged, …): what the actors' `samples_rejected` add up to. A completed run
+    /// has 0.
     pub trajectories_rejected: u64,
+    /// Trajectories pushed after training completed (sampled while the last update ran; no
+    /// fault): what the actors' `samples_after_end` add up to.
+    pub trajectories_after_end: u64,
     pub trajectories_dropped_stale: u64,
     /// Updates whose batch mixed scorer versions (the reward configuration changed mid-run).
     #[serde(default)]
@@ -450,13 +453,20 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         .filter_map(|i| read_json(&run_dir.join(format!("actor-{i}.outcome.json"))).ok())
         .collect();
     let (reward_mean_first, reward_mean_last) = first_last_means(&outcome.reward_means);
+    let after_end = outcome
+        .accounting
+        .rejected
+        .get(musicrl_common::wire::TRAINING_COMPLETE)
+        .copied()
+        .unwrap_or(0);
     let training_seconds = training_started.elapsed().as_secs_f64();
     let summary = Summary {
         steps: outcome.steps,
         resumed_from_step: outcome.resumed_from_step,
         completed: outcome.completed,
         trajectories_accepted: outcome.trajectories_accepted,
-        trajectories_rejected: outcome.accounting.rejected_total(),
+        trajectories_rejected: outcome.accounting.rejected_total() - after_end,
+        trajectories_after_end: after_end,
         trajectories_dropped_stale: outcome.trajectories_dropped_stale,
         mixed_scorer_batches: outcome.mixed_scorer_batches,
         reward_mean_first,

@@ -262,7 +262,11 @@ target_below = 4
         let m = |k: &str| actor[k].as_u64().unwrap_or(0);
         assert_eq!(
             m("sampled"),
-            m("samples_pushed") + m("duplicates") + m("samples_rejected") + m("abandoned"),
+            m("samples_pushed")
+                + m("duplicates")
+                + m("samples_rejected")
+                + m("samples_after_end")
+                + m("abandoned"),
             "{actor:#}"
         );
         pushed += m("samples_pushed");

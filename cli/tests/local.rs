@@ -75,6 +75,7 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
         "steps",
         "trajectories_accepted",
         "trajectories_rejected",
+        "trajectories_after_end",
         "reward_mean_first",
         "reward_mean_last",
         "kl_last",
@@ -87,6 +88,16 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     }
     assert_eq!(s["steps"], 40);
     assert_eq!(s["completed"], true);
+    // Pushes that met the end of training are no fault: counted apart, as the actors count
+    // them, and a completed run has rejected nothing.
+    assert_eq!(s["trajectories_rejected"], 0, "{s}");
+    let after_end: u64 = s["actor_outcomes"]
+        .as_array()
+        .expect("actor outcomes")
+        .iter()
+        .map(|a| a["samples_after_end"].as_u64().expect("u"))
+        .sum();
+    assert_eq!(s["trajectories_after_end"].as_u64(), Some(after_end), "{s}");
     let (first, last) = (
         s["reward_mean_first"].as_f64().expect("f"),
         s["reward_mean_last"].as_f64().expect("f"),

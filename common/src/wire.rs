@@ -107,6 +107,11 @@ fn check_caption(caption: &str) -> std::result::Result<(), Rejection> {
 
 // ---- trajectories ----
 
+/// The rejection reason for pushes that arrive after training ended: sampled while the last
+/// update ran, no fault of the data (the learner's totals and the actors' outcomes count them
+/// apart from rejected data).
+pub const TRAINING_COMPLETE: &str = "training_complete";
+
 /// Most window scores one component may report for one sample.
 pub const MAX_WINDOWS: usize = 64;
 /// Most components one trajectory may report.

@@ -165,9 +165,7 @@ impl Shared {
     }
 }
 
-/// The rejection reason for pushes that arrive after training ended (not counted as
-/// rejected data in the learner's totals).
-pub const TRAINING_COMPLETE: &str = "training_complete";
+pub use musicrl_common::wire::TRAINING_COMPLETE;
 
 /// Why the items before a malformed one are refused with it.
 pub const REFUSED_PUSH: &str = "refused_push";

@@ -433,7 +433,11 @@ async fn a_loop_over_mutual_tls_with_tokens_and_seals_trains_and_balances() {
     assert!(actor.samples_pushed >= a.trained, "{actor:?}");
     assert_eq!(
         actor.sampled,
-        actor.samples_pushed + actor.duplicates + actor.samples_rejected + actor.abandoned,
+        actor.samples_pushed
+            + actor.duplicates
+            + actor.samples_rejected
+            + actor.samples_after_end
+            + actor.abandoned,
         "{actor:?}"
     );
     // With a client certificate and an admin token, the reward server answers over TLS.
