@@ -517,6 +517,23 @@ fn exported_reward(out: &Path, model: &str, component: &str) -> f64 {
     line["rewards"][component].as_f64().expect("a reward")
 }
 
+/// The judge's results order the jig/drone pair by `measure` as `reward` does: one pair,
+/// concordance 1.
+fn assert_orders_the_one_pair(results: &serde_json::Value, reward: &str, measure: &str) {
+    let row = results["agreement"]["concordance"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|c| c["reward"] == reward && c["measure"] == measure)
+        .cloned()
+        .unwrap_or_else(|| panic!("a {reward}/{measure} row"));
+    assert_eq!(
+        (row["pairs"].as_u64(), row["concordance"].as_f64()),
+        (Some(1), Some(1.0)),
+        "{row}"
+    );
+}
+
 #[test]
 fn the_attributes_reward_hears_the_bars_the_judge_reads() {
     // The caption claims 6/8 and a jig: the tune's downbeat accents fall every three
@@ -524,18 +541,7 @@ fn the_attributes_reward_hears_the_bars_the_judge_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out, results, _) =
         judge_jig_and_drone(dir.path(), "[[reward.components]]\nkind = \"attributes\"\n");
-    let meter = results["agreement"]["concordance"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .find(|c| c["reward"] == "attributes" && c["measure"] == "meter")
-        .cloned()
-        .expect("an attributes/meter row");
-    assert_eq!(
-        (meter["pairs"].as_u64(), meter["concordance"].as_f64()),
-        (Some(1), Some(1.0)),
-        "{meter}"
-    );
+    assert_orders_the_one_pair(&results, "attributes", "meter");
     let reward = |model: &str| exported_reward(&out, model, "attributes");
     // Every bar of the tune is heard as a 6/8 (and jig) bar; the drone has no bar at all.
     assert_eq!((reward("tune"), reward("drone")), (1.0, 0.0));
@@ -548,18 +554,7 @@ fn the_form_reward_hears_the_form_the_judge_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out, results, _) =
         judge_jig_and_drone(dir.path(), "[[reward.components]]\nkind = \"form\"\n");
-    let formed = results["agreement"]["concordance"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .find(|c| c["reward"] == "form" && c["measure"] == "well_formed")
-        .cloned()
-        .expect("a form/well_formed row");
-    assert_eq!(
-        (formed["pairs"].as_u64(), formed["concordance"].as_f64()),
-        (Some(1), Some(1.0)),
-        "{formed}"
-    );
+    assert_orders_the_one_pair(&results, "form", "well_formed");
     let reward = |model: &str| exported_reward(&out, model, "form");
     let (tune, drone) = (reward("tune"), reward("drone"));
     // The drone keeps only its range (one pitch is singable): no bar is heard, and one
