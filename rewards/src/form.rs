@@ -38,12 +38,10 @@
 use musicrl_music::captions::rendering_for;
 use musicrl_music::render::TAIL_S;
 
-use crate::features::{
-    ENVELOPE_HOP, ENVELOPE_PER_FRAME, FEATURE_SAMPLE_RATE, Features, HOP, N_FFT,
-};
+use crate::features::{ENVELOPE_PER_FRAME, FEATURE_SAMPLE_RATE, Features, HOP, N_FFT};
 use crate::theory::{
-    ACCENT_DB, ACCENT_TIE_DB, BAR_TOLERANCE, ONSET_GLOBAL, ONSET_RISE_DB, ONSET_THRESHOLD, Onset,
-    downbeats, onsets,
+    ACCENT_DB, ACCENT_TIE_DB, BAR_TOLERANCE, ENVELOPE_STEP_S, ONSET_GLOBAL, ONSET_RISE_DB,
+    ONSET_THRESHOLD, Onset, bars_between, downbeats, onsets,
 };
 
 /// A clip with fewer heard notes is not a tune.
@@ -57,8 +55,6 @@ pub const DISTINCT_FULL: f32 = 5.0;
 /// Full range credit up to this span, semitones.
 pub const SPAN_FULL: f32 = 20.0;
 
-/// The seconds between two envelope points.
-const ENVELOPE_STEP_S: f32 = ENVELOPE_HOP as f32 / FEATURE_SAMPLE_RATE as f32;
 /// The onset detector hears a note this long after it starts (its windows' centre).
 const ONSET_DELAY_S: f32 = 0.016;
 
@@ -139,13 +135,7 @@ pub fn score(caption: &str, features: &Features) -> FormScore {
     let beats = downbeats(&heard);
     let at = |o: &Onset| o.index as f32 * ENVELOPE_STEP_S - ONSET_DELAY_S;
     let quarters = |a: f32, b: f32| (b - a) / quarter_s;
-    // The first heard stress is the melody's first note, whether or not a bar starts there:
-    // the bars are the spans between the downbeats after it.
-    let bars: Vec<f32> = beats
-        .windows(2)
-        .skip(1)
-        .map(|w| quarters(at(&w[0]), at(&w[1])))
-        .collect();
+    let bars = bars_between(&beats, bpm);
     let (regularity, ending) = match modal_bar(&bars) {
         Some((modal, share)) if bars.len() >= MIN_BARS => {
             let last = beats

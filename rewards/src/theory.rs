@@ -252,7 +252,7 @@ pub struct Onset {
 }
 
 /// The seconds between two envelope points.
-const ENVELOPE_STEP_S: f32 = ENVELOPE_HOP as f32 / FEATURE_SAMPLE_RATE as f32;
+pub const ENVELOPE_STEP_S: f32 = ENVELOPE_HOP as f32 / FEATURE_SAMPLE_RATE as f32;
 
 /// Note onsets: peaks of the onset strength ([`Features::flux`]) that are the highest within
 /// 30 ms either side and exceed [`ONSET_THRESHOLD`] times the mean strength of the half
@@ -379,7 +379,13 @@ pub fn downbeats(onsets: &[Onset]) -> Vec<Onset> {
 /// between consecutive downbeats after the first heard bar line (the melody's first note is
 /// stressed whether or not a bar starts there).
 pub fn heard_bars(features: &Features, bpm: f32) -> Vec<f32> {
-    let beats = downbeats(&onsets(features));
+    bars_between(&downbeats(&onsets(features)), bpm)
+}
+
+/// The interior bars between heard downbeats `beats`, in quarter notes at `bpm` (the span
+/// from the first downbeat, the melody's first note, to the second is skipped: it may be a
+/// pickup).
+pub fn bars_between(beats: &[Onset], bpm: f32) -> Vec<f32> {
     let quarter_s = 60.0 / bpm.max(1.0);
     beats
         .windows(2)
