@@ -78,7 +78,7 @@ pub async fn bot(args: &BotArgs) -> anyhow::Result<BotReport> {
         let u: f32 = rng.random();
         let (_, outcome, id) = client
             .turn(listener, args.listen_seconds, |view| {
-                if u < population.p_a(listener, &view.a.tokens, &view.b.tokens) {
+                if u < population.p_a(listener, &view.caption, &view.a.tokens, &view.b.tokens) {
                     Outcome::A
                 } else {
                     Outcome::B

@@ -112,6 +112,11 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
+            args::PreferencesCommand::Calibrate(a) => {
+                let report = reward_cmds::calibrate(config, &a)?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
             args::PreferencesCommand::Evaluate(a) => {
                 let report = reward_cmds::evaluate(config, &a)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -13,7 +13,7 @@ use musicrl_rewards::preference::{self, Population};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::args::{EvaluateArgs, RewardKind, SimulateArgs, TrainRewardArgs};
+use crate::args::{CalibrateArgs, EvaluateArgs, RewardKind, SimulateArgs, TrainRewardArgs};
 use crate::progress::{EpochBar, Progress};
 
 struct Bar(EpochBar);
@@ -265,6 +265,289 @@ pub(crate) fn base_policy(
     Ok((policy, policy_config, path))
 }
 
+/// The calibration pairs (`preferences calibrate`), beside a store and its population.
+pub const CALIBRATION_PAIRS: &str = "calibration.jsonl";
+/// The calibration's report (targets and measured values), beside them.
+pub const CALIBRATION_REPORT: &str = "calibration.json";
+
+/// The configured text and quality reward models' scores of `items` (caption, tokens), one
+/// list per kind present in `reward.components` ("text", "quality").
+pub(crate) fn text_and_quality_scores(
+    config: &Config,
+    items: &[(&str, &[u32])],
+) -> anyhow::Result<Vec<(&'static str, Vec<f32>)>> {
+    let dirs: Vec<(&'static str, PathBuf)> = config
+        .reward
+        .components
+        .iter()
+        .filter(|k| k.kind == "text" || k.kind == "quality")
+        .map(|k| {
+            (
+                if k.kind == "text" { "text" } else { "quality" },
+                k.checkpoint.clone(),
+            )
+        })
+        .collect();
+    if dirs.is_empty() || items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let features = musicrl_rewards::clips::par_map(items, |x, (c, t)| {
+        musicrl_rewards::clips::sample_features(x, c, t)
+    });
+    let mut out = Vec::new();
+    for (kind, dir) in dirs {
+        let scores: Vec<f32> = if kind == "text" {
+            let m = musicrl_rewards::text::TextModel::load(&dir)?;
+            let pairs: Vec<(&str, &musicrl_rewards::features::Features)> = items
+                .iter()
+                .zip(&features)
+                .map(|((c, _), f)| (*c, f))
+                .collect();
+            pairs.chunks(64).flat_map(|p| m.score(p)).collect()
+        } else {
+            let m = musicrl_rewards::quality::QualityModel::load(&dir)?;
+            let refs: Vec<&musicrl_rewards::features::Features> = features.iter().collect();
+            refs.chunks(64).flat_map(|p| m.score(p)).collect()
+        };
+        out.push((kind, scores));
+    }
+    Ok(out)
+}
+
+/// `n` pairs of two samples of `policy` for the same caption (a caption of a random
+/// training-split tune, as `rendering_caption` writes them), with a progress bar.
+fn sample_pairs(
+    config: &Config,
+    train: &[&musicrl_music::corpus::Tune],
+    policy: &musicrl_policy::melody::Policy,
+    policy_config: &musicrl_config::PolicyConfig,
+    n: usize,
+    seed: u64,
+) -> Vec<(String, Vec<u32>, Vec<u32>)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut sampler = Sampler::new(seed, config.sampling.temperature);
+    let device = musicrl_policy::device::inference_device();
+    let mut bar = Progress::new("sampling pairs", n as u64, "pairs");
+    let mut pairs = Vec::with_capacity(n);
+    while pairs.len() < n {
+        let k = (n - pairs.len()).min(8);
+        let captions: Vec<String> = (0..k)
+            .map(|_| {
+                let t = train[rng.random_range(0..train.len())];
+                musicrl_music::prompts::rendering_caption(t, &mut rng)
+            })
+            .collect();
+        // Two samples for each caption: the batch holds every caption twice.
+        let doubled: Vec<&str> = captions
+            .iter()
+            .chain(captions.iter())
+            .map(String::as_str)
+            .collect();
+        let samples = sampler.sample(
+            policy,
+            policy_config,
+            &doubled,
+            policy_config.max_tokens,
+            &device,
+        );
+        for i in 0..k {
+            pairs.push((
+                captions[i].clone(),
+                samples[i].tokens.clone(),
+                samples[k + i].tokens.clone(),
+            ));
+        }
+        bar.inc(k as u64);
+    }
+    bar.finish();
+    pairs
+}
+
+/// `musicrl preferences calibrate`: the caption weight at which our text reward agrees with a
+/// new population's choices as often as MuLan agreed with the paper's users; writes the
+/// population, the scored pairs and the report beside `--store`.
+pub fn calibrate(config: Config, args: &CalibrateArgs) -> anyhow::Result<serde_json::Value> {
+    if args.pairs == 0 {
+        anyhow::bail!("--pairs must be at least 1");
+    }
+    if !(0.0..1.0).contains(&args.target_text) {
+        anyhow::bail!("--target-text must be a share in [0, 1)");
+    }
+    if args.spread < 0.0 {
+        anyhow::bail!("--spread must be ≥ 0");
+    }
+    let population_path = args.store.with_file_name("population.json");
+    if population_path.exists() || args.store.exists() {
+        anyhow::bail!(
+            "{} already has a store or a population; calibrate a new population into a --store in a new folder",
+            args.store
+                .parent()
+                .map_or_else(|| ".".into(), |p| p.display().to_string())
+        );
+    }
+    if !config.reward.components.iter().any(|k| k.kind == "text")
+        || !config.reward.components.iter().any(|k| k.kind == "quality")
+    {
+        anyhow::bail!(
+            "calibration measures the text and quality rewards: the configuration needs a text and a quality component"
+        );
+    }
+    if !(0.5..1.0).contains(&args.target_ceiling) {
+        anyhow::bail!("--target-ceiling must be a share in [0.5, 1)");
+    }
+    Population::new(
+        args.listeners,
+        args.spread,
+        args.temperature.unwrap_or(2.0),
+        0.0,
+        args.seed,
+    )
+    .validate()
+    .context("--listeners, --spread and --temperature")?;
+    let (scored, policy_path) = match &args.scored {
+        Some(path) => {
+            let pairs = preference::read_scored_pairs(path)?;
+            if pairs.is_empty() {
+                anyhow::bail!("{} holds no pairs", path.display());
+            }
+            (pairs, path.display().to_string())
+        }
+        None => sample_and_score(&config, args)?,
+    };
+    let (population, calibration) = match args.temperature {
+        Some(t) => preference::calibrate_caption_weight(
+            args.listeners,
+            args.spread,
+            t,
+            args.seed,
+            &scored,
+            args.target_text,
+        ),
+        None => preference::calibrate_population(
+            args.listeners,
+            args.spread,
+            args.seed,
+            &scored,
+            args.target_text,
+            args.target_ceiling,
+        ),
+    };
+    write_calibration(args, &scored, &population, &calibration, &policy_path)
+}
+
+/// Samples `--pairs` pairs from the base policy and scores them with the text and quality
+/// models; also returns the policy's path.
+fn sample_and_score(
+    config: &Config,
+    args: &CalibrateArgs,
+) -> anyhow::Result<(Vec<preference::ScoredPair>, String)> {
+    let (_, tunes) = load_corpus(config, args.corpus.as_deref())?;
+    let train: Vec<&musicrl_music::corpus::Tune> = tunes
+        .iter()
+        .filter(|t| t.split == musicrl_music::corpus::Split::Train)
+        .collect();
+    let (policy, policy_config, policy_path) = base_policy(config, args.policy.as_deref())?;
+    // Its own stream: the calibration pairs are not the store's.
+    let seed = args.seed ^ 0xCA11_B4A7_E000_0000;
+    let pairs = sample_pairs(config, &train, &policy, &policy_config, args.pairs, seed);
+    eprintln!(
+        "scoring {} clips with the text and quality models",
+        2 * pairs.len()
+    );
+    let items: Vec<(&str, &[u32])> = pairs
+        .iter()
+        .flat_map(|(c, a, b)| [(c.as_str(), a.as_slice()), (c.as_str(), b.as_slice())])
+        .collect();
+    let scores = text_and_quality_scores(config, &items)?;
+    let of = |kind: &str, i: usize| -> [f32; 2] {
+        let s = &scores.iter().find(|(k, _)| *k == kind).expect("scored").1;
+        [s[2 * i], s[2 * i + 1]]
+    };
+    let scored: Vec<preference::ScoredPair> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (caption, a, b))| preference::ScoredPair {
+            caption,
+            a,
+            b,
+            text: of("text", i),
+            quality: of("quality", i),
+        })
+        .collect();
+    Ok((scored, policy_path.display().to_string()))
+}
+
+/// Writes the calibrated population, its pairs and the report beside `--store`, and prints
+/// the table of targets and measured values.
+fn write_calibration(
+    args: &CalibrateArgs,
+    scored: &[preference::ScoredPair],
+    population: &Population,
+    calibration: &preference::Calibration,
+    policy_path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let population_path = args.store.with_file_name("population.json");
+    if let Some(dir) = population_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    musicrl_config::fsutil::write_atomic(
+        &population_path,
+        &serde_json::to_vec_pretty(&population)?,
+    )?;
+    let pairs_path = args.store.with_file_name(CALIBRATION_PAIRS);
+    preference::write_scored_pairs(&pairs_path, scored)?;
+    let mut report = serde_json::to_value(calibration)?;
+    report["population"] = population_path.display().to_string().into();
+    report["calibration_pairs"] = pairs_path.display().to_string().into();
+    report["pairs_from"] = policy_path.into();
+    report["listeners"] = args.listeners.into();
+    report["spread"] = f64::from(args.spread).into();
+    report["seed"] = args.seed.into();
+    musicrl_config::fsutil::write_atomic(
+        &args.store.with_file_name(CALIBRATION_REPORT),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
+    eprintln!(
+        "calibrated on {} pairs from {policy_path}: caption weight {:.3}, temperature {:.3}{}",
+        calibration.pairs,
+        calibration.caption_weight,
+        calibration.temperature,
+        if calibration.reached {
+            ""
+        } else {
+            " (the target is out of reach: the largest weight tried)"
+        }
+    );
+    eprintln!("| statistic | paper | ours |");
+    eprintln!("|---|---:|---:|");
+    eprintln!(
+        "| the text score picks the listener's choice | {:.3} | {:.3} (without the caption {:.3}) |",
+        calibration.text_target,
+        calibration.text_agreement,
+        calibration.text_agreement_without_caption
+    );
+    eprintln!(
+        "| the quality score picks the listener's choice | {:.3} | {:.3} |",
+        calibration.quality_target, calibration.quality_agreement
+    );
+    eprintln!(
+        "| a preference model (ceiling: the shared taste) | {:.3} | ≤ {:.3}{} |",
+        calibration.preference_target,
+        calibration.shared_taste_ceiling,
+        calibration
+            .shared_ceiling_target
+            .map_or_else(String::new, |t| format!(" (aimed at {t:.3})"))
+    );
+    eprintln!(
+        "next: musicrl preferences simulate --store {}",
+        args.store.display()
+    );
+    Ok(report)
+}
+
 /// `musicrl preferences simulate`.
 pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_json::Value> {
     let (_, tunes) = load_corpus(&config, args.corpus.as_deref())?;
@@ -292,10 +575,19 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
         if args.spread.is_some_and(|x| x < 0.0) {
             anyhow::bail!("--spread must be ≥ 0");
         }
+        if args
+            .caption_weight
+            .is_some_and(|x| !(x >= 0.0 && x.is_finite()))
+        {
+            anyhow::bail!("--caption-weight must be a finite number ≥ 0");
+        }
         let population = Population::new(
             args.listeners.unwrap_or(200),
             args.spread.unwrap_or(1.0),
-            args.temperature.unwrap_or(2.0),
+            args.temperature
+                .unwrap_or(preference::CALIBRATED_TEMPERATURE),
+            args.caption_weight
+                .unwrap_or(preference::CALIBRATED_CAPTION_WEIGHT),
             args.seed,
         );
         population
@@ -303,9 +595,13 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
             .context("--listeners, --spread and --temperature")?;
         population
     } else {
-        if args.listeners.is_some() || args.spread.is_some() || args.temperature.is_some() {
+        if args.listeners.is_some()
+            || args.spread.is_some()
+            || args.temperature.is_some()
+            || args.caption_weight.is_some()
+        {
             anyhow::bail!(
-                "{} already holds a population; --listeners, --spread and --temperature only shape a new one (use a --store in a new folder)",
+                "{} already holds a population; --listeners, --spread, --temperature and --caption-weight only shape a new one (use a --store in a new folder)",
                 population_path.display()
             );
         }
@@ -326,42 +622,14 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
     // Appending continues the stream: the seed is mixed with the store's length, so a second
     // run with the same --seed draws new pairs instead of repeating the first run's.
     let stream_seed = args.seed ^ (existing as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut rng = StdRng::seed_from_u64(stream_seed);
-    let mut sampler = Sampler::new(stream_seed, config.sampling.temperature);
-    let device = musicrl_policy::device::inference_device();
-    let mut bar = Progress::new("sampling pairs", args.pairs as u64, "pairs");
-    let mut pairs = Vec::with_capacity(args.pairs);
-    while pairs.len() < args.pairs {
-        let n = (args.pairs - pairs.len()).min(8);
-        let captions: Vec<String> = (0..n)
-            .map(|_| {
-                let t = train[rng.random_range(0..train.len())];
-                musicrl_music::prompts::rendering_caption(t, &mut rng)
-            })
-            .collect();
-        // Two samples for each caption: the batch holds every caption twice.
-        let doubled: Vec<&str> = captions
-            .iter()
-            .chain(captions.iter())
-            .map(String::as_str)
-            .collect();
-        let samples = sampler.sample(
-            &policy,
-            &policy_config,
-            &doubled,
-            policy_config.max_tokens,
-            &device,
-        );
-        for i in 0..n {
-            pairs.push((
-                captions[i].clone(),
-                samples[i].tokens.clone(),
-                samples[n + i].tokens.clone(),
-            ));
-        }
-        bar.inc(n as u64);
-    }
-    bar.finish();
+    let pairs = sample_pairs(
+        &config,
+        &train,
+        &policy,
+        &policy_config,
+        args.pairs,
+        stream_seed,
+    );
     let when = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -579,60 +847,41 @@ fn train_preference(
             &out.join("population.json"),
             &serde_json::to_vec_pretty(&population)?,
         )?;
+        // And what they were calibrated on, when they were (`preferences calibrate`).
+        for name in [CALIBRATION_PAIRS, CALIBRATION_REPORT] {
+            let from = c.train.store.with_file_name(name);
+            if from.exists() {
+                std::fs::copy(&from, out.join(name)).with_context(|| {
+                    format!("cannot copy {} into {}", from.display(), out.display())
+                })?;
+            }
+        }
         let (own, shared) = preference::ceilings(&population, &eval);
         value["ceiling_knowing_listener"] = own.into();
         value["ceiling_shared_taste"] = shared.into();
     }
-    let dirs: Vec<(&str, PathBuf)> = config
-        .reward
-        .components
+    let items: Vec<(&str, &[u32])> = eval
         .iter()
-        .filter(|k| k.kind == "text" || k.kind == "quality")
-        .map(|k| {
-            (
-                if k.kind == "text" { "text" } else { "quality" },
-                k.checkpoint.clone(),
-            )
+        .flat_map(|e| {
+            [
+                (e.caption.as_str(), e.a.as_slice()),
+                (e.caption.as_str(), e.b.as_slice()),
+            ]
         })
         .collect();
-    if !dirs.is_empty() {
+    if !items.is_empty() {
         text::Progress::stage(
             progress,
             "scoring held-out pairs with the text and quality models",
         );
-        let items: Vec<(&str, &[u32])> = eval
+    }
+    for (kind, scores) in text_and_quality_scores(&config, &items)? {
+        let agree = eval
             .iter()
-            .flat_map(|e| {
-                [
-                    (e.caption.as_str(), e.a.as_slice()),
-                    (e.caption.as_str(), e.b.as_slice()),
-                ]
-            })
-            .collect();
-        let features = musicrl_rewards::clips::par_map(&items, |x, (c, t)| {
-            musicrl_rewards::clips::sample_features(x, c, t)
-        });
-        for (kind, dir) in dirs {
-            let scores: Vec<f32> = if kind == "text" {
-                let m = musicrl_rewards::text::TextModel::load(&dir)?;
-                let pairs: Vec<(&str, &musicrl_rewards::features::Features)> = items
-                    .iter()
-                    .zip(&features)
-                    .map(|((c, _), f)| (*c, f))
-                    .collect();
-                pairs.chunks(64).flat_map(|p| m.score(p)).collect()
-            } else {
-                let m = musicrl_rewards::quality::QualityModel::load(&dir)?;
-                let refs: Vec<&musicrl_rewards::features::Features> = features.iter().collect();
-                refs.chunks(64).flat_map(|p| m.score(p)).collect()
-            };
-            let agree = eval
-                .iter()
-                .enumerate()
-                .filter(|(i, e)| (scores[2 * i] > scores[2 * i + 1]) == (e.choice == "a"))
-                .count();
-            value[format!("{kind}_agreement")] = (agree as f64 / eval.len().max(1) as f64).into();
-        }
+            .enumerate()
+            .filter(|(i, e)| (scores[2 * i] > scores[2 * i + 1]) == (e.choice == "a"))
+            .count();
+        value[format!("{kind}_agreement")] = (agree as f64 / eval.len().max(1) as f64).into();
     }
     musicrl_rewards::store::write_metrics(out, &value)?;
     let share = |key: &str| {

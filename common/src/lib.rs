@@ -10,9 +10,11 @@
 pub mod error;
 pub mod grpc;
 pub mod metrics_catalog;
+pub mod mlflow;
 pub mod prompts;
 pub mod security;
 pub mod telemetry;
+pub mod tensorboard;
 pub mod types;
 pub mod wire;
 

@@ -313,6 +313,9 @@ fn train_loop(
         max_policy_lag: l.max_policy_lag,
     };
     let mut history = open_history(&l.history_path, trainer.step_count())?;
+    let mut board = open_tensorboard(config, trainer.step_count())?;
+    let mlflow = open_mlflow(config);
+    let mut mlflow_failures = 0u64;
     let mut trajectories =
         crate::trajlog::TrajectoryLog::open(&l.trajectory_log, l.trajectory_log_max_mb)?;
     let mut outcome = LearnerOutcome::default();
@@ -422,7 +425,7 @@ fn train_loop(
         record_step_metrics(&stats);
         outcome.reward_means.push(stats.reward_mean);
         outcome.kl_last = stats.kl;
-        if let Some(f) = history.as_mut() {
+        if history.is_some() || board.is_some() {
             let (time, unix_seconds) =
                 musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
             let row = HistoryRow {
@@ -432,8 +435,38 @@ fn train_loop(
                 step_seconds,
                 stats: &stats,
             };
-            let line = serde_json::to_string(&row).expect("StepStats serialises");
-            writeln!(f, "{line}").map_err(LearnerError::Io)?;
+            if let Some(f) = history.as_mut() {
+                let line = serde_json::to_string(&row).expect("StepStats serialises");
+                writeln!(f, "{line}").map_err(LearnerError::Io)?;
+            }
+            if board.is_some() || mlflow.is_some() {
+                // The history row's numbers, each a tracker scalar of this step.
+                let value = serde_json::to_value(&row).expect("StepStats serialises");
+                let mut scalars =
+                    musicrl_common::tensorboard::scalars_of(&value, &["step", "unix_seconds"]);
+                let seconds = batch_wait_seconds + step_seconds;
+                if seconds > 0.0 {
+                    scalars.push((
+                        "samples_per_second".into(),
+                        (stats.batch_size as f64 / seconds) as f32,
+                    ));
+                }
+                if let Some(b) = board.as_mut() {
+                    b.scalars(stats.step as i64, unix_seconds, &scalars)
+                        .and_then(|()| b.flush())
+                        .map_err(LearnerError::Io)?;
+                }
+                if let Some(m) = mlflow.as_ref()
+                    && let Err(e) = m.log_metrics(stats.step as i64, &scalars)
+                {
+                    // A tracker that is down does not stop training; said once, then every
+                    // hundredth failure.
+                    if mlflow_failures % 100 == 0 {
+                        tracing::warn!(error = %e, failures = mlflow_failures + 1, "cannot log this step to MLflow; training on");
+                    }
+                    mlflow_failures += 1;
+                }
+            }
         }
         if let Some(log) = trajectories.as_mut() {
             log.append(stats.step, &batch, config.policy.end_token)?;
@@ -507,6 +540,22 @@ fn train_loop(
     outcome.completed = finished(trainer.step_count());
     if outcome.completed {
         metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
+    }
+    if let Some(m) = mlflow {
+        drop(history);
+        let mut result = Ok(true);
+        if !l.history_path.as_os_str().is_empty() && l.history_path.exists() {
+            result = m.log_artifact(&l.history_path);
+        }
+        if let Err(e) = result.and_then(|_| {
+            m.finish(if outcome.completed {
+                "FINISHED"
+            } else {
+                "KILLED"
+            })
+        }) {
+            tracing::warn!(error = %e, "cannot close the MLflow run");
+        }
     }
     Ok(outcome)
 }
@@ -582,6 +631,55 @@ fn open_history(path: &Path, resumed_at: u64) -> Result<Option<std::fs::File>> {
             .append(true)
             .open(path)?,
     ))
+}
+
+/// The MLflow run of `tracking.mlflow` (None when it is empty or the server cannot start a
+/// run: training goes on without it, and says so).
+fn open_mlflow(config: &Config) -> Option<musicrl_common::mlflow::MlflowRun> {
+    let t = &config.tracking;
+    if t.mlflow.is_empty() {
+        return None;
+    }
+    let name = t.run_name(&config.run, &config.learner.history_path);
+    match musicrl_common::mlflow::MlflowRun::start(
+        &t.mlflow,
+        &t.mlflow_experiment,
+        &name,
+        &musicrl_config::flatten(config),
+    ) {
+        Ok(run) => {
+            tracing::info!(url = %t.mlflow, experiment = %t.mlflow_experiment, run_id = %run.run_id(), "logging to MLflow");
+            Some(run)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the MLflow run; training without it");
+            None
+        }
+    }
+}
+
+/// The TensorBoard run of `tracking.tensorboard` (None when it is empty), with the
+/// configuration as its first text.
+fn open_tensorboard(
+    config: &Config,
+    step: u64,
+) -> Result<Option<musicrl_common::tensorboard::EventWriter>> {
+    let t = &config.tracking;
+    if t.tensorboard.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let dir = t
+        .tensorboard
+        .join(t.run_name(&config.run, &config.learner.history_path));
+    let mut board = musicrl_common::tensorboard::EventWriter::create(&dir)?;
+    let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
+    let toml = config.to_toml();
+    // Indented four spaces: Markdown shows it as a block, as written.
+    let text: String = toml.lines().map(|l| format!("    {l}\n")).collect();
+    board.text("configuration", step as i64, now, &text)?;
+    board.flush()?;
+    tracing::info!(path = %board.path().display(), "writing TensorBoard events");
+    Ok(Some(board))
 }
 
 fn record_step_metrics(s: &StepStats) {

@@ -305,12 +305,10 @@ pub fn key_of(events: &[Event]) -> Option<AbcKey> {
     Some(best.1)
 }
 
-/// The meter a melody's bar lines give it: the most common length of its interior bars (the
-/// first may be a pickup and the last unfinished) when at least half of them have it, written
-/// in quarters when it is a whole number of them (`3/4`), else in eighths (`3/8`) or
-/// sixteenths; `None` when no length dominates (ABC's `M:none`). Six eighths are written
-/// `3/4`: 3/4 and 6/8 differ only in how the beats group, which bar lines do not say.
-pub fn meter_of(events: &[Event]) -> Option<String> {
+/// The most common length, in twelfths of a quarter note, of a melody's interior bars (the
+/// first may be a pickup and the last unfinished) when at least half of them have it; `None`
+/// when no length dominates or the melody has fewer than three bars.
+pub fn modal_bar(events: &[Event]) -> Option<u32> {
     let mut bars: Vec<u32> = vec![0];
     for e in events {
         match *e {
@@ -333,9 +331,16 @@ pub fn meter_of(events: &[Event]) -> Option<String> {
     let &(length, n) = counts
         .iter()
         .max_by_key(|&&(l, n)| (n, std::cmp::Reverse(l)))?;
-    if 2 * n < interior.len() {
-        return None;
-    }
+    (2 * n >= interior.len()).then_some(length)
+}
+
+/// The meter a melody's bar lines give it: the most common length of its interior bars (the
+/// first may be a pickup and the last unfinished) when at least half of them have it, written
+/// in quarters when it is a whole number of them (`3/4`), else in eighths (`3/8`) or
+/// sixteenths; `None` when no length dominates (ABC's `M:none`). Six eighths are written
+/// `3/4`: 3/4 and 6/8 differ only in how the beats group, which bar lines do not say.
+pub fn meter_of(events: &[Event]) -> Option<String> {
+    let length = modal_bar(events)?;
     Some(if length % 12 == 0 {
         format!("{}/4", length / 12)
     } else if length % 6 == 0 {

@@ -24,7 +24,7 @@ impl musicrl_rewards::text::Progress for Quiet {
 
 /// A tiny preference model trained on simulated choices, written to `out`.
 fn train(dir: &Path, out: &Path, seed: u64) {
-    let population = Population::new(8, 0.3, 1.0, seed);
+    let population = Population::new(8, 0.3, 1.0, 0.0, seed);
     let pairs: Vec<(String, Vec<u32>, Vec<u32>)> = (0..40u32)
         .map(|i| {
             let a: Vec<u32> = (0..8).map(|k| (i * 7 + k * 3) % 14 + 1).collect();

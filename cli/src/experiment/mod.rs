@@ -393,6 +393,13 @@ fn run_recipe(
         quick_run(&mut c);
     }
     let dir = out.join("runs").join(model_name(&recipe.name, seed));
+    // One tracker run per recipe and seed, beside each other in the experiment's trackers.
+    c.tracking = base.tracking.clone();
+    c.tracking.run = if base.tracking.run.is_empty() {
+        model_name(&recipe.name, seed)
+    } else {
+        format!("{}-{}", base.tracking.run, model_name(&recipe.name, seed))
+    };
     c.learner.init_policy = start.to_path_buf();
     c.learner.reference_policy = if anchored {
         start.to_path_buf()
@@ -605,6 +612,23 @@ fn run_recipe(
         lines.push('\n');
     }
     musicrl_config::fsutil::write_atomic(&dir.join("curve.jsonl"), lines.as_bytes())?;
+    // The held-out curve in the same TensorBoard run as the learner's steps.
+    if !c.tracking.tensorboard.as_os_str().is_empty() {
+        let run = c.tracking.run_name(&c.run, &dir.join("history.jsonl"));
+        let mut board =
+            musicrl_common::tensorboard::EventWriter::create(&c.tracking.tensorboard.join(run))?;
+        let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
+        for p in &record.curve {
+            let value = serde_json::to_value(p)?;
+            let scalars: Vec<(String, f32)> =
+                musicrl_common::tensorboard::scalars_of(&value, &["step", "clips", "draw"])
+                    .into_iter()
+                    .map(|(k, v)| (format!("held_out/{k}"), v))
+                    .collect();
+            board.scalars(p.step as i64, now, &scalars)?;
+        }
+        board.flush()?;
+    }
     write_json(&dir.join("selection.json"), &record.selection)?;
     Ok(record)
 }

@@ -37,6 +37,55 @@ pub struct Config {
     pub experiment: ExperimentConfig,
     pub security: SecurityConfig,
     pub feedback: FeedbackConfig,
+    pub tracking: TrackingConfig,
+}
+
+/// Experiment trackers a run logs to (all off by default): see `docs/tracking.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// A TensorBoard log folder (`tensorboard --logdir` it); empty: off. The learner writes the
+    /// configuration and every step's statistics into `tensorboard/<run>/`.
+    pub tensorboard: PathBuf,
+    /// An MLflow tracking server (`http://HOST:PORT`); empty: off. The learner logs the
+    /// configuration as parameters, every step's statistics as metrics, `history.jsonl` as an
+    /// artifact and the run's end.
+    pub mlflow: String,
+    /// The MLflow experiment the runs go to (created when missing).
+    pub mlflow_experiment: String,
+    /// The run's name in the trackers; empty: `run.name`, else the name of the folder that
+    /// holds `learner.history_path` (`local` for `musicrl local`, `rl-r-1` for an
+    /// experiment's RL-R, seed 1).
+    pub run: String,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            tensorboard: PathBuf::new(),
+            mlflow: String::new(),
+            mlflow_experiment: "musicrl".into(),
+            run: String::new(),
+        }
+    }
+}
+
+impl TrackingConfig {
+    /// The run's name in the trackers (see [`TrackingConfig::run`]).
+    pub fn run_name(&self, run: &RunConfig, history_path: &Path) -> String {
+        if !self.run.is_empty() {
+            return self.run.clone();
+        }
+        if !run.name.is_empty() {
+            return run.name.clone();
+        }
+        history_path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "learner".into())
+    }
 }
 
 /// A named training run on a shared volume (the cluster's learner): its checkpoints, history
@@ -820,6 +869,31 @@ impl Config {
             ("reward.device", &self.reward.device),
         ] {
             crate::device::parse(key, text)?;
+        }
+        let m = &self.tracking.mlflow;
+        if !m.is_empty() && !(m.starts_with("http://") || m.starts_with("https://")) {
+            return bad(
+                "tracking.mlflow",
+                format!("{m:?} must be an http:// or https:// URL (or empty: off)"),
+            );
+        }
+        if !m.is_empty() && self.tracking.mlflow_experiment.trim().is_empty() {
+            return bad(
+                "tracking.mlflow_experiment",
+                "must name an experiment when tracking.mlflow is set".into(),
+            );
+        }
+        let t = &self.tracking.run;
+        if !t.is_empty()
+            && !(t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !t.starts_with('.'))
+        {
+            return bad(
+                "tracking.run",
+                format!("{t:?} must be letters, digits, -, _ and . (not first)"),
+            );
         }
         let run = &self.run;
         if !run.name.is_empty() {

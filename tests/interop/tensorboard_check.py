@@ -1,0 +1,80 @@
+"""TensorBoard reads what musicrl writes: a short `musicrl local` run with
+`tracking.tensorboard` set, read back with stock TensorBoard's own event reader
+(`EventAccumulator`, what `tensorboard --logdir` uses).
+
+Usage: python tests/interop/tensorboard_check.py path/to/musicrl [STEPS]
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from tensorboard.backend.event_processing import event_accumulator
+
+
+def main() -> None:
+    binary = os.path.abspath(sys.argv[1])
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    work = tempfile.mkdtemp(prefix="musicrl-tb-")
+    logdir = os.path.join(work, "tb")
+    out = os.path.join(work, "run")
+    subprocess.run(
+        [
+            binary,
+            "local",
+            "--steps",
+            str(steps),
+            "--out",
+            out,
+            "--set",
+            f"tracking.tensorboard={logdir}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    runs = sorted(os.listdir(logdir))
+    assert runs == ["run"], f"one TensorBoard run named after the output folder, got {runs}"
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(logdir, "run"), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    acc.Reload()
+    tags = acc.Tags()
+    scalars = set(tags["scalars"])
+    for want in [
+        "reward_mean",
+        "kl",
+        "entropy",
+        "loss",
+        "policy_loss",
+        "value_loss",
+        "grad_norm",
+        "policy_lag_mean",
+        "samples_per_second",
+        "batch_wait_seconds",
+        "component_means/text",
+        "component_means/form",
+    ]:
+        assert want in scalars, f"{want} missing from {sorted(scalars)}"
+    kl = acc.Scalars("kl")
+    assert [e.step for e in kl] == list(range(1, steps + 1)), [e.step for e in kl]
+    # The same numbers as history.jsonl.
+    import json
+
+    with open(os.path.join(out, "history.jsonl")) as f:
+        history = [json.loads(line) for line in f]
+    for event, row in zip(acc.Scalars("reward_mean"), history):
+        assert event.step == row["step"]
+        assert abs(event.value - row["reward_mean"]) < 1e-6, (event, row["reward_mean"])
+    # The configuration, on the Text tab.
+    assert "configuration" in tags["tensors"], tags
+    text = acc.Tensors("configuration")[0].tensor_proto.string_val[0].decode()
+    assert "[learner]" in text and "tensorboard" in text, text[:200]
+    print(
+        f"TensorBoard {__import__('tensorboard').__version__} read {len(scalars)} scalars "
+        f"over {steps} steps and the configuration from {logdir}/run"
+    )
+
+
+if __name__ == "__main__":
+    main()
