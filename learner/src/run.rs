@@ -499,6 +499,14 @@ fn train_loop(
             lag = stats.policy_lag_mean,
             "train step"
         );
+        // At each checkpoint, the batch's best- and worst-rewarded clips to listen to.
+        if let Some(b) = board.as_mut()
+            && config.policy.family == musicrl_config::FAMILY_MELODY
+            && l.checkpoint_every > 0
+            && (stats.step % l.checkpoint_every == 0 || done)
+        {
+            log_audio(b, stats.step, &batch).map_err(LearnerError::Io)?;
+        }
         // The final step's checkpoint is written after the loop, with the queue drained.
         if !done && l.checkpoint_every > 0 && stats.step % l.checkpoint_every == 0 {
             save_checkpoint(&trainer, shared, config)?;
@@ -631,6 +639,48 @@ fn open_history(path: &Path, resumed_at: u64) -> Result<Option<std::fs::File>> {
             .append(true)
             .open(path)?,
     ))
+}
+
+/// TensorBoard's sample rate for the clips it plays.
+const AUDIO_RATE: u32 = 16_000;
+
+/// Renders the batch's best- and worst-rewarded melodies (as the reward server hears them:
+/// the caption's instrument and tempo) into TensorBoard's Audio tab, with their captions and
+/// rewards on the Text tab.
+fn log_audio(
+    board: &mut musicrl_common::tensorboard::EventWriter,
+    step: u64,
+    batch: &[Trajectory],
+) -> std::io::Result<()> {
+    let by_reward = |a: &&Trajectory, b: &&Trajectory| a.reward.total_cmp(&b.reward);
+    let (Some(best), Some(worst)) = (
+        batch.iter().max_by(by_reward),
+        batch.iter().min_by(by_reward),
+    ) else {
+        return Ok(());
+    };
+    let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
+    let mut text = String::new();
+    for (tag, t) in [("best", best), ("worst", worst)] {
+        let events = musicrl_music::tokens::decode(&t.tokens).events;
+        let (instrument, bpm) = musicrl_music::captions::rendering_for(&t.caption);
+        let audio = musicrl_music::render::render(&events, bpm, instrument, AUDIO_RATE, step);
+        let wav = musicrl_music::render::wav_bytes(&audio, AUDIO_RATE);
+        board.audio(
+            &format!("samples/{tag}"),
+            step as i64,
+            now,
+            &wav,
+            AUDIO_RATE,
+            audio.len(),
+        )?;
+        text.push_str(&format!(
+            "**{tag}** (reward {:.3}): {}\n\n",
+            t.reward, t.caption
+        ));
+    }
+    board.text("samples/captions", step as i64, now, &text)?;
+    board.flush()
 }
 
 /// The MLflow run of `tracking.mlflow` (None when it is empty or the server cannot start a

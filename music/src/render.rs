@@ -289,6 +289,28 @@ pub fn to_pcm16(samples: &[f32]) -> Vec<i16> {
         .collect()
 }
 
+/// A 16-bit mono WAV file's bytes (44-byte RIFF header, then the samples).
+pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * 2).to_le_bytes()); // bytes a second
+    out.extend_from_slice(&2u16.to_le_bytes()); // bytes a frame
+    out.extend_from_slice(&16u16.to_le_bytes()); // bits a sample
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in to_pcm16(samples) {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
 /// Writes a 16-bit mono WAV.
 pub fn write_wav(path: &Path, samples: &[f32], sample_rate: u32) -> Result<()> {
     let spec = hound::WavSpec {
@@ -490,6 +512,18 @@ mod tests {
         assert!(
             (off / down - o).abs() < 0.05,
             "offbeat/downbeat level {off}/{down}"
+        );
+    }
+
+    #[test]
+    fn wav_bytes_are_the_file_hound_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.wav");
+        let audio = [0.0f32, 0.5, -0.5, 1.0, -1.0];
+        write_wav(&path, &audio, 16_000).expect("write");
+        assert_eq!(
+            wav_bytes(&audio, 16_000),
+            std::fs::read(&path).expect("read")
         );
     }
 

@@ -36,7 +36,8 @@ def main() -> None:
     runs = sorted(os.listdir(logdir))
     assert runs == ["run"], f"one TensorBoard run named after the output folder, got {runs}"
     acc = event_accumulator.EventAccumulator(
-        os.path.join(logdir, "run"), size_guidance={event_accumulator.TENSORS: 0}
+        os.path.join(logdir, "run"),
+        size_guidance={event_accumulator.TENSORS: 0, event_accumulator.AUDIO: 0},
     )
     acc.Reload()
     tags = acc.Tags()
@@ -66,13 +67,22 @@ def main() -> None:
     for event, row in zip(acc.Scalars("reward_mean"), history):
         assert event.step == row["step"]
         assert abs(event.value - row["reward_mean"]) < 1e-6, (event, row["reward_mean"])
+    # The batch's best and worst clips at the last step, on the Audio tab, captions on Text.
+    for tag in ["samples/best", "samples/worst"]:
+        assert tag in tags["audio"], tags["audio"]
+        clip = acc.Audio(tag)[-1]
+        assert clip.step == steps, clip.step
+        assert clip.content_type == "audio/wav" and clip.encoded_audio_string[:4] == b"RIFF"
+        assert clip.sample_rate == 16000 and clip.length_frames > 16000, clip.length_frames
+    captions = acc.Tensors("samples/captions")[-1].tensor_proto.string_val[0].decode()
+    assert "**best**" in captions and "**worst**" in captions, captions
     # The configuration, on the Text tab.
     assert "configuration" in tags["tensors"], tags
     text = acc.Tensors("configuration")[0].tensor_proto.string_val[0].decode()
     assert "[learner]" in text and "tensorboard" in text, text[:200]
     print(
         f"TensorBoard {__import__('tensorboard').__version__} read {len(scalars)} scalars "
-        f"over {steps} steps and the configuration from {logdir}/run"
+        f"over {steps} steps, {len(tags['audio'])} audio tags and the configuration from {logdir}/run"
     )
 
 
