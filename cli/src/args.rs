@@ -385,23 +385,29 @@ pub struct PrefsDbArgs {
 pub enum PrefsFormat {
     /// musicrl's store: {"caption", "a", "b", "choice", "who", "when"} a line.
     Store,
-    /// RLHF rows: {"prompt", "chosen", "rejected", "chosen_tokens", "rejected_tokens", …} a line.
+    /// RLHF rows: {"prompt", "chosen", "rejected", "chosen_tokens", "rejected_tokens",
+    /// "channel", …} a line.
     Rlhf,
+    /// A Hugging Face `datasets` folder: the RLHF rows with each clip's audio, one Parquet
+    /// file (`datasets.load_dataset(FOLDER)` gives chosen_audio and rejected_audio columns).
+    Hf,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct PrefsImportArgs {
-    /// The JSONL file to import.
+    /// The file (or, for hf, the folder) to import.
     pub file: PathBuf,
-    #[arg(long, value_enum, default_value_t = PrefsFormat::Store)]
-    pub format: PrefsFormat,
+    /// [default: read off the input: a folder is hf, a file whose first row has "prompt" is
+    /// rlhf, one with "caption" a store]
+    #[arg(long, value_enum)]
+    pub format: Option<PrefsFormat>,
     #[command(flatten)]
     pub db: PrefsDbArgs,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct PrefsExportArgs {
-    /// The JSONL file to write ("-": standard output).
+    /// The JSONL file to write ("-": standard output); for hf, the folder.
     pub file: PathBuf,
     #[arg(long, value_enum, default_value_t = PrefsFormat::Rlhf)]
     pub format: PrefsFormat,

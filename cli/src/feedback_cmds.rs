@@ -113,19 +113,53 @@ pub async fn import(
     config: &Config,
     args: &PrefsImportArgs,
 ) -> anyhow::Result<musicrl_prefdb::ImportReport> {
+    let format = match args.format {
+        Some(f) => f,
+        None => import_format(&args.file)?,
+    };
+    // Read (and validate) the whole file before the database is touched.
+    enum Rows {
+        Store(Vec<musicrl_prefdb::Choice>),
+        Pairs(Vec<musicrl_prefdb::RlhfPair>),
+    }
+    let rows = match format {
+        PrefsFormat::Store => Rows::Store(musicrl_prefdb::read_store(&args.file)?),
+        PrefsFormat::Rlhf => Rows::Pairs(musicrl_prefdb::read_rlhf(&args.file)?),
+        PrefsFormat::Hf => Rows::Pairs(musicrl_prefdb::hf::read_hf(&args.file)?),
+    };
     let db = Db::open(&db_url(config, &args.db)).await?;
-    let report = match args.format {
-        PrefsFormat::Store => {
-            db.import_choices(&musicrl_prefdb::read_store(&args.file)?)
-                .await?
-        }
-        PrefsFormat::Rlhf => {
-            db.import_rlhf(&musicrl_prefdb::read_rlhf(&args.file)?)
-                .await?
-        }
+    let report = match rows {
+        Rows::Store(c) => db.import_choices(&c).await?,
+        Rows::Pairs(p) => db.import_rlhf(&p).await?,
     };
     db.close().await;
     Ok(report)
+}
+
+/// The format of an import read off the input: a folder is a `datasets` folder; a file's
+/// first row says whether it is RLHF rows (`prompt`) or a store (`caption`).
+fn import_format(path: &Path) -> anyhow::Result<PrefsFormat> {
+    if path.is_dir() {
+        return Ok(PrefsFormat::Hf);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let Some((n, line)) = text.lines().enumerate().find(|(_, l)| !l.trim().is_empty()) else {
+        anyhow::bail!("{} has no rows to import", path.display());
+    };
+    let row: serde_json::Value = serde_json::from_str(line)
+        .with_context(|| format!("{}:{}: not a JSON object", path.display(), n + 1))?;
+    if row.get("prompt").is_some() {
+        Ok(PrefsFormat::Rlhf)
+    } else if row.get("caption").is_some() {
+        Ok(PrefsFormat::Store)
+    } else {
+        anyhow::bail!(
+            "{}:{}: neither an RLHF row (\"prompt\") nor a store row (\"caption\"); pass --format",
+            path.display(),
+            n + 1
+        )
+    }
 }
 
 /// `musicrl preferences export`.
@@ -153,10 +187,36 @@ pub async fn export(config: &Config, args: &PrefsExportArgs) -> anyhow::Result<(
             let rows = db.export_rlhf(filter).await?;
             (musicrl_prefdb::jsonl::rlhf_text(&rows), rows.len())
         }
+        PrefsFormat::Hf => {
+            if args.file == Path::new("-") {
+                anyhow::bail!("--format hf writes a folder; name one instead of \"-\"");
+            }
+            let rows = db.export_rlhf(filter).await?;
+            let mut bar: Option<crate::progress::Progress> = None;
+            let done = musicrl_prefdb::hf::write_hf(&args.file, &rows, |_, total| {
+                bar.get_or_insert_with(|| {
+                    crate::progress::Progress::new("rendering clips", total as u64, "clips")
+                })
+                .inc(1);
+            })?;
+            if let Some(bar) = bar {
+                bar.finish();
+            }
+            eprintln!(
+                "{} votes with their clips' audio in {} ({:.1} MB); load it with datasets.load_dataset({:?})",
+                done.rows,
+                args.file.join(musicrl_prefdb::hf::DATA).display(),
+                done.bytes as f64 / 1e6,
+                args.file.display().to_string()
+            );
+            (String::new(), rows.len())
+        }
     };
     let counts = db.vote_counts(filter).await?;
     db.close().await;
-    if args.file == Path::new("-") {
+    if args.format == PrefsFormat::Hf {
+        // Written above.
+    } else if args.file == Path::new("-") {
         print!("{text}");
     } else {
         musicrl_config::fsutil::write_atomic(&args.file, text.as_bytes())

@@ -18,6 +18,8 @@ pub mod process;
 pub mod progress;
 pub mod reward_cmds;
 pub mod roles;
+pub mod sheet;
+pub mod verdict;
 
 use args::{Cli, Command};
 use musicrl_config::Config;
@@ -72,15 +74,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Local(args) => {
             let summary = runtime.block_on(local::run(config, args))?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            eprintln!(
-                "done: {} steps in {:.1} s; reward {:.3} -> {:.3} (first/last 10% of steps); summary in {}",
-                summary.steps,
-                summary.wall_seconds,
-                summary.reward_mean_first,
-                summary.reward_mean_last,
-                summary.out.join("summary.json").display()
-            );
+            print!("{}", local::human_summary(&summary));
             Ok(())
         }
         Command::Learner(args) => runtime.block_on(roles::learner(config, args)),

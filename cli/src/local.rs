@@ -6,8 +6,12 @@
 //! progress bar. Children log to `OUT/logs/<role>.log` and stop when their standard input
 //! closes, so they never outlive the supervisor. When the learner has trained the requested
 //! steps it exits, the actors see `training_complete` and exit, the reward server is told to
-//! stop, and `OUT/summary.json` is written.
+//! stop, and `OUT/summary.json` is written. Then (melody family) θ0 and the final policy are
+//! judged side by side by the simulated rater panel (`verdict.rs`), `OUT/report.html` is
+//! written, and a short human summary ends the run.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -73,6 +77,195 @@ pub struct Summary {
     /// The run went over TLS with tokens and reward seals (`--secure`).
     #[serde(default)]
     pub secure: bool,
+    /// Each reward component's mean over the same first and last 10% of steps.
+    #[serde(default)]
+    pub component_means_first: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub component_means_last: BTreeMap<String, f64>,
+    /// The simulated rater panel's verdict on the final policy against θ0 (`local.verdict_prompts`;
+    /// absent when skipped).
+    #[serde(default)]
+    pub verdict: Option<crate::verdict::Verdict>,
+    /// The run's report page.
+    #[serde(default)]
+    pub report: Option<PathBuf>,
+}
+
+/// The fixed sampling seed of the verdict: every run's θ0 clips are the same draws.
+const VERDICT_SEED: u64 = 0x5EED;
+
+/// Each component's mean over the first and the last `ceil(10%)` of this run's steps of
+/// `history.jsonl` (steps after `resumed_from`).
+fn component_means(
+    history: &Path,
+    resumed_from: u64,
+) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    // A row's component_means: [[name, mean], …] in the reward's order.
+    let rows: Vec<Vec<(String, f64)>> = std::fs::read_to_string(history)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["step"].as_u64().is_some_and(|s| s > resumed_from))
+        .filter_map(|v| serde_json::from_value(v["component_means"].clone()).ok())
+        .collect();
+    if rows.is_empty() {
+        return Default::default();
+    }
+    let k = rows.len().div_ceil(10).max(1);
+    let mean = |rs: &[Vec<(String, f64)>]| {
+        let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        for r in rs {
+            for (name, v) in r {
+                let e = sums.entry(name.clone()).or_default();
+                e.0 += v;
+                e.1 += 1;
+            }
+        }
+        sums.into_iter()
+            .map(|(name, (s, n))| (name, s / n as f64))
+            .collect()
+    };
+    (mean(&rows[..k]), mean(&rows[rows.len() - k..]))
+}
+
+/// The verdict where the run's trackers are: TensorBoard (scalars `verdict/*`, the first
+/// captions' θ0 and final clips on the Audio tab, the sentence on the Text tab, at the last
+/// step, in the learner's run folder) and the learner's MLflow run (the same scalars, the
+/// report page and the verdict's results as artifacts).
+fn track_verdict(
+    child: &Config,
+    s: &Summary,
+    outcome: &musicrl_learner::LearnerOutcome,
+) -> anyhow::Result<()> {
+    let Some(v) = &s.verdict else {
+        return Ok(());
+    };
+    let t = &child.tracking;
+    let step = s.steps as i64;
+    let scalars = vec![
+        ("verdict/win_rate".to_string(), v.win_rate as f32),
+        ("verdict/p_value".to_string(), v.p_value as f32),
+        (
+            "verdict/theta0_overall".to_string(),
+            v.before_overall as f32,
+        ),
+        ("verdict/final_overall".to_string(), v.after_overall as f32),
+    ];
+    if !t.tensorboard.as_os_str().is_empty() {
+        use musicrl_music::render;
+        let dir = t
+            .tensorboard
+            .join(t.run_name(&child.run, &child.learner.history_path));
+        let mut board = musicrl_common::tensorboard::EventWriter::create(&dir)?;
+        let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
+        board.scalars(step, now, &scalars)?;
+        board.text("verdict", step, now, &v.sentence())?;
+        let samples = s.out.join(crate::verdict::DIR).join("samples");
+        for (model, label) in [
+            (crate::verdict::BEFORE, "theta0"),
+            (crate::verdict::AFTER, "final"),
+        ] {
+            let text = std::fs::read_to_string(samples.join(format!("{model}.jsonl")))?;
+            for (i, line) in text
+                .lines()
+                .step_by(v.samples_per_prompt.max(1))
+                .take(2)
+                .enumerate()
+            {
+                let clip: musicrl_judge::Sample = serde_json::from_str(line)?;
+                let rate = render::DEFAULT_SAMPLE_RATE;
+                let audio = musicrl_rewards::clips::sample_audio(&clip.caption, &clip.tokens, rate);
+                let wav = render::wav_bytes(&audio, rate);
+                board.audio(
+                    &format!("verdict/{label}/{i}"),
+                    step,
+                    now,
+                    &wav,
+                    rate,
+                    audio.len(),
+                )?;
+            }
+        }
+        board.flush()?;
+    }
+    if let (false, Some(id)) = (t.mlflow.is_empty(), &outcome.mlflow_run_id) {
+        let run =
+            musicrl_common::mlflow::MlflowRun::resume(&t.mlflow, id).map_err(anyhow::Error::msg)?;
+        run.log_metrics(step, &scalars)
+            .map_err(anyhow::Error::msg)?;
+        for file in [
+            s.out.join("report.html"),
+            s.out.join(crate::verdict::DIR).join("results.json"),
+        ] {
+            if file.is_file() {
+                run.log_artifact(&file).map_err(anyhow::Error::msg)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a person reads at the end of `musicrl local` (the numbers are in summary.json).
+pub fn human_summary(s: &Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "musicrl local: {} steps{} in {:.0} s ({:.1} clips/s trained, {} actors)",
+        s.steps,
+        if s.completed { "" } else { " (stopped early)" },
+        s.wall_seconds,
+        s.samples_per_second,
+        s.actors
+    );
+    let _ = writeln!(
+        o,
+        "  reward {:>12.3} -> {:.3}   (mean over the first -> last 10% of steps)",
+        s.reward_mean_first, s.reward_mean_last
+    );
+    for (name, first) in &s.component_means_first {
+        if let Some(last) = s.component_means_last.get(name) {
+            let _ = writeln!(o, "    {name:<14} {first:>8.3} -> {last:.3}");
+        }
+    }
+    let _ = writeln!(o, "  KL to θ0 {:>10.3}   (the last step)", s.kl_last);
+    if s.trajectories_rejected > 0 {
+        let _ = writeln!(
+            o,
+            "  {} trajectories refused by the learner (see summary.json's accounting)",
+            s.trajectories_rejected
+        );
+    }
+    match &s.verdict {
+        Some(v) => {
+            let _ = writeln!(o, "  did the music get better? {}", v.sentence());
+            let _ = writeln!(
+                o,
+                "    (panel mean overall, 1-5: θ0 {:.2}, final {:.2}; `musicrl judge` measures it on all 101 test captions)",
+                v.before_overall, v.after_overall
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  did the music get better? not judged here; `musicrl judge --policy {}` answers it",
+                s.out.join("checkpoints/step-…/policy.bpk").display()
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  files: {} (summary.json, history.jsonl, checkpoints/, logs/{})",
+        s.out.display(),
+        if s.verdict.is_some() {
+            ", verdict/"
+        } else {
+            ""
+        }
+    );
+    if let Some(r) = &s.report {
+        let _ = writeln!(o, "  report: {}", r.display());
+    }
+    o
 }
 
 /// The mean of the first and the last `ceil(10%)` of `rewards` (at least one value each).
@@ -482,7 +675,53 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         out: out.clone(),
         accounting: outcome.accounting.clone(),
         secure: args.secure,
+        component_means_first: BTreeMap::new(),
+        component_means_last: BTreeMap::new(),
+        verdict: None,
+        report: None,
     };
+    let mut summary = summary;
+    (summary.component_means_first, summary.component_means_last) =
+        component_means(&out.join("history.jsonl"), outcome.resumed_from_step);
+    write_json(&out.join("summary.json"), &summary)?;
+
+    // "Did the music get better?": θ0 against the final policy, judged by the simulated panel.
+    let n = config.local.verdict_prompts;
+    if n > 0 && summary.completed && config.policy.family == musicrl_config::FAMILY_MELODY {
+        let checkpoints = out.join("checkpoints");
+        let before = checkpoints.join("reference.bpk");
+        let after = musicrl_learner::checkpoint::latest(&checkpoints).map(|d| d.join("policy.bpk"));
+        match after {
+            Some(after) if before.is_file() && after.is_file() => {
+                eprintln!(
+                    "judging θ0 against the final policy on {n} held-out captions (the simulated rater panel)"
+                );
+                match crate::verdict::before_after(
+                    &config,
+                    &out,
+                    &before,
+                    &after,
+                    n,
+                    2,
+                    VERDICT_SEED,
+                ) {
+                    Ok(v) => summary.verdict = Some(v),
+                    Err(e) => eprintln!("warning: no verdict: {e:#}"),
+                }
+            }
+            _ => eprintln!(
+                "no verdict: {} has no reference.bpk and final checkpoint to compare",
+                checkpoints.display()
+            ),
+        }
+    }
+    match crate::experiment::report::write_run(&out) {
+        Ok(page) => summary.report = Some(page),
+        Err(e) => eprintln!("warning: no report: {e:#}"),
+    }
+    if let Err(e) = track_verdict(&child_config(&config, &out), &summary, &outcome) {
+        eprintln!("warning: the verdict did not reach the trackers: {e:#}");
+    }
     write_json(&out.join("summary.json"), &summary)?;
     Ok(summary)
 }

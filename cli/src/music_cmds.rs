@@ -181,21 +181,20 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
                 args.out.join(format!("{stem}.mid")),
                 musicrl_music::export::to_midi(&decoded.events, bpm, instrument, &title),
             )?;
-            std::fs::write(
-                args.out.join(format!("{stem}.abc")),
-                musicrl_music::export::to_abc(&decoded.events, &title, None, bpm),
-            )?;
+            let abc = musicrl_music::export::to_abc(&decoded.events, &title, None, bpm);
+            std::fs::write(args.out.join(format!("{stem}.abc")), &abc)?;
             let seconds = audio.len() as f32 / render::DEFAULT_SAMPLE_RATE as f32;
             let _ = writeln!(
                 html,
                 "<li><audio controls src=\"{stem}.wav\"></audio> {seconds:.1} s, {} notes{} \
-                 (<a href=\"{stem}.mid\">MIDI</a>, <a href=\"{stem}.abc\">ABC</a>)<br><code>{}</code></li>",
+                 (<a href=\"{stem}.mid\">MIDI</a>, <a href=\"{stem}.abc\">ABC</a>){}<code>{}</code></li>",
                 decoded.notes().count(),
                 if decoded.repairs > 0 {
                     format!(", {} repairs", decoded.repairs)
                 } else {
                     String::new()
                 },
+                crate::sheet::score(&abc),
                 html_escape(&describe(&decoded.events))
             );
             eprintln!(
@@ -207,7 +206,9 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
         }
         html.push_str("</ol>\n");
     }
+    html.push_str(crate::sheet::RENDER);
     html.push_str("</body></html>\n");
+    crate::sheet::write_script(&args.out)?;
     let index = args.out.join("index.html");
     std::fs::write(&index, html)?;
     Ok(index)

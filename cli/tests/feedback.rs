@@ -168,3 +168,105 @@ fn the_database_round_trips_the_store_and_trains_versioned_preference_models() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model version \"preference-nope\""));
 }
+
+#[test]
+fn exports_round_trip_with_default_flags_carrying_the_channel_and_each_clips_audio() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(
+        &config,
+        format!("{TINY_POLICY}\n[learner]\ninit_policy = \"\"\n"),
+    )
+    .expect("writes");
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_string();
+    let db = |name: &str| format!("sqlite:{}", path(name));
+    let store_file = path("store.jsonl");
+    std::fs::write(&store_file, store(12, 1_800_000_000)).expect("writes");
+    musicrl(
+        &config,
+        &["preferences", "import", &store_file, "--db", &db("a.db")],
+    );
+    // Default flags: export writes RLHF rows, import reads the format off the file.
+    let first = path("first.jsonl");
+    musicrl(
+        &config,
+        &["preferences", "export", &first, "--db", &db("a.db")],
+    );
+    let text = std::fs::read_to_string(&first).expect("reads");
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r["channel"] == "import"), "{text}");
+    // One vote came from the bot: the channel survives an import and an export.
+    let edited = text.replacen("\"channel\":\"import\"", "\"channel\":\"bot\"", 1);
+    assert_ne!(edited, text);
+    let edited_file = path("edited.jsonl");
+    std::fs::write(&edited_file, &edited).expect("writes");
+    let (out, _) = musicrl(
+        &config,
+        &["preferences", "import", &edited_file, "--db", &db("b.db")],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["inserted"], 12, "{out}");
+    let second = path("second.jsonl");
+    musicrl(
+        &config,
+        &["preferences", "export", &second, "--db", &db("b.db")],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&second).expect("reads"),
+        edited,
+        "RLHF rows come back byte for byte"
+    );
+
+    // The datasets folder: one Parquet file with every clip's audio, and it imports back.
+    let hf = path("hf");
+    musicrl(
+        &config,
+        &[
+            "preferences",
+            "export",
+            &hf,
+            "--format",
+            "hf",
+            "--db",
+            &db("b.db"),
+        ],
+    );
+    let parquet = std::fs::read(dir.path().join("hf").join(musicrl_prefdb::hf::DATA))
+        .expect("the Parquet file");
+    assert_eq!(&parquet[..4], b"PAR1");
+    assert!(
+        std::fs::read_to_string(dir.path().join("hf/README.md"))
+            .expect("a dataset card")
+            .contains("load_dataset")
+    );
+    musicrl(
+        &config,
+        &["preferences", "import", &hf, "--db", &db("c.db")],
+    );
+    let third = path("third.jsonl");
+    musicrl(
+        &config,
+        &["preferences", "export", &third, "--db", &db("c.db")],
+    );
+    assert_eq!(std::fs::read_to_string(&third).expect("reads"), edited);
+
+    // A file that is neither format is refused by name, and the database is untouched.
+    let odd = path("odd.jsonl");
+    std::fs::write(&odd, "{\"song\": 1}\n").expect("writes");
+    let out = run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .arg("--config")
+            .arg(&config)
+            .args(["preferences", "import", &odd, "--db", &db("c.db")]),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("odd.jsonl:1") && err.contains("--format"),
+        "{err}"
+    );
+}

@@ -105,6 +105,54 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     assert!(last > first + 0.1, "reward {first} -> {last}");
     assert!(s["max_policy_version_seen_by_actors"].as_u64().expect("u") > 1);
     assert!(s["kl_last"].as_f64().expect("f").is_finite());
+
+    // The end answers "did the music get better?" in words, not JSON: each component first
+    // -> last, and the simulated panel's verdict on θ0 against the final policy, with the
+    // report that shows both side by side (players and sheet music).
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(!stdout.trim_start().starts_with('{'), "{stdout}");
+    assert!(stdout.contains("token-fraction"), "{stdout}");
+    assert!(
+        stdout.contains("did the music get better? the simulated rater panel"),
+        "{stdout}"
+    );
+    let first_tf = s["component_means_first"]["token-fraction"]
+        .as_f64()
+        .expect("f");
+    let last_tf = s["component_means_last"]["token-fraction"]
+        .as_f64()
+        .expect("f");
+    assert!(last_tf > first_tf, "{first_tf} -> {last_tf}");
+    let v = &s["verdict"];
+    let judged = ["wins", "ties", "losses"]
+        .iter()
+        .map(|k| v[k].as_u64().expect("a count"))
+        .sum::<u64>();
+    assert!(judged > 0, "{v}");
+    assert_eq!(v["prompts"], 24, "{v}");
+    assert!(
+        v["before"]
+            .as_str()
+            .expect("a path")
+            .ends_with("reference.bpk")
+    );
+    for model in ["before", "after"] {
+        let clips = std::fs::read_to_string(out.join(format!("verdict/samples/{model}.jsonl")))
+            .expect("the judged clips");
+        assert_eq!(clips.lines().count(), 48, "{model}");
+    }
+    let page = std::fs::read_to_string(out.join("report.html")).expect("the run report");
+    assert!(page.contains("Did the music get better?"), "report");
+    assert!(
+        page.contains("<b>simulated</b>"),
+        "the report says the panel is simulated"
+    );
+    assert!(
+        page.contains("class=\"score\" data-abc=\"X:"),
+        "sheet music"
+    );
+    assert!(out.join("abcjs-basic-min.js").is_file());
+    assert!(out.join("audio/verdict-after-p0.wav").is_file());
     for role in ["learner", "reward-server", "actor-0", "actor-1"] {
         let log =
             std::fs::read_to_string(out.join(format!("logs/{role}.log"))).expect("a log per role");

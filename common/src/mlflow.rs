@@ -112,6 +112,35 @@ impl MlflowRun {
         Ok(run)
     }
 
+    /// The existing run `run_id` on the server at `url` (to add to a run another process
+    /// started: metrics and artifacts may be logged to a finished run).
+    pub fn resume(url: &str, run_id: &str) -> Result<Self, String> {
+        let base = url.trim_end_matches('/').to_string();
+        let agent = agent();
+        let (code, v) = get(
+            &agent,
+            &format!("{base}/api/2.0/mlflow/runs/get"),
+            &[("run_id", run_id)],
+        )?;
+        if code != 200 {
+            return Err(format!("MLflow answered {code} to runs/get {run_id}: {v}"));
+        }
+        let info = &v["run"]["info"];
+        Ok(Self {
+            agent,
+            base,
+            run_id: run_id.to_string(),
+            experiment_id: info["experiment_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            artifact_uri: info["artifact_uri"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
     pub fn run_id(&self) -> &str {
         &self.run_id
     }

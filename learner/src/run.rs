@@ -56,6 +56,10 @@ pub struct LearnerOutcome {
     /// hold (`Accounting::check`).
     #[serde(default)]
     pub accounting: crate::ledger::Accounting,
+    /// The MLflow run this learner logged to (`tracking.mlflow`), so its supervisor can add
+    /// the end-of-run verdict and report to it.
+    #[serde(default)]
+    pub mlflow_run_id: Option<String>,
 }
 
 /// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
@@ -550,6 +554,7 @@ fn train_loop(
         metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
     }
     if let Some(m) = mlflow {
+        outcome.mlflow_run_id = Some(m.run_id().to_string());
         drop(history);
         let mut result = Ok(true);
         if !l.history_path.as_os_str().is_empty() && l.history_path.exists() {

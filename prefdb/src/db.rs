@@ -124,6 +124,8 @@ pub struct DecisiveVote {
     pub rater_id: String,
     pub comment: Option<String>,
     pub created_at_ms: i64,
+    /// How the vote arrived: `web`, `bot`, `import`, … (`votes.channel`).
+    pub channel: String,
 }
 
 /// A reward-model version the database knows (trained on its votes or registered).
@@ -152,6 +154,8 @@ struct Imported<'a> {
     outcome: Outcome,
     comment: Option<&'a str>,
     at_ms: i64,
+    /// The channel the vote first arrived by, kept through an export and import.
+    channel: &'a str,
 }
 
 /// What an import did.
@@ -675,7 +679,8 @@ impl Db {
         let rows = sqlx::query(
             "SELECT v.id, p.caption, v.outcome, v.rater_id, v.comment, v.created_at,
                     ca.id, ca.prompt_id, ca.tokens, ca.source, ca.policy_version, ca.seed, ca.scores, ca.created_at,
-                    cb.id, cb.prompt_id, cb.tokens, cb.source, cb.policy_version, cb.seed, cb.scores, cb.created_at
+                    cb.id, cb.prompt_id, cb.tokens, cb.source, cb.policy_version, cb.seed, cb.scores, cb.created_at,
+                    v.channel
              FROM votes v
              JOIN pairs pr ON pr.id = v.pair_id
              JOIN prompts p ON p.id = pr.prompt_id
@@ -718,6 +723,7 @@ impl Db {
                     rater_id: r.try_get(3).map_err(query("decoding a vote"))?,
                     comment: r.try_get(4).map_err(query("decoding a vote"))?,
                     created_at_ms: r.try_get(5).map_err(query("decoding a vote"))?,
+                    channel: r.try_get(22).map_err(query("decoding a vote"))?,
                 })
             })
             .collect()
@@ -760,6 +766,7 @@ impl Db {
                     created_at_ms: v.created_at_ms,
                     comment: v.comment.clone(),
                     chosen_was_a: v.a_won,
+                    channel: v.channel.clone(),
                 }
             })
             .collect())
@@ -784,6 +791,7 @@ impl Db {
                 },
                 comment: None,
                 at_ms: (c.when as i64).saturating_mul(1000),
+                channel: "import",
             });
         }
         self.import_rows("import", &rows).await
@@ -796,9 +804,7 @@ impl Db {
         }
         let mut rows = Vec::with_capacity(pairs.len());
         for (i, p) in pairs.iter().enumerate() {
-            let at = format!("row {}", i + 1);
-            validate_tokens(&p.chosen_tokens, &at)?;
-            validate_tokens(&p.rejected_tokens, &at)?;
+            p.validate(&format!("row {}", i + 1))?;
             let chosen = (&p.chosen_tokens[..], or_import(&p.chosen_source));
             let rejected = (&p.rejected_tokens[..], or_import(&p.rejected_source));
             let (a, b, outcome) = if p.chosen_was_a {
@@ -815,6 +821,7 @@ impl Db {
                 outcome,
                 comment: p.comment.as_deref(),
                 at_ms: p.created_at_ms,
+                channel: or_import(&p.channel),
             });
         }
         self.import_rows("import-rlhf", &rows).await
@@ -868,7 +875,7 @@ impl Db {
             rater_id: r.rater,
             outcome: r.outcome,
             comment: r.comment,
-            channel: "import",
+            channel: r.channel,
             at_ms: r.at_ms,
         })
         .await?;

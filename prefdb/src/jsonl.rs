@@ -83,7 +83,7 @@ pub fn validate_tokens(clip: &[u32], at: &str) -> Result<()> {
 
 /// Reads a JSONL file of `T`, one value a line (blank lines skipped), each checked by
 /// `validate`; an error names the file and line.
-fn read_jsonl<T: serde::de::DeserializeOwned>(
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(
     path: &Path,
     validate: impl Fn(&T, &str) -> Result<()>,
 ) -> Result<Vec<T>> {
@@ -160,6 +160,10 @@ pub struct RlhfPair {
     /// Whether the chosen clip was shown on the left (side A).
     #[serde(default = "yes")]
     pub chosen_was_a: bool,
+    /// How the vote arrived: `web` (a person on the voting page), `bot` (`musicrl feedback
+    /// bot`), `import`, …; empty in files written before it was exported.
+    #[serde(default)]
+    pub channel: String,
 }
 
 fn yes() -> bool {
@@ -175,10 +179,31 @@ pub fn abc_of(caption: &str, clip: &[u32]) -> String {
 
 /// Reads RLHF pairs, validating every line; an error names the file and line.
 pub fn read_rlhf(path: &Path) -> Result<Vec<RlhfPair>> {
-    read_jsonl(path, |p: &RlhfPair, at| {
-        validate_tokens(&p.chosen_tokens, at)?;
-        validate_tokens(&p.rejected_tokens, at)
-    })
+    read_jsonl(path, RlhfPair::validate)
+}
+
+impl RlhfPair {
+    /// Token ids inside the vocabulary, a channel that is a short lowercase word.
+    pub fn validate(&self, at: &str) -> Result<()> {
+        validate_tokens(&self.chosen_tokens, at)?;
+        validate_tokens(&self.rejected_tokens, at)?;
+        validate_channel(&self.channel, at)
+    }
+}
+
+/// A vote's channel: empty (unknown), or 1–32 of `a-z`, `0-9`, `-`.
+pub fn validate_channel(channel: &str, at: &str) -> Result<()> {
+    let ok = channel.len() <= 32
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Data(format!(
+            "{at}: channel {channel:?} is not a short lowercase word (a-z, 0-9, -; at most 32)"
+        )))
+    }
 }
 
 /// The JSONL text of RLHF pairs.

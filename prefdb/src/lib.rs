@@ -3,8 +3,8 @@
 //! to raters, listening events, votes (A, B, tie, both bad, with an optional comment), raters
 //! (opaque ids, no personal data) and reward-model versions. SQLite by default (one file, zero
 //! set-up), PostgreSQL for a cluster: the same schema, versioned migrations, chosen by the URL.
-//! Also the file formats: musicrl's JSONL store (migrated in losslessly) and RLHF
-//! prompt/chosen/rejected JSONL.
+//! Also the file formats: musicrl's JSONL store (migrated in losslessly), RLHF
+//! prompt/chosen/rejected JSONL, and a Hugging Face `datasets` folder with each clip's audio.
 //!
 //! Architecture invariant: this crate stores and reads preferences. It knows nothing of the
 //! reward models, the simulated listeners, HTTP or gRPC; the feedback service, the simulator and
@@ -12,6 +12,7 @@
 
 pub mod db;
 pub mod error;
+pub mod hf;
 pub mod jsonl;
 pub mod schema;
 

@@ -8,12 +8,12 @@
 - A trained policy leaves as safetensors (`musicrl policy export`) with the tensor names
   docs/interop.md lists, and scripts/policy_numpy.py, a numpy implementation written from
   that document, reproduces `musicrl policy score`'s log-probabilities to 1e-4.
-- The example Python remote scorer (scripts/remote_scorer/server.py) receives the clips'
-  rendered audio (16-bit PCM, 16 kHz), and its score arrives in the combined reward, also for
-  a batch too big for one 4 MiB message (the reward server splits it).
+- The scorer kit's example (python/musicrl-scorer, `musicrl-scorer-example`) receives the
+  clips' rendered audio (16-bit PCM, 16 kHz), and its score arrives in the combined reward,
+  also for a batch too big for one 4 MiB message (the reward server splits it).
 
 Usage: python3 tests/interop/check.py path/to/musicrl      (needs grpcio, grpcio-tools,
-grpcio-reflection, numpy, safetensors)
+grpcio-reflection, numpy, safetensors, and `pip install ./python/musicrl-scorer`)
 """
 
 import json
@@ -26,15 +26,30 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts" / "remote_scorer"))
-import server as remote  # noqa: E402
 
 import grpc  # noqa: E402
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # noqa: E402
     ProtoReflectionDescriptorDatabase,
 )
 
-reward_pb2, reward_pb2_grpc = remote.load_protos(REPO / "proto")
+
+def load_protos(proto_dir: pathlib.Path):
+    """Generates the musicrl.v1 Python modules from proto_dir into a temp folder and imports them."""
+    from grpc_tools import protoc
+    import importlib.resources
+
+    out = pathlib.Path(tempfile.mkdtemp(prefix="musicrl-proto-"))
+    include = str(importlib.resources.files("grpc_tools") / "_proto")
+    files = [str(p.relative_to(proto_dir)) for p in sorted((proto_dir / "musicrl" / "v1").glob("*.proto"))]
+    if protoc.main(["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}",
+                    f"--grpc_python_out={out}", *files]) != 0:
+        sys.exit(f"protoc failed on {proto_dir}")
+    sys.path.insert(0, str(out))
+    from musicrl.v1 import reward_pb2, reward_pb2_grpc  # noqa: E402
+    return reward_pb2, reward_pb2_grpc
+
+
+reward_pb2, reward_pb2_grpc = load_protos(REPO / "proto")
 from musicrl.v1 import learner_pb2, learner_pb2_grpc  # noqa: E402  (generated beside reward_pb2)
 
 WORK = pathlib.Path(tempfile.mkdtemp(prefix="musicrl-interop-"))
@@ -80,7 +95,7 @@ def services(target):
 def main():
     musicrl = str(pathlib.Path(sys.argv[1]).resolve())
     stats = WORK / "remote-stats.json"
-    r = start("remote-scorer", [sys.executable, str(REPO / "scripts/remote_scorer/server.py"),
+    r = start("remote-scorer", [sys.executable, "-m", "musicrl_scorer.example",
                                 "--listen", "127.0.0.1:0", "--ready-file", str(WORK / "remote.ready"),
                                 "--stats-file", str(stats)], WORK / "remote.ready")
     config = WORK / "musicrl.toml"

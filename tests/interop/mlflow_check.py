@@ -102,6 +102,14 @@ def main() -> None:
         artifacts = call(base, "/api/2.0/mlflow/artifacts/list", {"run_id": info["run_id"]})
         names = [a["path"] for a in artifacts.get("files", [])]
         assert "history.jsonl" in names, artifacts
+        # The end-of-run verdict and the report that shows it.
+        assert "report.html" in names and "results.json" in names, artifacts
+        with open(os.path.join(out, "summary.json")) as f:
+            verdict = json.load(f)["verdict"]
+        got = call(base, "/api/2.0/mlflow/metrics/get-history",
+                   {"run_id": info["run_id"], "metric_key": "verdict/win_rate"})["metrics"]
+        assert len(got) == 1 and got[0]["step"] == steps, got
+        assert abs(got[0]["value"] - verdict["win_rate"]) < 1e-5, (got, verdict)
         print(
             f"MLflow server at {base} holds run {info['run_id']} ({info['status']}): "
             f"{len(params)} parameters, {len(data['metrics'])} metrics over {steps} steps, artifacts {names}"

@@ -76,6 +76,19 @@ def main() -> None:
         assert clip.sample_rate == 16000 and clip.length_frames > 16000, clip.length_frames
     captions = acc.Tensors("samples/captions")[-1].tensor_proto.string_val[0].decode()
     assert "**best**" in captions and "**worst**" in captions, captions
+    # The end-of-run verdict: the panel's win rate of the final policy over θ0, its sentence,
+    # and θ0's and the final policy's clips of the same held-out captions.
+    with open(os.path.join(out, "summary.json")) as f:
+        verdict = json.load(f)["verdict"]
+    for tag in ["verdict/win_rate", "verdict/theta0_overall", "verdict/final_overall"]:
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    win = acc.Scalars("verdict/win_rate")[-1]
+    assert win.step == steps and abs(win.value - verdict["win_rate"]) < 1e-6, (win, verdict)
+    for tag in ["verdict/theta0/0", "verdict/final/0", "verdict/theta0/1", "verdict/final/1"]:
+        assert tag in tags["audio"], tags["audio"]
+        assert acc.Audio(tag)[-1].encoded_audio_string[:4] == b"RIFF"
+    sentence = acc.Tensors("verdict")[-1].tensor_proto.string_val[0].decode()
+    assert "simulated rater panel" in sentence, sentence
     # The configuration, on the Text tab.
     assert "configuration" in tags["tensors"], tags
     text = acc.Tensors("configuration")[0].tensor_proto.string_val[0].decode()

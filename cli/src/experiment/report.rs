@@ -220,8 +220,8 @@ fn read_samples(path: &Path) -> Vec<Sample> {
 }
 
 /// Renders one clip to `audio/NAME.wav` under `out`, with its melody as `audio/NAME.mid` and
-/// `audio/NAME.abc`; returns the relative path of the WAV.
-fn render_clip(out: &Path, name: &str, s: &Sample) -> anyhow::Result<String> {
+/// `audio/NAME.abc`; returns the relative path of the WAV and the ABC text.
+fn render_clip(out: &Path, name: &str, s: &Sample) -> anyhow::Result<(String, String)> {
     // Rendered exactly as the audio reward models heard it (instrument and tempo from the
     // caption, the synthesizer seeded by the tokens).
     let audio =
@@ -237,11 +237,9 @@ fn render_clip(out: &Path, name: &str, s: &Sample) -> anyhow::Result<String> {
         path.with_extension("mid"),
         musicrl_music::export::to_midi(&events, bpm, instrument, &title),
     )?;
-    std::fs::write(
-        path.with_extension("abc"),
-        musicrl_music::export::to_abc(&events, &title, None, bpm),
-    )?;
-    Ok(rel)
+    let abc = musicrl_music::export::to_abc(&events, &title, None, bpm);
+    std::fs::write(path.with_extension("abc"), &abc)?;
+    Ok((rel, abc))
 }
 
 fn clip_html(
@@ -253,14 +251,15 @@ fn clip_html(
 ) -> anyhow::Result<String> {
     let a = assess(&s.caption, &s.tokens);
     let e = panel.expected(&a);
-    let rel = render_clip(out, file, s)?;
+    let (rel, abc) = render_clip(out, file, s)?;
     let opt = |x: Option<f64>| x.map_or("–".to_string(), f3);
     Ok(format!(
-        "<div class=\"clip\"><b>{}</b><br><audio controls preload=\"none\" src=\"{}\"></audio>\
+        "<div class=\"clip\"><b>{}</b><br><audio controls preload=\"none\" src=\"{}\"></audio>{}\
          <div class=\"note\"><a href=\"{}\">MIDI</a> · <a href=\"{}\">ABC</a><br>panel (expected, 1–5): overall {}, adherence {}, quality {}, appeal {}<br>\
          measured: key {}, meter {}, well-formed {}, {} tokens{}</div></div>",
         esc(label),
         esc(&rel),
+        crate::sheet::score(&abc),
         esc(&rel.replace(".wav", ".mid")),
         esc(&rel.replace(".wav", ".abc")),
         f3(e.overall),
@@ -525,10 +524,93 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
             );
         }
     }
+    html.push_str(crate::sheet::RENDER);
     html.push_str("</body></html>\n");
+    crate::sheet::write_script(out)?;
     let page = out.join("report.html");
     musicrl_config::fsutil::write_atomic(&page, html.as_bytes())?;
     Ok(page)
+}
+
+/// "Did the music get better?": the simulated panel's verdict on the final policy against θ0
+/// (`verdict/`), its scores, and the first captions' clips side by side.
+fn verdict_section(
+    dir: &Path,
+    v: &crate::verdict::Verdict,
+    html: &mut String,
+) -> anyhow::Result<()> {
+    use crate::verdict::{AFTER, BEFORE, DIR};
+    let _ = writeln!(
+        html,
+        "<h2 id=\"verdict\">Did the music get better?</h2>\n<p><b>{}</b>.</p>\n\
+         <p class=\"note\">The rater panel is <b>simulated</b>: listeners who read the key, meter and \
+         form of each melody off its score and rate adherence to the caption, quality and appeal \
+         (<code>musicrl judge</code>, docs/judge.md). It is never a reward the run trained on, but it is \
+         not people either: the voting app (<code>musicrl feedback</code>) asks people. θ0 is the \
+         run's KL reference (<code>{}</code>), the final policy <code>{}</code>; {} held-out captions \
+         × {} clips is a small set, so read the p-value; <code>musicrl judge</code> on all 101 test \
+         captions, or <code>musicrl experiment</code> over seeds, measures it properly.</p>",
+        esc(&v.sentence()),
+        esc(&v.before.display().to_string()),
+        esc(&v.after.display().to_string()),
+        v.prompts,
+        v.samples_per_prompt
+    );
+    let text = std::fs::read_to_string(dir.join(DIR).join("results.json"))?;
+    let results: serde_json::Value = serde_json::from_str(&text)?;
+    let report: musicrl_judge::Report = serde_json::from_value(results["report"].clone())?;
+    html.push_str(
+        "<table><tr><th>model</th><th>clips</th><th>panel overall</th><th>adherence</th>\
+         <th>quality</th><th>appeal</th><th>key</th><th>meter</th><th>well-formed</th></tr>\n",
+    );
+    for m in &report.models {
+        let label = if m.model == AFTER {
+            "final policy"
+        } else {
+            "θ0"
+        };
+        let _ = writeln!(
+            html,
+            "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            m.clips,
+            f3(m.overall),
+            f3(m.adherence),
+            f3(m.quality),
+            f3(m.appeal),
+            f3(m.measured_key),
+            f3(m.measured_meter),
+            f3(m.measured_well_formed)
+        );
+    }
+    html.push_str("</table>\n");
+    let samples = dir.join(DIR).join("samples");
+    let after = read_samples(&samples.join(format!("{AFTER}.jsonl")));
+    let before = read_samples(&samples.join(format!("{BEFORE}.jsonl")));
+    let panel = Panel::new(PanelConfig::default()).map_err(anyhow::Error::msg)?;
+    let mut prompts: Vec<usize> = after.iter().map(|s| s.prompt).collect();
+    prompts.dedup();
+    for p in prompts.into_iter().take(4) {
+        let (Some(sa), Some(sb)) = (
+            after.iter().find(|s| s.prompt == p),
+            before.iter().find(|s| s.prompt == p),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            html,
+            "<div class=\"pair\"><div style=\"flex-basis:100%\"><b>“{}”</b></div>{}{}</div>",
+            esc(&sa.caption),
+            clip_html(dir, &panel, "θ0", &format!("verdict-before-p{p}"), sb)?,
+            clip_html(
+                dir,
+                &panel,
+                "final policy",
+                &format!("verdict-after-p{p}"),
+                sa
+            )?
+        );
+    }
+    Ok(())
 }
 
 /// Writes `dir/report.html` for one `musicrl local` run (or an experiment's run folder).
@@ -548,6 +630,9 @@ pub fn write_run(dir: &Path) -> anyhow::Result<PathBuf> {
          <title>musicrl run {n}</title><style>{STYLE}</style></head><body>\n<h1>musicrl run {n}</h1>\n",
         n = esc(&name)
     );
+    if let Some(v) = crate::verdict::read(dir) {
+        verdict_section(dir, &v, &mut html)?;
+    }
     let curve: Vec<EvalPoint> = std::fs::read_to_string(dir.join("curve.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -577,7 +662,9 @@ pub fn write_run(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     html.push_str("<h2>Training</h2>\n");
     history_charts(&[(name.clone(), dir.to_path_buf())], &mut html)?;
+    html.push_str(crate::sheet::RENDER);
     html.push_str("</body></html>\n");
+    crate::sheet::write_script(dir)?;
     let page = dir.join("report.html");
     musicrl_config::fsutil::write_atomic(&page, html.as_bytes())?;
     Ok(page)

@@ -659,6 +659,10 @@ pub struct LocalConfig {
     pub out: PathBuf,
     /// Serve Prometheus metrics from each process on an ephemeral loopback port.
     pub metrics: bool,
+    /// At the end (melody family), θ0 and the final policy sample this many held-out captions
+    /// (`experiment.judge_prompts`, two clips each) and the simulated rater panel compares
+    /// them: the run's answer to "did the music get better?"; 0 skips it.
+    pub verdict_prompts: usize,
 }
 
 impl Default for LocalConfig {
@@ -668,6 +672,7 @@ impl Default for LocalConfig {
             actors: 2,
             out: PathBuf::from("runs/local"),
             metrics: true,
+            verdict_prompts: 24,
         }
     }
 }
