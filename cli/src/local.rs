@@ -89,6 +89,10 @@ pub struct Summary {
     /// The run's report page.
     #[serde(default)]
     pub report: Option<PathBuf>,
+    /// The learner's MLflow run (`tracking.mlflow`), where the verdict and an experiment's
+    /// held-out curve are added.
+    #[serde(default)]
+    pub mlflow_run_id: Option<String>,
 }
 
 /// The fixed sampling seed of the verdict: every run's θ0 clips are the same draws.
@@ -679,6 +683,7 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         component_means_last: BTreeMap::new(),
         verdict: None,
         report: None,
+        mlflow_run_id: outcome.mlflow_run_id.clone(),
     };
     let mut summary = summary;
     (summary.component_means_first, summary.component_means_last) =

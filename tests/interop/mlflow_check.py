@@ -114,6 +114,33 @@ def main() -> None:
             f"MLflow server at {base} holds run {info['run_id']} ({info['status']}): "
             f"{len(params)} parameters, {len(data['metrics'])} metrics over {steps} steps, artifacts {names}"
         )
+
+        # An experiment: one MLflow run per recipe and seed, each with its held-out curve
+        # (the rater panel's expected score of every evaluated checkpoint) at its steps.
+        exp_out = os.path.join(work, "experiment")
+        subprocess.run(
+            [binary, "experiment", "--quick", "--out", exp_out,
+             "--set", f"tracking.mlflow={base}", "--set", "tracking.mlflow_experiment=musicrl-experiment"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        experiment = call(base, "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": "musicrl-experiment"})
+        runs = call(base, "/api/2.0/mlflow/runs/search",
+                    body={"experiment_ids": [experiment["experiment"]["experiment_id"]]})["runs"]
+        with open(os.path.join(exp_out, "results.json")) as f:
+            results = json.load(f)
+        by_name = {r["info"]["run_name"]: r["info"]["run_id"] for r in runs}
+        assert len(by_name) == len(results["runs"]), (sorted(by_name), len(results["runs"]))
+        for record in results["runs"]:
+            name = os.path.basename(record["dir"])
+            assert name in by_name, (name, sorted(by_name))
+            got = call(base, "/api/2.0/mlflow/metrics/get-history",
+                       {"run_id": by_name[name], "metric_key": "held_out/judge_overall"})["metrics"]
+            want = {p["step"]: p["judge_overall"] for p in record["curve"]}
+            have = {m["step"]: m["value"] for m in got}
+            assert set(have) == set(want), (name, have, want)
+            assert all(abs(have[k] - want[k]) < 1e-4 for k in want), (name, have, want)
+        print(f"MLflow holds the experiment's {len(by_name)} runs, each with its held-out curve")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -414,6 +414,8 @@ fn run_recipe(
     c.local.out = dir.clone();
     c.local.actors = base.local.actors;
     c.local.metrics = false;
+    // The experiment judges every seed's chosen checkpoints itself.
+    c.local.verdict_prompts = 0;
     if e.deterministic {
         c.actor.synchronous = true;
         c.local.actors = 1;
@@ -612,22 +614,37 @@ fn run_recipe(
         lines.push('\n');
     }
     musicrl_config::fsutil::write_atomic(&dir.join("curve.jsonl"), lines.as_bytes())?;
-    // The held-out curve in the same TensorBoard run as the learner's steps.
+    // The held-out curve in the same TensorBoard run and MLflow run as the learner's steps.
+    let mut points = Vec::with_capacity(record.curve.len());
+    for p in &record.curve {
+        let value = serde_json::to_value(p)?;
+        let scalars: Vec<(String, f32)> =
+            musicrl_common::tensorboard::scalars_of(&value, &["step", "clips", "draw"])
+                .into_iter()
+                .map(|(k, v)| (format!("held_out/{k}"), v))
+                .collect();
+        points.push((p.step as i64, scalars));
+    }
     if !c.tracking.tensorboard.as_os_str().is_empty() {
         let run = c.tracking.run_name(&c.run, &dir.join("history.jsonl"));
         let mut board =
             musicrl_common::tensorboard::EventWriter::create(&c.tracking.tensorboard.join(run))?;
         let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
-        for p in &record.curve {
-            let value = serde_json::to_value(p)?;
-            let scalars: Vec<(String, f32)> =
-                musicrl_common::tensorboard::scalars_of(&value, &["step", "clips", "draw"])
-                    .into_iter()
-                    .map(|(k, v)| (format!("held_out/{k}"), v))
-                    .collect();
-            board.scalars(p.step as i64, now, &scalars)?;
+        for (step, scalars) in &points {
+            board.scalars(*step, now, scalars)?;
         }
         board.flush()?;
+    }
+    if let (false, Some(id)) = (c.tracking.mlflow.is_empty(), &summary.mlflow_run_id) {
+        let logged =
+            musicrl_common::mlflow::MlflowRun::resume(&c.tracking.mlflow, id).and_then(|run| {
+                points
+                    .iter()
+                    .try_for_each(|(step, scalars)| run.log_metrics(*step, scalars))
+            });
+        if let Err(e) = logged {
+            eprintln!("warning: the held-out curve did not reach MLflow: {e}");
+        }
     }
     write_json(&dir.join("selection.json"), &record.selection)?;
     Ok(record)
