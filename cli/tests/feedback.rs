@@ -39,15 +39,21 @@ fn store(n: usize, start: u64) -> String {
     musicrl_prefdb::jsonl::store_text(&choices)
 }
 
-#[test]
-fn the_database_round_trips_the_store_and_trains_versioned_preference_models() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("tiny.toml");
+/// The tiny policy's configuration in `dir`, starting from a seeded random policy.
+fn tiny_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("tiny.toml");
     std::fs::write(
         &config,
         format!("{TINY_POLICY}\n[learner]\ninit_policy = \"\"\n"),
     )
     .expect("writes");
+    config
+}
+
+#[test]
+fn the_database_round_trips_the_store_and_trains_versioned_preference_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = tiny_config(dir.path());
     let db = format!("sqlite:{}", dir.path().join("prefs.db").display());
     let first = dir.path().join("first.jsonl");
     std::fs::write(&first, store(40, 1_800_000_000)).expect("writes");
@@ -172,12 +178,7 @@ fn the_database_round_trips_the_store_and_trains_versioned_preference_models() {
 #[test]
 fn exports_round_trip_with_default_flags_carrying_the_channel_and_each_clips_audio() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("tiny.toml");
-    std::fs::write(
-        &config,
-        format!("{TINY_POLICY}\n[learner]\ninit_policy = \"\"\n"),
-    )
-    .expect("writes");
+    let config = tiny_config(dir.path());
     let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_string();
     let db = |name: &str| format!("sqlite:{}", path(name));
     let store_file = path("store.jsonl");

@@ -505,24 +505,12 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
             esc(&best.a),
             esc(&best.b)
         );
-        let panel = Panel::new(PanelConfig::default()).map_err(anyhow::Error::msg)?;
-        let mut prompts: Vec<usize> = a.iter().map(|s| s.prompt).collect();
-        prompts.dedup();
-        for p in prompts.into_iter().take(4) {
-            let (Some(sa), Some(sb)) = (
-                a.iter().find(|s| s.prompt == p),
-                b.iter().find(|s| s.prompt == p),
-            ) else {
-                continue;
-            };
-            let _ = writeln!(
-                html,
-                "<div class=\"pair\"><div style=\"flex-basis:100%\"><b>“{}”</b></div>{}{}</div>",
-                esc(&sa.caption),
-                clip_html(out, &panel, &a_name, &format!("{a_name}-p{p}"), sa)?,
-                clip_html(out, &panel, &b_name, &format!("{b_name}-p{p}"), sb)?
-            );
-        }
+        side_by_side(
+            out,
+            &mut html,
+            (&a_name, &a_name, &a),
+            (&b_name, &b_name, &b),
+        )?;
     }
     html.push_str(crate::sheet::RENDER);
     html.push_str("</body></html>\n");
@@ -530,6 +518,38 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
     let page = out.join("report.html");
     musicrl_config::fsutil::write_atomic(&page, html.as_bytes())?;
     Ok(page)
+}
+
+/// One model's clips on a page: its label, the prefix of its rendered files, its samples.
+type Side<'a> = (&'a str, &'a str, &'a [Sample]);
+
+/// The first four prompts' clips of two models side by side, `left` on the left: a player,
+/// sheet music and the panel's scores each, rendered under `out`.
+fn side_by_side(
+    out: &Path,
+    html: &mut String,
+    left: Side<'_>,
+    right: Side<'_>,
+) -> anyhow::Result<()> {
+    let panel = Panel::new(PanelConfig::default()).map_err(anyhow::Error::msg)?;
+    let mut prompts: Vec<usize> = left.2.iter().map(|s| s.prompt).collect();
+    prompts.dedup();
+    for p in prompts.into_iter().take(4) {
+        let (Some(sl), Some(sr)) = (
+            left.2.iter().find(|s| s.prompt == p),
+            right.2.iter().find(|s| s.prompt == p),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            html,
+            "<div class=\"pair\"><div style=\"flex-basis:100%\"><b>“{}”</b></div>{}{}</div>",
+            esc(&sl.caption),
+            clip_html(out, &panel, left.0, &format!("{}-p{p}", left.1), sl)?,
+            clip_html(out, &panel, right.0, &format!("{}-p{p}", right.1), sr)?
+        );
+    }
+    Ok(())
 }
 
 /// "Did the music get better?": the simulated panel's verdict on the final policy against θ0
@@ -586,31 +606,12 @@ fn verdict_section(
     let samples = dir.join(DIR).join("samples");
     let after = read_samples(&samples.join(format!("{AFTER}.jsonl")));
     let before = read_samples(&samples.join(format!("{BEFORE}.jsonl")));
-    let panel = Panel::new(PanelConfig::default()).map_err(anyhow::Error::msg)?;
-    let mut prompts: Vec<usize> = after.iter().map(|s| s.prompt).collect();
-    prompts.dedup();
-    for p in prompts.into_iter().take(4) {
-        let (Some(sa), Some(sb)) = (
-            after.iter().find(|s| s.prompt == p),
-            before.iter().find(|s| s.prompt == p),
-        ) else {
-            continue;
-        };
-        let _ = writeln!(
-            html,
-            "<div class=\"pair\"><div style=\"flex-basis:100%\"><b>“{}”</b></div>{}{}</div>",
-            esc(&sa.caption),
-            clip_html(dir, &panel, "θ0", &format!("verdict-before-p{p}"), sb)?,
-            clip_html(
-                dir,
-                &panel,
-                "final policy",
-                &format!("verdict-after-p{p}"),
-                sa
-            )?
-        );
-    }
-    Ok(())
+    side_by_side(
+        dir,
+        html,
+        ("θ0", "verdict-before", &before),
+        ("final policy", "verdict-after", &after),
+    )
 }
 
 /// Writes `dir/report.html` for one `musicrl local` run (or an experiment's run folder).
