@@ -56,7 +56,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole loop on this machine: a reward server, a learner and K actors as
-    /// separate processes on loopback, with a progress bar and OUT/summary.json at the end.
+    /// separate processes on loopback, with a progress bar; at the end, the simulated rater
+    /// panel's verdict on θ0 against the final policy, OUT/summary.json and OUT/report.html.
     Local(LocalArgs),
     /// Run the learner: receives trajectories, trains, broadcasts parameters, checkpoints.
     Learner(LearnerArgs),
