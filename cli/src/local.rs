@@ -197,12 +197,27 @@ fn track_verdict(
             musicrl_common::mlflow::MlflowRun::resume(&t.mlflow, id).map_err(anyhow::Error::msg)?;
         run.log_metrics(step, &scalars)
             .map_err(anyhow::Error::msg)?;
-        for file in [
-            s.out.join("report.html"),
-            s.out.join(crate::verdict::DIR).join("results.json"),
-        ] {
+        // The report with what it links (its clips and abcjs) in the same layout, so it plays
+        // from the artifact store; the verdict's numbers beside it.
+        let mut files = vec![
+            "report.html".to_string(),
+            crate::sheet::SCRIPT.to_string(),
+            format!("{}/results.json", crate::verdict::DIR),
+        ];
+        if let Ok(entries) = std::fs::read_dir(s.out.join("audio")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("verdict-") {
+                    files.push(format!("audio/{name}"));
+                }
+            }
+        }
+        files.sort();
+        for name in files {
+            let file = s.out.join(&name);
             if file.is_file() {
-                run.log_artifact(&file).map_err(anyhow::Error::msg)?;
+                run.log_artifact_as(&file, &name)
+                    .map_err(anyhow::Error::msg)?;
             }
         }
     }

@@ -168,13 +168,26 @@ impl MlflowRun {
     /// Uploads a file as an artifact (servers that serve artifacts: `mlflow-artifacts:` URIs);
     /// `Ok(false)` when the server keeps artifacts where a client must write them itself.
     pub fn log_artifact(&self, file: &Path) -> Result<bool, String> {
-        let Some(root) = self.artifact_uri.strip_prefix("mlflow-artifacts:") else {
-            return Ok(false);
-        };
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .ok_or_else(|| format!("{} has no file name", file.display()))?;
+        self.log_artifact_as(file, &name)
+    }
+
+    /// Uploads a file as the artifact `name`, a relative path (`audio/clip.wav`) whose parts
+    /// are plain file names, so a page and the files it links keep their layout.
+    pub fn log_artifact_as(&self, file: &Path, name: &str) -> Result<bool, String> {
+        if name.is_empty()
+            || name
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(format!("{name:?} is not a relative artifact path"));
+        }
+        let Some(root) = self.artifact_uri.strip_prefix("mlflow-artifacts:") else {
+            return Ok(false);
+        };
         let bytes =
             std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         let url = format!(

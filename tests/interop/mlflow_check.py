@@ -103,7 +103,13 @@ def main() -> None:
         names = [a["path"] for a in artifacts.get("files", [])]
         assert "history.jsonl" in names, artifacts
         # The end-of-run verdict and the report that shows it.
-        assert "report.html" in names and "results.json" in names, artifacts
+        assert "report.html" in names and "verdict" in names and "audio" in names, artifacts
+        audio = call(base, "/api/2.0/mlflow/artifacts/list", {"run_id": info["run_id"], "path": "audio"})
+        clips = [a["path"] for a in audio.get("files", [])]
+        assert any(c.endswith(".wav") for c in clips), clips
+        with open(os.path.join(out, "report.html")) as f:
+            page = f.read()
+        assert all(f'src="{c}"' in page for c in clips if c.endswith(".wav")), (clips, "the report links its clips")
         with open(os.path.join(out, "summary.json")) as f:
             verdict = json.load(f)["verdict"]
         got = call(base, "/api/2.0/mlflow/metrics/get-history",
