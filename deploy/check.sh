@@ -51,16 +51,31 @@ for role, health in [("learner", 50061), ("reward-server", 50062)]:
     for probe in ["readinessProbe", "livenessProbe"]:
         assert c[probe]["grpc"]["port"] == health, (role, probe)
 spec = workload("actor")
-assert secrets(spec) == {"musicrl-tls", "musicrl-actor-token"}, ("actors never hold the reward keys", secrets(spec))
+assert secrets(spec) == {"musicrl-client-tls", "musicrl-actor-token"}, ("actors hold their own client certificate and token, never the servers' key or the reward keys", secrets(spec))
 e = env(spec)
 assert e["MUSICRL__ACTOR__LEARNER"].startswith("https://") and e["MUSICRL__ACTOR__REWARD"].startswith("https://"), e
 assert workload("learner")["containers"][0]["readinessProbe"]["grpc"]["service"] == "musicrl.v1.LearnerService"
 cm = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d and d["kind"] == "Certificate" and d["metadata"]["name"] == "musicrl-tls"]
 assert cm and cm[0]["spec"]["secretName"] == "musicrl-tls", "cert-manager issues musicrl-tls"
-assert {"server auth", "client auth"} <= set(cm[0]["spec"]["usages"])
+assert "server auth" in cm[0]["spec"]["usages"] and "client auth" not in cm[0]["spec"]["usages"], cm[0]["spec"]["usages"]
 assert {"musicrl-learner", "musicrl-reward-server-headless"} <= set(cm[0]["spec"]["dnsNames"])
-print("  learner, reward server: TLS + tokens + reward keys; actors: TLS + their token, https URLs; probes on health ports; cert-manager issues musicrl-tls")
+client = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d and d["kind"] == "Certificate" and d["metadata"]["name"] == "musicrl-client-tls"]
+assert client and "client auth" in client[0]["spec"]["usages"] and "server auth" not in client[0]["spec"]["usages"], "cert-manager issues a client-only musicrl-client-tls"
+print("  learner, reward server: TLS + tokens + reward keys; actors: their own client certificate + token, https URLs; probes on health ports; cert-manager issues musicrl-tls (server) and musicrl-client-tls (client)")
 PY
+
+echo "== no client pod mounts a server's private key =="
+python3 check_key_mounts.py "$work"/*.yaml
+# The check refuses the mistake it is for: the cpu overlay with the actors mounting musicrl-tls.
+mkdir -p "$work/bad-mount"
+cp -r . "$work/bad-mount/deploy"
+sed -i 's/secretName: musicrl-client-tls/secretName: musicrl-tls/' "$work/bad-mount/deploy/base/actor/deployment.yaml"
+kubectl kustomize "$work/bad-mount/deploy/overlays/cpu" > "$work/bad-mount/cpu.yaml"
+if python3 check_key_mounts.py "$work/bad-mount/cpu.yaml" > "$work/bad-mount/out.txt" 2>&1; then
+  echo "check_key_mounts.py passed an overlay whose actors mount musicrl-tls" >&2; exit 1
+fi
+grep -q "mounts \['musicrl-tls'\]" "$work/bad-mount/out.txt"
+echo "  and it refuses the cpu overlay with the actors mounting musicrl-tls"
 
 echo "== each overlay renders the image it should =="
 python3 - "$work" <<'PY'
@@ -175,7 +190,7 @@ if [ "$mode" = "--scrape" ]; then
   "$bin" --config base/config/musicrl.toml config > /dev/null
   echo "  deploy/base/config/musicrl.toml is a valid musicrl configuration"
   cd ..
-  "$bin" local --steps "${SCRAPE_STEPS:-300}" --actors 2 --out runs/local > "$work/local.json" 2> "$work/local.log" &
+  "$bin" local --steps "${SCRAPE_STEPS:-300}" --actors 2 --overwrite --out runs/local > "$work/local.json" 2> "$work/local.log" &
   local_pid=$!
   for _ in $(seq 1 600); do [ -f runs/local/prometheus-targets.json ] && break; sleep 0.1; done
   [ -f runs/local/prometheus-targets.json ] || { cat "$work/local.log"; echo "no targets file"; exit 1; }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Creates (or replaces) the Secrets the manifests mount, from `musicrl security init`:
-#   musicrl-tls          tls.crt, tls.key, ca.crt   every role (skip with --no-tls when
-#                                                    cert-manager issues it: components/cert-manager)
+#   musicrl-tls          tls.crt, tls.key, ca.crt   learner, reward servers: the server certificate
+#                                                    (server auth only)
+#   musicrl-client-tls   tls.crt, tls.key, ca.crt   actors: a client certificate (client auth only),
+#                                                    so no actor can pose as a server
+#                        (skip both with --no-tls when cert-manager issues them: components/cert-manager)
 #   musicrl-tokens       tokens                      learner, reward servers ("ROLE TOKEN" lines)
 #   musicrl-reward-keys  reward.keys                 learner, reward servers (never actors)
 #   musicrl-actor-token  token                       actors
@@ -35,6 +38,8 @@ done
 apply() { kubectl -n "$ns" create secret generic "$@" --dry-run=client -o yaml | kubectl apply -f -; }
 if [ "$tls" != "--no-tls" ]; then
   apply musicrl-tls --from-file=tls.crt="$dir/server.pem" --from-file=tls.key="$dir/server.key" \
+    --from-file=ca.crt="$dir/ca.pem"
+  apply musicrl-client-tls --from-file=tls.crt="$dir/client.pem" --from-file=tls.key="$dir/client.key" \
     --from-file=ca.crt="$dir/ca.pem"
 fi
 apply musicrl-tokens --from-file=tokens="$dir/tokens"

@@ -23,7 +23,7 @@ for k in $(seq "$first" "$runs"); do
   rm -rf "$dir"
   echo "== $name run $k: $steps steps -> $dir" >&2
   MUSICRL_ACTOR_SEED=$k MUSICRL_LEARNER_SEED=$k \
-    "$bin" "${config_flag[@]}" local --steps "$steps" --out "$dir" > "$out/$name-$k.log" 2>&1
+    "$bin" "${config_flag[@]}" local --steps "$steps" --overwrite --out "$dir" > "$out/$name-$k.log" 2>&1
   ckpt="$(ls -d "$dir"/checkpoints/step-* | sort | tail -1)/policy.bpk"
   "$bin" "${config_flag[@]}" judge --policy "$ckpt" --name "$name-$k" --out "$dir/judge" --rewards \
     > "$dir/judge.txt" 2> "$dir/judge.log"

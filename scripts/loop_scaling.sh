@@ -11,7 +11,7 @@ for engine in burn native; do
   for actors in 1 2 4; do
     dir="$out/$engine-$actors"
     rm -rf "$dir"
-    MUSICRL__ACTOR__ENGINE=$engine "$bin" local --actors "$actors" --out "$dir" > "$dir.log" 2>&1
+    MUSICRL__ACTOR__ENGINE=$engine "$bin" local --actors "$actors" --overwrite --out "$dir" > "$dir.log" 2>&1
   done
 done
 python3 - "$out" <<'PY'

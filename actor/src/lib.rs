@@ -136,12 +136,62 @@ pub fn lazy_channel(url: &str, security: &musicrl_config::SecurityConfig) -> Res
         .connect_lazy())
 }
 
-pub(crate) fn backoff(config: &Config) -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs_f64(config.actor.min_backoff_seconds))
-        .with_max_delay(Duration::from_secs_f64(config.actor.max_backoff_seconds))
-        .with_jitter()
-        .without_max_times()
+pub(crate) fn backoff(config: &Config) -> CappedBackoff {
+    CappedBackoff::new(
+        Duration::from_secs_f64(config.actor.min_backoff_seconds),
+        Duration::from_secs_f64(config.actor.max_backoff_seconds),
+    )
+}
+
+/// Exponential backoff whose waits never exceed the cap: the nominal delay doubles from
+/// `min` up to `max`, and each wait is drawn uniformly from its upper half ("equal
+/// jitter"). backon's own jitter adds up to one more delay on top of the capped one, so its
+/// waits reached twice `max_backoff_seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct CappedBackoff {
+    nominal: ExponentialBuilder,
+    max: Duration,
+}
+
+impl CappedBackoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            nominal: ExponentialBuilder::default()
+                .with_min_delay(min)
+                .with_max_delay(max)
+                .without_max_times(),
+            max,
+        }
+    }
+}
+
+impl BackoffBuilder for CappedBackoff {
+    type Backoff = CappedDelays;
+
+    fn build(self) -> CappedDelays {
+        CappedDelays {
+            nominal: self.nominal.build(),
+            max: self.max,
+            rng: StdRng::seed_from_u64(rand::random::<u64>()),
+        }
+    }
+}
+
+/// The waits of a [`CappedBackoff`].
+#[derive(Debug)]
+pub struct CappedDelays {
+    nominal: backon::ExponentialBackoff,
+    max: Duration,
+    rng: StdRng,
+}
+
+impl Iterator for CappedDelays {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.nominal.next()?.min(self.max);
+        Some(d.mul_f64(0.5 + 0.5 * self.rng.random::<f64>()))
+    }
 }
 
 /// Runs one actor until the learner announces the end of training or `shutdown` resolves.
@@ -203,6 +253,8 @@ pub async fn run(
     // Deterministic mode: the version being sampled and how many trajectories the learner
     // has accepted of it.
     let mut sync: Option<(PolicyVersion, usize)> = None;
+    // Whether the draws have been seeded from the first version this actor samples.
+    let mut stream_placed = false;
 
     loop {
         // The newest parameters (waiting for the first version).
@@ -254,7 +306,15 @@ pub async fn run(
                 ^ round.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
             w.sampler = Sampler::new(s, config.sampling.temperature);
             w.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
+        } else if !stream_placed {
+            // The draws continue from where the run is, not from its start: a run resumed
+            // at step 200 (whose learner publishes version 200 first) does not replay the
+            // captions of steps 1, 2, … A fresh run (version 0) draws as before.
+            let s = seed ^ blob.version.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            w.sampler = Sampler::new(s, config.sampling.temperature);
+            w.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
         }
+        stream_placed = true;
 
         // Sample off the executor.
         // `samples_per_prompt` clips of each caption drawn, side by side, so the learner can
@@ -620,6 +680,23 @@ fn fnv(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_waits_never_exceed_the_cap_and_still_grow_and_vary() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let waits: Vec<Duration> = CappedBackoff::new(min, max).build().take(400).collect();
+        assert!(waits.iter().all(|w| *w <= max), "{waits:?}");
+        // The first wait is in the upper half of the minimum; the nominal delay then
+        // doubles: 100, 200, 400 ms, ... up to the cap.
+        assert!(waits[0] >= min / 2 && waits[0] <= min, "{:?}", waits[0]);
+        assert!(waits[3] >= Duration::from_millis(400), "{:?}", waits[3]);
+        // Past the cap the waits stay in [max / 2, max] and are not all the same (jitter
+        // keeps a fleet of actors from retrying in lock step).
+        let tail = &waits[20..];
+        assert!(tail.iter().all(|w| *w >= max / 2), "{tail:?}");
+        assert!(tail.iter().any(|w| *w != tail[0]));
+        assert!(tail.iter().any(|w| *w > max.mul_f64(0.9)));
+    }
 
     #[test]
     fn a_closed_connection_is_told_from_an_error_the_server_answered() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -28,7 +28,7 @@ pub async fn follow(
     actor_id: String,
     encoding: ParameterEncoding,
     out: watch::Sender<Option<Arc<ParameterBlob>>>,
-    backoff: ExponentialBuilder,
+    backoff: crate::CappedBackoff,
     exit_on_completion: bool,
 ) {
     let mut delays = backoff.build();

@@ -58,6 +58,8 @@ pub enum Command {
     /// Run the whole loop on this machine: a reward server, a learner and K actors as
     /// separate processes on loopback, with a progress bar; at the end, the simulated rater
     /// panel's verdict on θ0 against the final policy, OUT/summary.json and OUT/report.html.
+    /// SIGINT or SIGTERM stops it cleanly: the learner checkpoints, summary.json is written
+    /// (`completed: false`, `interrupted`), and it exits 130 (SIGINT) or 143 (SIGTERM).
     Local(LocalArgs),
     /// Run the learner: receives trajectories, trains, broadcasts parameters, checkpoints.
     Learner(LearnerArgs),
@@ -559,6 +561,11 @@ pub struct BotArgs {
     /// Seeds which listener votes and their draws.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
+    /// The bot's token, the service's `feedback.bot_token_file`: its votes are then the
+    /// `bot` channel and exempt from the per-address limits (without it the bot is limited
+    /// like any client).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -768,10 +775,15 @@ pub struct LocalArgs {
     /// Output folder: summary.json, history.jsonl, checkpoints/, logs/ [default: local.out = runs/local].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue the run in OUT from its newest checkpoint (to a total of --steps) instead of
-    /// starting afresh. Without it a previous run in OUT is replaced.
+    /// Continue the run in OUT from its newest checkpoint, to a total of --steps (the
+    /// prompt stream continues too). An error when OUT holds no checkpoint; nothing to do
+    /// when the run already has --steps.
     #[arg(long)]
     pub resume: bool,
+    /// Replace the previous run in OUT (its checkpoints, history and summary are deleted).
+    /// Without it (or --resume) a new run refuses to start over a previous one.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Do not serve Prometheus metrics from the child processes.
     #[arg(long)]
     pub no_metrics: bool,
@@ -783,9 +795,13 @@ pub struct LocalArgs {
     /// starting policy].
     #[arg(long, value_name = "FILE")]
     pub reference_policy: Option<PathBuf>,
-    /// Run every connection over mutual TLS with per-role bearer tokens and sealed rewards,
-    /// from a development CA written to OUT/security (`musicrl security init`).
+    /// Run without mutual TLS, tokens and reward seals. By default every connection uses
+    /// them, from a development CA written to OUT/security (`musicrl security init`), so no
+    /// other local process can push trajectories or read the policy.
     #[arg(long)]
+    pub insecure: bool,
+    /// Mutual TLS, tokens and reward seals: the default (kept so older scripts run).
+    #[arg(long, hide = true, conflicts_with = "insecure")]
     pub secure: bool,
 }
 

@@ -64,6 +64,11 @@ pub async fn bot(args: &BotArgs) -> anyhow::Result<BotReport> {
         &musicrl_config::paths::resolve(&args.population),
     )?;
     let mut client = BotClient::new(&args.url);
+    if let Some(file) = &args.token_file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("--token-file {}", file.display()))?;
+        client = client.with_token(&token);
+    }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut report = BotReport {
         votes: 0,
@@ -174,9 +179,11 @@ pub async fn export(config: &Config, args: &PrefsExportArgs) -> anyhow::Result<(
         ),
         None => None,
     };
+    // An export keeps every vote, flagged ones too, with its channel.
     let filter = VoteFilter {
         since_ms: args.since_ms,
         after_vote_id,
+        include_flagged: true,
     };
     let (text, n) = match args.format {
         PrefsFormat::Store => {

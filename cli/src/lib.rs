@@ -75,7 +75,10 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Local(args) => {
             let summary = runtime.block_on(local::run(config, args))?;
             print!("{}", local::human_summary(&summary));
-            Ok(())
+            match summary.interrupted {
+                Some(signal) => Err(local::Interrupted(signal).into()),
+                None => Ok(()),
+            }
         }
         Command::Learner(args) => runtime.block_on(roles::learner(config, args)),
         Command::Actor(args) => runtime.block_on(roles::actor(config, args)),

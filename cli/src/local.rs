@@ -74,9 +74,14 @@ pub struct Summary {
     /// `musicrl_learner_ledger_trajectories` gauges.
     #[serde(default)]
     pub accounting: musicrl_learner::ledger::Accounting,
-    /// The run went over TLS with tokens and reward seals (`--secure`).
+    /// The run went over mutual TLS with tokens and reward seals (the default; `--insecure`
+    /// turns them off).
     #[serde(default)]
     pub secure: bool,
+    /// The signal that stopped the run before `--steps` (SIGINT or SIGTERM): the learner
+    /// saved a checkpoint and `--resume` continues it.
+    #[serde(default)]
+    pub interrupted: Option<String>,
     /// Each reward component's mean over the same first and last 10% of steps.
     #[serde(default)]
     pub component_means_first: BTreeMap<String, f64>,
@@ -94,6 +99,29 @@ pub struct Summary {
     #[serde(default)]
     pub mlflow_run_id: Option<String>,
 }
+
+/// A run stopped by a signal: summary.json is written and the process exits 128 + the
+/// signal's number, as a shell reports a process the signal killed.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl Interrupted {
+    pub fn exit_code(&self) -> u8 {
+        if self.0 == "SIGTERM" { 143 } else { 130 }
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped by {}: the learner saved a checkpoint and summary.json is written; `--resume` continues the run",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// The fixed sampling seed of the verdict: every run's θ0 clips are the same draws.
 const VERDICT_SEED: u64 = 0x5EED;
@@ -390,9 +418,31 @@ async fn wait_ready(role: &mut Role, file: &Path) -> anyhow::Result<Ready> {
     }
 }
 
-/// Prepares OUT: refuses a folder that `musicrl local` did not create; without `resume`
-/// removes the previous run's files.
-fn prepare_out(out: &Path, resume: bool) -> anyhow::Result<()> {
+/// How a run treats what OUT already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A new run: a previous run in OUT is an error, or replaced with `overwrite`.
+    Fresh { overwrite: bool },
+    /// `--resume`: OUT must hold a run with a checkpoint.
+    Resume,
+    /// A named run (`run.name`): continues when it has a checkpoint, starts when not.
+    Named,
+}
+
+/// The step of the newest complete checkpoint in `dir`.
+fn latest_step(dir: &Path) -> Option<u64> {
+    musicrl_learner::checkpoint::latest(dir)?
+        .file_name()?
+        .to_str()?
+        .strip_prefix("step-")?
+        .parse()
+        .ok()
+}
+
+/// Prepares OUT: refuses a folder that `musicrl local` did not create, a new run over a
+/// previous one without `--overwrite`, and `--resume` where there is nothing to resume;
+/// a fresh run with `--overwrite` removes the previous run's files.
+fn prepare_out(out: &Path, mode: Mode) -> anyhow::Result<()> {
     let occupied = out.exists() && std::fs::read_dir(out)?.next().is_some();
     if occupied && !out.join(MARKER).exists() {
         bail!(
@@ -400,6 +450,28 @@ fn prepare_out(out: &Path, resume: bool) -> anyhow::Result<()> {
             out.display()
         );
     }
+    let checkpoints = out.join("checkpoints");
+    let holds_run = ["history.jsonl", "summary.json", "checkpoints/LATEST"]
+        .iter()
+        .any(|f| out.join(f).exists());
+    match mode {
+        Mode::Fresh { overwrite: false } if holds_run => bail!(
+            "{} holds a previous run{}: `--resume` continues it, `--overwrite` replaces it \
+             (its checkpoints and history are deleted), or choose another --out",
+            out.display(),
+            latest_step(&checkpoints)
+                .map(|s| format!(" (its newest checkpoint is step {s})"))
+                .unwrap_or_default()
+        ),
+        Mode::Resume if latest_step(&checkpoints).is_none() => bail!(
+            "--resume: {} holds no run to continue (no checkpoint in {}); check the path, \
+             or drop --resume to start a new run there",
+            out.display(),
+            checkpoints.display()
+        ),
+        _ => {}
+    }
+    let resume = !matches!(mode, Mode::Fresh { .. });
     // Ready and outcome files always belong to the run about to start: a stale ready file
     // would point actors at a port that no longer listens.
     let run = out.join("run");
@@ -461,6 +533,8 @@ fn child_config(config: &Config, out: &Path) -> Config {
 
 pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary> {
     let started = Instant::now();
+    let signal = stop_signals();
+    let mut signal = std::pin::pin!(signal);
     args.apply(&mut config);
     if config.local.steps == 0 {
         bail!("musicrl local needs --steps N with N > 0 (local.steps is 0)");
@@ -473,8 +547,15 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
             config.local.actors
         );
     }
-    let (out, resume) = if config.run.name.is_empty() {
-        (config.local.out.clone(), args.resume)
+    let (out, mode) = if config.run.name.is_empty() {
+        let mode = match (args.resume, args.overwrite) {
+            (true, true) => {
+                bail!("--resume continues the run in OUT and --overwrite replaces it: choose one")
+            }
+            (true, false) => Mode::Resume,
+            (false, overwrite) => Mode::Fresh { overwrite },
+        };
+        (config.local.out.clone(), mode)
     } else {
         // A named run (a recipe Job on the cluster): its folder is run.root/run.name, a
         // changed training configuration is refused unless run.resume, and an existing run
@@ -499,10 +580,36 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         );
         // The children get the run's paths from this supervisor, not the name.
         config.run.name.clear();
-        (dir, true)
+        (dir, Mode::Named)
     };
-    prepare_out(&out, resume)?;
-    if args.secure {
+    prepare_out(&out, mode)?;
+    let resume = !matches!(mode, Mode::Fresh { .. });
+    if resume
+        && let Some(step) = latest_step(&out.join("checkpoints"))
+        && step >= config.local.steps
+    {
+        eprintln!(
+            "musicrl local: the run in {} is already at step {step}, and --steps is {}: nothing to do (raise --steps to train further)",
+            out.display(),
+            config.local.steps
+        );
+        let previous = out.join("summary.json");
+        return read_json(&previous)
+            .and_then(|v| Ok(serde_json::from_value::<Summary>(v)?))
+            .map(|s| Summary {
+                // This invocation was not stopped by anything.
+                interrupted: None,
+                ..s
+            })
+            .with_context(|| {
+                format!(
+                    "the run has its steps but its summary {} cannot be read",
+                    previous.display()
+                )
+            });
+    }
+    let secure = !args.insecure;
+    if secure {
         // Mutual TLS, tokens and reward seals on every connection, from a fresh development
         // CA in OUT/security (the actors use the actor token, this supervisor too).
         let dir = out.join("security");
@@ -629,7 +736,18 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
     }
     eprintln!("  {}; logs in {}", endpoints.join(", "), logs.display());
 
-    let learner_status = follow_progress(&mut learner, &mut actors, learner_addr, &config).await;
+    let learner_status = follow_progress(
+        &mut learner,
+        &mut actors,
+        learner_addr,
+        &config,
+        &mut signal,
+    )
+    .await;
+    let (learner_status, stopped_by) = match learner_status {
+        Ok((status, by)) => (Ok(status), by),
+        Err(e) => (Err(e), None),
+    };
 
     // The learner has exited (or failed): actors leave on `training_complete`; give them a
     // moment, then ask, then insist.
@@ -693,7 +811,8 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         actor_outcomes,
         out: out.clone(),
         accounting: outcome.accounting.clone(),
-        secure: args.secure,
+        secure,
+        interrupted: stopped_by.map(str::to_string),
         component_means_first: BTreeMap::new(),
         component_means_last: BTreeMap::new(),
         verdict: None,
@@ -771,14 +890,48 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
 /// moment before the learner does).
 const ACTORS_GONE_GRACE: Duration = Duration::from_secs(10);
 
-/// Shows progress from the learner's `Status` until the learner exits; Ctrl-C asks it to
-/// stop (it checkpoints first). Returns the learner's exit status.
+/// The first SIGINT (Ctrl-C) or SIGTERM (how Kubernetes and most supervisors stop a
+/// process) this process receives, by name. The handlers are installed when this is
+/// called, not when it is first awaited, so a signal during start-up is not lost: it stops
+/// the run as soon as the learner is up.
+fn stop_signals() -> impl std::future::Future<Output = &'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (int, term) = (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        );
+        async move {
+            match (int, term) {
+                (Some(mut int), Some(mut term)) => tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                },
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// Shows progress from the learner's `Status` until the learner exits; SIGINT or SIGTERM
+/// asks it to stop (it checkpoints first). Returns the learner's exit status and the
+/// signal that stopped the run, if one did.
 async fn follow_progress(
     learner: &mut Role,
     actors: &mut [Role],
     addr: std::net::SocketAddr,
     config: &Config,
-) -> anyhow::Result<std::process::ExitStatus> {
+    signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
+) -> anyhow::Result<(std::process::ExitStatus, Option<&'static str>)> {
     let total = config.local.steps;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -794,11 +947,11 @@ async fn follow_progress(
     let mut interrupted = false;
     let mut training_complete = false;
     let mut actors_gone_since: Option<Instant> = None;
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut stopped_by: Option<&'static str> = None;
     loop {
         if let Some(status) = learner.child.try_wait()? {
             bar.finish_and_clear();
-            return Ok(status);
+            return Ok((status, stopped_by));
         }
         if actors
             .iter_mut()
@@ -865,10 +1018,11 @@ async fn follow_progress(
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = &mut ctrl_c, if !interrupted => {
-                eprintln!("interrupted: stopping the learner (it saves a checkpoint; rerun with --resume)");
+            name = signal.as_mut(), if stopped_by.is_none() => {
+                bar.suspend(|| eprintln!("{name}: stopping the learner (it saves a checkpoint; `--resume` continues the run)"));
                 learner.ask_to_stop();
                 interrupted = true;
+                stopped_by = Some(name);
             }
         }
     }
@@ -893,7 +1047,7 @@ mod tests {
     fn refuses_a_folder_it_did_not_write() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("precious.txt"), "keep").expect("write");
-        let err = prepare_out(dir.path(), false).unwrap_err();
+        let err = prepare_out(dir.path(), Mode::Fresh { overwrite: true }).unwrap_err();
         assert!(
             err.to_string().contains("not written by `musicrl local`"),
             "{err}"

@@ -7,6 +7,10 @@ fn main() -> std::process::ExitCode {
     match musicrl::main_with(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(i) = e.downcast_ref::<musicrl::local::Interrupted>() {
+                eprintln!("{i}");
+                return std::process::ExitCode::from(i.exit_code());
+            }
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -930,9 +930,11 @@ fn db_training_store(
             ),
             None => None,
         };
+        // Votes flagged as stuffing are not trained on.
         let filter = musicrl_prefdb::VoteFilter {
             since_ms: args.since_ms,
             after_vote_id,
+            include_flagged: false,
         };
         let votes = db.decisive_votes(filter).await?;
         let choices = db.export_choices(filter).await?;

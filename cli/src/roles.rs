@@ -9,10 +9,16 @@ use musicrl_config::Config;
 use crate::args::{ActorArgs, LearnerArgs, RewardArgs};
 use crate::process::{shutdown_signal, write_outcome, write_ready};
 
-async fn bind(field: &str, addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Binds a server's gRPC address; refuses one other hosts can reach when the server would
+/// not authenticate them (`security.allow_insecure` says otherwise).
+async fn bind(field: &str, addr: &str, config: &Config) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {field} = {addr:?}"))
+        .with_context(|| format!("cannot listen on {field} = {addr:?}"))?;
+    config
+        .security
+        .check_exposure(field, listener.local_addr()?)?;
+    Ok(listener)
 }
 
 fn metrics(field: &str, addr: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
@@ -26,7 +32,7 @@ fn metrics(field: &str, addr: &str) -> anyhow::Result<Option<std::net::SocketAdd
 pub async fn learner(mut config: Config, args: LearnerArgs) -> anyhow::Result<()> {
     args.apply(&mut config);
     config.validate()?;
-    let listener = bind("learner.listen", &config.learner.listen).await?;
+    let listener = bind("learner.listen", &config.learner.listen, &config).await?;
     let metrics_addr = metrics("learner.metrics_listen", &config.learner.metrics_listen)?;
     write_ready(&args.process, Some(listener.local_addr()?), metrics_addr)?;
     let outcome = musicrl_learner::serve(
@@ -64,7 +70,7 @@ pub async fn actor(mut config: Config, args: ActorArgs) -> anyhow::Result<()> {
 pub async fn reward_server(mut config: Config, args: RewardArgs) -> anyhow::Result<()> {
     args.apply(&mut config);
     config.validate()?;
-    let listener = bind("reward.listen", &config.reward.listen).await?;
+    let listener = bind("reward.listen", &config.reward.listen, &config).await?;
     let metrics_addr = metrics("reward.metrics_listen", &config.reward.metrics_listen)?;
     write_ready(&args.process, Some(listener.local_addr()?), metrics_addr)?;
     musicrl_reward::serve(

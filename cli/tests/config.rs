@@ -223,3 +223,33 @@ fn help_texts_say_what_the_defaults_are() {
     }
     assert!(!help(&["experiment"]).contains("a few minutes"));
 }
+
+/// A learner or reward server that other hosts could reach without authentication refuses
+/// to start and says how to secure it (issue 35: insecure by default outside Kubernetes);
+/// loopback, or `security.allow_insecure`, is the operator's choice.
+#[test]
+fn a_server_open_to_other_hosts_without_security_refuses_to_start() {
+    for (role, key) in [
+        ("learner", "learner.listen"),
+        ("reward-server", "reward.listen"),
+    ] {
+        let out = run_to_end(
+            musicrl()
+                .args([
+                    "--set",
+                    &format!("{key}=0.0.0.0:0"),
+                    "--set",
+                    "learner.init_policy=",
+                    role,
+                    "--stop-on-stdin-close",
+                ])
+                .stdin(std::process::Stdio::null()),
+        );
+        let e = stderr(&out);
+        assert!(!out.status.success(), "{role} started: {e}");
+        assert!(
+            e.contains(key) && e.contains("security.allow_insecure") && e.contains("127.0.0.1"),
+            "{role}: {e}"
+        );
+    }
+}

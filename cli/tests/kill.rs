@@ -291,3 +291,139 @@ target_below = 4
     // The actors' incarnations are distinct.
     assert_ne!(a0["actor_run"], a2["actor_run"]);
 }
+
+/// The learner's peak resident memory, in MiB (Linux).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+/// Twenty concurrent maximum-size pushes (8,192 trajectories of 256 tokens each, ~18 MB
+/// decoded a push) against a learner whose budget for pushes in flight is 48 MiB: the
+/// pushes past the budget are refused whole with RESOURCE_EXHAUSTED (an actor retries them
+/// later), and the learner's peak memory stays near its budget instead of growing with the
+/// number of connections (issue 35: 36 → 534 MiB, kept).
+#[cfg(target_os = "linux")]
+#[test]
+fn concurrent_maximum_pushes_stay_within_the_learners_memory_budget() {
+    use musicrl_proto::v1 as pb;
+    use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
+
+    const TOKENS: usize = 256;
+    const ITEMS: u64 = 8192;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let port = free_port();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{policy}
+[learner]
+listen = "127.0.0.1:{port}"
+metrics_listen = ""
+steps = 0
+batch_size = 8
+init_policy = ""
+checkpoint_dir = "{ck}"
+queue_capacity = 1
+max_push = 8192
+max_push_mb_in_flight = 48
+"#,
+            policy = TINY_POLICY.replace("max_tokens = 12", &format!("max_tokens = {TOKENS}")),
+            ck = dir.join("checkpoints").display(),
+        ),
+    )
+    .expect("config");
+    let mut learner = start(dir, &config, "learner", "learner", &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let url = format!("http://127.0.0.1:{port}");
+    let results: Vec<Result<u64, tonic::Code>> = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = loop {
+            match LearnerServiceClient::connect(url.clone()).await {
+                Ok(c) => break c.max_encoding_message_size(usize::MAX),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!(
+                    "the learner never listened: {e}\n{}",
+                    log_of(dir, "learner")
+                ),
+            }
+        };
+        let pushes = (0..20u64).map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                // Generated as sent: the client holds one trajectory at a time.
+                let items = tokio_stream::iter((0..ITEMS).map(move |j| pb::Trajectory {
+                    actor_id: format!("stuffer-{i}"),
+                    actor_run: i + 1,
+                    sequence: j,
+                    policy_version: 0,
+                    caption: "a reel".into(),
+                    tokens: (0..TOKENS as u32).map(|t| t % 16).collect(),
+                    behaviour_logprobs: vec![-2.5; TOKENS],
+                    reward: 0.5,
+                    components: vec![pb::ComponentScore {
+                        name: "token-fraction".into(),
+                        value: 0.5,
+                        windows: vec![],
+                    }],
+                    scorer_version: "test".into(),
+                    ..Default::default()
+                }));
+                match client.push_trajectories(items).await {
+                    Ok(r) => Ok(r.into_inner().accepted),
+                    Err(s) => Err(s.code()),
+                }
+            })
+        });
+        let pushes: Vec<_> = pushes.collect();
+        // The admitted pushes wait on the training queue (one slot) holding their share of
+        // the budget; give every push time to be read or refused, then look.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let mut results = Vec::new();
+        for p in pushes {
+            if p.is_finished() {
+                results.push(p.await.expect("a push task"));
+            } else {
+                p.abort();
+            }
+        }
+        results
+    });
+    let peak = peak_rss_mib(learner.child.id());
+    let refused = results
+        .iter()
+        .filter(|r| **r == Err(tonic::Code::ResourceExhausted))
+        .count();
+    let other_errors: Vec<_> = results
+        .iter()
+        .filter(|r| matches!(r, Err(c) if *c != tonic::Code::ResourceExhausted))
+        .collect();
+    let log = log_of(dir, "learner");
+    let _ = learner.child.kill();
+    let _ = learner.child.wait();
+    assert!(other_errors.is_empty(), "{other_errors:?}\n{log}");
+    assert!(
+        refused >= 10,
+        "only {refused} of 20 pushes refused: {results:?}"
+    );
+    assert!(
+        log.contains("max_push_mb_in_flight"),
+        "the refusal is logged with its setting:\n{log}"
+    );
+    // Unbounded, the twenty pushes decode to ~360 MiB at once; the budget is 48 MiB over a
+    // ~40 MiB process.
+    assert!(peak < 150.0, "the learner peaked at {peak:.0} MiB");
+}

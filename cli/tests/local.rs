@@ -88,6 +88,22 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     }
     assert_eq!(s["steps"], 40);
     assert_eq!(s["completed"], true);
+    // Secure by default: mutual TLS, tokens and seals from a CA written to OUT/security,
+    // every reward sealed and verified.
+    assert_eq!(s["secure"], true, "{s}");
+    assert!(out.join("security/ca.pem").is_file());
+    let rejected = &s["accounting"]["rejected"];
+    for reason in [
+        "forged_reward",
+        "unsealed_reward",
+        "replayed_seal",
+        "expired_seal",
+    ] {
+        assert!(
+            rejected.get(reason).is_none(),
+            "every sealed reward verified: {rejected}"
+        );
+    }
     // Pushes that met the end of training are no fault: counted apart, as the actors count
     // them, and a completed run has rejected nothing.
     assert_eq!(s["trajectories_rejected"], 0, "{s}");
@@ -178,12 +194,63 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     };
     assert_eq!(balanced(&s), 40 * 8);
 
-    // Continue the same run to 50 steps, this time over mutual TLS with tokens and sealed
-    // rewards.
+    // A second run into the same folder is refused, and the first run is intact.
+    let again = musicrl(
+        &config,
+        &["local", "--steps", "4", "--actors", "1", "--out", out_arg],
+    );
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(
+        e.contains("holds a previous run") && e.contains("step 40") && e.contains("--overwrite"),
+        "{e}"
+    );
+    assert_eq!(summary(&out)["steps"], 40);
+    assert!(out.join("checkpoints/LATEST").is_file());
+    // Resuming a run that already has its steps: nothing to do, said so, nothing changed.
+    let done = musicrl(
+        &config,
+        &["local", "--steps", "30", "--out", out_arg, "--resume"],
+    );
+    let e = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{e}");
+    assert!(
+        e.contains("already at step 40") && e.contains("nothing to do"),
+        "{e}"
+    );
+    assert!(!String::from_utf8_lossy(&done.stdout).contains("NaN"));
+    assert_eq!(summary(&out)["steps"], 40);
+    // --resume where there is no run is an error, not a fresh start.
+    let missing = dir.path().join("no-such-run");
+    let lost = musicrl(
+        &config,
+        &[
+            "local",
+            "--steps",
+            "4",
+            "--out",
+            missing.to_str().expect("utf-8"),
+            "--resume",
+        ],
+    );
+    let e = String::from_utf8_lossy(&lost.stderr);
+    assert!(!lost.status.success());
+    assert!(e.contains("holds no run to continue"), "{e}");
+    assert!(!missing.exists(), "nothing is created");
+
+    // Continue the same run to 50 steps, this time without TLS, tokens or seals.
     let run = musicrl(
         &config,
         &[
-            "local", "--steps", "50", "--actors", "1", "--out", out_arg, "--resume", "--secure",
+            "local",
+            "--steps",
+            "50",
+            "--actors",
+            "1",
+            "--out",
+            out_arg,
+            "--resume",
+            "--insecure",
         ],
     );
     assert!(
@@ -194,17 +261,125 @@ fn local_runs_every_role_and_writes_a_summary_then_resumes() {
     let s = summary(&out);
     assert_eq!(s["steps"], 50);
     assert_eq!(s["resumed_from_step"], 40);
-    assert_eq!(s["secure"], true);
+    assert_eq!(s["secure"], false);
     assert_eq!(
         balanced(&s),
         50 * 8,
         "the ledger continues across the resume"
     );
-    let rejected = &s["accounting"]["rejected"];
+    // The prompt stream continues: actor-0's first captions after the resume are not its
+    // first captions of the run (the same seed once replayed them).
+    let log = std::fs::read_to_string(out.join("trajectories.jsonl")).expect("trajectory log");
+    let first_captions = |after: u64| -> Vec<String> {
+        let mut seen = Vec::new();
+        for v in log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["actor"] == "actor-0")
+            .filter(|v| {
+                v["policy_version"]
+                    .as_u64()
+                    .is_some_and(|p| (p >= 40) == (after >= 40))
+            })
+        {
+            let c = v["caption"].as_str().expect("a caption").to_string();
+            if !seen.contains(&c) {
+                seen.push(c);
+            }
+            if seen.len() == 4 {
+                break;
+            }
+        }
+        seen
+    };
+    let (start, resumed) = (first_captions(0), first_captions(40));
+    assert_eq!(resumed.len(), 4, "{log}");
+    assert_ne!(start, resumed, "a resumed run replays its first prompts");
+}
+
+/// SIGTERM (how Kubernetes stops a Job's pod) stops the run cleanly: the learner
+/// checkpoints, summary.json says how far it got and why it stopped, and the exit code says
+/// it was stopped; `--resume` continues from there.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_local_with_a_summary_and_a_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, tiny_config()).expect("write config");
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_musicrl"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "local",
+            "--steps",
+            "100000",
+            "--actors",
+            "1",
+            "--insecure",
+            "--out",
+        ])
+        .arg(&out)
+        .env_remove("MUSICRL_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("musicrl local starts");
+    // Wait for a few learner steps.
+    let history = out.join("history.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while std::fs::read_to_string(&history)
+        .map(|h| h.lines().count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(std::time::Instant::now() < deadline, "no learner steps");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "local exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let output = child.wait_with_output().expect("musicrl local exits");
+    let e = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{e}");
+    assert!(e.contains("SIGTERM"), "{e}");
+    let s = summary(&out);
+    assert_eq!(s["completed"], false, "{s}");
+    assert_eq!(s["interrupted"], "SIGTERM", "{s}");
+    let steps = s["steps"].as_u64().expect("steps");
+    assert!(steps >= 3, "{s}");
     assert!(
-        rejected.get("forged_reward").is_none() && rejected.get("unsealed_reward").is_none(),
-        "every sealed reward verified: {rejected}"
+        out.join("checkpoints/LATEST").is_file(),
+        "the learner checkpointed"
     );
+    let target = (steps + 2).to_string();
+    let resumed = musicrl(
+        &config,
+        &[
+            "local",
+            "--steps",
+            &target,
+            "--actors",
+            "1",
+            "--insecure",
+            "--out",
+            out.to_str().expect("utf-8"),
+            "--resume",
+        ],
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(summary(&out)["resumed_from_step"], steps);
 }
 
 #[test]

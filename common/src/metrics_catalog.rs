@@ -100,7 +100,9 @@ pub const REWARD_MODEL_RELOAD_FAILURES_TOTAL: &str = "musicrl_reward_model_reloa
 pub const REWARD_SCORER_INFO: &str = "musicrl_reward_scorer_info";
 pub const REWARD_MODEL_TRAIN_SECONDS: &str = "musicrl_reward_model_train_seconds";
 pub const FEEDBACK_PAIRS_SERVED_TOTAL: &str = "musicrl_feedback_pairs_served_total";
+pub const FEEDBACK_SERVING: &str = "musicrl_feedback_serving";
 pub const FEEDBACK_VOTES_TOTAL: &str = "musicrl_feedback_votes_total";
+pub const FEEDBACK_VOTES_FLAGGED_TOTAL: &str = "musicrl_feedback_votes_flagged_total";
 pub const FEEDBACK_REJECTED_TOTAL: &str = "musicrl_feedback_rejected_total";
 pub const FEEDBACK_LISTEN_SECONDS: &str = "musicrl_feedback_listen_seconds";
 pub const FEEDBACK_PAIR_DRAW_SECONDS: &str = "musicrl_feedback_pair_draw_seconds";
@@ -258,9 +260,10 @@ pub const CATALOG: &[Metric] = &[
             "forged_reward",
             "expired_seal",
             "unknown_seal_key",
+            "replayed_seal",
             "training_complete",
         ],
-        help: "trajectories refused at the door (malformed: token_out_of_range, bad_length, length_mismatch, bad_logprob, non_finite_reward, missing_id, …; empty_push, push_too_large; future_version, other_incarnation: sampled by a version this incarnation never published; unsealed_reward, forged_reward, expired_seal, unknown_seal_key: the reward seal failed; training_complete)",
+        help: "trajectories refused at the door (malformed: token_out_of_range, bad_length, length_mismatch, bad_logprob, non_finite_reward, missing_id, …; empty_push, push_too_large; future_version, other_incarnation: sampled by a version this incarnation never published; unsealed_reward, forged_reward, expired_seal, unknown_seal_key: the reward seal failed; replayed_seal: a seal already trained on; training_complete)",
     },
     Metric {
         name: LEARNER_TRAJECTORIES_DROPPED_TOTAL,
@@ -313,8 +316,8 @@ pub const CATALOG: &[Metric] = &[
         kind: Kind::Counter,
         role: Role::Learner,
         label: Some("reason"),
-        initial_label_values: &["too_many_subscribers"],
-        help: "calls refused by a limit (RESOURCE_EXHAUSTED): too_many_subscribers",
+        initial_label_values: &["too_many_subscribers", "push_memory_budget"],
+        help: "calls refused by a limit (RESOURCE_EXHAUSTED): too_many_subscribers, push_memory_budget (learner.max_push_mb_in_flight)",
     },
     Metric {
         name: LEARNER_BATCHES_SKIPPED_TOTAL,
@@ -637,6 +640,14 @@ pub const CATALOG: &[Metric] = &[
         help: "how long the served model of each component took to train (its metrics.json train_seconds; the retrain Job's duration)",
     },
     Metric {
+        name: FEEDBACK_SERVING,
+        kind: Kind::Gauge,
+        role: Role::Feedback,
+        label: None,
+        initial_label_values: &[],
+        help: "1 while the preference database takes writes (checked every feedback.health_check_seconds), 0 otherwise; /healthz answers 503 NOT_SERVING then",
+    },
+    Metric {
         name: FEEDBACK_PAIRS_SERVED_TOTAL,
         kind: Kind::Counter,
         role: Role::Feedback,
@@ -651,6 +662,14 @@ pub const CATALOG: &[Metric] = &[
         label: Some("outcome"),
         initial_label_values: &["a", "b", "tie", "both_bad"],
         help: "votes stored, by outcome",
+    },
+    Metric {
+        name: FEEDBACK_VOTES_FLAGGED_TOTAL,
+        kind: Kind::Counter,
+        role: Role::Feedback,
+        label: None,
+        initial_label_values: &[],
+        help: "votes stored as flagged (channel \"flagged\", not trained on): part of a run of feedback.flag_same_side_run same-side votes from one client address",
     },
     Metric {
         name: FEEDBACK_REJECTED_TOTAL,
@@ -672,6 +691,7 @@ pub const CATALOG: &[Metric] = &[
             "comment_too_long",
             "invalid",
             "rate_limited",
+            "bot_token",
             "internal",
             "unavailable",
         ],

@@ -56,6 +56,9 @@ pub struct RewardSeal {
     pub signed_at_unix_ms: u64,
     pub mac: [u8; 32],
     pub key_id: String,
+    /// Drawn at random for this seal alone, sealed with the rest: what makes a seal
+    /// spendable once.
+    pub nonce: [u8; 16],
 }
 
 /// A reward component's identity.

@@ -164,10 +164,17 @@ fn seal_from_wire(s: pb::RewardSeal) -> std::result::Result<RewardSeal, Rejectio
             format!("a key id of {} bytes", s.key_id.len()),
         ));
     }
+    let nonce: [u8; 16] = s.nonce.as_slice().try_into().map_err(|_| {
+        Rejection::new(
+            "forged_reward",
+            format!("a seal's nonce has {} bytes, not 16", s.nonce.len()),
+        )
+    })?;
     Ok(RewardSeal {
         signed_at_unix_ms: s.signed_at_unix_ms,
         mac,
         key_id: s.key_id,
+        nonce,
     })
 }
 
@@ -176,6 +183,7 @@ fn seal_to_wire(s: &RewardSeal) -> pb::RewardSeal {
         signed_at_unix_ms: s.signed_at_unix_ms,
         mac: s.mac.to_vec(),
         key_id: s.key_id.clone(),
+        nonce: s.nonce.to_vec(),
     }
 }
 
@@ -966,7 +974,7 @@ mod properties {
                 tokens,
                 behaviour_logprobs: logprobs,
                 reward,
-                reward_seal: sealed.then(|| pb::RewardSeal { signed_at_unix_ms: 5, mac, key_id: "k".into() }),
+                reward_seal: sealed.then(|| pb::RewardSeal { signed_at_unix_ms: 5, mac, key_id: "k".into(), nonce: vec![7; 16] }),
                 ..Default::default()
             }
         }

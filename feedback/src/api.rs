@@ -5,13 +5,14 @@
 //! the pair (known, this rater's, not expired, not voted), then the fields.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use musicrl_common::metrics_catalog as catalog;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::assets;
 use crate::clips::{self, ClipCache, Format};
 use crate::error::ApiError;
+use crate::guard::{Client, Guard};
 use crate::limits::RateLimiter;
 use crate::session::{self, Secret};
 use crate::source::PairSource;
@@ -39,46 +41,83 @@ pub struct AppState {
     pub max_comment_chars: usize,
     pub votes: RateLimiter,
     pub pairs: RateLimiter,
+    /// Per-address limits, the bot's token, the daily cap and the same-side detector.
+    pub guard: Guard,
     /// Scores every clip when it is drawn (`feedback.score_clips`: the `[reward]`
     /// components, in process); the scores are stored with the clip.
     pub scorer: Option<Arc<musicrl_reward::RewardModel>>,
+    /// Why the service cannot do its job now (the database takes no writes), or None: what
+    /// `/healthz` answers, refreshed every `health_every`.
+    pub unhealthy: std::sync::Mutex<Option<String>>,
+    pub health_every: std::time::Duration,
+}
+
+impl AppState {
+    /// Checks the database now and records the answer for `/healthz`.
+    pub async fn check_health(&self) -> Option<String> {
+        let now = self.db.probe_write().await.err().map(|e| e.to_string());
+        let mut held = self
+            .unhealthy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *held != now {
+            match &now {
+                Some(why) => tracing::error!(reason = %why, "the feedback service is NOT_SERVING"),
+                None => tracing::info!("the feedback service is SERVING again"),
+            }
+        }
+        metrics::gauge!(musicrl_common::metrics_catalog::FEEDBACK_SERVING).set(if now.is_none() {
+            1.0
+        } else {
+            0.0
+        });
+        held.clone_from(&now);
+        now
+    }
 }
 
 pub type Shared = Arc<AppState>;
 
-/// The session of a request, and whether it is new (then the answer sets the cookie).
-fn session(headers: &HeaderMap) -> (String, bool) {
-    match session::session_of(headers) {
-        Some(s) => (s, false),
-        None => (session::new_session(), true),
+/// The session of a request, and whether it is new (then the answer sets the cookie): a
+/// cookie this server signed, or a new session, which counts against the client address's
+/// `sessions_per_hour_per_address`.
+fn session(
+    state: &AppState,
+    client: &Client,
+    headers: &HeaderMap,
+) -> Result<(String, bool), ApiError> {
+    match state.secret.session_of(headers) {
+        Some(s) => Ok((s, false)),
+        None => {
+            state.guard.new_session(client, Instant::now())?;
+            Ok((session::new_session(), true))
+        }
     }
 }
 
-fn with_cookie(mut response: Response, session: &str, new: bool) -> Response {
+fn with_cookie(mut response: Response, cookie: &str, new: bool) -> Response {
     if new {
-        if let Ok(v) = HeaderValue::from_str(&session::set_cookie(session)) {
+        if let Ok(v) = HeaderValue::from_str(&session::set_cookie(cookie)) {
             response.headers_mut().insert(header::SET_COOKIE, v);
         }
     }
     response
 }
 
-/// `web` for people, `bot` for the simulated listeners' client (its User-Agent says so).
-fn channel(headers: &HeaderMap) -> &'static str {
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if ua.starts_with(crate::bot::USER_AGENT_PREFIX) {
-        "bot"
-    } else {
-        "web"
-    }
-}
-
 /// `GET /`: the voting page, with this session's CSRF token in it.
-pub async fn index(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let (s, new) = session(&headers);
+pub async fn index(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let started = state
+        .guard
+        .client(Some(peer), &headers)
+        .and_then(|client| session(&state, &client, &headers));
+    let (s, new) = match started {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
     let page = assets::INDEX_HTML.replace("{{CSRF}}", &state.secret.csrf(&s));
     let mut response = (
         [
@@ -92,7 +131,7 @@ pub async fn index(State(state): State<Shared>, headers: HeaderMap) -> Response 
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(assets::CONTENT_SECURITY_POLICY),
     );
-    with_cookie(response, &s, new)
+    with_cookie(response, &state.secret.session_cookie(&s), new)
 }
 
 /// `GET /static/{name}`: the page's script, style and the bundled abcjs.
@@ -115,14 +154,20 @@ pub async fn static_file(Path(name): Path<String>) -> Response {
     }
 }
 
-/// `GET /healthz`: the database answers.
+/// `GET /healthz`: whether the database takes writes, as of the last check (every
+/// `feedback.health_check_seconds`): `ok`, or 503 with `NOT_SERVING` and the reason.
 pub async fn healthz(State(state): State<Shared>) -> Response {
-    match state.db.schema_version().await {
-        Ok(_) => "ok\n".into_response(),
-        Err(e) => ApiError::new(
+    let held = state
+        .unhealthy
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match held {
+        None => "ok\n".into_response(),
+        Some(why) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            e.to_string(),
+            format!("NOT_SERVING: {why}"),
         )
         .into_response(),
     }
@@ -172,16 +217,30 @@ fn clip_view(id: &str, caption: &str, tokens: &[u32], min_listen: f64) -> ClipVi
     }
 }
 
-pub async fn pair(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let (s, new) = session(&headers);
+pub async fn pair(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let started = state
+        .guard
+        .client(Some(peer), &headers)
+        .and_then(|client| Ok((session(&state, &client, &headers)?, client)));
+    let ((s, new), client) = match started {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
     let rater = state.secret.rater_id(&s);
-    let answer = serve_pair(&state, &s, &rater, channel(&headers)).await;
+    let answer = match state.guard.pair(&client, Instant::now()) {
+        Ok(()) => serve_pair(&state, &s, &rater, client.channel).await,
+        Err(e) => Err(e),
+    };
     with_cookie(
         match answer {
             Ok(view) => Json(view).into_response(),
             Err(e) => e.into_response(),
         },
-        &s,
+        &state.secret.session_cookie(&s),
         new,
     )
 }
@@ -320,7 +379,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
 
 /// The rater of a POST: a session cookie and its CSRF token in `x-csrf-token`.
 fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(s) = session::session_of(headers) else {
+    let Some(s) = state.secret.session_of(headers) else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "no_session",
@@ -466,10 +525,11 @@ pub struct VoteAnswer {
 /// `POST /api/vote`.
 pub async fn vote(
     State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match vote_inner(&state, &headers, body).await {
+    match vote_inner(&state, peer, &headers, body).await {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -477,10 +537,12 @@ pub async fn vote(
 
 async fn vote_inner(
     state: &AppState,
+    peer: SocketAddr,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<VoteAnswer, ApiError> {
     let req: VoteRequest = json_body(headers, body)?;
+    let client = state.guard.client(Some(peer), headers)?;
     let rater = authenticated(state, headers)?;
     state.votes.take(&rater, Instant::now()).map_err(|wait| {
         let mut e = ApiError::new(
@@ -491,6 +553,21 @@ async fn vote_inner(
         e.retry_after = Some(wait);
         e
     })?;
+    state.guard.vote(&client, Instant::now())?;
+    let day_ago = now_ms() - 86_400_000;
+    let today = state.db.votes_by_rater_since(&rater, day_ago).await?;
+    if today >= state.guard.votes_per_rater_per_day {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this rater has cast {today} votes in the last 24 hours, the most allowed \
+                 (feedback.votes_per_rater_per_day)"
+            ),
+        );
+        e.retry_after = Some(3600);
+        return Err(e);
+    }
     let pair = open_pair(state, &req.pair, &rater).await?;
     let outcome = Outcome::parse(&req.outcome).ok_or_else(|| {
         ApiError::unprocessable(
@@ -544,7 +621,18 @@ async fn vote_inner(
             ),
         ));
     }
-    let channel = channel(headers);
+    let channel = if state.guard.same_side_run(&client, outcome) {
+        metrics::counter!(catalog::FEEDBACK_VOTES_FLAGGED_TOTAL).increment(1);
+        tracing::warn!(
+            address = %client.address,
+            %rater,
+            outcome = outcome.as_str(),
+            "a run of same-side votes from one address: stored as flagged (not trained on)"
+        );
+        musicrl_prefdb::FLAGGED
+    } else {
+        client.channel
+    };
     let id = state
         .db
         .record_vote(&NewVote {

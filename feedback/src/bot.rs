@@ -48,6 +48,8 @@ pub struct BotClient {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
     sessions: HashMap<usize, Session>,
+    /// The bot's token (`feedback.bot_token_file`), sent with every request.
+    token: Option<String>,
 }
 
 impl BotClient {
@@ -57,7 +59,15 @@ impl BotClient {
             base: base.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             sessions: HashMap::new(),
+            token: None,
         }
+    }
+
+    /// Sends the bot's token: the service then knows these are the simulated listeners
+    /// (channel `bot`) and does not hold them to its per-address limits.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.trim().to_string());
+        self
     }
 
     async fn call(
@@ -86,6 +96,9 @@ impl BotClient {
             }
             if let Some(t) = csrf {
                 req = req.header("x-csrf-token", t);
+            }
+            if let Some(t) = &self.token {
+                req = req.header(crate::guard::BOT_TOKEN_HEADER, t.as_str());
             }
             let payload = match &body {
                 Some(b) => {

@@ -12,6 +12,7 @@ pub mod assets;
 pub mod bot;
 pub mod clips;
 pub mod error;
+pub mod guard;
 pub mod limits;
 pub mod server;
 pub mod session;

@@ -1,5 +1,6 @@
-//! Per-rater rate limits: a token bucket per rater and action, refilled continuously. The
-//! table forgets raters idle for ten minutes, so it cannot grow without bound.
+//! Rate limits: a token bucket per key (a rater, a client address) and action, refilled
+//! continuously. The table forgets keys whose bucket has refilled, so it cannot grow without
+//! bound.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,17 +12,28 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token buckets of one action (votes, pairs).
+/// Token buckets of one action (votes, pairs, new sessions).
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_minute: f64,
+    /// The burst allowed, and the tokens a window adds back.
+    capacity: f64,
+    /// Tokens a second.
+    rate: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimiter {
+    /// `per_minute` a minute, in bursts of up to `per_minute`.
     pub fn new(per_minute: u32) -> Self {
+        Self::per(per_minute, Duration::from_secs(60))
+    }
+
+    /// `n` every `window`, in bursts of up to `n`.
+    pub fn per(n: u32, window: Duration) -> Self {
+        let capacity = f64::from(n.max(1));
         Self {
-            per_minute: f64::from(per_minute.max(1)),
+            capacity,
+            rate: capacity / window.as_secs_f64().max(1e-3),
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -30,15 +42,17 @@ impl RateLimiter {
     pub fn take(&self, who: &str, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > 10_000 {
-            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(600));
+            // A bucket that has refilled is the same as no bucket.
+            let full = Duration::from_secs_f64(self.capacity / self.rate);
+            buckets.retain(|_, b| now.saturating_duration_since(b.at) < full);
         }
-        let rate = self.per_minute / 60.0;
+        let rate = self.rate;
         let b = buckets.entry(who.to_string()).or_insert(Bucket {
-            tokens: self.per_minute,
+            tokens: self.capacity,
             at: now,
         });
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(self.per_minute);
+        b.tokens = (b.tokens + elapsed * rate).min(self.capacity);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -65,5 +79,10 @@ mod tests {
         assert!(limiter.take("other", t0).is_ok(), "buckets are per rater");
         assert_eq!(limiter.take("r", t0 + Duration::from_secs(10)), Err(10));
         assert!(limiter.take("r", t0 + Duration::from_secs(21)).is_ok());
+        // Per hour: 2 at once, then one every 30 minutes.
+        let hourly = RateLimiter::per(2, Duration::from_secs(3600));
+        assert!(hourly.take("10.0.0.1", t0).is_ok());
+        assert!(hourly.take("10.0.0.1", t0).is_ok());
+        assert_eq!(hourly.take("10.0.0.1", t0), Err(1800));
     }
 }

@@ -27,6 +27,12 @@ use crate::source::PairSource;
 pub async fn state_from_config(config: &Config) -> Result<Shared> {
     let f = &config.feedback;
     let db = Db::open(&f.db).await?;
+    db.probe_write().await.map_err(|e| {
+        Error::Config(format!(
+            "feedback.db {}: the database cannot be written, so no vote could be stored: {e}",
+            musicrl_prefdb::db::redact(&f.db)
+        ))
+    })?;
     let source = PairSource::from_config(
         f,
         &config.policy,
@@ -133,6 +139,9 @@ pub fn state(
         max_comment_chars: f.max_comment_chars,
         votes: RateLimiter::new(f.votes_per_minute),
         pairs: RateLimiter::new(f.pairs_per_minute),
+        guard: crate::guard::Guard::from_config(f)?,
+        unhealthy: std::sync::Mutex::new(None),
+        health_every: std::time::Duration::from_secs_f64(f.health_check_seconds),
         scorer: scorer.map(Arc::new),
     }))
 }
@@ -164,7 +173,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Feedback);
-    axum::serve(listener, router(state, max_body_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The database is checked on a cadence, not per /healthz call: probes stay cheap and a
+    // failing database is reported however often the probe asks.
+    let health = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                state.check_health().await;
+                tokio::time::sleep(state.health_every).await;
+            }
+        })
+    };
+    // The peer's address reaches the handlers: the per-address limits key on it.
+    let served = axum::serve(
+        listener,
+        router(state, max_body_bytes).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    health.abort();
+    served
 }

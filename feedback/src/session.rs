@@ -1,10 +1,13 @@
 //! Sessions, rater ids and CSRF tokens.
 //!
-//! A browser gets a random session cookie (`musicrl_session`, HttpOnly, SameSite=Strict). The
-//! rater id stored with votes is a keyed hash of it (`web-…`), so the database holds no
-//! personal data and cannot be joined back to a cookie without the server secret. The CSRF
-//! token is another keyed hash of the session; every POST must carry it in the
-//! `x-csrf-token` header (a cross-site page can send the cookie but cannot read the token).
+//! A browser gets a session the server issued and signed (`musicrl_session`, HttpOnly,
+//! SameSite=Strict): `ID.MAC`, the MAC a keyed hash of the random id under the server
+//! secret, so a client cannot make up sessions of its own (a cookie that does not verify is
+//! ignored and a new session issued, which is rate-limited per client address). The rater id
+//! stored with votes is another keyed hash of the session (`web-…`), so the database holds
+//! no personal data and cannot be joined back to a cookie without the server secret. The
+//! CSRF token is a third; every POST must carry it in the `x-csrf-token` header (a
+//! cross-site page can send the cookie but cannot read the token).
 
 use axum::http::HeaderMap;
 
@@ -51,14 +54,33 @@ impl Secret {
 
     /// Whether `token` is the session's CSRF token (compared in constant time).
     pub fn csrf_ok(&self, session: &str, token: &str) -> bool {
-        let want = self.csrf(session);
-        want.len() == token.len()
-            && want
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        same(&self.csrf(session), token)
     }
+
+    /// The cookie value of a session this server issues: `ID.MAC`.
+    pub fn session_cookie(&self, session: &str) -> String {
+        format!("{session}.{}", &self.keyed("session", session)[..32])
+    }
+
+    /// The session of a request: its `musicrl_session` cookie, if well formed and signed
+    /// by this server's secret (None for a made-up or tampered cookie).
+    pub fn session_of(&self, headers: &HeaderMap) -> Option<String> {
+        let value = cookie(headers)?;
+        let (id, mac) = value.split_once('.')?;
+        let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        (hex32(id) && hex32(mac) && same(&self.keyed("session", id)[..32], mac))
+            .then(|| id.to_string())
+    }
+}
+
+/// Equal strings, compared in constant time for equal lengths.
+fn same(want: &str, got: &str) -> bool {
+    want.len() == got.len()
+        && want
+            .bytes()
+            .zip(got.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// A new session id: 128 random bits.
@@ -66,8 +88,8 @@ pub fn new_session() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// The session cookie of a request, if it has a well-formed one.
-pub fn session_of(headers: &HeaderMap) -> Option<String> {
+/// The raw `musicrl_session` cookie of a request.
+fn cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -76,12 +98,11 @@ pub fn session_of(headers: &HeaderMap) -> Option<String> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.to_string())
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The `Set-Cookie` value of a session.
-pub fn set_cookie(session: &str) -> String {
-    format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000")
+/// The `Set-Cookie` header of a session's signed cookie value.
+pub fn set_cookie(cookie_value: &str) -> String {
+    format!("{COOKIE}={cookie_value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000")
 }
 
 #[cfg(test)]
@@ -103,22 +124,32 @@ mod tests {
     }
 
     #[test]
-    fn only_a_well_formed_session_cookie_is_read() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            axum::http::header::COOKIE,
-            "theme=dark; musicrl_session=0123456789abcdef0123456789abcdef"
-                .parse()
-                .expect("a header"),
-        );
+    fn only_a_session_this_server_signed_is_read() {
+        let secret = Secret([1; 32]);
+        let id = "0123456789abcdef0123456789abcdef";
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                axum::http::header::COOKIE,
+                format!("theme=dark; musicrl_session={value}")
+                    .parse()
+                    .expect("a header"),
+            );
+            h
+        };
+        let signed = secret.session_cookie(id);
+        assert_eq!(secret.session_of(&with(&signed)).as_deref(), Some(id));
+        // Made up by the client: an unsigned id, another id under this MAC, another
+        // server's signature, junk.
+        assert_eq!(secret.session_of(&with(id)), None);
+        let other = "f123456789abcdef0123456789abcdef";
+        let (_, mac) = signed.split_once('.').expect("ID.MAC");
+        assert_eq!(secret.session_of(&with(&format!("{other}.{mac}"))), None);
         assert_eq!(
-            session_of(&h).as_deref(),
-            Some("0123456789abcdef0123456789abcdef")
+            secret.session_of(&with(&Secret([2; 32]).session_cookie(id))),
+            None
         );
-        h.insert(
-            axum::http::header::COOKIE,
-            "musicrl_session=../../x".parse().expect("a header"),
-        );
-        assert_eq!(session_of(&h), None);
+        assert_eq!(secret.session_of(&with("../../x")), None);
+        assert_eq!(secret.session_of(&HeaderMap::new()), None);
     }
 }

@@ -425,3 +425,132 @@ async fn every_clip_is_stored_with_its_reward_model_scores_and_the_listener_neve
     }
     s.stop().await;
 }
+
+/// `/healthz` tells the truth: once the database file is deleted under the running service
+/// (every vote would now be lost or refused), it answers 503 NOT_SERVING with the reason,
+/// within the health cadence.
+#[tokio::test]
+async fn health_goes_not_serving_when_the_database_is_deleted() {
+    let s = start(FeedbackConfig {
+        health_check_seconds: 0.1,
+        ..config()
+    })
+    .await;
+    let (status, _, body) = raw(Method::GET, &s.url("/healthz"), &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    std::fs::remove_file(s.dir.path().join("feedback.db")).expect("delete the database");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, _, body) = raw(Method::GET, &s.url("/healthz"), &[], "").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(std::time::Instant::now() < deadline, "still healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let why = error_of(&body);
+    assert!(
+        why.contains("NOT_SERVING") && why.contains("is gone"),
+        "{why}"
+    );
+    s.stop().await;
+}
+
+/// Issue 35's ballot stuffing: one client casting vote after vote for one side, each time
+/// with a session of its own making (a made-up cookie, or none at all). Sessions are the
+/// server's (a made-up cookie is not one), new sessions are limited per client address, and
+/// a run of same-side votes from one address is stored flagged and never trained on: of 20
+/// tries, a handful of votes are stored and one of them counts for training.
+#[tokio::test]
+async fn minted_sessions_cannot_stuff_the_ballot() {
+    let s = start(FeedbackConfig {
+        min_listen_seconds: 0.0,
+        sessions_per_hour_per_address: 3,
+        flag_same_side_run: 2,
+        ..config()
+    })
+    .await;
+    let (mut stored, mut refused) = (0, 0);
+    for i in 0..20 {
+        // A cookie of the client's own making, in the old format and in the signed one's.
+        let minted = match i % 2 {
+            0 => format!("musicrl_session={:032x}", i + 1),
+            _ => format!("musicrl_session={:032x}.{:032x}", i + 1, i + 7),
+        };
+        let (status, h, body) =
+            raw(Method::GET, &s.url("/api/pair"), &[("cookie", &minted)], "").await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(
+                error_of(&body).contains("new sessions"),
+                "{}",
+                error_of(&body)
+            );
+            refused += 1;
+            continue;
+        }
+        assert_eq!(status, StatusCode::OK, "{}", error_of(&body));
+        let view: PairView = serde_json::from_slice(&body).expect("a pair");
+        // The minted cookie was not taken: the answer issues a session of the server's.
+        let issued = h
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").to_string())
+            .expect("a new session is issued");
+        assert_ne!(issued, minted);
+        // Voting with the minted cookie and the issued session's token: no session.
+        let vote = serde_json::json!({"pair": view.pair, "outcome": "a"});
+        let (status, e) = post(&s.url("/api/vote"), &minted, &view.csrf, vote.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{e}");
+        let (status, e) = post(&s.url("/api/vote"), &issued, &view.csrf, vote).await;
+        assert_eq!(status, StatusCode::CREATED, "{e}");
+        stored += 1;
+    }
+    assert_eq!((stored, refused), (3, 17));
+    assert_eq!(s.db.last_vote_id().await.expect("reads"), 3);
+    // The second and third same-side votes in a row were flagged: exported with their
+    // channel, not trained on.
+    let trained =
+        s.db.decisive_votes(VoteFilter::default())
+            .await
+            .expect("reads");
+    assert_eq!(trained.len(), 1);
+    let all =
+        s.db.decisive_votes(VoteFilter {
+            include_flagged: true,
+            ..VoteFilter::default()
+        })
+        .await
+        .expect("reads");
+    let channels: Vec<&str> = all.iter().map(|v| v.channel.as_str()).collect();
+    assert_eq!(channels, ["web", "flagged", "flagged"]);
+    s.stop().await;
+}
+
+/// A rater's votes are capped per 24 hours, whatever the per-minute limits allow.
+#[tokio::test]
+async fn a_rater_has_a_daily_cap() {
+    let s = start(FeedbackConfig {
+        min_listen_seconds: 0.0,
+        votes_per_rater_per_day: 2,
+        ..config()
+    })
+    .await;
+    let (_, mut cookie) = raw_pair(&s.url("/api/pair"), None).await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let (view, c) = raw_pair(&s.url("/api/pair"), Some(&cookie)).await;
+        cookie = c;
+        let vote = serde_json::json!({"pair": view.pair, "outcome": "tie"});
+        answers.push(post(&s.url("/api/vote"), &cookie, &view.csrf, vote).await);
+    }
+    assert_eq!(answers[0].0, StatusCode::CREATED, "{}", answers[0].1);
+    assert_eq!(answers[1].0, StatusCode::CREATED, "{}", answers[1].1);
+    assert_eq!(answers[2].0, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        answers[2].1.contains("votes_per_rater_per_day"),
+        "{}",
+        answers[2].1
+    );
+    s.stop().await;
+}

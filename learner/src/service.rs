@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use musicrl_common::security::{Permission, RewardKeys, SealedContent, TokenStore};
+use musicrl_common::security::{Permission, RewardKeys, SealedContent, SpentSeals, TokenStore};
 use musicrl_common::wire::{self, Rejection, TokenLimits};
 use musicrl_common::{PolicyVersion, Trajectory};
 use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
@@ -69,6 +69,13 @@ pub struct Shared {
     /// The reward keys; when not empty, every trajectory needs a valid seal.
     pub reward_keys: RewardKeys,
     pub seal_max_age_ms: u64,
+    /// The seals trained on, each refused a second time within its window.
+    pub spent_seals: Mutex<SpentSeals>,
+    /// KiB the pushes being received may hold together (`learner.max_push_mb_in_flight`):
+    /// each push holds permits for what it has read until it is queued or refused.
+    pub push_memory: tokio::sync::Semaphore,
+    /// The whole budget, in KiB.
+    pub push_memory_kib: usize,
     /// Becomes true when the server starts shutting down: parameter streams end, so a
     /// graceful shutdown never waits on a subscriber.
     pub closing: watch::Receiver<bool>,
@@ -132,6 +139,12 @@ impl CompactForm {
 }
 
 impl Shared {
+    pub(crate) fn spent_seals(&self) -> std::sync::MutexGuard<'_, SpentSeals> {
+        self.spent_seals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The progress, even if a panicking thread poisoned the lock (it only holds counters).
     pub fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
@@ -216,16 +229,19 @@ struct Admitting<'a> {
     shared: &'a Shared,
     actor: String,
     id: musicrl_common::types::TrajectoryId,
+    /// The seal spent for it, given back if the push is cut off before it is queued.
+    seal: Option<musicrl_common::types::RewardSeal>,
     settled: bool,
 }
 
 impl<'a> Admitting<'a> {
-    fn new(shared: &'a Shared, t: &Trajectory) -> Self {
+    fn new(shared: &'a Shared, t: &Trajectory, spent: bool) -> Self {
         shared.admitting.fetch_add(1, Ordering::SeqCst);
         Self {
             shared,
             actor: t.actor_id.clone(),
             id: t.id.clone(),
+            seal: if spent { t.seal.clone() } else { None },
             settled: false,
         }
     }
@@ -240,6 +256,9 @@ impl Drop for Admitting<'_> {
     fn drop(&mut self) {
         if !self.settled {
             self.shared.progress().ledger.forget(&self.actor, &self.id);
+            if let Some(seal) = &self.seal {
+                self.shared.spent_seals().refund(seal);
+            }
         }
         self.shared.admitting.fetch_sub(1, Ordering::SeqCst);
     }
@@ -272,8 +291,43 @@ impl LearnerService for Learner {
         let mut batch = Vec::new();
         let mut ids = Vec::new();
         let mut index = 0usize;
+        // What this push holds of the learner's budget for pushes in flight (all
+        // connections together), released when the handler returns.
+        let mut memory: Option<tokio::sync::SemaphorePermit<'_>> = None;
+        let mut held_kib = 0usize;
         while let Some(item) = inbound.next().await {
             let item = item?;
+            // The wire message and the trajectory decoded from it, in KiB.
+            let kib = u32::try_from(2 * prost::Message::encoded_len(&item) / 1024 + 1)
+                .unwrap_or(u32::MAX);
+            held_kib += kib as usize;
+            match self.shared.push_memory.try_acquire_many(kib) {
+                Ok(p) => match memory.as_mut() {
+                    Some(held) => held.merge(p),
+                    None => memory = Some(p),
+                },
+                Err(_) if held_kib > self.shared.push_memory_kib => {
+                    // This push alone is larger than the whole budget: a retry cannot help.
+                    return Err(Status::invalid_argument(format!(
+                        "a push of more than {} MiB, the learner's whole budget for pushes in \
+                         flight (learner.max_push_mb_in_flight): push fewer trajectories at once",
+                        self.shared.push_memory_kib >> 10
+                    )));
+                }
+                Err(_) => {
+                    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "push_memory_budget").increment(1);
+                    tracing::warn!(
+                        actor = %item.actor_id,
+                        read = index,
+                        "refused a push: the pushes in flight hold the whole learner.max_push_mb_in_flight"
+                    );
+                    return Err(Status::resource_exhausted(
+                        "the learner is receiving as many pushes as its memory budget \
+                         (learner.max_push_mb_in_flight) allows; nothing of this push was \
+                         taken: retry it later",
+                    ));
+                }
+            }
             ids.push((item.actor_id.clone(), wire::trajectory_id(&item).ok()));
             if index >= self.shared.max_push {
                 return Err(invalid_push(
@@ -370,8 +424,28 @@ impl LearnerService for Learner {
                 ));
                 continue;
             }
+            // Trained once: a genuine score pushed again under fresh ids is a replay.
+            let spent = match (&t.seal, self.shared.reward_keys.is_empty()) {
+                (Some(seal), false) => {
+                    if !self
+                        .shared
+                        .spent_seals()
+                        .spend(seal, now_ms, self.shared.seal_max_age_ms)
+                    {
+                        reject(Rejection::new(
+                            "replayed_seal",
+                            "this reward seal was already trained on (a genuine score pushed \
+                             again under another trajectory id)"
+                                .into(),
+                        ));
+                        continue;
+                    }
+                    true
+                }
+                _ => false,
+            };
             let version = t.policy_version.0;
-            let mut admitting = Admitting::new(&self.shared, &t);
+            let mut admitting = Admitting::new(&self.shared, &t, spent);
             let sent = self.shared.queue.send(t).await;
             admitting.settled();
             if sent.is_err() {

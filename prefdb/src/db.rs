@@ -110,7 +110,15 @@ pub struct VoteFilter {
     pub since_ms: Option<i64>,
     /// Only votes with an id above this one (the `last_vote_id` of a model version).
     pub after_vote_id: Option<i64>,
+    /// Also the votes the feedback service flagged as stuffing (channel [`FLAGGED`]);
+    /// training leaves them out by default.
+    pub include_flagged: bool,
 }
+
+/// The channel of a vote the feedback service stored but flagged: part of a burst of
+/// same-side votes from one client address (`feedback.flag_same_side_run`). Exported with
+/// the rest, never trained on unless asked (`VoteFilter::include_flagged`).
+pub const FLAGGED: &str = "flagged";
 
 /// A decisive vote with both clips, in vote order.
 #[derive(Debug, Clone, PartialEq)]
@@ -269,6 +277,42 @@ pub fn redact(url: &str) -> String {
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// A SQLite file's path and identity when opened: a file deleted or replaced under a
+    /// running server is noticed by [`Db::probe_write`] (SQLite itself would go on writing
+    /// to the deleted file, and every vote would be lost).
+    file: Option<(std::path::PathBuf, FileId)>,
+}
+
+/// What identifies a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn file_id(path: &std::path::Path) -> std::io::Result<FileId> {
+    let m = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Ok(FileId { dev: 0, ino: 0 })
+    }
+}
+
+/// The file a `sqlite:` URL names (None for an in-memory database).
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
 }
 
 impl Db {
@@ -302,7 +346,15 @@ impl Db {
                 url: redact(&url),
                 message: e.to_string(),
             })?;
-        let db = Db { pool, dialect };
+        let file = match dialect {
+            Dialect::Sqlite => sqlite_path(&url).and_then(|p| Some((p.clone(), file_id(&p).ok()?))),
+            Dialect::Postgres => None,
+        };
+        let db = Db {
+            pool,
+            dialect,
+            file,
+        };
         if dialect == Dialect::Sqlite {
             for pragma in ["PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 5000"] {
                 sqlx::query(pragma)
@@ -312,6 +364,38 @@ impl Db {
             }
         }
         Ok(db)
+    }
+
+    /// Whether the database takes writes now: a committed write (a row rewritten with its
+    /// own value), and for a SQLite file, that the file at its path is still the one opened.
+    /// The feedback service runs it at start-up (an unwritable database is an error there)
+    /// and on a short cadence behind `/healthz`.
+    pub async fn probe_write(&self) -> Result<()> {
+        if let Some((path, opened)) = &self.file {
+            match file_id(path) {
+                Ok(id) if id == *opened => {}
+                Ok(_) => {
+                    return Err(Error::Data(format!(
+                        "the database file {} was replaced since it was opened; restart to use the new one",
+                        path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(Error::Data(format!(
+                        "the database file {} is gone ({e}); votes cannot be stored",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        sqlx::query(
+            "UPDATE schema_migrations SET applied_at = applied_at
+             WHERE version = (SELECT MAX(version) FROM schema_migrations)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(query("writing (health probe)"))?;
+        Ok(())
     }
 
     /// Closes the pool (waits for connections to return).
@@ -641,6 +725,18 @@ impl Db {
     }
 
     /// Votes by outcome.
+    /// Votes `rater` cast at or after `since_ms` (the daily cap per rater).
+    pub async fn votes_by_rater_since(&self, rater: &str, since_ms: i64) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM votes WHERE rater_id = $1 AND created_at >= $2",
+        )
+        .bind(rater)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query("counting a rater's votes"))
+    }
+
     pub async fn vote_counts(&self, filter: VoteFilter) -> Result<VoteCounts> {
         let rows = sqlx::query(
             "SELECT outcome, COUNT(*) FROM votes WHERE created_at >= $1 AND id > $2 GROUP BY outcome",
@@ -687,10 +783,13 @@ impl Db {
              JOIN clips ca ON ca.id = pr.clip_a
              JOIN clips cb ON cb.id = pr.clip_b
              WHERE v.outcome IN ('a', 'b') AND v.created_at >= $1 AND v.id > $2
+               AND (v.channel <> $3 OR $4 = 1)
              ORDER BY v.id",
         )
         .bind(filter.since_ms.unwrap_or(i64::MIN))
         .bind(filter.after_vote_id.unwrap_or(i64::MIN))
+        .bind(FLAGGED)
+        .bind(i64::from(filter.include_flagged))
         .fetch_all(&self.pool)
         .await
         .map_err(query("reading votes"))?;

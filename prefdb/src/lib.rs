@@ -17,7 +17,7 @@ pub mod jsonl;
 pub mod schema;
 
 pub use db::{
-    Clip, Db, DecisiveVote, ImportReport, ModelVersion, NewClip, NewVote, Outcome, Pair,
+    Clip, Db, DecisiveVote, FLAGGED, ImportReport, ModelVersion, NewClip, NewVote, Outcome, Pair,
     VoteCounts, VoteFilter, now_ms,
 };
 pub use error::{Error, Result};

@@ -171,3 +171,102 @@ async fn status(url: &str) -> musicrl_proto::v1::StatusResponse {
         .expect("status")
         .into_inner()
 }
+
+/// A TCP relay to `target` that can be cut: while cut, every relayed connection is torn
+/// down and new ones are closed on arrival — a network partition between a client and a
+/// server, made in user space so it runs anywhere.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        let _ = self.cut.send(cut);
+    }
+}
+
+/// Issue 35: a partition between an actor and the learner (pushes and the parameter stream
+/// torn down mid-flight, reconnections refused for four seconds) heals by itself: the run
+/// completes, and the trajectory ledger balances to the trajectory — nothing the actor
+/// sampled is unaccounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_between_an_actor_and_the_learner_heals_and_the_ledger_balances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 16;
+    config.actor.min_backoff_seconds = 0.05;
+    let reward = musicrl_tests::start_reward_server(&config).await;
+    let learner = start_learner(&config).await;
+    let relay = Relay::start(learner.addr).await;
+    let actor = start_actor(
+        &config,
+        &format!("http://{}", relay.addr),
+        &reward.url(),
+        "partitioned",
+    );
+    wait_until(|| async { learner_step(&learner.url()).await >= 4 }).await;
+    relay.set_cut(true);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = learner_step(&learner.url()).await;
+    assert!(during < 16, "the run finished during the partition");
+    relay.set_cut(false);
+
+    let outcome = tokio::time::timeout(Duration::from_secs(120), learner.join())
+        .await
+        .expect("the run completes after the partition heals")
+        .expect("the learner succeeds");
+    assert!(outcome.completed && outcome.steps == 16, "{outcome:?}");
+    let a = tokio::time::timeout(Duration::from_secs(60), actor.join())
+        .await
+        .expect("the actor leaves when training completes")
+        .expect("the actor succeeds");
+    let books = &outcome.accounting;
+    assert_eq!(books.check(), Ok(()), "{books:?}");
+    assert_eq!(books.trained, 16 * 8, "{books:?}");
+    // The actor's own books balance, and every trajectory it delivered the learner received
+    // exactly once, whatever answer the partition cost it (a push retried after its answer
+    // was lost comes back as duplicates, not twice).
+    assert_eq!(
+        a.sampled,
+        a.samples_pushed + a.duplicates + a.samples_rejected + a.samples_after_end + a.abandoned,
+        "{a:?}"
+    );
+    assert_eq!(
+        books.received,
+        a.samples_pushed + a.duplicates + a.samples_rejected + a.samples_after_end,
+        "{books:?} {a:?}"
+    );
+    assert!(
+        a.versions_loaded > 4,
+        "the parameter stream came back: {a:?}"
+    );
+    let _ = reward.stop().await;
+}

@@ -215,6 +215,23 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
         .await
         .expect("push");
     assert_eq!((s.accepted, s.rejected, s.duplicates), (0, 0, 1), "{s:?}");
+    // The genuine sealed score replayed under fresh trajectory ids (issue 35: 160 of 160
+    // were once trained): each is refused as a replayed seal and counted.
+    let replays: Vec<pb::Trajectory> = (0..3)
+        .map(|_| pb::Trajectory {
+            sequence: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..genuine.clone()
+        })
+        .collect();
+    let s = push(&mut client, replays, Some(&actor))
+        .await
+        .expect("push");
+    assert_eq!(
+        (s.accepted, reasons(&s)),
+        (0, vec!["replayed_seal".to_string()]),
+        "{s:?}"
+    );
+    assert_eq!(s.rejected, 3, "{s:?}");
     // A seal from another reward key is unknown.
     let mut other = genuine.clone();
     other.sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -224,7 +241,7 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
         .expect("push");
     assert_eq!(reasons(&s), vec!["unknown_seal_key".to_string()]);
 
-    // The ledger: 6 pushed ids, the duplicate counted once; sampled counts the gaps up to
+    // The ledger: 9 pushed ids, the duplicate counted once; sampled counts the gaps up to
     // the highest sequence seen of this source.
     let status = client
         .status(with_token(pb::StatusRequest {}, Some(&operator)))
@@ -232,11 +249,17 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
         .expect("status")
         .into_inner();
     let a = status.accounting.clone().expect("accounting");
-    assert_eq!(a.received, 4, "{a:?}");
+    assert_eq!(a.received, 7, "{a:?}");
     assert_eq!(a.duplicates, 1, "{a:?}");
     assert_eq!(a.pending, 1, "{a:?}");
     let rejected: u64 = a.rejected.iter().map(|r| r.count).sum();
-    assert_eq!(rejected, 3, "{a:?}");
+    assert_eq!(rejected, 6, "{a:?}");
+    assert!(
+        a.rejected
+            .iter()
+            .any(|r| r.reason == "replayed_seal" && r.count == 3),
+        "{a:?}"
+    );
     let lost: u64 = a.lost.iter().map(|r| r.count).sum();
     assert_eq!(a.sampled, a.received + lost, "{a:?}");
     assert!(status.serving && status.learner_run != 0, "{status:?}");
@@ -403,6 +426,33 @@ async fn a_loop_over_mutual_tls_with_tokens_and_seals_trains_and_balances() {
             .is_err(),
     };
     assert!(refused, "a client without a certificate was served");
+    // Each role holds only its own key: the servers' certificate is not a client
+    // certificate, so a pod that somehow held it could not use it to call in as a client.
+    let read = |p: &std::path::Path| std::fs::read(p).expect("a credential file");
+    let server_as_client = Endpoint::from_shared(https(learner.addr))
+        .expect("url")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .identity(Identity::from_pem(
+                    read(&written.config.tls_cert),
+                    read(&written.config.tls_key),
+                )),
+        )
+        .expect("tls")
+        .connect()
+        .await;
+    let refused = match server_as_client {
+        Err(_) => true,
+        Ok(channel) => LearnerServiceClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused,
+        "the server certificate was accepted as a client certificate"
+    );
     // Plain http to a TLS port fails too.
     let plain = LearnerServiceClient::connect(format!("http://{}", learner.addr)).await;
     if let Ok(mut c) = plain {
@@ -494,4 +544,75 @@ async fn a_remote_component_is_reached_over_mutual_tls_with_a_token() {
     );
     front.stop().await.expect("front");
     backend.stop().await.expect("backend");
+}
+
+/// A learner whose checkpoint folder cannot be written says so: at start-up it refuses to
+/// serve, naming the folder; when the folder stops taking writes during the run (here: it
+/// is replaced by a file, as good as a full or read-only disk), health goes NOT_SERVING and
+/// Status gives the reason with the path, rather than training on with nothing saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_cannot_checkpoint_says_not_serving_and_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 0; // until stopped
+    config.learner.batch_size = 2;
+    config.learner.value_warmup_steps = 0;
+    config.learner.checkpoint_every = 1;
+
+    // At start-up.
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"a file where the checkpoints' parent should be").expect("write");
+    let mut blocked = config.clone();
+    blocked.learner.checkpoint_dir = blocker.join("checkpoints");
+    let e = tokio::time::timeout(
+        Duration::from_secs(30),
+        start_learner(&blocked).await.join(),
+    )
+    .await
+    .expect("the learner gives up at once")
+    .expect_err("an unwritable checkpoint folder is refused");
+    assert!(e.to_string().contains("not-a-folder"), "{e}");
+
+    // During the run.
+    let folder = dir.path().join("checkpoints");
+    config.learner.checkpoint_dir = folder.clone();
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    std::fs::remove_dir_all(&folder).ok();
+    std::fs::write(&folder, b"the disk is gone").expect("write");
+    let s = push(
+        &mut client,
+        vec![trajectory(&config), trajectory(&config)],
+        None,
+    )
+    .await
+    .expect("push");
+    assert_eq!(s.accepted, 2);
+    let mut status = None;
+    for _ in 0..300 {
+        let s = client
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        if !s.serving {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("NOT_SERVING once the checkpoint cannot be written");
+    assert!(
+        status.not_serving_reason.contains("training loop failed")
+            && status.not_serving_reason.contains("checkpoints"),
+        "{}",
+        status.not_serving_reason
+    );
+    assert_eq!(
+        musicrl_tests::health_status(&learner.url(), "musicrl.v1.LearnerService").await,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
+    let _ = learner.stop().await;
 }

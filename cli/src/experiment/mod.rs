@@ -435,7 +435,14 @@ fn run_recipe(
     );
     let t = Instant::now();
     let summary = runtime
-        .block_on(crate::local::run(c.clone(), LocalArgs::default()))
+        .block_on(crate::local::run(
+            c.clone(),
+            // The experiment has decided to train this recipe afresh.
+            LocalArgs {
+                overwrite: true,
+                ..LocalArgs::default()
+            },
+        ))
         .with_context(|| {
             format!(
                 "training {} (seed {seed}); logs in {}",

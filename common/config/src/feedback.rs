@@ -44,6 +44,29 @@ pub struct FeedbackConfig {
     /// Per rater: votes and pairs a minute (token buckets; a burst of this size is allowed).
     pub votes_per_minute: u32,
     pub pairs_per_minute: u32,
+    /// Per client address, all its sessions together: votes and pairs a minute, and new
+    /// sessions an hour (a client that drops its cookie to get a fresh session each time
+    /// is bound by these). The bot with the bot token is exempt (its raters are many).
+    pub votes_per_minute_per_address: u32,
+    pub pairs_per_minute_per_address: u32,
+    pub sessions_per_hour_per_address: u32,
+    /// Per rater: votes in any 24 hours.
+    pub votes_per_rater_per_day: u32,
+    /// The request header that carries the client's address when the service sits behind
+    /// one trusted proxy (an ingress): `x-forwarded-for` takes its last entry, the one the
+    /// proxy appended. Empty: the TCP peer's address (no proxy; a header is then ignored,
+    /// since a client could write anything in it).
+    pub client_address_header: String,
+    /// Votes for the same side (A, or B) in a row from one client address from which the
+    /// service flags them: they are stored with channel `flagged`, exported, counted
+    /// (`musicrl_feedback_votes_flagged_total`) and never trained on unless asked. Sides are
+    /// shuffled per pair, so an honest listener's run of N is about 2^-(N-1) likely. 0: off.
+    pub flag_same_side_run: u32,
+    /// A file holding the bot's token (at least 32 bytes): requests that carry it in
+    /// `x-musicrl-bot-token` are the simulated listeners (channel `bot`), exempt from the
+    /// per-address limits; a request that claims to be the bot without it is refused.
+    /// Empty: no bot is trusted (a bot is limited like anyone, and its votes are `web`).
+    pub bot_token_file: PathBuf,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Seeds the samplers (each pair's seeds are recorded with its clips).
@@ -56,6 +79,10 @@ pub struct FeedbackConfig {
     /// store the scores with it: the provenance of what the reward models thought of the
     /// clips listeners chose between.
     pub score_clips: bool,
+    /// How often the service checks that its database takes writes, in seconds; `/healthz`
+    /// answers 503 with the reason while it does not (a readiness probe then takes the pod
+    /// out of the Service).
+    pub health_check_seconds: f64,
 }
 
 impl Default for FeedbackConfig {
@@ -75,10 +102,18 @@ impl Default for FeedbackConfig {
             max_comment_chars: 1000,
             votes_per_minute: 30,
             pairs_per_minute: 60,
+            votes_per_minute_per_address: 60,
+            pairs_per_minute_per_address: 120,
+            sessions_per_hour_per_address: 60,
+            votes_per_rater_per_day: 300,
+            client_address_header: String::new(),
+            flag_same_side_run: 12,
+            bot_token_file: PathBuf::new(),
             max_body_bytes: 16 * 1024,
             seed: 0,
             secret_file: PathBuf::new(),
             score_clips: true,
+            health_check_seconds: 5.0,
         }
     }
 }
@@ -134,10 +169,47 @@ impl FeedbackConfig {
         if self.pair_ttl_seconds == 0 {
             return bad("pair_ttl_seconds", "must be at least 1".into());
         }
-        if self.votes_per_minute == 0 || self.pairs_per_minute == 0 {
+        for (key, v) in [
+            ("votes_per_minute", self.votes_per_minute),
+            ("pairs_per_minute", self.pairs_per_minute),
+            (
+                "votes_per_minute_per_address",
+                self.votes_per_minute_per_address,
+            ),
+            (
+                "pairs_per_minute_per_address",
+                self.pairs_per_minute_per_address,
+            ),
+            (
+                "sessions_per_hour_per_address",
+                self.sessions_per_hour_per_address,
+            ),
+            ("votes_per_rater_per_day", self.votes_per_rater_per_day),
+        ] {
+            if v == 0 {
+                return bad(key, "rate limits must be at least 1".into());
+            }
+        }
+        if !self.client_address_header.is_empty()
+            && header_name_ok(&self.client_address_header).is_err()
+        {
             return bad(
-                "votes_per_minute",
-                "rate limits must be at least 1 a minute".into(),
+                "client_address_header",
+                format!(
+                    "{:?} is not an HTTP header name",
+                    self.client_address_header
+                ),
+            );
+        }
+        if !(self.health_check_seconds.is_finite()
+            && (0.05..=3600.0).contains(&self.health_check_seconds))
+        {
+            return bad(
+                "health_check_seconds",
+                format!(
+                    "{} must be between 0.05 and 3600 seconds",
+                    self.health_check_seconds
+                ),
             );
         }
         if self.max_body_bytes < 256 {
@@ -208,4 +280,13 @@ mod tests {
             ("rl-u".into(), PathBuf::from("runs/rl-u/policy.bpk"))
         );
     }
+}
+
+/// Whether `name` is a valid HTTP header name (lower-case token characters).
+fn header_name_ok(name: &str) -> Result<(), ()> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(()) }
 }

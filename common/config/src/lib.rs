@@ -351,6 +351,11 @@ pub struct LearnerConfig {
     pub queue_capacity: usize,
     /// Largest number of trajectories one push may carry.
     pub max_push: usize,
+    /// The memory, in MiB, that the pushes being received may hold together, across every
+    /// connection (estimated from their size on the wire). A push that would go past it is
+    /// refused whole with RESOURCE_EXHAUSTED before it is trained or counted; the actor
+    /// retries it later, so nothing is lost.
+    pub max_push_mb_in_flight: usize,
     /// Parameter broadcast chunk size in bytes (each chunk is one gRPC message).
     pub chunk_bytes: usize,
     /// Where per-step history (`history.jsonl`) is written; empty disables it.
@@ -397,6 +402,7 @@ impl Default for LearnerConfig {
             keep_checkpoints: 3,
             queue_capacity: 1,
             max_push: 1024,
+            max_push_mb_in_flight: 256,
             chunk_bytes: 1 << 20,
             history_path: PathBuf::new(),
             trajectory_log: PathBuf::new(),
@@ -464,10 +470,10 @@ pub struct ActorConfig {
     /// Base seed; each actor mixes in its id.
     pub seed: u64,
     /// Shortest wait before a retry, in seconds: every failed or refused call (any error
-    /// class, and a push the learner refused whole) waits at least this long, doubling up to
-    /// `max_backoff_seconds`, with jitter.
+    /// class, and a push the learner refused whole) waits a delay that starts here and
+    /// doubles up to `max_backoff_seconds`; each wait is drawn from the delay's upper half.
     pub min_backoff_seconds: f64,
-    /// Longest wait between reconnection attempts, in seconds.
+    /// Longest wait before a retry or reconnection, in seconds: no wait exceeds it.
     pub max_backoff_seconds: f64,
     /// Deadline of one reward call, in seconds.
     pub reward_timeout_seconds: f64,
@@ -791,6 +797,7 @@ const NOT_TRAINING_KEYS: &[&str] = &[
     "learner.exit_on_completion",
     "learner.queue_capacity",
     "learner.max_push",
+    "learner.max_push_mb_in_flight",
     "learner.chunk_bytes",
     "learner.health_listen",
     "learner.max_subscribers",
@@ -1013,6 +1020,15 @@ impl Config {
             if !v.is_finite() || v < 0.0 {
                 return bad(field, format!("{v} must be finite and >= 0"));
             }
+        }
+        if l.max_push_mb_in_flight == 0 || l.max_push_mb_in_flight > 1 << 20 {
+            return bad(
+                "learner.max_push_mb_in_flight",
+                format!(
+                    "{} must be between 1 and 1048576 MiB",
+                    l.max_push_mb_in_flight
+                ),
+            );
         }
         if l.queue_capacity == 0 || l.max_push == 0 {
             return bad(

@@ -41,6 +41,10 @@ pub struct SecurityConfig {
     pub reward_keys_file: PathBuf,
     /// The learner refuses a seal older than this many seconds (a replayed old score).
     pub reward_seal_max_age_seconds: f64,
+    /// Let a learner or reward server listen on an address other hosts can reach without
+    /// authentication (no TLS, or TLS without client certificates or tokens). Off: such a
+    /// server refuses to start, saying how to secure it.
+    pub allow_insecure: bool,
 }
 
 impl Default for SecurityConfig {
@@ -57,6 +61,7 @@ impl Default for SecurityConfig {
             token_file: PathBuf::new(),
             reward_keys_file: PathBuf::new(),
             reward_seal_max_age_seconds: 900.0,
+            allow_insecure: false,
         }
     }
 }
@@ -65,6 +70,35 @@ impl SecurityConfig {
     /// Servers serve TLS.
     pub fn server_tls(&self) -> bool {
         !self.tls_cert.as_os_str().is_empty()
+    }
+
+    /// Servers know who calls: TLS with client certificates or bearer tokens.
+    pub fn authenticates_clients(&self) -> bool {
+        self.server_tls()
+            && !(self.tls_client_ca.as_os_str().is_empty()
+                && self.tokens_file.as_os_str().is_empty())
+    }
+
+    /// Refuses to serve `field` = `bound` to other hosts without authentication (unless
+    /// `allow_insecure`): on loopback only this machine's processes can call.
+    pub fn check_exposure(
+        &self,
+        field: &str,
+        bound: std::net::SocketAddr,
+    ) -> Result<(), ConfigError> {
+        if bound.ip().is_loopback() || self.authenticates_clients() || self.allow_insecure {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            field: field.to_string(),
+            why: format!(
+                "{bound} can be reached from other hosts, and without TLS and client \
+                 certificates or tokens anyone who reaches it can push trajectories, read the \
+                 policy or take scores. Secure it ([security]: `musicrl security init DIR` writes \
+                 the files and prints the settings), listen on 127.0.0.1, or set \
+                 security.allow_insecure = true to accept the risk"
+            ),
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

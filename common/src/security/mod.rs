@@ -13,7 +13,7 @@ pub mod seal;
 pub mod tls;
 pub mod tokens;
 
-pub use seal::{RewardKeys, SealedContent};
+pub use seal::{RewardKeys, SealedContent, SpentSeals};
 pub use tokens::{Permission, Role, TokenStore, authorize};
 
 /// Reads a secret file, saying which key named it when it cannot.

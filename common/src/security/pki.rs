@@ -1,6 +1,7 @@
 //! A small certificate authority for development, tests and single-machine TLS
-//! (`musicrl security init`): a CA, one server certificate for the given names, one client
-//! certificate, per-role tokens and a reward key, written as files `[security]` points at.
+//! (`musicrl security init`): a CA, one server certificate for the given names (server auth
+//! only), one client certificate (client auth only), per-role tokens and a reward key,
+//! written as files `[security]` points at.
 //! A cluster uses cert-manager or its own CA instead (`deploy/`, `docs/operations.md`).
 
 use std::path::{Path, PathBuf};
@@ -71,12 +72,9 @@ pub fn init(dir: &Path, names: &[String]) -> crate::Result<Written> {
     let (server_pem, server_key) = leaf(
         names.to_vec(),
         "musicrl server",
-        // Also a client certificate: on a cluster every role mounts this one certificate
-        // (the actors present it for mutual TLS).
-        vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ],
+        // Server auth only: clients (actors) get their own certificate below and never hold
+        // this key (deploy/secrets.sh puts the two in separate Secrets).
+        vec![ExtendedKeyUsagePurpose::ServerAuth],
     )?;
     let (client_pem, client_key) = leaf(
         Vec::new(),

@@ -3,8 +3,10 @@
 //! exactly that caption, those tokens and that scorer version.
 //!
 //! The MAC covers a canonical, length-prefixed encoding of (caption, tokens, reward, each
-//! component's name and raw score, scorer version, time of signing); the learner refuses a
-//! seal older than `security.reward_seal_max_age_seconds` (an old genuine score replayed).
+//! component's name and raw score, scorer version, time of signing, a random nonce); the
+//! learner refuses a seal older than `security.reward_seal_max_age_seconds` (an old genuine
+//! score replayed), and within that window trains on each seal once ([`SpentSeals`]): a
+//! genuine score pushed again under fresh trajectory ids is refused as `replayed_seal`.
 //! Keys are symmetric and shared by the reward servers and the learner only (never actors).
 //! What a seal does not cover: the behaviour log-probabilities and the policy version,
 //! which an actor reports (the importance weights are truncated, so a forged log-probability
@@ -27,13 +29,13 @@ pub struct SealedContent<'a> {
 }
 
 impl SealedContent<'_> {
-    fn canonical(&self, signed_at_unix_ms: u64) -> Vec<u8> {
+    fn canonical(&self, signed_at_unix_ms: u64, nonce: &[u8; 16]) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.caption.len() + 4 * self.tokens.len());
         let mut put = |bytes: &[u8]| {
             out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
             out.extend_from_slice(bytes);
         };
-        put(b"musicrl.reward-seal.v1");
+        put(b"musicrl.reward-seal.v2");
         put(self.caption.as_bytes());
         let tokens: Vec<u8> = self.tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
         put(&tokens);
@@ -45,6 +47,7 @@ impl SealedContent<'_> {
         }
         put(self.scorer_version.as_bytes());
         put(&signed_at_unix_ms.to_le_bytes());
+        put(nonce);
         out
     }
 }
@@ -109,14 +112,17 @@ impl RewardKeys {
         self.keys.is_empty()
     }
 
-    /// Seals `content` at `signed_at_unix_ms` with the first key (None without keys).
+    /// Seals `content` at `signed_at_unix_ms` with the first key and a fresh random nonce
+    /// (None without keys).
     pub fn seal(&self, content: &SealedContent<'_>, signed_at_unix_ms: u64) -> Option<RewardSeal> {
         let (id, key) = self.keys.first()?;
-        let mac = blake3::keyed_hash(key, &content.canonical(signed_at_unix_ms));
+        let nonce: [u8; 16] = rand::random();
+        let mac = blake3::keyed_hash(key, &content.canonical(signed_at_unix_ms, &nonce));
         Some(RewardSeal {
             signed_at_unix_ms,
             mac: *mac.as_bytes(),
             key_id: id.clone(),
+            nonce,
         })
     }
 
@@ -147,7 +153,8 @@ impl RewardKeys {
                 ),
             ));
         };
-        let expected = blake3::keyed_hash(key, &content.canonical(seal.signed_at_unix_ms));
+        let expected =
+            blake3::keyed_hash(key, &content.canonical(seal.signed_at_unix_ms, &seal.nonce));
         // blake3::Hash compares in constant time.
         if expected != blake3::Hash::from_bytes(seal.mac) {
             return Err(Rejection::new(
@@ -172,6 +179,51 @@ impl RewardKeys {
             ));
         }
         Ok(())
+    }
+}
+
+/// The seals a learner has trained on, each remembered until it would no longer verify
+/// (`max_age_ms` after signing), so that a genuine score is trained on once: a replay under
+/// fresh trajectory ids is refused. Keyed by the MAC, which covers the seal's random nonce,
+/// so two honest trajectories never share one. In memory: a learner restarted inside a
+/// seal's window has forgotten it (`docs/operations.md`, "Threat model").
+#[derive(Debug, Default)]
+pub struct SpentSeals {
+    expires_at_ms: std::collections::HashMap<[u8; 32], u64>,
+    since_prune: usize,
+}
+
+impl SpentSeals {
+    /// Spends `seal` (checked by [`RewardKeys::verify`] first): false if it was spent
+    /// before and has not expired.
+    pub fn spend(&mut self, seal: &RewardSeal, now_ms: u64, max_age_ms: u64) -> bool {
+        if self.since_prune >= 4096.max(self.expires_at_ms.len() / 2) {
+            self.expires_at_ms.retain(|_, at| *at >= now_ms);
+            self.since_prune = 0;
+        }
+        match self.expires_at_ms.entry(seal.mac) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(seal.signed_at_unix_ms.saturating_add(max_age_ms));
+                self.since_prune += 1;
+                true
+            }
+        }
+    }
+
+    /// Gives a seal back: its trajectory was not taken after all (the push was cut off
+    /// before it was queued, and the actor will send it again under the same id).
+    pub fn refund(&mut self, seal: &RewardSeal) {
+        self.expires_at_ms.remove(&seal.mac);
+    }
+
+    /// Seals remembered now.
+    pub fn len(&self) -> usize {
+        self.expires_at_ms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expires_at_ms.is_empty()
     }
 }
 
@@ -255,6 +307,50 @@ mod tests {
             reason(&content, Some(&tampered), 1_000_500),
             Err("forged_reward")
         );
+    }
+
+    #[test]
+    fn a_seal_is_spent_once_and_forgotten_once_expired() {
+        let k = keys("0123456789abcdef0123456789abcdef-one");
+        let content = SealedContent {
+            caption: "a reel",
+            tokens: &[3, 4],
+            reward: 0.5,
+            components: &[],
+            scorer_version: "v1",
+        };
+        // The same content sealed twice at the same instant: two different seals (the
+        // nonce), each spendable once.
+        let (a, b) = (
+            k.seal(&content, 1_000).unwrap(),
+            k.seal(&content, 1_000).unwrap(),
+        );
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.mac, b.mac);
+        assert_eq!(k.verify(&content, Some(&b), 1_001, 60_000), Ok(()));
+        let mut spent = SpentSeals::default();
+        assert!(spent.spend(&a, 1_001, 60_000));
+        assert!(spent.spend(&b, 1_001, 60_000));
+        assert!(!spent.spend(&a, 1_002, 60_000), "a replay");
+        // A refunded seal (its push was cut off) can be spent again, once.
+        spent.refund(&a);
+        assert!(spent.spend(&a, 1_003, 60_000));
+        assert!(!spent.spend(&a, 1_004, 60_000));
+        // Changing the nonce to dodge the memory breaks the MAC.
+        let mut renonced = a.clone();
+        renonced.nonce[0] ^= 1;
+        assert_eq!(
+            k.verify(&content, Some(&renonced), 1_001, 60_000)
+                .map_err(|r| r.reason),
+            Err("forged_reward")
+        );
+        // Expired seals are pruned as new ones arrive: memory stays bounded by the window.
+        let late = 1_000 + 60_000 + 1;
+        for i in 0..5000u64 {
+            let s = k.seal(&content, late + i).unwrap();
+            assert!(spent.spend(&s, late + i, 60_000));
+        }
+        assert_eq!(spent.len(), 5000, "the two expired seals were dropped");
     }
 
     #[test]

@@ -59,8 +59,21 @@ pub async fn start_scored(
     f: FeedbackConfig,
     scorer: Option<musicrl_reward::RewardModel>,
 ) -> Service {
+    start_on(f, scorer, None).await
+}
+
+/// As [`start_scored`], on the database at `url` (a SQLite file in the service's folder
+/// when None).
+pub async fn start_on(
+    f: FeedbackConfig,
+    scorer: Option<musicrl_reward::RewardModel>,
+    url: Option<&str>,
+) -> Service {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let url = format!("sqlite:{}", dir.path().join("feedback.db").display());
+    let url = url.map_or_else(
+        || format!("sqlite:{}", dir.path().join("feedback.db").display()),
+        str::to_string,
+    );
     let db = Db::open(&url).await.expect("opens the database");
     let config = tiny_policy();
     let device = musicrl_policy::device::inference_device();
