@@ -411,6 +411,7 @@ max_push_mb_in_flight = 48
         .iter()
         .filter(|r| matches!(r, Err(c) if *c != tonic::Code::ResourceExhausted))
         .collect();
+    eprintln!("the learner peaked at {peak:.0} MiB; {refused} of 20 pushes refused");
     let log = log_of(dir, "learner");
     let _ = learner.child.kill();
     let _ = learner.child.wait();

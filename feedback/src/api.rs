@@ -43,6 +43,8 @@ pub struct AppState {
     pub pairs: RateLimiter,
     /// Per-address limits, the bot's token, the daily cap and the same-side detector.
     pub guard: Guard,
+    /// `feedback.max_concurrent_requests`.
+    pub max_concurrent_requests: usize,
     /// Scores every clip when it is drawn (`feedback.score_clips`: the `[reward]`
     /// components, in process); the scores are stored with the clip.
     pub scorer: Option<Arc<musicrl_reward::RewardModel>>,
@@ -78,19 +80,20 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// The session of a request, and whether it is new (then the answer sets the cookie): a
-/// cookie this server signed, or a new session, which counts against the client address's
-/// `sessions_per_hour_per_address`.
-fn session(
+/// A request's client, its session, and whether the session is new (then the answer sets
+/// the cookie): a cookie this server signed, or a new session, which counts against the
+/// client address's `sessions_per_hour_per_address`.
+fn client_session(
     state: &AppState,
-    client: &Client,
+    peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<(String, bool), ApiError> {
+) -> Result<(Client, String, bool), ApiError> {
+    let client = state.guard.client(Some(peer), headers)?;
     match state.secret.session_of(headers) {
-        Some(s) => Ok((s, false)),
+        Some(s) => Ok((client, s, false)),
         None => {
-            state.guard.new_session(client, Instant::now())?;
-            Ok((session::new_session(), true))
+            state.guard.new_session(&client, Instant::now())?;
+            Ok((client, session::new_session(), true))
         }
     }
 }
@@ -110,11 +113,7 @@ pub async fn index(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let started = state
-        .guard
-        .client(Some(peer), &headers)
-        .and_then(|client| session(&state, &client, &headers));
-    let (s, new) = match started {
+    let (_, s, new) = match client_session(&state, peer, &headers) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -222,11 +221,7 @@ pub async fn pair(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let started = state
-        .guard
-        .client(Some(peer), &headers)
-        .and_then(|client| Ok((session(&state, &client, &headers)?, client)));
-    let ((s, new), client) = match started {
+    let (client, s, new) = match client_session(&state, peer, &headers) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };

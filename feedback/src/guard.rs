@@ -149,32 +149,37 @@ impl Guard {
 
     /// A new session for `client` (the bot is exempt).
     pub fn new_session(&self, client: &Client, now: Instant) -> Refusal<()> {
-        if client.bot {
-            return Ok(());
-        }
-        self.sessions
-            .take(&client.address.to_string(), now)
-            .map_err(|wait| limited("too many new sessions from this address", wait))
+        Self::take(
+            &self.sessions,
+            client,
+            now,
+            "too many new sessions from this address",
+        )
     }
 
     /// A pair for `client`.
     pub fn pair(&self, client: &Client, now: Instant) -> Refusal<()> {
-        if client.bot {
-            return Ok(());
-        }
-        self.pairs
-            .take(&client.address.to_string(), now)
-            .map_err(|wait| limited("too many pairs requested from this address", wait))
+        Self::take(
+            &self.pairs,
+            client,
+            now,
+            "too many pairs requested from this address",
+        )
     }
 
     /// A vote from `client`.
     pub fn vote(&self, client: &Client, now: Instant) -> Refusal<()> {
+        Self::take(&self.votes, client, now, "too many votes from this address")
+    }
+
+    /// One token of `limiter` for `client`'s address; the bot is exempt.
+    fn take(limiter: &RateLimiter, client: &Client, now: Instant, what: &str) -> Refusal<()> {
         if client.bot {
             return Ok(());
         }
-        self.votes
+        limiter
             .take(&client.address.to_string(), now)
-            .map_err(|wait| limited("too many votes from this address", wait))
+            .map_err(|wait| limited(what, wait))
     }
 
     /// Records a stored vote's side for `client`'s address; true when it extends a run of

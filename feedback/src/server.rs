@@ -140,6 +140,7 @@ pub fn state(
         votes: RateLimiter::new(f.votes_per_minute),
         pairs: RateLimiter::new(f.pairs_per_minute),
         guard: crate::guard::Guard::from_config(f)?,
+        max_concurrent_requests: f.max_concurrent_requests,
         unhealthy: std::sync::Mutex::new(None),
         health_every: std::time::Duration::from_secs_f64(f.health_check_seconds),
         scorer: scorer.map(Arc::new),
@@ -152,6 +153,7 @@ async fn not_found() -> impl IntoResponse {
 
 /// Every route of the service.
 pub fn router(state: Shared, max_body_bytes: usize) -> Router {
+    let concurrent = state.max_concurrent_requests;
     Router::new()
         .route("/", get(api::index))
         .route("/static/{name}", get(api::static_file))
@@ -162,6 +164,8 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/healthz", get(api::healthz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Requests beyond this wait their turn with their bodies unread.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(concurrent))
         .with_state(state)
 }
 

@@ -247,6 +247,11 @@ pub async fn serve(
             .max_connection_age_grace(std::time::Duration::from_secs(10));
     }
     builder
+        // A bound on the calls decoded at once, all connections together (the rest wait
+        // with their bodies unread): memory stays bounded however many clients connect.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.reward.max_concurrent_requests,
+        ))
         .add_service(health_service)
         .add_service(
             RewardServiceServer::new(service)

@@ -221,7 +221,7 @@ impl Relay {
 async fn a_partition_between_an_actor_and_the_learner_heals_and_the_ledger_balances() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = tiny_config(dir.path());
-    config.learner.steps = 16;
+    config.learner.steps = 24;
     config.actor.min_backoff_seconds = 0.05;
     let reward = musicrl_tests::start_reward_server(&config).await;
     let learner = start_learner(&config).await;
@@ -236,21 +236,21 @@ async fn a_partition_between_an_actor_and_the_learner_heals_and_the_ledger_balan
     relay.set_cut(true);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = learner_step(&learner.url()).await;
-    assert!(during < 16, "the run finished during the partition");
+    assert!(during < 24, "the run finished during the partition");
     relay.set_cut(false);
 
     let outcome = tokio::time::timeout(Duration::from_secs(120), learner.join())
         .await
         .expect("the run completes after the partition heals")
         .expect("the learner succeeds");
-    assert!(outcome.completed && outcome.steps == 16, "{outcome:?}");
+    assert!(outcome.completed && outcome.steps == 24, "{outcome:?}");
     let a = tokio::time::timeout(Duration::from_secs(60), actor.join())
         .await
         .expect("the actor leaves when training completes")
         .expect("the actor succeeds");
     let books = &outcome.accounting;
     assert_eq!(books.check(), Ok(()), "{books:?}");
-    assert_eq!(books.trained, 16 * 8, "{books:?}");
+    assert_eq!(books.trained, 24 * 8, "{books:?}");
     // The actor's own books balance, and every trajectory it delivered the learner received
     // exactly once, whatever answer the partition cost it (a push retried after its answer
     // was lost comes back as duplicates, not twice).

@@ -355,19 +355,7 @@ async fn a_learner_that_cannot_train_says_not_serving_and_why() {
     .await
     .expect("push");
     assert_eq!(s.accepted, 2);
-    let mut status = None;
-    for _ in 0..300 {
-        let s = client
-            .status(pb::StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        if !s.serving {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = until_not_serving(&mut client).await;
     let status = status.expect("NOT_SERVING after training ended");
     assert_eq!(status.not_serving_reason, "training complete");
     for url in [learner.url(), format!("http://{probe_addr}")] {
@@ -558,6 +546,8 @@ async fn a_learner_that_cannot_checkpoint_says_not_serving_and_why() {
     config.learner.batch_size = 2;
     config.learner.value_warmup_steps = 0;
     config.learner.checkpoint_every = 1;
+    // Keep serving after the training loop ends, so that health can be asked.
+    config.learner.exit_on_completion = false;
 
     // At start-up.
     let blocker = dir.path().join("not-a-folder");
@@ -582,27 +572,15 @@ async fn a_learner_that_cannot_checkpoint_says_not_serving_and_why() {
         .expect("connect");
     std::fs::remove_dir_all(&folder).ok();
     std::fs::write(&folder, b"the disk is gone").expect("write");
-    let s = push(
+    // The learner may already have failed writing its first files there; the push is
+    // accepted or refused, and either way health must say why it cannot train.
+    let _ = push(
         &mut client,
         vec![trajectory(&config), trajectory(&config)],
         None,
     )
-    .await
-    .expect("push");
-    assert_eq!(s.accepted, 2);
-    let mut status = None;
-    for _ in 0..300 {
-        let s = client
-            .status(pb::StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        if !s.serving {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
+    let status = until_not_serving(&mut client).await;
     let status = status.expect("NOT_SERVING once the checkpoint cannot be written");
     assert!(
         status.not_serving_reason.contains("training loop failed")
@@ -615,4 +593,22 @@ async fn a_learner_that_cannot_checkpoint_says_not_serving_and_why() {
         tonic_health::pb::health_check_response::ServingStatus::NotServing
     );
     let _ = learner.stop().await;
+}
+
+/// Polls Status until the learner says NOT_SERVING (15 s at most).
+async fn until_not_serving(
+    client: &mut LearnerServiceClient<tonic::transport::Channel>,
+) -> Option<pb::StatusResponse> {
+    for _ in 0..300 {
+        let s = client
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        if !s.serving {
+            return Some(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }

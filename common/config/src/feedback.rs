@@ -79,6 +79,10 @@ pub struct FeedbackConfig {
     /// store the scores with it: the provenance of what the reward models thought of the
     /// clips listeners chose between.
     pub score_clips: bool,
+    /// Most requests served at once, all clients together; later ones wait their turn with
+    /// their bodies unread (each body is at most `max_body_bytes`): the memory requests can
+    /// hold is bounded however many clients connect.
+    pub max_concurrent_requests: usize,
     /// How often the service checks that its database takes writes, in seconds; `/healthz`
     /// answers 503 with the reason while it does not (a readiness probe then takes the pod
     /// out of the Service).
@@ -113,6 +117,7 @@ impl Default for FeedbackConfig {
             seed: 0,
             secret_file: PathBuf::new(),
             score_clips: true,
+            max_concurrent_requests: 256,
             health_check_seconds: 5.0,
         }
     }
@@ -211,6 +216,9 @@ impl FeedbackConfig {
                     self.health_check_seconds
                 ),
             );
+        }
+        if self.max_concurrent_requests == 0 {
+            return bad("max_concurrent_requests", "must be positive".into());
         }
         if self.max_body_bytes < 256 {
             return bad("max_body_bytes", "must be at least 256".into());

@@ -536,6 +536,10 @@ pub struct RewardConfig {
     pub slice_samples: usize,
     /// Most concurrent HTTP/2 streams (calls) one client connection may open.
     pub max_concurrent_streams: u32,
+    /// Most calls being decoded and served at once, all connections together; later calls
+    /// wait their turn with their bodies unread. With `max_batch` this bounds the memory the
+    /// requests in flight can hold, however many clients connect.
+    pub max_concurrent_requests: usize,
     /// Close client connections after this many seconds (in-flight calls finish), so that
     /// actors spread over reward-server replicas added later. 0 keeps connections forever.
     pub max_connection_age_seconds: u64,
@@ -560,6 +564,7 @@ impl Default for RewardConfig {
             health_listen: String::new(),
             max_batch: 512,
             max_queued_samples: 4096,
+            max_concurrent_requests: 256,
             slice_samples: 16,
             max_concurrent_streams: 64,
             max_connection_age_seconds: 60,
@@ -1142,6 +1147,9 @@ impl Config {
         let r = &self.reward;
         if r.max_batch == 0 {
             return bad("reward.max_batch", "must be positive".into());
+        }
+        if r.max_concurrent_requests == 0 {
+            return bad("reward.max_concurrent_requests", "must be positive".into());
         }
         if r.max_queued_samples < r.max_batch {
             return bad(
