@@ -570,6 +570,13 @@ async fn a_learner_that_cannot_checkpoint_says_not_serving_and_why() {
     let mut client = LearnerServiceClient::connect(learner.url())
         .await
         .expect("connect");
+    // Up and serving (its start-up, which writes there too, is over) before the disk goes.
+    for _ in 0..300 {
+        match client.status(pb::StatusRequest {}).await {
+            Ok(s) if s.get_ref().serving => break,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
     std::fs::remove_dir_all(&folder).ok();
     std::fs::write(&folder, b"the disk is gone").expect("write");
     // The learner may already have failed writing its first files there; the push is
