@@ -390,8 +390,13 @@ max_push_mb_in_flight = 48
         });
         let pushes: Vec<_> = pushes.collect();
         // The admitted pushes wait on the training queue (one slot) holding their share of
-        // the budget; give every push time to be read or refused, then look.
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        // the budget; the others are refused as they meet the full budget. Wait until all
+        // but two have been answered (or a minute), then look.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pushes.iter().filter(|p| p.is_finished()).count() < 18 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let mut results = Vec::new();
         for p in pushes {
             if p.is_finished() {
