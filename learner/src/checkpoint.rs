@@ -61,6 +61,10 @@ pub struct Counters {
     /// process dies before the next one: `Ledger::restarted`).
     #[serde(default)]
     pub ledger: crate::ledger::Ledger,
+    /// The reward seals trained on and still in their window: a restarted learner refuses
+    /// them again (`replayed_seal`).
+    #[serde(default)]
+    pub spent_seals: Vec<musicrl_common::security::seal::SpentSeal>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

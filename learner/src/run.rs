@@ -152,7 +152,9 @@ pub async fn serve(
         tokens,
         reward_keys,
         seal_max_age_ms: (config.security.reward_seal_max_age_seconds * 1000.0) as u64,
-        spent_seals: Default::default(),
+        spent_seals: std::sync::Mutex::new(musicrl_common::security::SpentSeals::restore(
+            &counters.spent_seals,
+        )),
         push_memory: tokio::sync::Semaphore::new(config.learner.max_push_mb_in_flight << 10),
         push_memory_kib: config.learner.max_push_mb_in_flight << 10,
         params: params_rx,
@@ -584,6 +586,9 @@ fn save_checkpoint(trainer: &FamilyTrainer, shared: &Shared, config: &Config) ->
         trajectories_dropped_stale: p.trajectories_dropped_stale,
         max_policy_version_seen: p.max_policy_version_seen,
         ledger: p.ledger.clone(),
+        spent_seals: shared
+            .spent_seals()
+            .unexpired(musicrl_common::security::seal::now_unix_ms()),
     };
     let started = Instant::now();
     let folder = checkpoint::save(&config.learner.checkpoint_dir, trainer, counters, config)?;

@@ -111,12 +111,20 @@ macro_rules! v1 {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "prompts, clips, pairs, listening, votes, raters, model versions",
-    sqlite: v1!("INTEGER PRIMARY KEY AUTOINCREMENT"),
-    postgres: v1!("BIGSERIAL PRIMARY KEY"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "prompts, clips, pairs, listening, votes, raters, model versions",
+        sqlite: v1!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: v1!("BIGSERIAL PRIMARY KEY"),
+    },
+    Migration {
+        version: 2,
+        name: "votes by rater and time (the daily cap per rater counts them on every vote)",
+        sqlite: "CREATE INDEX votes_rater ON votes(rater_id, created_at)",
+        postgres: "CREATE INDEX votes_rater ON votes(rater_id, created_at)",
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i64 {

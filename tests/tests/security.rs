@@ -619,3 +619,82 @@ async fn until_not_serving(
     }
     None
 }
+
+/// A learner restarted from its checkpoint still remembers the seals it trained on: the
+/// genuine score pushed again under a fresh id after the restart is `replayed_seal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_seals_survive_a_learner_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = pki::init(&dir.path().join("pki"), &["localhost".into()]).expect("pki");
+    let mut config = tiny_config(dir.path());
+    config.learner.steps = 0; // until stopped
+    config.learner.batch_size = 1;
+    config.security.reward_keys_file = written.config.reward_keys_file.clone();
+    let reward = start_reward_server(&config).await;
+    let mut rewards = RewardServiceClient::connect(reward.url())
+        .await
+        .expect("connect");
+    let t = trajectory(&config);
+    let scored = rewards
+        .score(pb::ScoreRequest {
+            samples: vec![pb::Sample {
+                caption: t.caption.clone(),
+                tokens: t.tokens.clone(),
+                audio: None,
+            }],
+        })
+        .await
+        .expect("score")
+        .into_inner();
+    let genuine = pb::Trajectory {
+        reward: scored.scores[0].reward,
+        components: scored
+            .components
+            .iter()
+            .zip(&scored.scores[0].components)
+            .map(|(c, v)| pb::ComponentScore {
+                name: c.name.clone(),
+                value: *v,
+                windows: vec![],
+            })
+            .collect(),
+        scorer_version: scored.scorer_version.clone(),
+        reward_seal: scored.scores[0].seal.clone(),
+        ..t
+    };
+
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let s = push(&mut client, vec![genuine.clone()], None)
+        .await
+        .expect("push");
+    assert_eq!(s.accepted, 1, "{s:?}");
+    // Trained on, then stopped: it checkpoints, the spent seal with it.
+    for _ in 0..300 {
+        let status = client
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        if status.step >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = learner.stop().await.expect("the learner stops cleanly");
+
+    let learner = start_learner(&config).await;
+    let mut client = LearnerServiceClient::connect(learner.url())
+        .await
+        .expect("connect");
+    let replay = pb::Trajectory {
+        sequence: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ..genuine
+    };
+    let s = push(&mut client, vec![replay], None).await.expect("push");
+    assert_eq!(reasons(&s), vec!["replayed_seal".to_string()], "{s:?}");
+    let _ = learner.stop().await;
+    let _ = reward.stop().await;
+}

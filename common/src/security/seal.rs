@@ -185,8 +185,9 @@ impl RewardKeys {
 /// The seals a learner has trained on, each remembered until it would no longer verify
 /// (`max_age_ms` after signing), so that a genuine score is trained on once: a replay under
 /// fresh trajectory ids is refused. Keyed by the MAC, which covers the seal's random nonce,
-/// so two honest trajectories never share one. In memory: a learner restarted inside a
-/// seal's window has forgotten it (`docs/operations.md`, "Threat model").
+/// so two honest trajectories never share one. Saved with every checkpoint
+/// ([`SpentSeals::unexpired`]) and restored on resume, so a restarted learner remembers
+/// what it trained on up to its checkpoint.
 #[derive(Debug, Default)]
 pub struct SpentSeals {
     expires_at_ms: std::collections::HashMap<[u8; 32], u64>,
@@ -217,6 +218,39 @@ impl SpentSeals {
         self.expires_at_ms.remove(&seal.mac);
     }
 
+    /// The seals still in their window at `now_ms`, for a checkpoint.
+    pub fn unexpired(&self, now_ms: u64) -> Vec<SpentSeal> {
+        let mut out: Vec<SpentSeal> = self
+            .expires_at_ms
+            .iter()
+            .filter(|(_, at)| **at >= now_ms)
+            .map(|(mac, at)| SpentSeal {
+                mac: mac.iter().map(|b| format!("{b:02x}")).collect(),
+                expires_at_ms: *at,
+            })
+            .collect();
+        out.sort_by(|a, b| a.mac.cmp(&b.mac));
+        out
+    }
+
+    /// The seals a checkpoint remembered (an entry that is not 32 bytes of hex is skipped).
+    pub fn restore(saved: &[SpentSeal]) -> Self {
+        let expires_at_ms = saved
+            .iter()
+            .filter_map(|s| {
+                let bytes: Vec<u8> = (0..s.mac.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(s.mac.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<_>>()?;
+                Some((<[u8; 32]>::try_from(bytes).ok()?, s.expires_at_ms))
+            })
+            .collect();
+        Self {
+            expires_at_ms,
+            since_prune: 0,
+        }
+    }
+
     /// Seals remembered now.
     pub fn len(&self) -> usize {
         self.expires_at_ms.len()
@@ -225,6 +259,13 @@ impl SpentSeals {
     pub fn is_empty(&self) -> bool {
         self.expires_at_ms.is_empty()
     }
+}
+
+/// A spent seal as a checkpoint keeps it: its MAC in hex and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpentSeal {
+    pub mac: String,
+    pub expires_at_ms: u64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -351,6 +392,19 @@ mod tests {
             assert!(spent.spend(&s, late + i, 60_000));
         }
         assert_eq!(spent.len(), 5000, "the two expired seals were dropped");
+        // What a checkpoint keeps comes back whole, and a restored seal is still spent.
+        let saved = spent.unexpired(late);
+        assert_eq!(saved.len(), 5000);
+        let mut restored = SpentSeals::restore(&saved);
+        assert_eq!(restored.unexpired(late), saved);
+        let replay = k.seal(&content, late).unwrap();
+        assert!(spent.spend(&replay, late, 60_000));
+        let mut again = SpentSeals::restore(&spent.unexpired(late));
+        assert!(
+            !again.spend(&replay, late + 1, 60_000),
+            "remembered across a restart"
+        );
+        assert!(restored.spend(&replay, late + 1, 60_000));
     }
 
     #[test]
