@@ -340,12 +340,7 @@ fn sigterm_stops_local_with_a_summary_and_a_checkpoint() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let pid = child.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    sigterm(child.id());
     let output = child.wait_with_output().expect("musicrl local exits");
     let e = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(143), "{e}");
@@ -631,4 +626,19 @@ fn a_named_run_continues_itself_and_refuses_another_configuration() {
         String::from_utf8_lossy(&resumed.stderr)
     );
     assert_eq!(summary(&run)["resumed_from_step"], 20);
+}
+
+/// Sends SIGTERM to `pid` (as Kubernetes stops a pod), without relying on a `kill` binary.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn sigterm(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    // SAFETY: kill(2) with a pid this test spawned and has not reaped; no memory is touched.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(
+        sent,
+        0,
+        "kill(2) failed: {}",
+        std::io::Error::last_os_error()
+    );
 }
