@@ -429,6 +429,13 @@ enum Mode {
     Named,
 }
 
+impl Mode {
+    /// Whether what OUT holds is kept (continued) rather than cleared.
+    fn keeps_run(self) -> bool {
+        !matches!(self, Self::Fresh { .. })
+    }
+}
+
 /// The step of the newest complete checkpoint in `dir`.
 fn latest_step(dir: &Path) -> Option<u64> {
     musicrl_learner::checkpoint::latest(dir)?
@@ -471,7 +478,7 @@ fn prepare_out(out: &Path, mode: Mode) -> anyhow::Result<()> {
         ),
         _ => {}
     }
-    let resume = !matches!(mode, Mode::Fresh { .. });
+    let resume = mode.keeps_run();
     // Ready and outcome files always belong to the run about to start: a stale ready file
     // would point actors at a port that no longer listens.
     let run = out.join("run");
@@ -583,7 +590,7 @@ pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary>
         (dir, Mode::Named)
     };
     prepare_out(&out, mode)?;
-    let resume = !matches!(mode, Mode::Fresh { .. });
+    let resume = mode.keeps_run();
     if resume
         && let Some(step) = latest_step(&out.join("checkpoints"))
         && step >= config.local.steps

@@ -283,13 +283,10 @@ async fn serve_pair(
     channel: &'static str,
 ) -> Result<PairView, ApiError> {
     state.pairs.take(rater, Instant::now()).map_err(|wait| {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+        ApiError::rate_limited(
             format!("too many pairs requested; try again in {wait} s"),
-        );
-        e.retry_after = Some(wait);
-        e
+            wait,
+        )
     })?;
     let started = Instant::now();
     let source = state.source.clone();
@@ -540,28 +537,19 @@ async fn vote_inner(
     let client = state.guard.client(Some(peer), headers)?;
     let rater = authenticated(state, headers)?;
     state.votes.take(&rater, Instant::now()).map_err(|wait| {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many votes; try again in {wait} s"),
-        );
-        e.retry_after = Some(wait);
-        e
+        ApiError::rate_limited(format!("too many votes; try again in {wait} s"), wait)
     })?;
     state.guard.vote(&client, Instant::now())?;
     let day_ago = now_ms() - 86_400_000;
     let today = state.db.votes_by_rater_since(&rater, day_ago).await?;
     if today >= state.guard.votes_per_rater_per_day {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+        return Err(ApiError::rate_limited(
             format!(
                 "this rater has cast {today} votes in the last 24 hours, the most allowed \
                  (feedback.votes_per_rater_per_day)"
             ),
-        );
-        e.retry_after = Some(3600);
-        return Err(e);
+            3600,
+        ));
     }
     let pair = open_pair(state, &req.pair, &rater).await?;
     let outcome = Outcome::parse(&req.outcome).ok_or_else(|| {

@@ -45,6 +45,13 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, reason, m)
     }
 
+    /// 429 `rate_limited` with `Retry-After: wait` seconds.
+    pub fn rate_limited(m: impl Into<String>, wait: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m);
+        e.retry_after = Some(wait);
+        e
+    }
+
     pub fn unprocessable(reason: &'static str, m: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, reason, m)
     }

@@ -45,16 +45,6 @@ pub struct Client {
     pub channel: &'static str,
 }
 
-fn limited(what: &str, wait: u64) -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("{what}; try again in {wait} s"),
-    );
-    e.retry_after = Some(wait);
-    e
-}
-
 impl Guard {
     pub fn from_config(f: &musicrl_config::FeedbackConfig) -> Result<Self> {
         let address_header = if f.client_address_header.is_empty() {
@@ -179,7 +169,7 @@ impl Guard {
         }
         limiter
             .take(&client.address.to_string(), now)
-            .map_err(|wait| limited(what, wait))
+            .map_err(|wait| ApiError::rate_limited(format!("{what}; try again in {wait} s"), wait))
     }
 
     /// Records a stored vote's side for `client`'s address; true when it extends a run of

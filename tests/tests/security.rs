@@ -162,39 +162,11 @@ async fn tokens_roles_seals_and_ids_are_enforced() {
 
     // A genuine score, sealed by the reward server, is accepted; the same trajectory with a
     // higher reward is a forgery; the genuine one pushed again is a duplicate.
-    let t = trajectory(&config);
-    let scored = rewards
-        .score(with_token(
-            pb::ScoreRequest {
-                samples: vec![pb::Sample {
-                    caption: t.caption.clone(),
-                    tokens: t.tokens.clone(),
-                    audio: None,
-                }],
-            },
-            Some(&actor),
-        ))
-        .await
-        .expect("score")
-        .into_inner();
-    let score = &scored.scores[0];
-    assert!(score.seal.is_some(), "the reward server seals its scores");
-    let genuine = pb::Trajectory {
-        reward: score.reward,
-        components: scored
-            .components
-            .iter()
-            .zip(&score.components)
-            .map(|(c, v)| pb::ComponentScore {
-                name: c.name.clone(),
-                value: *v,
-                windows: vec![],
-            })
-            .collect(),
-        scorer_version: scored.scorer_version.clone(),
-        reward_seal: score.seal.clone(),
-        ..t
-    };
+    let genuine = scored_by(&mut rewards, trajectory(&config), Some(&actor)).await;
+    assert!(
+        genuine.reward_seal.is_some(),
+        "the reward server seals its scores"
+    );
     let forged = pb::Trajectory {
         reward: genuine.reward + 1.0,
         sequence: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -634,34 +606,7 @@ async fn spent_seals_survive_a_learner_restart() {
     let mut rewards = RewardServiceClient::connect(reward.url())
         .await
         .expect("connect");
-    let t = trajectory(&config);
-    let scored = rewards
-        .score(pb::ScoreRequest {
-            samples: vec![pb::Sample {
-                caption: t.caption.clone(),
-                tokens: t.tokens.clone(),
-                audio: None,
-            }],
-        })
-        .await
-        .expect("score")
-        .into_inner();
-    let genuine = pb::Trajectory {
-        reward: scored.scores[0].reward,
-        components: scored
-            .components
-            .iter()
-            .zip(&scored.scores[0].components)
-            .map(|(c, v)| pb::ComponentScore {
-                name: c.name.clone(),
-                value: *v,
-                windows: vec![],
-            })
-            .collect(),
-        scorer_version: scored.scorer_version.clone(),
-        reward_seal: scored.scores[0].seal.clone(),
-        ..t
-    };
+    let genuine = scored_by(&mut rewards, trajectory(&config), None).await;
 
     let learner = start_learner(&config).await;
     let mut client = LearnerServiceClient::connect(learner.url())
@@ -697,4 +642,43 @@ async fn spent_seals_survive_a_learner_restart() {
     assert_eq!(reasons(&s), vec!["replayed_seal".to_string()], "{s:?}");
     let _ = learner.stop().await;
     let _ = reward.stop().await;
+}
+
+/// `t` with the reward, component scores, scorer version and seal the reward server gives it.
+async fn scored_by(
+    rewards: &mut RewardServiceClient<tonic::transport::Channel>,
+    t: pb::Trajectory,
+    token: Option<&str>,
+) -> pb::Trajectory {
+    let scored = rewards
+        .score(with_token(
+            pb::ScoreRequest {
+                samples: vec![pb::Sample {
+                    caption: t.caption.clone(),
+                    tokens: t.tokens.clone(),
+                    audio: None,
+                }],
+            },
+            token,
+        ))
+        .await
+        .expect("score")
+        .into_inner();
+    let score = &scored.scores[0];
+    pb::Trajectory {
+        reward: score.reward,
+        components: scored
+            .components
+            .iter()
+            .zip(&score.components)
+            .map(|(c, v)| pb::ComponentScore {
+                name: c.name.clone(),
+                value: *v,
+                windows: vec![],
+            })
+            .collect(),
+        scorer_version: scored.scorer_version.clone(),
+        reward_seal: score.seal.clone(),
+        ..t
+    }
 }
