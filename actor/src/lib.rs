@@ -8,7 +8,6 @@
 //! retries with exponential backoff, and the channel reconnects by itself.
 
 pub mod balance;
-pub mod musicgen;
 pub mod params;
 
 use std::future::Future;
@@ -26,9 +25,7 @@ use musicrl_common::types::SampleScore;
 use musicrl_common::wire::{self, ScoreInput, TRAINING_COMPLETE};
 use musicrl_common::{PolicyVersion, Trajectory};
 use musicrl_config::Config;
-use musicrl_policy::melody::params::ParameterBlob;
-use musicrl_policy::melody::sampling::{Sampled, Sampler};
-use musicrl_policy::melody::{Engine, Policy};
+use musicrl_policy::{ParameterBlob, Rollout, Sampled};
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
 
@@ -234,11 +231,12 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let seed = config.actor.seed ^ fnv(&actor_id);
     let mut worker = Some(Worker {
-        sampler: Sampler::new(seed, config.sampling.temperature),
         prompt_rng: StdRng::seed_from_u64(seed.rotate_left(17)),
-        policy: None,
+        rollout: None,
+        reseed: Some(seed),
         engine: config.actor.engine.clone(),
         threads: config.actor.threads,
+        temperature: config.sampling.temperature,
     });
     let actor_run = musicrl_common::types::fresh_run_id();
     let mut outcome = ActorOutcome {
@@ -304,14 +302,14 @@ pub async fn run(
             let s = seed
                 ^ blob.version.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ round.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-            w.sampler = Sampler::new(s, config.sampling.temperature);
+            w.reseed = Some(s);
             w.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
         } else if !stream_placed {
             // The draws continue from where the run is, not from its start: a run resumed
             // at step 200 (whose learner publishes version 200 first) does not replay the
             // captions of steps 1, 2, … A fresh run (version 0) draws as before.
             let s = seed ^ blob.version.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            w.sampler = Sampler::new(s, config.sampling.temperature);
+            w.reseed = Some(s);
             w.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
         }
         stream_placed = true;
@@ -328,30 +326,17 @@ pub async fn run(
             .flat_map(|c| std::iter::repeat_n(c, k))
             .take(config.actor.batch_size)
             .collect();
-        let policy_config = config.policy.clone();
         let sampling = {
             let captions = captions.clone();
             let blob = blob.clone();
             tokio::task::spawn_blocking(move || {
                 let loaded = w.ensure_policy(&blob);
                 let started = Instant::now();
-                let (_, rollout) = w.policy.as_ref().expect("ensure_policy loaded a policy");
-                let sampled = match rollout {
-                    Rollout::Native(engine) => {
-                        Ok(w.sampler
-                            .sample_engine(engine, &captions, policy_config.max_tokens))
-                    }
-                    Rollout::MusicGen(model) => {
-                        model.sample(&captions, blob.temperature, w.prompt_rng.random::<u64>())
-                    }
-                    Rollout::Burn(policy) => Ok(w.sampler.sample(
-                        policy,
-                        &policy_config,
-                        &captions,
-                        policy_config.max_tokens,
-                        &musicrl_policy::device::inference_device(),
-                    )),
-                };
+                let sampled: musicrl_common::Result<Vec<Sampled>> =
+                    match (&loaded, w.rollout.as_mut()) {
+                        (Ok(_), Some(rollout)) => rollout.sample(&captions).map_err(Into::into),
+                        _ => Ok(Vec::new()),
+                    };
                 (w, loaded, sampled, started.elapsed())
             })
         };
@@ -523,59 +508,44 @@ fn parameter_compression(name: &str) -> Option<tonic::codec::CompressionEncoding
     }
 }
 
-/// What samples a loaded parameter version (`actor.engine`).
-enum Rollout {
-    /// The rollout engine (CPU).
-    Native(Engine),
-    /// burn's forward on the actor's device.
-    Burn(Policy),
-    /// A MusicGen folder with the version's decoder.
-    MusicGen(Box<musicgen::MusicgenRollout>),
-}
-
 /// The sampling state that moves in and out of the blocking pool each round.
 struct Worker {
-    sampler: Sampler,
     prompt_rng: StdRng,
-    policy: Option<(PolicyVersion, Rollout)>,
-    /// `actor.engine` and `actor.threads`.
+    /// The family's rollout, made from the first version's configuration.
+    rollout: Option<Box<dyn Rollout>>,
+    /// The seed the next round's draws restart from, when they restart.
+    reseed: Option<u64>,
+    /// `actor.engine`, `actor.threads` and `sampling.temperature`.
     engine: String,
     threads: usize,
+    temperature: f32,
 }
 
 impl Worker {
-    /// Loads `blob` unless it is the version already loaded; returns how long loading took.
+    /// Loads `blob` unless it is the version already loaded (returning how long loading
+    /// took), then restarts the draws if the round asked to.
     fn ensure_policy(&mut self, blob: &ParameterBlob) -> musicrl_common::Result<Option<Duration>> {
-        if self
-            .policy
-            .as_ref()
-            .is_some_and(|(v, _)| *v == blob.version)
-        {
-            return Ok(None);
-        }
         let started = Instant::now();
-        if blob.config.family == musicrl_config::FAMILY_MUSICGEN {
-            // The folder loads once; each version replaces the decoder.
-            let mut rollout = match self.policy.take() {
-                Some((_, Rollout::MusicGen(r))) => r,
-                _ => Box::new(musicgen::MusicgenRollout::load(
-                    &blob.config,
-                    &musicrl_policy::device::inference_device(),
-                    (self.engine != musicrl_config::ENGINE_BURN).then_some(self.threads),
-                )?),
-            };
-            rollout.set_parameters(&blob.bytes)?;
-            self.policy = Some((blob.version, Rollout::MusicGen(rollout)));
-            return Ok(Some(started.elapsed()));
-        }
-        let policy = blob.to_policy(&musicrl_policy::device::inference_device())?;
-        let rollout = if self.engine == musicrl_config::ENGINE_BURN {
-            Rollout::Burn(policy)
-        } else {
-            Rollout::Native(Engine::from_policy(&policy, &blob.config, self.threads)?)
+        let rollout = match &mut self.rollout {
+            Some(rollout) => rollout,
+            None => self.rollout.insert(musicrl_policy::rollout(
+                &blob.config,
+                &self.engine,
+                self.threads,
+                self.temperature,
+                &musicrl_policy::device::inference_device(),
+            )?),
         };
-        self.policy = Some((blob.version, rollout));
-        Ok(Some(started.elapsed()))
+        let loaded = if rollout.version() == Some(blob.version) {
+            None
+        } else {
+            rollout.load(blob)?;
+            Some(started.elapsed())
+        };
+        if let Some(seed) = self.reseed.take() {
+            rollout.reseed(seed);
+        }
+        Ok(loaded)
     }
 }
 

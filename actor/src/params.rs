@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use musicrl_common::wire::ChunkAssembler;
-use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
+use musicrl_policy::{ParameterBlob, ParameterEncoding};
 use musicrl_proto::v1::SubscribeRequest;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 

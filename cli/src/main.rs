@@ -1,3 +1,5 @@
+//! The `musicrl` binary: parses the command line and runs the command (`musicrl::Cli`).
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

@@ -239,9 +239,7 @@ pub fn resume_family(
     device: &Device,
 ) -> Result<Option<(FamilyTrainer, Counters)>> {
     if config.policy.family != musicrl_config::FAMILY_MUSICGEN {
-        return Ok(
-            resume(dir, config, device)?.map(|(t, c)| (FamilyTrainer::Melody(Box::new(t)), c))
-        );
+        return Ok(resume(dir, config, device)?.map(|(t, c)| (FamilyTrainer::from_trainer(t), c)));
     }
     let Some((folder, state)) = resume_state(dir, config)? else {
         return Ok(None);
@@ -260,10 +258,7 @@ pub fn resume_family(
         state.step,
     )
     .map_err(|why| ck_err(&folder, why))?;
-    Ok(Some((
-        FamilyTrainer::MusicGen(Box::new(trainer)),
-        state.counters,
-    )))
+    Ok(Some((FamilyTrainer::from_trainer(trainer), state.counters)))
 }
 
 /// The newest checkpoint's folder and state, checked against `config`'s policy.

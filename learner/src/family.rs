@@ -14,48 +14,18 @@ use burn::tensor::Device;
 
 use musicrl_common::{PolicyVersion, Trajectory};
 use musicrl_config::{Config, FAMILY_MUSICGEN, PolicyConfig};
-use musicrl_policy::melody::Policy;
+use musicrl_policy::Parameters;
 use musicrl_policy::melody::params::{ParameterBlob, encode_policy};
 use musicrl_policy::musicgen::MusicGen;
-use musicrl_policy::musicgen::rl::Trainable;
 
 use crate::error::{LearnerError, Result};
 use crate::musicgen::MusicgenTrainer;
 use crate::trainer::{SkippedBatch, StepStats, Trainer};
 
-/// A frozen copy of a version's parameters, handed to the publisher thread (sharing the
-/// tensors: nothing is copied until it is serialised).
-pub enum Snapshot {
-    Melody(Policy),
-    MusicGen(Trainable),
-}
-
-impl Snapshot {
-    /// The version's broadcast form.
-    pub fn blob(
-        &self,
-        version: PolicyVersion,
-        config: &PolicyConfig,
-        temperature: f32,
-    ) -> musicrl_common::Result<ParameterBlob> {
-        match self {
-            Self::Melody(policy) => Ok(ParameterBlob::from_policy(
-                policy,
-                version,
-                config,
-                temperature,
-            )?),
-            Self::MusicGen(trainable) => Ok(ParameterBlob::from_bytes(
-                trainable
-                    .to_bytes()
-                    .map_err(|e| musicrl_common::Error::Internal(e.to_string()))?,
-                version,
-                config,
-                temperature,
-            )),
-        }
-    }
-}
+/// A frozen copy of a version's parameters, handed to the publisher thread: the policy
+/// crate's [`Parameters`] of whichever family (sharing the tensors: nothing is copied
+/// until it is serialised).
+pub type Snapshot = Box<dyn Parameters>;
 
 /// What the run loop, the publisher and checkpoints need of a trainer.
 pub trait Learn {
@@ -74,6 +44,11 @@ pub trait Learn {
     fn reference_bytes(&self) -> Result<Option<Vec<u8>>>;
     /// The optimiser's state (`optimizer.bpk`).
     fn optimizer_bytes(&self) -> Result<Vec<u8>>;
+    /// One update on `batch`, or why the batch was skipped (nothing changed then).
+    fn try_train_step(
+        &mut self,
+        batch: &[Trajectory],
+    ) -> std::result::Result<StepStats, SkippedBatch>;
 }
 
 impl Learn for Trainer {
@@ -81,7 +56,7 @@ impl Learn for Trainer {
         Trainer::step_count(self)
     }
     fn snapshot(&self) -> Snapshot {
-        Snapshot::Melody(self.policy().valid())
+        Box::new(self.policy().valid())
     }
     fn policy_bytes(&self) -> Result<Vec<u8>> {
         Ok(encode_policy(self.policy())?)
@@ -92,6 +67,12 @@ impl Learn for Trainer {
     fn optimizer_bytes(&self) -> Result<Vec<u8>> {
         Trainer::optimizer_bytes(self)
     }
+    fn try_train_step(
+        &mut self,
+        batch: &[Trajectory],
+    ) -> std::result::Result<StepStats, SkippedBatch> {
+        Trainer::try_train_step(self, batch)
+    }
 }
 
 impl Learn for MusicgenTrainer {
@@ -99,7 +80,7 @@ impl Learn for MusicgenTrainer {
         MusicgenTrainer::step_count(self)
     }
     fn snapshot(&self) -> Snapshot {
-        Snapshot::MusicGen(self.trainable())
+        Box::new(self.trainable())
     }
     fn policy_bytes(&self) -> Result<Vec<u8>> {
         self.trainable()
@@ -112,20 +93,21 @@ impl Learn for MusicgenTrainer {
     fn optimizer_bytes(&self) -> Result<Vec<u8>> {
         MusicgenTrainer::optimizer_bytes(self)
     }
+    fn try_train_step(
+        &mut self,
+        batch: &[Trajectory],
+    ) -> std::result::Result<StepStats, SkippedBatch> {
+        MusicgenTrainer::try_train_step(self, batch)
+    }
 }
 
-/// The trainer of the configured family.
-pub enum FamilyTrainer {
-    Melody(Box<Trainer>),
-    MusicGen(Box<MusicgenTrainer>),
-}
+/// The trainer of the configured family, behind [`Learn`]: the run loop, the publisher
+/// and checkpoints never ask which family it is.
+pub struct FamilyTrainer(Box<dyn Learn + Send>);
 
 impl std::fmt::Debug for FamilyTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Melody(t) => t.fmt(f),
-            Self::MusicGen(t) => t.fmt(f),
-        }
+        f.write_str("FamilyTrainer { .. }")
     }
 }
 
@@ -153,27 +135,14 @@ impl FamilyTrainer {
             let model = load_musicgen(config)?;
             let trainer = MusicgenTrainer::new(model, config.policy.frames, config, device)
                 .map_err(bad_folder)?;
-            return Ok(Self::MusicGen(Box::new(trainer)));
+            return Ok(Self::from_trainer(trainer));
         }
-        Ok(Self::Melody(Box::new(Trainer::new(config, device)?)))
+        Ok(Self::from_trainer(Trainer::new(config, device)?))
     }
 
-    fn inner(&self) -> &dyn Learn {
-        match self {
-            Self::Melody(t) => t.as_ref(),
-            Self::MusicGen(t) => t.as_ref(),
-        }
-    }
-
-    /// One update (see each family's `try_train_step`).
-    pub fn try_train_step(
-        &mut self,
-        batch: &[Trajectory],
-    ) -> std::result::Result<StepStats, SkippedBatch> {
-        match self {
-            Self::Melody(t) => t.try_train_step(batch),
-            Self::MusicGen(t) => t.try_train_step(batch),
-        }
+    /// Wraps a family's trainer.
+    pub fn from_trainer(trainer: impl Learn + Send + 'static) -> Self {
+        Self(Box::new(trainer))
     }
 
     /// The current parameters, ready to broadcast.
@@ -184,18 +153,24 @@ impl FamilyTrainer {
 
 impl Learn for FamilyTrainer {
     fn step_count(&self) -> u64 {
-        self.inner().step_count()
+        self.0.step_count()
     }
     fn snapshot(&self) -> Snapshot {
-        self.inner().snapshot()
+        self.0.snapshot()
     }
     fn policy_bytes(&self) -> Result<Vec<u8>> {
-        self.inner().policy_bytes()
+        self.0.policy_bytes()
     }
     fn reference_bytes(&self) -> Result<Option<Vec<u8>>> {
-        self.inner().reference_bytes()
+        self.0.reference_bytes()
     }
     fn optimizer_bytes(&self) -> Result<Vec<u8>> {
-        self.inner().optimizer_bytes()
+        self.0.optimizer_bytes()
+    }
+    fn try_train_step(
+        &mut self,
+        batch: &[Trajectory],
+    ) -> std::result::Result<StepStats, SkippedBatch> {
+        self.0.try_train_step(batch)
     }
 }

@@ -9,6 +9,10 @@
 //!   delayed EnCodec codebooks, the delay pattern, sampling (greedy, temperature, top-k,
 //!   classifier-free guidance), per-code log-probabilities and the trainable value head.
 //!
+//! [`family`] is the one interface the roles use: an actor samples through
+//! [`Rollout`] (made by [`rollout`] from `policy.family`), the learner broadcasts
+//! [`Parameters`]; neither knows a family's layout.
+//!
 //! Beside them, [`device`] chooses the process's burn device and [`PolicyVersion`] numbers
 //! parameter versions. This crate does no networking and knows nothing of gRPC or of the
 //! roles; its only IO is reading and writing model files. It depends on one project crate,
@@ -16,9 +20,13 @@
 
 pub mod device;
 pub mod error;
+pub mod family;
 pub mod melody;
 pub mod musicgen;
 mod version;
 
 pub use error::{PolicyError, Result};
+pub use family::{Parameters, Rollout, rollout};
+pub use melody::params::{ParameterBlob, ParameterEncoding};
+pub use melody::sampling::Sampled;
 pub use version::PolicyVersion;

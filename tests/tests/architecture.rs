@@ -115,6 +115,76 @@ fn only_the_policy_crate_builds_tensors_below_the_roles() {
     assert!(depends_on(&manifest("policy"), "burn"));
 }
 
+/// Every `.rs` file under `dir` (relative to the workspace root), with its path.
+fn rust_sources(dir: &str) -> Vec<(std::path::PathBuf, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out = Vec::new();
+    let mut stack = vec![root.join(dir)];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                out.push((path, text));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no Rust sources under {dir}");
+    out
+}
+
+#[test]
+fn the_actor_samples_every_family_through_one_interface() {
+    // The actor holds a `Box<dyn musicrl_policy::Rollout>` made by `musicrl_policy::rollout`
+    // from the version's configuration: no family's module is named in its source.
+    for (path, text) in rust_sources("actor/src") {
+        for family in ["musicrl_policy::melody", "musicrl_policy::musicgen"] {
+            assert!(
+                !text.contains(family),
+                "{} names {family}: sample through musicrl_policy::Rollout",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_source_file_opens_with_what_it_is() {
+    // A tidy check: the first line of every project source file (vendored crates aside) is
+    // a `//!` line saying what the file is.
+    let mut missing = Vec::new();
+    for dir in [
+        "proto",
+        "common",
+        "policy",
+        "music",
+        "judge",
+        "prefdb",
+        "feedback",
+        "rewards",
+        "actor",
+        "learner",
+        "reward-server",
+        "cli",
+        "tests",
+    ] {
+        for (path, text) in rust_sources(dir) {
+            if path.components().any(|c| c.as_os_str() == "target") {
+                continue;
+            }
+            if !text.starts_with("//!") {
+                missing.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` first line: {missing:#?}"
+    );
+}
+
 #[test]
 fn no_reward_component_can_be_the_judge() {
     let component = musicrl_config::ComponentConfig {

@@ -19,6 +19,7 @@ pub mod decoder;
 pub mod delay;
 pub mod engine;
 pub mod rl;
+pub mod rollout;
 pub mod sampling;
 pub mod skinny;
 pub mod t5;
