@@ -47,7 +47,7 @@ pub struct AppState {
     pub max_concurrent_requests: usize,
     /// Scores every clip when it is drawn (`feedback.score_clips`: the `[reward]`
     /// components, in process); the scores are stored with the clip.
-    pub scorer: Option<Arc<musicrl_reward::RewardModel>>,
+    pub scorer: Option<Arc<musicrl_scoring::RewardModel>>,
     /// Why the service cannot do its job now (the database takes no writes), or None: what
     /// `/healthz` answers, refreshed every `health_every`.
     pub unhealthy: std::sync::Mutex<Option<String>>,
@@ -244,7 +244,7 @@ pub async fn pair(
 /// sum as `reward`. A scorer that fails leaves the pair unscored (logged): a listener still
 /// gets the pair, and the scores are provenance, not a condition of voting.
 async fn clip_scores(
-    scorer: &musicrl_reward::RewardModel,
+    scorer: &musicrl_scoring::RewardModel,
     caption: &str,
     clips: [&Vec<u32>; 2],
 ) -> [BTreeMap<String, f64>; 2] {

@@ -46,7 +46,7 @@ pub async fn state_from_config(config: &Config) -> Result<Shared> {
     };
     let scorer = if f.score_clips {
         Some(
-            musicrl_reward::RewardModel::from_config(&config.reward).map_err(|e| {
+            musicrl_scoring::RewardModel::from_config(&config.reward).map_err(|e| {
                 Error::Config(format!(
                     "feedback.score_clips: the [reward] components cannot be loaded: {e}"
                 ))
@@ -73,7 +73,7 @@ fn follow_learner(config: &Config, shared: &Shared) -> Result<()> {
     };
     let (tx, mut rx) = tokio::sync::watch::channel(None);
     let subscriber = format!("feedback-{:08x}", rand::random::<u32>());
-    musicrl_actor::params::spawn_follower(config, &url, subscriber, tx)
+    musicrl_client::follow::spawn_follower(config, &url, subscriber, tx)
         .map_err(|e| Error::Config(format!("feedback.learner {url:?}: {e}")))?;
     let source = shared.source.clone();
     tracing::info!(learner = %url, "the pair source follows the learner's broadcast");
@@ -127,7 +127,7 @@ pub fn state(
     clip_cache: &Path,
     secret: Secret,
     f: &musicrl_config::FeedbackConfig,
-    scorer: Option<musicrl_reward::RewardModel>,
+    scorer: Option<musicrl_scoring::RewardModel>,
 ) -> Result<Shared> {
     Ok(Arc::new(AppState {
         db,

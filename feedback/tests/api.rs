@@ -392,7 +392,7 @@ async fn every_clip_is_stored_with_its_reward_model_scores_and_the_listener_neve
         }],
         ..Default::default()
     };
-    let scorer = musicrl_reward::RewardModel::from_config(&reward).expect("a scorer");
+    let scorer = musicrl_scoring::RewardModel::from_config(&reward).expect("a scorer");
     let s = common::start_scored(config(), Some(scorer)).await;
     let (status, _, body) = raw(Method::GET, &s.url("/api/pair"), &[], "").await;
     assert_eq!(status, StatusCode::OK);
@@ -402,7 +402,7 @@ async fn every_clip_is_stored_with_its_reward_model_scores_and_the_listener_neve
         "{text}"
     );
     let view: PairView = serde_json::from_slice(&body).expect("a pair");
-    let reference = musicrl_reward::scorer::TokenFraction::new("low", 40);
+    let reference = musicrl_scoring::scorer::TokenFraction::new("low", 40);
     for clip in [&view.a, &view.b] {
         let stored = s.db.clip(&clip.id).await.expect("reads").expect("stored");
         let low = f64::from(reference.score_one(&stored.tokens));

@@ -301,7 +301,7 @@ impl MusicgenTrainer {
             mean_length: tokens as f32,
             ended_share: 0.0,
             grouped_share: grouped as f32 / b as f32,
-            scorer_versions: crate::trajlog::scorer_versions(batch),
+            scorer_versions: crate::trainer::scorer_versions(batch),
             rewards_clipped,
             fresh_logprob_gap: gap,
         })

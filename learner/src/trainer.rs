@@ -89,6 +89,15 @@ pub(crate) fn fresh_logprob_gap(
     gap
 }
 
+/// The distinct scorer versions in a batch (more than one: the reward configuration changed
+/// while the batch was being sampled, e.g. a reward server replaced mid-run).
+pub fn scorer_versions(batch: &[Trajectory]) -> usize {
+    let mut v: Vec<&str> = batch.iter().map(|t| t.scorer_version.as_str()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
 /// How much of a trajectory the learner trains on: up to and including the first `end`
 /// token (ending is an action the policy takes), nothing after it.
 pub fn trained_len(tokens: &[u32], end: u32) -> usize {
@@ -427,7 +436,7 @@ impl Trainer {
             mean_length: lens.iter().sum::<usize>() as f32 / b as f32,
             ended_share: batch.iter().filter(|x| x.tokens.contains(&end)).count() as f32 / b as f32,
             grouped_share: grouped as f32 / b as f32,
-            scorer_versions: crate::trajlog::scorer_versions(batch),
+            scorer_versions: scorer_versions(batch),
             rewards_clipped,
             fresh_logprob_gap: gap,
         })

@@ -102,15 +102,6 @@ impl TrajectoryLog {
     }
 }
 
-/// The distinct scorer versions in a batch (more than one: the reward configuration changed
-/// while the batch was being sampled, e.g. a reward server replaced mid-run).
-pub fn scorer_versions(batch: &[Trajectory]) -> usize {
-    let mut v: Vec<&str> = batch.iter().map(|t| t.scorer_version.as_str()).collect();
-    v.sort_unstable();
-    v.dedup();
-    v.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +164,7 @@ mod tests {
             traj("v1", vec![2]),
             traj("v2", vec![3]),
         ];
-        assert_eq!(scorer_versions(&batch), 2);
-        assert_eq!(scorer_versions(&batch[..2]), 1);
+        assert_eq!(crate::trainer::scorer_versions(&batch), 2);
+        assert_eq!(crate::trainer::scorer_versions(&batch[..2]), 1);
     }
 }

@@ -36,8 +36,14 @@ fn the_judge_reads_only_the_music_domain_and_no_reward_path_reads_the_judge() {
     for krate in [
         "rewards",
         "reward-server",
+        "common/scoring",
+        "common/client",
+        "common/config",
         "learner",
         "actor",
+        "feedback",
+        "prefdb",
+        "policy",
         "common",
         "music",
         "proto",
@@ -185,17 +191,78 @@ fn every_source_file_opens_with_what_it_is() {
     );
 }
 
+/// A member's direct project dependencies from its manifest's `[dependencies]` table.
+fn normal_project_dependencies(folder: &str) -> Vec<String> {
+    let text: toml::Table = manifest(folder)
+        .parse()
+        .expect("a member's manifest parses");
+    text.get("dependencies")
+        .and_then(|d| d.as_table())
+        .map(|d| {
+            d.keys()
+                .filter(|k| k.starts_with("musicrl-"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn roles_never_import_roles() {
+    // The actor, the learner, the reward server and the feedback service are siblings: what
+    // two of them share lives in a library below them (the parameter follower in
+    // `musicrl-client`, the in-process reward model in `musicrl-scoring`). Only the
+    // orchestration (the `musicrl` binary) and the tests depend on roles.
+    let roles = [
+        ("actor", "musicrl-actor"),
+        ("learner", "musicrl-learner"),
+        ("reward-server", "musicrl-reward"),
+        ("feedback", "musicrl-feedback"),
+    ];
+    for (folder, _) in roles {
+        let deps = normal_project_dependencies(folder);
+        for (_, role) in roles {
+            assert!(
+                !deps.iter().any(|d| d == role),
+                "{folder} depends on the role {role}: move what they share into a library crate"
+            );
+        }
+    }
+    // The shared libraries sit below every role.
+    for library in ["common/client", "common/scoring"] {
+        let deps = normal_project_dependencies(library);
+        for (_, role) in roles {
+            assert!(
+                !deps.iter().any(|d| d == role),
+                "{library} depends on {role}"
+            );
+        }
+    }
+}
+
 #[test]
 fn no_reward_component_can_be_the_judge() {
+    // The factory knows the rule-based components (a kind it builds without any file)…
+    for kind in ["attributes", "form", "token-fraction"] {
+        let component = musicrl_config::ComponentConfig {
+            kind: kind.into(),
+            ..Default::default()
+        };
+        assert!(
+            musicrl_reward::scorer::build(&component).is_ok(),
+            "{kind} is a reward kind"
+        );
+    }
+    // …and refuses `judge` as an unknown kind, not for a missing file.
     let component = musicrl_config::ComponentConfig {
         kind: "judge".into(),
         ..Default::default()
     };
-    let err = musicrl_reward::scorer::build(&component)
-        .err()
-        .expect("judge is not a reward kind")
-        .to_string();
-    assert!(err.contains("judge"), "{err}");
+    match musicrl_reward::scorer::build(&component) {
+        Err(musicrl_reward::RewardError::UnknownScorer(kind)) => assert_eq!(kind, "judge"),
+        Err(other) => panic!("judge refused for another reason: {other}"),
+        Ok(_) => panic!("judge built as a reward component"),
+    }
 }
 
 /// Each workspace crate's floor (1 for a crate that depends on no other project crate,

@@ -810,6 +810,14 @@ const NOT_TRAINING_KEYS: &[&str] = &[
     "learner.request_timeout_seconds",
 ];
 
+/// A validation failure of `field`, as the section checks return it.
+fn bad(field: &str, why: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        field: field.to_string(),
+        why,
+    })
+}
+
 impl Config {
     /// The keys of what a run trains (the policy, sampling, the learner's objective and
     /// optimiser, the reward components) whose values differ
@@ -874,12 +882,20 @@ impl Config {
 
     /// Checks every value a process relies on. Call before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field: &str, why: String| {
-            Err(ConfigError::Invalid {
-                field: field.to_string(),
-                why,
-            })
-        };
+        self.validate_devices_and_tracking()?;
+        self.validate_policy_section()?;
+        self.validate_sampling()?;
+        self.validate_learner()?;
+        self.validate_actor()?;
+        self.validate_reward()?;
+        self.validate_pretrain_and_local()?;
+        self.security.validate()?;
+        self.feedback.validate()?;
+        self.validate_experiment()
+    }
+
+    /// Checks the devices, `[tracking]` and `[run]`.
+    fn validate_devices_and_tracking(&self) -> Result<(), ConfigError> {
         for (key, text) in [
             ("learner.device", &self.learner.device),
             ("actor.device", &self.actor.device),
@@ -932,6 +948,11 @@ impl Config {
                 return bad("run.root", "a named run needs the folder of runs".into());
             }
         }
+        Ok(())
+    }
+
+    /// Checks `[policy]`.
+    fn validate_policy_section(&self) -> Result<(), ConfigError> {
         let p = &self.policy;
         if p.family == FAMILY_MUSICGEN {
             self.validate_musicgen()?;
@@ -987,6 +1008,11 @@ impl Config {
                 "caption_buckets must be >= 2 and max_caption_words >= 1".into(),
             );
         }
+        Ok(())
+    }
+
+    /// Checks `[sampling]`.
+    fn validate_sampling(&self) -> Result<(), ConfigError> {
         let t = self.sampling.temperature;
         if !t.is_finite() || t <= 0.0 {
             return bad(
@@ -994,6 +1020,11 @@ impl Config {
                 format!("{t} must be finite and > 0"),
             );
         }
+        Ok(())
+    }
+
+    /// Checks `[learner]`.
+    fn validate_learner(&self) -> Result<(), ConfigError> {
         let l = &self.learner;
         if l.batch_size == 0 {
             return bad("learner.batch_size", "must be positive".into());
@@ -1068,6 +1099,11 @@ impl Config {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Checks `[actor]`.
+    fn validate_actor(&self) -> Result<(), ConfigError> {
         let a = &self.actor;
         match a.engine.as_str() {
             ENGINE_NATIVE => {
@@ -1144,6 +1180,11 @@ impl Config {
         if !(a.reward_timeout_seconds.is_finite() && a.reward_timeout_seconds > 0.0) {
             return bad("actor.reward_timeout_seconds", "must be > 0".into());
         }
+        Ok(())
+    }
+
+    /// Checks `[reward]`.
+    fn validate_reward(&self) -> Result<(), ConfigError> {
         let r = &self.reward;
         if r.max_batch == 0 {
             return bad("reward.max_batch", "must be positive".into());
@@ -1206,6 +1247,11 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Checks `[pretrain]` and `[local]`.
+    fn validate_pretrain_and_local(&self) -> Result<(), ConfigError> {
         let pt = &self.pretrain;
         if pt.epochs == 0 || pt.batch_size == 0 {
             return bad(
@@ -1228,9 +1274,7 @@ impl Config {
         if self.local.actors == 0 {
             return bad("local.actors", "at least one actor is needed".into());
         }
-        self.security.validate()?;
-        self.feedback.validate()?;
-        self.validate_experiment()
+        Ok(())
     }
 
     /// A MusicGen policy: the folder exists and its decoder's shape is the configured one

@@ -57,7 +57,7 @@ pub async fn start(f: FeedbackConfig) -> Service {
 /// As [`start`], every clip scored by `scorer`.
 pub async fn start_scored(
     f: FeedbackConfig,
-    scorer: Option<musicrl_reward::RewardModel>,
+    scorer: Option<musicrl_scoring::RewardModel>,
 ) -> Service {
     start_on(f, scorer, None).await
 }
@@ -66,7 +66,7 @@ pub async fn start_scored(
 /// when None).
 pub async fn start_on(
     f: FeedbackConfig,
-    scorer: Option<musicrl_reward::RewardModel>,
+    scorer: Option<musicrl_scoring::RewardModel>,
     url: Option<&str>,
 ) -> Service {
     let dir = tempfile::tempdir().expect("a temp dir");

@@ -1,4 +1,4 @@
-//! Errors of the reward server.
+//! Errors of the reward model (building and running scorers).
 
 /// Everything that can go wrong while building or running scorers.
 #[derive(Debug, thiserror::Error)]
