@@ -316,11 +316,7 @@ pub async fn run(
                     tokens,
                     behaviour_logprobs: logprobs,
                     reward: s.reward,
-                    components: components
-                        .iter()
-                        .map(|c| c.clone())
-                        .zip(s.components)
-                        .collect(),
+                    components: components.iter().cloned().zip(s.components).collect(),
                     component_windows: s.windows,
                     scorer_version: scorer_version.clone(),
                 },

@@ -889,7 +889,7 @@ async fn status_client(
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?)
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
 /// How long the supervisor waits for the learner to finish by itself once every actor has

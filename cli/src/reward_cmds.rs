@@ -875,7 +875,7 @@ fn train_preference(
             "scoring held-out pairs with the text and quality models",
         );
     }
-    for (kind, scores) in text_and_quality_scores(&config, &items)? {
+    for (kind, scores) in text_and_quality_scores(config, &items)? {
         let agree = eval
             .iter()
             .enumerate()

@@ -102,7 +102,7 @@ const DT_STRING: i32 = 7;
 /// TFRecord's masked CRC-32C.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
     let c = crc32c::crc32c(data);
-    ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// Writes one TensorBoard run: a new event file in a folder (TensorBoard shows each folder

@@ -433,7 +433,7 @@ fn check_audio(a: &pb::Audio) -> std::result::Result<(), Rejection> {
             ),
         ));
     }
-    if a.pcm_s16le.len() % 2 != 0 {
+    if !a.pcm_s16le.len().is_multiple_of(2) {
         return Err(Rejection::new(
             "bad_audio",
             format!(

@@ -99,10 +99,8 @@ fn client_session(
 }
 
 fn with_cookie(mut response: Response, cookie: &str, new: bool) -> Response {
-    if new {
-        if let Ok(v) = HeaderValue::from_str(&session::set_cookie(cookie)) {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
+    if new && let Ok(v) = HeaderValue::from_str(&session::set_cookie(cookie)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
 }

@@ -92,7 +92,7 @@ impl Guard {
         let from_header = self.address_header.as_ref().and_then(|h| {
             // Behind one proxy, the last entry is the one it appended: whatever the client
             // wrote before it is not trusted.
-            let value = headers.get_all(h).iter().last()?.to_str().ok()?;
+            let value = headers.get_all(h).iter().next_back()?.to_str().ok()?;
             value.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
         });
         let address = from_header

@@ -97,7 +97,7 @@ impl Meter {
 
     /// Compound meters (6/8, 9/8, 12/8, 6/4) group their beats in threes.
     pub fn compound(&self) -> bool {
-        self.num % 3 == 0 && self.num >= 6
+        self.num.is_multiple_of(3) && self.num >= 6
     }
 
     /// The beat in twelfths: a dotted note in compound meters, else the denominator's note.

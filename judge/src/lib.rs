@@ -170,6 +170,8 @@ fn rate_of(w: usize, l: usize) -> f64 {
 
 /// Rates every pair of models on the same prompts with `panel` (see the crate docs).
 /// Deterministic for the panel's seed.
+// `p` and `k` index the same prompt and draw in two models' clips: the indices are the pairing.
+#[allow(clippy::needless_range_loop)]
 pub fn compare(panel: &Panel, models: &[(String, Vec<Sample>)]) -> Result<Report, JudgeError> {
     let (prompts, per) = aligned(models)?;
     // Each model's samples by prompt, in their given order, with their assessments.

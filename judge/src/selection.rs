@@ -65,6 +65,8 @@ impl Rule {
     }
 
     /// Whether `q` counts as a fall from `best`.
+    // Negated on purpose: a NaN held-out score must count as a fall.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn fell(&self, best: &Point, q: &Point) -> bool {
         let se = (best.held_out_se.powi(2) + q.held_out_se.powi(2)).sqrt();
         let margin = self.min_delta.max(self.standard_errors * se);

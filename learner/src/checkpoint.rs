@@ -413,7 +413,7 @@ mod tests {
         save(dir.path(), &t, Counters::default(), &config).expect("save");
         let mut other = config.clone();
         other.policy.d_model = 32;
-        let err = resume(dir.path(), &other, &device).err().expect("refused");
+        let err = resume(dir.path(), &other, &device).expect_err("refused");
         assert!(err.to_string().contains("architecture"), "{err}");
     }
 

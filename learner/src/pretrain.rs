@@ -318,7 +318,7 @@ mod tests {
             id: format!("t{i}"),
             collection: "ryans_mammoth".into(),
             title: String::new(),
-            tune_type: if i % 2 == 0 {
+            tune_type: if i.is_multiple_of(2) {
                 "reel".into()
             } else {
                 "jig".into()

@@ -470,7 +470,7 @@ fn train_loop(
                 {
                     // A tracker that is down does not stop training; said once, then every
                     // hundredth failure.
-                    if mlflow_failures % 100 == 0 {
+                    if mlflow_failures.is_multiple_of(100) {
                         tracing::warn!(error = %e, failures = mlflow_failures + 1, "cannot log this step to MLflow; training on");
                     }
                     mlflow_failures += 1;

@@ -73,7 +73,7 @@ pub struct MelodyRollout {
 
 enum Loaded {
     Engine(Engine),
-    Burn(Policy),
+    Burn(Box<Policy>),
 }
 
 impl Rollout for MelodyRollout {
@@ -85,7 +85,7 @@ impl Rollout for MelodyRollout {
         let policy = blob.to_policy(&self.device)?;
         let loaded = match self.engine_threads {
             Some(threads) => Loaded::Engine(Engine::from_policy(&policy, &blob.config, threads)?),
-            None => Loaded::Burn(policy),
+            None => Loaded::Burn(Box::new(policy)),
         };
         self.loaded = Some((blob.version, blob.config.clone(), loaded));
         Ok(())

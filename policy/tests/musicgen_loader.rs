@@ -1,6 +1,9 @@
 //! The MusicGen loader refuses every folder it cannot load faithfully, naming the file and
 //! tensor: a missing, mis-shaped or unused tensor, a `pytorch_model.bin`-only folder, no
 //! tokenizer, an unsupported configuration.
+// Test helpers unwrap too: a panic is the failure message (`allow-unwrap-in-tests` covers
+// only `#[test]` functions).
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

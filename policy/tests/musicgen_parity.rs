@@ -1,6 +1,9 @@
 //! MusicGen and T5 against transformers: the fixture (scripts/fixtures/musicgen_fixture.py)
 //! holds two tiny random models and the reference implementation's outputs on them; every
 //! number here must match within the stated tolerance, every greedy code exactly.
+// Test helpers unwrap too: a panic is the failure message (`allow-unwrap-in-tests` covers
+// only `#[test]` functions).
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -209,7 +209,7 @@ impl Degradation {
                             Event::Bar => 0,
                         })
                         .sum();
-                    if notes < 2 || total % notes != 0 || rng.random::<f32>() >= s {
+                    if notes < 2 || !total.is_multiple_of(notes) || rng.random::<f32>() >= s {
                         out.extend_from_slice(bar);
                         continue;
                     }

@@ -47,8 +47,10 @@ fn trajectory(config: &Config) -> pb::Trajectory {
 fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     if let Some(t) = token {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("a token is ASCII"),
+        );
     }
     r
 }

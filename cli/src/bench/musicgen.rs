@@ -125,7 +125,6 @@ pub fn run(
             update_batch >= 2,
             "--musicgen-update-batch must be 0 or at least 2"
         );
-        drop(time);
         drop(engine);
         let trainer_model = MusicGen::load(folder, &device)?;
         let mut c = musicrl_config::Config::default();

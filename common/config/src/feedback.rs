@@ -246,6 +246,15 @@ impl FeedbackConfig {
     }
 }
 
+/// Whether `name` is a valid HTTP header name (lower-case token characters).
+fn header_name_ok(name: &str) -> Result<(), ()> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,13 +297,4 @@ mod tests {
             ("rl-u".into(), PathBuf::from("runs/rl-u/policy.bpk"))
         );
     }
-}
-
-/// Whether `name` is a valid HTTP header name (lower-case token characters).
-fn header_name_ok(name: &str) -> Result<(), ()> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(()) }
 }

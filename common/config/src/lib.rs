@@ -810,6 +810,17 @@ const NOT_TRAINING_KEYS: &[&str] = &[
     "learner.request_timeout_seconds",
 ];
 
+/// A name safe as a folder or run name: letters, digits, `-`, `_` and `.`, not first.
+fn is_safe_name(t: &str) -> bool {
+    t.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !t.starts_with('.')
+}
+
+fn is_http_url(m: &str) -> bool {
+    m.starts_with("http://") || m.starts_with("https://")
+}
+
 /// A validation failure of `field`, as the section checks return it.
 fn bad(field: &str, why: String) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid {
@@ -904,7 +915,7 @@ impl Config {
             crate::device::parse(key, text)?;
         }
         let m = &self.tracking.mlflow;
-        if !m.is_empty() && !(m.starts_with("http://") || m.starts_with("https://")) {
+        if !m.is_empty() && !is_http_url(m) {
             return bad(
                 "tracking.mlflow",
                 format!("{m:?} must be an http:// or https:// URL (or empty: off)"),
@@ -917,12 +928,7 @@ impl Config {
             );
         }
         let t = &self.tracking.run;
-        if !t.is_empty()
-            && !(t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && !t.starts_with('.'))
-        {
+        if !t.is_empty() && !is_safe_name(t) {
             return bad(
                 "tracking.run",
                 format!("{t:?} must be letters, digits, -, _ and . (not first)"),
@@ -930,12 +936,7 @@ impl Config {
         }
         let run = &self.run;
         if !run.name.is_empty() {
-            let ok = run
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && !run.name.starts_with('.');
-            if !ok {
+            if !is_safe_name(&run.name) {
                 return bad(
                     "run.name",
                     format!(
@@ -977,7 +978,7 @@ impl Config {
                 format!("{} is not in 1..=65536", p.max_tokens),
             );
         }
-        if p.n_heads == 0 || p.d_model == 0 || p.d_model % p.n_heads != 0 {
+        if p.n_heads == 0 || p.d_model == 0 || !p.d_model.is_multiple_of(p.n_heads) {
             return bad(
                 "policy.d_model",
                 format!(
@@ -1344,7 +1345,7 @@ impl Config {
             .reward
             .components
             .iter()
-            .find(|c| c.kind != "token-fraction" && !(c.kind == "remote" && !c.send_audio))
+            .find(|c| c.kind != "token-fraction" && (c.kind != "remote" || c.send_audio))
         {
             return bad(
                 "reward.components",

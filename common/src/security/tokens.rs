@@ -59,12 +59,12 @@ pub enum Permission {
 
 impl Permission {
     pub fn allows(self, role: Role) -> bool {
-        match (self, role) {
-            (_, Role::Admin) => true,
-            (Self::Push | Self::Subscribe | Self::Score, Role::Actor) => true,
-            (Self::Read, Role::Actor | Role::Operator) => true,
-            _ => false,
-        }
+        matches!(
+            (self, role),
+            (_, Role::Admin)
+                | (Self::Push | Self::Subscribe | Self::Score, Role::Actor)
+                | (Self::Read, Role::Actor | Role::Operator)
+        )
     }
 
     pub fn name(self) -> &'static str {

@@ -221,7 +221,7 @@ impl MusicgenConfig {
                 "num_codebooks, vocab_size and num_attention_heads must be positive".into(),
             ));
         }
-        if d.hidden_size % d.num_attention_heads != 0 {
+        if !d.hidden_size.is_multiple_of(d.num_attention_heads) {
             return Err(invalid(
                 "decoder.hidden_size",
                 format!(

@@ -58,7 +58,7 @@ pub fn scores_tiled(isa: Isa, q: &[f32], scale: f32, tiles: &[f32], out: &mut [f
     const L: usize = KEY_TILE;
     let dh = q.len();
     assert!(
-        out.len() % L == 0 && tiles.len() >= out.len() * dh,
+        out.len().is_multiple_of(L) && tiles.len() >= out.len() * dh,
         "scores_tiled: {} scores over {} cached values of width {dh}",
         out.len(),
         tiles.len()

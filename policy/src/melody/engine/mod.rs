@@ -102,7 +102,7 @@ impl Weights {
             len(name, n.gamma.len(), d)?;
             len(&format!("{name}.beta"), n.beta.len(), d)
         };
-        if d == 0 || c.n_heads == 0 || d % c.n_heads != 0 {
+        if d == 0 || c.n_heads == 0 || !d.is_multiple_of(c.n_heads) {
             return Err(format!(
                 "d_model {d} is not a multiple of n_heads {}",
                 c.n_heads
@@ -636,10 +636,10 @@ mod tests {
             let t = tokens.len();
             let full = policy.forward(
                 &caption_batch(&[caption], &config, &device),
-                token_tensor(&tokens, 1, t, &device),
+                token_tensor(tokens, 1, t, &device),
             );
             let (want_l, want_v) = (to_vec_f32(full.logits), to_vec_f32(full.values));
-            let (got_l, got_v) = engine.teacher_forced(caption, &tokens);
+            let (got_l, got_v) = engine.teacher_forced(caption, tokens);
             assert_eq!(got_l.len(), t * config.vocab_size);
             for (i, (a, b)) in got_l.iter().zip(&want_l).enumerate() {
                 assert!(
