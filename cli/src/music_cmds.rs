@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use musicrl_config::Config;
-use musicrl_learner::pretrain::{self, EpochStats, PretrainReport};
 use musicrl_music::captions;
 use musicrl_music::render;
 use musicrl_music::tokens::{self, Event};
 use musicrl_policy::melody::params::load_policy;
 use musicrl_policy::melody::sampling::Sampler;
+use musicrl_pretrain::{self as pretrain, EpochStats, PretrainReport};
 
 use crate::args::{GenerateArgs, PretrainArgs};
 use crate::progress::EpochBar;

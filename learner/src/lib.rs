@@ -11,7 +11,6 @@ pub mod ledger;
 pub mod loss;
 pub mod musicgen;
 pub mod named_run;
-pub mod pretrain;
 pub mod publish;
 pub mod run;
 pub mod service;

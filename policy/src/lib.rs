@@ -23,6 +23,7 @@ pub mod error;
 pub mod family;
 pub mod melody;
 pub mod musicgen;
+pub mod optim;
 mod version;
 
 pub use error::{PolicyError, Result};

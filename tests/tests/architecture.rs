@@ -40,6 +40,7 @@ fn the_judge_reads_only_the_music_domain_and_no_reward_path_reads_the_judge() {
         "common/client",
         "common/config",
         "learner",
+        "pretrain",
         "actor",
         "feedback",
         "prefdb",
@@ -139,6 +140,33 @@ fn rust_sources(dir: &str) -> Vec<(std::path::PathBuf, String)> {
     }
     assert!(!out.is_empty(), "no Rust sources under {dir}");
     out
+}
+
+#[test]
+fn only_the_music_crate_reads_tokens_as_music() {
+    for krate in [
+        "policy",
+        "actor",
+        "common",
+        "common/client",
+        "common/config",
+    ] {
+        assert!(
+            !depends_on(&manifest(krate), "musicrl-music"),
+            "{krate} depends on the music crate"
+        );
+    }
+    // The learner renders clips for the trackers in `run.rs`, and nowhere else reads music.
+    for (path, text) in rust_sources("learner/src") {
+        if path.ends_with("run.rs") {
+            continue;
+        }
+        assert!(
+            !text.contains("musicrl_music"),
+            "{} reads tokens as music",
+            path.display()
+        );
+    }
 }
 
 #[test]

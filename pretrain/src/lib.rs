@@ -26,8 +26,29 @@ use musicrl_policy::melody::params::save_policy;
 use musicrl_policy::melody::sampling::Sampler;
 use musicrl_policy::melody::{Policy, caption_batch, to_vec_f32, token_tensor};
 
-use crate::error::{LearnerError, Result};
-use crate::trainer::clip_global_norm;
+use musicrl_policy::optim::clip_global_norm;
+
+/// What can stop pretraining.
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainError {
+    #[error(transparent)]
+    Config(#[from] musicrl_config::ConfigError),
+    #[error(transparent)]
+    Policy(#[from] musicrl_policy::PolicyError),
+    #[error(transparent)]
+    File(#[from] musicrl_config::fsutil::FileError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration or the corpus cannot be pretrained on.
+    #[error("{0}")]
+    Invalid(String),
+    /// The loss stopped being finite.
+    #[error("{0}")]
+    Diverged(String),
+}
+
+/// Result with [`PretrainError`].
+pub type Result<T, E = PretrainError> = std::result::Result<T, E>;
 
 /// One training sequence.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,10 +166,10 @@ pub fn pretrain(
     out: &Path,
     progress: &mut dyn Progress,
 ) -> Result<PretrainReport> {
-    config.validate().map_err(musicrl_common::Error::from)?;
+    config.validate()?;
     let p = &config.pretrain;
     if config.policy.vocab_size != VOCAB_SIZE {
-        return Err(LearnerError::Checkpoint(format!(
+        return Err(PretrainError::Invalid(format!(
             "policy.vocab_size is {} but the melody vocabulary has {VOCAB_SIZE} tokens",
             config.policy.vocab_size
         )));
@@ -165,7 +186,7 @@ pub fn pretrain(
     };
     let (train_tunes, val_tunes) = (pick(Split::Train), pick(Split::Validation));
     if train_tunes.is_empty() || val_tunes.is_empty() {
-        return Err(LearnerError::Checkpoint(
+        return Err(PretrainError::Invalid(
             "the corpus has no train or validation tunes".into(),
         ));
     }
@@ -201,7 +222,7 @@ pub fn pretrain(
             let grads = GradientsParams::from_grads(loss.backward(), &policy);
             let value = f64::from(loss.into_scalar::<f32>());
             if !value.is_finite() {
-                return Err(LearnerError::TrainingThread(format!(
+                return Err(PretrainError::Diverged(format!(
                     "pretraining loss became {value} in epoch {epoch}; lower pretrain.learning_rate"
                 )));
             }
