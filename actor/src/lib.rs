@@ -15,6 +15,7 @@ pub use musicrl_client::follow as params;
 pub use musicrl_client::{CappedBackoff, Token, lazy_channel, learner_client};
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,180 +108,165 @@ pub struct ActorOutcome {
 }
 
 /// Runs one actor until the learner announces the end of training or `shutdown` resolves.
+///
+/// Each round is a fixed sequence of named steps ([`Actor::round`]): take the newest
+/// version, wait for this actor's turn (deterministic mode), place the draws, sample off the
+/// executor, score, push, account, and back off after a refused push. Every step that waits
+/// also watches `shutdown`, and the waits on the reward server and the learner also watch for
+/// the end of training; each step says whether the round goes on, starts again or stops.
 pub async fn run(
     config: Config,
     actor_id: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ActorOutcome> {
-    config.validate().map_err(musicrl_common::Error::from)?;
-    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Actor);
-    if !config.actor.prompts.as_os_str().is_empty() && !config.actor.prompts.exists() {
-        return Err(musicrl_common::Error::from(musicrl_config::paths::missing(
-            "actor.prompts",
-            &config.actor.prompts,
-        ))
-        .into());
-    }
-    let prompts = load_prompts(&config.actor.prompts)?;
-    let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
-    let learner = learner_client(&config, &config.actor.learner)?;
-    let reward = RewardServiceClient::new(balance::reward_channel(
-        &config.actor.reward,
-        Duration::from_secs_f64(config.actor.reward_resolve_seconds),
-        &config.security,
-    )?)
-    .send_compressed(tonic::codec::CompressionEncoding::Zstd)
-    .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
-
-    let (params_tx, mut params_rx) = watch::channel::<Option<Arc<ParameterBlob>>>(None);
-    let subscriber = tokio::spawn(params::follow(
-        learner.clone(),
-        token.clone(),
-        actor_id.clone(),
-        config.actor.parameter_encoding,
-        params_tx,
-        backoff(&config),
-        config.actor.exit_on_completion,
-    ));
-
+    let mut actor = Actor::start(config, actor_id)?;
     let mut shutdown = std::pin::pin!(shutdown);
-    let seed = config.actor.seed ^ fnv(&actor_id);
-    let mut worker = Some(Worker {
-        prompt_rng: StdRng::seed_from_u64(seed.rotate_left(17)),
-        rollout: None,
-        reseed: Some(seed),
-        engine: config.actor.engine.clone(),
-        threads: config.actor.threads,
-        temperature: config.sampling.temperature,
-    });
-    let actor_run = musicrl_common::types::fresh_run_id();
-    let mut outcome = ActorOutcome {
-        actor_run,
-        ..ActorOutcome::default()
-    };
-    // The next trajectory's sequence number in this incarnation.
-    let mut sequence = 0u64;
-    // Rounds whose push the learner refused as a whole, in a row: each waits longer.
-    let mut refused_rounds = backoff(&config).build();
-    tracing::info!(actor = %actor_id, actor_run = %format!("{actor_run:016x}"), learner = %config.actor.learner, reward = %config.actor.reward, synchronous = config.actor.synchronous, "actor started");
-    // Deterministic mode: the version being sampled and how many trajectories the learner
-    // has accepted of it.
-    let mut sync: Option<(PolicyVersion, usize)> = None;
-    // Whether the draws have been seeded from the first version this actor samples.
-    let mut stream_placed = false;
+    while let Round::Next = actor.round(&mut shutdown).await? {}
+    Ok(actor.stop())
+}
 
-    loop {
-        // The newest parameters (waiting for the first version).
-        let blob = loop {
-            if let Some(b) = params_rx.borrow_and_update().clone() {
-                break b;
-            }
-            tokio::select! {
-                changed = params_rx.changed() => if changed.is_err() { return Ok(outcome) },
-                () = &mut shutdown => return Ok(outcome),
-            }
-        };
-        check_agreement(&config, &blob)?;
-        if blob.training_complete {
-            if config.actor.exit_on_completion {
-                tracing::info!(actor = %actor_id, version = %blob.version, "training complete; actor exits");
-                break;
-            }
-            tracing::info!(actor = %actor_id, version = %blob.version, "training complete; waiting for a new run");
-            tokio::select! {
-                changed = params_rx.changed() => if changed.is_err() { break },
-                () = &mut shutdown => break,
-            }
-            continue;
+/// How a round ended.
+enum Round {
+    /// Go on with the next round.
+    Next,
+    /// The actor stops (shutdown, training complete, the broadcast gone).
+    Stop,
+}
+
+/// What a step of a round gives: its value, or that the round ends early.
+enum Step<T> {
+    Ready(T),
+    /// Abandon this round and start the next.
+    NextRound,
+    Stop,
+}
+
+/// The value of a step, or the early end of the round it asks for.
+macro_rules! step {
+    ($e:expr) => {
+        match $e {
+            Step::Ready(v) => v,
+            Step::NextRound => return Ok(Round::Next),
+            Step::Stop => return Ok(Round::Stop),
         }
+    };
+}
 
-        let mut w = worker
+/// One actor's state across rounds.
+struct Actor {
+    config: Config,
+    actor_id: String,
+    prompts: Vec<String>,
+    token: Option<Token>,
+    learner: LearnerServiceClient<Channel>,
+    reward: RewardServiceClient<Channel>,
+    /// The newest version the follower received.
+    params: watch::Receiver<Option<Arc<ParameterBlob>>>,
+    subscriber: tokio::task::JoinHandle<()>,
+    seed: u64,
+    /// In the actor between rounds; in the blocking pool while it samples.
+    worker: Option<Worker>,
+    outcome: ActorOutcome,
+    /// The next trajectory's sequence number in this incarnation.
+    sequence: u64,
+    /// Rounds whose push the learner refused as a whole, in a row: each waits longer.
+    refused_rounds: musicrl_client::CappedDelays,
+    /// Deterministic mode: the version being sampled and how many trajectories the learner
+    /// has accepted of it.
+    sync: Option<(PolicyVersion, usize)>,
+    /// Whether the draws have been seeded from the first version this actor samples.
+    stream_placed: bool,
+}
+
+impl Actor {
+    /// Validates the configuration, makes the clients and starts following the broadcast.
+    fn start(config: Config, actor_id: String) -> Result<Self> {
+        config.validate().map_err(musicrl_common::Error::from)?;
+        musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Actor);
+        if !config.actor.prompts.as_os_str().is_empty() && !config.actor.prompts.exists() {
+            return Err(musicrl_common::Error::from(musicrl_config::paths::missing(
+                "actor.prompts",
+                &config.actor.prompts,
+            ))
+            .into());
+        }
+        let prompts = load_prompts(&config.actor.prompts)?;
+        let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
+        let learner = learner_client(&config, &config.actor.learner)?;
+        let reward = RewardServiceClient::new(balance::reward_channel(
+            &config.actor.reward,
+            Duration::from_secs_f64(config.actor.reward_resolve_seconds),
+            &config.security,
+        )?)
+        .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
+
+        let (params_tx, params) = watch::channel::<Option<Arc<ParameterBlob>>>(None);
+        let subscriber = tokio::spawn(params::follow(
+            learner.clone(),
+            token.clone(),
+            actor_id.clone(),
+            config.actor.parameter_encoding,
+            params_tx,
+            backoff(&config),
+            config.actor.exit_on_completion,
+        ));
+        let seed = config.actor.seed ^ fnv(&actor_id);
+        let worker = Worker {
+            prompt_rng: StdRng::seed_from_u64(seed.rotate_left(17)),
+            rollout: None,
+            reseed: Some(seed),
+            engine: config.actor.engine.clone(),
+            threads: config.actor.threads,
+            temperature: config.sampling.temperature,
+        };
+        let actor_run = musicrl_common::types::fresh_run_id();
+        tracing::info!(actor = %actor_id, actor_run = %format!("{actor_run:016x}"), learner = %config.actor.learner, reward = %config.actor.reward, synchronous = config.actor.synchronous, "actor started");
+        Ok(Self {
+            refused_rounds: backoff(&config).build(),
+            config,
+            actor_id,
+            prompts,
+            token,
+            learner,
+            reward,
+            params,
+            subscriber,
+            seed,
+            worker: Some(worker),
+            outcome: ActorOutcome {
+                actor_run,
+                ..ActorOutcome::default()
+            },
+            sequence: 0,
+            sync: None,
+            stream_placed: false,
+        })
+    }
+
+    /// Stops following the broadcast and reports what this actor did.
+    fn stop(self) -> ActorOutcome {
+        self.subscriber.abort();
+        tracing::info!(actor = %self.actor_id, outcome = ?self.outcome, "actor stopped");
+        self.outcome
+    }
+
+    /// One round: sample a batch with the newest version, score it, push it.
+    async fn round<S: Future<Output = ()>>(&mut self, shutdown: &mut Pin<&mut S>) -> Result<Round> {
+        let blob = step!(self.newest_version(shutdown).await);
+        check_agreement(&self.config, &blob)?;
+        if blob.training_complete {
+            return Ok(self.training_completed(&blob, shutdown).await);
+        }
+        step!(self.wait_for_turn(&blob, shutdown).await);
+        let mut worker = self
+            .worker
             .take()
             .expect("the worker is returned after every round");
-        if config.actor.synchronous {
-            let pushed = match sync {
-                Some((v, n)) if v == blob.version => n,
-                _ => 0,
-            };
-            if pushed >= config.learner.batch_size {
-                // This version's update has its batch: wait for the next version.
-                worker = Some(w);
-                tokio::select! {
-                    changed = params_rx.changed() => if changed.is_err() { break },
-                    () = &mut shutdown => break,
-                }
-                continue;
-            }
-            sync = Some((blob.version, pushed));
-            // The round's draws depend on (seed, version, round) alone, not on history.
-            let round = (pushed / config.actor.batch_size) as u64;
-            let s = seed
-                ^ blob.version.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ round.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-            w.reseed = Some(s);
-            w.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
-        } else if !stream_placed {
-            // The draws continue from where the run is, not from its start: a run resumed
-            // at step 200 (whose learner publishes version 200 first) does not replay the
-            // captions of steps 1, 2, … A fresh run (version 0) draws as before.
-            let s = seed ^ blob.version.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            w.reseed = Some(s);
-            w.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
-        }
-        stream_placed = true;
-
-        // Sample off the executor.
-        // `samples_per_prompt` clips of each caption drawn, side by side, so the learner can
-        // take a leave-one-out baseline within each caption.
-        let k = config
-            .actor
-            .samples_per_prompt
-            .clamp(1, config.actor.batch_size.max(1));
-        let captions: Vec<String> = (0..config.actor.batch_size.div_ceil(k))
-            .map(|_| prompts[w.prompt_rng.random_range(0..prompts.len())].clone())
-            .flat_map(|c| std::iter::repeat_n(c, k))
-            .take(config.actor.batch_size)
-            .collect();
-        let sampling = {
-            let captions = captions.clone();
-            let blob = blob.clone();
-            tokio::task::spawn_blocking(move || {
-                let loaded = w.ensure_policy(&blob);
-                let started = Instant::now();
-                let sampled: musicrl_common::Result<Vec<Sampled>> =
-                    match (&loaded, w.rollout.as_mut()) {
-                        (Ok(_), Some(rollout)) => rollout.sample(&captions).map_err(Into::into),
-                        _ => Ok(Vec::new()),
-                    };
-                (w, loaded, sampled, started.elapsed())
-            })
-        };
-        let (w, loaded, sampled, took) = tokio::select! {
-            r = sampling => r.map_err(|e| ActorError::Sampling(e.to_string()))?,
-            () = &mut shutdown => break,
-        };
-        let (w, loaded) = (w, loaded?);
-        worker = Some(w);
-        let sampled = sampled?;
-        if let Some(sync) = loaded {
-            outcome.versions_loaded += 1;
-            metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PARAM_LOAD_SECONDS)
-                .record(sync.as_secs_f64());
-            metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_POLICY_VERSION)
-                .set(blob.version.0 as f64);
-        }
-        let n_tokens: usize = sampled.iter().map(|s| s.tokens.len()).sum();
-        let first_sequence = sequence;
-        sequence += sampled.len() as u64;
-        outcome.sampled += sampled.len() as u64;
-        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_SAMPLE_SECONDS)
-            .record(took.as_secs_f64());
-        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_SAMPLES_TOTAL)
-            .increment(sampled.len() as u64);
-        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_TOKENS_TOTAL)
-            .increment(n_tokens as u64);
-
-        // Score, retrying through outages.
+        self.place_draws(&mut worker, &blob);
+        let captions = self.draw_captions(&mut worker);
+        let (sampled, first_sequence) =
+            step!(self.sample(worker, &blob, &captions, shutdown).await?);
         let inputs: Vec<ScoreInput> = captions
             .iter()
             .zip(&sampled)
@@ -290,14 +276,185 @@ pub async fn run(
             })
             .collect();
         let in_hand = inputs.len() as u64;
-        let scored = tokio::select! {
-            r = score(&reward, token.as_ref(), &inputs, &config) => r,
-            () = &mut shutdown => { outcome.abandoned += in_hand; break }
-            () = training_complete(params_rx.clone()) => { outcome.abandoned += in_hand; continue }
-        };
-        let (scores, components, scorer_version) = scored;
+        let scored = step!(self.score_round(&inputs, shutdown).await);
+        let trajectories = self.trajectories(&blob, first_sequence, captions, sampled, scored);
+        let pushed = step!(self.push_round(&trajectories, in_hand, shutdown).await);
+        self.account(&blob, &pushed);
+        step!(self.back_off_if_refused(&pushed, shutdown).await);
+        Ok(Round::Next)
+    }
 
-        let trajectories: Vec<Trajectory> = captions
+    /// The newest parameters, waiting for the first version.
+    async fn newest_version<S: Future<Output = ()>>(
+        &mut self,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Step<Arc<ParameterBlob>> {
+        loop {
+            if let Some(b) = self.params.borrow_and_update().clone() {
+                return Step::Ready(b);
+            }
+            tokio::select! {
+                changed = self.params.changed() => if changed.is_err() { return Step::Stop },
+                () = shutdown.as_mut() => return Step::Stop,
+            }
+        }
+    }
+
+    /// The learner announced the end of training: stop, or wait for a new run's version.
+    async fn training_completed<S: Future<Output = ()>>(
+        &mut self,
+        blob: &ParameterBlob,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Round {
+        if self.config.actor.exit_on_completion {
+            tracing::info!(actor = %self.actor_id, version = %blob.version, "training complete; actor exits");
+            return Round::Stop;
+        }
+        tracing::info!(actor = %self.actor_id, version = %blob.version, "training complete; waiting for a new run");
+        tokio::select! {
+            changed = self.params.changed() => if changed.is_err() { return Round::Stop },
+            () = shutdown.as_mut() => return Round::Stop,
+        }
+        Round::Next
+    }
+
+    /// Deterministic mode: once this version's update has its batch, wait for the next
+    /// version (the round starts again). Otherwise records the version being sampled.
+    async fn wait_for_turn<S: Future<Output = ()>>(
+        &mut self,
+        blob: &ParameterBlob,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Step<()> {
+        if !self.config.actor.synchronous {
+            return Step::Ready(());
+        }
+        let pushed = match self.sync {
+            Some((v, n)) if v == blob.version => n,
+            _ => 0,
+        };
+        if pushed >= self.config.learner.batch_size {
+            tokio::select! {
+                changed = self.params.changed() => if changed.is_err() { return Step::Stop },
+                () = shutdown.as_mut() => return Step::Stop,
+            }
+            return Step::NextRound;
+        }
+        self.sync = Some((blob.version, pushed));
+        Step::Ready(())
+    }
+
+    /// Seeds the round's draws where they must restart: in deterministic mode from (seed,
+    /// version, round) alone, not from history; otherwise once, from the first version this
+    /// actor samples, so a run resumed at step 200 (whose learner publishes version 200
+    /// first) does not replay the captions of steps 1, 2, … (a fresh run, version 0, draws as
+    /// before).
+    fn place_draws(&mut self, worker: &mut Worker, blob: &ParameterBlob) {
+        let by_version = self.seed ^ blob.version.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let seed = if self.config.actor.synchronous {
+            let pushed = self.sync.map_or(0, |(_, n)| n);
+            let round = (pushed / self.config.actor.batch_size) as u64;
+            Some(by_version ^ round.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+        } else {
+            (!self.stream_placed).then_some(by_version)
+        };
+        if let Some(s) = seed {
+            worker.reseed = Some(s);
+            worker.prompt_rng = StdRng::seed_from_u64(s.rotate_left(17));
+        }
+        self.stream_placed = true;
+    }
+
+    /// The round's captions: `samples_per_prompt` clips of each caption drawn, side by side,
+    /// so the learner can take a leave-one-out baseline within each caption.
+    fn draw_captions(&self, worker: &mut Worker) -> Vec<String> {
+        let batch = self.config.actor.batch_size;
+        let k = self.config.actor.samples_per_prompt.clamp(1, batch.max(1));
+        (0..batch.div_ceil(k))
+            .map(|_| self.prompts[worker.prompt_rng.random_range(0..self.prompts.len())].clone())
+            .flat_map(|c| std::iter::repeat_n(c, k))
+            .take(batch)
+            .collect()
+    }
+
+    /// Loads the version if it is new and samples one clip per caption, off the executor.
+    /// Returns the clips and the sequence number of the first.
+    async fn sample<S: Future<Output = ()>>(
+        &mut self,
+        mut worker: Worker,
+        blob: &Arc<ParameterBlob>,
+        captions: &[String],
+        shutdown: &mut Pin<&mut S>,
+    ) -> Result<Step<(Vec<Sampled>, u64)>> {
+        let sampling = {
+            let captions = captions.to_vec();
+            let blob = blob.clone();
+            tokio::task::spawn_blocking(move || {
+                let loaded = worker.ensure_policy(&blob);
+                let started = Instant::now();
+                let sampled: musicrl_common::Result<Vec<Sampled>> =
+                    match (&loaded, worker.rollout.as_mut()) {
+                        (Ok(_), Some(rollout)) => rollout.sample(&captions).map_err(Into::into),
+                        _ => Ok(Vec::new()),
+                    };
+                (worker, loaded, sampled, started.elapsed())
+            })
+        };
+        let (worker, loaded, sampled, took) = tokio::select! {
+            r = sampling => r.map_err(|e| ActorError::Sampling(e.to_string()))?,
+            () = shutdown.as_mut() => return Ok(Step::Stop),
+        };
+        let loaded = loaded?;
+        self.worker = Some(worker);
+        let sampled = sampled?;
+        if let Some(load) = loaded {
+            self.outcome.versions_loaded += 1;
+            metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PARAM_LOAD_SECONDS)
+                .record(load.as_secs_f64());
+            metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_POLICY_VERSION)
+                .set(blob.version.0 as f64);
+        }
+        let n_tokens: usize = sampled.iter().map(|s| s.tokens.len()).sum();
+        let first_sequence = self.sequence;
+        self.sequence += sampled.len() as u64;
+        self.outcome.sampled += sampled.len() as u64;
+        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_SAMPLE_SECONDS)
+            .record(took.as_secs_f64());
+        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_SAMPLES_TOTAL)
+            .increment(sampled.len() as u64);
+        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_TOKENS_TOTAL)
+            .increment(n_tokens as u64);
+        Ok(Step::Ready((sampled, first_sequence)))
+    }
+
+    /// Scores the round's clips, retrying through outages; the clips in hand are abandoned
+    /// if the actor stops or training ends first.
+    async fn score_round<S: Future<Output = ()>>(
+        &mut self,
+        inputs: &[ScoreInput],
+        shutdown: &mut Pin<&mut S>,
+    ) -> Step<Scored> {
+        let in_hand = inputs.len() as u64;
+        let step = tokio::select! {
+            r = score(&self.reward, self.token.as_ref(), inputs, &self.config) => Step::Ready(r),
+            () = shutdown.as_mut() => Step::Stop,
+            () = training_complete(self.params.clone()) => Step::NextRound,
+        };
+        if !matches!(step, Step::Ready(_)) {
+            self.outcome.abandoned += in_hand;
+        }
+        step
+    }
+
+    /// The round's trajectories, each tagged with the version that sampled it.
+    fn trajectories(
+        &self,
+        blob: &ParameterBlob,
+        first_sequence: u64,
+        captions: Vec<String>,
+        sampled: Vec<Sampled>,
+        (scores, components, scorer_version): Scored,
+    ) -> Vec<Trajectory> {
+        captions
             .into_iter()
             .zip(sampled)
             .zip(scores)
@@ -305,12 +462,12 @@ pub async fn run(
             .map(
                 |(i, ((caption, Sampled { tokens, logprobs }), s))| Trajectory {
                     id: musicrl_common::types::TrajectoryId {
-                        actor_run,
+                        actor_run: self.outcome.actor_run,
                         sequence: first_sequence + i as u64,
                     },
                     learner_run: blob.learner_run,
                     seal: s.seal,
-                    actor_id: actor_id.clone(),
+                    actor_id: self.actor_id.clone(),
                     policy_version: blob.version,
                     caption,
                     tokens,
@@ -321,29 +478,53 @@ pub async fn run(
                     scorer_version: scorer_version.clone(),
                 },
             )
-            .collect();
+            .collect()
+    }
 
-        let call = push(&learner, token.as_ref(), &trajectories, &config);
+    /// Pushes the round's trajectories, retrying through outages.
+    async fn push_round<S: Future<Output = ()>>(
+        &mut self,
+        trajectories: &[Trajectory],
+        in_hand: u64,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Step<musicrl_proto::v1::PushSummary> {
+        let call = push(
+            &self.learner,
+            self.token.as_ref(),
+            trajectories,
+            &self.config,
+        );
         tokio::pin!(call);
         let pushed = tokio::select! {
             r = &mut call => Some(r),
-            () = &mut shutdown => { outcome.abandoned += in_hand; break }
+            () = shutdown.as_mut() => {
+                self.outcome.abandoned += in_hand;
+                return Step::Stop;
+            }
             // Training ended while the push was in flight. The learner may have trained on
             // these very trajectories and be answering now (it shuts down gracefully), so
             // wait a little for the answer instead of counting delivered samples as
             // abandoned; it may also be gone for good, so do not retry into the void.
-            () = training_complete(params_rx.clone()) => {
+            () = training_complete(self.params.clone()) => {
                 tokio::time::timeout(PUSH_GRACE, &mut call).await.ok()
             }
         };
-        let Some(pushed) = pushed else {
-            outcome.abandoned += in_hand;
-            continue;
-        };
+        match pushed {
+            Some(p) => Step::Ready(p),
+            None => {
+                self.outcome.abandoned += in_hand;
+                Step::NextRound
+            }
+        }
+    }
+
+    /// Counts the learner's answer into the outcome and the metrics.
+    fn account(&mut self, blob: &ParameterBlob, pushed: &musicrl_proto::v1::PushSummary) {
+        let outcome = &mut self.outcome;
         outcome.rounds += 1;
         outcome.samples_pushed += pushed.accepted;
         outcome.duplicates += pushed.duplicates;
-        if let Some((v, n)) = sync.as_mut()
+        if let Some((v, n)) = self.sync.as_mut()
             && *v == blob.version
         {
             *n += pushed.accepted as usize;
@@ -357,9 +538,7 @@ pub async fn run(
         outcome.samples_after_end += after_end;
         outcome.samples_rejected += pushed.rejected.saturating_sub(after_end);
         outcome.max_policy_version_used = outcome.max_policy_version_used.max(blob.version.0);
-        let lag = PolicyVersion(pushed.learner_version)
-            .0
-            .saturating_sub(blob.version.0);
+        let lag = pushed.learner_version.saturating_sub(blob.version.0);
         metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_POLICY_LAG).set(lag as f64);
         if pushed.rejected > 0 {
             metrics::counter!(musicrl_common::metrics_catalog::ACTOR_TRAJECTORIES_REJECTED_TOTAL)
@@ -369,30 +548,40 @@ pub async fn run(
                 .iter()
                 .all(|r| r.reason == TRAINING_COMPLETE)
             {
-                tracing::info!(actor = %actor_id, "the learner has finished training");
+                tracing::info!(actor = %self.actor_id, "the learner has finished training");
             } else {
-                tracing::warn!(actor = %actor_id, rejections = ?pushed.rejections, "the learner rejected trajectories");
+                tracing::warn!(actor = %self.actor_id, rejections = ?pushed.rejections, "the learner rejected trajectories");
             }
-        }
-        if pushed.accepted == 0 && pushed.duplicates == 0 {
-            // Refused whole (malformed, forged, or a learner that cannot use them): never
-            // sample and push again at full speed; wait, longer each time in a row.
-            let wait = refused_rounds
-                .next()
-                .unwrap_or(Duration::from_secs_f64(config.actor.max_backoff_seconds));
-            tracing::warn!(actor = %actor_id, ?wait, "the learner refused a whole push; backing off");
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = &mut shutdown => break,
-            }
-        } else {
-            refused_rounds = backoff(&config).build();
         }
     }
-    subscriber.abort();
-    tracing::info!(actor = %actor_id, ?outcome, "actor stopped");
-    Ok(outcome)
+
+    /// A push refused whole (malformed, forged, or a learner that cannot use them): never
+    /// sample and push again at full speed; wait, longer each time in a row.
+    async fn back_off_if_refused<S: Future<Output = ()>>(
+        &mut self,
+        pushed: &musicrl_proto::v1::PushSummary,
+        shutdown: &mut Pin<&mut S>,
+    ) -> Step<()> {
+        if pushed.accepted > 0 || pushed.duplicates > 0 {
+            self.refused_rounds = backoff(&self.config).build();
+            return Step::Ready(());
+        }
+        let wait = self
+            .refused_rounds
+            .next()
+            .unwrap_or(Duration::from_secs_f64(
+                self.config.actor.max_backoff_seconds,
+            ));
+        tracing::warn!(actor = %self.actor_id, ?wait, "the learner refused a whole push; backing off");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Step::Ready(()),
+            () = shutdown.as_mut() => Step::Stop,
+        }
+    }
 }
+
+/// A round's scores: each clip's, the component names, the scorer version.
+type Scored = (Vec<SampleScore>, Vec<String>, String);
 
 /// Resolves once the learner has announced the end of training (never otherwise).
 async fn training_complete(mut params: watch::Receiver<Option<Arc<ParameterBlob>>>) {
