@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -169,18 +169,17 @@ pub async fn serve(
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
     metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let train_thread = {
         let shared = shared.clone();
-        let stop = stop.clone();
         let config = config.clone();
         let handle = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("musicrl-train".into())
             .spawn(move || {
                 let outcome = train_loop(
-                    trainer, queue_rx, params_tx, &shared, &stop, &config, &handle,
+                    trainer, queue_rx, params_tx, &shared, stop_rx, &config, &handle,
                 );
                 let reason = match &outcome {
                     Ok(o) if o.completed => "training complete".to_string(),
@@ -204,6 +203,7 @@ pub async fn serve(
     tracing::info!(%addr, steps = config.learner.steps, "learner serving");
 
     let server_shared = shared.clone();
+    let stop = Arc::new(stop);
     let stop_for_shutdown = stop.clone();
     let exit_on_completion = config.learner.exit_on_completion;
     // Health follows the training loop: NOT_SERVING (with the reason in Status and the log)
@@ -232,7 +232,7 @@ pub async fn serve(
                 not_serving("stopping".into()).await;
                 // Let the training loop finish its step, checkpoint and publish the final
                 // version (marked training_complete) before streams close.
-                stop_for_shutdown.store(true, Ordering::Relaxed);
+                stop_for_shutdown.send_replace(true);
                 let _ = (&mut done_rx).await;
             }
             ended = &mut done_rx => {
@@ -286,7 +286,7 @@ pub async fn serve(
     .add_service(reflection_v1alpha)
     .serve_with_incoming_shutdown(musicrl_common::grpc::incoming(listener), server_shutdown)
     .await?;
-    stop.store(true, Ordering::Relaxed);
+    stop.send_replace(true);
     drop(params_keepalive);
     health_only.abort();
     let joined = tokio::task::spawn_blocking(move || train_thread.join())
@@ -308,97 +308,216 @@ pub async fn serve(
     Ok(outcome)
 }
 
+/// What the training thread waits on while it gathers a batch: a closed set.
+// One short-lived value at a time: boxing the trajectory would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    /// A trajectory arrived from a push.
+    Trajectory(Trajectory),
+    /// The queue closed (the server is gone).
+    QueueClosed,
+    /// The learner is stopping.
+    Stop,
+}
+
+/// How a gathered batch was used.
+enum Update {
+    Trained(StepStats),
+    /// Not applied (the loss or the gradient was not finite); counted as dropped.
+    Skipped,
+}
+
+/// The training thread's state: the trainer, its queue and the trackers each step writes.
+struct TrainLoop<'a> {
+    trainer: FamilyTrainer,
+    queue: mpsc::Receiver<Trajectory>,
+    stop: watch::Receiver<bool>,
+    shared: &'a Shared,
+    config: &'a Config,
+    handle: &'a tokio::runtime::Handle,
+    rule: StalenessRule,
+    history: Option<std::fs::File>,
+    board: Option<musicrl_common::tensorboard::EventWriter>,
+    mlflow: Option<musicrl_common::mlflow::MlflowRun>,
+    mlflow_failures: u64,
+    trajectories: Option<crate::trajlog::TrajectoryLog>,
+    publisher: crate::publish::Publisher,
+    outcome: LearnerOutcome,
+    last_saved: u64,
+}
+
+/// The training thread: gather a batch (the staleness rule applied), update, publish,
+/// record, checkpoint; until `learner.steps` are trained or the learner stops. Then drain
+/// the queue, write the final checkpoint and announce the end.
 fn train_loop(
-    mut trainer: FamilyTrainer,
-    mut queue: mpsc::Receiver<Trajectory>,
+    trainer: FamilyTrainer,
+    queue: mpsc::Receiver<Trajectory>,
     params: watch::Sender<Option<Arc<ParameterBlob>>>,
     shared: &Shared,
-    stop: &AtomicBool,
+    stop: watch::Receiver<bool>,
     config: &Config,
     handle: &tokio::runtime::Handle,
 ) -> Result<LearnerOutcome> {
-    let l = &config.learner;
-    let rule = StalenessRule {
-        max_policy_lag: l.max_policy_lag,
-    };
-    let mut history = open_history(&l.history_path, trainer.step_count())?;
-    let mut board = open_tensorboard(config, trainer.step_count())?;
-    let mlflow = open_mlflow(config);
-    let mut mlflow_failures = 0u64;
-    let mut trajectories =
-        crate::trajlog::TrajectoryLog::open(&l.trajectory_log, l.trajectory_log_max_mb)?;
-    let mut outcome = LearnerOutcome::default();
-    let mut last_saved = trainer.step_count();
-    let finished = |step: u64| l.steps > 0 && step >= l.steps;
-    let publisher = crate::publish::Publisher::spawn(
-        params,
-        config.policy.clone(),
-        config.sampling.temperature,
-        shared.run_id,
-    )?;
-
-    while !stop.load(Ordering::Relaxed) && !finished(trainer.step_count()) {
-        // Gather a batch, applying the staleness rule against the version being updated.
+    let mut run = TrainLoop::open(trainer, queue, params, shared, stop, config, handle)?;
+    while !run.stopping() && !run.finished() {
         let wait_started = Instant::now();
-        let mut batch = Vec::with_capacity(l.batch_size);
-        while batch.len() < l.batch_size && !stop.load(Ordering::Relaxed) {
-            let next = handle.block_on(async {
-                tokio::time::timeout(Duration::from_millis(100), queue.recv()).await
-            });
-            let t = match next {
-                Ok(Some(t)) => t,
-                Ok(None) => break,
-                Err(_elapsed) => continue,
-            };
-            match rule.admit(t.policy_version, trainer.version()) {
-                Admission::Admit { .. } => {
-                    batch.push(t);
-                    shared.progress().gathered = batch.len();
-                }
-                Admission::Stale { lag } => {
-                    tracing::debug!(lag, "dropped a stale trajectory");
-                    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "stale").increment(1);
-                    let mut p = shared.progress();
-                    p.trajectories_dropped_stale += 1;
-                    p.ledger.drop_n("stale", 1);
-                }
-                Admission::Future => {
-                    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "future_version").increment(1);
-                    shared.progress().ledger.drop_n("future_version", 1);
-                }
+        let Some(batch) = run.gather_batch() else {
+            break;
+        };
+        let batch_wait_seconds = wait_started.elapsed().as_secs_f64();
+        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BATCH_WAIT_SECONDS)
+            .record(batch_wait_seconds);
+        let step_started = Instant::now();
+        let stats = match run.update(&batch) {
+            Update::Trained(stats) => stats,
+            Update::Skipped => continue,
+        };
+        let step_seconds = step_started.elapsed().as_secs_f64();
+        // The last version is published after the loop, marked training_complete, once
+        // the final checkpoint is on disk.
+        let done = run.finished();
+        if !done {
+            run.publisher.publish(&run.trainer, false);
+        }
+        run.record(&stats, &batch, batch_wait_seconds, step_seconds)?;
+        run.account(&stats, &batch);
+        run.checkpoint_if_due(&stats, &batch, done)?;
+    }
+    run.finish()
+}
+
+impl<'a> TrainLoop<'a> {
+    fn open(
+        trainer: FamilyTrainer,
+        queue: mpsc::Receiver<Trajectory>,
+        params: watch::Sender<Option<Arc<ParameterBlob>>>,
+        shared: &'a Shared,
+        stop: watch::Receiver<bool>,
+        config: &'a Config,
+        handle: &'a tokio::runtime::Handle,
+    ) -> Result<Self> {
+        let l = &config.learner;
+        let step = trainer.step_count();
+        Ok(Self {
+            rule: StalenessRule {
+                max_policy_lag: l.max_policy_lag,
+            },
+            history: open_history(&l.history_path, step)?,
+            board: open_tensorboard(config, step)?,
+            mlflow: open_mlflow(config),
+            mlflow_failures: 0,
+            trajectories: crate::trajlog::TrajectoryLog::open(
+                &l.trajectory_log,
+                l.trajectory_log_max_mb,
+            )?,
+            publisher: crate::publish::Publisher::spawn(
+                params,
+                config.policy.clone(),
+                config.sampling.temperature,
+                shared.run_id,
+            )?,
+            outcome: LearnerOutcome::default(),
+            last_saved: step,
+            trainer,
+            queue,
+            stop,
+            shared,
+            config,
+            handle,
+        })
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// `learner.steps` are trained (0: train until stopped).
+    fn finished(&self) -> bool {
+        let steps = self.config.learner.steps;
+        steps > 0 && self.trainer.step_count() >= steps
+    }
+
+    /// Waits for the next trajectory, or for the learner to stop.
+    fn next_event(&mut self) -> Event {
+        let (queue, stop) = (&mut self.queue, &mut self.stop);
+        self.handle.block_on(async {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => Event::Stop,
+                t = queue.recv() => t.map_or(Event::QueueClosed, Event::Trajectory),
+            }
+        })
+    }
+
+    /// A full batch under the staleness rule against the version being updated; `None`
+    /// when the learner stops first (the partial batch is dropped and counted).
+    fn gather_batch(&mut self) -> Option<Vec<Trajectory>> {
+        let size = self.config.learner.batch_size;
+        let mut batch = Vec::with_capacity(size);
+        while batch.len() < size {
+            match self.next_event() {
+                Event::Trajectory(t) => self.admit(t, &mut batch),
+                Event::QueueClosed | Event::Stop => break,
             }
         }
-        if batch.len() < l.batch_size {
-            // Stopping: the partial batch is dropped and counted.
-            let mut p = shared.progress();
+        if batch.len() < size {
+            let mut p = self.shared.progress();
             p.ledger.drop_n("shutdown", batch.len() as u64);
             p.gathered = 0;
             metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
                 .increment(batch.len() as u64);
-            break;
+            return None;
         }
         metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
-            .set(shared.queue_depth() as f64);
-        let batch_wait_seconds = wait_started.elapsed().as_secs_f64();
-        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BATCH_WAIT_SECONDS)
-            .record(batch_wait_seconds);
+            .set(self.shared.queue_depth() as f64);
+        Some(batch)
+    }
 
+    /// Adds `t` to the batch, or drops and counts it (stale, or from a future version).
+    fn admit(&self, t: Trajectory, batch: &mut Vec<Trajectory>) {
+        match self.rule.admit(t.policy_version, self.trainer.version()) {
+            Admission::Admit { .. } => {
+                batch.push(t);
+                self.shared.progress().gathered = batch.len();
+            }
+            Admission::Stale { lag } => {
+                tracing::debug!(lag, "dropped a stale trajectory");
+                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "stale").increment(1);
+                let mut p = self.shared.progress();
+                p.trajectories_dropped_stale += 1;
+                p.ledger.drop_n("stale", 1);
+            }
+            Admission::Future => {
+                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "future_version").increment(1);
+                self.shared.progress().ledger.drop_n("future_version", 1);
+            }
+        }
+    }
+
+    /// One update on the batch. A skipped update is never applied and never fatal: the
+    /// batch is dropped and counted, and the learner goes on from the same parameters.
+    fn update(&mut self, batch: &[Trajectory]) -> Update {
         let step_started = Instant::now();
         let stats = {
             let _span =
-                tracing::info_span!("train_step", step = trainer.step_count() + 1).entered();
-            trainer.try_train_step(&batch)
+                tracing::info_span!("train_step", step = self.trainer.step_count() + 1).entered();
+            self.trainer.try_train_step(batch)
         };
-        let step_seconds = step_started.elapsed().as_secs_f64();
         metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_STEP_SECONDS)
-            .record(step_seconds);
-        let stats = match stats {
-            Ok(stats) => stats,
+            .record(step_started.elapsed().as_secs_f64());
+        match stats {
+            Ok(stats) => {
+                if stats.rewards_clipped > 0 {
+                    metrics::counter!(
+                        musicrl_common::metrics_catalog::LEARNER_REWARDS_CLIPPED_TOTAL
+                    )
+                    .increment(stats.rewards_clipped as u64);
+                }
+                Update::Trained(stats)
+            }
             Err(skipped) => {
-                // Never applied and never fatal: the batch is dropped and counted, and the
-                // learner goes on with the next one from the same parameters.
                 tracing::warn!(
-                    step = trainer.step_count() + 1,
+                    step = self.trainer.step_count() + 1,
                     reason = skipped.reason,
                     loss = skipped.loss,
                     grad_norm = skipped.grad_norm,
@@ -410,31 +529,30 @@ fn train_loop(
                 metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "skipped_update")
                     .increment(batch.len() as u64);
                 {
-                    let mut p = shared.progress();
+                    let mut p = self.shared.progress();
                     p.ledger.drop_n("skipped_update", batch.len() as u64);
                     p.gathered = 0;
                 }
-                shared.publish_ledger();
-                outcome.batches_skipped += 1;
-                continue;
+                self.shared.publish_ledger();
+                self.outcome.batches_skipped += 1;
+                Update::Skipped
             }
-        };
-        if stats.rewards_clipped > 0 {
-            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REWARDS_CLIPPED_TOTAL)
-                .increment(stats.rewards_clipped as u64);
         }
+    }
 
-        // The last version is published after the loop, marked training_complete, once
-        // the final checkpoint is on disk.
-        let done = finished(trainer.step_count());
-        if !done {
-            publisher.publish(&trainer, false);
-        }
-
-        record_step_metrics(&stats);
-        outcome.reward_means.push(stats.reward_mean);
-        outcome.kl_last = stats.kl;
-        if history.is_some() || board.is_some() {
+    /// The step into the metrics, the history file, TensorBoard, MLflow and the trajectory
+    /// log.
+    fn record(
+        &mut self,
+        stats: &StepStats,
+        batch: &[Trajectory],
+        batch_wait_seconds: f64,
+        step_seconds: f64,
+    ) -> Result<()> {
+        record_step_metrics(stats);
+        self.outcome.reward_means.push(stats.reward_mean);
+        self.outcome.kl_last = stats.kl;
+        if self.history.is_some() || self.board.is_some() {
             let (time, unix_seconds) =
                 musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
             let row = HistoryRow {
@@ -442,46 +560,55 @@ fn train_loop(
                 unix_seconds,
                 batch_wait_seconds,
                 step_seconds,
-                stats: &stats,
+                stats,
             };
-            if let Some(f) = history.as_mut() {
+            if let Some(f) = self.history.as_mut() {
                 let line = serde_json::to_string(&row).expect("StepStats serialises");
                 writeln!(f, "{line}").map_err(LearnerError::Io)?;
             }
-            if board.is_some() || mlflow.is_some() {
-                // The history row's numbers, each a tracker scalar of this step.
-                let value = serde_json::to_value(&row).expect("StepStats serialises");
-                let mut scalars =
-                    musicrl_common::tensorboard::scalars_of(&value, &["step", "unix_seconds"]);
-                let seconds = batch_wait_seconds + step_seconds;
-                if seconds > 0.0 {
-                    scalars.push((
-                        "samples_per_second".into(),
-                        (stats.batch_size as f64 / seconds) as f32,
-                    ));
-                }
-                if let Some(b) = board.as_mut() {
-                    b.scalars(stats.step as i64, unix_seconds, &scalars)
-                        .and_then(|()| b.flush())
-                        .map_err(LearnerError::Io)?;
-                }
-                if let Some(m) = mlflow.as_ref()
-                    && let Err(e) = m.log_metrics(stats.step as i64, &scalars)
-                {
-                    // A tracker that is down does not stop training; said once, then every
-                    // hundredth failure.
-                    if mlflow_failures.is_multiple_of(100) {
-                        tracing::warn!(error = %e, failures = mlflow_failures + 1, "cannot log this step to MLflow; training on");
-                    }
-                    mlflow_failures += 1;
-                }
+            if self.board.is_some() || self.mlflow.is_some() {
+                self.track(&row, stats, batch_wait_seconds + step_seconds)?;
             }
         }
-        if let Some(log) = trajectories.as_mut() {
-            log.append(stats.step, &batch, config.policy.end_token)?;
+        if let Some(log) = self.trajectories.as_mut() {
+            log.append(stats.step, batch, self.config.policy.end_token)?;
         }
+        Ok(())
+    }
+
+    /// The history row's numbers, each a tracker scalar of this step.
+    fn track(&mut self, row: &HistoryRow<'_>, stats: &StepStats, seconds: f64) -> Result<()> {
+        let value = serde_json::to_value(row).expect("StepStats serialises");
+        let mut scalars =
+            musicrl_common::tensorboard::scalars_of(&value, &["step", "unix_seconds"]);
+        if seconds > 0.0 {
+            scalars.push((
+                "samples_per_second".into(),
+                (stats.batch_size as f64 / seconds) as f32,
+            ));
+        }
+        if let Some(b) = self.board.as_mut() {
+            b.scalars(stats.step as i64, row.unix_seconds, &scalars)
+                .and_then(|()| b.flush())
+                .map_err(LearnerError::Io)?;
+        }
+        if let Some(m) = self.mlflow.as_ref()
+            && let Err(e) = m.log_metrics(stats.step as i64, &scalars)
+        {
+            // A tracker that is down does not stop training; said once, then every
+            // hundredth failure.
+            if self.mlflow_failures.is_multiple_of(100) {
+                tracing::warn!(error = %e, failures = self.mlflow_failures + 1, "cannot log this step to MLflow; training on");
+            }
+            self.mlflow_failures += 1;
+        }
+        Ok(())
+    }
+
+    /// The trained batch into the ledger and the progress the service reports.
+    fn account(&mut self, stats: &StepStats, batch: &[Trajectory]) {
         if stats.scorer_versions > 1 {
-            outcome.mixed_scorer_batches += 1;
+            self.outcome.mixed_scorer_batches += 1;
             metrics::counter!(musicrl_common::metrics_catalog::LEARNER_MIXED_SCORER_BATCHES_TOTAL)
                 .increment(1);
             tracing::warn!(
@@ -491,11 +618,11 @@ fn train_loop(
             );
         }
         {
-            let mut p = shared.progress();
+            let mut p = self.shared.progress();
             p.ledger.train(batch.len() as u64);
             p.gathered = 0;
             p.step = stats.step;
-            p.policy_version = trainer.version().0;
+            p.policy_version = self.trainer.version().0;
             p.reward_mean_last = f64::from(stats.reward_mean);
             p.kl_last = f64::from(stats.kl);
         }
@@ -508,74 +635,99 @@ fn train_loop(
             lag = stats.policy_lag_mean,
             "train step"
         );
-        // At each checkpoint, the batch's best- and worst-rewarded clips to listen to.
-        if let Some(b) = board.as_mut()
-            && config.policy.family == musicrl_config::FAMILY_MELODY
-            && l.checkpoint_every > 0
-            && (stats.step % l.checkpoint_every == 0 || done)
+    }
+
+    /// At each checkpoint: the batch's best- and worst-rewarded clips to listen to, and the
+    /// checkpoint itself (the final step's is written by [`TrainLoop::finish`], with the
+    /// queue drained).
+    fn checkpoint_if_due(
+        &mut self,
+        stats: &StepStats,
+        batch: &[Trajectory],
+        done: bool,
+    ) -> Result<()> {
+        let every = self.config.learner.checkpoint_every;
+        if let Some(b) = self.board.as_mut()
+            && self.config.policy.family == musicrl_config::FAMILY_MELODY
+            && every > 0
+            && (stats.step.is_multiple_of(every) || done)
         {
-            log_audio(b, stats.step, &batch).map_err(LearnerError::Io)?;
+            log_audio(b, stats.step, batch).map_err(LearnerError::Io)?;
         }
-        // The final step's checkpoint is written after the loop, with the queue drained.
-        if !done && l.checkpoint_every > 0 && stats.step % l.checkpoint_every == 0 {
-            save_checkpoint(&trainer, shared, config)?;
-            last_saved = stats.step;
+        if !done && every > 0 && stats.step.is_multiple_of(every) {
+            save_checkpoint(&self.trainer, self.shared, self.config)?;
+            self.last_saved = stats.step;
         }
+        Ok(())
     }
-    // Stop accepting: pushes now answer `training_complete`; what is still queued is
-    // dropped and counted, so the final checkpoint's ledger has nothing pending.
-    queue.close();
-    let mut left = 0u64;
-    while let Ok(t) = queue.try_recv() {
-        drop(t);
-        left += 1;
-    }
-    if left > 0 {
-        shared.progress().ledger.drop_n("shutdown", left);
-        metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
-            .increment(left);
-        tracing::info!(
-            trajectories = left,
-            "dropped the trajectories still queued at the stop"
-        );
-    }
-    shared.publish_ledger();
-    if trainer.step_count() != last_saved {
-        save_checkpoint(&trainer, shared, config)?;
-    }
-    // Only now, with the end on disk, announce it (actors leave when they see it): a
-    // learner killed before this point restarts from a checkpoint with steps still to
-    // train, and it needs its actors there to feed them. Finished or stopped early, the
-    // last version is marked so that subscribers know no newer one is coming.
-    shared.progress().training_complete = true;
-    publisher.publish(&trainer, true);
-    publisher.finish();
-    let p = shared.progress().clone();
-    outcome.steps = trainer.step_count();
-    outcome.policy_version = trainer.version().0;
-    outcome.trajectories_dropped_stale = p.trajectories_dropped_stale;
-    outcome.completed = finished(trainer.step_count());
-    if outcome.completed {
-        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
-    }
-    if let Some(m) = mlflow {
-        outcome.mlflow_run_id = Some(m.run_id().to_string());
-        drop(history);
-        let mut result = Ok(true);
-        if !l.history_path.as_os_str().is_empty() && l.history_path.exists() {
-            result = m.log_artifact(&l.history_path);
+
+    /// Stops accepting, drains the queue, writes the final checkpoint and announces the end.
+    fn finish(mut self) -> Result<LearnerOutcome> {
+        // Pushes now answer `training_complete`; what is still queued is dropped and
+        // counted, so the final checkpoint's ledger has nothing pending.
+        self.queue.close();
+        let mut left = 0u64;
+        while let Ok(t) = self.queue.try_recv() {
+            drop(t);
+            left += 1;
         }
-        if let Err(e) = result.and_then(|_| {
-            m.finish(if outcome.completed {
-                "FINISHED"
-            } else {
-                "KILLED"
-            })
-        }) {
-            tracing::warn!(error = %e, "cannot close the MLflow run");
+        if left > 0 {
+            self.shared.progress().ledger.drop_n("shutdown", left);
+            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
+                .increment(left);
+            tracing::info!(
+                trajectories = left,
+                "dropped the trajectories still queued at the stop"
+            );
         }
+        self.shared.publish_ledger();
+        if self.trainer.step_count() != self.last_saved {
+            save_checkpoint(&self.trainer, self.shared, self.config)?;
+        }
+        // Only now, with the end on disk, announce it (actors leave when they see it): a
+        // learner killed before this point restarts from a checkpoint with steps still to
+        // train, and it needs its actors there to feed them. Finished or stopped early, the
+        // last version is marked so that subscribers know no newer one is coming.
+        self.shared.progress().training_complete = true;
+        self.publisher.publish(&self.trainer, true);
+        let completed = self.finished();
+        let Self {
+            trainer,
+            shared,
+            config,
+            publisher,
+            mut outcome,
+            mlflow,
+            history,
+            ..
+        } = self;
+        publisher.finish();
+        let p = shared.progress().clone();
+        outcome.steps = trainer.step_count();
+        outcome.policy_version = trainer.version().0;
+        outcome.trajectories_dropped_stale = p.trajectories_dropped_stale;
+        outcome.completed = completed;
+        if outcome.completed {
+            metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
+        }
+        if let Some(m) = mlflow {
+            outcome.mlflow_run_id = Some(m.run_id().to_string());
+            drop(history);
+            close_mlflow(&m, &config.learner.history_path, outcome.completed);
+        }
+        Ok(outcome)
     }
-    Ok(outcome)
+}
+
+/// Uploads the history file and closes the MLflow run (a failure is logged, not fatal).
+fn close_mlflow(m: &musicrl_common::mlflow::MlflowRun, history_path: &Path, completed: bool) {
+    let mut result = Ok(true);
+    if !history_path.as_os_str().is_empty() && history_path.exists() {
+        result = m.log_artifact(history_path);
+    }
+    if let Err(e) = result.and_then(|_| m.finish(if completed { "FINISHED" } else { "KILLED" })) {
+        tracing::warn!(error = %e, "cannot close the MLflow run");
+    }
 }
 
 fn save_checkpoint(trainer: &FamilyTrainer, shared: &Shared, config: &Config) -> Result<()> {
