@@ -80,3 +80,54 @@ pub struct SampleScore {
     /// The server's seal over this sample (when it holds reward keys).
     pub seal: Option<RewardSeal>,
 }
+
+/// A snapshot of the totals, as Status, `summary.json` and the metrics report them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Accounting {
+    pub sampled: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub trained: u64,
+    pub pending: u64,
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    pub dropped: std::collections::BTreeMap<String, u64>,
+    pub lost: std::collections::BTreeMap<String, u64>,
+    pub unidentified: u64,
+    pub sources: u64,
+}
+
+impl Accounting {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+    pub fn lost_total(&self) -> u64 {
+        self.lost.values().sum()
+    }
+
+    /// The two invariants, as a message naming the numbers when one fails.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sampled != self.received + self.lost_total() {
+            return Err(format!(
+                "sampled {} != received {} + lost {}",
+                self.sampled,
+                self.received,
+                self.lost_total()
+            ));
+        }
+        let out = self.trained + self.dropped_total() + self.rejected_total() + self.pending;
+        if self.received != out {
+            return Err(format!(
+                "received {} != trained {} + dropped {} + rejected {} + pending {}",
+                self.received,
+                self.trained,
+                self.dropped_total(),
+                self.rejected_total(),
+                self.pending
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1044,3 +1044,37 @@ mod properties {
         }
     }
 }
+
+// ---- the learner's status ----
+
+/// Reason → count pairs (rejections, drops, losses) on the wire.
+pub fn rejection_counts<R: ToString>(
+    counts: impl IntoIterator<Item = (R, u64)>,
+) -> Vec<pb::RejectionCount> {
+    counts
+        .into_iter()
+        .map(|(reason, count)| pb::RejectionCount {
+            reason: reason.to_string(),
+            count,
+        })
+        .collect()
+}
+
+/// The learner's trajectory ledger totals on the wire.
+pub fn accounting_to_wire(a: &crate::types::Accounting) -> pb::Accounting {
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        rejection_counts(m.iter().map(|(r, c)| (r, *c)))
+    };
+    pb::Accounting {
+        sampled: a.sampled,
+        received: a.received,
+        duplicates: a.duplicates,
+        trained: a.trained,
+        pending: a.pending,
+        rejected: counts(&a.rejected),
+        dropped: counts(&a.dropped),
+        lost: counts(&a.lost),
+        unidentified: a.unidentified,
+        sources: a.sources,
+    }
+}

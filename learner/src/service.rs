@@ -481,13 +481,7 @@ impl LearnerService for Learner {
             learner_run: self.shared.run_id,
             accepted,
             rejected,
-            rejections: rejections
-                .into_iter()
-                .map(|(reason, count)| pb::RejectionCount {
-                    reason: reason.to_string(),
-                    count,
-                })
-                .collect(),
+            rejections: musicrl_common::wire::rejection_counts(rejections),
             learner_version,
         }))
     }
@@ -608,32 +602,7 @@ impl LearnerService for Learner {
             learner_run: self.shared.run_id,
             serving: p.not_serving.is_none(),
             not_serving_reason: p.not_serving.unwrap_or_default(),
-            accounting: Some(accounting_to_wire(&accounting)),
+            accounting: Some(musicrl_common::wire::accounting_to_wire(&accounting)),
         }))
-    }
-}
-
-fn counts(m: &BTreeMap<String, u64>) -> Vec<pb::RejectionCount> {
-    m.iter()
-        .map(|(reason, count)| pb::RejectionCount {
-            reason: reason.clone(),
-            count: *count,
-        })
-        .collect()
-}
-
-/// The ledger's totals on the wire.
-pub fn accounting_to_wire(a: &Accounting) -> pb::Accounting {
-    pb::Accounting {
-        sampled: a.sampled,
-        received: a.received,
-        duplicates: a.duplicates,
-        trained: a.trained,
-        pending: a.pending,
-        rejected: counts(&a.rejected),
-        dropped: counts(&a.dropped),
-        lost: counts(&a.lost),
-        unidentified: a.unidentified,
-        sources: a.sources,
     }
 }

@@ -268,6 +268,98 @@ fn roles_never_import_roles() {
     }
 }
 
+/// The workspace's members: package name → folder.
+fn members() -> std::collections::BTreeMap<String, String> {
+    let root: toml::Table = manifest(".").parse().expect("the root manifest parses");
+    root["workspace"]["members"]
+        .as_array()
+        .expect("workspace.members is a list")
+        .iter()
+        .map(|m| {
+            let folder = m.as_str().expect("a member is a path").to_string();
+            let text: toml::Table = manifest(&folder).parse().expect("a manifest parses");
+            let name = text["package"]["name"]
+                .as_str()
+                .expect("a name")
+                .to_string();
+            (name, folder)
+        })
+        .collect()
+}
+
+#[test]
+fn the_reward_models_build_without_grpc() {
+    // `musicrl-rewards` trains and runs the reward models; neither it nor any project crate
+    // it builds on depends on tonic or the protobufs (the reward server and
+    // `musicrl-scoring` wrap the models for gRPC).
+    let members = members();
+    let mut seen = Vec::new();
+    let mut todo = vec!["rewards".to_string()];
+    while let Some(folder) = todo.pop() {
+        if seen.contains(&folder) {
+            continue;
+        }
+        let text = manifest(&folder);
+        for networking in ["tonic", "tonic-prost", "prost", "musicrl-proto"] {
+            assert!(
+                !depends_on(&text, networking),
+                "{folder}, below the reward models, depends on {networking}"
+            );
+        }
+        todo.extend(
+            normal_project_dependencies(&folder)
+                .iter()
+                .map(|d| members[d].clone()),
+        );
+        seen.push(folder);
+    }
+    assert!(seen.len() > 3, "walked {seen:?}");
+}
+
+#[test]
+fn only_wire_converts_protobuf_types() {
+    // A tidy check of the invariant: conversions between generated protobuf types and domain
+    // types (`*_to_wire` / `*_from_wire` functions, `From` impls on `pb::` types) are
+    // defined in `common/src/wire.rs` and nowhere else. Handlers still build their own
+    // response messages from scalars; every domain value crosses through `wire`.
+    let mut found = Vec::new();
+    for dir in [
+        "common",
+        "policy",
+        "music",
+        "judge",
+        "prefdb",
+        "feedback",
+        "rewards",
+        "actor",
+        "learner",
+        "pretrain",
+        "reward-server",
+        "cli",
+    ] {
+        for (path, text) in rust_sources(dir) {
+            if path.ends_with("common/src/wire.rs") {
+                continue;
+            }
+            for (n, line) in text.lines().enumerate() {
+                let l = line.trim_start();
+                let defines_conversion =
+                    l.contains("fn ") && (l.contains("_to_wire(") || l.contains("_from_wire("));
+                let implements_conversion = l.starts_with("impl")
+                    && (l.contains("pb::") || l.contains("musicrl_proto::"))
+                    && l.contains("From<");
+                if defines_conversion || implements_conversion {
+                    found.push(format!("{}:{}: {l}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "protobuf conversions outside wire.rs: {found:#?}"
+    );
+}
+
 #[test]
 fn no_reward_component_can_be_the_judge() {
     // The factory knows the rule-based components (a kind it builds without any file)…
@@ -312,16 +404,7 @@ fn crate_floors() -> String {
             .as_str()
             .expect("a package name")
             .to_string();
-        let mut project: Vec<String> = text
-            .get("dependencies")
-            .and_then(|d| d.as_table())
-            .map(|d| {
-                d.keys()
-                    .filter(|k| k.starts_with("musicrl-"))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut project = normal_project_dependencies(folder);
         project.sort();
         deps.insert(name, project);
     }

@@ -324,47 +324,24 @@ impl RemoteScorer {
                 ))
             })?
             .into_inner();
-        let index = response
-            .components
+        // The answer is validated where every answer from the wire is (counts, finite
+        // numbers, one score per component); this component's column is then taken.
+        let (scores, components, _) = musicrl_common::wire::score_response_from_wire(response, n)
+            .map_err(|e| self.error(format!("{}: {e}", self.endpoint)))?;
+        let index = components
             .iter()
             .position(|c| c.name == self.component)
             .ok_or_else(|| {
-                let names: Vec<&str> = response
-                    .components
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect();
+                let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
                 self.error(format!(
                     "{} has no component {:?} (it has {names:?})",
                     self.endpoint, self.component
                 ))
             })?;
         if let Ok(mut v) = self.seen_version.lock() {
-            *v = response.components[index].version.clone();
+            *v = components[index].version.clone();
         }
-        if response.scores.len() != n {
-            return Err(self.error(format!(
-                "{} answered {} scores for {n} samples",
-                self.endpoint,
-                response.scores.len(),
-            )));
-        }
-        response
-            .scores
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.components.get(index).copied() {
-                Some(v) if v.is_finite() => Ok(v),
-                Some(v) => Err(self.error(format!(
-                    "{} scored sample {i} {v}, not a finite number",
-                    self.endpoint
-                ))),
-                None => Err(self.error(format!(
-                    "{} sent a score without component {index}",
-                    self.endpoint
-                ))),
-            })
-            .collect()
+        Ok(scores.iter().map(|s| s.components[index]).collect())
     }
 }
 
