@@ -10,8 +10,6 @@
 pub mod balance;
 
 use musicrl_client::backoff;
-/// The parameter follower (`musicrl_client::follow`), where it always was.
-pub use musicrl_client::follow as params;
 pub use musicrl_client::{CappedBackoff, Token, lazy_channel, learner_client};
 
 use std::future::Future;
@@ -202,7 +200,7 @@ impl Actor {
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
 
         let (params_tx, params) = watch::channel::<Option<Arc<ParameterBlob>>>(None);
-        let subscriber = tokio::spawn(params::follow(
+        let subscriber = tokio::spawn(musicrl_client::follow::follow(
             learner.clone(),
             token.clone(),
             actor_id.clone(),
