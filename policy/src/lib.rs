@@ -13,12 +13,16 @@
 //! [`Rollout`] (made by [`rollout`] from `policy.family`), the learner broadcasts
 //! [`Parameters`]; neither knows a family's layout.
 //!
+//! [`encodec`] is MusicGen's codec, EnCodec's decoder (codes → PCM), loaded from a MusicGen
+//! or a standalone EnCodec folder; the reward server hears a MusicGen clip through it.
+//!
 //! Beside them, [`device`] chooses the process's burn device and [`PolicyVersion`] numbers
 //! parameter versions. This crate does no networking and knows nothing of gRPC or of the
 //! roles; its only IO is reading and writing model files. It depends on one project crate,
 //! the configuration (a leaf).
 
 pub mod device;
+pub mod encodec;
 pub mod error;
 pub mod family;
 pub mod melody;

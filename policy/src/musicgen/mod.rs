@@ -544,7 +544,7 @@ impl MusicGen {
 /// The weights of a folder: `model.safetensors`, or the shards its
 /// `model.safetensors.index.json` lists. A `pytorch_model.bin`-only folder is refused with
 /// the command that converts it.
-fn open_weights(folder: &Path) -> Result<WeightFile, PolicyError> {
+pub(crate) fn open_weights(folder: &Path) -> Result<WeightFile, PolicyError> {
     let single = folder.join("model.safetensors");
     if single.is_file() {
         return WeightFile::open(&single);

@@ -223,10 +223,17 @@ impl WeightFile {
     /// Refuses tensors nobody took, except those under `ignored` prefixes (components
     /// another part of the system loads, such as the codec's `audio_encoder.`).
     pub fn finish(&self, ignored: &[&str]) -> Result<(), PolicyError> {
+        self.finish_within("", ignored)
+    }
+
+    /// [`finish`](Self::finish) for the tensors under `scope` only: a component that shares
+    /// its file with others (the codec inside a MusicGen folder) answers for its own.
+    pub fn finish_within(&self, scope: &str, ignored: &[&str]) -> Result<(), PolicyError> {
         let taken = self.taken.borrow();
         let mut extra: Vec<&str> = self
             .index
             .keys()
+            .filter(|name| name.starts_with(scope))
             .filter(|name| !taken.contains(*name))
             .filter(|name| !ignored.iter().any(|p| name.starts_with(p)))
             .map(String::as_str)
