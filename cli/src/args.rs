@@ -102,6 +102,8 @@ pub enum Command {
     /// Convert a policy between burn's burnpack and safetensors (what PyTorch, JAX and the
     /// Hugging Face tools load; tensor names and layout in docs/interop.md).
     Policy(PolicyArgs),
+    /// EnCodec, MusicGen's codec: `decode` turns a clip's codes into a WAV file.
+    Codec(CodecArgs),
     /// The listening and voting service: a page where people hear two clips of a caption
     /// and vote, a JSON API (docs/feedback.md), the preference database behind it; `bot`
     /// makes the simulated listeners vote through the same API.
@@ -131,6 +133,31 @@ pub enum SecurityCommand {
         /// for several. Kubernetes: the Services' names.
         #[arg(long = "name", value_name = "NAME", default_value = "localhost")]
         names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CodecArgs {
+    #[command(subcommand)]
+    pub command: CodecCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CodecCommand {
+    /// Decode a clip's codes to a 32-bit float WAV at the codec's rate, and print what was
+    /// decoded as one JSON line (rate, channels, samples, seconds, timings, codec version).
+    Decode {
+        /// An EnCodec folder (`facebook/encodec_32khz` layout: config.json with model_type
+        /// "encodec", model.safetensors) or a MusicGen folder (its audio_encoder).
+        #[arg(long, value_name = "DIR")]
+        codec: PathBuf,
+        /// A JSON file `{"codes": [[…], …]}`: K rows of T frames, undelayed, as `musicrl
+        /// policy generate` writes and `policy score` reads.
+        #[arg(long, value_name = "FILE")]
+        codes: PathBuf,
+        /// The WAV file to write.
+        #[arg(long, value_name = "OUT.wav")]
+        out: PathBuf,
     },
 }
 

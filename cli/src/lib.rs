@@ -47,7 +47,7 @@ fn device_key(command: &Command) -> Option<&'static str> {
         Command::Actor(_) | Command::Generate(_) | Command::Judge(_) | Command::Experiment(_) => {
             Some("actor.device")
         }
-        Command::RewardServer(_) => Some("reward.device"),
+        Command::RewardServer(_) | Command::Codec(_) => Some("reward.device"),
         Command::Policy(_) => Some("actor.device"),
         Command::Local(_)
         | Command::Prompts(_)
@@ -179,6 +179,14 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(args) => music_cmds::policy(config, &args.command),
+        Command::Codec(args) => match &args.command {
+            args::CodecCommand::Decode { codec, codes, out } => musicgen_cmds::codec_decode(
+                codec,
+                codes,
+                out,
+                &musicrl_policy::device::inference_device(),
+            ),
+        },
         Command::Security(args) => match &args.command {
             args::SecurityCommand::Init { dir, names } => {
                 let w = musicrl_common::security::pki::init(dir, names)?;

@@ -1,6 +1,6 @@
-//! `musicrl policy score|generate` for a MusicGen folder: codes in and out as JSON
-//! `{"codes": [[…], …]}` (K rows of T frames, undelayed, as the codec takes them), so that
-//! anyone can check the numbers against transformers on a model of their own.
+//! `musicrl policy score|generate` for a MusicGen folder and `musicrl codec decode`: codes in
+//! and out as JSON `{"codes": [[…], …]}` (K rows of T frames, undelayed, as the codec takes
+//! them), so that anyone can check the numbers against transformers on a model of their own.
 
 use std::path::Path;
 
@@ -78,6 +78,67 @@ pub fn generate(
         out.display(),
         codes.len(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `musicrl codec decode --codec DIR --codes FILE --out OUT.wav`: writes a 32-bit float WAV
+/// at the codec's rate and prints one JSON line saying what was decoded and how fast.
+pub fn codec_decode(
+    folder: &Path,
+    codes: &Path,
+    out: &Path,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let codes = read_codes(codes)?;
+    let started = std::time::Instant::now();
+    let codec = musicrl_policy::encodec::Encodec::load(folder, device)
+        .with_context(|| format!("cannot load the codec of {}", folder.display()))?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let pcm = codec
+        .decode(&codes)
+        .with_context(|| format!("cannot decode the codes with {}", folder.display()))?;
+    let decode_seconds = started.elapsed().as_secs_f64();
+    let samples = pcm.channels.first().map_or(0, Vec::len);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let spec = hound::WavSpec {
+        channels: pcm.channels.len() as u16,
+        sample_rate: pcm.sample_rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut wav = hound::WavWriter::create(out, spec)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    for i in 0..samples {
+        for channel in &pcm.channels {
+            wav.write_sample(channel[i])?;
+        }
+    }
+    wav.finalize()
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let seconds = samples as f64 / f64::from(pcm.sample_rate);
+    println!(
+        "{}",
+        serde_json::json!({
+            "out": out,
+            "codec": codec.version(),
+            "sample_rate": pcm.sample_rate,
+            "channels": pcm.channels.len(),
+            "samples": samples,
+            "seconds": seconds,
+            "load_seconds": load_seconds,
+            "decode_seconds": decode_seconds,
+            "realtime_factor": seconds / decode_seconds.max(1e-9),
+        })
+    );
+    eprintln!(
+        "wrote {} ({seconds:.2} s at {} Hz) in {decode_seconds:.2} s ({:.1}× real time)",
+        out.display(),
+        pcm.sample_rate,
+        seconds / decode_seconds.max(1e-9)
     );
     Ok(())
 }

@@ -94,6 +94,7 @@ pub const REWARD_SEALED_TOTAL: &str = "musicrl_reward_sealed_total";
 pub const REWARD_BATCH_SIZE: &str = "musicrl_reward_batch_size";
 pub const REWARD_COMPONENT_SECONDS: &str = "musicrl_reward_component_seconds";
 pub const REWARD_RENDER_SECONDS: &str = "musicrl_reward_render_seconds";
+pub const REWARD_DECODE_SECONDS: &str = "musicrl_reward_decode_seconds";
 pub const REWARD_SCORED_BATCH_SIZE: &str = "musicrl_reward_scored_batch_size";
 pub const REWARD_MODEL_SWAPS_TOTAL: &str = "musicrl_reward_model_swaps_total";
 pub const REWARD_MODEL_RELOAD_FAILURES_TOTAL: &str = "musicrl_reward_model_reload_failures_total";
@@ -598,6 +599,14 @@ pub const CATALOG: &[Metric] = &[
         label: None,
         initial_label_values: &[],
         help: "time to decode and render one batch to audio features, shared by the audio components",
+    },
+    Metric {
+        name: REWARD_DECODE_SECONDS,
+        kind: Kind::Histogram,
+        role: Role::RewardServer,
+        label: None,
+        initial_label_values: &[],
+        help: "time the codec takes to decode one batch of audio-token clips to audio (part of the render time)",
     },
     Metric {
         name: REWARD_SCORED_BATCH_SIZE,

@@ -96,6 +96,13 @@ fn decodes_as_transformers_does_in_musicgens_codec_layout() {
 }
 
 #[test]
+fn decodes_the_graded_codec_of_the_audio_loop_as_transformers_does() {
+    let folder = fixtures().join("encodec/tiny-graded");
+    let codec = Encodec::load(&folder, &Device::flex()).unwrap();
+    assert_eq!(check(&codec, &folder.join("reference.safetensors")), 6);
+}
+
+#[test]
 fn decodes_as_transformers_does_with_causal_zero_padded_legacy_named_convolutions() {
     let folder = fixtures().join("encodec/tiny-causal");
     let codec = Encodec::load(&folder, &Device::flex()).unwrap();

@@ -17,7 +17,7 @@ use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServe
 
 use crate::batcher::{Batcher, Limits};
 use crate::combine::RewardModel;
-use crate::error::Result;
+use crate::error::{Result, RewardError};
 
 /// Runs `f` when dropped.
 struct Guard<F: FnOnce()>(Option<F>);
@@ -200,10 +200,20 @@ pub async fn serve(
 ) -> Result<()> {
     config.validate().map_err(musicrl_common::Error::from)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::RewardServer);
-    let model = Arc::new(RewardModel::from_config_secured(
-        &config.reward,
-        &config.security,
-    )?);
+    // An audio-token policy's clips are heard through its codec (`reward.codec`, else the
+    // policy's own folder).
+    let mut reward = config.reward.clone();
+    if let Some(folder) = config.codec_folder() {
+        reward.codec = folder;
+    }
+    let model = Arc::new(RewardModel::from_config_secured(&reward, &config.security)?);
+    if let Some(codec) = model.codec() {
+        let policy_folder = musicrl_config::paths::find(&config.policy.folder)
+            .unwrap_or_else(|| config.policy.folder.clone());
+        let (codebooks, _) = musicrl_config::musicgen_shape(&policy_folder)
+            .map_err(|e| RewardError::Config(format!("policy.folder: {e}")))?;
+        codec.check_policy(codebooks, config.policy.vocab_size)?;
+    }
     let tokens = TokenStore::open(
         &config.security.tokens_file,
         musicrl_common::metrics_catalog::REWARD_AUTH_FAILURES_TOTAL,
@@ -212,7 +222,7 @@ pub async fn serve(
     let handle = Arc::new(arc_swap::ArcSwap::new(model.clone()));
     let reloader = crate::reload::spawn(
         handle.clone(),
-        config.reward.clone(),
+        reward.clone(),
         config.security.clone(),
         std::time::Duration::from_secs_f64(config.reward.reload_seconds),
     );

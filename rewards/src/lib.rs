@@ -15,6 +15,7 @@ pub mod form;
 pub mod negatives;
 pub mod preference;
 pub mod quality;
+pub mod resample;
 pub mod store;
 pub mod text;
 pub mod theory;

@@ -553,6 +553,12 @@ pub struct RewardConfig {
     pub reload_seconds: f64,
     /// The scorers, combined as Σ weight · normalise(score).
     pub components: Vec<ComponentConfig>,
+    /// An audio-token policy's codec (`policy.family = "musicgen"`): the folder whose
+    /// EnCodec decoder turns a clip's codes into the audio every audio component hears — an
+    /// EnCodec folder (`facebook/encodec_32khz` layout) or a MusicGen folder (its
+    /// `audio_encoder`). Empty: `policy.folder`. The melody family has no codec: its clips are
+    /// rendered by the synthesizer.
+    pub codec: PathBuf,
 }
 
 impl Default for RewardConfig {
@@ -571,6 +577,7 @@ impl Default for RewardConfig {
             batch_max_samples: 64,
             batch_max_wait_ms: 5,
             reload_seconds: 10.0,
+            codec: PathBuf::new(),
             // RL-R of the paper: text adherence (the learned model and the rule-based caption
             // attributes) + quality (the learned MOS-style model and the rule-based form,
             // weighted 2 so its spread within a caption matches the attributes'), the models
@@ -606,7 +613,8 @@ impl Default for RewardConfig {
 pub struct ComponentConfig {
     /// The scorer: `text` (text adherence), `attributes` and `form` (rule-based: the caption's
     /// claims and the tune's form heard), `quality`, `preference`, `remote` (a component of another
-    /// reward server), or `token-fraction` (a test scorer, see the reward-server crate).
+    /// reward server), or the test scorers `token-fraction` and `loudness` (see the scoring
+    /// crate).
     pub kind: String,
     /// Name reported on the wire and in metrics; defaults to `kind`.
     pub name: String,
@@ -627,6 +635,12 @@ pub struct ComponentConfig {
     pub send_audio: bool,
     /// `remote` with `send_audio`: the audio's sample rate in Hz.
     pub sample_rate: u32,
+    /// `remote` with `send_audio`: windows of the clip the component scores, each
+    /// `[start_s, length_s]` (a negative start counts from the clip's end), its score the
+    /// windows' mean — the paper's MuLan windows are `[[0, 10], [10, 10], [20, 10]]`, its
+    /// quality windows `[[0, 20], [-20, 20]]`. A window is cut to the clip; empty: the whole
+    /// clip.
+    pub windows: Vec<[f32; 2]>,
 }
 
 impl Default for ComponentConfig {
@@ -643,6 +657,7 @@ impl Default for ComponentConfig {
             remote_component: String::new(),
             send_audio: false,
             sample_rate: 16_000,
+            windows: Vec::new(),
         }
     }
 }
@@ -957,6 +972,16 @@ impl Config {
         let p = &self.policy;
         if p.family == FAMILY_MUSICGEN {
             self.validate_musicgen()?;
+        } else if !self.reward.codec.as_os_str().is_empty() {
+            return bad(
+                "reward.codec",
+                format!(
+                    "{}: only an audio-token policy (policy.family = {FAMILY_MUSICGEN:?}) has a \
+                     codec; the {:?} family's clips are rendered by the synthesizer",
+                    self.reward.codec.display(),
+                    p.family
+                ),
+            );
         } else if p.family != FAMILY_MELODY {
             return bad(
                 "policy.family",
@@ -1239,6 +1264,24 @@ impl Config {
                     format!("{} Hz is outside 8000..=192000", c.sample_rate),
                 );
             }
+            if !c.windows.is_empty() && !(c.kind == "remote" && c.send_audio) {
+                return bad(
+                    &format!("reward.components[{i}].windows"),
+                    "windows cut the audio a `remote` component with send_audio = true is sent; \
+                     the built-in scorers choose their own windows"
+                        .into(),
+                );
+            }
+            for (j, [start, length]) in c.windows.iter().enumerate() {
+                if !start.is_finite() || !length.is_finite() || *length <= 0.0 {
+                    return bad(
+                        &format!("reward.components[{i}].windows[{j}]"),
+                        format!(
+                            "[{start}, {length}]: expected [start_s, length_s] with a finite start and a length above 0"
+                        ),
+                    );
+                }
+            }
             for (what, v) in [("weight", c.weight), ("shift", c.shift), ("scale", c.scale)] {
                 if !v.is_finite() {
                     return bad(
@@ -1281,6 +1324,19 @@ impl Config {
     /// A MusicGen policy: the folder exists and its decoder's shape is the configured one
     /// (`vocab_size` = codebook size, `max_tokens` = codebooks × `frames`, no END), and
     /// every reward component can read codec tokens.
+    /// The folder whose codec turns the policy's clips into audio: `reward.codec`, or
+    /// `policy.folder` when that is empty; `None` for the melody family (no codec).
+    pub fn codec_folder(&self) -> Option<PathBuf> {
+        if self.policy.family != FAMILY_MUSICGEN {
+            return None;
+        }
+        Some(if self.reward.codec.as_os_str().is_empty() {
+            self.policy.folder.clone()
+        } else {
+            self.reward.codec.clone()
+        })
+    }
+
     fn validate_musicgen(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, why: String| {
             Err(ConfigError::Invalid {
@@ -1339,21 +1395,21 @@ impl Config {
                 ),
             );
         }
-        // Until the codec is in the reward path ("Hear it"), a MusicGen clip can only be
-        // scored from its tokens.
+        // The audio components hear the clip through the codec; the preference model reads
+        // melody tokens.
         if let Some(c) = self
             .reward
             .components
             .iter()
-            .find(|c| c.kind != "token-fraction" && (c.kind != "remote" || c.send_audio))
+            .find(|c| c.kind == "preference")
         {
             return bad(
                 "reward.components",
                 format!(
-                    "component {:?} ({}) renders the melody vocabulary as audio; a MusicGen \
-                     policy's clips are codec codes, which only `token-fraction` and `remote` \
-                     (send_audio = false) components read today",
-                    c.name, c.kind
+                    "component {:?} (preference) is a Bradley–Terry model over the melody \
+                     vocabulary's tokens; a MusicGen policy's clips are codec codes: serve a \
+                     preference model of audio as a `remote` component with send_audio = true",
+                    c.display_name()
                 ),
             );
         }

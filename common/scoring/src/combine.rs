@@ -8,6 +8,7 @@ use musicrl_common::types::{ComponentInfo, SampleScore};
 use musicrl_common::wire::ScoreInput;
 use musicrl_config::RewardConfig;
 
+use crate::audio::{Codec, Decoded};
 use crate::error::{Result, RewardError};
 use crate::scorer::{self, Batch, Scorer};
 
@@ -28,15 +29,31 @@ impl std::fmt::Debug for Component {
     }
 }
 
-/// The configured set of components.
+/// The configured set of components, and the codec an audio-token policy's clips are heard
+/// through.
 #[derive(Debug)]
 pub struct RewardModel {
     components: Vec<Component>,
+    codec: Option<Arc<Codec>>,
 }
 
 impl RewardModel {
     pub fn new(components: Vec<Component>) -> Self {
-        Self { components }
+        Self {
+            components,
+            codec: None,
+        }
+    }
+
+    /// Hears every clip as audio-token codes through `codec` (an audio-token policy's).
+    pub fn with_codec(mut self, codec: Arc<Codec>) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// The codec clips are decoded with, if any.
+    pub fn codec(&self) -> Option<&Codec> {
+        self.codec.as_deref()
     }
 
     /// Builds every component the config lists.
@@ -62,7 +79,21 @@ impl RewardModel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let model = Self::new(components);
+        let mut model = Self::new(components);
+        // The codec is loaded only when something will hear the clips.
+        if !config.codec.as_os_str().is_empty() && model.hears_audio() {
+            let folder = musicrl_config::paths::require("reward.codec", &config.codec)
+                .map_err(|e| RewardError::Config(e.to_string()))?;
+            let started = std::time::Instant::now();
+            let codec = Codec::load(&folder)?;
+            tracing::info!(
+                folder = %folder.display(),
+                version = codec.version(),
+                seconds = started.elapsed().as_secs_f64(),
+                "codec loaded: audio-token clips are decoded for the audio components"
+            );
+            model = model.with_codec(Arc::new(codec));
+        }
         let version = model.scorer_version();
         if version.len() > musicrl_common::wire::MAX_SCORER_VERSION_BYTES {
             return Err(RewardError::Config(format!(
@@ -79,47 +110,109 @@ impl RewardModel {
             .iter()
             .map(|c| ComponentInfo {
                 name: c.scorer.name().to_string(),
-                version: c.scorer.version(),
+                version: self.component_version(c),
                 weight: c.weight,
             })
             .collect()
+    }
+
+    /// A component's version; one that hears an audio-token clip names the codec too
+    /// (its scores change with the codec's weights).
+    fn component_version(&self, c: &Component) -> String {
+        match &self.codec {
+            Some(codec) if c.scorer.needs_audio() || c.scorer.needs_pcm() => {
+                format!("{}+{}", c.scorer.version(), codec.version())
+            }
+            _ => c.scorer.version(),
+        }
     }
 
     /// Identifies the whole configuration: every component's name, version and weight.
     pub fn scorer_version(&self) -> String {
         self.components
             .iter()
-            .map(|c| format!("{}@{}*{}", c.scorer.name(), c.scorer.version(), c.weight))
+            .map(|c| {
+                format!(
+                    "{}@{}*{}",
+                    c.scorer.name(),
+                    self.component_version(c),
+                    c.weight
+                )
+            })
             .collect::<Vec<_>>()
             .join("+")
     }
 
-    /// Whether any component reads audio.
+    /// Whether any component reads the clips' features.
     pub fn needs_audio(&self) -> bool {
         self.components.iter().any(|c| c.scorer.needs_audio())
     }
 
-    /// Decodes and renders every sample once (on all cores, off the executor) when a
-    /// component needs audio.
+    /// Whether any component hears the clips (their features or their audio).
+    pub fn hears_audio(&self) -> bool {
+        self.components
+            .iter()
+            .any(|c| c.scorer.needs_audio() || c.scorer.needs_pcm())
+    }
+
+    /// Makes every sample's audio once (on all cores, off the executor) when a component
+    /// hears it: an audio-token clip decoded by the codec, a melody rendered by the
+    /// synthesizer; and the features at 16 kHz when a component reads them.
     pub async fn prepare(&self, inputs: Vec<ScoreInput>) -> Result<Arc<Batch>> {
-        if !self.needs_audio() {
-            return Ok(Arc::new(Batch {
-                inputs,
-                audio: None,
-            }));
+        if !self.hears_audio() {
+            return Ok(Arc::new(Batch::tokens_only(inputs)));
         }
         let started = std::time::Instant::now();
-        let batch = tokio::task::spawn_blocking(move || {
-            let audio = musicrl_rewards::clips::par_map(&inputs, |x, s| {
-                musicrl_rewards::clips::sample_features(x, &s.caption, &s.tokens)
-            });
-            Batch {
+        let features = self.needs_audio();
+        let codec = self.codec.clone();
+        let batch = tokio::task::spawn_blocking(move || -> Result<Batch> {
+            let Some(codec) = codec else {
+                let audio = features.then(|| {
+                    musicrl_rewards::clips::par_map(&inputs, |x, s| {
+                        musicrl_rewards::clips::sample_features(x, &s.caption, &s.tokens)
+                    })
+                });
+                return Ok(Batch {
+                    inputs,
+                    audio,
+                    decoded: None,
+                });
+            };
+            let decode_started = std::time::Instant::now();
+            let clips = inputs
+                .iter()
+                .map(|s| codec.decode(&s.tokens))
+                .collect::<Result<Vec<_>>>()?;
+            metrics::histogram!(musicrl_common::metrics_catalog::REWARD_DECODE_SECONDS)
+                .record(decode_started.elapsed().as_secs_f64());
+            let decoded = Decoded {
+                sample_rate: codec.sample_rate(),
+                clips,
+                codec: codec.version().to_string(),
+            };
+            let audio = if features {
+                let rate = musicrl_rewards::features::FEATURE_SAMPLE_RATE;
+                let heard = musicrl_rewards::clips::par_map(&decoded.clips, |x, pcm| {
+                    musicrl_rewards::resample::resample(pcm, decoded.sample_rate, rate)
+                        .map(|pcm| x.extract(&pcm))
+                });
+                Some(
+                    heard
+                        .into_iter()
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(RewardError::Internal)?,
+                )
+            } else {
+                None
+            };
+            Ok(Batch {
                 inputs,
-                audio: Some(audio),
-            }
+                audio,
+                decoded: Some(decoded),
+            })
         })
         .await
-        .map_err(|e| RewardError::Internal(format!("rendering task: {e}")))?;
+        .map_err(|e| RewardError::Internal(format!("rendering task: {e}")))??;
         metrics::histogram!(musicrl_common::metrics_catalog::REWARD_RENDER_SECONDS)
             .record(started.elapsed().as_secs_f64());
         Ok(Arc::new(batch))

@@ -6,7 +6,7 @@ pub enum RewardError {
     #[error(transparent)]
     Common(#[from] musicrl_common::Error),
     #[error(
-        "unknown scorer kind {0:?} (known: text, attributes, form, quality, preference, remote, token-fraction)"
+        "unknown scorer kind {0:?} (known: text, attributes, form, quality, preference, remote, token-fraction, loudness)"
     )]
     UnknownScorer(String),
     #[error("reward configuration: {0}")]

@@ -10,6 +10,7 @@ use musicrl_rewards::preference::model::PreferenceModel;
 use musicrl_rewards::quality::QualityModel;
 use musicrl_rewards::text::TextModel;
 
+pub use crate::audio::Decoded;
 use crate::error::{Result, RewardError};
 
 /// One request's samples, with their audio features when a component needs them: each
@@ -19,13 +20,45 @@ pub struct Batch {
     pub inputs: Vec<ScoreInput>,
     /// One per input when any component [`Scorer::needs_audio`].
     pub audio: Option<Vec<Features>>,
+    /// Audio-token clips decoded by the codec, when a component hears audio; `None` for
+    /// melody clips (rendered by the synthesizer where audio is needed).
+    pub decoded: Option<Decoded>,
 }
 
 impl Batch {
+    /// Samples and nothing prepared (the scorers that read tokens only).
+    pub fn tokens_only(inputs: Vec<ScoreInput>) -> Self {
+        Self {
+            inputs,
+            audio: None,
+            decoded: None,
+        }
+    }
+
     pub fn audio(&self) -> Result<&[Features]> {
         self.audio
             .as_deref()
             .ok_or_else(|| RewardError::Internal("audio features were not prepared".into()))
+    }
+
+    /// Every clip's mono audio at `rate` Hz: the codec's decoding resampled, or the melody
+    /// rendered by the synthesizer at `rate` (seeded by its tokens, as every audio scorer
+    /// hears it). Blocking work on every core: call it off the executor.
+    pub fn pcm_at(&self, rate: u32) -> Result<Vec<Vec<f32>>> {
+        match &self.decoded {
+            Some(d) => {
+                let resampled = musicrl_rewards::clips::par_map(&d.clips, |_, pcm| {
+                    musicrl_rewards::resample::resample(pcm, d.sample_rate, rate)
+                });
+                resampled
+                    .into_iter()
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(RewardError::Internal)
+            }
+            None => Ok(musicrl_rewards::clips::par_map(&self.inputs, |_, s| {
+                musicrl_rewards::clips::sample_audio(&s.caption, &s.tokens, rate)
+            })),
+        }
     }
 }
 
@@ -37,8 +70,13 @@ pub trait Scorer: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Identifies the scorer's weights or rules; changes whenever its scores could change.
     fn version(&self) -> String;
-    /// Whether the scorer reads [`Batch::audio`].
+    /// Whether the scorer reads [`Batch::audio`] (the clips' features at 16 kHz).
     fn needs_audio(&self) -> bool {
+        false
+    }
+    /// Whether the scorer reads the clips' audio itself ([`Batch::pcm_at`]), so an
+    /// audio-token batch must be decoded for it.
+    fn needs_pcm(&self) -> bool {
         false
     }
     /// One score per input, in order.
@@ -232,8 +270,11 @@ pub struct RemoteScorer {
     name: String,
     endpoint: String,
     component: String,
-    /// `Some(rate)`: send each clip's rendered audio at this sample rate with its tokens.
+    /// `Some(rate)`: send each clip's audio at this sample rate with its tokens.
     audio_rate: Option<u32>,
+    /// `[start_s, length_s]` windows of the audio scored, their mean the score (empty:
+    /// the whole clip).
+    windows: Vec<[f32; 2]>,
     client: pb::reward_service_client::RewardServiceClient<tonic::transport::Channel>,
     /// The remote component's version, as last reported.
     seen_version: Mutex<String>,
@@ -287,6 +328,7 @@ impl RemoteScorer {
             endpoint: endpoint.to_string(),
             component: component.to_string(),
             audio_rate,
+            windows: Vec::new(),
             // gzip: every gRPC implementation decodes it (grpcio, grpc-go, grpc-java).
             client: pb::reward_service_client::RewardServiceClient::new(channel)
                 .send_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -296,6 +338,13 @@ impl RemoteScorer {
             seen_version: Mutex::new("unknown".into()),
             token,
         })
+    }
+
+    /// Scores `windows` of each clip (`[start_s, length_s]`, see `reward.components.windows`)
+    /// and averages them.
+    pub fn with_windows(mut self, windows: Vec<[f32; 2]>) -> Self {
+        self.windows = windows;
+        self
     }
 
     fn error(&self, message: String) -> RewardError {
@@ -364,32 +413,58 @@ impl Scorer for RemoteScorer {
         format!("remote({}#{}{audio})@{seen}", self.endpoint, self.component)
     }
 
+    fn needs_pcm(&self) -> bool {
+        self.audio_rate.is_some()
+    }
+
     async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        Ok(self
+            .score_windows(batch)
+            .await?
+            .into_iter()
+            .map(|s| s.value)
+            .collect())
+    }
+
+    async fn score_windows(&self, batch: Arc<Batch>) -> Result<Vec<Scored>> {
         let Some(rate) = self.audio_rate else {
-            return self
+            let scores = self
                 .call(musicrl_common::wire::score_request_to_wire(&batch.inputs))
-                .await;
+                .await?;
+            return Ok(scores.into_iter().map(Scored::whole).collect());
         };
-        // Render every clip as the audio scorers hear it (the same synthesizer seed), off
-        // the executor and on every core.
-        let rendered = {
+        // Every clip as the audio scorers hear it (decoded by the codec, or rendered with
+        // the same synthesizer seed), at the remote model's rate, off the executor.
+        let (pieces, owners) = {
             let batch = batch.clone();
-            tokio::task::spawn_blocking(move || {
-                musicrl_rewards::clips::par_map(&batch.inputs, |_, s| {
-                    musicrl_rewards::clips::sample_audio(&s.caption, &s.tokens, rate)
-                })
+            let windows = self.windows.clone();
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let clips = batch.pcm_at(rate)?;
+                // Each window goes as its own sample (with its clip's caption and tokens).
+                let mut pieces: Vec<(usize, Vec<f32>)> = Vec::new();
+                for (i, pcm) in clips.iter().enumerate() {
+                    for range in crate::audio::windows(pcm.len(), rate, &windows) {
+                        pieces.push((i, pcm[range].to_vec()));
+                    }
+                }
+                let owners: Vec<usize> = pieces.iter().map(|(i, _)| *i).collect();
+                Ok((
+                    pieces.into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+                    owners,
+                ))
             })
             .await
-            .map_err(|e| RewardError::Internal(format!("rendering task: {e}")))?
+            .map_err(|e| RewardError::Internal(format!("audio task: {e}")))??
         };
+        let inputs: Vec<ScoreInput> = owners.iter().map(|&i| batch.inputs[i].clone()).collect();
         // Calls of at most REMOTE_CALL_AUDIO_BYTES of audio each (a longer clip goes alone).
-        let mut scores = Vec::with_capacity(batch.inputs.len());
+        let mut scores = Vec::with_capacity(inputs.len());
         let mut start = 0;
-        while start < batch.inputs.len() {
+        while start < inputs.len() {
             let mut end = start + 1;
-            let mut bytes = musicrl_common::wire::audio_wire_bytes(rendered[start].len());
-            while end < batch.inputs.len() {
-                let next = musicrl_common::wire::audio_wire_bytes(rendered[end].len());
+            let mut bytes = musicrl_common::wire::audio_wire_bytes(pieces[start].len());
+            while end < inputs.len() {
+                let next = musicrl_common::wire::audio_wire_bytes(pieces[end].len());
                 if bytes + next > REMOTE_CALL_AUDIO_BYTES {
                     break;
                 }
@@ -397,14 +472,78 @@ impl Scorer for RemoteScorer {
                 end += 1;
             }
             let request = musicrl_common::wire::score_request_with_audio(
-                &batch.inputs[start..end],
-                &rendered[start..end],
+                &inputs[start..end],
+                &pieces[start..end],
                 rate,
             );
             scores.extend(self.call(request).await?);
             start = end;
         }
-        Ok(scores)
+        let mut out: Vec<Scored> = (0..batch.inputs.len())
+            .map(|_| Scored {
+                value: 0.0,
+                windows: Vec::new(),
+            })
+            .collect();
+        for (&i, score) in owners.iter().zip(scores) {
+            out[i].windows.push(score);
+        }
+        for s in &mut out {
+            s.value = s.windows.iter().sum::<f32>() / s.windows.len().max(1) as f32;
+            if self.windows.is_empty() {
+                s.windows.clear();
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// **A test scorer, not a music reward**: how loud the clip is heard, its mean level over
+/// the loudness envelope mapped from [−60, 0] dBFS to [0, 1]. Like `token-fraction` it gives
+/// the loop an honest objective a policy can climb, but one it meets only through the audio
+/// (for an audio-token policy: through the codec), so the whole audio path is tested end to
+/// end.
+#[derive(Debug, Clone)]
+pub struct Loudness {
+    name: String,
+}
+
+impl Loudness {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+
+    /// The score of one clip's features, in [0, 1].
+    pub fn score_one(features: &Features) -> f32 {
+        if features.envelope.is_empty() {
+            return 0.0;
+        }
+        let mean = features
+            .envelope
+            .iter()
+            .map(|db| db.max(-60.0))
+            .sum::<f32>()
+            / features.envelope.len() as f32;
+        ((mean + 60.0) / 60.0).clamp(0.0, 1.0)
+    }
+}
+
+#[tonic::async_trait]
+impl Scorer for Loudness {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> String {
+        "loudness-1(mean envelope dB, -60..0 -> 0..1)".into()
+    }
+
+    fn needs_audio(&self) -> bool {
+        true
+    }
+
+    async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
+        Ok(batch.audio()?.iter().map(Loudness::score_one).collect())
     }
 }
 
@@ -498,6 +637,7 @@ pub fn build_secured(
     };
     match component.kind.as_str() {
         "token-fraction" => Ok(Box::new(TokenFraction::new(name, component.target_below))),
+        "loudness" => Ok(Box::new(Loudness::new(name))),
         "attributes" => Ok(Box::new(RuleScorer::attributes(name))),
         "form" => Ok(Box::new(RuleScorer::form(name))),
         "text" => {
@@ -521,13 +661,16 @@ pub fn build_secured(
                     "component {name:?} of kind \"remote\" needs `endpoint` and `remote_component`"
                 )));
             }
-            Ok(Box::new(RemoteScorer::secured(
-                name,
-                &component.endpoint,
-                &component.remote_component,
-                component.send_audio.then_some(component.sample_rate),
-                security,
-            )?))
+            Ok(Box::new(
+                RemoteScorer::secured(
+                    name,
+                    &component.endpoint,
+                    &component.remote_component,
+                    component.send_audio.then_some(component.sample_rate),
+                    security,
+                )?
+                .with_windows(component.windows.clone()),
+            ))
         }
         other => Err(RewardError::UnknownScorer(other.to_string())),
     }

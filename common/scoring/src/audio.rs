@@ -1,0 +1,170 @@
+//! What the audio components hear. A melody clip is rendered by the synthesizer; an
+//! audio-token clip (MusicGen's codes) is decoded once per request by the configured codec,
+//! EnCodec's decoder ([`Codec`]). Each component then takes the audio at the rate it asks for
+//! (resampled by `rubato`), cut into the windows it is configured with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use musicrl_policy::encodec::Encodec;
+
+use crate::error::{Result, RewardError};
+
+/// An audio-token policy's codec: EnCodec's decoder loaded from `reward.codec` (an EnCodec
+/// folder or a MusicGen folder's `audio_encoder`), on the reward server's device.
+pub struct Codec {
+    /// One decode at a time: the decoder's working memory is the clip's whole upsampled
+    /// activations, and its products already use every core.
+    encodec: Mutex<Encodec>,
+    version: String,
+    rows: usize,
+    codebook_size: usize,
+    sample_rate: u32,
+    folder: PathBuf,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("folder", &self.folder)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Codec {
+    /// Loads the codec of `folder` on the process's inference device.
+    pub fn load(folder: &Path) -> Result<Self> {
+        let encodec = Encodec::load(folder, &musicrl_policy::device::inference_device())
+            .map_err(|e| RewardError::Config(format!("reward.codec: {e}")))?;
+        Ok(Self {
+            version: encodec.version().to_string(),
+            rows: encodec.num_codebooks(),
+            codebook_size: encodec.config().codebook_size,
+            sample_rate: encodec.sample_rate(),
+            folder: folder.to_path_buf(),
+            encodec: Mutex::new(encodec),
+        })
+    }
+
+    /// `encodec-` and a hash of the decoder's weights.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The codebooks a clip's tokens hold, row after row.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Codes per codebook.
+    pub fn codebook_size(&self) -> usize {
+        self.codebook_size
+    }
+
+    /// Checks that the policy's clips fit this codec: as many codebooks, every code within
+    /// the codebooks.
+    pub fn check_policy(&self, codebooks: usize, vocab_size: usize) -> Result<()> {
+        if codebooks != self.rows || vocab_size > self.codebook_size {
+            return Err(RewardError::Config(format!(
+                "reward.codec {}: {} codebooks of {} codes, but the policy writes {codebooks} \
+                 codebooks of {vocab_size}: the codec must be the policy's own",
+                self.folder.display(),
+                self.rows,
+                self.codebook_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// A clip's tokens (K rows of T codes, row after row, as the actors send them) decoded to
+    /// mono PCM at [`sample_rate`](Self::sample_rate) (channels averaged).
+    pub fn decode(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() || !tokens.len().is_multiple_of(self.rows) {
+            return Err(RewardError::Internal(format!(
+                "{} tokens are not {} rows of codes",
+                tokens.len(),
+                self.rows
+            )));
+        }
+        let codes: Vec<Vec<u32>> = tokens
+            .chunks_exact(tokens.len() / self.rows)
+            .map(<[u32]>::to_vec)
+            .collect();
+        let pcm = self
+            .encodec
+            .lock()
+            .map_err(|_| RewardError::Internal("the codec's lock was poisoned".into()))?
+            .decode(&codes)
+            .map_err(|e| RewardError::Internal(format!("decoding a clip: {e}")))?;
+        let n = pcm.channels.len() as f32;
+        let mut mono = vec![0f32; pcm.channels.first().map_or(0, Vec::len)];
+        for channel in &pcm.channels {
+            for (m, s) in mono.iter_mut().zip(channel) {
+                *m += s / n;
+            }
+        }
+        Ok(mono)
+    }
+}
+
+/// A request's audio-token clips, decoded.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub sample_rate: u32,
+    /// Mono PCM, one per input.
+    pub clips: Vec<Vec<f32>>,
+    /// The codec's version, for provenance.
+    pub codec: String,
+}
+
+/// The parts of a clip of `len` samples at `rate` that `windows` (`[start_s, length_s]`, a
+/// negative start counting from the end) select, each cut to the clip; a window that falls
+/// outside the clip is the clip's nearest `length_s` (so a short clip is scored whole).
+/// No windows: the whole clip.
+pub fn windows(len: usize, rate: u32, windows: &[[f32; 2]]) -> Vec<std::ops::Range<usize>> {
+    if windows.is_empty() || len == 0 {
+        return vec![0..len];
+    }
+    let rate = rate as f32;
+    windows
+        .iter()
+        .map(|&[start, length]| {
+            let n = ((length * rate).round() as usize).clamp(1, len);
+            let start = if start < 0.0 {
+                len as f32 + start * rate
+            } else {
+                start * rate
+            };
+            let start = (start.round().max(0.0) as usize).min(len - n);
+            start..start + n
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_cut_as_the_paper_places_them() {
+        // 30 s at 10 Hz: MuLan's three 10 s windows, quality's head and tail 20 s.
+        let w = windows(300, 10, &[[0.0, 10.0], [10.0, 10.0], [20.0, 10.0]]);
+        assert_eq!(w, vec![0..100, 100..200, 200..300]);
+        assert_eq!(
+            windows(300, 10, &[[0.0, 20.0], [-20.0, 20.0]]),
+            vec![0..200, 100..300]
+        );
+        // A 12 s clip: the later windows slide back inside it; a 5 s clip is scored whole.
+        assert_eq!(
+            windows(120, 10, &[[0.0, 10.0], [10.0, 10.0], [20.0, 10.0]]),
+            vec![0..100, 20..120, 20..120]
+        );
+        assert_eq!(windows(50, 10, &[[-20.0, 20.0]]), vec![0..50]);
+        assert_eq!(windows(50, 10, &[]), vec![0..50]);
+    }
+}
