@@ -1,6 +1,6 @@
 """The example scorer: **sounding**, the share of 50 ms frames whose RMS level is above
 -40 dBFS (how much of a clip is heard rather than silent). Deliberately simple and exact — an
-example of the kit, not a music model; `examples/clap_scorer.py` is the same few lines around
+example of the kit, not a music model; `scripts/remote_scorer/clap.py` is the same few lines around
 a real audio-text model.
 
     musicrl-scorer-example --listen 127.0.0.1:50061
