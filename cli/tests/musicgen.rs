@@ -268,10 +268,15 @@ fn a_musicgen_configuration_that_does_not_fit_its_folder_is_refused() {
         "no/such/folder",
     );
     refused(&["policy.family=jukebox"], "policy.family", "jukebox");
+    // The audio components hear the clips through the codec; the preference model reads
+    // melody tokens.
     refused(
-        &["reward.components[0].kind=attributes"],
+        &[
+            "reward.components[0].kind=preference",
+            "reward.components[0].checkpoint=models/rewards/preference",
+        ],
         "reward.components",
-        "renders the melody vocabulary",
+        "over the melody vocabulary",
     );
 }
 

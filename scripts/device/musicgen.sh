@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # MusicGen on one GPU, through burn's wgpu backend on Vulkan: the checks of the issue "Tune a
-# real text-to-music model", item 8, in under 8 minutes, one summary line each.
+# real text-to-music model", item 8, and EnCodec's decoder ("Hear it"), in under 8 minutes, one summary line each.
 #
 # Prepare on a CPU machine with the registries (the GPU machines have none):
 #   cargo build --release --features vulkan && mkdir -p target/device \
@@ -92,5 +92,33 @@ if timeout 180 "$BIN" --config config/musicgen-tiny.toml --set learner.steps=20 
   say "local: $(grep '^done:' "$OUT/local.log")"
 else
   say "local: FAILED: $(tail -3 "$OUT/local.log" | tr '\n' ' ')"
+fi
+# --- 5. EnCodec's decoder on the GPU against the CPU (the graded fixture codec, 10 s) --------
+python3 -c "import json; print(json.dumps({'codes': [[(7 * t + 13 * k) % 64 for t in range(500)] for k in range(4)]}))" \
+  > "$OUT/codec-codes.json"
+ok=1
+for dev in cpu vulkan:0; do
+  "$BIN" --set reward.device="$dev" codec decode --codec policy/tests/fixtures/encodec/tiny-graded \
+    --codes "$OUT/codec-codes.json" --out "$OUT/codec-${dev%%:*}.wav" >"$OUT/codec-${dev%%:*}.json" \
+    2>"$OUT/codec-${dev%%:*}.log" || ok=0
+done
+if [ "$ok" = 1 ]; then
+  python3 - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, struct, sys
+out = sys.argv[1]
+def samples(path):
+    data = open(path, "rb").read(); pos = 12
+    while pos + 8 <= len(data):
+        tag, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if tag == b"data":
+            return struct.unpack(f"<{size // 4}f", data[pos + 8:pos + 8 + size])
+        pos += 8 + size + (size & 1)
+cpu, gpu = samples(f"{out}/codec-cpu.wav"), samples(f"{out}/codec-vulkan.wav")
+worst = max(abs(a - b) for a, b in zip(cpu, gpu))
+t = {d: json.load(open(f"{out}/codec-{d}.json"))["decode_seconds"] for d in ("cpu", "vulkan")}
+print(f"codec: vulkan:0 decodes within {worst:.2e} of the CPU (goal 1e-4); {t['vulkan']:.3f} s on the GPU, {t['cpu']:.3f} s on the CPU")
+EOF
+else
+  say "codec: FAILED: $(tail -3 "$OUT/codec-vulkan.log" | tr '\n' ' ')"
 fi
 say "files: $OUT"

@@ -139,7 +139,7 @@ windows = [[0, 1], [-1, 1]]
 """)
     log = open(work / "reward-server.log", "w")
     proc = subprocess.Popen([musicrl, "--config", str(config), "reward-server"], stdout=log, stderr=log,
-                            env=dict(os.environ, MUSICRL_CONFIG=""))
+                            env={k: v for k, v in os.environ.items() if k != "MUSICRL_CONFIG"})
     try:
         pb, rpc = musicrl_scorer.protos()
         stub = rpc.RewardServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
@@ -151,6 +151,8 @@ windows = [[0, 1], [-1, 1]]
                 break
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE or proc.poll() is not None:
+                    log.flush()
+                    sys.stderr.write((work / "reward-server.log").read_text()[-3000:])
                     raise
                 time.sleep(0.2)
         else:

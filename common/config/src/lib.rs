@@ -1264,7 +1264,8 @@ impl Config {
                     format!("{} Hz is outside 8000..=192000", c.sample_rate),
                 );
             }
-            if !c.windows.is_empty() && !(c.kind == "remote" && c.send_audio) {
+            let hears_remote_audio = c.kind == "remote" && c.send_audio;
+            if !c.windows.is_empty() && !hears_remote_audio {
                 return bad(
                     &format!("reward.components[{i}].windows"),
                     "windows cut the audio a `remote` component with send_audio = true is sent; \
@@ -1526,6 +1527,42 @@ pub const AUDIO_SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=192_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_codec_belongs_to_an_audio_token_policy_and_windows_to_a_remote_audio_component() {
+        let mut c = Config::default();
+        c.reward.codec = PathBuf::from("models/encodec");
+        let e = c.validate().expect_err("melody has no codec").to_string();
+        assert!(
+            e.contains("reward.codec") && e.contains("synthesizer"),
+            "{e}"
+        );
+        assert_eq!(c.codec_folder(), None);
+
+        let mut c = Config::default();
+        c.reward.components[0].windows = vec![[0.0, 10.0]];
+        let e = c
+            .validate()
+            .expect_err("text chooses its own windows")
+            .to_string();
+        assert!(e.contains("reward.components[0].windows"), "{e}");
+        c.reward.components[0] = ComponentConfig {
+            kind: "remote".into(),
+            endpoint: "http://127.0.0.1:1".into(),
+            remote_component: "clap".into(),
+            send_audio: true,
+            sample_rate: 48_000,
+            windows: vec![[0.0, 10.0], [-20.0, 20.0]],
+            ..ComponentConfig::default()
+        };
+        c.validate().expect("a remote audio component's windows");
+        c.reward.components[0].windows = vec![[0.0, 0.0]];
+        let e = c.validate().expect_err("an empty window").to_string();
+        assert!(
+            e.contains("windows[0]") && e.contains("length above 0"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn shipped_default_file_matches_embedded_default() {

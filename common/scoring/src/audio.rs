@@ -128,7 +128,7 @@ pub struct Decoded {
 /// No windows: the whole clip.
 pub fn windows(len: usize, rate: u32, windows: &[[f32; 2]]) -> Vec<std::ops::Range<usize>> {
     if windows.is_empty() || len == 0 {
-        return vec![0..len];
+        return std::iter::once(0..len).collect();
     }
     let rate = rate as f32;
     windows
@@ -164,7 +164,8 @@ mod tests {
             windows(120, 10, &[[0.0, 10.0], [10.0, 10.0], [20.0, 10.0]]),
             vec![0..100, 20..120, 20..120]
         );
-        assert_eq!(windows(50, 10, &[[-20.0, 20.0]]), vec![0..50]);
-        assert_eq!(windows(50, 10, &[]), vec![0..50]);
+        let whole: Vec<_> = std::iter::once(0..50).collect();
+        assert_eq!(windows(50, 10, &[[-20.0, 20.0]]), whole);
+        assert_eq!(windows(50, 10, &[]), whole);
     }
 }

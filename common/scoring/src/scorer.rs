@@ -93,6 +93,11 @@ pub trait Scorer: Send + Sync + 'static {
     }
 }
 
+/// The scores of [`Scored`]s, without their windows.
+fn values(scored: Vec<Scored>) -> Vec<f32> {
+    scored.into_iter().map(|s| s.value).collect()
+}
+
 /// One sample's score and the scores of the windows averaged into it (empty when the
 /// scorer reads the whole clip at once).
 #[derive(Debug, Clone, PartialEq)]
@@ -199,12 +204,7 @@ impl<M: Send + 'static> Scorer for ModelScorer<M> {
     }
 
     async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
-        Ok(self
-            .score_windows(batch)
-            .await?
-            .into_iter()
-            .map(|s| s.value)
-            .collect())
+        Ok(values(self.score_windows(batch).await?))
     }
 
     async fn score_windows(&self, batch: Arc<Batch>) -> Result<Vec<Scored>> {
@@ -418,12 +418,7 @@ impl Scorer for RemoteScorer {
     }
 
     async fn score(&self, batch: Arc<Batch>) -> Result<Vec<f32>> {
-        Ok(self
-            .score_windows(batch)
-            .await?
-            .into_iter()
-            .map(|s| s.value)
-            .collect())
+        Ok(values(self.score_windows(batch).await?))
     }
 
     async fn score_windows(&self, batch: Arc<Batch>) -> Result<Vec<Scored>> {
