@@ -1619,12 +1619,24 @@ mod tests {
     fn the_musicgen_configurations_parse_and_name_the_family() {
         for text in [
             include_str!("../../../config/musicgen-tiny.toml"),
+            include_str!("../../../config/musicgen-tiny-audio.toml"),
             include_str!("../../../config/musicgen-small.toml"),
         ] {
             let c = Config::from_toml(text).expect("parses");
             assert_eq!(c.policy.family, FAMILY_MUSICGEN);
             assert!(c.policy.end_token as usize >= c.policy.vocab_size);
         }
+        // musicgen-small's recipe is RL-R heard through its own codec: CLAP and Aesthetics.
+        let small = Config::from_toml(include_str!("../../../config/musicgen-small.toml")).unwrap();
+        assert_eq!(small.codec_folder(), Some(small.policy.folder.clone()));
+        let heard: Vec<(&str, u32)> = small
+            .reward
+            .components
+            .iter()
+            .filter(|k| k.kind == "remote" && k.send_audio)
+            .map(|k| (k.remote_component.as_str(), k.sample_rate))
+            .collect();
+        assert_eq!(heard, [("clap", 48_000), ("PQ", 16_000)]);
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let tiny = Config::from_toml(include_str!("../../../config/musicgen-tiny.toml")).unwrap();
         let (codebooks, codebook) = musicgen_shape(&root.join(&tiny.policy.folder)).unwrap();

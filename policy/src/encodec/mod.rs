@@ -3,7 +3,8 @@
 //! codec's rate. Loaded by tensor name from a Hugging Face folder: a standalone
 //! `EncodecModel` (`facebook/encodec_32khz` layout: `config.json` with `model_type =
 //! "encodec"`) or a MusicGen folder (its `audio_encoder` section and `audio_encoder.*`
-//! tensors). Only the decoder is loaded; the encoder's tensors are left unread.
+//! tensors). Only the codec's tensors are read from the file, and of them only the decoder's
+//! and the codebooks are loaded.
 //!
 //! Simplifications, each refused by name at load: weight-normalised convolutions only (not
 //! the 48 kHz model's `time_group_norm`), one frame per clip (no chunking with overlap), no
@@ -20,7 +21,7 @@ pub use config::{EncodecConfig, PadMode};
 pub use seanet::SeanetDecoder;
 
 use crate::PolicyError;
-use crate::musicgen::open_weights;
+use crate::musicgen::open_weights_under;
 
 /// Decoded audio: one row of samples per channel, at `sample_rate`.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +83,8 @@ impl Encodec {
         };
         let config = EncodecConfig::from_value(section, &config_path)?;
         let pad = config.pad_mode(&config_path)?;
-        let weights = open_weights(folder)?;
+        // Only the codec's own tensors are read (a MusicGen file is mostly the decoder).
+        let weights = open_weights_under(folder, Some(prefix))?;
         let mut reader = seanet::Reader {
             weights: &weights,
             prefix: prefix.to_string(),

@@ -89,6 +89,80 @@ impl WeightFile {
         })
     }
 
+    /// Reads only the tensors whose names start with `prefix` from the shards `files` (each
+    /// file's header, then those tensors' bytes), so that a component sharing a large file
+    /// with others (the codec inside a MusicGen folder: a few MB of a 2.4 GB file) reads
+    /// only its own. `name` names the weights in errors.
+    pub fn open_under(name: &Path, files: &[PathBuf], prefix: &str) -> Result<Self, PolicyError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut shards = Vec::with_capacity(files.len());
+        let mut index = HashMap::new();
+        for (i, file) in files.iter().enumerate() {
+            let io = |error| PolicyError::Io {
+                path: file.clone(),
+                error,
+            };
+            let bad = |why: String| PolicyError::Safetensors {
+                file: file.clone(),
+                why,
+            };
+            let mut f = std::fs::File::open(file).map_err(io)?;
+            let size = f.metadata().map_err(io)?.len();
+            let mut len = [0u8; 8];
+            f.read_exact(&mut len).map_err(io)?;
+            let n = u64::from_le_bytes(len);
+            if n > 100 << 20 || 8 + n > size {
+                return Err(bad(format!("a header of {n} bytes in a file of {size}")));
+            }
+            let mut header = vec![0u8; n as usize];
+            f.read_exact(&mut header).map_err(io)?;
+            let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+                .map_err(|e| bad(format!("unreadable header: {e}")))?;
+            let mut names: Vec<&String> = header
+                .keys()
+                .filter(|k| k.starts_with(prefix) && k.as_str() != "__metadata__")
+                .collect();
+            names.sort_unstable();
+            let mut bytes = Vec::new();
+            for tensor in names {
+                #[derive(serde::Deserialize)]
+                struct Info {
+                    dtype: Dtype,
+                    shape: Vec<usize>,
+                    data_offsets: (u64, u64),
+                }
+                let info: Info = serde_json::from_value(header[tensor].clone())
+                    .map_err(|e| bad(format!("tensor {tensor}: {e}")))?;
+                let (start, end) = info.data_offsets;
+                if end < start || 8 + n + end > size {
+                    return Err(bad(format!(
+                        "tensor {tensor}: bytes {start}..{end} outside the file"
+                    )));
+                }
+                f.seek(SeekFrom::Start(8 + n + start)).map_err(io)?;
+                let at = bytes.len();
+                bytes.resize(at + (end - start) as usize, 0);
+                f.read_exact(&mut bytes[at..]).map_err(io)?;
+                let entry = Entry {
+                    file: i,
+                    dtype: info.dtype,
+                    shape: info.shape,
+                    bytes: at..bytes.len(),
+                };
+                if index.insert(tensor.clone(), entry).is_some() {
+                    return Err(bad(format!("tensor {tensor} is also in another shard")));
+                }
+            }
+            shards.push((file.clone(), bytes));
+        }
+        Ok(Self {
+            file: name.to_path_buf(),
+            shards,
+            index,
+            taken: RefCell::new(BTreeSet::new()),
+        })
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.file
