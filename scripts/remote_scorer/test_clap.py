@@ -86,9 +86,16 @@ def check_direct(folder: Path):
                for c, a in zip(captions, clips)]
     answer = stub.Score(pb.ScoreRequest(samples=samples))
     got = [s.components[0] for s in answer.scores]
-    # The reference: transformers on the same 16-bit audio.
+    # The reference, independent of the scorer's code: ClapModel's own forward pass (which
+    # projects and normalises both embeddings) on the same 16-bit audio.
+    from transformers import ClapModel, ClapProcessor
+    model = ClapModel.from_pretrained(str(folder)).eval()
+    processor = ClapProcessor.from_pretrained(str(folder))
     heard = [musicrl_scorer.pcm_to_float(s16(a)) for a in clips]
-    want = score(captions, heard, rate)["clap"]
+    with torch.no_grad():
+        out = model(**processor(text=captions, audio=heard, sampling_rate=rate, return_tensors="pt",
+                                padding=True))
+    want = (out.text_embeds * out.audio_embeds).sum(-1).tolist()
     assert all(abs(g - w) < 1e-5 for g, w in zip(got, want)), (got, want)
     assert all(-1.0 <= g <= 1.0 for g in got) and abs(got[0] - got[1]) > 1e-4, got
     assert answer.components[0].name == "clap" and answer.components[0].version == version

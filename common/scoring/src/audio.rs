@@ -3,8 +3,7 @@
 //! EnCodec's decoder ([`Codec`]). Each component then takes the audio at the rate it asks for
 //! (resampled by `rubato`), cut into the windows it is configured with.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use musicrl_policy::encodec::Encodec;
 
@@ -12,24 +11,9 @@ use crate::error::{Result, RewardError};
 
 /// An audio-token policy's codec: EnCodec's decoder loaded from `reward.codec` (an EnCodec
 /// folder or a MusicGen folder's `audio_encoder`), on the reward server's device.
+#[derive(Debug)]
 pub struct Codec {
-    /// One decode at a time: the decoder's working memory is the clip's whole upsampled
-    /// activations, and its products already use every core.
-    encodec: Mutex<Encodec>,
-    version: String,
-    rows: usize,
-    codebook_size: usize,
-    sample_rate: u32,
-    folder: PathBuf,
-}
-
-impl std::fmt::Debug for Codec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codec")
-            .field("folder", &self.folder)
-            .field("version", &self.version)
-            .finish()
-    }
+    encodec: Encodec,
 }
 
 impl Codec {
@@ -37,45 +21,33 @@ impl Codec {
     pub fn load(folder: &Path) -> Result<Self> {
         let encodec = Encodec::load(folder, &musicrl_policy::device::inference_device())
             .map_err(|e| RewardError::Config(format!("reward.codec: {e}")))?;
-        Ok(Self {
-            version: encodec.version().to_string(),
-            rows: encodec.num_codebooks(),
-            codebook_size: encodec.config().codebook_size,
-            sample_rate: encodec.sample_rate(),
-            folder: folder.to_path_buf(),
-            encodec: Mutex::new(encodec),
-        })
+        Ok(Self { encodec })
     }
 
     /// `encodec-` and a hash of the decoder's weights.
     pub fn version(&self) -> &str {
-        &self.version
+        self.encodec.version()
     }
 
     /// The codebooks a clip's tokens hold, row after row.
     pub fn rows(&self) -> usize {
-        self.rows
+        self.encodec.num_codebooks()
     }
 
     pub fn sample_rate(&self) -> u32 {
-        self.sample_rate
-    }
-
-    /// Codes per codebook.
-    pub fn codebook_size(&self) -> usize {
-        self.codebook_size
+        self.encodec.sample_rate()
     }
 
     /// Checks that the policy's clips fit this codec: as many codebooks, every code within
     /// the codebooks.
     pub fn check_policy(&self, codebooks: usize, vocab_size: usize) -> Result<()> {
-        if codebooks != self.rows || vocab_size > self.codebook_size {
+        let codebook_size = self.encodec.config().codebook_size;
+        if codebooks != self.rows() || vocab_size > codebook_size {
             return Err(RewardError::Config(format!(
-                "reward.codec {}: {} codebooks of {} codes, but the policy writes {codebooks} \
-                 codebooks of {vocab_size}: the codec must be the policy's own",
-                self.folder.display(),
-                self.rows,
-                self.codebook_size
+                "reward.codec {}: {} codebooks of {codebook_size} codes, but the policy writes \
+                 {codebooks} codebooks of {vocab_size}: the codec must be the policy's own",
+                self.encodec.folder().display(),
+                self.rows(),
             )));
         }
         Ok(())
@@ -84,21 +56,19 @@ impl Codec {
     /// A clip's tokens (K rows of T codes, row after row, as the actors send them) decoded to
     /// mono PCM at [`sample_rate`](Self::sample_rate) (channels averaged).
     pub fn decode(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        if tokens.is_empty() || !tokens.len().is_multiple_of(self.rows) {
+        let rows = self.rows();
+        if tokens.is_empty() || !tokens.len().is_multiple_of(rows) {
             return Err(RewardError::Internal(format!(
-                "{} tokens are not {} rows of codes",
-                tokens.len(),
-                self.rows
+                "{} tokens are not {rows} rows of codes",
+                tokens.len()
             )));
         }
         let codes: Vec<Vec<u32>> = tokens
-            .chunks_exact(tokens.len() / self.rows)
+            .chunks_exact(tokens.len() / rows)
             .map(<[u32]>::to_vec)
             .collect();
         let pcm = self
             .encodec
-            .lock()
-            .map_err(|_| RewardError::Internal("the codec's lock was poisoned".into()))?
             .decode(&codes)
             .map_err(|e| RewardError::Internal(format!("decoding a clip: {e}")))?;
         let n = pcm.channels.len() as f32;
@@ -118,8 +88,6 @@ pub struct Decoded {
     pub sample_rate: u32,
     /// Mono PCM, one per input.
     pub clips: Vec<Vec<f32>>,
-    /// The codec's version, for provenance.
-    pub codec: String,
 }
 
 /// The parts of a clip of `len` samples at `rate` that `windows` (`[start_s, length_s]`, a

@@ -188,7 +188,6 @@ impl RewardModel {
             let decoded = Decoded {
                 sample_rate: codec.sample_rate(),
                 clips,
-                codec: codec.version().to_string(),
             };
             let audio = if features {
                 let rate = musicrl_rewards::features::FEATURE_SAMPLE_RATE;

@@ -84,7 +84,7 @@ impl Encodec {
         let config = EncodecConfig::from_value(section, &config_path)?;
         let pad = config.pad_mode(&config_path)?;
         // Only the codec's own tensors are read (a MusicGen file is mostly the decoder).
-        let weights = open_weights_under(folder, Some(prefix))?;
+        let weights = open_weights_under(folder, prefix)?;
         let mut reader = seanet::Reader {
             weights: &weights,
             prefix: prefix.to_string(),

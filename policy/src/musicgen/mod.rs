@@ -545,21 +545,14 @@ impl MusicGen {
 /// `model.safetensors.index.json` lists. A `pytorch_model.bin`-only folder is refused with
 /// the command that converts it.
 pub(crate) fn open_weights(folder: &Path) -> Result<WeightFile, PolicyError> {
-    open_weights_under(folder, None)
+    open_weights_under(folder, "")
 }
 
-/// [`open_weights`], reading only the tensors under `prefix` when one is given.
-pub(crate) fn open_weights_under(
-    folder: &Path,
-    prefix: Option<&str>,
-) -> Result<WeightFile, PolicyError> {
-    let open = |name: &Path, files: &[PathBuf]| match prefix {
-        Some(p) => WeightFile::open_under(name, files, p),
-        None => WeightFile::open_shards(name, files),
-    };
+/// [`open_weights`], reading only the tensors whose names start with `prefix`.
+pub(crate) fn open_weights_under(folder: &Path, prefix: &str) -> Result<WeightFile, PolicyError> {
     let single = folder.join("model.safetensors");
     if single.is_file() {
-        return open(&single, std::slice::from_ref(&single));
+        return WeightFile::open_under(&single, std::slice::from_ref(&single), prefix);
     }
     let index = folder.join("model.safetensors.index.json");
     if index.is_file() {
@@ -586,7 +579,7 @@ pub(crate) fn open_weights_under(
         files.sort_unstable();
         files.dedup();
         let files: Vec<PathBuf> = files.iter().map(|f| folder.join(f)).collect();
-        return open(&index, &files);
+        return WeightFile::open_under(&index, &files, prefix);
     }
     let why = if folder.join("pytorch_model.bin").is_file() {
         "holds only pytorch_model.bin, which this loader does not read (pickle files can run code); \

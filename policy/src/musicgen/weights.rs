@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::PolicyError;
 
@@ -51,42 +51,7 @@ impl WeightFile {
     /// Reads and indexes the shards of one model; `name` (the index file) names them in
     /// errors about a tensor that is missing. A tensor in two shards is an error.
     pub fn open_shards(name: &Path, files: &[PathBuf]) -> Result<Self, PolicyError> {
-        let mut shards = Vec::with_capacity(files.len());
-        let mut index = HashMap::new();
-        for (i, file) in files.iter().enumerate() {
-            let bytes = std::fs::read(file).map_err(|error| PolicyError::Io {
-                path: file.clone(),
-                error,
-            })?;
-            let st = SafeTensors::deserialize(&bytes).map_err(|e| PolicyError::Safetensors {
-                file: file.clone(),
-                why: e.to_string(),
-            })?;
-            let base = bytes.as_ptr() as usize;
-            for (tensor, view) in st.tensors() {
-                let start = view.data().as_ptr() as usize - base;
-                let entry = Entry {
-                    file: i,
-                    dtype: view.dtype(),
-                    shape: view.shape().to_vec(),
-                    bytes: start..start + view.data().len(),
-                };
-                if index.insert(tensor.clone(), entry).is_some() {
-                    return Err(PolicyError::Safetensors {
-                        file: file.clone(),
-                        why: format!("tensor {tensor} is also in another shard"),
-                    });
-                }
-            }
-            drop(st);
-            shards.push((file.clone(), bytes));
-        }
-        Ok(Self {
-            file: name.to_path_buf(),
-            shards,
-            index,
-            taken: RefCell::new(BTreeSet::new()),
-        })
+        Self::open_under(name, files, "")
     }
 
     /// Reads only the tensors whose names start with `prefix` from the shards `files` (each
@@ -118,27 +83,36 @@ impl WeightFile {
             f.read_exact(&mut header).map_err(io)?;
             let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
                 .map_err(|e| bad(format!("unreadable header: {e}")))?;
-            let mut names: Vec<&String> = header
-                .keys()
-                .filter(|k| k.starts_with(prefix) && k.as_str() != "__metadata__")
-                .collect();
-            names.sort_unstable();
-            let mut bytes = Vec::new();
-            for tensor in names {
-                #[derive(serde::Deserialize)]
-                struct Info {
-                    dtype: Dtype,
-                    shape: Vec<usize>,
-                    data_offsets: (u64, u64),
+            #[derive(serde::Deserialize)]
+            struct Info {
+                dtype: Dtype,
+                shape: Vec<usize>,
+                data_offsets: (u64, u64),
+            }
+            let mut wanted = Vec::new();
+            for (tensor, info) in &header {
+                if tensor == "__metadata__" || !tensor.starts_with(prefix) {
+                    continue;
                 }
-                let info: Info = serde_json::from_value(header[tensor].clone())
+                let info: Info = serde_json::from_value(info.clone())
                     .map_err(|e| bad(format!("tensor {tensor}: {e}")))?;
                 let (start, end) = info.data_offsets;
-                if end < start || 8 + n + end > size {
+                let expected =
+                    (info.shape.iter().product::<usize>() * info.dtype.bitsize()).div_ceil(8);
+                if end < start || 8 + n + end > size || (end - start) as usize != expected {
                     return Err(bad(format!(
-                        "tensor {tensor}: bytes {start}..{end} outside the file"
+                        "tensor {tensor}: bytes {start}..{end} are not a {:?} tensor of shape \
+                         {:?} inside the file",
+                        info.dtype, info.shape
                     )));
                 }
+                wanted.push((tensor, info));
+            }
+            // In file order: one forward pass over the file.
+            wanted.sort_unstable_by_key(|(_, info)| info.data_offsets.0);
+            let mut bytes = Vec::new();
+            for (tensor, info) in wanted {
+                let (start, end) = info.data_offsets;
                 f.seek(SeekFrom::Start(8 + n + start)).map_err(io)?;
                 let at = bytes.len();
                 bytes.resize(at + (end - start) as usize, 0);
