@@ -170,18 +170,21 @@ pub struct PolicyArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum PolicyCommand {
     /// Write a burnpack policy (with the config.toml beside it, or the configured policy
-    /// shape) as a safetensors file.
+    /// shape) as a safetensors file; for a MusicGen run's checkpoint, a Hugging Face folder
+    /// that transformers loads (the source folder with the trained decoder, adapters merged).
     Export {
-        /// The policy, e.g. models/base/policy.bpk [default: learner.init_policy].
+        /// The policy, e.g. models/base/policy.bpk or a MusicGen run's
+        /// checkpoints/step-N/policy.bpk [default: learner.init_policy].
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
-        /// The safetensors file to write.
-        #[arg(long, value_name = "FILE")]
+        /// The safetensors file to write; for a MusicGen run, the folder (new or empty).
+        #[arg(long, value_name = "FILE|DIR")]
         out: PathBuf,
     },
     /// Print log-probabilities as JSON: for the melody policy, log π(a_t | caption, a_<t)
     /// of every token and V(s_t) (tests/interop/check.py reproduces them in numpy); for a
-    /// MusicGen folder, `{"logprob": [[…], …]}`, log p of every code of a clip (guidance off,
+    /// MusicGen folder or a MusicGen run's checkpoint (`step-N/policy.bpk`, adapters
+    /// unmerged), `{"logprob": [[…], …]}`, log p of every code of a clip (guidance off,
     /// temperature 1) given the caption and every code the delay pattern shows before it,
     /// in the codes' shape.
     Score {

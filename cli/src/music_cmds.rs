@@ -225,6 +225,9 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
                 .unwrap_or_else(|| config.learner.init_policy.clone());
             adopt_saved_architecture(&mut config, &path)?;
             config.validate()?;
+            if config.policy.family == musicrl_config::FAMILY_MUSICGEN {
+                return crate::musicgen_cmds::export(&config, &path, out, &device);
+            }
             let p = load_policy(&path, &config.policy, &device)
                 .with_context(|| format!("cannot load the policy {}", path.display()))?;
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -250,6 +253,17 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             let path = policy
                 .clone()
                 .unwrap_or_else(|| config.learner.init_policy.clone());
+            if path.is_file()
+                && let Some(codes) = codes.as_deref()
+            {
+                adopt_saved_architecture(&mut config, &path)?;
+                if config.policy.family == musicrl_config::FAMILY_MUSICGEN {
+                    config.validate()?;
+                    return crate::musicgen_cmds::score_trained(
+                        &config, &path, caption, codes, &device,
+                    );
+                }
+            }
             if path.is_dir() || codes.is_some() {
                 let codes = codes.as_deref().ok_or_else(|| {
                     anyhow::anyhow!(

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use burn::tensor::Device;
+use musicrl_policy::musicgen::rl::Trainable;
 use musicrl_policy::musicgen::{MusicGen, SamplingOptions};
 
 /// Reads `{"codes": [[…], …]}`.
@@ -46,6 +47,114 @@ pub fn score(folder: &Path, caption: &str, codes: &Path, device: &Device) -> any
         .score(caption, &codes)
         .with_context(|| format!("cannot score the codes for {caption:?}"))?;
     println!("{}", serde_json::json!({ "logprob": logprob }));
+    Ok(())
+}
+
+/// A MusicGen run's trained part from `policy.bpk` (a checkpoint step's, with the
+/// `config.toml` beside it naming the folder and `policy.lora`), over the loaded folder.
+fn load_trained(
+    config: &musicrl_config::Config,
+    policy: &Path,
+    device: &Device,
+) -> anyhow::Result<(MusicGen, Trainable)> {
+    let folder = musicrl_config::paths::require("policy.folder", &config.policy.folder)?;
+    let model = load(Path::new(&folder), device)?;
+    let bytes = std::fs::read(policy)
+        .with_context(|| format!("cannot read the policy {}", policy.display()))?;
+    let template = Trainable::for_policy(&model, &config.policy.lora, device)?;
+    let trained = Trainable::from_bytes(template, &bytes).with_context(|| {
+        format!(
+            "{} is not a version of {} with policy.lora {:?}",
+            policy.display(),
+            folder.display(),
+            config.policy.lora
+        )
+    })?;
+    Ok((model, trained))
+}
+
+/// `musicrl policy score --policy STEP/policy.bpk --caption TEXT --codes FILE` for a
+/// MusicGen run: log p of every code under the trained policy as the learner computes it
+/// (adapters unmerged), guidance off, temperature 1; `{"logprob": [[…], …]}`.
+pub fn score_trained(
+    config: &musicrl_config::Config,
+    policy: &Path,
+    caption: &str,
+    codes: &Path,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let codes = read_codes(codes)?;
+    let (model, trained) = load_trained(config, policy, device)?;
+    model
+        .check_codes(&codes)
+        .with_context(|| format!("{}: not a clip of this model", policy.display()))?;
+    let cond = model.encode(&[caption])?;
+    let clips = vec![codes];
+    let logits = trained.forward(&model, &cond, &clips)?.logits;
+    let logp = burn::tensor::activation::log_softmax(logits, 3);
+    let picked = musicrl_policy::musicgen::gather_codes(logp, &clips, device);
+    let [_, k, t] = picked.dims();
+    let values = musicrl_policy::musicgen::to_vec(picked);
+    let logprob: Vec<Vec<f64>> = (0..k)
+        .map(|i| {
+            values[i * t..(i + 1) * t]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect()
+        })
+        .collect();
+    println!("{}", serde_json::json!({ "logprob": logprob }));
+    Ok(())
+}
+
+/// `musicrl policy export --policy STEP/policy.bpk --out DIR` for a MusicGen run: the
+/// folder it was trained from with the trained decoder (adapters merged) in place of the
+/// source's, loadable by transformers; prints what was written as one JSON line.
+pub fn export(
+    config: &musicrl_config::Config,
+    policy: &Path,
+    out: &Path,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (model, trained) = load_trained(config, policy, device)?;
+    let lora = &config.policy.lora;
+    let metadata = [
+        ("musicrl_source", model.folder().display().to_string()),
+        ("musicrl_policy", policy.display().to_string()),
+        (
+            "musicrl_lora",
+            if lora.enabled() {
+                format!(
+                    "rank={} alpha={} targets={} (merged)",
+                    lora.rank,
+                    lora.alpha,
+                    lora.targets.join(",")
+                )
+            } else {
+                "none".into()
+            },
+        ),
+    ];
+    let written = musicrl_policy::musicgen::export::write_folder(
+        model.folder(),
+        &trained.merged_decoder(),
+        out,
+        &metadata,
+    )
+    .with_context(|| format!("cannot export {} to {}", policy.display(), out.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "out": out,
+            "weights": written.weights,
+            "tensors": written.tensors,
+            "trained_tensors": written.replaced,
+            "copied": written.copied,
+            "adapters_merged": lora.enabled(),
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
     Ok(())
 }
 

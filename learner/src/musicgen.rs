@@ -35,8 +35,9 @@ pub struct MusicgenTrainer {
     model: MusicGen,
     /// The trained decoder and value head, on the training device.
     trainable: Trainable,
-    /// The frozen KL reference: the folder's decoder, on the inference device.
-    reference: Trainable,
+    /// The frozen KL reference: the folder's decoder, on the inference device. `None` with
+    /// adapters: the reference is the trained part's own frozen base, run without them.
+    reference: Option<Trainable>,
     optimizer: ModuleOptimizer,
     schedule: Schedule,
     /// Frames per clip: every trajectory holds `K · frames` tokens.
@@ -75,8 +76,12 @@ impl MusicgenTrainer {
         device: &Device,
     ) -> Result<Self, musicrl_policy::PolicyError> {
         let plain = model.device().clone();
-        let trainable = Trainable::new(&model, device)?;
-        let reference = Trainable::new(&model, &plain)?;
+        let trainable = Trainable::for_policy(&model, &config.policy.lora, device)?;
+        let reference = if config.policy.lora.enabled() {
+            None
+        } else {
+            Some(Trainable::new(&model, &plain)?)
+        };
         let k_total = model.config().n_codebooks();
         Ok(Self {
             model,
@@ -231,12 +236,15 @@ impl MusicgenTrainer {
             .map_err(|e| shape_error(e.to_string()))?;
         let dev = &self.device;
         let ref_logits = {
-            let out = self
-                .reference
-                .forward(&self.model, &cond, &clips)
-                .map_err(|e| shape_error(e.to_string()))?;
-            let [b, k, t, v] = out.logits.dims();
-            Tensor::<3>::from_data(out.logits.reshape([b, k * t, v]).into_data(), dev)
+            let logits = match &self.reference {
+                Some(reference) => reference
+                    .forward(&self.model, &cond, &clips)
+                    .map(|o| o.logits),
+                None => self.trainable.reference_logits(&self.model, &cond, &clips),
+            }
+            .map_err(|e| shape_error(e.to_string()))?;
+            let [b, k, t, v] = logits.dims();
+            Tensor::<3>::from_data(logits.reshape([b, k * t, v]).into_data(), dev)
         };
         let out = self
             .trainable
@@ -320,6 +328,7 @@ fn actions(batch: &[Trajectory], b: usize, len: usize, device: Device) -> Tensor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use musicrl_config::LoraConfig;
     use musicrl_policy::musicgen::SamplingOptions;
     use musicrl_policy::musicgen::rl::flatten_codes;
     use musicrl_policy::musicgen::sampling::Decoding;
@@ -349,14 +358,31 @@ mod tests {
         temperature: f32,
         seed: u64,
     ) -> Vec<Trajectory> {
-        actor.set_decoder(
-            Trainable::from_bytes(
-                Trainable::new(actor, actor.device()).unwrap(),
-                &trainer.trainable().to_bytes().unwrap(),
-            )
-            .unwrap()
-            .decoder,
-        );
+        sample_with(
+            actor,
+            &LoraConfig::default(),
+            trainer,
+            captions,
+            per_caption,
+            temperature,
+            seed,
+        )
+    }
+
+    /// [`sample`] by an actor whose policy has `lora`: it takes the version as broadcast
+    /// (with adapters, the adapters alone, merged into the actor's own decoder).
+    fn sample_with(
+        actor: &mut MusicGen,
+        lora: &LoraConfig,
+        trainer: &MusicgenTrainer,
+        captions: &[&str],
+        per_caption: usize,
+        temperature: f32,
+        seed: u64,
+    ) -> Vec<Trajectory> {
+        let template = Trainable::for_policy(actor, lora, actor.device()).unwrap();
+        let broadcast = trainer.trainable().broadcast_bytes().unwrap();
+        actor.set_decoder(Trainable::decoder_from_broadcast(&template, &broadcast).unwrap());
         let wanted: Vec<&str> = captions
             .iter()
             .flat_map(|c| std::iter::repeat_n(*c, per_caption))
@@ -490,5 +516,181 @@ mod tests {
         assert!(last > first + 0.15, "reward {first} → {last}: {curve:?}");
         // Measured: 0.26 → 0.59 with the KL near 0.5 nats a code (α = 0.02).
         assert!(kls.iter().all(|k| k.is_finite() && *k < 2.0), "{kls:?}");
+    }
+
+    fn lora() -> LoraConfig {
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+                .map(String::from)
+                .to_vec(),
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn adapters_learn_through_their_broadcast_and_never_touch_the_base() {
+        let plain = Device::flex();
+        let model = MusicGen::load(&fixture(), &plain).unwrap();
+        let base = model.load_decoder(&plain).unwrap().named_tensors();
+        let mut actor = MusicGen::load(&fixture(), &plain).unwrap();
+        let vocab = model.config().vocab_size() as u32;
+        let mut c = config(1.0);
+        c.policy.lora = lora();
+        c.learner.learning_rate = 1e-2;
+        let mut trainer = MusicgenTrainer::new(model, 6, &c, &plain.clone().autodiff()).unwrap();
+        assert!(trainer.reference.is_none(), "no second copy of the decoder");
+
+        // Only the adapters travel (at this tiny width their names are a third of the bytes;
+        // docs/performance.md measures the real shapes).
+        let full = Trainable::new(trainer.model(), &plain)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let broadcast = trainer.trainable().broadcast_bytes().unwrap();
+        let adapters = trainer.trainable().adapters.as_ref().unwrap().len();
+        assert!(
+            broadcast.len() < full.len() / 2 && broadcast.len() >= adapters * 4,
+            "{} bytes for {adapters} adapter values; the whole decoder is {} bytes",
+            broadcast.len(),
+            full.len()
+        );
+
+        let captions = ["a jig", "lo-fi piano with rain"];
+        let mut curve = Vec::new();
+        for step in 0..24u64 {
+            let mut batch = sample_with(
+                &mut actor,
+                &c.policy.lora,
+                &trainer,
+                &captions,
+                4,
+                1.0,
+                100 + step,
+            );
+            for x in &mut batch {
+                x.reward = reward(x, vocab);
+            }
+            curve.push(batch.iter().map(|x| x.reward).sum::<f32>() / batch.len() as f32);
+            let stats = trainer.try_train_step(&batch).unwrap();
+            // The actor sampled with the adapters merged into its decoder; the learner
+            // scores with them unmerged: the same policy.
+            let gap = stats
+                .fresh_logprob_gap
+                .expect("every clip is of the version updated");
+            assert!(
+                gap < 1e-4,
+                "step {step}: the merged actor and the learner differ by {gap}"
+            );
+            assert!(stats.kl.is_finite() && stats.kl < 2.0, "{stats:?}");
+        }
+        let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;
+        let (first, last) = (mean(&curve[..4]), mean(&curve[16..]));
+        assert!(last > first + 0.1, "reward {first} → {last}: {curve:?}");
+
+        // The frozen base is the folder's decoder, bit for bit, after 24 updates; what
+        // moved is the adapters.
+        let trained = trainer.trainable();
+        assert!(
+            trained.decoder.named_tensors() == base,
+            "the base decoder changed"
+        );
+        assert!(
+            trained.merged_decoder().named_tensors() != base,
+            "the adapters never moved"
+        );
+    }
+
+    #[test]
+    fn an_adapted_checkpoint_restores_and_exports_as_the_same_policy() {
+        let plain = Device::flex();
+        let model = MusicGen::load(&fixture(), &plain).unwrap();
+        let mut actor = MusicGen::load(&fixture(), &plain).unwrap();
+        let vocab = model.config().vocab_size() as u32;
+        let mut c = config(1.0);
+        c.policy.lora = lora();
+        c.learner.learning_rate = 1e-2;
+        let mut trainer = MusicgenTrainer::new(model, 6, &c, &plain.clone().autodiff()).unwrap();
+        let captions = ["a jig", "lo-fi piano with rain"];
+        for step in 0..4u64 {
+            let mut batch = sample_with(
+                &mut actor,
+                &c.policy.lora,
+                &trainer,
+                &captions,
+                2,
+                1.0,
+                step,
+            );
+            for x in &mut batch {
+                x.reward = reward(x, vocab);
+            }
+            trainer.try_train_step(&batch).unwrap();
+        }
+        let probe = sample_with(&mut actor, &c.policy.lora, &trainer, &captions, 1, 1.0, 99);
+        let expected = trainer.log_probs(&probe).unwrap();
+
+        // The checkpoint's bytes restore the same policy.
+        let restored = MusicgenTrainer::restore(
+            MusicGen::load(&fixture(), &plain).unwrap(),
+            6,
+            &c,
+            &plain.clone().autodiff(),
+            &trainer.trainable().to_bytes().unwrap(),
+            trainer.optimizer_bytes().unwrap(),
+            trainer.step_count(),
+        )
+        .unwrap();
+        assert_eq!(restored.log_probs(&probe).unwrap(), expected);
+
+        // The export is the source folder with the merged decoder: loaded as a plain
+        // MusicGen folder it scores every code as the adapted policy does.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("export");
+        let written = musicrl_policy::musicgen::export::write_folder(
+            &fixture(),
+            &trainer.trainable().merged_decoder(),
+            &out,
+            &[("musicrl_test", "1".into())],
+        )
+        .unwrap();
+        assert!(
+            written.replaced > 0 && written.replaced < written.tensors,
+            "{written:?}"
+        );
+        assert!(
+            written.copied.iter().any(|f| f == "tokenizer.json"),
+            "{written:?}"
+        );
+        let exported = MusicGen::load(&out, &plain).unwrap();
+        let mut worst = 0f64;
+        for (x, want) in probe.iter().zip(&expected) {
+            let codes = musicrl_policy::musicgen::rl::unflatten_codes(&x.tokens, 4).unwrap();
+            let got: Vec<f64> = exported.score(&x.caption, &codes).unwrap().concat();
+            for (a, b) in got.iter().zip(want) {
+                worst = worst.max((a - f64::from(*b)).abs());
+            }
+        }
+        assert!(
+            worst < 1e-4,
+            "the export differs from the policy by {worst}"
+        );
+        // … and differs from the folder it came from (the adapters moved).
+        let source = MusicGen::load(&fixture(), &plain).unwrap();
+        let codes = musicrl_policy::musicgen::rl::unflatten_codes(&probe[0].tokens, 4).unwrap();
+        assert_ne!(
+            source.score(&probe[0].caption, &codes).unwrap(),
+            exported.score(&probe[0].caption, &codes).unwrap()
+        );
+        // A second export into the same folder is refused and loses nothing.
+        let again = musicrl_policy::musicgen::export::write_folder(
+            &fixture(),
+            &trainer.trainable().merged_decoder(),
+            &out,
+            &[],
+        );
+        assert!(again.unwrap_err().to_string().contains("not empty"));
+        assert!(MusicGen::load(&out, &plain).is_ok());
     }
 }

@@ -145,7 +145,7 @@ impl Parameters for Trainable {
         temperature: f32,
     ) -> Result<ParameterBlob> {
         Ok(ParameterBlob::from_bytes(
-            self.to_bytes()?,
+            self.broadcast_bytes()?,
             version,
             config,
             temperature,

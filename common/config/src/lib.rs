@@ -208,6 +208,137 @@ pub struct PolicyConfig {
     /// How captions are tokenised (one of [`crate::caption::ENCODERS`]): roles whose encoders differ
     /// would compute different log-probabilities for the same caption, so they refuse.
     pub caption_encoder: String,
+    /// MusicGen: train low-rank adapters instead of the whole decoder (`rank = 0`: full
+    /// fine-tuning).
+    pub lora: LoraConfig,
+}
+
+/// Low-rank adapters (LoRA, Hu et al. 2021) on a MusicGen decoder's projections: each
+/// chosen projection `W` becomes `W + (alpha / rank) · B·A` with `A` of `rank × d_in` and
+/// `B` of `d_out × rank`; only the adapters and the value head are trained, and only the
+/// adapters travel to the actors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraConfig {
+    /// The adapters' rank; 0 trains the whole decoder.
+    pub rank: usize,
+    /// The scale's numerator: the update is `(alpha / rank) · B·A` (PEFT's convention).
+    pub alpha: f32,
+    /// Which projections of every decoder layer carry an adapter, by transformers' module
+    /// name as PEFT matches it: a name matches a projection whose name is it or ends in
+    /// `.` + it (`q_proj` is the self- and the cross-attention's query, `self_attn.q_proj`
+    /// only the first). The projections: `self_attn.{q,k,v,out}_proj`,
+    /// `encoder_attn.{q,k,v,out}_proj`, `fc1`, `fc2`.
+    pub targets: Vec<String>,
+    /// Seed of the adapters' initial `A` (`B` starts at zero, so step 0 is the folder's
+    /// model).
+    pub seed: u64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            rank: 0,
+            alpha: 16.0,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+            seed: 0,
+        }
+    }
+}
+
+/// A MusicGen decoder layer's projections that can carry an adapter, by transformers'
+/// module name (relative to the layer).
+pub const LORA_PROJECTIONS: [&str; 10] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.out_proj",
+    "encoder_attn.q_proj",
+    "encoder_attn.k_proj",
+    "encoder_attn.v_proj",
+    "encoder_attn.out_proj",
+    "fc1",
+    "fc2",
+];
+
+impl LoraConfig {
+    /// Whether adapters are on.
+    pub fn enabled(&self) -> bool {
+        self.rank > 0
+    }
+
+    /// Whether the projection named `projection` (one of [`LORA_PROJECTIONS`]) carries an
+    /// adapter: a target equal to it or to a dotted suffix of it.
+    pub fn targets_projection(&self, projection: &str) -> bool {
+        self.targets
+            .iter()
+            .any(|t| projection == t || projection.ends_with(&format!(".{t}")))
+    }
+
+    /// The scale of `B·A`.
+    pub fn scale(&self) -> f32 {
+        if self.rank == 0 {
+            0.0
+        } else {
+            self.alpha / self.rank as f32
+        }
+    }
+
+    /// Checks rank, alpha and that every target names at least one projection.
+    pub fn validate(&self, family: &str) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let invalid = |field: &str, why: String| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                why,
+            })
+        };
+        if family != FAMILY_MUSICGEN {
+            return invalid(
+                "policy.lora.rank",
+                format!(
+                    "{}: adapters are for the {FAMILY_MUSICGEN:?} family; the {family:?} policy is \
+                     trained whole (set rank = 0)",
+                    self.rank
+                ),
+            );
+        }
+        if self.rank > 4096 {
+            return invalid(
+                "policy.lora.rank",
+                format!("{} is not in 0..=4096", self.rank),
+            );
+        }
+        if !self.alpha.is_finite() || self.alpha <= 0.0 {
+            return invalid(
+                "policy.lora.alpha",
+                format!("{} must be finite and > 0", self.alpha),
+            );
+        }
+        if self.targets.is_empty() {
+            return invalid(
+                "policy.lora.targets",
+                format!("empty: name projections among {LORA_PROJECTIONS:?}"),
+            );
+        }
+        for t in &self.targets {
+            let hit = LORA_PROJECTIONS
+                .iter()
+                .any(|p| *p == t || p.ends_with(&format!(".{t}")));
+            if !hit {
+                return invalid(
+                    "policy.lora.targets",
+                    format!(
+                        "{t:?} matches no projection of a MusicGen decoder layer (they are \
+                         {LORA_PROJECTIONS:?}; a target matches a name or its dotted suffix)"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for PolicyConfig {
@@ -226,6 +357,7 @@ impl Default for PolicyConfig {
             max_caption_words: 24,
             end_token: 0,
             caption_encoder: crate::caption::ENCODER.to_string(),
+            lora: LoraConfig::default(),
         }
     }
 }
@@ -970,6 +1102,7 @@ impl Config {
     /// Checks `[policy]`.
     fn validate_policy_section(&self) -> Result<(), ConfigError> {
         let p = &self.policy;
+        p.lora.validate(&p.family)?;
         if p.family == FAMILY_MUSICGEN {
             self.validate_musicgen()?;
         } else if !self.reward.codec.as_os_str().is_empty() {

@@ -13,6 +13,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::config::MusicgenConfig;
+use super::lora::{Adapter, Adapters, LayerAdapters};
 use super::weights::WeightFile;
 use crate::PolicyError;
 
@@ -34,6 +35,67 @@ pub(super) struct DecoderLayer {
     pub(super) ffn_norm: LayerNorm,
     pub(super) fc1: Linear,
     pub(super) fc2: Linear,
+}
+
+/// Indices of a layer's projections in `musicrl_config::LORA_PROJECTIONS` order.
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const CROSS_Q: usize = 4;
+const CROSS_K: usize = 5;
+const CROSS_V: usize = 6;
+const CROSS_O: usize = 7;
+const FC1: usize = 8;
+const FC2: usize = 9;
+
+impl DecoderLayer {
+    /// Projection `slot` (an index into `musicrl_config::LORA_PROJECTIONS`).
+    fn projection(&self, slot: usize) -> &Linear {
+        match slot {
+            Q => &self.q,
+            K => &self.k,
+            V => &self.v,
+            O => &self.o,
+            CROSS_Q => &self.cross_q,
+            CROSS_K => &self.cross_k,
+            CROSS_V => &self.cross_v,
+            CROSS_O => &self.cross_o,
+            FC1 => &self.fc1,
+            FC2 => &self.fc2,
+            _ => panic!("a decoder layer has 10 projections, not slot {slot}"),
+        }
+    }
+
+    fn projection_mut(&mut self, slot: usize) -> &mut Linear {
+        match slot {
+            Q => &mut self.q,
+            K => &mut self.k,
+            V => &mut self.v,
+            O => &mut self.o,
+            CROSS_Q => &mut self.cross_q,
+            CROSS_K => &mut self.cross_k,
+            CROSS_V => &mut self.cross_v,
+            CROSS_O => &mut self.cross_o,
+            FC1 => &mut self.fc1,
+            FC2 => &mut self.fc2,
+            _ => panic!("a decoder layer has 10 projections, not slot {slot}"),
+        }
+    }
+}
+
+/// Projection `slot` of `layer` applied to `x`, plus its adapter's update when it has one.
+fn project<const D: usize>(
+    layer: &DecoderLayer,
+    adapters: Option<&LayerAdapters>,
+    slot: usize,
+    x: Tensor<D>,
+) -> Tensor<D> {
+    let base = layer.projection(slot);
+    match adapters.and_then(|a| a.slot(slot)) {
+        Some(adapter) => base.forward(x.clone()) + Adapter::delta(adapter, x),
+        None => base.forward(x),
+    }
 }
 
 /// A decoder's modules, for the rollout engine to copy.
@@ -166,6 +228,71 @@ impl Decoder {
         }
     }
 
+    /// Number of layers.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layer `i`'s projection `slot` (an index into `musicrl_config::LORA_PROJECTIONS`).
+    pub fn projection(&self, i: usize, slot: usize) -> &Linear {
+        self.layers[i].projection(slot)
+    }
+
+    /// Layer `i`'s projection `slot`, to replace its weight.
+    pub(super) fn projection_mut(&mut self, i: usize, slot: usize) -> &mut Linear {
+        self.layers[i].projection_mut(slot)
+    }
+
+    /// Every tensor by its transformers name (`decoder.model.decoder.*`, `decoder.lm_heads.*`)
+    /// in PyTorch's layout (a linear weight `[d_out, d_in]`), f32: what an export writes.
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        use super::to_vec as values;
+        let linear = |name: String, l: &Linear| {
+            let w = l.weight.val().transpose(); // burn's [d_in, d_out] → [d_out, d_in]
+            let shape = w.dims().to_vec();
+            (name, shape, values(w))
+        };
+        let norm = |name: String, n: &LayerNorm| {
+            let gamma = n.gamma.val();
+            let d = gamma.dims()[0];
+            let beta = n
+                .beta
+                .as_ref()
+                .map_or_else(|| vec![0.0; d], |b| values(b.val()));
+            [
+                (format!("{name}.weight"), vec![d], values(gamma)),
+                (format!("{name}.bias"), vec![d], beta),
+            ]
+        };
+        let base = "decoder.model.decoder";
+        let mut out = Vec::new();
+        for (k, e) in self.embeds.iter().enumerate() {
+            let w = e.weight.val();
+            out.push((
+                format!("{base}.embed_tokens.{k}.weight"),
+                w.dims().to_vec(),
+                values(w),
+            ));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("{base}.layers.{i}");
+            out.extend(norm(format!("{p}.self_attn_layer_norm"), &layer.self_norm));
+            out.extend(norm(
+                format!("{p}.encoder_attn_layer_norm"),
+                &layer.cross_norm,
+            ));
+            out.extend(norm(format!("{p}.final_layer_norm"), &layer.ffn_norm));
+            for (slot, name) in musicrl_config::LORA_PROJECTIONS.iter().enumerate() {
+                out.push(linear(format!("{p}.{name}.weight"), layer.projection(slot)));
+            }
+        }
+        out.extend(norm(format!("{base}.layer_norm"), &self.norm));
+        for (k, head) in self.heads.iter().enumerate() {
+            out.push(linear(format!("decoder.lm_heads.{k}.weight"), head));
+        }
+        out
+    }
+
     /// An empty self-attention cache.
     pub fn new_cache(&self) -> SelfCache {
         SelfCache {
@@ -177,16 +304,28 @@ impl Decoder {
     /// The cross-attention keys and values of caption states `[B, S, width]` with their
     /// padding `[B, S]` (true = pad).
     pub fn cross_kv(&self, states: Tensor<3>, pad: Tensor<2, Bool>) -> CrossKv {
+        self.cross_kv_adapted(states, pad, None)
+    }
+
+    /// [`Decoder::cross_kv`] with `adapters` on the projections that carry one.
+    pub fn cross_kv_adapted(
+        &self,
+        states: Tensor<3>,
+        pad: Tensor<2, Bool>,
+        adapters: Option<&Adapters>,
+    ) -> CrossKv {
         let [batch, s, _] = states.dims();
         let (h, dh) = (self.n_heads, self.d_model / self.n_heads);
         let layers = self
             .layers
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
                 let split = |x: Tensor<3>| x.reshape([batch, s, h, dh]).swap_dims(1, 2);
+                let a = adapters.and_then(|a| a.layer(i));
                 (
-                    split(l.cross_k.forward(states.clone())),
-                    split(l.cross_v.forward(states.clone())),
+                    split(project(l, a, CROSS_K, states.clone())),
+                    split(project(l, a, CROSS_V, states.clone())),
                 )
             })
             .collect();
@@ -231,7 +370,19 @@ impl Decoder {
         &self,
         ids: Tensor<3, Int>,
         cross: Option<&CrossKv>,
+        cache: Option<&mut SelfCache>,
+    ) -> Tensor<3> {
+        self.hidden_adapted(ids, cross, cache, None)
+    }
+
+    /// [`Decoder::hidden`] with `adapters` on the projections that carry one (the learner's
+    /// LoRA forward: the base weights stay as loaded).
+    pub fn hidden_adapted(
+        &self,
+        ids: Tensor<3, Int>,
+        cross: Option<&CrossKv>,
         mut cache: Option<&mut SelfCache>,
+        adapters: Option<&Adapters>,
     ) -> Tensor<3> {
         let [batch, _, len] = ids.dims();
         let device = ids.device();
@@ -252,11 +403,12 @@ impl Decoder {
             let split = |t: Tensor<3>| t.reshape([batch, len, h, dh]).swap_dims(1, 2);
             let merge = |t: Tensor<4>| t.swap_dims(1, 2).reshape([batch, len, self.d_model]);
 
+            let ad = adapters.and_then(|a| a.layer(i));
             // Causal self-attention over the cache and the new positions.
             let n = layer.self_norm.forward(x.clone());
-            let q = split(layer.q.forward(n.clone()));
-            let mut k = split(layer.k.forward(n.clone()));
-            let mut v = split(layer.v.forward(n));
+            let q = split(project(layer, ad, Q, n.clone()));
+            let mut k = split(project(layer, ad, K, n.clone()));
+            let mut v = split(project(layer, ad, V, n));
             if let Some(cache) = cache.as_deref_mut() {
                 let slot = &mut cache.layers[i];
                 if let Some((k_past, v_past)) = slot.take() {
@@ -266,21 +418,21 @@ impl Decoder {
                 *slot = Some((k.clone(), v.clone()));
             }
             let a = scaled_attention(q, k, v, None);
-            x = x + layer.o.forward(merge(a));
+            x = x + project(layer, ad, O, merge(a));
 
             // Cross-attention to the caption.
             if let Some(cross) = cross {
                 let n = layer.cross_norm.forward(x.clone());
-                let q = split(layer.cross_q.forward(n));
+                let q = split(project(layer, ad, CROSS_Q, n));
                 let (ck, cv) = &cross.layers[i];
                 let s = ck.dims()[2];
                 let mask = cross.pad.clone().expand([batch, h, len, s]);
                 let a = scaled_attention(q, ck.clone(), cv.clone(), Some(mask));
-                x = x + layer.cross_o.forward(merge(a));
+                x = x + project(layer, ad, CROSS_O, merge(a));
             }
 
             let n = layer.ffn_norm.forward(x.clone());
-            x = x + layer.fc2.forward(gelu(layer.fc1.forward(n)));
+            x = x + project(layer, ad, FC2, gelu(project(layer, ad, FC1, n)));
         }
         if let Some(cache) = cache {
             cache.len += len;

@@ -18,6 +18,8 @@ pub mod config;
 pub mod decoder;
 pub mod delay;
 pub mod engine;
+pub mod export;
+pub mod lora;
 pub mod rl;
 pub mod rollout;
 pub mod sampling;
@@ -550,9 +552,16 @@ pub(crate) fn open_weights(folder: &Path) -> Result<WeightFile, PolicyError> {
 
 /// [`open_weights`], reading only the tensors whose names start with `prefix`.
 pub(crate) fn open_weights_under(folder: &Path, prefix: &str) -> Result<WeightFile, PolicyError> {
+    let (name, files) = weight_files(folder)?;
+    WeightFile::open_under(&name, &files, prefix)
+}
+
+/// A folder's safetensors files: `model.safetensors`, or the shards its
+/// `model.safetensors.index.json` names (sorted), with the file errors are reported against.
+pub(crate) fn weight_files(folder: &Path) -> Result<(PathBuf, Vec<PathBuf>), PolicyError> {
     let single = folder.join("model.safetensors");
     if single.is_file() {
-        return WeightFile::open_under(&single, std::slice::from_ref(&single), prefix);
+        return Ok((single.clone(), vec![single]));
     }
     let index = folder.join("model.safetensors.index.json");
     if index.is_file() {
@@ -579,7 +588,7 @@ pub(crate) fn open_weights_under(folder: &Path, prefix: &str) -> Result<WeightFi
         files.sort_unstable();
         files.dedup();
         let files: Vec<PathBuf> = files.iter().map(|f| folder.join(f)).collect();
-        return WeightFile::open_under(&index, &files, prefix);
+        return Ok((index, files));
     }
     let why = if folder.join("pytorch_model.bin").is_file() {
         "holds only pytorch_model.bin, which this loader does not read (pickle files can run code); \

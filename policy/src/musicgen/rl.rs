@@ -19,22 +19,40 @@
 //! **Parameters as bytes** ([`Trainable::to_bytes`], [`Trainable::from_bytes`]): burn's
 //! burnpack record of the trainable part, f32. The frozen part is not sent: every role
 //! loads it from the same model folder.
+//!
+//! **With adapters** (`policy.lora.rank > 0`, [`super::lora`]) the decoder is frozen too:
+//! the trained part is the adapters and the value head (the checkpoint's bytes), a version
+//! on the wire is the adapters alone ([`Trainable::broadcast_bytes`]), and the KL reference
+//! is the same decoder run without them ([`Trainable::reference_logits`]).
 
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
+use musicrl_config::LoraConfig;
+
 use super::decoder::Decoder;
+use super::lora::Adapters;
 use super::{Conditioning, MusicGen};
 use crate::PolicyError;
 
 /// The trainable part of a MusicGen policy.
 #[derive(Module, Debug)]
 pub struct Trainable {
+    /// Trained whole without adapters; frozen (no gradients) with them.
     pub decoder: Decoder,
     /// `d_model → 1`: V(s) at each grid position.
     pub value: Linear,
+    /// The low-rank adapters, when `policy.lora.rank > 0`.
+    pub adapters: Option<Adapters>,
+}
+
+/// What a checkpoint of an adapted policy holds: the adapters and the value head.
+#[derive(Module, Debug)]
+struct Tuned {
+    adapters: Adapters,
+    value: Linear,
 }
 
 /// One forward pass over a batch of clips.
@@ -56,12 +74,51 @@ impl Trainable {
         let value = LinearConfig::new(d, 1)
             .with_initializer(Initializer::Zeros)
             .init(device);
-        Ok(Self { decoder, value })
+        Ok(Self {
+            decoder,
+            value,
+            adapters: None,
+        })
+    }
+
+    /// The trainable part `lora` asks for: [`Trainable::new`] at rank 0; otherwise the
+    /// folder's decoder frozen, fresh adapters on it ([`Adapters::new`]) and a zero value
+    /// head.
+    pub fn for_policy(
+        model: &MusicGen,
+        lora: &LoraConfig,
+        device: &Device,
+    ) -> Result<Self, PolicyError> {
+        let fresh = Self::new(model, device)?;
+        if !lora.enabled() {
+            return Ok(fresh);
+        }
+        let decoder = fresh.decoder.no_grad();
+        let adapters = Adapters::new(&decoder, lora, device)?;
+        Ok(Self {
+            decoder,
+            value: fresh.value,
+            adapters: Some(adapters),
+        })
+    }
+
+    /// The decoder the actors sample: the trained one, or the base with the adapters
+    /// merged in; a constant either way.
+    pub fn merged_decoder(&self) -> Decoder {
+        let decoder = self.decoder.valid();
+        match &self.adapters {
+            Some(adapters) => adapters.valid().merge_into(&decoder),
+            None => decoder,
+        }
     }
 
     /// Adds `delta` to the value head's bias.
     pub fn shift_value_bias(self, delta: f32) -> Self {
-        let Self { decoder, value } = self;
+        let Self {
+            decoder,
+            value,
+            adapters,
+        } = self;
         // A fresh leaf: the shifted bias must not hang off the old one in an autodiff graph.
         let bias = value.bias.map(|b| {
             b.map(|t| {
@@ -80,6 +137,7 @@ impl Trainable {
                 weight: value.weight,
                 bias,
             },
+            adapters,
         }
     }
 
@@ -98,8 +156,11 @@ impl Trainable {
         let pad = Tensor::from_data(cond.pad.clone().into_data(), &device);
         let [batch, k_total, len] = inputs.dims();
         let frames = len + 1 - k_total;
-        let cross = self.decoder.cross_kv(states, pad);
-        let hidden = self.decoder.hidden(inputs, Some(&cross), None); // [B, L, d]
+        let adapters = self.adapters.as_ref();
+        let cross = self.decoder.cross_kv_adapted(states, pad, adapters);
+        let hidden = self
+            .decoder
+            .hidden_adapted(inputs, Some(&cross), None, adapters); // [B, L, d]
         let logits = self.decoder.heads(hidden.clone()); // [B, K, L, V]
         // Code [k][t] is predicted from position t + k.
         let aligned: Vec<Tensor<4>> = (0..k_total)
@@ -116,28 +177,98 @@ impl Trainable {
         })
     }
 
-    /// The parameters as bytes (burnpack, f32).
+    /// The frozen base's logits `[B, K, T, vocab]` for the same clips, adapters left out:
+    /// the KL reference of an adapted policy (no gradient flows: the base is frozen).
+    pub fn reference_logits(
+        &self,
+        model: &MusicGen,
+        cond: &Conditioning,
+        clips: &[Vec<Vec<u32>>],
+    ) -> Result<Tensor<4>, PolicyError> {
+        let base = Self {
+            decoder: self.decoder.clone(),
+            value: self.value.clone(),
+            adapters: None,
+        };
+        Ok(base.forward(model, cond, clips)?.logits.detach())
+    }
+
+    /// The trained parameters as bytes (burnpack, f32): the decoder and value head, or with
+    /// adapters the adapters and value head. A checkpoint's `policy.bpk`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, PolicyError> {
-        let bytes = self
-            .clone()
-            .into_record()
+        let record = match &self.adapters {
+            Some(adapters) => Tuned {
+                adapters: adapters.clone(),
+                value: self.value.clone(),
+            }
+            .into_record(),
+            None => self.clone().into_record(),
+        };
+        let bytes = record
             .into_bytes()
             .map_err(|e| PolicyError::InvalidInput(format!("serialising parameters: {e}")))?;
         Ok(bytes.to_vec())
     }
 
     /// Parameters from [`Trainable::to_bytes`], checked against the shapes of `template`
-    /// (a trainable part built from the same folder).
+    /// (a trainable part built from the same folder and `policy.lora`).
     pub fn from_bytes(template: Self, bytes: &[u8]) -> Result<Self, PolicyError> {
         let record =
             ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
                 PolicyError::InvalidInput(format!("not a burnpack parameter record: {e}"))
             })?;
-        template.try_load_record(record).map_err(|e| {
-            PolicyError::InvalidInput(format!(
-                "the parameters do not fit this MusicGen folder's decoder: {e}"
-            ))
+        let Self {
+            decoder,
+            value,
+            adapters,
+        } = template;
+        let Some(adapters) = adapters else {
+            let template = Self {
+                decoder,
+                value,
+                adapters: None,
+            };
+            return template.try_load_record(record).map_err(|e| {
+                PolicyError::InvalidInput(format!(
+                    "the parameters do not fit this MusicGen folder's decoder: {e}"
+                ))
+            });
+        };
+        let tuned = Tuned { adapters, value }
+            .try_load_record(record)
+            .map_err(|e| {
+                PolicyError::InvalidInput(format!(
+                    "the parameters are not adapters and a value head that fit this folder's \
+                     decoder and policy.lora (rank, targets): {e}"
+                ))
+            })?;
+        Ok(Self {
+            decoder,
+            value: tuned.value,
+            adapters: Some(tuned.adapters),
         })
+    }
+
+    /// One version as the actors receive it: the whole trained part, or with adapters the
+    /// adapters alone (the value head stays with the learner).
+    pub fn broadcast_bytes(&self) -> Result<Vec<u8>, PolicyError> {
+        match &self.adapters {
+            Some(adapters) => adapters.to_bytes(),
+            None => self.to_bytes(),
+        }
+    }
+
+    /// The decoder a version's [`Trainable::broadcast_bytes`] describe, given `template`
+    /// (this role's trainable part as the folder and `policy.lora` make it): with adapters,
+    /// the template's decoder with the received adapters merged in.
+    pub fn decoder_from_broadcast(template: &Self, bytes: &[u8]) -> Result<Decoder, PolicyError> {
+        match &template.adapters {
+            Some(adapters) => {
+                let received = Adapters::from_bytes(adapters.clone(), bytes)?;
+                Ok(received.merge_into(&template.decoder))
+            }
+            None => Ok(Self::from_bytes(template.clone(), bytes)?.decoder),
+        }
     }
 }
 

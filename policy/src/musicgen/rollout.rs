@@ -2,8 +2,9 @@
 //! decoder the learner broadcast, clips drawn with the behaviour log-probability of every
 //! code ([`crate::family::Rollout`]).
 //!
-//! The folder loads once; each parameter version replaces only the decoder and value head
-//! ([`Trainable`], burnpack bytes). Clips are drawn at the version's temperature over the
+//! The folder loads once; each parameter version replaces only the decoder
+//! ([`Trainable::broadcast_bytes`]: the trained decoder, or with `policy.lora` the adapters,
+//! merged into the folder's decoder as they arrive). Clips are drawn at the version's temperature over the
 //! whole codebook, guidance off: the distribution whose log-probabilities the learner
 //! computes. With the rollout engine (`actor.engine = "native"`, the default) each
 //! version's decoder is copied into [`Engine`], which draws the codes burn would for the
@@ -63,7 +64,7 @@ impl MusicgenRollout {
             .map_err(|e| PolicyError::BadParameters(e.to_string()))?;
         let model = MusicGen::load(Path::new(&folder), device)
             .map_err(|e| PolicyError::BadParameters(format!("policy.folder: {e}")))?;
-        let template = Trainable::new(&model, device)?;
+        let template = Trainable::for_policy(&model, &policy.lora, device)?;
         Ok(Self {
             model,
             template,
@@ -75,12 +76,13 @@ impl MusicgenRollout {
         })
     }
 
-    /// Takes a version's parameters (burnpack bytes of the trainable part).
+    /// Takes a version's parameters ([`Trainable::broadcast_bytes`]: the trainable part, or
+    /// the adapters, merged here into the folder's decoder).
     pub fn set_parameters(&mut self, bytes: &[u8]) -> Result<()> {
-        let trained = Trainable::from_bytes(self.template.clone(), bytes).map_err(|e| {
+        let decoder = Trainable::decoder_from_broadcast(&self.template, bytes).map_err(|e| {
             PolicyError::BadParameters(format!("a MusicGen parameter version: {e}"))
         })?;
-        self.model.set_decoder(trained.decoder);
+        self.model.set_decoder(decoder);
         // The old version's buffers go before the new ones are made: one packed copy of
         // the decoder at a time (1.4 GB at musicgen-small's shape).
         self.engine = None;
