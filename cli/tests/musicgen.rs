@@ -228,6 +228,112 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
     assert!(s["reward_mean_last"].as_f64().unwrap() > first + 0.1, "{s}");
 }
 
+/// `musicrl local` with adapters (`policy.lora`): the whole loop trains them, the
+/// checkpoint holds only them and the value head, `policy export` writes a Hugging Face
+/// folder with them merged, and that folder scores a clip exactly as the checkpoint does.
+#[test]
+fn adapters_train_in_the_whole_loop_and_export_a_folder_that_scores_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .args([
+                "--config",
+                "config/musicgen-tiny.toml",
+                "--set",
+                "policy.lora.rank=4",
+                "--set",
+                r#"policy.lora.targets=["q_proj","v_proj","fc1"]"#,
+                "local",
+                "--steps",
+                "20",
+                "--actors",
+                "1",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .current_dir(repo(""))
+            .env_remove("MUSICRL_CONFIG"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "musicrl local failed:\n{stderr}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["steps"], 20, "{s}");
+    let (first, last) = (
+        s["reward_mean_first"].as_f64().unwrap(),
+        s["reward_mean_last"].as_f64().unwrap(),
+    );
+    assert!(last > first, "reward {first} -> {last}");
+
+    let step = out.join("checkpoints/step-00000020");
+    let policy = step.join("policy.bpk");
+    let full = std::fs::metadata(fixture().join("model.safetensors"))
+        .unwrap()
+        .len();
+    let saved = std::fs::metadata(&policy).unwrap().len();
+    assert!(
+        saved * 3 < full,
+        "the checkpoint holds the adapters, not the decoder: {saved} bytes"
+    );
+
+    let exported = dir.path().join("export");
+    let written = ok(&musicrl(&[
+        "policy",
+        "export",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]));
+    assert_eq!(written["adapters_merged"], true, "{written}");
+    assert!(exported.join("config.json").is_file() && exported.join("tokenizer.json").is_file());
+
+    let codes = dir.path().join("clip.json");
+    let generated = musicrl(&[
+        "policy",
+        "generate",
+        "--policy",
+        exported.to_str().unwrap(),
+        "--caption",
+        "a jig",
+        "--frames",
+        "8",
+        "--seed",
+        "5",
+        "--out",
+        codes.to_str().unwrap(),
+    ]);
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let score = |policy: &std::path::Path| -> Vec<f64> {
+        let v = ok(&musicrl(&[
+            "policy",
+            "score",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--caption",
+            "a jig",
+            "--codes",
+            codes.to_str().unwrap(),
+        ]));
+        serde_json::from_value::<Vec<Vec<f64>>>(v["logprob"].clone())
+            .unwrap()
+            .concat()
+    };
+    let (merged, unmerged, source) = (score(&exported), score(&policy), score(&fixture()));
+    let worst = merged
+        .iter()
+        .zip(&unmerged)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-4, "export vs checkpoint: worst {worst}");
+    assert_ne!(merged, source, "the adapters moved the policy");
+}
+
 /// A MusicGen configuration that does not fit its folder is refused before anything
 /// starts, naming the key and the value to write.
 #[test]
