@@ -55,10 +55,12 @@ def median_time(fn, iters):
     return statistics.median(times)
 
 
-def write_folder(shape, folder):
+def write_folder(shape, folder, decoder_layers=None):
     from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig,
                               MusicgenForConditionalGeneration, T5Config)
     s = SHAPES[shape]
+    if decoder_layers:
+        s = dict(s, decoder=dict(s["decoder"], num_hidden_layers=decoder_layers))
     text = T5Config(**s["text"], feed_forward_proj="relu", dropout_rate=0.0)
     audio = EncodecConfig(sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
                           codebook_size=2048, num_filters=64, hidden_size=128)
@@ -172,11 +174,14 @@ def main():
     ap.add_argument("--musicrl", default="target/release/musicrl")
     ap.add_argument("--update-batch", type=int, default=8, help="clips in the timed learner update (0: skip it)")
     ap.add_argument("--write-only", action="store_true", help="write the random folder and stop (scripts/device/musicgen.sh)")
+    ap.add_argument("--decoder-layers", type=int, default=None,
+                    help="the shape's width with this many decoder layers (musicrl bench --workloads lora at musicgen-medium's width)")
     args = ap.parse_args()
-    folder = Path(args.folder or f"/tmp/musicgen-{args.shape}-random")
+    depth = f"-{args.decoder_layers}layers" if args.decoder_layers else ""
+    folder = Path(args.folder or f"/tmp/musicgen-{args.shape}{depth}-random")
     if not (folder / "model.safetensors").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        write_folder(args.shape, folder)
+        write_folder(args.shape, folder, args.decoder_layers)
     if args.write_only:
         print(folder)
         return

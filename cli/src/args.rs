@@ -1042,9 +1042,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub tokens: Option<usize>,
     /// Which workloads to run (comma list of engine, burn, uncached, learner, broadcast,
-    /// reward, musicgen; broadcast, a 100 M-parameter policy's broadcast, reward, the reward
-    /// server over gRPC against in-process scoring, and musicgen, sampling a MusicGen
-    /// folder (--musicgen), are not in the default list).
+    /// reward, musicgen, lora; broadcast, a 100 M-parameter policy's broadcast, reward, the
+    /// reward server over gRPC against in-process scoring, musicgen, sampling a MusicGen
+    /// folder (--musicgen), and lora, a MusicGen version's broadcast whole and as adapters
+    /// (policy.lora, or rank 16 on q_proj and v_proj), are not in the default list).
     #[arg(
         long,
         value_name = "LIST",
@@ -1052,7 +1053,7 @@ pub struct BenchArgs {
         default_value = "engine,burn,uncached,learner"
     )]
     pub workloads: Vec<String>,
-    /// The musicgen workload's model: a Hugging Face MusicGen folder
+    /// The musicgen and lora workloads' model: a Hugging Face MusicGen folder
     /// (`scripts/bench_musicgen.py` writes a random one of musicgen-small's shape).
     #[arg(long, value_name = "DIR")]
     pub musicgen: Option<PathBuf>,

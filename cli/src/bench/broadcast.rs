@@ -130,7 +130,7 @@ async fn client(url: &str) -> anyhow::Result<LearnerServiceClient<tonic::transpo
 
 /// One whole version through `url` in `encoding`, reassembled and verified (the actor's
 /// path).
-async fn receive_version(
+pub(super) async fn receive_version(
     url: &str,
     encoding: ParameterEncoding,
 ) -> anyhow::Result<(Duration, ParameterBlob)> {

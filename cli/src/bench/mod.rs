@@ -34,6 +34,7 @@ use musicrl_policy::melody::sampling::Sampler;
 use crate::args::BenchArgs;
 
 pub mod broadcast;
+pub mod lora;
 pub mod musicgen;
 pub mod reward;
 
@@ -79,6 +80,8 @@ pub struct BenchReport {
     pub reward: Option<reward::RewardReport>,
     /// The `musicgen` workload, when asked for.
     pub musicgen: Option<musicgen::MusicgenReport>,
+    /// The `lora` workload, when asked for.
+    pub lora: Option<lora::LoraReport>,
 }
 
 /// Matmul FLOPs of one position through the trunk and both heads, attending to `context`
@@ -174,8 +177,8 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
     );
     for w in &args.workloads {
         anyhow::ensure!(
-            MELODY_WORKLOADS.contains(&w.as_str()) || w == "musicgen",
-            "--workloads: {w:?} is not one of {}, musicgen",
+            MELODY_WORKLOADS.contains(&w.as_str()) || w == "musicgen" || w == "lora",
+            "--workloads: {w:?} is not one of {}, musicgen, lora",
             MELODY_WORKLOADS.join(", ")
         );
     }
@@ -191,6 +194,15 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
             args.musicgen_update_batch,
             args.iters,
         )?)
+    } else {
+        None
+    };
+    let lora = if wants("lora") {
+        let folder = args
+            .musicgen
+            .as_deref()
+            .context("the lora workload needs --musicgen DIR (a Hugging Face MusicGen folder)")?;
+        Some(lora::run(config, folder, args.iters)?)
     } else {
         None
     };
@@ -352,6 +364,7 @@ pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         broadcast,
         reward,
         musicgen,
+        lora,
         policy: p.clone(),
         parameters,
         tokens: len,
