@@ -1749,13 +1749,71 @@ mod tests {
     }
 
     #[test]
+    fn adapters_are_checked_and_match_projections_as_peft_does() {
+        let lora = LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            targets: vec!["q_proj".into(), "encoder_attn.v_proj".into(), "fc2".into()],
+            seed: 0,
+        };
+        lora.validate(FAMILY_MUSICGEN).unwrap();
+        let chosen: Vec<&str> = LORA_PROJECTIONS
+            .iter()
+            .copied()
+            .filter(|p| lora.targets_projection(p))
+            .collect();
+        assert_eq!(
+            chosen,
+            [
+                "self_attn.q_proj",
+                "encoder_attn.q_proj",
+                "encoder_attn.v_proj",
+                "fc2"
+            ]
+        );
+        assert!((lora.scale() - 2.0).abs() < 1e-6);
+        // "proj" is not a dotted suffix of any name: it matches nothing and is refused.
+        let err = |l: LoraConfig, family: &str| l.validate(family).unwrap_err().to_string();
+        let none = LoraConfig {
+            targets: vec!["proj".into()],
+            ..lora.clone()
+        };
+        assert!(err(none, FAMILY_MUSICGEN).contains("\"proj\" matches no projection"));
+        let melody = err(lora.clone(), FAMILY_MELODY);
+        assert!(melody.contains("policy.lora.rank"), "{melody}");
+        let alpha = LoraConfig {
+            alpha: 0.0,
+            ..lora.clone()
+        };
+        assert!(err(alpha, FAMILY_MUSICGEN).contains("policy.lora.alpha"));
+        let empty = LoraConfig {
+            targets: vec![],
+            ..lora.clone()
+        };
+        assert!(err(empty, FAMILY_MUSICGEN).contains("policy.lora.targets"));
+        // Rank 0 is full fine-tuning: nothing else is checked.
+        LoraConfig {
+            rank: 0,
+            targets: vec![],
+            ..lora
+        }
+        .validate(FAMILY_MELODY)
+        .unwrap();
+    }
+
+    #[test]
     fn the_musicgen_configurations_parse_and_name_the_family() {
         for text in [
             include_str!("../../../config/musicgen-tiny.toml"),
             include_str!("../../../config/musicgen-tiny-audio.toml"),
             include_str!("../../../config/musicgen-small.toml"),
+            include_str!("../../../config/musicgen-medium-lora.toml"),
         ] {
             let c = Config::from_toml(text).expect("parses");
+            c.policy
+                .lora
+                .validate(&c.policy.family)
+                .expect("valid adapters");
             assert_eq!(c.policy.family, FAMILY_MUSICGEN);
             assert!(c.policy.end_token as usize >= c.policy.vocab_size);
         }
