@@ -17,7 +17,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "== kustomize render + schema validation (Kubernetes $K8S_VERSION) =="
-for k in overlays/cpu overlays/cpu-fixed overlays/gpu overlays/cpu-cert-manager monitoring/operator monitoring/grafana \
+for k in overlays/cpu overlays/cpu-fixed overlays/gpu overlays/musicgen overlays/cpu-cert-manager monitoring/operator monitoring/grafana \
          monitoring/adapter jobs/rl-r jobs/rl-u jobs/rl-ru jobs/joint jobs/experiment \
          feedback/base feedback/postgres; do
   out="$work/$(echo "$k" | tr / -).yaml"
@@ -117,6 +117,61 @@ names = {n: [m.get("pods", m.get("external", {})).get("metric", {}).get("name") 
 assert names == {"musicrl-actor": ["musicrl_learner_actor_demand"], "musicrl-reward-server": ["musicrl_reward_inflight_requests"]}, names
 assert hpas["musicrl-actor"]["spec"]["maxReplicas"] <= 4, "GPU actors are a budget"
 print("  devices by key on GPU pods; no HPA in cpu-fixed; HPAs on learner demand and reward queue depth")
+PY
+
+echo "== the musicgen overlay: GPUs, scorers with probes and resources, a configuration that fits =="
+python3 - "$work/overlays-musicgen.yaml" <<'PY'
+import sys, tomllib, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def named(kind, name):
+    hits = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    assert hits, f"no {kind} {name}"
+    return hits[0]
+# The learner, the actors and the reward server: the CUDA image, one GPU, the device by key.
+for kind, name, key in [("StatefulSet", "musicrl-learner", "LEARNER"), ("Deployment", "musicrl-actor", "ACTOR"),
+                        ("Deployment", "musicrl-reward-server", "REWARD")]:
+    spec = named(kind, name)["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["image"] == "musicrl:0.1.0-cuda", (name, c["image"])
+    assert c["resources"]["limits"].get("nvidia.com/gpu") == 1, (name, c["resources"])
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    assert env.get(f"MUSICRL__{key}__DEVICE") == "cuda:0", (name, env)
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, name
+    wait = " ".join(spec["initContainers"][0]["command"])
+    assert "models/musicgen-small/model.safetensors" in wait, (name, "waits for the model folder")
+# The configuration: MusicGen heard through its codec by the two scorers the overlay runs.
+cm = named("ConfigMap", "musicrl-config")
+config = tomllib.loads(cm["data"]["musicrl.toml"])
+assert config["policy"]["family"] == "musicgen" and config["reward"]["codec"] == "", config["policy"]
+services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in docs if d["kind"] == "Service"}
+scorers = {d["spec"]["template"]["metadata"]["labels"]["musicrl/scorer"]: d for d in docs
+           if d["kind"] == "Deployment" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "scorer"}
+assert set(scorers) == {"clap", "aesthetics"}, set(scorers)
+heard = []
+for comp in config["reward"]["components"]:
+    assert comp["kind"] == "remote" and comp["send_audio"], comp
+    host, port = comp["endpoint"].removeprefix("http://").split(":")
+    assert int(port) in services.get(host, set()), f"{comp['name']}: {comp['endpoint']} is no Service port of the overlay"
+    heard.append((comp["remote_component"], comp["sample_rate"]))
+assert heard == [("clap", 48000), ("PQ", 16000)], heard
+for name, d in scorers.items():
+    spec = d["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    port = c["ports"][0]["containerPort"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"]["port"] == port, (name, probe)
+    assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"], (name, "resources")
+    assert c["image"] == "musicrl-scorer:0.1.0", (name, c["image"])
+    assert f"--listen 0.0.0.0:{port}" in c["args"][0] and "/var/lib/musicrl-models/models/rewards/" in c["args"][0], name
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["models"].get("readOnly") is True, name
+policy = named("NetworkPolicy", "musicrl-scorers")["spec"]
+assert policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "reward-server"
+loader = named("Deployment", "musicrl-models-loader")
+assert loader["spec"]["replicas"] == 0 and not loader["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0].get("readOnly")
+size = named("PersistentVolumeClaim", "musicrl-models")["spec"]["resources"]["requests"]["storage"]
+assert size.endswith("Gi") and int(size[:-2]) >= 32, size
+print(f"  learner, actors, reward server on -cuda with a GPU each; scorers {sorted(scorers)} with gRPC probes, resources and only the reward server as client; models volume {size}, loader at 0 replicas")
 PY
 
 echo "== setting the registry as docs/operations.md says keeps each overlay's image =="

@@ -1833,6 +1833,19 @@ mod tests {
         let (codebooks, codebook) = musicgen_shape(&root.join(&tiny.policy.folder)).unwrap();
         assert_eq!((codebooks, codebook), (4, 32));
         assert_eq!(tiny.policy.max_tokens, codebooks * tiny.policy.frames);
+        // The cluster's MusicGen configuration is valid once its folder is there (the tiny
+        // fixture stands in for musicgen-small, with its shape).
+        let mut cluster = Config::from_toml(include_str!(
+            "../../../deploy/overlays/musicgen/musicrl.toml"
+        ))
+        .unwrap();
+        assert_eq!(cluster.policy.max_tokens, 4 * cluster.policy.frames);
+        cluster.policy.folder = root.join(&tiny.policy.folder);
+        cluster.policy.frames = tiny.policy.frames;
+        cluster.policy.vocab_size = codebook;
+        cluster.policy.max_tokens = tiny.policy.max_tokens;
+        cluster.policy.end_token = tiny.policy.end_token;
+        cluster.validate().expect("the musicgen overlay's configuration");
     }
 
     #[test]
