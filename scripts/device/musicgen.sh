@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # MusicGen on one GPU, through burn's wgpu backend on Vulkan: the checks of the issue "Tune a
-# real text-to-music model", item 8, and EnCodec's decoder ("Hear it"), in under 8 minutes, one summary line each.
+# real text-to-music model", item 8, EnCodec's decoder and twenty LoRA steps ("Hear it"), in
+# under 10 minutes, one summary line each.
 #
 # Prepare on a CPU machine with the registries (the GPU machines have none):
 #   cargo build --release --features vulkan && mkdir -p target/device \
@@ -86,10 +87,10 @@ else
 fi
 
 # --- 4. twenty steps of the whole loop on the GPU --------------------------------------------
-if timeout 180 "$BIN" --config config/musicgen-tiny.toml --set learner.steps=20 \
+if timeout 180 "$BIN" --config config/musicgen-tiny.toml \
     --set learner.device=vulkan:0 --set actor.device=vulkan:0 --set actor.engine=burn \
-    local >"$OUT/local.json" 2>"$OUT/local.log"; then
-  say "local: $(grep '^done:' "$OUT/local.log")"
+    local --steps 20 >"$OUT/local.json" 2>"$OUT/local.log"; then
+  say "local: $(head -2 "$OUT/local.json" | tr '\n' ' ')"
 else
   say "local: FAILED: $(tail -3 "$OUT/local.log" | tr '\n' ' ')"
 fi
@@ -120,5 +121,20 @@ print(f"codec: vulkan:0 decodes within {worst:.2e} of the CPU (goal 1e-4); {t['v
 EOF
 else
   say "codec: FAILED: $(tail -3 "$OUT/codec-vulkan.log" | tr '\n' ' ')"
+fi
+# --- 6. twenty LoRA steps at musicgen-small's shape on the GPU ------------------------------
+# The random musicgen-small of step 3, rank 16 on q_proj and v_proj, a token reward (no
+# scorer servers here): the learner trains the adapters only and broadcasts them.
+if [ -d "$folder" ]; then
+  if timeout 400 "$BIN" --config config/musicgen-small.toml --set policy.folder="$folder" \
+      --set policy.frames=50 --set policy.max_tokens=200 --set policy.lora.rank=16 \
+      --set 'reward.components=[{kind="token-fraction", target_below=512}]' \
+      --set learner.learning_rate=0.0001 --set learner.device=vulkan:0 --set actor.device=vulkan:0 \
+      --set actor.engine=burn local --steps 20 --actors 1 --out "$OUT/lora" \
+      >"$OUT/lora.json" 2>"$OUT/lora.log"; then
+    say "lora: $(head -2 "$OUT/lora.json" | tr '\n' ' '); checkpoint $(du -b "$OUT"/lora/checkpoints/step-*/policy.bpk | tail -1 | cut -f1) bytes"
+  else
+    say "lora: FAILED: $(tail -3 "$OUT/lora.log" | tr '\n' ' ')"
+  fi
 fi
 say "files: $OUT"
