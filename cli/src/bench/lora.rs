@@ -34,6 +34,9 @@ pub struct LoraMeasurement {
     pub transfer_seconds: f64,
     /// The actor loading it: decode, merge, rollout engine.
     pub apply_seconds: f64,
+    /// Of which decoding the bytes and merging the adapters into a decoder
+    /// (`Trainable::decoder_from_broadcast`); the rest is the rollout engine packing it.
+    pub decode_merge_seconds: f64,
     /// `transfer + apply`: subscribe to a policy that samples.
     pub subscribe_to_policy_seconds: f64,
 }
@@ -96,6 +99,7 @@ pub fn run(config: &Config, folder: &Path, iters: usize) -> anyhow::Result<LoraR
         let c = musicgen_config(config, folder, &lora)?;
         c.validate()?;
         // The learner's side: serialising a version.
+        let template = Trainable::for_policy(&model, &lora, &device)?;
         let (values, serialise_seconds) = {
             let trainable = Trainable::for_policy(&model, &lora, &device)?;
             let values = match &trainable.adapters {
@@ -121,14 +125,15 @@ pub fn run(config: &Config, folder: &Path, iters: usize) -> anyhow::Result<LoraR
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let (transfers, applies, bytes) = runtime.block_on(async {
+        let (transfers, applies, merges, bytes) = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let learner = tokio::spawn(musicrl_learner::run::serve(c.clone(), listener, async {
                 let _ = stop_rx.await;
             }));
-            let (mut transfers, mut applies, mut bytes) = (Vec::new(), Vec::new(), 0);
+            let (mut transfers, mut applies, mut merges, mut bytes) =
+                (Vec::new(), Vec::new(), Vec::new(), 0);
             for i in 0..=iters {
                 let (t, blob) = loop {
                     match super::broadcast::receive_version(&url, ParameterEncoding::F32).await {
@@ -141,6 +146,9 @@ pub fn run(config: &Config, folder: &Path, iters: usize) -> anyhow::Result<LoraR
                     }
                 };
                 let started = Instant::now();
+                std::hint::black_box(Trainable::decoder_from_broadcast(&template, &blob.bytes)?);
+                merges.push(started.elapsed().as_secs_f64());
+                let started = Instant::now();
                 rollout.load(&blob)?;
                 applies.push(started.elapsed().as_secs_f64());
                 transfers.push(t.as_secs_f64());
@@ -148,16 +156,17 @@ pub fn run(config: &Config, folder: &Path, iters: usize) -> anyhow::Result<LoraR
             }
             let _ = stop_tx.send(());
             let _ = learner.await;
-            anyhow::Ok((transfers, applies, bytes))
+            anyhow::Ok((transfers, applies, merges, bytes))
         })?;
         let _ = std::fs::remove_dir_all(&c.learner.checkpoint_dir);
         let (transfer, apply) = (
             median(transfers[1..].to_vec()),
             median(applies[1..].to_vec()),
         );
+        let merge = median(merges[1..].to_vec());
         eprintln!(
             "lora bench: {kind}: {:.1} MiB a version; serialise {serialise_seconds:.3} s, \
-             transfer {transfer:.3} s, apply {apply:.3} s",
+             transfer {transfer:.3} s, apply {apply:.3} s (decode and merge {merge:.3} s)",
             bytes as f64 / (1 << 20) as f64
         );
         measurements.push(LoraMeasurement {
@@ -168,6 +177,7 @@ pub fn run(config: &Config, folder: &Path, iters: usize) -> anyhow::Result<LoraR
             serialise_seconds,
             transfer_seconds: transfer,
             apply_seconds: apply,
+            decode_merge_seconds: merge,
             subscribe_to_policy_seconds: transfer + apply,
         });
     }

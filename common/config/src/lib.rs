@@ -1845,7 +1845,9 @@ mod tests {
         cluster.policy.vocab_size = codebook;
         cluster.policy.max_tokens = tiny.policy.max_tokens;
         cluster.policy.end_token = tiny.policy.end_token;
-        cluster.validate().expect("the musicgen overlay's configuration");
+        cluster
+            .validate()
+            .expect("the musicgen overlay's configuration");
     }
 
     #[test]
