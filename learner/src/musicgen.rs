@@ -30,8 +30,9 @@ use crate::trainer::{Schedule, SkippedBatch, StepStats, clip_global_norm};
 
 /// The MusicGen policy being trained, its frozen reference and the optimiser.
 pub struct MusicgenTrainer {
-    /// The folder's model on the inference device: the frozen text encoder and projection
-    /// (the decoder inside it is not the trained one).
+    /// The folder's model on the inference device: the frozen text encoder and projection.
+    /// Its decoder's tensors are the KL reference's (and, with adapters, the frozen base's);
+    /// the learner never samples or scores with it.
     model: MusicGen,
     /// The trained decoder and value head, on the training device.
     trainable: Trainable,
@@ -76,9 +77,12 @@ impl MusicgenTrainer {
         device: &Device,
     ) -> Result<Self, musicrl_policy::PolicyError> {
         let plain = model.device().clone();
+        // Every decoder here starts as the tensors the model loaded (`Trainable::new` shares
+        // them on the model's device): the trained one until its first update, the frozen
+        // base with adapters, the KL reference without.
         let trainable = Trainable::for_policy(&model, &config.policy.lora, device)?;
         let reference = if config.policy.lora.enabled() {
-            None
+            None // the frozen base, run without its adapters
         } else {
             Some(Trainable::new(&model, &plain)?)
         };
@@ -380,7 +384,10 @@ mod tests {
         temperature: f32,
         seed: u64,
     ) -> Vec<Trajectory> {
-        let template = Trainable::for_policy(actor, lora, actor.device()).unwrap();
+        // The actor's template is the folder's decoder (as `MusicgenRollout` keeps it from
+        // its load), not whatever version the actor holds now.
+        let folder = MusicGen::load(&fixture(), actor.device()).unwrap();
+        let template = Trainable::for_policy(&folder, lora, actor.device()).unwrap();
         let broadcast = trainer.trainable().broadcast_bytes().unwrap();
         actor.set_decoder(Trainable::decoder_from_broadcast(&template, &broadcast).unwrap());
         let wanted: Vec<&str> = captions

@@ -66,10 +66,22 @@ pub struct RlOutput {
 }
 
 impl Trainable {
-    /// The folder's decoder, loaded onto `device`, and a value head with zero weights and
-    /// bias (the learner starts its bias at the first batch's mean reward).
+    /// `model`'s decoder on `device` (shared, not copied, on `model`'s own device; read from
+    /// the folder on another) and a value head with zero weights and bias (the learner starts
+    /// its bias at the first batch's mean reward). Call it on a model as loaded: a model whose
+    /// decoder was replaced ([`MusicGen::set_decoder`]) gives the replacement.
     pub fn new(model: &MusicGen, device: &Device) -> Result<Self, PolicyError> {
-        let decoder = model.load_decoder(device)?;
+        // On the model's own device the folder's decoder is already in memory: share its
+        // tensors (a clone copies nothing; on the same device with autodiff, `train` wraps
+        // them); on another device load it there.
+        let (here, there) = (device.is_autodiff(), model.device().is_autodiff());
+        let decoder = if device != model.device() || (there && !here) {
+            model.load_decoder(device)?
+        } else if here == there {
+            model.decoder().clone()
+        } else {
+            model.decoder().clone().train()
+        };
         let d = decoder.d_model();
         let value = LinearConfig::new(d, 1)
             .with_initializer(Initializer::Zeros)
