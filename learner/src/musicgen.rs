@@ -523,6 +523,15 @@ mod tests {
         assert!(last > first + 0.15, "reward {first} → {last}: {curve:?}");
         // Measured: 0.26 → 0.59 with the KL near 0.5 nats a code (α = 0.02).
         assert!(kls.iter().all(|k| k.is_finite() && *k < 2.0), "{kls:?}");
+        // The reference shares the tensors the model loaded with the trained decoder's first
+        // version; the updates never wrote into them: the policy moved away from a reference
+        // that is still the folder's decoder.
+        assert!(kls[kls.len() - 1] > 0.05, "{kls:?}");
+        let folder = MusicGen::load(&fixture(), &plain).unwrap();
+        let reference = trainer.reference.as_ref().unwrap();
+        assert!(reference.decoder.named_tensors() == folder.decoder().named_tensors());
+        assert!(trainer.model().decoder().named_tensors() == folder.decoder().named_tensors());
+        assert!(trainer.trainable().decoder.named_tensors() != folder.decoder().named_tensors());
     }
 
     fn lora() -> LoraConfig {
