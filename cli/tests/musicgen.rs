@@ -32,6 +32,21 @@ fn ok(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
 }
 
+/// `musicrl ARGS --out OUT` from the repository, as the README runs it: it must succeed;
+/// its summary.json.
+fn local_run(args: &[&str], out: &std::path::Path) -> serde_json::Value {
+    let run = run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .args(args)
+            .args(["--out", out.to_str().unwrap()])
+            .current_dir(repo(""))
+            .env_remove("MUSICRL_CONFIG"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "musicrl local failed:\n{stderr}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn generate_then_score_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,30 +250,22 @@ fn musicgen_trains_in_the_whole_loop_and_resumes() {
 fn adapters_train_in_the_whole_loop_and_export_a_folder_that_scores_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let run = run_to_end(
-        Command::new(env!("CARGO_BIN_EXE_musicrl"))
-            .args([
-                "--config",
-                "config/musicgen-tiny.toml",
-                "--set",
-                "policy.lora.rank=4",
-                "--set",
-                r#"policy.lora.targets=["q_proj","v_proj","fc1"]"#,
-                "local",
-                "--steps",
-                "20",
-                "--actors",
-                "1",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .current_dir(repo(""))
-            .env_remove("MUSICRL_CONFIG"),
+    let s = local_run(
+        &[
+            "--config",
+            "config/musicgen-tiny.toml",
+            "--set",
+            "policy.lora.rank=4",
+            "--set",
+            r#"policy.lora.targets=["q_proj","v_proj","fc1"]"#,
+            "local",
+            "--steps",
+            "20",
+            "--actors",
+            "1",
+        ],
+        &out,
     );
-    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
-    assert!(run.status.success(), "musicrl local failed:\n{stderr}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["steps"], 20, "{s}");
     let (first, last) = (
         s["reward_mean_first"].as_f64().unwrap(),
@@ -451,23 +458,15 @@ fn codec_decode_writes_a_float_wav_at_the_codecs_rate() {
 fn musicgen_learns_from_what_its_codec_makes_heard() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let run = run_to_end(
-        Command::new(env!("CARGO_BIN_EXE_musicrl"))
-            .args([
-                "--config",
-                "config/musicgen-tiny-audio.toml",
-                "local",
-                "--insecure",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .current_dir(repo(""))
-            .env_remove("MUSICRL_CONFIG"),
+    let s = local_run(
+        &[
+            "--config",
+            "config/musicgen-tiny-audio.toml",
+            "local",
+            "--insecure",
+        ],
+        &out,
     );
-    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
-    assert!(run.status.success(), "musicrl local failed:\n{stderr}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["steps"], 60);
     let history: Vec<serde_json::Value> = std::fs::read_to_string(out.join("history.jsonl"))
         .unwrap()

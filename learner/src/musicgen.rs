@@ -545,17 +545,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn adapters_learn_through_their_broadcast_and_never_touch_the_base() {
-        let plain = Device::flex();
-        let model = MusicGen::load(&fixture(), &plain).unwrap();
-        let base = model.load_decoder(&plain).unwrap().named_tensors();
-        let mut actor = MusicGen::load(&fixture(), &plain).unwrap();
-        let vocab = model.config().vocab_size() as u32;
+    /// A trainer of the fixture with [`lora`]'s adapters, and an actor.
+    fn adapted(plain: &Device) -> (MusicgenTrainer, MusicGen, Config) {
+        let model = MusicGen::load(&fixture(), plain).unwrap();
+        let actor = MusicGen::load(&fixture(), plain).unwrap();
         let mut c = config(1.0);
         c.policy.lora = lora();
         c.learner.learning_rate = 1e-2;
-        let mut trainer = MusicgenTrainer::new(model, 6, &c, &plain.clone().autodiff()).unwrap();
+        let trainer = MusicgenTrainer::new(model, 6, &c, &plain.clone().autodiff()).unwrap();
+        (trainer, actor, c)
+    }
+
+    /// One round of the loop: the actor samples `per_caption` clips of each caption from the
+    /// broadcast version, they are rewarded, the learner updates on them.
+    fn round(
+        trainer: &mut MusicgenTrainer,
+        actor: &mut MusicGen,
+        c: &Config,
+        per_caption: usize,
+        seed: u64,
+    ) -> (f32, StepStats) {
+        let vocab = trainer.model().config().vocab_size() as u32;
+        let captions = ["a jig", "lo-fi piano with rain"];
+        let mut batch = sample_with(
+            actor,
+            &c.policy.lora,
+            trainer,
+            &captions,
+            per_caption,
+            1.0,
+            seed,
+        );
+        for x in &mut batch {
+            x.reward = reward(x, vocab);
+        }
+        let mean = batch.iter().map(|x| x.reward).sum::<f32>() / batch.len() as f32;
+        (mean, trainer.try_train_step(&batch).unwrap())
+    }
+
+    #[test]
+    fn adapters_learn_through_their_broadcast_and_never_touch_the_base() {
+        let plain = Device::flex();
+        let base = MusicGen::load(&fixture(), &plain)
+            .unwrap()
+            .load_decoder(&plain)
+            .unwrap()
+            .named_tensors();
+        let (mut trainer, mut actor, c) = adapted(&plain);
         assert!(trainer.reference.is_none(), "no second copy of the decoder");
 
         // Only the adapters travel (at this tiny width their names are a third of the bytes;
@@ -573,23 +609,10 @@ mod tests {
             full.len()
         );
 
-        let captions = ["a jig", "lo-fi piano with rain"];
         let mut curve = Vec::new();
         for step in 0..24u64 {
-            let mut batch = sample_with(
-                &mut actor,
-                &c.policy.lora,
-                &trainer,
-                &captions,
-                4,
-                1.0,
-                100 + step,
-            );
-            for x in &mut batch {
-                x.reward = reward(x, vocab);
-            }
-            curve.push(batch.iter().map(|x| x.reward).sum::<f32>() / batch.len() as f32);
-            let stats = trainer.try_train_step(&batch).unwrap();
+            let (mean, stats) = round(&mut trainer, &mut actor, &c, 4, 100 + step);
+            curve.push(mean);
             // The actor sampled with the adapters merged into its decoder; the learner
             // scores with them unmerged: the same policy.
             let gap = stats
@@ -621,28 +644,10 @@ mod tests {
     #[test]
     fn an_adapted_checkpoint_restores_and_exports_as_the_same_policy() {
         let plain = Device::flex();
-        let model = MusicGen::load(&fixture(), &plain).unwrap();
-        let mut actor = MusicGen::load(&fixture(), &plain).unwrap();
-        let vocab = model.config().vocab_size() as u32;
-        let mut c = config(1.0);
-        c.policy.lora = lora();
-        c.learner.learning_rate = 1e-2;
-        let mut trainer = MusicgenTrainer::new(model, 6, &c, &plain.clone().autodiff()).unwrap();
+        let (mut trainer, mut actor, c) = adapted(&plain);
         let captions = ["a jig", "lo-fi piano with rain"];
         for step in 0..4u64 {
-            let mut batch = sample_with(
-                &mut actor,
-                &c.policy.lora,
-                &trainer,
-                &captions,
-                2,
-                1.0,
-                step,
-            );
-            for x in &mut batch {
-                x.reward = reward(x, vocab);
-            }
-            trainer.try_train_step(&batch).unwrap();
+            round(&mut trainer, &mut actor, &c, 2, step);
         }
         let probe = sample_with(&mut actor, &c.policy.lora, &trainer, &captions, 1, 1.0, 99);
         let expected = trainer.log_probs(&probe).unwrap();
