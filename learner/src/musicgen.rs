@@ -353,29 +353,10 @@ mod tests {
     }
 
     /// What an actor does: samples `per_caption` clips of each caption from the trainer's
-    /// current version, with the behaviour log-probabilities, as trajectories.
+    /// current version, with the behaviour log-probabilities, as trajectories. Its policy has
+    /// `lora`: it takes the version as broadcast (with adapters, the adapters alone, merged
+    /// into its own copy of the folder's decoder).
     fn sample(
-        actor: &mut MusicGen,
-        trainer: &MusicgenTrainer,
-        captions: &[&str],
-        per_caption: usize,
-        temperature: f32,
-        seed: u64,
-    ) -> Vec<Trajectory> {
-        sample_with(
-            actor,
-            &LoraConfig::default(),
-            trainer,
-            captions,
-            per_caption,
-            temperature,
-            seed,
-        )
-    }
-
-    /// [`sample`] by an actor whose policy has `lora`: it takes the version as broadcast
-    /// (with adapters, the adapters alone, merged into the actor's own decoder).
-    fn sample_with(
         actor: &mut MusicGen,
         lora: &LoraConfig,
         trainer: &MusicgenTrainer,
@@ -436,6 +417,7 @@ mod tests {
                     .unwrap();
             let batch = sample(
                 &mut actor,
+                &LoraConfig::default(),
                 &trainer,
                 &["a jig", "lo-fi piano with rain"],
                 2,
@@ -498,7 +480,15 @@ mod tests {
         let mut curve = Vec::new();
         let mut kls = Vec::new();
         for step in 0..24u64 {
-            let mut batch = sample(&mut actor, &trainer, &captions, 4, 1.0, 100 + step);
+            let mut batch = sample(
+                &mut actor,
+                &LoraConfig::default(),
+                &trainer,
+                &captions,
+                4,
+                1.0,
+                100 + step,
+            );
             for x in &mut batch {
                 x.reward = reward(x, vocab);
             }
@@ -567,7 +557,7 @@ mod tests {
     ) -> (f32, StepStats) {
         let vocab = trainer.model().config().vocab_size() as u32;
         let captions = ["a jig", "lo-fi piano with rain"];
-        let mut batch = sample_with(
+        let mut batch = sample(
             actor,
             &c.policy.lora,
             trainer,
@@ -649,7 +639,7 @@ mod tests {
         for step in 0..4u64 {
             round(&mut trainer, &mut actor, &c, 2, step);
         }
-        let probe = sample_with(&mut actor, &c.policy.lora, &trainer, &captions, 1, 1.0, 99);
+        let probe = sample(&mut actor, &c.policy.lora, &trainer, &captions, 1, 1.0, 99);
         let expected = trainer.log_probs(&probe).unwrap();
 
         // The checkpoint's bytes restore the same policy.
