@@ -38,13 +38,14 @@ fn local_run(args: &[&str], out: &std::path::Path) -> serde_json::Value {
     let run = run_to_end(
         Command::new(env!("CARGO_BIN_EXE_musicrl"))
             .args(args)
-            .args(["--out", out.to_str().unwrap()])
+            .args(["--out", out.to_str().expect("a UTF-8 temporary path")])
             .current_dir(repo(""))
             .env_remove("MUSICRL_CONFIG"),
     );
     let stderr = String::from_utf8_lossy(&run.stderr).to_string();
     assert!(run.status.success(), "musicrl local failed:\n{stderr}");
-    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+    let summary = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&summary).expect("summary.json is JSON")
 }
 
 #[test]
