@@ -157,6 +157,24 @@ pub(super) async fn receive_version(
     anyhow::bail!("the learner's stream ended before a whole version")
 }
 
+/// [`receive_version`]; on the `first` call of a run, retried until the learner answers.
+pub(super) async fn receive_version_once_up(
+    url: &str,
+    encoding: ParameterEncoding,
+    first: bool,
+) -> anyhow::Result<(Duration, ParameterBlob)> {
+    loop {
+        match receive_version(url, encoding).await {
+            Ok(received) => return Ok(received),
+            Err(e) if first => {
+                tracing::debug!(error = %e, "learner not up yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// One whole raw stream, bytes counted only.
 async fn receive_raw(url: &str, want: usize) -> anyhow::Result<Duration> {
     let mut c = client(url).await?;
@@ -263,16 +281,7 @@ pub fn run(
         ));
         let mut learner_times = Vec::new();
         for i in 0..=iters {
-            let (t, _) = loop {
-                match receive_version(&url, ParameterEncoding::F32).await {
-                    Ok(t) => break t,
-                    Err(e) if i == 0 => {
-                        tracing::debug!(error = %e, "learner not up yet");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
+            let (t, _) = receive_version_once_up(&url, ParameterEncoding::F32, i == 0).await?;
             learner_times.push(t.as_secs_f64());
         }
         // The compact form: the first subscriber's transfer includes the learner making it

@@ -8,7 +8,7 @@
 //! adapters, build the rollout engine). Medians of `--iters` after one warm-up.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -135,16 +135,9 @@ pub fn run(config: &Config, folder: &Path, iters: usize) -> anyhow::Result<LoraR
             let (mut transfers, mut applies, mut merges, mut bytes) =
                 (Vec::new(), Vec::new(), Vec::new(), 0);
             for i in 0..=iters {
-                let (t, blob) = loop {
-                    match super::broadcast::receive_version(&url, ParameterEncoding::F32).await {
-                        Ok(x) => break x,
-                        Err(e) if i == 0 => {
-                            tracing::debug!(error = %e, "learner not up yet");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                };
+                let (t, blob) =
+                    super::broadcast::receive_version_once_up(&url, ParameterEncoding::F32, i == 0)
+                        .await?;
                 let started = Instant::now();
                 std::hint::black_box(Trainable::decoder_from_broadcast(&template, &blob.bytes)?);
                 merges.push(started.elapsed().as_secs_f64());
