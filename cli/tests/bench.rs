@@ -119,3 +119,61 @@ fn bench_runs_every_workload_and_reports_tokens_and_flops() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"warp\" is not one of"));
 }
+
+/// The `lora` workload on the tiny MusicGen: a version whole and as adapters, through a real
+/// learner, each with its bytes and times.
+#[test]
+fn the_lora_workload_sends_the_adapters_instead_of_the_decoder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = run_to_end(
+        Command::new(env!("CARGO_BIN_EXE_musicrl"))
+            .args([
+                "bench",
+                "--iters",
+                "1",
+                "--workloads",
+                "lora",
+                "--musicgen",
+                "policy/tests/fixtures/musicgen/tiny",
+                "--json",
+            ])
+            .arg(&json)
+            .current_dir(common::repo(""))
+            .env_remove("MUSICRL_CONFIG"),
+    );
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("bench.json")).expect("JSON");
+    let rows = report["lora"]["measurements"].as_array().expect("rows");
+    let kinds: Vec<&str> = rows
+        .iter()
+        .map(|r| r["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["full", "lora"]);
+    let (full, lora) = (&rows[0], &rows[1]);
+    assert_eq!(full["lora"]["rank"], 0);
+    assert_eq!(
+        lora["lora"]["rank"], 16,
+        "rank 16 when the configuration has none"
+    );
+    let bytes = |r: &serde_json::Value| r["version_bytes"].as_u64().expect("bytes");
+    assert!(
+        bytes(lora) > 0 && bytes(lora) < bytes(full),
+        "{lora} vs {full}"
+    );
+    assert!(lora["values"].as_u64() < full["values"].as_u64());
+    for r in rows {
+        for key in [
+            "transfer_seconds",
+            "apply_seconds",
+            "subscribe_to_policy_seconds",
+        ] {
+            assert!(r[key].as_f64().expect(key) > 0.0, "{key}: {r}");
+        }
+    }
+}
