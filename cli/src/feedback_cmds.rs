@@ -69,6 +69,16 @@ pub async fn bot(args: &BotArgs) -> anyhow::Result<BotReport> {
             .with_context(|| format!("--token-file {}", file.display()))?;
         client = client.with_token(&token);
     }
+    // The simulated listeners judge melodies: a service drawing audio-token clips (MusicGen)
+    // needs people, so the bot stops before it votes.
+    let first = client.pair(0).await.context("the first pair")?;
+    if first.a.codebooks.is_some() {
+        anyhow::bail!(
+            "{} serves audio-token clips (MusicGen): the simulated listeners judge melodies, so \
+             their votes on codes would mean nothing; people vote on this service",
+            args.url
+        );
+    }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut report = BotReport {
         votes: 0,

@@ -770,7 +770,13 @@ fn train_preference(
         policy: config.policy.clone(),
         train: model::PreferenceTrainConfig::default(),
     };
-    c.train.init_policy = config.learner.init_policy.clone();
+    // A MusicGen policy's model starts from its folder's decoder (θ0, as the paper's
+    // started from MusicLM); a melody policy's from `learner.init_policy`.
+    c.train.init_policy = if config.policy.family == musicrl_config::FAMILY_MUSICGEN {
+        std::path::PathBuf::new()
+    } else {
+        config.learner.init_policy.clone()
+    };
     if let Some(saved) = c
         .train
         .init_policy

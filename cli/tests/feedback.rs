@@ -34,6 +34,7 @@ fn store(n: usize, start: u64) -> String {
             choice: if (i * 7) % 3 == 0 { "b" } else { "a" }.into(),
             who: format!("listener-{}", i % 5),
             when: start + u64::from(i),
+            codebooks: None,
         })
         .collect();
     musicrl_prefdb::jsonl::store_text(&choices)

@@ -120,11 +120,20 @@
       audio.src = clip.wav;
       audio.load();
       last[side] = 0;
-      el("midi-" + side).href = clip.midi;
-      el("abc-" + side).href = clip.abc_file;
       const score = el("score-" + side);
       score.textContent = "";
-      if (window.ABCJS) {
+      // An audio-token clip (MusicGen's codes, decoded by its codec) has no notation: the
+      // page offers its WAV instead of sheet music, MIDI and ABC.
+      const audioOnly = !clip.abc;
+      score.hidden = audioOnly;
+      el("notation-" + side).hidden = audioOnly;
+      el("wav-" + side).hidden = !audioOnly;
+      el("wav-" + side).href = clip.wav;
+      el("midi-" + side).href = clip.midi || "#";
+      el("abc-" + side).href = clip.abc_file || "#";
+      if (audioOnly) {
+        // Nothing to draw.
+      } else if (window.ABCJS) {
         // The caption is already the page's heading: the score is drawn without its title.
         const untitled = clip.abc.replace(/^T:.*\r?\n/m, "");
         window.ABCJS.renderAbc(score, untitled, { responsive: "resize", add_classes: true });

@@ -170,10 +170,14 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
     }
 }
 
-/// One clip of a pair, as the page sees it (no provenance: the comparison is blind).
+/// One clip of a pair, as the page sees it (no provenance: the comparison is blind). An
+/// audio-token clip (`codebooks` set) has WAV only: `abc`, `midi` and `abc_file` are empty.
 #[derive(Debug, Serialize, Deserialize, Clone)]
 pub struct ClipView {
     pub id: String,
+    /// Audio tokens: `tokens` is this many rows of codes (absent: a melody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codebooks: Option<usize>,
     /// Seconds the clip plays.
     pub seconds: f64,
     /// Seconds it must be played before a vote counts.
@@ -200,17 +204,26 @@ fn required(min_listen: f64, seconds: f64) -> f64 {
     min_listen.min(seconds)
 }
 
-fn clip_view(id: &str, caption: &str, tokens: &[u32], min_listen: f64) -> ClipView {
-    let seconds = clips::duration_seconds(caption, tokens);
+fn clip_view(
+    cache: &ClipCache,
+    id: &str,
+    caption: &str,
+    d: &crate::source::Drawn,
+    min_listen: f64,
+) -> ClipView {
+    let seconds = cache.seconds(caption, &d.tokens, d.codebooks);
+    let melody = d.codebooks.is_none();
+    let when = |s: String| if melody { s } else { String::new() };
     ClipView {
         id: id.to_string(),
+        codebooks: d.codebooks,
         seconds,
         required_seconds: required(min_listen, seconds),
-        abc: clips::abc(caption, tokens),
-        tokens: tokens.to_vec(),
+        abc: when(clips::abc(caption, &d.tokens)),
+        tokens: d.tokens.clone(),
         wav: format!("/clips/{id}.wav"),
-        midi: format!("/clips/{id}.mid"),
-        abc_file: format!("/clips/{id}.abc"),
+        midi: when(format!("/clips/{id}.mid")),
+        abc_file: when(format!("/clips/{id}.abc")),
     }
 }
 
@@ -291,6 +304,8 @@ async fn serve_pair(
     let (caption, a, b) = tokio::task::spawn_blocking(move || source.draw())
         .await
         .map_err(ApiError::internal)?
+        .transpose()
+        .map_err(ApiError::internal)?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -311,6 +326,7 @@ async fn serve_pair(
         let clip = NewClip {
             caption: &caption,
             tokens: &d.tokens,
+            codebooks: d.codebooks,
             source: &d.source,
             policy_version: d.policy_version,
             seed: Some(d.seed as i64),
@@ -335,8 +351,20 @@ async fn serve_pair(
         caption: caption.clone(),
         expires_at_ms: pair.expires_at_ms,
         csrf: state.secret.csrf(session),
-        a: clip_view(&ids[0], &caption, &a.tokens, state.min_listen_seconds),
-        b: clip_view(&ids[1], &caption, &b.tokens, state.min_listen_seconds),
+        a: clip_view(
+            &state.cache,
+            &ids[0],
+            &caption,
+            &a,
+            state.min_listen_seconds,
+        ),
+        b: clip_view(
+            &state.cache,
+            &ids[1],
+            &caption,
+            &b,
+            state.min_listen_seconds,
+        ),
     })
 }
 
@@ -587,7 +615,7 @@ async fn vote_inner(
         c.as_ref().map_or(0.0, |c| {
             required(
                 state.min_listen_seconds,
-                clips::duration_seconds(&c.caption, &c.tokens),
+                state.cache.seconds(&c.caption, &c.tokens, c.codebooks),
             )
         })
     };
@@ -654,11 +682,15 @@ async fn clip_file_inner(state: &AppState, file: &str) -> Result<Response, ApiEr
     let clip = state.db.clip(id).await?.ok_or_else(not_found)?;
     let cache = state.cache.clone();
     let id = id.to_string();
-    let path =
-        tokio::task::spawn_blocking(move || cache.file(&id, &clip.caption, &clip.tokens, format))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
+    let path = tokio::task::spawn_blocking(move || {
+        cache.file(&id, &clip.caption, &clip.tokens, clip.codebooks, format)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        crate::error::Error::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+        e => ApiError::internal(e),
+    })?;
     let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
     let disposition = match format {
         Format::Wav => "inline".to_string(),

@@ -1,10 +1,14 @@
-//! The clip cache: each stored clip rendered once to WAV (the project's synthesizer), MIDI
-//! and ABC, as `<cache>/<clip id>.<ext>`. A file name is built only from a validated clip id
-//! and a fixed extension, so nothing outside the cache can be named.
+//! The clip cache: each stored clip rendered once, as `<cache>/<clip id>.<ext>`. A melody is
+//! rendered to WAV (the project's synthesizer), MIDI and ABC; an audio-token clip (MusicGen's
+//! codes) is decoded to WAV by the policy's codec, EnCodec (mono, at the codec's rate), and
+//! has no notation. A file name is built only from a validated clip id and a fixed
+//! extension, so nothing outside the cache can be named.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use musicrl_music::{captions, export, render, tokens};
+use musicrl_scoring::audio::Codec;
 
 use crate::error::{Error, Result};
 
@@ -43,7 +47,7 @@ impl Format {
     }
 }
 
-/// Seconds a clip plays (its melody, without the release tail).
+/// Seconds a melody plays (without the release tail).
 pub fn duration_seconds(caption: &str, clip: &[u32]) -> f64 {
     let (_, bpm) = captions::rendering_for(caption);
     let decoded = tokens::decode(clip);
@@ -66,6 +70,8 @@ pub fn abc(caption: &str, clip: &[u32]) -> String {
 #[derive(Debug, Clone)]
 pub struct ClipCache {
     dir: PathBuf,
+    /// The codec audio-token clips are decoded with (a MusicGen source's).
+    codec: Option<Arc<Codec>>,
 }
 
 impl ClipCache {
@@ -74,15 +80,46 @@ impl ClipCache {
             .map_err(|e| Error::Io(format!("clip cache {}: {e}", dir.display())))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            codec: None,
         })
     }
 
+    /// The same cache, decoding audio-token clips with `codec`.
+    pub fn with_codec(mut self, codec: Option<Arc<Codec>>) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Seconds a clip plays: a melody's notes, or an audio-token clip's frames at the codec's
+    /// hop (0 when this service has no codec, so it cannot play one).
+    pub fn seconds(&self, caption: &str, clip: &[u32], codebooks: Option<usize>) -> f64 {
+        match (codebooks, &self.codec) {
+            (None, _) => duration_seconds(caption, clip),
+            (Some(_), Some(codec)) => codec.seconds(clip.len()),
+            (Some(_), None) => 0.0,
+        }
+    }
+
     /// The file of a clip in a format, rendered if it is not cached yet (blocking).
-    /// `id` must be a validated clip id.
-    pub fn file(&self, id: &str, caption: &str, clip: &[u32], format: Format) -> Result<PathBuf> {
+    /// `id` must be a validated clip id. An audio-token clip has only WAV
+    /// ([`Error::NotFound`] for the others).
+    pub fn file(
+        &self,
+        id: &str,
+        caption: &str,
+        clip: &[u32],
+        codebooks: Option<usize>,
+        format: Format,
+    ) -> Result<PathBuf> {
         debug_assert!(musicrl_prefdb::db::is_id(id));
         let path = self.dir.join(format!("{id}.{}", format.ext()));
         if path.exists() {
+            return Ok(path);
+        }
+        if let Some(k) = codebooks {
+            let bytes = self.decoded_wav(clip, k, format)?;
+            musicrl_config::fsutil::write_atomic(&path, &bytes)
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
             return Ok(path);
         }
         let (instrument, bpm) = captions::rendering_for(caption);
@@ -104,6 +141,33 @@ impl ClipCache {
         musicrl_config::fsutil::write_atomic(&path, &bytes)
             .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         Ok(path)
+    }
+}
+
+impl ClipCache {
+    /// An audio-token clip of `k` rows decoded by the codec, as a WAV.
+    fn decoded_wav(&self, clip: &[u32], k: usize, format: Format) -> Result<Vec<u8>> {
+        if format != Format::Wav {
+            return Err(Error::NotFound(format!(
+                "an audio-token clip has no {} (it has no notation): ask for .wav",
+                format.ext()
+            )));
+        }
+        let codec = self.codec.as_ref().ok_or_else(|| {
+            Error::NotFound(
+                "an audio-token clip, and this service has no codec to decode it".into(),
+            )
+        })?;
+        if codec.rows() != k {
+            return Err(Error::NotFound(format!(
+                "a clip of {k} codebooks, and this service's codec decodes {}",
+                codec.rows()
+            )));
+        }
+        let pcm = codec
+            .decode(clip)
+            .map_err(|e| Error::Io(format!("decoding a clip: {e}")))?;
+        wav_bytes(&pcm, codec.sample_rate())
     }
 }
 

@@ -15,6 +15,9 @@ pub enum Error {
     Db(#[from] musicrl_prefdb::Error),
     #[error("{0}")]
     Config(String),
+    /// A clip file that does not exist in this format (an audio-token clip's MIDI).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

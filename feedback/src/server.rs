@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use musicrl_config::Config;
 use musicrl_policy::melody::Engine;
+use musicrl_policy::musicgen::rollout::MusicgenRollout;
 use musicrl_prefdb::Db;
 
 use crate::api::{self, AppState, Shared};
@@ -19,7 +20,7 @@ use crate::clips::ClipCache;
 use crate::error::{ApiError, Error, Result};
 use crate::limits::RateLimiter;
 use crate::session::Secret;
-use crate::source::PairSource;
+use crate::source::{Model, PairSource};
 
 /// The service's state from the configuration: opens (and migrates) the database, loads the
 /// pair source's models and the prompts, and (with `feedback.score_clips`) the `[reward]`
@@ -38,6 +39,7 @@ pub async fn state_from_config(config: &Config) -> Result<Shared> {
         &config.policy,
         &config.learner.init_policy,
         config.sampling.temperature,
+        &config.reward.codec,
     )?;
     let secret = if f.secret_file.as_os_str().is_empty() {
         Secret::random()
@@ -76,6 +78,7 @@ fn follow_learner(config: &Config, shared: &Shared) -> Result<()> {
     musicrl_client::follow::spawn_follower(config, &url, subscriber, tx)
         .map_err(|e| Error::Config(format!("feedback.learner {url:?}: {e}")))?;
     let source = shared.source.clone();
+    let policy = config.policy.clone();
     tracing::info!(learner = %url, "the pair source follows the learner's broadcast");
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
@@ -86,17 +89,26 @@ fn follow_learner(config: &Config, shared: &Shared) -> Result<()> {
                 continue;
             }
             let version = blob.version.0;
-            let loaded = tokio::task::spawn_blocking(move || -> musicrl_common::Result<Engine> {
-                let policy = blob.to_policy(&musicrl_policy::device::inference_device())?;
-                Ok(Engine::from_policy(&policy, &blob.config, 1)?)
+            let policy = policy.clone();
+            let loaded = tokio::task::spawn_blocking(move || -> musicrl_common::Result<Model> {
+                let device = musicrl_policy::device::inference_device();
+                if policy.family == musicrl_config::FAMILY_MUSICGEN {
+                    // The folder loads anew for each version: the model being served keeps
+                    // its own until the swap.
+                    let mut rollout = MusicgenRollout::load(&policy, &device, Some(0))?;
+                    rollout.set_parameters(&blob.bytes)?;
+                    return Ok(Model::musicgen("learner", rollout));
+                }
+                let melody = blob.to_policy(&device)?;
+                Ok(Model::new(
+                    "learner",
+                    Engine::from_policy(&melody, &blob.config, 1)?,
+                ))
             })
             .await;
             match loaded {
-                Ok(Ok(engine)) => {
-                    source.set_model(
-                        crate::source::Model::new("learner", engine)
-                            .with_version(Some(version as i64)),
-                    );
+                Ok(Ok(model)) => {
+                    source.set_model(model.with_version(Some(version as i64)));
                     tracing::info!(version, "pairs now sample the learner's newest parameters");
                 }
                 Ok(Err(e)) => {
@@ -129,10 +141,11 @@ pub fn state(
     f: &musicrl_config::FeedbackConfig,
     scorer: Option<musicrl_scoring::RewardModel>,
 ) -> Result<Shared> {
+    let cache = ClipCache::new(clip_cache)?.with_codec(source.codec());
     Ok(Arc::new(AppState {
         db,
         source: Arc::new(source),
-        cache: ClipCache::new(clip_cache)?,
+        cache,
         secret,
         min_listen_seconds: f.min_listen_seconds,
         pair_ttl_ms: (f.pair_ttl_seconds as i64).saturating_mul(1000),

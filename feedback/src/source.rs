@@ -2,7 +2,12 @@
 //! each, the paper's side-by-side evaluation), or two samples of the newest parameters the
 //! learner broadcast (`learner`: the source follows the broadcast as an actor does and swaps
 //! the model in when a version arrives; until the first one, pairs are refused with 503).
-//! Sampling runs on the rollout engine, on one thread per call, off the async executor.
+//! Sampling runs on the rollout engine, off the async executor.
+//!
+//! Both policy families draw pairs: a melody policy (its tokens) or a MusicGen folder with an
+//! optional trained checkpoint (its codes, `codebooks` rows of `policy.frames`, drawn at
+//! the source's temperature with guidance off, as the actors draw them). All models of one
+//! source are of one family.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,6 +16,8 @@ use musicrl_config::{FeedbackConfig, PolicyConfig};
 use musicrl_policy::melody::Engine;
 use musicrl_policy::melody::params::load_policy;
 use musicrl_policy::melody::sampling::Sampler;
+use musicrl_policy::musicgen::rollout::MusicgenRollout;
+use musicrl_scoring::audio::Codec;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -24,7 +31,23 @@ pub struct Model {
     /// The clip's `policy_version`: the learner step of the parameters, when known (a
     /// checkpoint in a `step-NNNNNNNN` folder).
     pub version: Option<i64>,
-    engine: Engine,
+    draws: Draws,
+}
+
+/// What draws a model's clips.
+enum Draws {
+    Melody(Engine),
+    /// One draw at a time (the engine splits each product over every core).
+    MusicGen(Mutex<MusicgenRollout>),
+}
+
+impl std::fmt::Debug for Draws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Draws::Melody(_) => "Melody",
+            Draws::MusicGen(_) => "MusicGen",
+        })
+    }
 }
 
 impl Model {
@@ -33,7 +56,24 @@ impl Model {
         Self {
             name: name.to_string(),
             version: None,
-            engine,
+            draws: Draws::Melody(engine),
+        }
+    }
+
+    /// A MusicGen model: the folder's text encoder and the decoder the rollout holds.
+    pub fn musicgen(name: &str, rollout: MusicgenRollout) -> Self {
+        Self {
+            name: name.to_string(),
+            version: None,
+            draws: Draws::MusicGen(Mutex::new(rollout)),
+        }
+    }
+
+    /// Audio tokens: the codebooks of each clip (`None`: melody tokens).
+    pub fn codebooks(&self) -> Option<usize> {
+        match &self.draws {
+            Draws::Melody(_) => None,
+            Draws::MusicGen(r) => Some(r.lock().unwrap_or_else(|p| p.into_inner()).codebooks()),
         }
     }
 
@@ -62,6 +102,8 @@ pub struct Drawn {
     pub policy_version: Option<i64>,
     pub seed: u64,
     pub tokens: Vec<u32>,
+    /// Audio tokens: `tokens` is this many rows of codes (`None`: a melody).
+    pub codebooks: Option<usize>,
 }
 
 /// The pair source with its prompts.
@@ -74,10 +116,13 @@ pub struct PairSource {
     prompts: Vec<String>,
     temperature: f32,
     rng: Mutex<StdRng>,
+    /// The codec a MusicGen source's clips are decoded with (for the page's WAV).
+    codec: Option<Arc<Codec>>,
 }
 
 /// Loads a policy checkpoint for the engine, with the architecture saved beside it when there
-/// is one (`config.toml`).
+/// is one (`config.toml`). A MusicGen policy (`policy.family = "musicgen"`) is its folder
+/// and, unless `path` is empty, a checkpoint's `policy.bpk` over it.
 pub fn load_model(name: &str, path: &Path, fallback: &PolicyConfig) -> Result<Model> {
     let config = match path
         .parent()
@@ -91,12 +136,50 @@ pub fn load_model(name: &str, path: &Path, fallback: &PolicyConfig) -> Result<Mo
         }
         None => fallback.clone(),
     };
+    if config.family == musicrl_config::FAMILY_MUSICGEN {
+        return load_musicgen(name, path, &config);
+    }
     let device = musicrl_policy::device::inference_device();
     let policy = load_policy(path, &config, &device)
         .map_err(|e| Error::Source(format!("cannot load the policy {}: {e}", path.display())))?;
     let engine = Engine::from_policy(&policy, &config, 1)
         .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
     Ok(Model::new(name, engine).with_version(checkpoint_step(path)))
+}
+
+/// The codec a MusicGen source's clips are decoded with: `codec_folder` (`reward.codec`) when
+/// set, else the policy folder's own `audio_encoder`.
+fn musicgen_codec(policy: &PolicyConfig, codec_folder: &Path) -> Result<Codec> {
+    let folder = if codec_folder.as_os_str().is_empty() {
+        musicrl_config::paths::require("policy.folder", &policy.folder)
+            .map_err(|e| Error::Source(e.to_string()))?
+    } else {
+        codec_folder.to_path_buf()
+    };
+    Codec::load(&folder).map_err(|e| Error::Source(format!("the codec: {e}")))
+}
+
+/// A MusicGen folder and, when `path` names one, a checkpoint over it.
+fn load_musicgen(name: &str, path: &Path, config: &PolicyConfig) -> Result<Model> {
+    let device = musicrl_policy::device::inference_device();
+    let mut rollout = MusicgenRollout::load(config, &device, Some(0))
+        .map_err(|e| Error::Source(format!("{e}")))?;
+    if path.as_os_str().is_empty() {
+        rollout.use_folder_decoder();
+    } else {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::Source(format!("cannot read the policy {}: {e}", path.display()))
+        })?;
+        rollout
+            .set_checkpoint(&bytes)
+            .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+    }
+    let version = if path.as_os_str().is_empty() {
+        Some(0)
+    } else {
+        checkpoint_step(path)
+    };
+    Ok(Model::musicgen(name, rollout).with_version(version))
 }
 
 impl PairSource {
@@ -107,11 +190,28 @@ impl PairSource {
         policy: &PolicyConfig,
         default_policy: &Path,
         temperature: f32,
+        codec_folder: &Path,
     ) -> Result<Self> {
         let prompts = musicrl_common::prompts::load_prompts(&config.prompts)
             .map_err(|e| Error::Source(format!("feedback.prompts: {e}")))?;
+        let codec = if policy.family == musicrl_config::FAMILY_MUSICGEN {
+            Some(Arc::new(musicgen_codec(policy, codec_folder)?))
+        } else {
+            None
+        };
+        let with_codec = |s: Self| match &codec {
+            Some(c) => Self {
+                codec: Some(c.clone()),
+                ..s
+            },
+            None => s,
+        };
         if config.source == "learner" {
-            return Ok(Self::following(prompts, temperature, config.seed));
+            return Ok(with_codec(Self::following(
+                prompts,
+                temperature,
+                config.seed,
+            )));
         }
         let (models, ab) = match config.source.as_str() {
             "checkpoints" => (
@@ -123,19 +223,35 @@ impl PairSource {
                 true,
             ),
             _ => {
-                let path = if config.policy.as_os_str().is_empty() {
-                    default_policy.to_path_buf()
-                } else {
+                let musicgen = policy.family == musicrl_config::FAMILY_MUSICGEN;
+                let path = if !config.policy.as_os_str().is_empty() {
                     config.policy.clone()
+                } else if musicgen {
+                    // The folder's own decoder.
+                    std::path::PathBuf::new()
+                } else {
+                    default_policy.to_path_buf()
                 };
-                let name = path.parent().and_then(|p| p.file_name()).map_or_else(
-                    || "policy".to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                );
+                let name = if path.as_os_str().is_empty() {
+                    Path::new(&policy.folder).file_name().map_or_else(
+                        || "musicgen".to_string(),
+                        |n| n.to_string_lossy().into_owned(),
+                    )
+                } else {
+                    path.parent().and_then(|p| p.file_name()).map_or_else(
+                        || "policy".to_string(),
+                        |n| n.to_string_lossy().into_owned(),
+                    )
+                };
                 (vec![load_model(&name, &path, policy)?], false)
             }
         };
-        Self::new(models, ab, prompts, temperature, config.seed)
+        if let (Some(codec), Some(k)) = (&codec, models.first().and_then(Model::codebooks)) {
+            codec
+                .check_policy(k, 0)
+                .map_err(|e| Error::Source(e.to_string()))?;
+        }
+        Self::new(models, ab, prompts, temperature, config.seed).map(with_codec)
     }
 
     pub fn new(
@@ -148,12 +264,23 @@ impl PairSource {
         if models.is_empty() || (ab && models.len() < 2) {
             return Err(Error::Source("an A/B source needs two models".into()));
         }
+        if models
+            .iter()
+            .any(|m| m.codebooks() != models[0].codebooks())
+        {
+            return Err(Error::Source(
+                "the models of a source must all be melody policies or all MusicGen policies \
+                 with the same codebooks"
+                    .into(),
+            ));
+        }
         Ok(Self {
             models: RwLock::new(models.into_iter().map(Arc::new).collect()),
             ab,
             prompts,
             temperature,
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfeed_bac)),
+            codec: None,
         })
     }
 
@@ -165,7 +292,19 @@ impl PairSource {
             prompts,
             temperature,
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfeed_bac)),
+            codec: None,
         }
+    }
+
+    /// The same source, its audio-token clips decoded by `codec`.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(Arc::new(codec));
+        self
+    }
+
+    /// The codec its clips are decoded with (a MusicGen source's).
+    pub fn codec(&self) -> Option<Arc<Codec>> {
+        self.codec.clone()
     }
 
     /// Replaces the models by `model` (a new parameter version); pairs being drawn finish
@@ -185,7 +324,7 @@ impl PairSource {
 
     /// A caption and two clips of it (blocking: call from a blocking thread); `None` while
     /// the source has no model (a `learner` source before the first version).
-    pub fn draw(&self) -> Option<(String, Drawn, Drawn)> {
+    pub fn draw(&self) -> Option<Result<(String, Drawn, Drawn)>> {
         let models: Vec<Arc<Model>> = self
             .models
             .read()
@@ -196,7 +335,10 @@ impl PairSource {
         }
         let max_tokens = models
             .iter()
-            .map(|m| m.engine.config().max_tokens)
+            .filter_map(|m| match &m.draws {
+                Draws::Melody(engine) => Some(engine.config().max_tokens),
+                Draws::MusicGen(_) => None,
+            })
             .min()
             .unwrap_or(0);
         let (caption, first, second, seeds) = {
@@ -215,18 +357,35 @@ impl PairSource {
             let seeds: (u64, u64) = (rng.random(), rng.random());
             (caption, first, second, seeds)
         };
-        let sample = |model: &Model, seed: u64| Drawn {
-            source: model.name.clone(),
-            policy_version: model.version,
-            seed,
-            tokens: Sampler::new(seed, self.temperature)
-                .sample_engine(&model.engine, &[caption.as_str()], max_tokens)
-                .remove(0)
-                .tokens,
+        let sample = |model: &Model, seed: u64| -> Result<Drawn> {
+            let tokens = match &model.draws {
+                Draws::Melody(engine) => {
+                    Sampler::new(seed, self.temperature)
+                        .sample_engine(engine, &[caption.as_str()], max_tokens)
+                        .remove(0)
+                        .tokens
+                }
+                Draws::MusicGen(rollout) => {
+                    rollout
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .sample_at(std::slice::from_ref(&caption), self.temperature, seed)
+                        .map_err(|e| Error::Source(format!("sampling {}: {e}", model.name)))?
+                        .remove(0)
+                        .tokens
+                }
+            };
+            Ok(Drawn {
+                source: model.name.clone(),
+                policy_version: model.version,
+                seed,
+                tokens,
+                codebooks: model.codebooks(),
+            })
         };
         let a = sample(&models[first], seeds.0 >> 1);
         let b = sample(&models[second], seeds.1 >> 1);
-        Some((caption, a, b))
+        Some(a.and_then(|a| Ok((caption, a, b?))))
     }
 }
 

@@ -554,3 +554,113 @@ async fn a_rater_has_a_daily_cap() {
     );
     s.stop().await;
 }
+
+/// Item 4 of "Hear it": a MusicGen source draws pairs of audio-token clips; the page gets
+/// their WAV decoded by the policy's codec (no notation), the vote stores the codes with
+/// their codebooks, and the export hands them to the preference model's training as they
+/// were heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_musicgen_source_serves_codec_audio_and_its_votes_keep_the_codes() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/fixtures");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let prompts = dir.path().join("prompts.txt");
+    std::fs::write(&prompts, "lo-fi piano\nambient pads\n").expect("writes");
+    let f = FeedbackConfig {
+        prompts,
+        source: "policy".into(),
+        ..config()
+    };
+    let policy = musicrl_config::PolicyConfig {
+        family: "musicgen".into(),
+        folder: fixtures.join("musicgen/tiny"),
+        frames: 8,
+        vocab_size: 32,
+        max_tokens: 32,
+        end_token: 32,
+        ..musicrl_config::PolicyConfig::default()
+    };
+    let codec = fixtures.join("encodec/tiny-graded");
+    let source = musicrl_feedback::source::PairSource::from_config(
+        &f,
+        &policy,
+        std::path::Path::new("unused-for-musicgen"),
+        1.0,
+        &codec,
+    )
+    .expect("a MusicGen source");
+    let s = common::start_source(f, None, None, source).await;
+    let (view, cookie) = raw_pair(&s.url("/api/pair"), None).await;
+    for clip in [&view.a, &view.b] {
+        assert_eq!(clip.codebooks, Some(4));
+        assert_eq!(clip.tokens.len(), 32);
+        assert!(clip.tokens.iter().all(|&c| c < 32));
+        assert!(clip.abc.is_empty() && clip.midi.is_empty() && clip.abc_file.is_empty());
+        // 8 frames at the codec's 50 frames a second.
+        assert!((clip.seconds - 0.16).abs() < 1e-9, "{}", clip.seconds);
+    }
+    assert_ne!(view.a.tokens, view.b.tokens, "two draws");
+
+    // The WAV is the codec's decoding of the codes: 8 frames × 32 samples at 1,600 Hz.
+    let (status, h, body) = raw(Method::GET, &s.url(&view.a.wav), &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{}", error_of(&body));
+    assert_eq!(h[header::CONTENT_TYPE], "audio/wav");
+    let wav = hound::WavReader::new(std::io::Cursor::new(body.to_vec())).expect("a WAV");
+    assert_eq!((wav.spec().sample_rate, wav.spec().channels), (1600, 1));
+    let samples: Vec<i16> = wav.into_samples().map(|s| s.expect("a sample")).collect();
+    assert_eq!(samples.len(), 8 * 32);
+    let codec = musicrl_scoring::audio::Codec::load(&codec).expect("the codec");
+    let decoded = codec.decode(&view.a.tokens).expect("decodes");
+    let worst = samples
+        .iter()
+        .zip(&decoded)
+        .map(|(&s, &d)| (f32::from(s) / 32767.0 - d.clamp(-1.0, 1.0)).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 2e-4, "the page plays something else: {worst}");
+    assert!(samples.iter().any(|&s| s != 0), "not silence");
+    // No notation for audio tokens: a clear 404.
+    let (status, _, body) = raw(
+        Method::GET,
+        &s.url(&format!("/clips/{}.mid", view.a.id)),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        error_of(&body).contains("ask for .wav"),
+        "{}",
+        error_of(&body)
+    );
+
+    // Listened to (0.16 s each), voted, stored with the codes.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for side in ["a", "b"] {
+        let listen = serde_json::json!({"pair": view.pair, "side": side, "seconds": 0.2});
+        let (status, e) = post(&s.url("/api/listen"), &cookie, &view.csrf, listen).await;
+        assert_eq!(status, StatusCode::OK, "{e}");
+    }
+    let vote = serde_json::json!({"pair": view.pair, "outcome": "b"});
+    let (status, e) = post(&s.url("/api/vote"), &cookie, &view.csrf, vote).await;
+    assert_eq!(status, StatusCode::CREATED, "{e}");
+    let votes =
+        s.db.decisive_votes(VoteFilter::default())
+            .await
+            .expect("reads");
+    assert_eq!(votes[0].a.codebooks, Some(4));
+    assert_eq!(votes[0].a.tokens, view.a.tokens);
+    assert_eq!(votes[0].a.source, "tiny");
+    let choices =
+        s.db.export_choices(VoteFilter::default())
+            .await
+            .expect("exports");
+    assert_eq!(choices[0].codebooks, Some(4));
+    assert_eq!(choices[0].ordered().0, view.b.tokens.as_slice());
+    let rlhf =
+        s.db.export_rlhf(VoteFilter::default())
+            .await
+            .expect("exports");
+    assert_eq!(rlhf[0].chosen, "audio tokens: 4 codebooks x 8 frames");
+    assert_eq!(rlhf[0].codebooks, Some(4));
+    s.stop().await;
+}

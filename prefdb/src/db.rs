@@ -13,7 +13,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::error::{Error, Result, query};
-use crate::jsonl::{Choice, RlhfPair, abc_of, validate_tokens};
+use crate::jsonl::{Choice, RlhfPair, clip_text, validate_clip};
 use crate::schema::{self, Dialect, MIGRATIONS};
 
 /// What a listener said of a pair.
@@ -51,11 +51,13 @@ impl Outcome {
     }
 }
 
-/// A clip to store: a melody of a caption and where it came from.
+/// A clip to store: a melody or an audio-token clip of a caption, and where it came from.
 #[derive(Debug, Clone)]
 pub struct NewClip<'a> {
     pub caption: &'a str,
     pub tokens: &'a [u32],
+    /// Audio tokens: the codebooks `tokens` holds, row after row (`None`: a melody).
+    pub codebooks: Option<usize>,
     /// A policy version (`policy-v12`), a checkpoint name, or `import`.
     pub source: &'a str,
     pub policy_version: Option<i64>,
@@ -71,6 +73,8 @@ pub struct Clip {
     pub prompt_id: String,
     pub caption: String,
     pub tokens: Vec<u32>,
+    /// Audio tokens: the codebooks `tokens` holds, row after row (`None`: a melody).
+    pub codebooks: Option<usize>,
     pub source: String,
     pub policy_version: Option<i64>,
     pub seed: Option<i64>,
@@ -158,6 +162,8 @@ struct Imported<'a> {
     /// (tokens, source) of the clips shown as A and B.
     a: (&'a [u32], &'a str),
     b: (&'a [u32], &'a str),
+    /// Audio tokens: both clips' codebooks.
+    codebooks: Option<usize>,
     rater: &'a str,
     outcome: Outcome,
     comment: Option<&'a str>,
@@ -525,15 +531,15 @@ impl Db {
 
     /// Stores a clip (and its prompt) if new; returns its id.
     pub async fn put_clip(&self, clip: &NewClip<'_>, at_ms: i64) -> Result<String> {
-        validate_tokens(clip.tokens, "clip")?;
+        validate_clip(clip.tokens, clip.codebooks, "clip")?;
         if let Some((name, v)) = clip.scores.iter().find(|(_, v)| !v.is_finite()) {
             return Err(Error::Data(format!("clip score {name} is not finite: {v}")));
         }
         let prompt = self.put_prompt(clip.caption, at_ms).await?;
         let id = clip_id(clip.caption, clip.tokens, clip.source, clip.seed);
         sqlx::query(
-            "INSERT INTO clips (id, prompt_id, tokens, source, policy_version, seed, scores, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO clips (id, prompt_id, tokens, source, policy_version, seed, scores, created_at, codebooks)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&id)
         .bind(&prompt)
@@ -543,6 +549,7 @@ impl Db {
         .bind(clip.seed)
         .bind(serde_json::to_string(&clip.scores).expect("scores serialise"))
         .bind(at_ms)
+        .bind(clip.codebooks.map(|k| k as i64))
         .execute(&self.pool)
         .await
         .map_err(query("adding a clip"))?;
@@ -553,7 +560,7 @@ impl Db {
     pub async fn clip(&self, id: &str) -> Result<Option<Clip>> {
         let row = sqlx::query(
             "SELECT c.id, c.prompt_id, p.caption, c.tokens, c.source, c.policy_version, c.seed,
-                    c.scores, c.created_at
+                    c.scores, c.created_at, c.codebooks
              FROM clips c JOIN prompts p ON p.id = c.prompt_id WHERE c.id = $1",
         )
         .bind(id)
@@ -776,7 +783,7 @@ impl Db {
             "SELECT v.id, p.caption, v.outcome, v.rater_id, v.comment, v.created_at,
                     ca.id, ca.prompt_id, ca.tokens, ca.source, ca.policy_version, ca.seed, ca.scores, ca.created_at,
                     cb.id, cb.prompt_id, cb.tokens, cb.source, cb.policy_version, cb.seed, cb.scores, cb.created_at,
-                    v.channel
+                    v.channel, ca.codebooks, cb.codebooks
              FROM votes v
              JOIN pairs pr ON pr.id = v.pair_id
              JOIN prompts p ON p.id = pr.prompt_id
@@ -798,7 +805,7 @@ impl Db {
                 let vote_id: i64 = r.try_get(0).map_err(query("decoding a vote"))?;
                 let caption: String = r.try_get(1).map_err(query("decoding a vote"))?;
                 let outcome: String = r.try_get(2).map_err(query("decoding a vote"))?;
-                let clip = |base: usize| -> Result<Clip> {
+                let clip = |base: usize, codebooks: usize| -> Result<Clip> {
                     let at = format!("vote {vote_id}");
                     let d = |_: sqlx::Error| Error::Data(format!("{at}: a clip column"));
                     Ok(Clip {
@@ -806,6 +813,7 @@ impl Db {
                         prompt_id: r.try_get(base + 1).map_err(d)?,
                         caption: caption.clone(),
                         tokens: parse_tokens(&r.try_get::<String, _>(base + 2).map_err(d)?, &at)?,
+                        codebooks: codebooks_of(r.try_get(codebooks).map_err(d)?, &at)?,
                         source: r.try_get(base + 3).map_err(d)?,
                         policy_version: r.try_get(base + 4).map_err(d)?,
                         seed: r.try_get(base + 5).map_err(d)?,
@@ -815,8 +823,8 @@ impl Db {
                 };
                 Ok(DecisiveVote {
                     vote_id,
-                    a: clip(6)?,
-                    b: clip(14)?,
+                    a: clip(6, 23)?,
+                    b: clip(14, 24)?,
                     caption: caption.clone(),
                     a_won: outcome == "a",
                     rater_id: r.try_get(3).map_err(query("decoding a vote"))?,
@@ -837,6 +845,7 @@ impl Db {
             .map(|v| Choice {
                 caption: v.caption,
                 a: v.a.tokens,
+                codebooks: v.a.codebooks,
                 b: v.b.tokens,
                 choice: if v.a_won { "a" } else { "b" }.into(),
                 who: v.rater_id,
@@ -854,8 +863,9 @@ impl Db {
             .map(|v| {
                 let (chosen, rejected) = if v.a_won { (&v.a, &v.b) } else { (&v.b, &v.a) };
                 RlhfPair {
-                    chosen: abc_of(&v.caption, &chosen.tokens),
-                    rejected: abc_of(&v.caption, &rejected.tokens),
+                    chosen: clip_text(&v.caption, &chosen.tokens, chosen.codebooks),
+                    rejected: clip_text(&v.caption, &rejected.tokens, rejected.codebooks),
+                    codebooks: chosen.codebooks,
                     chosen_tokens: chosen.tokens.clone(),
                     rejected_tokens: rejected.tokens.clone(),
                     chosen_source: chosen.source.clone(),
@@ -882,6 +892,7 @@ impl Db {
                 caption: &c.caption,
                 a: (&c.a, "import"),
                 b: (&c.b, "import"),
+                codebooks: c.codebooks,
                 rater: &c.who,
                 outcome: if c.choice == "a" {
                     Outcome::A
@@ -916,6 +927,7 @@ impl Db {
                 caption: &p.prompt,
                 a,
                 b,
+                codebooks: p.codebooks,
                 rater: or_import(&p.rater),
                 outcome,
                 comment: p.comment.as_deref(),
@@ -949,6 +961,7 @@ impl Db {
         let clip = |(tokens, source)| NewClip {
             caption: r.caption,
             tokens,
+            codebooks: r.codebooks,
             source,
             policy_version: None,
             seed: None,
@@ -1087,6 +1100,15 @@ fn parse_scores(text: &str, at: &str) -> Result<BTreeMap<String, f64>> {
     serde_json::from_str(text).map_err(|e| Error::Data(format!("{at}: scores: {e}")))
 }
 
+/// The `codebooks` column: NULL for a melody, else a positive count.
+fn codebooks_of(value: Option<i64>, at: &str) -> Result<Option<usize>> {
+    match value {
+        None => Ok(None),
+        Some(k) if (1..=64).contains(&k) => Ok(Some(k as usize)),
+        Some(k) => Err(Error::Data(format!("{at}: codebooks {k} is not 1 to 64"))),
+    }
+}
+
 fn clip_from_row(r: &AnyRow, at: &str) -> Result<Clip> {
     let d = |_: sqlx::Error| Error::Data(format!("{at}: a clip column"));
     let id: String = r.try_get(0).map_err(d)?;
@@ -1095,6 +1117,7 @@ fn clip_from_row(r: &AnyRow, at: &str) -> Result<Clip> {
         prompt_id: r.try_get(1).map_err(d)?,
         caption: r.try_get(2).map_err(d)?,
         tokens: parse_tokens(&r.try_get::<String, _>(3).map_err(d)?, &at)?,
+        codebooks: codebooks_of(r.try_get(9).map_err(d)?, &at)?,
         source: r.try_get(4).map_err(d)?,
         policy_version: r.try_get(5).map_err(d)?,
         seed: r.try_get(6).map_err(d)?,

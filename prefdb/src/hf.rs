@@ -227,6 +227,14 @@ pub fn write_hf(
     pairs: &[RlhfPair],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<HfExport> {
+    if let Some(i) = pairs.iter().position(|p| p.codebooks.is_some()) {
+        return Err(Error::Data(format!(
+            "vote {} of the export is a pair of audio-token clips: the hf format renders \
+             melody clips with the synthesizer; export audio tokens as --format rlhf or store \
+             (musicrl codec decode renders them)",
+            i + 1
+        )));
+    }
     let path = dir.join(DATA);
     let parent = path.parent().expect("DATA has a folder");
     std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -333,6 +341,8 @@ pub fn read_hf(path: &Path) -> Result<Vec<RlhfPair>> {
                 other => return Err(Error::Data(format!("{at}: chosen_was_a is {other:?}"))),
             },
             channel: string(&row, "channel", &at)?,
+            // The hf format holds melody pairs only (`write_hf` refuses audio tokens).
+            codebooks: None,
         };
         pair.validate(&at)?;
         out.push(pair);
@@ -384,6 +394,7 @@ mod tests {
             comment: comment.map(String::from),
             chosen_was_a: false,
             channel: "bot".into(),
+            codebooks: None,
         }
     }
 

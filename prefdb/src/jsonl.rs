@@ -10,7 +10,10 @@
 //! ```
 //!
 //! `a` and `b` are the two clips' token ids (the melody vocabulary), `choice` is `"a"` or
-//! `"b"`, `who` identifies the rater (opaque), `when` is Unix seconds.
+//! `"b"`, `who` identifies the rater (opaque), `when` is Unix seconds. A pair of
+//! **audio-token** clips (MusicGen's codes) adds `"codebooks": K`: each clip is then K rows of
+//! T codes, row after row (code `[k][t]` at `k·T + t`, as the actors send them); a line
+//! without it is a melody pair, so every older store reads unchanged.
 //!
 //! **RLHF pairs** ([`RlhfPair`]): `prompt`, `chosen` and `rejected` as text (the melody in
 //! ABC notation, which any text tool can read), then `chosen_tokens` / `rejected_tokens` (the
@@ -37,6 +40,10 @@ pub struct Choice {
     pub who: String,
     /// Unix seconds.
     pub when: u64,
+    /// Audio-token clips: the codebooks each clip's codes hold, row after row; `None` for a
+    /// melody pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codebooks: Option<usize>,
 }
 
 impl Choice {
@@ -62,12 +69,41 @@ impl Choice {
                 self.choice
             )));
         }
-        validate_tokens(&self.a, at)?;
-        validate_tokens(&self.b, at)
+        validate_clip(&self.a, self.codebooks, at)?;
+        validate_clip(&self.b, self.codebooks, at)
     }
 }
 
-/// Token ids of one clip: not empty, inside the vocabulary.
+/// The largest codebook an audio-token clip may index (EnCodec's are 1,024 or 2,048 codes;
+/// the model that reads a clip checks its own size).
+pub const MAX_CODEBOOK_SIZE: u32 = 1 << 16;
+
+/// One clip: a melody's token ids (`codebooks` = `None`) or an audio-token clip of
+/// `codebooks` rows of equal length.
+pub fn validate_clip(clip: &[u32], codebooks: Option<usize>, at: &str) -> Result<()> {
+    let Some(k) = codebooks else {
+        return validate_tokens(clip, at);
+    };
+    if k == 0 || k > 64 {
+        return Err(Error::Data(format!(
+            "{at}: codebooks must be 1 to 64, not {k}"
+        )));
+    }
+    if clip.is_empty() || !clip.len().is_multiple_of(k) {
+        return Err(Error::Data(format!(
+            "{at}: a clip of {} codes is not {k} rows of equal length",
+            clip.len()
+        )));
+    }
+    if let Some(c) = clip.iter().find(|&&c| c >= MAX_CODEBOOK_SIZE) {
+        return Err(Error::Data(format!(
+            "{at}: code {c} is outside any codebook (at most {MAX_CODEBOOK_SIZE} codes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Token ids of one melody clip: not empty, inside the vocabulary.
 pub fn validate_tokens(clip: &[u32], at: &str) -> Result<()> {
     if clip.is_empty() {
         return Err(Error::Data(format!("{at}: a clip has no tokens")));
@@ -138,9 +174,9 @@ pub fn append_store(path: &Path, choices: &[Choice]) -> Result<()> {
 pub struct RlhfPair {
     /// The caption.
     pub prompt: String,
-    /// The chosen melody in ABC notation.
+    /// The chosen melody in ABC notation (an audio-token clip: [`audio_text`]).
     pub chosen: String,
-    /// The rejected melody in ABC notation.
+    /// The rejected melody in ABC notation (an audio-token clip: [`audio_text`]).
     pub rejected: String,
     pub chosen_tokens: Vec<u32>,
     pub rejected_tokens: Vec<u32>,
@@ -164,6 +200,9 @@ pub struct RlhfPair {
     /// bot`), `import`, …; empty in files written before it was exported.
     #[serde(default)]
     pub channel: String,
+    /// Audio-token clips: the codebooks each clip's tokens hold (see [`Choice::codebooks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codebooks: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -177,6 +216,24 @@ pub fn abc_of(caption: &str, clip: &[u32]) -> String {
     musicrl_music::export::to_abc(&decoded.events, caption, None, bpm)
 }
 
+/// The text column of an audio-token clip, which has no notation: its shape, for tools that
+/// show the text (the codes are in `chosen_tokens` / `rejected_tokens`; `musicrl codec
+/// decode` renders them).
+pub fn audio_text(clip: &[u32], codebooks: usize) -> String {
+    format!(
+        "audio tokens: {codebooks} codebooks x {} frames",
+        clip.len() / codebooks.max(1)
+    )
+}
+
+/// A clip's text column: ABC for a melody, [`audio_text`] for audio tokens.
+pub fn clip_text(caption: &str, clip: &[u32], codebooks: Option<usize>) -> String {
+    match codebooks {
+        Some(k) => audio_text(clip, k),
+        None => abc_of(caption, clip),
+    }
+}
+
 /// Reads RLHF pairs, validating every line; an error names the file and line.
 pub fn read_rlhf(path: &Path) -> Result<Vec<RlhfPair>> {
     read_jsonl(path, RlhfPair::validate)
@@ -185,8 +242,8 @@ pub fn read_rlhf(path: &Path) -> Result<Vec<RlhfPair>> {
 impl RlhfPair {
     /// Token ids inside the vocabulary, a channel that is a short lowercase word.
     pub fn validate(&self, at: &str) -> Result<()> {
-        validate_tokens(&self.chosen_tokens, at)?;
-        validate_tokens(&self.rejected_tokens, at)?;
+        validate_clip(&self.chosen_tokens, self.codebooks, at)?;
+        validate_clip(&self.rejected_tokens, self.codebooks, at)?;
         validate_channel(&self.channel, at)
     }
 }
@@ -231,6 +288,7 @@ mod tests {
             choice: "a".into(),
             who: "listener-3".into(),
             when: 5,
+            codebooks: None,
         };
         append_store(&path, std::slice::from_ref(&good)).expect("writes");
         std::fs::write(
@@ -256,11 +314,46 @@ mod tests {
             choice: "b".into(),
             who: "listener-12".into(),
             when: 1_764_460_800,
+            codebooks: None,
         };
         let text = store_text(std::slice::from_ref(&c));
         let back: Choice = serde_json::from_str(text.trim()).expect("parses");
         assert_eq!(back, c);
         assert_eq!(c.listener(), Some(12));
         assert_eq!(c.ordered(), (&[7u32][..], &[4u32, 5, 6][..]));
+    }
+
+    #[test]
+    fn audio_token_pairs_round_trip_and_are_checked_as_rows() {
+        let c = Choice {
+            caption: "lofi piano".into(),
+            a: vec![0, 2047, 5, 6],
+            b: vec![1, 2, 3, 4],
+            choice: "a".into(),
+            who: "web-1".into(),
+            when: 7,
+            codebooks: Some(2),
+        };
+        let text = store_text(std::slice::from_ref(&c));
+        assert!(text.contains("\"codebooks\":2"), "{text}");
+        let back: Choice = serde_json::from_str(text.trim()).expect("parses");
+        assert_eq!(back, c);
+        back.validate("here").expect("2 rows of 2 codes");
+        // A melody line has no codebooks key: older stores read unchanged.
+        let melody = Choice {
+            codebooks: None,
+            a: vec![4],
+            b: vec![5],
+            ..c.clone()
+        };
+        assert!(!store_text(&[melody]).contains("codebooks"));
+        // Code 2047 is beyond the melody vocabulary but inside a codebook.
+        assert!(validate_clip(&c.a, None, "m").is_err());
+        let odd = validate_clip(&[1, 2, 3], Some(2), "x").expect_err("3 codes are not 2 rows");
+        assert!(odd.to_string().contains("not 2 rows"), "{odd}");
+        assert!(validate_clip(&[MAX_CODEBOOK_SIZE, 0], Some(1), "x").is_err());
+        assert!(validate_clip(&[], Some(4), "x").is_err());
+        assert!(validate_clip(&[1], Some(0), "x").is_err());
+        assert_eq!(audio_text(&c.a, 2), "audio tokens: 2 codebooks x 2 frames");
     }
 }

@@ -124,6 +124,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "CREATE INDEX votes_rater ON votes(rater_id, created_at)",
         postgres: "CREATE INDEX votes_rater ON votes(rater_id, created_at)",
     },
+    Migration {
+        version: 3,
+        name: "audio-token clips: the codebooks a clip's tokens hold (NULL: a melody)",
+        sqlite: "ALTER TABLE clips ADD COLUMN codebooks BIGINT",
+        postgres: "ALTER TABLE clips ADD COLUMN codebooks BIGINT",
+    },
 ];
 
 /// The newest schema version this build knows.

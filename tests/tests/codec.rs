@@ -235,3 +235,137 @@ async fn a_codec_that_does_not_fit_the_policy_stops_the_server() {
         .expect_err("refused");
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
+
+struct Quiet;
+impl musicrl_rewards::text::Progress for Quiet {
+    fn stage(&mut self, _: &str) {}
+    fn epoch_started(&mut self, _: usize, _: usize) {}
+    fn batch_done(&mut self, _: f64) {}
+    fn epoch_done(&mut self, _: usize, _: f64) {}
+}
+
+/// The tiny MusicGen's clips of `frames` frames: 4 rows of codes below 32, row after row.
+fn random_clip(rng: &mut rand::rngs::StdRng, frames: usize) -> Vec<u32> {
+    use rand::RngExt;
+    let low_share: f64 = rng.random();
+    (0..4 * frames)
+        .map(|_| {
+            if rng.random::<f64>() < low_share {
+                rng.random_range(0..8)
+            } else {
+                rng.random_range(8..32)
+            }
+        })
+        .collect()
+}
+
+fn low_codes(clip: &[u32]) -> usize {
+    clip.iter().filter(|&&c| c < 8).count()
+}
+
+/// Item 4 of "Hear it": the Bradley–Terry model trains on pairs of MusicGen clips (their audio
+/// tokens), initialised from the policy's own decoder as the paper's was from MusicLM, learns
+/// a listener who prefers the clip with more low codes, and scores MusicGen trajectories as a
+/// `preference` component of a real reward server, as the library scores them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preference_model_learns_musicgen_pairs_and_the_reward_server_serves_it() {
+    use musicrl_rewards::preference::model::{self, PreferenceConfig, PreferenceTrainConfig};
+    use rand::SeedableRng;
+    const F: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let captions = ["lo-fi piano", "a march for brass", "ambient pads"];
+    let mut choices = Vec::new();
+    while choices.len() < 160 {
+        let (a, b) = (random_clip(&mut rng, F), random_clip(&mut rng, F));
+        if low_codes(&a).abs_diff(low_codes(&b)) < 4 {
+            continue;
+        }
+        let choice = if low_codes(&a) > low_codes(&b) {
+            "a"
+        } else {
+            "b"
+        };
+        choices.push(musicrl_prefdb::Choice {
+            caption: captions[choices.len() % 3].into(),
+            a,
+            b,
+            choice: choice.into(),
+            who: "web-1".into(),
+            when: 1_800_000_000,
+            codebooks: Some(4),
+        });
+    }
+    let store = dir.path().join("store.jsonl");
+    musicrl_prefdb::append_store(&store, &choices).unwrap();
+    let mut config = musicgen_config(dir.path(), "encodec/tiny-graded", Vec::new());
+    config.policy.frames = F;
+    config.policy.max_tokens = 4 * F;
+    let c = PreferenceConfig {
+        policy: config.policy.clone(),
+        train: PreferenceTrainConfig {
+            store: store.clone(),
+            init_policy: PathBuf::new(),
+            epochs: 6,
+            batch_size: 16,
+            learning_rate: 3e-3,
+            eval_every: 5,
+            seed: 3,
+            caption_free: false,
+        },
+    };
+    let out = dir.path().join("preference");
+    let (metrics, eval) = model::train(&c, &out, &mut Quiet).unwrap();
+    eprintln!("{metrics:?}");
+    assert_eq!((metrics.train_choices, metrics.eval_choices), (128, 32));
+    assert_eq!(eval.len(), 32);
+    assert!(
+        metrics.accuracy >= 0.8,
+        "held-out accuracy {} on 32 pairs",
+        metrics.accuracy
+    );
+    let first = metrics.epochs[0].1;
+    let last = metrics.epochs.last().unwrap().1;
+    assert!(last < first, "the loss fell: {:?}", metrics.epochs);
+
+    // Served: the reward server's `preference` component scores MusicGen trajectories as the
+    // library does, and refuses tokens that are not this folder's rows with INVALID_ARGUMENT.
+    let m = model::PreferenceModel::load(&out).unwrap();
+    assert_eq!(m.codebooks(), Some(4));
+    let (low, high) = (clip(0, 8)[..4 * F].to_vec(), clip(16, 32)[..4 * F].to_vec());
+    let want = m
+        .try_score(&[("lo-fi piano", &low), ("lo-fi piano", &high)])
+        .unwrap();
+    assert!(want[0] > want[1], "more low codes, higher: {want:?}");
+    config.reward.components = vec![ComponentConfig {
+        kind: "preference".into(),
+        checkpoint: out.clone(),
+        ..ComponentConfig::default()
+    }];
+    let server = start_reward_server(&config).await;
+    let mut client = RewardServiceClient::connect(server.url()).await.unwrap();
+    let sample = |tokens: &[u32]| pb::Sample {
+        caption: "lo-fi piano".into(),
+        tokens: tokens.to_vec(),
+        audio: None,
+    };
+    let answer = client
+        .score(pb::ScoreRequest {
+            samples: vec![sample(&low), sample(&high)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.components[0].version, m.version);
+    for (got, want) in answer.scores.iter().zip(&want) {
+        assert!((got.components[0] - want).abs() < 1e-5, "{got:?} vs {want}");
+    }
+    let refused = client
+        .score(pb::ScoreRequest {
+            samples: vec![sample(&low[..4 * F - 1])],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    server.stop().await.unwrap();
+}

@@ -1529,24 +1529,9 @@ impl Config {
                 ),
             );
         }
-        // The audio components hear the clip through the codec; the preference model reads
-        // melody tokens.
-        if let Some(c) = self
-            .reward
-            .components
-            .iter()
-            .find(|c| c.kind == "preference")
-        {
-            return bad(
-                "reward.components",
-                format!(
-                    "component {:?} (preference) is a Bradley–Terry model over the melody \
-                     vocabulary's tokens; a MusicGen policy's clips are codec codes: serve a \
-                     preference model of audio as a `remote` component with send_audio = true",
-                    c.display_name()
-                ),
-            );
-        }
+        // The audio components hear the clip through the codec; a `preference` component
+        // reads the codes themselves (a model trained with this family: the reward server
+        // checks its folder's codebooks when it loads it).
         Ok(())
     }
 

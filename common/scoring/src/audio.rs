@@ -38,6 +38,13 @@ impl Codec {
         self.encodec.sample_rate()
     }
 
+    /// Seconds a clip of `tokens` codes (all rows) plays: its frames at the codec's hop.
+    pub fn seconds(&self, tokens: usize) -> f64 {
+        let frames = tokens / self.rows().max(1);
+        let hop = self.encodec.config().hop_length();
+        (frames * hop) as f64 / f64::from(self.sample_rate().max(1))
+    }
+
     /// Checks that the policy's clips fit this codec: as many codebooks, every code within
     /// the codebooks.
     pub fn check_policy(&self, codebooks: usize, vocab_size: usize) -> Result<()> {

@@ -249,8 +249,8 @@ pub fn quality_scorer(name: &str, model: QualityModel) -> ModelScorer<QualityMod
     })
 }
 
-/// User preference: the Bradley–Terry model's unbounded scalar over caption + tokens (no
-/// audio needed).
+/// User preference: the Bradley–Terry model's unbounded scalar over caption + tokens (a
+/// melody's, or a MusicGen policy's audio tokens; no audio needed).
 pub fn preference_scorer(name: &str, model: PreferenceModel) -> ModelScorer<PreferenceModel> {
     let version = model.version.clone();
     ModelScorer::new(name, version, false, model, |m, batch| {
@@ -259,7 +259,11 @@ pub fn preference_scorer(name: &str, model: PreferenceModel) -> ModelScorer<Pref
             .iter()
             .map(|i| (i.caption.as_str(), i.tokens.as_slice()))
             .collect();
-        Ok(m.score(&items).into_iter().map(Scored::whole).collect())
+        Ok(m.try_score(&items)
+            .map_err(|e| musicrl_common::Error::InvalidArgument(e.to_string()))?
+            .into_iter()
+            .map(Scored::whole)
+            .collect())
     })
 }
 

@@ -69,12 +69,6 @@ pub async fn start_on(
     scorer: Option<musicrl_scoring::RewardModel>,
     url: Option<&str>,
 ) -> Service {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let url = url.map_or_else(
-        || format!("sqlite:{}", dir.path().join("feedback.db").display()),
-        str::to_string,
-    );
-    let db = Db::open(&url).await.expect("opens the database");
     let config = tiny_policy();
     let device = musicrl_policy::device::inference_device();
     device.seed(5);
@@ -91,6 +85,22 @@ pub async fn start_on(
         9,
     )
     .expect("a source");
+    start_source(f, scorer, url, source).await
+}
+
+/// As [`start_on`], drawing pairs from `source`.
+pub async fn start_source(
+    f: FeedbackConfig,
+    scorer: Option<musicrl_scoring::RewardModel>,
+    url: Option<&str>,
+    source: PairSource,
+) -> Service {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let url = url.map_or_else(
+        || format!("sqlite:{}", dir.path().join("feedback.db").display()),
+        str::to_string,
+    );
+    let db = Db::open(&url).await.expect("opens the database");
     let state = musicrl_feedback::state(
         db.clone(),
         source,

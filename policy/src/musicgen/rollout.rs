@@ -82,6 +82,26 @@ impl MusicgenRollout {
         let decoder = Trainable::decoder_from_broadcast(&self.template, bytes).map_err(|e| {
             PolicyError::BadParameters(format!("a MusicGen parameter version: {e}"))
         })?;
+        self.install(decoder);
+        Ok(())
+    }
+
+    /// Takes a checkpoint's `policy.bpk` ([`Trainable::to_bytes`]: the trained decoder and
+    /// value head, or with `policy.lora` the adapters and value head, merged here).
+    pub fn set_checkpoint(&mut self, bytes: &[u8]) -> Result<()> {
+        let trained = Trainable::from_bytes(self.template.clone(), bytes)
+            .map_err(|e| PolicyError::BadParameters(format!("a MusicGen checkpoint: {e}")))?;
+        self.install(trained.merged_decoder());
+        Ok(())
+    }
+
+    /// Samples with the folder's own decoder (step 0), as loaded.
+    pub fn use_folder_decoder(&mut self) {
+        let decoder = self.template.merged_decoder();
+        self.install(decoder);
+    }
+
+    fn install(&mut self, decoder: super::decoder::Decoder) {
         self.model.set_decoder(decoder);
         // The old version's buffers go before the new ones are made: one packed copy of
         // the decoder at a time (1.4 GB at musicgen-small's shape).
@@ -89,7 +109,16 @@ impl MusicgenRollout {
         self.engine = self
             .threads
             .map(|threads| Engine::new(self.model.decoder(), threads));
-        Ok(())
+    }
+
+    /// The codebooks of each clip (its rows).
+    pub fn codebooks(&self) -> usize {
+        self.model.config().decoder.num_codebooks
+    }
+
+    /// Frames a clip is sampled to (`policy.frames`).
+    pub fn frames(&self) -> usize {
+        self.frames
     }
 
     /// One clip per caption, `codebooks × frames` tokens each (codebook by codebook), with

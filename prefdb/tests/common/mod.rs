@@ -17,6 +17,7 @@ pub fn choices() -> Vec<Choice> {
         choice: choice.into(),
         who: who.into(),
         when,
+        codebooks: None,
     };
     vec![
         c(
@@ -116,6 +117,7 @@ pub async fn scenario(url: &str) {
     let clip = |tokens: &'static [u32], seed| NewClip {
         caption: "a waltz in three",
         tokens,
+        codebooks: None,
         source: "policy-v7",
         policy_version: Some(7),
         seed: Some(seed),

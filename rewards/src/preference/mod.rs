@@ -29,6 +29,7 @@
 //! ([`PAPER_TEXT_AGREEMENT`]); populations drawn before 2026-12-07 have no caption weight and
 //! ignore the caption.
 
+pub mod audio;
 pub mod model;
 
 use std::path::Path;
@@ -411,6 +412,7 @@ pub fn simulate_choices(
                 choice: if pick_a { "a" } else { "b" }.into(),
                 who: format!("listener-{listener}"),
                 when,
+                codebooks: None,
             }
         })
         .collect()
@@ -1095,6 +1097,7 @@ mod tests {
             choice: "b".into(),
             who: "listener-1".into(),
             when: 5,
+            codebooks: None,
         };
         append_store(&path, &[c.clone(), c.clone()]).expect("writes");
         assert_eq!(

@@ -5,6 +5,10 @@
 //! Trained with the Bradley–Terry loss −log σ(r(chosen) − r(rejected)). The caption-less
 //! variant (`caption_free`) replaces every caption by the empty caption, for the paper's
 //! ablation.
+//!
+//! A MusicGen policy (`policy.family = "musicgen"`) gets the same loss over its audio tokens,
+//! with the MusicGen decoder as the trunk ([`super::audio`]); [`train`] and
+//! [`PreferenceModel`] take either family, by the configuration's policy section.
 
 use std::path::{Path, PathBuf};
 
@@ -101,9 +105,15 @@ pub fn rewards(
     out.values.gather(1, idx).reshape([b])
 }
 
+/// What scores: the melody policy's trunk, or the MusicGen decoder's.
+enum Net {
+    Melody(Policy),
+    Audio(Box<super::audio::AudioPreference>),
+}
+
 /// A trained model ready to score.
 pub struct PreferenceModel {
-    policy: Policy,
+    net: Net,
     pub config: PreferenceConfig,
     pub version: String,
     device: Device,
@@ -121,25 +131,56 @@ impl PreferenceModel {
     pub fn load(dir: &Path) -> Result<Self> {
         let config: PreferenceConfig = store::load_config(dir)?;
         let device = musicrl_policy::device::inference_device();
+        if config.policy.family == musicrl_config::FAMILY_MUSICGEN {
+            let (audio, version) = super::audio::AudioPreference::load(dir, &config)?;
+            return Ok(Self {
+                net: Net::Audio(Box::new(audio)),
+                config,
+                version,
+                device,
+            });
+        }
         let (policy, version) =
             store::load_params(dir, KIND, Policy::new(&config.policy, &device))?;
         Ok(Self {
-            policy: policy.valid(),
+            net: Net::Melody(policy.valid()),
             config,
             version,
             device,
         })
     }
 
-    /// One unbounded scalar per (caption, tokens).
+    /// Audio tokens: the codebooks of the clips it scores (`None`: melody tokens).
+    pub fn codebooks(&self) -> Option<usize> {
+        match &self.net {
+            Net::Melody(_) => None,
+            Net::Audio(a) => Some(a.codebooks()),
+        }
+    }
+
+    /// One unbounded scalar per (caption, tokens); an audio-token clip that is not this
+    /// folder's shape is an error.
+    pub fn try_score(&self, items: &[(&str, &[u32])]) -> Result<Vec<f32>> {
+        match &self.net {
+            Net::Melody(_) => Ok(self.score(items)),
+            Net::Audio(audio) => audio.score(items),
+        }
+    }
+
+    /// One unbounded scalar per (caption, tokens) of a melody model (an audio model's clips go
+    /// through [`PreferenceModel::try_score`]; here its errors panic).
     pub fn score(&self, items: &[(&str, &[u32])]) -> Vec<f32> {
+        let policy = match &self.net {
+            Net::Melody(policy) => policy,
+            Net::Audio(audio) => return audio.score(items).expect("clips of this MusicGen folder"),
+        };
         if items.is_empty() {
             return Vec::new();
         }
         let captions: Vec<&str> = items.iter().map(|i| i.0).collect();
         let seqs: Vec<&[u32]> = items.iter().map(|i| i.1).collect();
         to_vec_f32(rewards(
-            &self.policy,
+            policy,
             &self.config.policy,
             self.config.train.caption_free,
             &captions,
@@ -216,6 +257,17 @@ pub fn train(
             "{}: too few choices ({})",
             t.store.display(),
             choices.len()
+        )));
+    }
+    if config.policy.family == musicrl_config::FAMILY_MUSICGEN {
+        let metrics = super::audio::train(config, train, &eval, out, progress)?;
+        return Ok((metrics, eval.into_iter().cloned().collect()));
+    }
+    if let Some(c) = choices.iter().find(|c| c.codebooks.is_some()) {
+        return Err(Error::Data(format!(
+            "{}: a pair of audio-token clips ({:?} codebooks) for a melody policy: train it              with policy.family = \"musicgen\" and the clips' folder",
+            t.store.display(),
+            c.codebooks
         )));
     }
     let device = musicrl_policy::device::training_device();
