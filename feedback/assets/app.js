@@ -113,7 +113,8 @@
       return;
     }
     el("caption").textContent = view.caption;
-    el("min-listen").textContent = Math.max(view.a.required_seconds, view.b.required_seconds).toFixed(0);
+    const minListen = Math.max(view.a.required_seconds, view.b.required_seconds);
+    el("min-listen").textContent = minListen.toFixed(minListen < 1 ? 1 : 0);
     for (const side of sides) {
       const clip = view[side];
       const audio = el("audio-" + side);

@@ -1,7 +1,8 @@
 //! The clip cache: each stored clip rendered once, as `<cache>/<clip id>.<ext>`. A melody is
 //! rendered to WAV (the project's synthesizer), MIDI and ABC; an audio-token clip (MusicGen's
-//! codes) is decoded to WAV by the policy's codec, EnCodec (mono, at the codec's rate), and
-//! has no notation. A file name is built only from a validated clip id and a fixed
+//! codes) is decoded to WAV by the policy's codec, EnCodec (mono, at the codec's rate; a codec
+//! slower than [`BROWSER_MIN_RATE`], such as the tiny test fixtures' 1,600 Hz, is resampled to
+//! 16 kHz, since browsers refuse such rates), and has no notation. A file name is built only from a validated clip id and a fixed
 //! extension, so nothing outside the cache can be named.
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,9 @@ pub fn abc(caption: &str, clip: &[u32]) -> String {
     let decoded = tokens::decode(clip);
     export::to_abc(&decoded.events, &title(caption), None, bpm)
 }
+
+/// The lowest sample rate the page's WAVs have: Chromium plays nothing under 3 kHz.
+pub const BROWSER_MIN_RATE: u32 = 8_000;
 
 /// The rendered clips on disk.
 #[derive(Debug, Clone)]
@@ -167,7 +171,13 @@ impl ClipCache {
         let pcm = codec
             .decode(clip)
             .map_err(|e| Error::Io(format!("decoding a clip: {e}")))?;
-        wav_bytes(&pcm, codec.sample_rate())
+        let rate = codec.sample_rate();
+        if rate >= BROWSER_MIN_RATE {
+            return wav_bytes(&pcm, rate);
+        }
+        let resampled = musicrl_rewards::resample::resample(&pcm, rate, 16_000)
+            .map_err(|e| Error::Io(format!("resampling a clip: {e}")))?;
+        wav_bytes(&resampled, 16_000)
     }
 }
 

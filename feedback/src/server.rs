@@ -47,8 +47,14 @@ pub async fn state_from_config(config: &Config) -> Result<Shared> {
         read_secret(&f.secret_file)?
     };
     let scorer = if f.score_clips {
+        // A MusicGen source's clips are heard through its codec, as the reward server hears
+        // them (`reward.codec`, else the policy folder's).
+        let mut reward = config.reward.clone();
+        if let Some(folder) = config.codec_folder() {
+            reward.codec = folder;
+        }
         Some(
-            musicrl_scoring::RewardModel::from_config(&config.reward).map_err(|e| {
+            musicrl_scoring::RewardModel::from_config(&reward).map_err(|e| {
                 Error::Config(format!(
                     "feedback.score_clips: the [reward] components cannot be loaded: {e}"
                 ))

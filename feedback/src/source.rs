@@ -38,7 +38,7 @@ pub struct Model {
 enum Draws {
     Melody(Engine),
     /// One draw at a time (the engine splits each product over every core).
-    MusicGen(Mutex<MusicgenRollout>),
+    MusicGen(Box<Mutex<MusicgenRollout>>),
 }
 
 impl std::fmt::Debug for Draws {
@@ -65,7 +65,7 @@ impl Model {
         Self {
             name: name.to_string(),
             version: None,
-            draws: Draws::MusicGen(Mutex::new(rollout)),
+            draws: Draws::MusicGen(Box::new(Mutex::new(rollout))),
         }
     }
 

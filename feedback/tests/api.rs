@@ -601,16 +601,24 @@ async fn a_musicgen_source_serves_codec_audio_and_its_votes_keep_the_codes() {
     }
     assert_ne!(view.a.tokens, view.b.tokens, "two draws");
 
-    // The WAV is the codec's decoding of the codes: 8 frames × 32 samples at 1,600 Hz.
+    // The WAV is the codec's decoding of the codes (8 frames × 32 samples at 1,600 Hz),
+    // resampled to 16 kHz, which browsers play (they refuse 1,600 Hz).
     let (status, h, body) = raw(Method::GET, &s.url(&view.a.wav), &[], "").await;
     assert_eq!(status, StatusCode::OK, "{}", error_of(&body));
     assert_eq!(h[header::CONTENT_TYPE], "audio/wav");
     let wav = hound::WavReader::new(std::io::Cursor::new(body.to_vec())).expect("a WAV");
-    assert_eq!((wav.spec().sample_rate, wav.spec().channels), (1600, 1));
+    assert_eq!((wav.spec().sample_rate, wav.spec().channels), (16_000, 1));
     let samples: Vec<i16> = wav.into_samples().map(|s| s.expect("a sample")).collect();
-    assert_eq!(samples.len(), 8 * 32);
+    assert_eq!(samples.len(), 8 * 32 * 10);
     let codec = musicrl_scoring::audio::Codec::load(&codec).expect("the codec");
-    let decoded = codec.decode(&view.a.tokens).expect("decodes");
+    assert_eq!(codec.sample_rate(), 1600);
+    let decoded = musicrl_rewards::resample::resample(
+        &codec.decode(&view.a.tokens).expect("decodes"),
+        1600,
+        16_000,
+    )
+    .expect("resamples");
+    assert_eq!(decoded.len(), samples.len());
     let worst = samples
         .iter()
         .zip(&decoded)
@@ -618,6 +626,10 @@ async fn a_musicgen_source_serves_codec_audio_and_its_votes_keep_the_codes() {
         .fold(0f32, f32::max);
     assert!(worst < 2e-4, "the page plays something else: {worst}");
     assert!(samples.iter().any(|&s| s != 0), "not silence");
+    // Each clip's own audio (this codec's codebooks are not all alike, unlike the tiny
+    // MusicGen folder's own, which decodes every clip to the same sound).
+    let (_, _, other) = raw(Method::GET, &s.url(&view.b.wav), &[], "").await;
+    assert_ne!(other, body, "B plays A's audio");
     // No notation for audio tokens: a clear 404.
     let (status, _, body) = raw(
         Method::GET,

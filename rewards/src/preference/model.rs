@@ -107,7 +107,7 @@ pub fn rewards(
 
 /// What scores: the melody policy's trunk, or the MusicGen decoder's.
 enum Net {
-    Melody(Policy),
+    Melody(Box<Policy>),
     Audio(Box<super::audio::AudioPreference>),
 }
 
@@ -143,7 +143,7 @@ impl PreferenceModel {
         let (policy, version) =
             store::load_params(dir, KIND, Policy::new(&config.policy, &device))?;
         Ok(Self {
-            net: Net::Melody(policy.valid()),
+            net: Net::Melody(Box::new(policy.valid())),
             config,
             version,
             device,
