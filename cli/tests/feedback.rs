@@ -153,7 +153,7 @@ fn the_database_round_trips_the_store_and_trains_versioned_preference_models() {
 
     let (out, _) = musicrl(&config, &["preferences", "status", "--db", &db]);
     let status: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(status["schema_version"], 2);
+    assert_eq!(status["schema_version"], 3);
     assert_eq!(status["rows"]["votes"], 60);
     assert_eq!(status["model_versions"], serde_json::json!([v1, v2]));
 

@@ -382,15 +382,14 @@ fn a_musicgen_configuration_that_does_not_fit_its_folder_is_refused() {
         "no/such/folder",
     );
     refused(&["policy.family=jukebox"], "policy.family", "jukebox");
-    // The audio components hear the clips through the codec; the preference model reads
-    // melody tokens.
+    // A preference model trained on melody tokens cannot read MusicGen's codes.
     refused(
         &[
             "reward.components[0].kind=preference",
             "reward.components[0].checkpoint=models/rewards/preference",
         ],
         "reward.components",
-        "over the melody vocabulary",
+        "trained over the melody family's tokens",
     );
 }
 

@@ -1,7 +1,8 @@
 //! The feedback service's `learner` source: its pairs follow a running RL job. Before any
 //! broadcast a pair is refused with 503; while a learner trains, the clips record the
 //! parameter version they were sampled from, and once training is over they come from the
-//! final version.
+//! final version. A MusicGen run with adapters is followed the same way: each version is the
+//! adapters alone, merged over the folder's decoder, and the clips are codes.
 
 use std::time::Duration;
 
@@ -38,14 +39,53 @@ async fn serve(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_follow_the_learners_broadcast() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let config = tiny_config(dir.path());
+    follow(config, dir.path(), None).await;
+}
+
+/// The tiny MusicGen fixture trained with adapters (`policy.lora`), rewarded by the share of
+/// low codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn musicgen_pairs_follow_the_adapters_broadcast() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let mut config = tiny_config(dir.path());
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/fixtures");
+    config.policy = musicrl_config::PolicyConfig {
+        family: "musicgen".into(),
+        folder: fixtures.join("musicgen/tiny"),
+        frames: 8,
+        vocab_size: 32,
+        max_tokens: 32,
+        end_token: 32,
+        lora: musicrl_config::LoraConfig {
+            rank: 2,
+            ..musicrl_config::LoraConfig::default()
+        },
+        ..config.policy
+    };
+    config.reward.codec = fixtures.join("encodec/tiny-graded");
+    config.reward.components = vec![musicrl_config::ComponentConfig {
+        kind: "token-fraction".into(),
+        target_below: 8,
+        ..musicrl_config::ComponentConfig::default()
+    }];
+    follow(config, dir.path(), Some(4)).await;
+}
+
+/// Follows a learner trained with `config`; `codebooks`: the clips' (None for melodies).
+async fn follow(
+    mut config: musicrl_config::Config,
+    dir: &std::path::Path,
+    codebooks: Option<usize>,
+) {
     config.learner.steps = STEPS;
     config.feedback.source = "learner".into();
     config.feedback.score_clips = false;
     config.feedback.min_listen_seconds = 0.0;
     config.feedback.pairs_per_minute = 100_000;
     config.feedback.prompts = musicrl_tests::prompts_path();
-    config.feedback.clip_cache = dir.path().join("clips");
+    config.feedback.clip_cache = dir.join("clips");
 
     // No learner listening yet: the service starts, and refuses pairs with 503.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
@@ -53,7 +93,7 @@ async fn pairs_follow_the_learners_broadcast() {
     drop(closed);
     let mut early = config.clone();
     early.feedback.learner = nobody;
-    early.feedback.db = format!("sqlite:{}", dir.path().join("early.db").display());
+    early.feedback.db = format!("sqlite:{}", dir.join("early.db").display());
     let (url, stop, task) = serve(&early).await;
     let mut bot = musicrl_feedback::bot::BotClient::new(&url);
     match bot.pair(0).await {
@@ -72,7 +112,7 @@ async fn pairs_follow_the_learners_broadcast() {
     let reward = start_reward_server(&config).await;
     let learner = start_learner(&config).await;
     config.feedback.learner = learner.url();
-    let db_url = format!("sqlite:{}", dir.path().join("prefs.db").display());
+    let db_url = format!("sqlite:{}", dir.join("prefs.db").display());
     config.feedback.db = db_url.clone();
     let (url, stop, task) = serve(&config).await;
     let mut bot = musicrl_feedback::bot::BotClient::new(&url);
@@ -88,6 +128,7 @@ async fn pairs_follow_the_learners_broadcast() {
         }
     };
     assert!(!first.a.tokens.is_empty());
+    assert_eq!(first.a.codebooks, codebooks);
     let actor = start_actor(&config, &learner.url(), &reward.url(), "actor-0");
     let outcome = tokio::time::timeout(Duration::from_secs(300), learner.join())
         .await
@@ -107,6 +148,7 @@ async fn pairs_follow_the_learners_broadcast() {
         let mut newest = Vec::new();
         for id in [&pair.clip_a, &pair.clip_b] {
             let c = db.clip(id).await.expect("reads").expect("stored");
+            assert_eq!(c.codebooks, codebooks);
             newest.push((c.source, c.policy_version));
         }
         if newest.iter().all(|(_, v)| *v == Some(STEPS as i64))

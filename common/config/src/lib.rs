@@ -1343,8 +1343,68 @@ impl Config {
     }
 
     /// Checks `[reward]`.
+    /// A `preference` component reads the policy's own tokens: its checkpoint must have been
+    /// trained for this policy's family (its `config.json`'s `policy.family`), and a MusicGen
+    /// one on clips of this folder's shape. A checkpoint that cannot be read yet is left to
+    /// the reward server, which loads it.
+    fn validate_preference_families(&self) -> Result<(), ConfigError> {
+        for c in self
+            .reward
+            .components
+            .iter()
+            .filter(|c| c.kind == "preference")
+        {
+            let Some(saved) = paths::find(&c.checkpoint)
+                .and_then(|d| std::fs::read_to_string(d.join("config.json")).ok())
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            else {
+                continue;
+            };
+            let policy = &saved["policy"];
+            let family = policy["family"].as_str().unwrap_or(FAMILY_MELODY);
+            let name = c.display_name();
+            if family != self.policy.family {
+                return bad(
+                    "reward.components",
+                    format!(
+                        "component {name:?} (preference) was trained over the {family} family's \
+                         tokens ({}'s config.json), and this policy is {:?}: train one on this \
+                         policy's clips (`musicrl train-reward preference` with this \
+                         configuration)",
+                        c.checkpoint.display(),
+                        self.policy.family
+                    ),
+                );
+            }
+            if family == FAMILY_MUSICGEN {
+                let shape = |v: &serde_json::Value| {
+                    paths::find(Path::new(v["folder"].as_str().unwrap_or("")))
+                        .and_then(|f| musicgen_shape(&f).ok())
+                };
+                let (theirs, ours) = (
+                    shape(policy),
+                    paths::find(&self.policy.folder).and_then(|f| musicgen_shape(&f).ok()),
+                );
+                if let (Some(theirs), Some(ours)) = (theirs, ours)
+                    && theirs != ours
+                {
+                    return bad(
+                        "reward.components",
+                        format!(
+                            "component {name:?} (preference) reads clips of {} codebooks of {} \
+                             codes, and policy.folder's clips are {} of {}",
+                            theirs.0, theirs.1, ours.0, ours.1
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_reward(&self) -> Result<(), ConfigError> {
         let r = &self.reward;
+        self.validate_preference_families()?;
         if r.max_batch == 0 {
             return bad("reward.max_batch", "must be positive".into());
         }

@@ -59,12 +59,12 @@ pub async fn scenario(url: &str) {
     // Migrations from empty, then idempotent.
     let db = Db::connect(url).await.expect("connects");
     assert_eq!(db.schema_version().await.expect("reads"), 0);
-    assert_eq!(db.migrate().await.expect("migrates"), vec![1, 2]);
+    assert_eq!(db.migrate().await.expect("migrates"), vec![1, 2, 3]);
     assert_eq!(
         db.migrate().await.expect("migrates again"),
         Vec::<i64>::new()
     );
-    assert_eq!(db.schema_version().await.expect("reads"), 2);
+    assert_eq!(db.schema_version().await.expect("reads"), 3);
     let counts = db.table_counts().await.expect("counts");
     assert!(counts.values().all(|&n| n == 0), "{counts:?}");
 
@@ -239,6 +239,32 @@ pub async fn scenario(url: &str) {
     // Reopening an existing database migrates nothing and keeps everything.
     let db = Db::open(url).await.expect("reopens");
     assert_eq!(db.table_counts().await.expect("counts")["votes"], 6);
+
+    // A pair of audio-token clips (MusicGen's codes: 2 rows of 3) keeps its codebooks
+    // through the column migration 3 added, in both exports.
+    let audio = Choice {
+        caption: "lo-fi piano".into(),
+        a: vec![0, 2047, 5, 6, 7, 8],
+        b: vec![1, 2, 3, 4, 5, 6],
+        choice: "b".into(),
+        who: "web-9".into(),
+        when: 1_800_000_100,
+        codebooks: Some(2),
+    };
+    let before = db.last_vote_id().await.expect("reads");
+    db.import_choices(std::slice::from_ref(&audio))
+        .await
+        .expect("imports");
+    let after = VoteFilter {
+        after_vote_id: Some(before),
+        ..VoteFilter::default()
+    };
+    let back = db.export_choices(after).await.expect("exports");
+    assert_eq!(back, vec![audio.clone()]);
+    let row = db.export_rlhf(after).await.expect("exports");
+    let row = row.last().expect("a row");
+    assert_eq!(row.codebooks, Some(2));
+    assert_eq!(row.chosen_tokens, audio.b);
     db.close().await;
 }
 
