@@ -85,6 +85,9 @@ fn follow_learner(config: &Config, shared: &Shared) -> Result<()> {
         .map_err(|e| Error::Config(format!("feedback.learner {url:?}: {e}")))?;
     let source = shared.source.clone();
     let policy = config.policy.clone();
+    // A MusicGen folder is read once; each version loads into a fresh rollout sharing its
+    // tensors, while the model being served keeps its own until the swap.
+    let folder: Arc<std::sync::Mutex<Option<MusicgenRollout>>> = Arc::default();
     tracing::info!(learner = %url, "the pair source follows the learner's broadcast");
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
@@ -96,12 +99,17 @@ fn follow_learner(config: &Config, shared: &Shared) -> Result<()> {
             }
             let version = blob.version.0;
             let policy = policy.clone();
+            let folder = folder.clone();
             let loaded = tokio::task::spawn_blocking(move || -> musicrl_common::Result<Model> {
                 let device = musicrl_policy::device::inference_device();
                 if policy.family == musicrl_config::FAMILY_MUSICGEN {
-                    // The folder loads anew for each version: the model being served keeps
-                    // its own until the swap.
-                    let mut rollout = MusicgenRollout::load(&policy, &device, Some(0))?;
+                    let mut loaded = folder.lock().unwrap_or_else(|p| p.into_inner());
+                    let base = match loaded.take() {
+                        Some(base) => base,
+                        None => MusicgenRollout::load(&policy, &device, Some(0))?,
+                    };
+                    let mut rollout = base.fresh();
+                    *loaded = Some(base);
                     rollout.set_parameters(&blob.bytes)?;
                     return Ok(Model::musicgen("learner", rollout));
                 }

@@ -12,6 +12,16 @@ use musicrl_config::Config;
 use musicrl_config::{ComponentConfig, PolicyConfig};
 
 /// The shipped RL prompt set (tests run from their crate's folder, not the repository's).
+/// A training progress report that says nothing (the reward models' training in tests).
+pub struct Quiet;
+
+impl musicrl_rewards::text::Progress for Quiet {
+    fn stage(&mut self, _: &str) {}
+    fn epoch_started(&mut self, _: usize, _: usize) {}
+    fn batch_done(&mut self, _: f64) {}
+    fn epoch_done(&mut self, _: usize, _: f64) {}
+}
+
 pub fn prompts_path() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/prompts/train.txt")
 }

@@ -16,7 +16,7 @@ use musicrl_config::{ComponentConfig, Config, PolicyConfig};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
 use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServer};
-use musicrl_tests::{start_reward_server, tiny_config};
+use musicrl_tests::{Quiet, start_reward_server, tiny_config};
 
 const FRAMES: usize = 50; // one second at the fixture codec's 50 frames a second
 const RATE: u32 = 16_000;
@@ -234,14 +234,6 @@ async fn a_codec_that_does_not_fit_the_policy_stops_the_server() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("nowhere"), "{err}");
-}
-
-struct Quiet;
-impl musicrl_rewards::text::Progress for Quiet {
-    fn stage(&mut self, _: &str) {}
-    fn epoch_started(&mut self, _: usize, _: usize) {}
-    fn batch_done(&mut self, _: f64) {}
-    fn epoch_done(&mut self, _: usize, _: f64) {}
 }
 
 /// The tiny MusicGen's clips of `frames` frames: 4 rows of codes below 32, row after row.

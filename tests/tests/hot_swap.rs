@@ -12,15 +12,7 @@ use musicrl_music::tokens;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
 use musicrl_rewards::preference::{self, Population, model};
-use musicrl_tests::{start_reward_server, tiny_config};
-
-struct Quiet;
-impl musicrl_rewards::text::Progress for Quiet {
-    fn stage(&mut self, _: &str) {}
-    fn epoch_started(&mut self, _: usize, _: usize) {}
-    fn batch_done(&mut self, _: f64) {}
-    fn epoch_done(&mut self, _: usize, _: f64) {}
-}
+use musicrl_tests::{Quiet, start_reward_server, tiny_config};
 
 /// A tiny preference model trained on simulated choices, written to `out`.
 fn train(dir: &Path, out: &Path, seed: u64) {

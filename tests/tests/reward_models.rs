@@ -22,17 +22,9 @@ use musicrl_rewards::degrade::{Degradation, Fault};
 use musicrl_rewards::features::Extractor;
 use musicrl_rewards::quality::{self, QualityModel};
 use musicrl_rewards::text::{self, TextModel};
-use musicrl_tests::{start_reward_server, tiny_config};
+use musicrl_tests::{Quiet, start_reward_server, tiny_config};
 
 const MAX_TOKENS: usize = 64;
-
-struct Quiet;
-impl text::Progress for Quiet {
-    fn stage(&mut self, _: &str) {}
-    fn epoch_started(&mut self, _: usize, _: usize) {}
-    fn batch_done(&mut self, _: f64) {}
-    fn epoch_done(&mut self, _: usize, _: f64) {}
-}
 
 fn tunes() -> &'static [Tune] {
     static TUNES: OnceLock<Vec<Tune>> = OnceLock::new();

@@ -49,8 +49,9 @@ pub const CODEC_PREFIX: &str = "audio_encoder.";
 /// a stored copy is not read.
 const STALE_POSITIONS: &str = "decoder.model.decoder.embed_positions.";
 
-/// A loaded MusicGen: text encoder, projection, decoder and tokenizer.
-#[derive(Debug)]
+/// A loaded MusicGen: text encoder, projection, decoder and tokenizer. A clone shares the
+/// tensors (burn's are reference-counted): it copies no weights.
+#[derive(Debug, Clone)]
 pub struct MusicGen {
     config: MusicgenConfig,
     text: T5Encoder,

@@ -76,6 +76,21 @@ impl MusicgenRollout {
         })
     }
 
+    /// The same folder, sharing its tensors (no weights are copied or read again), with no
+    /// version loaded and no engine: a second rollout to load a new version into while this
+    /// one keeps sampling.
+    pub fn fresh(&self) -> Self {
+        Self {
+            model: self.model.clone(),
+            template: self.template.clone(),
+            frames: self.frames,
+            engine: None,
+            threads: self.threads,
+            version: None,
+            rng: StdRng::seed_from_u64(0),
+        }
+    }
+
     /// Takes a version's parameters ([`Trainable::broadcast_bytes`]: the trainable part, or
     /// the adapters, merged here into the folder's decoder).
     pub fn set_parameters(&mut self, bytes: &[u8]) -> Result<()> {

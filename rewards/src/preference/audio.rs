@@ -25,7 +25,6 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Int, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -36,7 +35,7 @@ use musicrl_policy::musicgen::decoder::Decoder;
 use musicrl_policy::musicgen::rl::{Trainable, unflatten_codes};
 
 use super::Choice;
-use super::model::{KIND, PreferenceConfig, PreferenceMetrics};
+use super::model::{KIND, PreferenceConfig, PreferenceMetrics, bradley_terry_loss, finite_loss};
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -264,15 +263,9 @@ pub fn train(
                     .collect::<Result<_>>()?;
                 Tensor::cat(parts, 0)
             };
-            let margin = r.clone().narrow(0, 0, half) - r.narrow(0, half, half);
-            let loss = log_sigmoid(margin).mean().neg();
+            let loss = bradley_terry_loss(r, half);
             let grads = GradientsParams::from_grads(loss.backward(), &net);
-            let value = f64::from(loss.into_scalar::<f32>());
-            if !value.is_finite() {
-                return Err(Error::Training(format!(
-                    "the loss became {value} in epoch {epoch}"
-                )));
-            }
+            let value = finite_loss(loss, epoch)?;
             net = optimizer.step(t.learning_rate, net, grads);
             sum += value;
             n += 1;

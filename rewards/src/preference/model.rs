@@ -235,6 +235,25 @@ fn pairs_of<'a>(chunk: &[&'a Choice]) -> (Vec<&'a str>, Vec<&'a [u32]>) {
     (caps, seqs)
 }
 
+/// The Bradley–Terry loss −mean log σ(r(chosen) − r(rejected)) of a batch whose rewards are
+/// all its chosen clips', then all its rejected clips' (`half` each).
+pub(crate) fn bradley_terry_loss(r: Tensor<1>, half: usize) -> Tensor<1> {
+    let margin = r.clone().narrow(0, 0, half) - r.narrow(0, half, half);
+    log_sigmoid(margin).mean().neg()
+}
+
+/// A batch loss's value; an error naming the epoch when it is not finite.
+pub(crate) fn finite_loss(loss: Tensor<1>, epoch: usize) -> Result<f64> {
+    let value = f64::from(loss.into_scalar::<f32>());
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(Error::Training(format!(
+            "the loss became {value} in epoch {epoch}"
+        )))
+    }
+}
+
 /// Trains on the store and writes the checkpoint folder `out`.
 pub fn train(
     config: &PreferenceConfig,
@@ -301,16 +320,9 @@ pub fn train(
                 &seqs,
                 &device,
             );
-            let half = batch.len();
-            let margin = r.clone().narrow(0, 0, half) - r.narrow(0, half, half);
-            let loss = log_sigmoid(margin).mean().neg();
+            let loss = bradley_terry_loss(r, batch.len());
             let grads = GradientsParams::from_grads(loss.backward(), &policy);
-            let value = f64::from(loss.into_scalar::<f32>());
-            if !value.is_finite() {
-                return Err(Error::Training(format!(
-                    "the loss became {value} in epoch {epoch}"
-                )));
-            }
+            let value = finite_loss(loss, epoch)?;
             policy = optimizer.step(t.learning_rate, policy, grads);
             sum += value;
             n += 1;
