@@ -561,35 +561,10 @@ async fn a_rater_has_a_daily_cap() {
 /// were heard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_musicgen_source_serves_codec_audio_and_its_votes_keep_the_codes() {
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/fixtures");
     let dir = tempfile::tempdir().expect("a temp dir");
-    let prompts = dir.path().join("prompts.txt");
-    std::fs::write(&prompts, "lo-fi piano\nambient pads\n").expect("writes");
-    let f = FeedbackConfig {
-        prompts,
-        source: "policy".into(),
-        ..config()
-    };
-    let policy = musicrl_config::PolicyConfig {
-        family: "musicgen".into(),
-        folder: fixtures.join("musicgen/tiny"),
-        frames: 8,
-        vocab_size: 32,
-        max_tokens: 32,
-        end_token: 32,
-        ..musicrl_config::PolicyConfig::default()
-    };
-    let codec = fixtures.join("encodec/tiny-graded");
-    let source = musicrl_feedback::source::PairSource::from_config(
-        &f,
-        &policy,
-        std::path::Path::new("unused-for-musicgen"),
-        1.0,
-        &codec,
-    )
-    .expect("a MusicGen source");
-    let s = common::start_source(f, None, None, source).await;
+    let source = common::musicgen_source(&config(), 8, dir.path());
+    let codec = common::musicgen_codec();
+    let s = common::start_source(config(), None, None, source).await;
     let (view, cookie) = raw_pair(&s.url("/api/pair"), None).await;
     for clip in [&view.a, &view.b] {
         assert_eq!(clip.codebooks, Some(4));

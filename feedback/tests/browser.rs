@@ -246,3 +246,116 @@ async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
     c.close().await.expect("closes the browser");
     s.stop().await;
 }
+
+/// A MusicGen source in the browser (issue "Hear it", item 4): the page offers each clip's
+/// decoded WAV instead of sheet music, MIDI and ABC, the player loads it (16 kHz from the
+/// graded test codec), the keyboard plays both, and the vote is stored with the clips' codes.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
+async fn a_listener_votes_on_musicgen_clips_heard_through_the_codec() {
+    let f = FeedbackConfig {
+        min_listen_seconds: 1.0,
+        ..FeedbackConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Two-second clips (100 frames at 50 a second).
+    let source = common::musicgen_source(&f, 100, dir.path());
+    let s = common::start_source(f, None, None, source).await;
+    let profile = tempfile::tempdir().expect("a profile dir");
+    let (_driver, c) = browser(profile.path()).await;
+    c.goto(&s.url("/")).await.expect("opens the page");
+    wait_for(
+        &c,
+        "a pair",
+        "return document.getElementById('caption').textContent.indexOf('Loading') < 0",
+        Duration::from_secs(30),
+    )
+    .await;
+    // No notation; the WAV is offered and the player knows its length.
+    let layout = c
+        .execute(
+            "const hidden = id => document.getElementById(id).hidden;
+             return [hidden('score-a'), hidden('notation-a'), hidden('wav-a'), hidden('score-b'),
+                     document.getElementById('wav-b').getAttribute('href')];",
+            vec![],
+        )
+        .await
+        .expect("runs");
+    assert_eq!(layout[0].as_bool(), Some(true), "{layout:?}");
+    assert_eq!(layout[1].as_bool(), Some(true), "{layout:?}");
+    assert_eq!(layout[2].as_bool(), Some(false), "{layout:?}");
+    assert_eq!(layout[3].as_bool(), Some(true), "{layout:?}");
+    assert!(
+        layout[4].as_str().unwrap_or("").ends_with(".wav"),
+        "{layout:?}"
+    );
+    wait_for(
+        &c,
+        "the players to load both WAVs",
+        "const a = document.getElementById('audio-a'), b = document.getElementById('audio-b');
+         return Math.abs(a.duration - 2) < 0.01 && Math.abs(b.duration - 2) < 0.01;",
+        Duration::from_secs(20),
+    )
+    .await;
+    let disabled = c
+        .execute("return document.getElementById('vote-a').disabled", vec![])
+        .await
+        .expect("runs");
+    assert_eq!(disabled.as_bool(), Some(true));
+    if let Ok(dir) = std::env::var("FEEDBACK_TEST_SCREENSHOTS") {
+        let png = c.screenshot().await.expect("a screenshot");
+        std::fs::write(
+            std::path::Path::new(&dir).join("feedback-musicgen.png"),
+            png,
+        )
+        .expect("writes");
+    }
+
+    let body = c.find(Locator::Css("body")).await.expect("the body");
+    body.send_keys("1").await.expect("types");
+    wait_for(
+        &c,
+        "clip A heard",
+        "return document.getElementById('heard-a').textContent.indexOf('✓') >= 0",
+        Duration::from_secs(20),
+    )
+    .await;
+    body.send_keys("2").await.expect("types");
+    wait_for(
+        &c,
+        "clip B heard",
+        "return document.getElementById('heard-b').textContent.indexOf('✓') >= 0",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for(
+        &c,
+        "the vote buttons",
+        "return !document.getElementById('vote-a').disabled",
+        Duration::from_secs(5),
+    )
+    .await;
+    c.find(Locator::Id("vote-a"))
+        .await
+        .expect("the A button")
+        .click()
+        .await
+        .expect("clicks");
+    wait_for(
+        &c,
+        "the thank-you",
+        "return document.getElementById('status').textContent.indexOf('Thank you') >= 0",
+        Duration::from_secs(10),
+    )
+    .await;
+    let votes =
+        s.db.decisive_votes(VoteFilter::default())
+            .await
+            .expect("reads");
+    assert_eq!(votes.len(), 1, "one vote stored");
+    assert!(votes[0].a_won);
+    assert_eq!(votes[0].a.codebooks, Some(4));
+    assert_eq!(votes[0].a.tokens.len(), 400);
+    c.close().await.expect("closes the browser");
+    s.stop().await;
+}

@@ -49,6 +49,45 @@ impl Service {
     }
 }
 
+/// A MusicGen pair source over the tiny fixture (4 codebooks of 32 codes; clips of `frames`
+/// frames, 50 a second), heard through the graded test codec (its codebooks differ, unlike
+/// the fixture folder's own, which decodes every clip to the same sound); the prompts are
+/// written into `dir`.
+pub fn musicgen_source(f: &FeedbackConfig, frames: usize, dir: &std::path::Path) -> PairSource {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/fixtures");
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "lo-fi piano\nambient pads\n").expect("writes");
+    let f = FeedbackConfig {
+        prompts,
+        source: "policy".into(),
+        ..f.clone()
+    };
+    let policy = PolicyConfig {
+        family: "musicgen".into(),
+        folder: fixtures.join("musicgen/tiny"),
+        frames,
+        vocab_size: 32,
+        max_tokens: 4 * frames,
+        end_token: 32,
+        ..PolicyConfig::default()
+    };
+    PairSource::from_config(
+        &f,
+        &policy,
+        std::path::Path::new("unused-for-musicgen"),
+        1.0,
+        &fixtures.join("encodec/tiny-graded"),
+    )
+    .expect("a MusicGen source")
+}
+
+/// The graded test codec `musicgen_source` decodes with.
+pub fn musicgen_codec() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policy/tests/fixtures/encodec/tiny-graded")
+}
+
 /// Starts the service with `f` (its listen address is ignored: the listener is bound here).
 pub async fn start(f: FeedbackConfig) -> Service {
     start_scored(f, None).await
