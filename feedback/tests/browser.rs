@@ -98,6 +98,31 @@ async fn wait_for(client: &fantoccini::Client, what: &str, script: &str, timeout
     }
 }
 
+/// The keyboard plays A, then B (keys 1 and 2), each until the page reports it heard; then
+/// the vote buttons open.
+async fn play_both(c: &fantoccini::Client) {
+    let body = c.find(Locator::Css("body")).await.expect("the body");
+    for (key, side) in [("1", "a"), ("2", "b")] {
+        body.send_keys(key).await.expect("types");
+        wait_for(
+            c,
+            &format!("clip {side} heard"),
+            &format!(
+                "return document.getElementById('heard-{side}').textContent.indexOf('✓') >= 0"
+            ),
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    wait_for(
+        c,
+        "the vote buttons",
+        "return !document.getElementById('vote-a').disabled && !document.getElementById('vote-b').disabled",
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
 #[tokio::test]
 #[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
 async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
@@ -170,31 +195,7 @@ async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
             .expect("writes");
     }
 
-    // The keyboard plays A, then B (keys 1 and 2); the page reports listening.
-    let body = c.find(Locator::Css("body")).await.expect("the body");
-    body.send_keys("1").await.expect("types");
-    wait_for(
-        &c,
-        "clip A heard",
-        "return document.getElementById('heard-a').textContent.indexOf('✓') >= 0",
-        Duration::from_secs(20),
-    )
-    .await;
-    body.send_keys("2").await.expect("types");
-    wait_for(
-        &c,
-        "clip B heard",
-        "return document.getElementById('heard-b').textContent.indexOf('✓') >= 0",
-        Duration::from_secs(20),
-    )
-    .await;
-    wait_for(
-        &c,
-        "the vote buttons",
-        "return !document.getElementById('vote-b').disabled",
-        Duration::from_secs(5),
-    )
-    .await;
+    play_both(&c).await;
     c.find(Locator::Id("comment"))
         .await
         .expect("the comment box")
@@ -311,30 +312,7 @@ async fn a_listener_votes_on_musicgen_clips_heard_through_the_codec() {
         .expect("writes");
     }
 
-    let body = c.find(Locator::Css("body")).await.expect("the body");
-    body.send_keys("1").await.expect("types");
-    wait_for(
-        &c,
-        "clip A heard",
-        "return document.getElementById('heard-a').textContent.indexOf('✓') >= 0",
-        Duration::from_secs(20),
-    )
-    .await;
-    body.send_keys("2").await.expect("types");
-    wait_for(
-        &c,
-        "clip B heard",
-        "return document.getElementById('heard-b').textContent.indexOf('✓') >= 0",
-        Duration::from_secs(20),
-    )
-    .await;
-    wait_for(
-        &c,
-        "the vote buttons",
-        "return !document.getElementById('vote-a').disabled",
-        Duration::from_secs(5),
-    )
-    .await;
+    play_both(&c).await;
     c.find(Locator::Id("vote-a"))
         .await
         .expect("the A button")
