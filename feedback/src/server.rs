@@ -39,7 +39,7 @@ pub async fn state_from_config(config: &Config) -> Result<Shared> {
         &config.policy,
         &config.learner.init_policy,
         config.sampling.temperature,
-        &config.reward.codec,
+        config.codec_folder().as_deref(),
     )?;
     let secret = if f.secret_file.as_os_str().is_empty() {
         Secret::random()

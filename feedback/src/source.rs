@@ -32,6 +32,8 @@ pub struct Model {
     /// checkpoint in a `step-NNNNNNNN` folder).
     pub version: Option<i64>,
     draws: Draws,
+    /// Audio tokens: the codebooks of each clip (`None`: melody tokens).
+    codebooks: Option<usize>,
 }
 
 /// What draws a model's clips.
@@ -57,6 +59,7 @@ impl Model {
             name: name.to_string(),
             version: None,
             draws: Draws::Melody(engine),
+            codebooks: None,
         }
     }
 
@@ -65,16 +68,14 @@ impl Model {
         Self {
             name: name.to_string(),
             version: None,
+            codebooks: Some(rollout.codebooks()),
             draws: Draws::MusicGen(Box::new(Mutex::new(rollout))),
         }
     }
 
     /// Audio tokens: the codebooks of each clip (`None`: melody tokens).
     pub fn codebooks(&self) -> Option<usize> {
-        match &self.draws {
-            Draws::Melody(_) => None,
-            Draws::MusicGen(r) => Some(r.lock().unwrap_or_else(|p| p.into_inner()).codebooks()),
-        }
+        self.codebooks
     }
 
     /// The same model, its clips recorded as parameter version `version`.
@@ -147,15 +148,11 @@ pub fn load_model(name: &str, path: &Path, fallback: &PolicyConfig) -> Result<Mo
     Ok(Model::new(name, engine).with_version(checkpoint_step(path)))
 }
 
-/// The codec a MusicGen source's clips are decoded with: `codec_folder` (`reward.codec`) when
-/// set, else the policy folder's own `audio_encoder`.
-fn musicgen_codec(policy: &PolicyConfig, codec_folder: &Path) -> Result<Codec> {
-    let folder = if codec_folder.as_os_str().is_empty() {
-        musicrl_config::paths::require("policy.folder", &policy.folder)
-            .map_err(|e| Error::Source(e.to_string()))?
-    } else {
-        codec_folder.to_path_buf()
-    };
+/// The codec a MusicGen source's clips are decoded with ([`musicrl_config::Config::codec_folder`]:
+/// `reward.codec`, else the policy folder's own `audio_encoder`).
+fn load_codec(folder: &Path) -> Result<Codec> {
+    let folder = musicrl_config::paths::require("reward.codec", folder)
+        .map_err(|e| Error::Source(e.to_string()))?;
     Codec::load(&folder).map_err(|e| Error::Source(format!("the codec: {e}")))
 }
 
@@ -174,31 +171,24 @@ fn load_musicgen(name: &str, path: &Path, config: &PolicyConfig) -> Result<Model
             .set_checkpoint(&bytes)
             .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
     }
-    let version = if path.as_os_str().is_empty() {
-        Some(0)
-    } else {
-        checkpoint_step(path)
-    };
-    Ok(Model::musicgen(name, rollout).with_version(version))
+    // θ0 (the folder's own decoder) records no version, as a melody θ0 does.
+    Ok(Model::musicgen(name, rollout).with_version(checkpoint_step(path)))
 }
 
 impl PairSource {
     /// The source the configuration names. `default_policy` is used when `feedback.policy`
-    /// is empty.
+    /// is empty; `codec_folder` ([`musicrl_config::Config::codec_folder`], set for a MusicGen
+    /// policy) decodes its clips for the page.
     pub fn from_config(
         config: &FeedbackConfig,
         policy: &PolicyConfig,
         default_policy: &Path,
         temperature: f32,
-        codec_folder: &Path,
+        codec_folder: Option<&Path>,
     ) -> Result<Self> {
         let prompts = musicrl_common::prompts::load_prompts(&config.prompts)
             .map_err(|e| Error::Source(format!("feedback.prompts: {e}")))?;
-        let codec = if policy.family == musicrl_config::FAMILY_MUSICGEN {
-            Some(Arc::new(musicgen_codec(policy, codec_folder)?))
-        } else {
-            None
-        };
+        let codec = codec_folder.map(load_codec).transpose()?.map(Arc::new);
         let with_codec = |s: Self| match &codec {
             Some(c) => Self {
                 codec: Some(c.clone()),

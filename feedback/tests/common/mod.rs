@@ -77,7 +77,7 @@ pub fn musicgen_source(f: &FeedbackConfig, frames: usize, dir: &std::path::Path)
         &policy,
         std::path::Path::new("unused-for-musicgen"),
         1.0,
-        &fixtures.join("encodec/tiny-graded"),
+        Some(&fixtures.join("encodec/tiny-graded")),
     )
     .expect("a MusicGen source")
 }
