@@ -2,8 +2,8 @@
 //! rendered to WAV (the project's synthesizer), MIDI and ABC; an audio-token clip (MusicGen's
 //! codes) is decoded to WAV by the policy's codec, EnCodec (mono, at the codec's rate; a codec
 //! slower than [`BROWSER_MIN_RATE`], such as the tiny test fixtures' 1,600 Hz, is resampled to
-//! 16 kHz, since browsers refuse such rates), and has no notation. A file name is built only from a validated clip id and a fixed
-//! extension, so nothing outside the cache can be named.
+//! 16 kHz, since browsers refuse such rates), and has no notation. A file name is built only
+//! from a validated clip id and a fixed extension, so nothing outside the cache can be named.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1342,7 +1342,6 @@ impl Config {
         Ok(())
     }
 
-    /// Checks `[reward]`.
     /// A `preference` component reads the policy's own tokens: its checkpoint must have been
     /// trained for this policy's family (its `config.json`'s `policy.family`), and a MusicGen
     /// one on clips of this folder's shape. A checkpoint that cannot be read yet is left to
@@ -1402,6 +1401,7 @@ impl Config {
         Ok(())
     }
 
+    /// Checks `[reward]`.
     fn validate_reward(&self) -> Result<(), ConfigError> {
         let r = &self.reward;
         self.validate_preference_families()?;
@@ -1590,8 +1590,8 @@ impl Config {
             );
         }
         // The audio components hear the clip through the codec; a `preference` component
-        // reads the codes themselves (a model trained with this family: the reward server
-        // checks its folder's codebooks when it loads it).
+        // reads the codes themselves (`validate_preference_families` checks its family and
+        // its folder's shape).
         Ok(())
     }
 
