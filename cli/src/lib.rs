@@ -1,28 +1,19 @@
 //! The `musicrl` command: one binary for every role, so one container image serves them all.
 //!
-//! This crate only parses flags, applies them over the configuration file, and hands off to
-//! the library crates (`musicrl-learner`, `musicrl-actor`, `musicrl-reward`); `local`
-//! supervises the three as child processes.
+//! This crate parses the command line into the orchestration's typed plans
+//! (`musicrl_orchestrate::plan`) and the roles' flags, layers them over the configuration,
+//! and hands off: the roles to their library crates (`musicrl-learner`, `musicrl-actor`,
+//! `musicrl-reward`, `musicrl-feedback`), everything that runs roles or commands together
+//! (`local`, `experiment`, reward training, judging, benches) to `musicrl-orchestrate`.
 
-pub mod agreement;
 pub mod args;
-pub mod bench;
-pub mod experiment;
-pub mod feedback_cmds;
-pub mod feedback_loop;
-pub mod judge_cmds;
-pub mod local;
-pub mod music_cmds;
-pub mod musicgen_cmds;
-pub mod process;
-pub mod progress;
-pub mod reward_cmds;
 pub mod roles;
-pub mod sheet;
-pub mod verdict;
 
 use args::{Cli, Command};
 use musicrl_config::Config;
+use musicrl_orchestrate::{
+    bench, experiment, feedback, feedback_loop, judging, local, music, musicgen, reward_training,
+};
 
 /// Loads the configuration: the file named by `--config` (or the embedded default), then the
 /// environment, then `--set`; relative input paths the working directory lacks are found in
@@ -89,57 +80,55 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pretrain(args) => {
-            let report = music_cmds::pretrain(config, &args)?;
+            let report = music::pretrain(config, &args)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Generate(args) => {
-            let index = music_cmds::generate(config, &args)?;
+            let index = music::generate(config, &args)?;
             eprintln!("open {} in a browser to listen", index.display());
             Ok(())
         }
         Command::TrainReward(args) => {
-            let metrics = reward_cmds::train_reward(config, &args)?;
+            let metrics = reward_training::train_reward(config, &args)?;
             println!("{}", serde_json::to_string_pretty(&metrics)?);
             Ok(())
         }
         Command::Preferences(args) => match args.command {
             args::PreferencesCommand::Simulate(a) => {
-                let report = reward_cmds::simulate(config, &a)?;
+                let report = reward_training::simulate(config, &a)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
             args::PreferencesCommand::Calibrate(a) => {
-                let report = reward_cmds::calibrate(config, &a)?;
+                let report = reward_training::calibrate(config, &a)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
             args::PreferencesCommand::Evaluate(a) => {
-                let report = reward_cmds::evaluate(config, &a)?;
+                let report = reward_training::evaluate(config, &a)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
             args::PreferencesCommand::Import(a) => {
-                let report = runtime.block_on(feedback_cmds::import(&config, &a))?;
+                let report = runtime.block_on(feedback::import(&config, &a))?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
-            args::PreferencesCommand::Export(a) => {
-                runtime.block_on(feedback_cmds::export(&config, &a))
-            }
+            args::PreferencesCommand::Export(a) => runtime.block_on(feedback::export(&config, &a)),
             args::PreferencesCommand::Status(a) => {
-                let report = runtime.block_on(feedback_cmds::status(&config, &a))?;
+                let report = runtime.block_on(feedback::status(&config, &a))?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
         },
         Command::Feedback(args) => match &args.command {
-            Some(args::FeedbackCommand::Bot(b)) => {
-                let report = runtime.block_on(feedback_cmds::bot(b))?;
+            Some(musicrl_orchestrate::plan::FeedbackCommand::Bot(b)) => {
+                let report = runtime.block_on(feedback::bot(b))?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
-            Some(args::FeedbackCommand::Loop(l)) => {
+            Some(musicrl_orchestrate::plan::FeedbackCommand::Loop(l)) => {
                 let results = feedback_loop::run(config, l, &runtime)?;
                 eprintln!(
                     "done in {:.0} s: {}",
@@ -148,15 +137,15 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            None => runtime.block_on(feedback_cmds::serve(config, &args)),
+            None => runtime.block_on(feedback::serve(config, &args)),
         },
         Command::Prompts(args) => {
-            let report = judge_cmds::prompts(&config, &args)?;
+            let report = judging::prompts(&config, &args)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Judge(args) => {
-            let (report, agreement) = judge_cmds::judge(&config, &args)?;
+            let (report, agreement) = judging::judge(&config, &args)?;
             print!("{}", report.table());
             if let Some(a) = agreement {
                 print!("\n{}", a.table());
@@ -178,9 +167,9 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
             eprintln!("open {} in a browser", page.display());
             Ok(())
         }
-        Command::Policy(args) => music_cmds::policy(config, &args.command),
+        Command::Policy(args) => music::policy(config, &args.command),
         Command::Codec(args) => match &args.command {
-            args::CodecCommand::Decode { codec, codes, out } => musicgen_cmds::codec_decode(
+            args::CodecCommand::Decode { codec, codes, out } => musicgen::codec_decode(
                 codec,
                 codes,
                 out,

@@ -3,13 +3,13 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    musicrl::process::keep_freed_heap();
+    musicrl_orchestrate::process::keep_freed_heap();
     musicrl_common::telemetry::init_tracing();
     let cli = musicrl::args::Cli::parse();
     match musicrl::main_with(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(i) = e.downcast_ref::<musicrl::local::Interrupted>() {
+            if let Some(i) = e.downcast_ref::<musicrl_orchestrate::local::Interrupted>() {
                 eprintln!("{i}");
                 return std::process::ExitCode::from(i.exit_code());
             }

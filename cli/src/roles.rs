@@ -7,7 +7,7 @@ use musicrl_common::telemetry::serve_metrics;
 use musicrl_config::Config;
 
 use crate::args::{ActorArgs, LearnerArgs, RewardArgs};
-use crate::process::{shutdown_signal, write_outcome, write_ready};
+use musicrl_orchestrate::process::{shutdown_signal, write_outcome, write_ready};
 
 /// Binds a server's gRPC address; refuses one other hosts can reach when the server would
 /// not authenticate them (`security.allow_insecure` says otherwise).

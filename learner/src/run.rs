@@ -62,7 +62,10 @@ pub struct LearnerOutcome {
     pub mlflow_run_id: Option<String>,
 }
 
-/// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`).
+/// Runs the learner until it has trained `learner.steps` steps (0: until `shutdown`), in
+/// named steps: restore or initialise the trainer, share the state the service reads, start
+/// the training thread, serve gRPC until the run ends or `shutdown` resolves, then collect
+/// the outcome.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -71,42 +74,95 @@ pub async fn serve(
     config.validate().map_err(musicrl_common::Error::from)?;
     let config = crate::named_run::open(&config)?;
     musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Learner);
-    let device = musicrl_policy::device::training_device();
 
-    // Restore or initialise off the executor: loading and serialising take a while.
-    let (trainer, counters, blob) = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || -> Result<_> {
-            let dir = &config.learner.checkpoint_dir;
-            let (trainer, counters) = match checkpoint::resume_family(dir, &config, &device)? {
-                Some((t, c)) => {
-                    tracing::info!(step = t.step_count(), dir = %dir.display(), "resumed from checkpoint");
-                    (t, c)
-                }
-                None => {
-                    let t = FamilyTrainer::new(&config, &device)?;
-                    tracing::info!(
-                        dir = %dir.display(),
-                        init_policy = %config.learner.init_policy.display(),
-                        reference_policy = %if config.learner.reference_policy.as_os_str().is_empty() {
-                            "the starting policy".to_string()
-                        } else {
-                            config.learner.reference_policy.display().to_string()
-                        },
-                        "starting a new run at step 0"
-                    );
-                    (t, Counters::default())
-                }
-            };
-            let blob = trainer.blob(&config.policy, config.sampling.temperature)?;
-            Ok((trainer, counters, blob))
-        })
-        .await
-        .map_err(|e| LearnerError::TrainingThread(e.to_string()))??
-    };
-
+    let (trainer, counters, mut blob) = restore(&config).await?;
     let start_step = trainer.step_count();
     let run_id = musicrl_common::types::fresh_run_id();
+    tracing::info!(learner_run = %format!("{run_id:016x}"), resumed_step = start_step, "learner incarnation");
+    blob.learner_run = run_id;
+    let (queue_tx, queue_rx) = mpsc::channel::<Trajectory>(config.learner.queue_capacity);
+    let (params_tx, params_rx) = watch::channel(Some(Arc::new(blob)));
+    // The server keeps a sender too, so subscriptions outlive the training thread.
+    let params_keepalive = params_tx.clone();
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let shared = Arc::new(share(
+        &config, &counters, start_step, run_id, params_rx, queue_tx, closing_rx,
+    )?);
+    let training = Training::spawn(trainer, queue_rx, params_tx, &shared, &config)?;
+
+    shared.publish_ledger();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<LearnerServiceServer<Learner>>().await;
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(1.0);
+    let health_only = musicrl_common::grpc::spawn_health_only(
+        &config.learner.health_listen,
+        health_service.clone(),
+    );
+    tracing::info!(addr = %listener.local_addr()?, steps = config.learner.steps, "learner serving");
+
+    let ended = until_the_run_ends(
+        shutdown,
+        training.done,
+        training.stop.clone(),
+        shared.clone(),
+        health,
+        closing_tx,
+        config.learner.exit_on_completion,
+    );
+    grpc_server(&config, &shared, health_service)?
+        .serve_with_incoming_shutdown(musicrl_common::grpc::incoming(listener), ended)
+        .await?;
+    training.stop.send_replace(true);
+    drop(params_keepalive);
+    health_only.abort();
+    collect_outcome(training.thread, &shared, start_step, run_id).await
+}
+
+/// Restores the newest checkpoint of `learner.checkpoint_dir`, or starts a new run at step 0;
+/// with the first version to broadcast. Off the executor: loading and serialising take a
+/// while.
+async fn restore(config: &Config) -> Result<(FamilyTrainer, Counters, ParameterBlob)> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || -> Result<_> {
+        let device = musicrl_policy::device::training_device();
+        let dir = &config.learner.checkpoint_dir;
+        let (trainer, counters) = match checkpoint::resume_family(dir, &config, &device)? {
+            Some((t, c)) => {
+                tracing::info!(step = t.step_count(), dir = %dir.display(), "resumed from checkpoint");
+                (t, c)
+            }
+            None => {
+                let t = FamilyTrainer::new(&config, &device)?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    init_policy = %config.learner.init_policy.display(),
+                    reference_policy = %if config.learner.reference_policy.as_os_str().is_empty() {
+                        "the starting policy".to_string()
+                    } else {
+                        config.learner.reference_policy.display().to_string()
+                    },
+                    "starting a new run at step 0"
+                );
+                (t, Counters::default())
+            }
+        };
+        let blob = trainer.blob(&config.policy, config.sampling.temperature)?;
+        Ok((trainer, counters, blob))
+    })
+    .await
+    .map_err(|e| LearnerError::TrainingThread(e.to_string()))?
+}
+
+/// The state the gRPC service and the training thread share, from the restored counters.
+fn share(
+    config: &Config,
+    counters: &Counters,
+    start_step: u64,
+    run_id: u64,
+    params: watch::Receiver<Option<Arc<ParameterBlob>>>,
+    queue: mpsc::Sender<Trajectory>,
+    closing: watch::Receiver<bool>,
+) -> Result<Shared> {
     let mut ledger = counters.ledger.clone();
     let lost_at_restart = ledger.restarted();
     if lost_at_restart > 0 {
@@ -116,9 +172,6 @@ pub async fn serve(
             "trajectories queued when the previous learner last checkpointed died with it (dropped as learner_restart)"
         );
     }
-    tracing::info!(learner_run = %format!("{run_id:016x}"), resumed_step = start_step, "learner incarnation");
-    let mut blob = blob;
-    blob.learner_run = run_id;
     let tokens = musicrl_common::security::TokenStore::open(
         &config.security.tokens_file,
         musicrl_common::metrics_catalog::LEARNER_AUTH_FAILURES_TOTAL,
@@ -128,12 +181,9 @@ pub async fn serve(
     if reward_keys.is_empty() {
         tracing::info!("no reward keys: rewards are trusted as pushed (security.reward_keys_file)");
     }
-    let (queue_tx, queue_rx) = mpsc::channel::<Trajectory>(config.learner.queue_capacity);
-    let (params_tx, params_rx) = watch::channel(Some(Arc::new(blob)));
-    // The server keeps a sender too, so subscriptions outlive the training thread.
-    let params_keepalive = params_tx.clone();
-    let (closing_tx, closing_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);
+    Ok(Shared {
         progress: std::sync::Mutex::new(Progress {
             step: start_step,
             target_steps: config.learner.steps,
@@ -157,30 +207,43 @@ pub async fn serve(
         )),
         push_memory: tokio::sync::Semaphore::new(config.learner.max_push_mb_in_flight << 10),
         push_memory_kib: config.learner.max_push_mb_in_flight << 10,
-        params: params_rx,
-        queue: queue_tx,
+        params,
+        queue,
         limits: TokenLimits::of(&config.policy),
         max_push: config.learner.max_push,
         chunk_bytes: config.learner.chunk_bytes,
         subscribers: AtomicUsize::new(0),
-        closing: closing_rx,
+        closing,
         compact: Default::default(),
-    });
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);
+    })
+}
 
-    let (stop, stop_rx) = watch::channel(false);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let train_thread = {
+/// The training thread, with the switch that stops it and the reason it ended.
+struct Training {
+    thread: std::thread::JoinHandle<Result<LearnerOutcome>>,
+    stop: Arc<watch::Sender<bool>>,
+    done: tokio::sync::oneshot::Receiver<String>,
+}
+
+impl Training {
+    /// Starts [`train_loop`] on its own thread.
+    fn spawn(
+        trainer: FamilyTrainer,
+        queue: mpsc::Receiver<Trajectory>,
+        params: watch::Sender<Option<Arc<ParameterBlob>>>,
+        shared: &Arc<Shared>,
+        config: &Config,
+    ) -> Result<Self> {
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
         let shared = shared.clone();
         let config = config.clone();
         let handle = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("musicrl-train".into())
             .spawn(move || {
-                let outcome = train_loop(
-                    trainer, queue_rx, params_tx, &shared, stop_rx, &config, &handle,
-                );
+                let outcome =
+                    train_loop(trainer, queue, params, &shared, stop_rx, &config, &handle);
                 let reason = match &outcome {
                     Ok(o) if o.completed => "training complete".to_string(),
                     Ok(_) => "training stopped".to_string(),
@@ -188,92 +251,99 @@ pub async fn serve(
                 };
                 let _ = done_tx.send(reason);
                 outcome
-            })?
-    };
+            })?;
+        Ok(Self {
+            thread,
+            stop: Arc::new(stop),
+            done,
+        })
+    }
+}
 
-    shared.publish_ledger();
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<LearnerServiceServer<Learner>>().await;
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(1.0);
-    let health_only = musicrl_common::grpc::spawn_health_only(
-        &config.learner.health_listen,
-        health_service.clone(),
-    );
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, steps = config.learner.steps, "learner serving");
+/// Health follows the training loop: NOT_SERVING (with the reason in Status and the log) as
+/// soon as it cannot train.
+async fn not_serving(
+    shared: &Shared,
+    health: &tonic_health::server::HealthReporter,
+    reason: String,
+) {
+    tracing::warn!(reason = %reason, "learner NOT_SERVING");
+    shared.progress().not_serving = Some(reason);
+    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(0.0);
+    health
+        .set_not_serving::<LearnerServiceServer<Learner>>()
+        .await;
+}
 
-    let server_shared = shared.clone();
-    let stop = Arc::new(stop);
-    let stop_for_shutdown = stop.clone();
-    let exit_on_completion = config.learner.exit_on_completion;
-    // Health follows the training loop: NOT_SERVING (with the reason in Status and the log)
-    // as soon as it cannot train.
-    let not_serving = {
-        let shared = shared.clone();
-        let health = health.clone();
-        move |reason: String| {
-            let shared = shared.clone();
-            let health = health.clone();
-            async move {
-                tracing::warn!(reason = %reason, "learner NOT_SERVING");
-                shared.progress().not_serving = Some(reason);
-                metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(0.0);
-                health
-                    .set_not_serving::<LearnerServiceServer<Learner>>()
-                    .await;
+/// Resolves when the server should stop: on `shutdown` (after the training loop has finished
+/// its step, checkpointed and published the final version), or when training ends (at once
+/// with `learner.exit_on_completion`, else on `shutdown`); then lets subscribers receive the
+/// final version before the parameter streams close.
+async fn until_the_run_ends(
+    shutdown: impl Future<Output = ()>,
+    mut done: tokio::sync::oneshot::Receiver<String>,
+    stop: Arc<watch::Sender<bool>>,
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    closing: watch::Sender<bool>,
+    exit_on_completion: bool,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {
+            not_serving(&shared, &health, "stopping".into()).await;
+            stop.send_replace(true);
+            let _ = (&mut done).await;
+        }
+        ended = &mut done => {
+            not_serving(&shared, &health, ended.unwrap_or_else(|_| "the training thread died".into())).await;
+            if !exit_on_completion {
+                tracing::info!("training ended; serving the final version until stopped");
+                shutdown.await;
+                let _ = closing.send(true);
+                return;
             }
         }
-    };
-    let server_shutdown = async move {
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut done_rx = done_rx;
-        tokio::select! {
-            () = &mut shutdown => {
-                not_serving("stopping".into()).await;
-                // Let the training loop finish its step, checkpoint and publish the final
-                // version (marked training_complete) before streams close.
-                stop_for_shutdown.send_replace(true);
-                let _ = (&mut done_rx).await;
-            }
-            ended = &mut done_rx => {
-                not_serving(ended.unwrap_or_else(|_| "the training thread died".into())).await;
-                if !exit_on_completion {
-                    tracing::info!("training ended; serving the final version until stopped");
-                    shutdown.await;
-                    let _ = closing_tx.send(true);
-                    return;
-                }
-            }
+    }
+    let_subscribers_receive_the_last_version(&shared).await;
+    let _ = closing.send(true);
+}
+
+/// Up to 3 s, and until no subscriber has been connected for a second, so an actor that is
+/// between two reconnection attempts (backoff) still learns that training is complete.
+async fn let_subscribers_receive_the_last_version(shared: &Shared) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last_subscribed = Instant::now();
+    while Instant::now() < deadline {
+        if shared.subscribers.load(Ordering::Relaxed) > 0 {
+            last_subscribed = Instant::now();
+        } else if last_subscribed.elapsed() >= Duration::from_secs(1) {
+            break;
         }
-        // Let subscribers receive the final version, briefly: up to 3 s, and until no
-        // subscriber has been connected for a second, so an actor that is between two
-        // reconnection attempts (backoff) still learns that training is complete.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut last_subscribed = Instant::now();
-        while Instant::now() < deadline {
-            if server_shared.subscribers.load(Ordering::Relaxed) > 0 {
-                last_subscribed = Instant::now();
-            } else if last_subscribed.elapsed() >= Duration::from_secs(1) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = closing_tx.send(true);
-    };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The gRPC server: health, the learner service (a message larger than any valid trajectory
+/// or chunk request refused by the decoder before it is read whole) and reflection.
+fn grpc_server(
+    config: &Config,
+    shared: &Arc<Shared>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Result<tonic::transport::server::Router> {
     let (reflection_v1, reflection_v1alpha) =
         musicrl_common::grpc::reflection(&["musicrl.v1.LearnerService"])?;
-    let limits = TokenLimits::of(&config.policy);
-    // A message larger than any valid trajectory (or chunk request) is refused by the
-    // decoder before it is read whole.
-    let max_message = musicrl_common::wire::max_trajectory_bytes(&limits);
-    musicrl_common::grpc::server_builder(
+    let max_message = musicrl_common::wire::max_trajectory_bytes(&TokenLimits::of(&config.policy));
+    Ok(musicrl_common::grpc::server_builder(
         &config.security,
         config.learner.max_concurrent_streams,
         Some(Duration::from_secs_f64(
             config.learner.request_timeout_seconds,
         )),
     )?
-    .add_service(health_service)
+    .add_service(health)
     .add_service(
         LearnerServiceServer::new(Learner::new(shared.clone()))
             .max_decoding_message_size(max_message)
@@ -283,13 +353,17 @@ pub async fn serve(
             .send_compressed(ENCODINGS[1]),
     )
     .add_service(reflection_v1)
-    .add_service(reflection_v1alpha)
-    .serve_with_incoming_shutdown(musicrl_common::grpc::incoming(listener), server_shutdown)
-    .await?;
-    stop.send_replace(true);
-    drop(params_keepalive);
-    health_only.abort();
-    let joined = tokio::task::spawn_blocking(move || train_thread.join())
+    .add_service(reflection_v1alpha))
+}
+
+/// Joins the training thread and completes its outcome with what the service counted.
+async fn collect_outcome(
+    thread: std::thread::JoinHandle<Result<LearnerOutcome>>,
+    shared: &Shared,
+    start_step: u64,
+    run_id: u64,
+) -> Result<LearnerOutcome> {
+    let joined = tokio::task::spawn_blocking(move || thread.join())
         .await
         .map_err(|e| LearnerError::TrainingThread(e.to_string()))?;
     let mut outcome = joined

@@ -286,204 +286,47 @@ impl LearnerService for Learner {
         request: Request<Streaming<pb::Trajectory>>,
     ) -> Result<Response<pb::PushSummary>, Status> {
         self.shared.tokens.check(&request, Permission::Push)?;
-        let mut inbound = request.into_inner();
-        // Validate the whole push before queueing any of it: a push is all or nothing.
-        let mut batch = Vec::new();
-        let mut ids = Vec::new();
-        let mut index = 0usize;
-        // What this push holds of the learner's budget for pushes in flight (all
-        // connections together), released when the handler returns.
-        let mut memory: Option<tokio::sync::SemaphorePermit<'_>> = None;
-        let mut held_kib = 0usize;
-        while let Some(item) = inbound.next().await {
-            let item = item?;
-            // The wire message and the trajectory decoded from it, in KiB.
-            let kib = u32::try_from(2 * prost::Message::encoded_len(&item) / 1024 + 1)
-                .unwrap_or(u32::MAX);
-            held_kib += kib as usize;
-            match self.shared.push_memory.try_acquire_many(kib) {
-                Ok(p) => match memory.as_mut() {
-                    Some(held) => held.merge(p),
-                    None => memory = Some(p),
-                },
-                Err(_) if held_kib > self.shared.push_memory_kib => {
-                    // This push alone is larger than the whole budget: a retry cannot help.
-                    return Err(Status::invalid_argument(format!(
-                        "a push of more than {} MiB, the learner's whole budget for pushes in \
-                         flight (learner.max_push_mb_in_flight): push fewer trajectories at once",
-                        self.shared.push_memory_kib >> 10
-                    )));
-                }
-                Err(_) => {
-                    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "push_memory_budget").increment(1);
-                    tracing::warn!(
-                        actor = %item.actor_id,
-                        read = index,
-                        "refused a push: the pushes in flight hold the whole learner.max_push_mb_in_flight"
-                    );
-                    return Err(Status::resource_exhausted(
-                        "the learner is receiving as many pushes as its memory budget \
-                         (learner.max_push_mb_in_flight) allows; nothing of this push was \
-                         taken: retry it later",
-                    ));
-                }
-            }
-            ids.push((item.actor_id.clone(), wire::trajectory_id(&item).ok()));
-            if index >= self.shared.max_push {
-                return Err(invalid_push(
-                    &self.shared,
-                    Rejection::new(
-                        "push_too_large",
-                        format!(
-                            "more than {} trajectories in one push",
-                            self.shared.max_push
-                        ),
-                    ),
-                    index,
-                    &ids,
-                ));
-            }
-            match wire::trajectory_from_wire(item, &self.shared.limits) {
-                Ok(t) => batch.push(t),
-                Err(r) => return Err(invalid_push(&self.shared, r, index, &ids)),
-            }
-            index += 1;
-        }
-        if batch.is_empty() {
-            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => "empty_push").increment(1);
-            return Err(Status::invalid_argument(
-                "empty push: at least one trajectory is needed",
-            ));
-        }
-
-        let mut accepted = 0u64;
-        let mut duplicates = 0u64;
-        let mut rejections: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let shared = &self.shared;
-        let mut reject = |r: Rejection| {
-            shared.progress().ledger.reject(r.reason);
-            if r.reason == TRAINING_COMPLETE {
-                // Not bad data: the actor simply had not heard yet that training ended.
-                tracing::debug!(detail = %r.detail, "refused a trajectory after training ended");
-            } else {
-                tracing::warn!(reason = r.reason, detail = %r.detail, "rejected a trajectory");
-            }
-            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
-                .increment(1);
-            *rejections.entry(r.reason).or_default() += 1;
-        };
+        // Validate the whole push before queueing any of it: a push is all or nothing. The
+        // memory it holds of the budget for pushes in flight is released when this returns.
+        let (batch, _memory) = receive_push(&self.shared, request.into_inner()).await?;
+        let mut tally = PushTally::default();
         let now_ms = musicrl_common::security::seal::now_unix_ms();
         for t in batch {
             if !self.shared.progress().ledger.receive(&t.actor_id, &t.id) {
                 // Already received (a push retried after its answer was lost): once only.
-                duplicates += 1;
+                tally.duplicates += 1;
                 metrics::counter!(
                     musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DUPLICATE_TOTAL
                 )
                 .increment(1);
                 continue;
             }
-            if let Err(r) = self.shared.reward_keys.verify(
-                &SealedContent {
-                    caption: &t.caption,
-                    tokens: &t.tokens,
-                    reward: t.reward,
-                    components: &t.components,
-                    scorer_version: &t.scorer_version,
-                },
-                t.seal.as_ref(),
-                now_ms,
-                self.shared.seal_max_age_ms,
-            ) {
-                reject(r);
-                continue;
-            }
-            let current = self.shared.current_version();
-            if t.policy_version > current {
-                reject(Rejection::new(
-                    "future_version",
-                    format!(
-                        "sampled by {} but the learner is at {current}",
-                        t.policy_version
-                    ),
-                ));
-                continue;
-            }
-            if t.learner_run != self.shared.run_id && t.policy_version.0 > self.shared.resumed_step
-            {
-                reject(Rejection::new(
-                    "other_incarnation",
-                    format!(
-                        "sampled by {} of learner incarnation {:016x}, which this incarnation \
-                         ({:016x}, resumed at step {}) never published",
-                        t.policy_version,
-                        t.learner_run,
-                        self.shared.run_id,
-                        self.shared.resumed_step
-                    ),
-                ));
-                continue;
-            }
-            // Trained once: a genuine score pushed again under fresh ids is a replay.
-            let spent = match (&t.seal, self.shared.reward_keys.is_empty()) {
-                (Some(seal), false) => {
-                    if !self
-                        .shared
-                        .spent_seals()
-                        .spend(seal, now_ms, self.shared.seal_max_age_ms)
-                    {
-                        reject(Rejection::new(
-                            "replayed_seal",
-                            "this reward seal was already trained on (a genuine score pushed \
-                             again under another trajectory id)"
-                                .into(),
-                        ));
-                        continue;
-                    }
-                    true
+            let spent = match admissible(&self.shared, &t, now_ms) {
+                Ok(spent) => spent,
+                Err(r) => {
+                    tally.reject(&self.shared, r);
+                    continue;
                 }
-                _ => false,
             };
             let version = t.policy_version.0;
             let mut admitting = Admitting::new(&self.shared, &t, spent);
             let sent = self.shared.queue.send(t).await;
             admitting.settled();
             if sent.is_err() {
-                reject(Rejection::new(
-                    TRAINING_COMPLETE,
-                    "the learner no longer trains".into(),
-                ));
+                tally.reject(
+                    &self.shared,
+                    Rejection::new(TRAINING_COMPLETE, "the learner no longer trains".into()),
+                );
                 continue;
             }
-            accepted += 1;
+            tally.accepted += 1;
             metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_ACCEPTED_TOTAL)
                 .increment(1);
             let mut p = self.shared.progress();
             p.trajectories_accepted += 1;
             p.max_policy_version_seen = p.max_policy_version_seen.max(version);
         }
-        let rejected: u64 = rejections.values().sum();
-        let invalid: u64 = rejections
-            .iter()
-            .filter(|(r, _)| **r != TRAINING_COMPLETE)
-            .map(|(_, n)| n)
-            .sum();
-        let learner_version = {
-            let mut p = self.shared.progress();
-            p.trajectories_rejected += invalid;
-            p.policy_version
-        };
-        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
-            .set(self.shared.queue_depth() as f64);
-        self.shared.publish_ledger();
-        Ok(Response::new(pb::PushSummary {
-            duplicates,
-            learner_run: self.shared.run_id,
-            accepted,
-            rejected,
-            rejections: musicrl_common::wire::rejection_counts(rejections),
-            learner_version,
-        }))
+        Ok(Response::new(tally.summary(&self.shared)))
     }
 
     type SubscribeParametersStream = ChunkStream;
@@ -604,5 +447,183 @@ impl LearnerService for Learner {
             not_serving_reason: p.not_serving.unwrap_or_default(),
             accounting: Some(musicrl_common::wire::accounting_to_wire(&accounting)),
         }))
+    }
+}
+
+/// Reads a whole push, each message counted against the learner's budget for pushes in flight
+/// (all connections together) and decoded and validated; the first invalid trajectory refuses
+/// the push. Returns the trajectories and the budget they hold.
+async fn receive_push<'a>(
+    shared: &'a Shared,
+    mut inbound: Streaming<pb::Trajectory>,
+) -> Result<(Vec<Trajectory>, Option<tokio::sync::SemaphorePermit<'a>>), Status> {
+    let mut batch = Vec::new();
+    let mut ids = Vec::new();
+    let mut memory: Option<tokio::sync::SemaphorePermit<'a>> = None;
+    let mut held_kib = 0usize;
+    while let Some(item) = inbound.next().await {
+        let item = item?;
+        let index = batch.len();
+        // The wire message and the trajectory decoded from it, in KiB.
+        let kib =
+            u32::try_from(2 * prost::Message::encoded_len(&item) / 1024 + 1).unwrap_or(u32::MAX);
+        held_kib += kib as usize;
+        match shared.push_memory.try_acquire_many(kib) {
+            Ok(p) => match memory.as_mut() {
+                Some(held) => held.merge(p),
+                None => memory = Some(p),
+            },
+            Err(_) if held_kib > shared.push_memory_kib => {
+                // This push alone is larger than the whole budget: a retry cannot help.
+                return Err(Status::invalid_argument(format!(
+                    "a push of more than {} MiB, the learner's whole budget for pushes in \
+                     flight (learner.max_push_mb_in_flight): push fewer trajectories at once",
+                    shared.push_memory_kib >> 10
+                )));
+            }
+            Err(_) => {
+                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "push_memory_budget").increment(1);
+                tracing::warn!(
+                    actor = %item.actor_id,
+                    read = index,
+                    "refused a push: the pushes in flight hold the whole learner.max_push_mb_in_flight"
+                );
+                return Err(Status::resource_exhausted(
+                    "the learner is receiving as many pushes as its memory budget \
+                     (learner.max_push_mb_in_flight) allows; nothing of this push was \
+                     taken: retry it later",
+                ));
+            }
+        }
+        ids.push((item.actor_id.clone(), wire::trajectory_id(&item).ok()));
+        if index >= shared.max_push {
+            return Err(invalid_push(
+                shared,
+                Rejection::new(
+                    "push_too_large",
+                    format!("more than {} trajectories in one push", shared.max_push),
+                ),
+                index,
+                &ids,
+            ));
+        }
+        match wire::trajectory_from_wire(item, &shared.limits) {
+            Ok(t) => batch.push(t),
+            Err(r) => return Err(invalid_push(shared, r, index, &ids)),
+        }
+    }
+    if batch.is_empty() {
+        metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => "empty_push").increment(1);
+        return Err(Status::invalid_argument(
+            "empty push: at least one trajectory is needed",
+        ));
+    }
+    Ok((batch, memory))
+}
+
+/// Whether a received trajectory may be queued: its reward seal valid, its version one this
+/// incarnation published, its seal not trained on before. `Ok(true)` when it spent a seal.
+fn admissible(shared: &Shared, t: &Trajectory, now_ms: u64) -> Result<bool, Rejection> {
+    shared.reward_keys.verify(
+        &SealedContent {
+            caption: &t.caption,
+            tokens: &t.tokens,
+            reward: t.reward,
+            components: &t.components,
+            scorer_version: &t.scorer_version,
+        },
+        t.seal.as_ref(),
+        now_ms,
+        shared.seal_max_age_ms,
+    )?;
+    let current = shared.current_version();
+    if t.policy_version > current {
+        return Err(Rejection::new(
+            "future_version",
+            format!(
+                "sampled by {} but the learner is at {current}",
+                t.policy_version
+            ),
+        ));
+    }
+    if t.learner_run != shared.run_id && t.policy_version.0 > shared.resumed_step {
+        return Err(Rejection::new(
+            "other_incarnation",
+            format!(
+                "sampled by {} of learner incarnation {:016x}, which this incarnation \
+                 ({:016x}, resumed at step {}) never published",
+                t.policy_version, t.learner_run, shared.run_id, shared.resumed_step
+            ),
+        ));
+    }
+    // Trained once: a genuine score pushed again under fresh ids is a replay.
+    match (&t.seal, shared.reward_keys.is_empty()) {
+        (Some(seal), false) => {
+            if shared
+                .spent_seals()
+                .spend(seal, now_ms, shared.seal_max_age_ms)
+            {
+                Ok(true)
+            } else {
+                Err(Rejection::new(
+                    "replayed_seal",
+                    "this reward seal was already trained on (a genuine score pushed again \
+                     under another trajectory id)"
+                        .into(),
+                ))
+            }
+        }
+        _ => Ok(false),
+    }
+}
+
+/// What one push came to: accepted, duplicates, and rejections by reason.
+#[derive(Default)]
+struct PushTally {
+    accepted: u64,
+    duplicates: u64,
+    rejections: BTreeMap<&'static str, u64>,
+}
+
+impl PushTally {
+    fn reject(&mut self, shared: &Shared, r: Rejection) {
+        shared.progress().ledger.reject(r.reason);
+        if r.reason == TRAINING_COMPLETE {
+            // Not bad data: the actor simply had not heard yet that training ended.
+            tracing::debug!(detail = %r.detail, "refused a trajectory after training ended");
+        } else {
+            tracing::warn!(reason = r.reason, detail = %r.detail, "rejected a trajectory");
+        }
+        metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
+            .increment(1);
+        *self.rejections.entry(r.reason).or_default() += 1;
+    }
+
+    /// The push's answer; the invalid trajectories (not those refused because training
+    /// ended) counted as rejected, the ledger published.
+    fn summary(self, shared: &Shared) -> pb::PushSummary {
+        let rejected: u64 = self.rejections.values().sum();
+        let invalid: u64 = self
+            .rejections
+            .iter()
+            .filter(|(r, _)| **r != TRAINING_COMPLETE)
+            .map(|(_, n)| n)
+            .sum();
+        let learner_version = {
+            let mut p = shared.progress();
+            p.trajectories_rejected += invalid;
+            p.policy_version
+        };
+        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
+            .set(shared.queue_depth() as f64);
+        shared.publish_ledger();
+        pb::PushSummary {
+            duplicates: self.duplicates,
+            learner_run: shared.run_id,
+            accepted: self.accepted,
+            rejected,
+            rejections: musicrl_common::wire::rejection_counts(self.rejections),
+            learner_version,
+        }
     }
 }

@@ -198,6 +198,7 @@ const SOURCE_FOLDERS: &[&str] = &[
     "learner",
     "pretrain",
     "reward-server",
+    "orchestrate",
     "cli",
     "tests",
 ];
@@ -206,6 +207,14 @@ const SOURCE_FOLDERS: &[&str] = &[
 fn every_source_file_opens_with_what_it_is() {
     // A tidy check: the first line of every project source file (vendored crates aside) is
     // a `//!` line saying what the file is.
+    for folder in members().values() {
+        assert!(
+            SOURCE_FOLDERS
+                .iter()
+                .any(|f| folder == f || folder.starts_with(&format!("{f}/"))),
+            "the member {folder} is in no SOURCE_FOLDERS entry"
+        );
+    }
     let mut missing = Vec::new();
     for dir in SOURCE_FOLDERS {
         for (path, text) in rust_sources(dir) {
@@ -244,7 +253,7 @@ fn roles_never_import_roles() {
     // The actor, the learner, the reward server and the feedback service are siblings: what
     // two of them share lives in a library below them (the parameter follower in
     // `musicrl-client`, the in-process reward model in `musicrl-scoring`). Only the
-    // orchestration (the `musicrl` binary) and the tests depend on roles.
+    // orchestration (`musicrl-orchestrate`), the binary and the tests depend on roles.
     let roles = [
         ("actor", "musicrl-actor"),
         ("learner", "musicrl-learner"),
@@ -289,6 +298,27 @@ fn members() -> std::collections::BTreeMap<String, String> {
             (name, folder)
         })
         .collect()
+}
+
+#[test]
+fn the_binary_is_a_thin_layer_of_flag_parsing() {
+    // Orchestration lives in `musicrl-orchestrate`; the binary parses flags into its plans
+    // and dispatches. A binary that grows past this has taken orchestration back.
+    const MOST_LINES: usize = 1_500;
+    let lines: usize = rust_sources("cli/src")
+        .iter()
+        .map(|(_, text)| text.lines().count())
+        .sum();
+    assert!(
+        lines <= MOST_LINES,
+        "cli/src has {lines} lines (at most {MOST_LINES}): move orchestration into orchestrate/"
+    );
+    assert!(
+        normal_project_dependencies("cli")
+            .iter()
+            .any(|d| d == "musicrl-orchestrate"),
+        "the binary dispatches to musicrl-orchestrate"
+    );
 }
 
 #[test]

@@ -31,7 +31,7 @@ use musicrl_policy::melody::Engine;
 use musicrl_policy::melody::params::{ParameterBlob, encode_policy};
 use musicrl_policy::melody::sampling::Sampler;
 
-use crate::args::BenchArgs;
+use crate::plan::BenchPlan;
 
 pub mod broadcast;
 pub mod lora;
@@ -160,7 +160,7 @@ const MELODY_WORKLOADS: [&str; 6] = [
     "broadcast",
     "reward",
 ];
-pub fn run(config: &Config, args: &BenchArgs) -> anyhow::Result<BenchReport> {
+pub fn run(config: &Config, args: &BenchPlan) -> anyhow::Result<BenchReport> {
     config.validate()?;
     let p = &config.policy;
     let sample_batch = args.sample_batch.unwrap_or(config.actor.batch_size);

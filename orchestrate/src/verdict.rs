@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use musicrl_config::Config;
 use musicrl_judge::{Panel, PanelConfig};
 
-use crate::judge_cmds::{sample_policy, write_samples};
+use crate::judging::{sample_policy, write_samples};
 
 /// The verdict's folder inside a run's output.
 pub const DIR: &str = "verdict";

@@ -13,7 +13,7 @@ use musicrl_policy::melody::params::load_policy;
 use musicrl_policy::melody::sampling::Sampler;
 use musicrl_pretrain::{self as pretrain, EpochStats, PretrainReport};
 
-use crate::args::{GenerateArgs, PretrainArgs};
+use crate::plan::{GeneratePlan, PretrainPlan};
 use crate::progress::EpochBar;
 
 struct Bar(EpochBar);
@@ -34,7 +34,7 @@ impl pretrain::Progress for Bar {
     }
 }
 
-pub fn pretrain(mut config: Config, args: &PretrainArgs) -> anyhow::Result<PretrainReport> {
+pub fn pretrain(mut config: Config, args: &PretrainPlan) -> anyhow::Result<PretrainReport> {
     args.apply(&mut config);
     config.validate()?;
     let p = &config.pretrain;
@@ -110,7 +110,7 @@ fn adopt_saved_architecture(config: &mut Config, policy: &std::path::Path) -> an
     Ok(())
 }
 
-pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathBuf> {
+pub fn generate(mut config: Config, args: &GeneratePlan) -> anyhow::Result<PathBuf> {
     let policy_path = args
         .policy
         .clone()
@@ -215,18 +215,18 @@ pub fn generate(mut config: Config, args: &GenerateArgs) -> anyhow::Result<PathB
 }
 
 /// `musicrl policy export|import`.
-pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyhow::Result<()> {
+pub fn policy(mut config: Config, command: &crate::plan::PolicyCommand) -> anyhow::Result<()> {
     use musicrl_policy::melody::safetensors;
     let device = musicrl_policy::device::inference_device();
     match command {
-        crate::args::PolicyCommand::Export { policy, out } => {
+        crate::plan::PolicyCommand::Export { policy, out } => {
             let path = policy
                 .clone()
                 .unwrap_or_else(|| config.learner.init_policy.clone());
             adopt_saved_architecture(&mut config, &path)?;
             config.validate()?;
             if config.policy.family == musicrl_config::FAMILY_MUSICGEN {
-                return crate::musicgen_cmds::export(&config, &path, out, &device);
+                return crate::musicgen::export(&config, &path, out, &device);
             }
             let p = load_policy(&path, &config.policy, &device)
                 .with_context(|| format!("cannot load the policy {}", path.display()))?;
@@ -244,7 +244,7 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             );
             Ok(())
         }
-        crate::args::PolicyCommand::Score {
+        crate::plan::PolicyCommand::Score {
             policy,
             caption,
             tokens,
@@ -259,9 +259,7 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
                 adopt_saved_architecture(&mut config, &path)?;
                 if config.policy.family == musicrl_config::FAMILY_MUSICGEN {
                     config.validate()?;
-                    return crate::musicgen_cmds::score_trained(
-                        &config, &path, caption, codes, &device,
-                    );
+                    return crate::musicgen::score_trained(&config, &path, caption, codes, &device);
                 }
             }
             if path.is_dir() || codes.is_some() {
@@ -271,7 +269,7 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
                         path.display()
                     )
                 })?;
-                return crate::musicgen_cmds::score(&path, caption, codes, &device);
+                return crate::musicgen::score(&path, caption, codes, &device);
             }
             let tokens = tokens.as_deref().unwrap_or_default();
             let (p, policy_config) = if path.extension().is_some_and(|e| e == "safetensors") {
@@ -315,7 +313,7 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
             );
             Ok(())
         }
-        crate::args::PolicyCommand::Generate {
+        crate::plan::PolicyCommand::Generate {
             policy,
             caption,
             frames,
@@ -339,9 +337,9 @@ pub fn policy(mut config: Config, command: &crate::args::PolicyCommand) -> anyho
                 guidance: Some(*guidance),
                 seed: *seed,
             };
-            crate::musicgen_cmds::generate(policy, caption, *frames, &options, out, &device)
+            crate::musicgen::generate(policy, caption, *frames, &options, out, &device)
         }
-        crate::args::PolicyCommand::Import { file, out } => {
+        crate::plan::PolicyCommand::Import { file, out } => {
             let (p, policy_config) = safetensors::load(file, &device)?;
             std::fs::create_dir_all(out)
                 .with_context(|| format!("cannot create {}", out.display()))?;

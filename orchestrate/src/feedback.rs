@@ -10,13 +10,13 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::args::{
-    BotArgs, FeedbackArgs, PrefsDbArgs, PrefsExportArgs, PrefsFormat, PrefsImportArgs,
+use crate::plan::{
+    BotPlan, FeedbackPlan, PrefsDbPlan, PrefsExportPlan, PrefsFormat, PrefsImportPlan,
 };
 use crate::process::{shutdown_signal, write_ready};
 
 /// `musicrl feedback`: serves the page and the API until stopped.
-pub async fn serve(mut config: Config, args: &FeedbackArgs) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config, args: &FeedbackPlan) -> anyhow::Result<()> {
     args.apply(&mut config);
     config.validate()?;
     let f = &config.feedback;
@@ -59,7 +59,7 @@ pub struct BotReport {
 }
 
 /// `musicrl feedback bot`: the simulated listeners vote through the API.
-pub async fn bot(args: &BotArgs) -> anyhow::Result<BotReport> {
+pub async fn bot(args: &BotPlan) -> anyhow::Result<BotReport> {
     let population = musicrl_rewards::preference::Population::load(
         &musicrl_config::paths::resolve(&args.population),
     )?;
@@ -117,7 +117,7 @@ pub async fn bot(args: &BotArgs) -> anyhow::Result<BotReport> {
     Ok(report)
 }
 
-fn db_url(config: &Config, args: &PrefsDbArgs) -> String {
+fn db_url(config: &Config, args: &PrefsDbPlan) -> String {
     args.db
         .clone()
         .unwrap_or_else(|| config.feedback.db.clone())
@@ -126,7 +126,7 @@ fn db_url(config: &Config, args: &PrefsDbArgs) -> String {
 /// `musicrl preferences import`.
 pub async fn import(
     config: &Config,
-    args: &PrefsImportArgs,
+    args: &PrefsImportPlan,
 ) -> anyhow::Result<musicrl_prefdb::ImportReport> {
     let format = match args.format {
         Some(f) => f,
@@ -178,7 +178,7 @@ fn import_format(path: &Path) -> anyhow::Result<PrefsFormat> {
 }
 
 /// `musicrl preferences export`.
-pub async fn export(config: &Config, args: &PrefsExportArgs) -> anyhow::Result<()> {
+pub async fn export(config: &Config, args: &PrefsExportPlan) -> anyhow::Result<()> {
     let db = Db::open(&db_url(config, &args.db)).await?;
     let after_vote_id = match &args.after_version {
         Some(v) => Some(
@@ -256,7 +256,7 @@ pub struct StatusReport {
 }
 
 /// `musicrl preferences status`.
-pub async fn status(config: &Config, args: &PrefsDbArgs) -> anyhow::Result<StatusReport> {
+pub async fn status(config: &Config, args: &PrefsDbPlan) -> anyhow::Result<StatusReport> {
     let url = db_url(config, args);
     let db = Db::open(&url).await?;
     let report = StatusReport {

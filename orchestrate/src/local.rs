@@ -25,7 +25,7 @@ use musicrl_config::Config;
 use musicrl_proto::v1::StatusRequest;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 
-use crate::args::LocalArgs;
+use crate::plan::LocalPlan;
 use crate::process::{Ready, write_json};
 
 /// Marks a folder as written by `musicrl local`, so a rerun may replace it.
@@ -538,7 +538,7 @@ fn child_config(config: &Config, out: &Path) -> Config {
     c
 }
 
-pub async fn run(mut config: Config, args: LocalArgs) -> anyhow::Result<Summary> {
+pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let signal = stop_signals();
     let mut signal = std::pin::pin!(signal);

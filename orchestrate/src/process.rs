@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::args::ProcessArgs;
+use crate::plan::Supervision;
 
 /// Resolves on Ctrl-C, SIGTERM (what Kubernetes sends), or — with `--stop-on-stdin-close` —
 /// when standard input reaches end of file.
@@ -59,7 +59,7 @@ pub struct Ready {
 }
 
 pub fn write_ready(
-    args: &ProcessArgs,
+    args: &Supervision,
     grpc: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
@@ -74,7 +74,7 @@ pub fn write_ready(
     Ok(())
 }
 
-pub fn write_outcome<T: Serialize>(args: &ProcessArgs, outcome: &T) -> anyhow::Result<()> {
+pub fn write_outcome<T: Serialize>(args: &Supervision, outcome: &T) -> anyhow::Result<()> {
     if let Some(path) = &args.outcome_file {
         write_json(path, outcome)?;
     }

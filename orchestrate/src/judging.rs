@@ -15,9 +15,9 @@ use musicrl_music::corpus::{Split, Tune};
 use musicrl_music::prompts as prompt_sets;
 use musicrl_policy::melody::sampling::Sampler;
 
-use crate::args::{JudgeArgs, PromptsArgs};
+use crate::plan::{JudgePlan, PromptsPlan};
 use crate::progress::Progress;
-use crate::reward_cmds::{base_policy, load_corpus};
+use crate::reward_training::{base_policy, load_corpus};
 
 /// The words of the captions pretraining conditioned on: `pretrain.epochs` passes of the
 /// caption generator over the training-split tunes, seeded like pretraining (pretraining
@@ -59,7 +59,7 @@ fn unknown_share(
 }
 
 /// `musicrl prompts`.
-pub fn prompts(config: &Config, args: &PromptsArgs) -> anyhow::Result<serde_json::Value> {
+pub fn prompts(config: &Config, args: &PromptsPlan) -> anyhow::Result<serde_json::Value> {
     let (corpus, tunes) = load_corpus(config, args.corpus.as_deref())?;
     let known = pretraining_words(config, &tunes);
     if let Some(file) = &args.check {
@@ -196,7 +196,7 @@ pub(crate) fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
 /// `musicrl judge`.
 pub fn judge(
     config: &Config,
-    args: &JudgeArgs,
+    args: &JudgePlan,
 ) -> anyhow::Result<(musicrl_judge::Report, Option<crate::agreement::Agreement>)> {
     let panel = Panel::new(PanelConfig {
         raters: args.raters,

@@ -32,8 +32,8 @@ use musicrl_judge::{Comparison, Panel, PanelConfig, Report};
 use musicrl_learner::checkpoint;
 use musicrl_policy::melody::params::{load_policy, save_policy};
 
-use crate::args::{ExperimentArgs, LocalArgs};
-use crate::judge_cmds::{sample_policy, write_samples};
+use crate::judging::{sample_policy, write_samples};
+use crate::plan::{ExperimentPlan, LocalPlan};
 use crate::process::write_json;
 use evaluate::{EvalPoint, Evaluator};
 
@@ -438,9 +438,9 @@ fn run_recipe(
         .block_on(crate::local::run(
             c.clone(),
             // The experiment has decided to train this recipe afresh.
-            LocalArgs {
+            LocalPlan {
                 overwrite: true,
-                ..LocalArgs::default()
+                ..LocalPlan::default()
             },
         ))
         .with_context(|| {
@@ -660,7 +660,7 @@ fn run_recipe(
 /// `musicrl experiment`.
 pub fn run(
     mut config: Config,
-    args: &ExperimentArgs,
+    args: &ExperimentPlan,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Results> {
     let started = Instant::now();
@@ -685,7 +685,7 @@ pub fn run(
         .iter()
         .map(|r| recipe_config(&config, &r.config).map(|c| c.reward.components))
         .collect::<anyhow::Result<_>>()?;
-    let (_, tunes) = crate::reward_cmds::load_corpus(&config, None)?;
+    let (_, tunes) = crate::reward_training::load_corpus(&config, None)?;
     let train: Vec<&musicrl_music::corpus::Tune> = tunes
         .iter()
         .filter(|t| t.split == musicrl_music::corpus::Split::Train)

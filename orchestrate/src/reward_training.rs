@@ -13,7 +13,7 @@ use musicrl_rewards::preference::{self, Population};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::args::{CalibrateArgs, EvaluateArgs, RewardKind, SimulateArgs, TrainRewardArgs};
+use crate::plan::{CalibratePlan, EvaluatePlan, RewardKind, SimulatePlan, TrainRewardPlan};
 use crate::progress::{EpochBar, Progress};
 
 struct Bar(EpochBar);
@@ -35,7 +35,7 @@ impl text::Progress for Bar {
 }
 
 /// Trains the requested reward model; returns its metrics as JSON.
-pub fn train_reward(config: Config, args: &TrainRewardArgs) -> anyhow::Result<serde_json::Value> {
+pub fn train_reward(config: Config, args: &TrainRewardPlan) -> anyhow::Result<serde_json::Value> {
     let started = std::time::Instant::now();
     let max_tokens = args.max_tokens.unwrap_or(config.policy.max_tokens);
     let kind_name = match args.kind {
@@ -145,7 +145,7 @@ fn on_policy_concordance(
     config: &Config,
     kind: &str,
     out: &std::path::Path,
-    args: &TrainRewardArgs,
+    args: &TrainRewardPlan,
 ) -> anyhow::Result<serde_json::Value> {
     if args.on_policy_clips == 0 && args.on_policy_samples.is_empty() {
         return Ok(serde_json::Value::Null);
@@ -156,7 +156,7 @@ fn on_policy_concordance(
         let prompts = musicrl_common::prompts::load_prompts(&config.experiment.eval_prompts)
             .context("the selection prompts (experiment.eval_prompts)")?;
         let theta0 = config.learner.init_policy.clone();
-        let samples = crate::judge_cmds::sample_policy(
+        let samples = crate::judging::sample_policy(
             config,
             "theta0",
             &theta0,
@@ -168,7 +168,7 @@ fn on_policy_concordance(
         by_model.insert("theta0".into(), samples);
     }
     for f in &args.on_policy_samples {
-        for s in crate::judge_cmds::read_samples(f)? {
+        for s in crate::judging::read_samples(f)? {
             by_model.entry(s.model.clone()).or_default().push(s);
         }
     }
@@ -366,7 +366,7 @@ fn sample_pairs(
 /// `musicrl preferences calibrate`: the caption weight at which our text reward agrees with a
 /// new population's choices as often as MuLan agreed with the paper's users; writes the
 /// population, the scored pairs and the report beside `--store`.
-pub fn calibrate(config: Config, args: &CalibrateArgs) -> anyhow::Result<serde_json::Value> {
+pub fn calibrate(config: Config, args: &CalibratePlan) -> anyhow::Result<serde_json::Value> {
     if args.pairs == 0 {
         anyhow::bail!("--pairs must be at least 1");
     }
@@ -439,7 +439,7 @@ pub fn calibrate(config: Config, args: &CalibrateArgs) -> anyhow::Result<serde_j
 /// models; also returns the policy's path.
 fn sample_and_score(
     config: &Config,
-    args: &CalibrateArgs,
+    args: &CalibratePlan,
 ) -> anyhow::Result<(Vec<preference::ScoredPair>, String)> {
     let (_, tunes) = load_corpus(config, args.corpus.as_deref())?;
     let train: Vec<&musicrl_music::corpus::Tune> = tunes
@@ -480,7 +480,7 @@ fn sample_and_score(
 /// Writes the calibrated population, its pairs and the report beside `--store`, and prints
 /// the table of targets and measured values.
 fn write_calibration(
-    args: &CalibrateArgs,
+    args: &CalibratePlan,
     scored: &[preference::ScoredPair],
     population: &Population,
     calibration: &preference::Calibration,
@@ -549,7 +549,7 @@ fn write_calibration(
 }
 
 /// `musicrl preferences simulate`.
-pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_json::Value> {
+pub fn simulate(config: Config, args: &SimulatePlan) -> anyhow::Result<serde_json::Value> {
     let (_, tunes) = load_corpus(&config, args.corpus.as_deref())?;
     let train: Vec<&musicrl_music::corpus::Tune> = tunes
         .iter()
@@ -663,7 +663,7 @@ pub fn simulate(config: Config, args: &SimulateArgs) -> anyhow::Result<serde_jso
 
 /// `musicrl preferences evaluate`: for each pair, one sample of the judged policy and one of
 /// the baseline for the same held-out caption, judged by a random listener.
-pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_json::Value> {
+pub fn evaluate(config: Config, args: &EvaluatePlan) -> anyhow::Result<serde_json::Value> {
     if args.prompts == 0 || args.pairs_per_prompt == 0 {
         anyhow::bail!("--prompts and --pairs-per-prompt must be at least 1");
     }
@@ -756,7 +756,7 @@ pub fn evaluate(config: Config, args: &EvaluateArgs) -> anyhow::Result<serde_jso
 
 fn train_preference(
     config: &Config,
-    args: &TrainRewardArgs,
+    args: &TrainRewardPlan,
     out: &std::path::Path,
     progress: &mut Bar,
 ) -> anyhow::Result<serde_json::Value> {
@@ -919,7 +919,7 @@ fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyho
 /// `OUT/train-store.jsonl` and points `store` at it; returns (votes, newest vote id).
 fn db_training_store(
     url: &str,
-    args: &TrainRewardArgs,
+    args: &TrainRewardPlan,
     out: &std::path::Path,
     store: &mut PathBuf,
 ) -> anyhow::Result<(i64, i64)> {

@@ -33,9 +33,9 @@ use musicrl_config::Config;
 use musicrl_judge::{Panel, PanelConfig};
 use musicrl_prefdb::{Db, VoteFilter};
 
-use crate::args::{BotArgs, EvaluateArgs, LocalArgs, LoopArgs, RewardKind, TrainRewardArgs};
-use crate::feedback_cmds::{BotReport, bot};
-use crate::judge_cmds::{sample_policy, write_samples};
+use crate::feedback::{BotReport, bot};
+use crate::judging::{sample_policy, write_samples};
+use crate::plan::{BotPlan, EvaluatePlan, LocalPlan, LoopPlan, RewardKind, TrainRewardPlan};
 use crate::process::write_json;
 
 /// Marks a folder as written by `musicrl feedback loop`, so a rerun may replace it.
@@ -194,7 +194,7 @@ async fn collect_votes(
         .enumerate()
         .filter(|(_, n)| **n > 0)
         .map(|(i, &n)| {
-            let args = BotArgs {
+            let args = BotPlan {
                 url: url.clone(),
                 votes: n,
                 population: population.to_path_buf(),
@@ -255,7 +255,7 @@ async fn agreement(db: &str, after_vote_id: Option<i64>) -> anyhow::Result<f64> 
 
 struct Plan<'a> {
     config: &'a Config,
-    args: &'a LoopArgs,
+    args: &'a LoopPlan,
     theta0: &'a Path,
     population: &'a Path,
     runtime: &'a tokio::runtime::Runtime,
@@ -312,7 +312,7 @@ fn run_arm(
         let out = dir.join("reward").join(format!("round-{}", round + 1));
         let mut c = config.clone();
         c.learner.init_policy = plan.theta0.to_path_buf();
-        let train = TrainRewardArgs {
+        let train = TrainRewardPlan {
             kind: RewardKind::Preference,
             corpus: None,
             out: Some(out.clone()),
@@ -332,7 +332,7 @@ fn run_arm(
             on_policy_clips: 0,
             on_policy_samples: Vec::new(),
         };
-        let metrics = crate::reward_cmds::train_reward(c, &train)
+        let metrics = crate::reward_training::train_reward(c, &train)
             .with_context(|| format!("retraining the preference model into {}", out.display()))?;
         let version = metrics["version"]
             .as_str()
@@ -357,10 +357,10 @@ fn run_arm(
             .runtime
             .block_on(crate::local::run(
                 c,
-                LocalArgs {
+                LocalPlan {
                     resume: round > 0,
                     overwrite: round == 0,
-                    ..LocalArgs::default()
+                    ..LocalPlan::default()
                 },
             ))
             .with_context(|| {
@@ -446,9 +446,9 @@ fn verdict(
     seed: u64,
     eval_seed: u64,
 ) -> anyhow::Result<Verdict> {
-    let v = crate::reward_cmds::evaluate(
+    let v = crate::reward_training::evaluate(
         plan.config.clone(),
-        &EvaluateArgs {
+        &EvaluatePlan {
             policy: a.to_path_buf(),
             baseline: Some(b.to_path_buf()),
             population: plan.population.to_path_buf(),
@@ -471,7 +471,7 @@ fn verdict(
 }
 
 /// The quick pipeline's sizes.
-fn apply_quick(args: &mut LoopArgs) {
+fn apply_quick(args: &mut LoopPlan) {
     args.votes = 24;
     args.steps = 4;
     args.rounds = 2;
@@ -486,7 +486,7 @@ fn apply_quick(args: &mut LoopArgs) {
 /// `musicrl feedback loop`.
 pub fn run(
     config: Config,
-    args: &LoopArgs,
+    args: &LoopPlan,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<LoopResults> {
     let started = Instant::now();
