@@ -428,6 +428,11 @@ mod tests {
                     .get(part)
                     .unwrap_or_else(|| panic!("{flag}: the help names {key}, not a key"));
             }
+            // A quoted value is the text between its quotes (`"" = the starting policy`).
+            let said = match said.strip_prefix('"') {
+                Some(q) => q.split('"').next().unwrap_or_default().to_string(),
+                None => said,
+            };
             let same = match value {
                 toml::Value::String(s) => s == &said || (s.is_empty() && said == "none"),
                 toml::Value::Integer(i) => said.parse::<i64>() == Ok(*i),

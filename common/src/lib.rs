@@ -1,8 +1,9 @@
-//! Shared machinery of the musicrl roles: domain types, the wire conversions, gRPC server
-//! set-up, security, the metrics catalog and telemetry set-up.
+//! Shared machinery of the networked musicrl roles: domain types, the wire conversions, gRPC
+//! server set-up, security, the metrics catalog and telemetry set-up.
 //!
-//! The configuration is its own crate (`musicrl-config`, a leaf) and the policy families
-//! theirs (`musicrl-policy`); this crate re-exports neither.
+//! The configuration is its own crate (`musicrl-config`, a leaf), the policy families theirs
+//! (`musicrl-policy`) and the experiment trackers theirs (`musicrl-tracking`); this crate
+//! re-exports none of them.
 //!
 //! Architecture invariant: this crate is the only one that converts wire types to domain
 //! types (`wire`).
@@ -10,11 +11,9 @@
 pub mod error;
 pub mod grpc;
 pub mod metrics_catalog;
-pub mod mlflow;
 pub mod prompts;
 pub mod security;
 pub mod telemetry;
-pub mod tensorboard;
 pub mod types;
 pub mod wire;
 

@@ -411,8 +411,8 @@ struct TrainLoop<'a> {
     handle: &'a tokio::runtime::Handle,
     rule: StalenessRule,
     history: Option<std::fs::File>,
-    board: Option<musicrl_common::tensorboard::EventWriter>,
-    mlflow: Option<musicrl_common::mlflow::MlflowRun>,
+    board: Option<musicrl_tracking::tensorboard::EventWriter>,
+    mlflow: Option<musicrl_tracking::mlflow::MlflowRun>,
     mlflow_failures: u64,
     trajectories: Option<crate::trajlog::TrajectoryLog>,
     publisher: crate::publish::Publisher,
@@ -654,7 +654,7 @@ impl<'a> TrainLoop<'a> {
     fn track(&mut self, row: &HistoryRow<'_>, stats: &StepStats, seconds: f64) -> Result<()> {
         let value = serde_json::to_value(row).expect("StepStats serialises");
         let mut scalars =
-            musicrl_common::tensorboard::scalars_of(&value, &["step", "unix_seconds"]);
+            musicrl_tracking::tensorboard::scalars_of(&value, &["step", "unix_seconds"]);
         if seconds > 0.0 {
             scalars.push((
                 "samples_per_second".into(),
@@ -794,7 +794,7 @@ impl<'a> TrainLoop<'a> {
 }
 
 /// Uploads the history file and closes the MLflow run (a failure is logged, not fatal).
-fn close_mlflow(m: &musicrl_common::mlflow::MlflowRun, history_path: &Path, completed: bool) {
+fn close_mlflow(m: &musicrl_tracking::mlflow::MlflowRun, history_path: &Path, completed: bool) {
     let mut result = Ok(true);
     if !history_path.as_os_str().is_empty() && history_path.exists() {
         result = m.log_artifact(history_path);
@@ -887,7 +887,7 @@ const AUDIO_RATE: u32 = 16_000;
 /// the caption's instrument and tempo) into TensorBoard's Audio tab, with their captions and
 /// rewards on the Text tab.
 fn log_audio(
-    board: &mut musicrl_common::tensorboard::EventWriter,
+    board: &mut musicrl_tracking::tensorboard::EventWriter,
     step: u64,
     batch: &[Trajectory],
 ) -> std::io::Result<()> {
@@ -924,13 +924,13 @@ fn log_audio(
 
 /// The MLflow run of `tracking.mlflow` (None when it is empty or the server cannot start a
 /// run: training goes on without it, and says so).
-fn open_mlflow(config: &Config) -> Option<musicrl_common::mlflow::MlflowRun> {
+fn open_mlflow(config: &Config) -> Option<musicrl_tracking::mlflow::MlflowRun> {
     let t = &config.tracking;
     if t.mlflow.is_empty() {
         return None;
     }
     let name = t.run_name(&config.run, &config.learner.history_path);
-    match musicrl_common::mlflow::MlflowRun::start(
+    match musicrl_tracking::mlflow::MlflowRun::start(
         &t.mlflow,
         &t.mlflow_experiment,
         &name,
@@ -952,7 +952,7 @@ fn open_mlflow(config: &Config) -> Option<musicrl_common::mlflow::MlflowRun> {
 fn open_tensorboard(
     config: &Config,
     step: u64,
-) -> Result<Option<musicrl_common::tensorboard::EventWriter>> {
+) -> Result<Option<musicrl_tracking::tensorboard::EventWriter>> {
     let t = &config.tracking;
     if t.tensorboard.as_os_str().is_empty() {
         return Ok(None);
@@ -960,7 +960,7 @@ fn open_tensorboard(
     let dir = t
         .tensorboard
         .join(t.run_name(&config.run, &config.learner.history_path));
-    let mut board = musicrl_common::tensorboard::EventWriter::create(&dir)?;
+    let mut board = musicrl_tracking::tensorboard::EventWriter::create(&dir)?;
     let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
     let toml = config.to_toml();
     // Indented four spaces: Markdown shows it as a block, as written.

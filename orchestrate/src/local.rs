@@ -188,7 +188,7 @@ fn track_verdict(
         let dir = t
             .tensorboard
             .join(t.run_name(&child.run, &child.learner.history_path));
-        let mut board = musicrl_common::tensorboard::EventWriter::create(&dir)?;
+        let mut board = musicrl_tracking::tensorboard::EventWriter::create(&dir)?;
         let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
         board.scalars(step, now, &scalars)?;
         board.text("verdict", step, now, &v.sentence())?;
@@ -221,8 +221,8 @@ fn track_verdict(
         board.flush()?;
     }
     if let (false, Some(id)) = (t.mlflow.is_empty(), &outcome.mlflow_run_id) {
-        let run =
-            musicrl_common::mlflow::MlflowRun::resume(&t.mlflow, id).map_err(anyhow::Error::msg)?;
+        let run = musicrl_tracking::mlflow::MlflowRun::resume(&t.mlflow, id)
+            .map_err(anyhow::Error::msg)?;
         run.log_metrics(step, &scalars)
             .map_err(anyhow::Error::msg)?;
         // The report with what it links (its clips and abcjs) in the same layout, so it plays

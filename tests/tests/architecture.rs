@@ -109,6 +109,7 @@ fn only_the_policy_crate_builds_tensors_below_the_roles() {
     for krate in [
         "common",
         "common/config",
+        "common/tracking",
         "proto",
         "music",
         "judge",
@@ -298,6 +299,20 @@ fn members() -> std::collections::BTreeMap<String, String> {
             (name, folder)
         })
         .collect()
+}
+
+#[test]
+fn the_trackers_are_a_leaf_without_grpc() {
+    // TensorBoard files and the MLflow client need no project crate, no gRPC and no tensors:
+    // anything that runs may log to them.
+    let text = manifest("common/tracking");
+    assert!(normal_project_dependencies("common/tracking").is_empty());
+    for forbidden in ["tonic", "burn", "musicrl-proto"] {
+        assert!(
+            !depends_on(&text, forbidden),
+            "the trackers depend on {forbidden}"
+        );
+    }
 }
 
 #[test]

@@ -626,7 +626,7 @@ fn run_recipe(
     for p in &record.curve {
         let value = serde_json::to_value(p)?;
         let scalars: Vec<(String, f32)> =
-            musicrl_common::tensorboard::scalars_of(&value, &["step", "clips", "draw"])
+            musicrl_tracking::tensorboard::scalars_of(&value, &["step", "clips", "draw"])
                 .into_iter()
                 .map(|(k, v)| (format!("held_out/{k}"), v))
                 .collect();
@@ -635,7 +635,7 @@ fn run_recipe(
     if !c.tracking.tensorboard.as_os_str().is_empty() {
         let run = c.tracking.run_name(&c.run, &dir.join("history.jsonl"));
         let mut board =
-            musicrl_common::tensorboard::EventWriter::create(&c.tracking.tensorboard.join(run))?;
+            musicrl_tracking::tensorboard::EventWriter::create(&c.tracking.tensorboard.join(run))?;
         let (_, now) = musicrl_config::fsutil::wall_clock(std::time::SystemTime::now());
         for (step, scalars) in &points {
             board.scalars(*step, now, scalars)?;
@@ -644,7 +644,7 @@ fn run_recipe(
     }
     if let (false, Some(id)) = (c.tracking.mlflow.is_empty(), &summary.mlflow_run_id) {
         let logged =
-            musicrl_common::mlflow::MlflowRun::resume(&c.tracking.mlflow, id).and_then(|run| {
+            musicrl_tracking::mlflow::MlflowRun::resume(&c.tracking.mlflow, id).and_then(|run| {
                 points
                     .iter()
                     .try_for_each(|(step, scalars)| run.log_metrics(*step, scalars))
