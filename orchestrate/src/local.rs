@@ -538,11 +538,52 @@ fn child_config(config: &Config, out: &Path) -> Config {
     c
 }
 
+/// Runs `local` in named steps: check the plan, open the output folder, secure the
+/// connections, start the processes, follow the learner to the end, stop everything,
+/// summarise, then judge and report.
 pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let signal = stop_signals();
     let mut signal = std::pin::pin!(signal);
     args.apply(&mut config);
+    check(&config)?;
+    let (out, mode) = open_out(&mut config, &args)?;
+    prepare_out(&out, mode)?;
+    if mode.keeps_run()
+        && let Some(done) = already_done(&out, &config)
+    {
+        return done;
+    }
+    let secure = !args.insecure;
+    if secure {
+        secure_connections(&mut config, &out)?;
+    }
+    let mut processes = Processes::start(&config, &out).await?;
+    let training_started = Instant::now();
+    let followed = follow_progress(
+        &mut processes.learner,
+        &mut processes.actors,
+        processes.learner_addr,
+        &config,
+        &mut signal,
+    )
+    .await;
+    let (learner_status, stopped_by) = match followed {
+        Ok((status, by)) => (Ok(status), by),
+        Err(e) => (Err(e), None),
+    };
+    processes.stop(learner_status).await?;
+    let (mut summary, outcome) = summarise(&config, &out, training_started, secure)?;
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.interrupted = stopped_by.map(str::to_string);
+    write_json(&out.join("summary.json"), &summary)?;
+    judge_and_report(&config, &out, &mut summary, &outcome);
+    write_json(&out.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+/// What the configuration must say for a local run.
+fn check(config: &Config) -> anyhow::Result<()> {
     if config.local.steps == 0 {
         bail!("musicrl local needs --steps N with N > 0 (local.steps is 0)");
     }
@@ -554,7 +595,15 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
             config.local.actors
         );
     }
-    let (out, mode) = if config.run.name.is_empty() {
+    Ok(())
+}
+
+/// The run's folder and how to treat what it holds: `local.out` with `--resume` or
+/// `--overwrite`, or a named run's folder (a recipe Job on the cluster: `run.root/run.name`,
+/// a changed training configuration refused unless `run.resume`, an existing run always
+/// continued from its newest checkpoint — a retried Job never starts over).
+fn open_out(config: &mut Config, args: &LocalPlan) -> anyhow::Result<(PathBuf, Mode)> {
+    if config.run.name.is_empty() {
         let mode = match (args.resume, args.overwrite) {
             (true, true) => {
                 bail!("--resume continues the run in OUT and --overwrite replaces it: choose one")
@@ -562,46 +611,45 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
             (true, false) => Mode::Resume,
             (false, overwrite) => Mode::Fresh { overwrite },
         };
-        (config.local.out.clone(), mode)
-    } else {
-        // A named run (a recipe Job on the cluster): its folder is run.root/run.name, a
-        // changed training configuration is refused unless run.resume, and an existing run
-        // always continues from its newest checkpoint — a retried Job never starts over.
-        let dir = musicrl_learner::named_run::folder(&config).expect("the run is named");
-        let fresh = !dir.join(musicrl_learner::named_run::RUN_CONFIG).exists();
-        if fresh && dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
-            bail!(
-                "{} exists and is not a run's folder (it has no {}); choose another run.name",
-                dir.display(),
-                musicrl_learner::named_run::RUN_CONFIG
-            );
-        }
-        musicrl_learner::named_run::open(&config)?;
-        std::fs::write(dir.join(MARKER), b"")
-            .with_context(|| format!("cannot write to {}", dir.display()))?;
-        eprintln!(
-            "musicrl local: run {:?} in {} ({})",
-            config.run.name,
+        return Ok((config.local.out.clone(), mode));
+    }
+    let dir = musicrl_learner::named_run::folder(config).expect("the run is named");
+    let fresh = !dir.join(musicrl_learner::named_run::RUN_CONFIG).exists();
+    if fresh && dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!(
+            "{} exists and is not a run's folder (it has no {}); choose another run.name",
             dir.display(),
-            if fresh { "new" } else { "continuing" }
+            musicrl_learner::named_run::RUN_CONFIG
         );
-        // The children get the run's paths from this supervisor, not the name.
-        config.run.name.clear();
-        (dir, Mode::Named)
-    };
-    prepare_out(&out, mode)?;
-    let resume = mode.keeps_run();
-    if resume
-        && let Some(step) = latest_step(&out.join("checkpoints"))
-        && step >= config.local.steps
-    {
-        eprintln!(
-            "musicrl local: the run in {} is already at step {step}, and --steps is {}: nothing to do (raise --steps to train further)",
-            out.display(),
-            config.local.steps
-        );
-        let previous = out.join("summary.json");
-        return read_json(&previous)
+    }
+    musicrl_learner::named_run::open(config)?;
+    std::fs::write(dir.join(MARKER), b"")
+        .with_context(|| format!("cannot write to {}", dir.display()))?;
+    eprintln!(
+        "musicrl local: run {:?} in {} ({})",
+        config.run.name,
+        dir.display(),
+        if fresh { "new" } else { "continuing" }
+    );
+    // The children get the run's paths from this supervisor, not the name.
+    config.run.name.clear();
+    Ok((dir, Mode::Named))
+}
+
+/// A continued run that already has its steps: its previous summary (nothing to do).
+fn already_done(out: &Path, config: &Config) -> Option<anyhow::Result<Summary>> {
+    let step = latest_step(&out.join("checkpoints"))?;
+    if step < config.local.steps {
+        return None;
+    }
+    eprintln!(
+        "musicrl local: the run in {} is already at step {step}, and --steps is {}: nothing to do (raise --steps to train further)",
+        out.display(),
+        config.local.steps
+    );
+    let previous = out.join("summary.json");
+    Some(
+        read_json(&previous)
             .and_then(|v| Ok(serde_json::from_value::<Summary>(v)?))
             .map(|s| Summary {
                 // This invocation was not stopped by anything.
@@ -613,52 +661,176 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
                     "the run has its steps but its summary {} cannot be read",
                     previous.display()
                 )
-            });
-    }
-    let secure = !args.insecure;
-    if secure {
-        // Mutual TLS, tokens and reward seals on every connection, from a fresh development
-        // CA in OUT/security (the actors use the actor token, this supervisor too).
-        let dir = out.join("security");
-        let written = musicrl_common::security::pki::init(&dir, &["localhost".into()])?;
-        config.security = written.config;
-        config.security.token_file = dir.join("actor.token");
-        eprintln!(
-            "musicrl local: mutual TLS, tokens and reward seals (credentials in {})",
-            dir.display()
-        );
-    }
-    let scheme_host = if config.security.server_tls() {
-        "https://localhost"
-    } else {
-        "http://127.0.0.1"
-    };
-    let child = child_config(&config, &out);
-    let config_path = out.join("config.toml");
-    musicrl_config::fsutil::write_atomic(&config_path, child.to_toml().as_bytes())?;
-    let (logs, run_dir) = (out.join("logs"), out.join("run"));
-    let exe = std::env::current_exe().context("cannot find the musicrl executable")?;
-    let base = |role: &str| -> Vec<String> {
-        vec![
-            "--config".into(),
-            config_path.display().to_string(),
-            role.into(),
-            "--stop-on-stdin-close".into(),
-            "--ready-file".into(),
-            run_dir
-                .join(format!("{role}.ready.json"))
-                .display()
-                .to_string(),
-            "--outcome-file".into(),
-            run_dir
-                .join(format!("{role}.outcome.json"))
-                .display()
-                .to_string(),
-        ]
-    };
+            }),
+    )
+}
 
-    let p = &config.policy;
-    let policy = if p.family == musicrl_config::FAMILY_MUSICGEN {
+/// Mutual TLS, tokens and reward seals on every connection, from a fresh development CA in
+/// OUT/security (the actors use the actor token, this supervisor too).
+fn secure_connections(config: &mut Config, out: &Path) -> anyhow::Result<()> {
+    let dir = out.join("security");
+    let written = musicrl_common::security::pki::init(&dir, &["localhost".into()])?;
+    config.security = written.config;
+    config.security.token_file = dir.join("actor.token");
+    eprintln!(
+        "musicrl local: mutual TLS, tokens and reward seals (credentials in {})",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// The run's processes: a reward server, a learner and `local.actors` actors.
+struct Processes {
+    reward: Role,
+    learner: Role,
+    actors: Vec<Role>,
+    learner_addr: std::net::SocketAddr,
+}
+
+impl Processes {
+    /// Writes the children's configuration, starts the reward server and the learner on
+    /// `:0`, reads their ports from the ready files, starts the actors pointed at them, and
+    /// writes every process's /metrics as a Prometheus file_sd target list
+    /// (deploy/prometheus/prometheus-local.yml scrapes it).
+    async fn start(config: &Config, out: &Path) -> anyhow::Result<Self> {
+        let config_path = out.join("config.toml");
+        musicrl_config::fsutil::write_atomic(
+            &config_path,
+            child_config(config, out).to_toml().as_bytes(),
+        )?;
+        let (logs, run_dir) = (out.join("logs"), out.join("run"));
+        let exe = std::env::current_exe().context("cannot find the musicrl executable")?;
+        let command = |role: &str, name: &str| -> Vec<String> {
+            let file = |what: &str| {
+                run_dir
+                    .join(format!("{name}.{what}.json"))
+                    .display()
+                    .to_string()
+            };
+            vec![
+                "--config".into(),
+                config_path.display().to_string(),
+                role.into(),
+                "--stop-on-stdin-close".into(),
+                "--ready-file".into(),
+                file("ready"),
+                "--outcome-file".into(),
+                file("outcome"),
+            ]
+        };
+        eprintln!(
+            "musicrl local: {} steps, {} actors, policy {}, output in {}",
+            config.local.steps,
+            config.local.actors,
+            describe_policy(&config.policy),
+            out.display()
+        );
+        let mut reward = spawn(
+            "reward-server",
+            &exe,
+            &command("reward-server", "reward-server"),
+            &logs,
+        )?;
+        let mut learner = spawn("learner", &exe, &command("learner", "learner"), &logs)?;
+        let reward_ready =
+            wait_ready(&mut reward, &run_dir.join("reward-server.ready.json")).await?;
+        let learner_ready = wait_ready(&mut learner, &run_dir.join("learner.ready.json")).await?;
+        let learner_addr = learner_ready
+            .grpc
+            .context("the learner reported no gRPC address")?;
+        let reward_addr = reward_ready
+            .grpc
+            .context("the reward server reported no gRPC address")?;
+        let scheme_host = if config.security.server_tls() {
+            "https://localhost"
+        } else {
+            "http://127.0.0.1"
+        };
+        let mut actors = Vec::with_capacity(config.local.actors);
+        for i in 0..config.local.actors {
+            let name = format!("actor-{i}");
+            let mut a = command("actor", &name);
+            a.extend([
+                "--id".into(),
+                name.clone(),
+                "--learner".into(),
+                format!("{scheme_host}:{}", learner_addr.port()),
+                "--reward".into(),
+                format!("{scheme_host}:{}", reward_addr.port()),
+            ]);
+            actors.push(spawn(&name, &exe, &a, &logs)?);
+        }
+        let mut targets = Vec::new();
+        let mut endpoints = vec![
+            format!("learner grpc {learner_addr}"),
+            format!("reward-server grpc {reward_addr}"),
+        ];
+        for (role, ready) in [
+            ("learner", &learner_ready),
+            ("reward-server", &reward_ready),
+        ] {
+            if let Some(m) = ready.metrics {
+                targets.push(
+                    serde_json::json!({"targets": [m.to_string()], "labels": {"role": role}}),
+                );
+                endpoints.push(format!("{role} metrics http://{m}/metrics"));
+            }
+        }
+        for a in &mut actors {
+            let ready = wait_ready(a, &run_dir.join(format!("{}.ready.json", a.name))).await?;
+            if let Some(m) = ready.metrics {
+                targets.push(serde_json::json!({"targets": [m.to_string()], "labels": {"role": "actor", "actor": a.name}}));
+            }
+        }
+        write_json(&out.join("prometheus-targets.json"), &targets)?;
+        eprintln!("  {}; logs in {}", endpoints.join(", "), logs.display());
+        Ok(Self {
+            reward,
+            learner,
+            actors,
+            learner_addr,
+        })
+    }
+
+    /// After the learner has exited (or failed): actors leave on `training_complete`; give
+    /// them a moment, then ask, then insist; then stop the reward server. A failed learner or
+    /// reward server is the run's error, with its log's last lines; a failed actor a warning.
+    async fn stop(
+        mut self,
+        learner_status: anyhow::Result<std::process::ExitStatus>,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + ACTOR_EXIT_GRACE;
+        for a in &mut self.actors {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, a.child.wait()).await.is_err() {
+                tracing::debug!(actor = %a.name, "still running after training; stopping it");
+            }
+        }
+        let mut actor_failures = Vec::new();
+        for a in &mut self.actors {
+            let status = a.stop(STOP_GRACE).await?;
+            if !status.success() {
+                actor_failures.push(a.failure(status));
+            }
+        }
+        let reward_status = self.reward.stop(STOP_GRACE).await?;
+        let learner_status = learner_status?;
+        if !learner_status.success() {
+            return Err(self.learner.failure(learner_status));
+        }
+        if !reward_status.success() {
+            return Err(self.reward.failure(reward_status));
+        }
+        for e in &actor_failures {
+            eprintln!("warning: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// One line on the policy being trained.
+fn describe_policy(p: &musicrl_config::PolicyConfig) -> String {
+    if p.family == musicrl_config::FAMILY_MUSICGEN {
         format!(
             "MusicGen {} ({} codes a clip: codebooks × {} frames, codebooks of {})",
             p.folder.display(),
@@ -671,121 +843,19 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
             "d_model={} layers={} vocab={}",
             p.d_model, p.n_layers, p.vocab_size
         )
-    };
-    eprintln!(
-        "musicrl local: {} steps, {} actors, policy {policy}, output in {}",
-        config.local.steps,
-        config.local.actors,
-        out.display()
-    );
-    let mut reward = spawn("reward-server", &exe, &base("reward-server"), &logs)?;
-    let mut learner = spawn("learner", &exe, &base("learner"), &logs)?;
-    let reward_ready = wait_ready(&mut reward, &run_dir.join("reward-server.ready.json")).await?;
-    let learner_ready = wait_ready(&mut learner, &run_dir.join("learner.ready.json")).await?;
-    let learner_addr = learner_ready
-        .grpc
-        .context("the learner reported no gRPC address")?;
-    let reward_addr = reward_ready
-        .grpc
-        .context("the reward server reported no gRPC address")?;
-    let training_started = Instant::now();
+    }
+}
 
-    let mut actors = Vec::with_capacity(config.local.actors);
-    for i in 0..config.local.actors {
-        let name = format!("actor-{i}");
-        let mut a = base("actor");
-        for (ready_or_outcome, idx) in [("ready", 5), ("outcome", 7)] {
-            a[idx] = run_dir
-                .join(format!("{name}.{ready_or_outcome}.json"))
-                .display()
-                .to_string();
-        }
-        a.extend([
-            "--id".into(),
-            name.clone(),
-            "--learner".into(),
-            format!("{scheme_host}:{}", learner_addr.port()),
-            "--reward".into(),
-            format!("{scheme_host}:{}", reward_addr.port()),
-        ]);
-        actors.push(spawn(&name, &exe, &a, &logs)?);
-    }
-    // Every process's /metrics, as a Prometheus file_sd target list
-    // (deploy/prometheus/prometheus-local.yml scrapes it).
-    let mut targets = Vec::new();
-    for (role, ready) in [
-        ("learner", &learner_ready),
-        ("reward-server", &reward_ready),
-    ] {
-        if let Some(m) = ready.metrics {
-            targets.push(serde_json::json!({"targets": [m.to_string()], "labels": {"role": role}}));
-        }
-    }
-    for a in &mut actors {
-        let ready = wait_ready(a, &run_dir.join(format!("{}.ready.json", a.name))).await?;
-        if let Some(m) = ready.metrics {
-            targets.push(serde_json::json!({"targets": [m.to_string()], "labels": {"role": "actor", "actor": a.name}}));
-        }
-    }
-    write_json(&out.join("prometheus-targets.json"), &targets)?;
-
-    let mut endpoints = vec![
-        format!("learner grpc {learner_addr}"),
-        format!("reward-server grpc {reward_addr}"),
-    ];
-    for (name, r) in [
-        ("learner", &learner_ready),
-        ("reward-server", &reward_ready),
-    ] {
-        if let Some(m) = r.metrics {
-            endpoints.push(format!("{name} metrics http://{m}/metrics"));
-        }
-    }
-    eprintln!("  {}; logs in {}", endpoints.join(", "), logs.display());
-
-    let learner_status = follow_progress(
-        &mut learner,
-        &mut actors,
-        learner_addr,
-        &config,
-        &mut signal,
-    )
-    .await;
-    let (learner_status, stopped_by) = match learner_status {
-        Ok((status, by)) => (Ok(status), by),
-        Err(e) => (Err(e), None),
-    };
-
-    // The learner has exited (or failed): actors leave on `training_complete`; give them a
-    // moment, then ask, then insist.
-    let deadline = Instant::now() + ACTOR_EXIT_GRACE;
-    for a in &mut actors {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, a.child.wait()).await.is_err() {
-            tracing::debug!(actor = %a.name, "still running after training; stopping it");
-        }
-    }
-    let mut actor_failures = Vec::new();
-    for a in &mut actors {
-        let status = a.stop(STOP_GRACE).await?;
-        if !status.success() {
-            actor_failures.push(a.failure(status));
-        }
-    }
-    let reward_status = reward.stop(STOP_GRACE).await?;
-    let learner_status = learner_status?;
-    if !learner_status.success() {
-        return Err(learner.failure(learner_status));
-    }
-    if !reward_status.success() {
-        return Err(reward.failure(reward_status));
-    }
-    for e in &actor_failures {
-        eprintln!("warning: {e}");
-    }
-
-    let learner_outcome: serde_json::Value = read_json(&run_dir.join("learner.outcome.json"))?;
-    let outcome: musicrl_learner::LearnerOutcome = serde_json::from_value(learner_outcome)?;
+/// The run's summary from the processes' outcome files and the history.
+fn summarise(
+    config: &Config,
+    out: &Path,
+    training_started: Instant,
+    secure: bool,
+) -> anyhow::Result<(Summary, musicrl_learner::LearnerOutcome)> {
+    let run_dir = out.join("run");
+    let outcome: musicrl_learner::LearnerOutcome =
+        serde_json::from_value(read_json(&run_dir.join("learner.outcome.json"))?)?;
     let actor_outcomes = (0..config.local.actors)
         .filter_map(|i| read_json(&run_dir.join(format!("actor-{i}.outcome.json"))).ok())
         .collect();
@@ -797,6 +867,8 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
         .copied()
         .unwrap_or(0);
     let training_seconds = training_started.elapsed().as_secs_f64();
+    let (component_means_first, component_means_last) =
+        component_means(&out.join("history.jsonl"), outcome.resumed_from_step);
     let summary = Summary {
         steps: outcome.steps,
         resumed_from_step: outcome.resumed_from_step,
@@ -813,25 +885,31 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
         max_policy_version_seen_by_actors: outcome.max_policy_version_seen_by_actors,
         samples_per_second: outcome.trajectories_accepted as f64 / training_seconds.max(1e-9),
         training_seconds,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: training_seconds,
         actors: config.local.actors,
         actor_outcomes,
-        out: out.clone(),
+        out: out.to_path_buf(),
         accounting: outcome.accounting.clone(),
         secure,
-        interrupted: stopped_by.map(str::to_string),
-        component_means_first: BTreeMap::new(),
-        component_means_last: BTreeMap::new(),
+        interrupted: None,
+        component_means_first,
+        component_means_last,
         verdict: None,
         report: None,
         mlflow_run_id: outcome.mlflow_run_id.clone(),
     };
-    let mut summary = summary;
-    (summary.component_means_first, summary.component_means_last) =
-        component_means(&out.join("history.jsonl"), outcome.resumed_from_step);
-    write_json(&out.join("summary.json"), &summary)?;
+    Ok((summary, outcome))
+}
 
-    // "Did the music get better?": θ0 against the final policy, judged by the simulated panel.
+/// "Did the music get better?": θ0 against the final policy, judged by the simulated panel
+/// (melody family, a completed run, `local.verdict_prompts` > 0); then the report page and
+/// the verdict sent to the trackers. Each is a warning when it fails, never the run's error.
+fn judge_and_report(
+    config: &Config,
+    out: &Path,
+    summary: &mut Summary,
+    outcome: &musicrl_learner::LearnerOutcome,
+) {
     let n = config.local.verdict_prompts;
     if n > 0 && summary.completed && config.policy.family == musicrl_config::FAMILY_MELODY {
         let checkpoints = out.join("checkpoints");
@@ -842,15 +920,8 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
                 eprintln!(
                     "judging θ0 against the final policy on {n} held-out captions (the simulated rater panel)"
                 );
-                match crate::verdict::before_after(
-                    &config,
-                    &out,
-                    &before,
-                    &after,
-                    n,
-                    2,
-                    VERDICT_SEED,
-                ) {
+                match crate::verdict::before_after(config, out, &before, &after, n, 2, VERDICT_SEED)
+                {
                     Ok(v) => summary.verdict = Some(v),
                     Err(e) => eprintln!("warning: no verdict: {e:#}"),
                 }
@@ -861,15 +932,13 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
             ),
         }
     }
-    match crate::experiment::report::write_run(&out) {
+    match crate::experiment::report::write_run(out) {
         Ok(page) => summary.report = Some(page),
         Err(e) => eprintln!("warning: no report: {e:#}"),
     }
-    if let Err(e) = track_verdict(&child_config(&config, &out), &summary, &outcome) {
+    if let Err(e) = track_verdict(&child_config(config, out), summary, outcome) {
         eprintln!("warning: the verdict did not reach the trackers: {e:#}");
     }
-    write_json(&out.join("summary.json"), &summary)?;
-    Ok(summary)
 }
 
 /// A Status client for the learner at `addr`, over TLS when the run uses it.

@@ -374,159 +374,236 @@ fn recipe_scores(recipes: &[String], seeds: &[u64], judged: &[Report]) -> Vec<Re
         .collect()
 }
 
-/// Trains, evaluates and selects one run of one recipe.
-#[allow(clippy::too_many_arguments)]
-fn run_recipe(
-    runtime: &tokio::runtime::Runtime,
-    base: &Config,
-    recipe: &musicrl_config::RecipeConfig,
+/// One run of one recipe, and what it needs: where it starts, whether its KL is measured
+/// against that start, the held-out evaluator and the experiment's folder.
+struct RecipeRun<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    base: &'a Config,
+    recipe: &'a musicrl_config::RecipeConfig,
     seed: u64,
-    start: &Path,
+    start: &'a Path,
     anchored: bool,
-    evaluator: &Evaluator,
-    out: &Path,
+    evaluator: &'a Evaluator,
+    out: &'a Path,
     quick: bool,
-) -> anyhow::Result<RunRecord> {
-    let e = &base.experiment;
-    let mut c = recipe_config(base, &recipe.config)?;
-    if quick {
-        quick_run(&mut c);
-    }
-    let dir = out.join("runs").join(model_name(&recipe.name, seed));
-    // One tracker run per recipe and seed, beside each other in the experiment's trackers.
-    c.tracking = base.tracking.clone();
-    c.tracking.run = if base.tracking.run.is_empty() {
-        model_name(&recipe.name, seed)
-    } else {
-        format!("{}-{}", base.tracking.run, model_name(&recipe.name, seed))
-    };
-    c.learner.init_policy = start.to_path_buf();
-    c.learner.reference_policy = if anchored {
-        start.to_path_buf()
-    } else {
-        PathBuf::new()
-    };
-    c.learner.seed = seed;
-    c.actor.seed = seed;
-    c.learner.checkpoint_every = e.eval_every;
-    c.learner.keep_checkpoints = 0;
-    c.local.steps = recipe.steps;
-    c.local.out = dir.clone();
-    c.local.actors = base.local.actors;
-    c.local.metrics = false;
-    // The experiment judges every seed's chosen checkpoints itself.
-    c.local.verdict_prompts = 0;
-    if e.deterministic {
-        c.actor.synchronous = true;
-        c.local.actors = 1;
-    }
-    let components: Vec<ComponentConfig> = c.reward.components.clone();
+}
 
-    eprintln!(
-        "== {} (seed {seed}): {} steps from {}{}",
-        recipe.name,
-        recipe.steps,
-        start.display(),
-        if anchored {
-            ", KL measured against it"
-        } else {
-            ""
+/// The held-out evaluation's sample seeds: the first draw, and the second for a close choice.
+const FIRST_DRAW: u64 = 0xE7A1;
+const SECOND_DRAW: u64 = 0x5EC0_0D;
+
+impl RecipeRun<'_> {
+    /// Trains, evaluates and selects, in named steps: configure, train (a `local` run),
+    /// evaluate every checkpoint on the held-out prompts, choose (a close choice drawn
+    /// twice), pin the choice and prune the rest, record the curve.
+    fn run(&self) -> anyhow::Result<RunRecord> {
+        let (c, dir) = self.configure()?;
+        let t = Instant::now();
+        let summary = self.train(&c, &dir)?;
+        let training_seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let ck = dir.join("checkpoints");
+        let reference_file = ck.join("reference.bpk");
+        let evaluation = Evaluation::open(self, &c, &reference_file)?;
+        let curve = evaluation.curve(&ck)?;
+        let evaluation_seconds = t.elapsed().as_secs_f64();
+        let (selection, second_draws) = evaluation.choose(&ck, &curve)?;
+        let chosen_dir = pin_and_prune(&ck, &selection)?;
+        let record = RunRecord {
+            recipe: self.recipe.name.clone(),
+            seed: self.seed,
+            dir: dir.clone(),
+            init_policy: self.start.to_path_buf(),
+            reference_policy: reference_file,
+            steps: self.recipe.steps,
+            curve,
+            second_draws,
+            chosen: chosen_dir.join("policy.bpk"),
+            selection,
+            training_seconds,
+            evaluation_seconds,
+        };
+        record_curve(&c, &dir, &record, &summary)?;
+        write_json(&dir.join("selection.json"), &record.selection)?;
+        Ok(record)
+    }
+
+    /// The run's configuration (the recipe over the experiment's) and its folder.
+    fn configure(&self) -> anyhow::Result<(Config, PathBuf)> {
+        let (base, recipe, seed) = (self.base, self.recipe, self.seed);
+        let e = &base.experiment;
+        let mut c = recipe_config(base, &recipe.config)?;
+        if self.quick {
+            quick_run(&mut c);
         }
-    );
-    let t = Instant::now();
-    let summary = runtime
-        .block_on(crate::local::run(
-            c.clone(),
-            // The experiment has decided to train this recipe afresh.
-            LocalPlan {
-                overwrite: true,
-                ..LocalPlan::default()
-            },
-        ))
-        .with_context(|| {
-            format!(
-                "training {} (seed {seed}); logs in {}",
-                recipe.name,
-                dir.join("logs").display()
-            )
-        })?;
-    let training_seconds = t.elapsed().as_secs_f64();
-    if !summary.completed {
-        bail!(
-            "{} (seed {seed}) stopped at step {} of {}; logs in {}",
-            recipe.name,
-            summary.steps,
-            recipe.steps,
-            dir.join("logs").display()
-        );
+        let dir = self.out.join("runs").join(model_name(&recipe.name, seed));
+        // One tracker run per recipe and seed, beside each other in the experiment's trackers.
+        c.tracking = base.tracking.clone();
+        c.tracking.run = if base.tracking.run.is_empty() {
+            model_name(&recipe.name, seed)
+        } else {
+            format!("{}-{}", base.tracking.run, model_name(&recipe.name, seed))
+        };
+        c.learner.init_policy = self.start.to_path_buf();
+        c.learner.reference_policy = if self.anchored {
+            self.start.to_path_buf()
+        } else {
+            PathBuf::new()
+        };
+        c.learner.seed = seed;
+        c.actor.seed = seed;
+        c.learner.checkpoint_every = e.eval_every;
+        c.learner.keep_checkpoints = 0;
+        c.local.steps = recipe.steps;
+        c.local.out = dir.clone();
+        c.local.actors = base.local.actors;
+        c.local.metrics = false;
+        // The experiment judges every seed's chosen checkpoints itself.
+        c.local.verdict_prompts = 0;
+        if e.deterministic {
+            c.actor.synchronous = true;
+            c.local.actors = 1;
+        }
+        Ok((c, dir))
     }
 
-    // The reference the learner actually used, read back from the run (not assumed).
-    let ck = dir.join("checkpoints");
-    let device = musicrl_policy::device::inference_device();
-    let reference_file = ck.join("reference.bpk");
-    let reference = load_policy(&reference_file, &c.policy, &device)
-        .with_context(|| format!("the run's KL reference {}", reference_file.display()))?;
-    let t = Instant::now();
-    let mut points: Vec<(u64, PathBuf)> = vec![(0, start.to_path_buf())];
-    points.extend(
-        step_folders(&ck)?
-            .into_iter()
-            .map(|(s, p)| (s, p.join("policy.bpk"))),
-    );
-    let mut curve = Vec::with_capacity(points.len());
-    for (step, file) in &points {
-        let policy = load_policy(file, &c.policy, &device)
+    /// Trains the recipe afresh with `local`; an error unless it completed its steps.
+    fn train(&self, c: &Config, dir: &Path) -> anyhow::Result<crate::local::Summary> {
+        let (recipe, seed) = (self.recipe, self.seed);
+        eprintln!(
+            "== {} (seed {seed}): {} steps from {}{}",
+            recipe.name,
+            recipe.steps,
+            self.start.display(),
+            if self.anchored {
+                ", KL measured against it"
+            } else {
+                ""
+            }
+        );
+        let summary = self
+            .runtime
+            .block_on(crate::local::run(
+                c.clone(),
+                // The experiment has decided to train this recipe afresh.
+                LocalPlan {
+                    overwrite: true,
+                    ..LocalPlan::default()
+                },
+            ))
+            .with_context(|| {
+                format!(
+                    "training {} (seed {seed}); logs in {}",
+                    recipe.name,
+                    dir.join("logs").display()
+                )
+            })?;
+        if !summary.completed {
+            bail!(
+                "{} (seed {seed}) stopped at step {} of {}; logs in {}",
+                recipe.name,
+                summary.steps,
+                recipe.steps,
+                dir.join("logs").display()
+            );
+        }
+        Ok(summary)
+    }
+}
+
+/// A trained run's checkpoints on the held-out prompts, against the KL reference the learner
+/// actually used (read back from the run, not assumed).
+struct Evaluation<'a> {
+    run: &'a RecipeRun<'a>,
+    config: &'a Config,
+    reference: musicrl_policy::melody::Policy,
+    components: Vec<ComponentConfig>,
+    device: burn::tensor::Device,
+}
+
+impl<'a> Evaluation<'a> {
+    fn open(
+        run: &'a RecipeRun<'a>,
+        config: &'a Config,
+        reference_file: &Path,
+    ) -> anyhow::Result<Self> {
+        let device = musicrl_policy::device::inference_device();
+        let reference = load_policy(reference_file, &config.policy, &device)
+            .with_context(|| format!("the run's KL reference {}", reference_file.display()))?;
+        Ok(Self {
+            run,
+            config,
+            reference,
+            components: config.reward.components.clone(),
+            device,
+        })
+    }
+
+    /// One held-out evaluation of the policy in `file` at `step`, on draw `draw`.
+    fn point(&self, step: u64, file: &Path, draw: u64) -> anyhow::Result<EvalPoint> {
+        let policy = load_policy(file, &self.config.policy, &self.device)
             .with_context(|| format!("loading {}", file.display()))?;
-        let point = evaluator.evaluate(
-            runtime,
-            *step,
+        self.run.evaluator.evaluate(
+            self.run.runtime,
+            step,
             file,
             &policy,
-            &reference,
-            &c.policy,
-            &components,
-            seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xE7A1,
-        )?;
-        eprintln!(
-            "   step {step:>5}: held-out panel {:.3} (adherence {:.3}, quality {:.3}, appeal {:.3}), train reward {:.4}, KL {:.3}, length {:.1}, distinct-4 {:.3}, copied {:.1}",
-            point.judge_overall,
-            point.judge_adherence,
-            point.judge_quality,
-            point.judge_appeal,
-            point.train_reward,
-            point.kl,
-            point.mean_length,
-            point.distinct_4,
-            point.copy_mean
-        );
-        curve.push(point);
+            &self.reference,
+            &self.config.policy,
+            &self.components,
+            self.run.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ draw,
+        )
     }
-    let evaluation_seconds = t.elapsed().as_secs_f64();
 
-    // Candidates are the trained checkpoints; the start is the curve's origin.
-    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
-    let mut trained: Vec<Point> = curve[1..]
-        .iter()
-        .map(|p| Point {
-            step: p.step,
-            held_out: p.judge_overall,
-            held_out_se: finite(p.judge_overall_se),
-            train_reward: p.train_reward,
-            train_reward_se: finite(p.train_reward_se),
-        })
-        .collect();
-    let rule = Rule {
-        patience: e.patience,
-        min_delta: e.min_delta,
-        standard_errors: e.fall_standard_errors,
-    };
-    let mut selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
-    let mut second_draws = Vec::new();
-    // A close choice is looked at again: every candidate within one standard error of the
-    // lead (the chosen one included) is evaluated on a second draw of the held-out samples,
-    // the two draws are pooled, and the choice is made again on the pooled scores.
-    if selection.close() && selection.fired.is_none() {
+    /// The start (step 0) and every saved checkpoint, evaluated.
+    fn curve(&self, ck: &Path) -> anyhow::Result<Vec<EvalPoint>> {
+        let mut points: Vec<(u64, PathBuf)> = vec![(0, self.run.start.to_path_buf())];
+        points.extend(
+            step_folders(ck)?
+                .into_iter()
+                .map(|(s, p)| (s, p.join("policy.bpk"))),
+        );
+        let mut curve = Vec::with_capacity(points.len());
+        for (step, file) in &points {
+            let point = self.point(*step, file, FIRST_DRAW)?;
+            eprintln!(
+                "   step {step:>5}: held-out panel {:.3} (adherence {:.3}, quality {:.3}, appeal {:.3}), train reward {:.4}, KL {:.3}, length {:.1}, distinct-4 {:.3}, copied {:.1}",
+                point.judge_overall,
+                point.judge_adherence,
+                point.judge_quality,
+                point.judge_appeal,
+                point.train_reward,
+                point.kl,
+                point.mean_length,
+                point.distinct_4,
+                point.copy_mean
+            );
+            curve.push(point);
+        }
+        Ok(curve)
+    }
+
+    /// The checkpoint to keep, by the held-out score and the over-optimisation rule. A close
+    /// choice is looked at again: every candidate within one standard error of the lead (the
+    /// chosen one included) is evaluated on a second draw of the held-out samples, the two
+    /// draws are pooled, and the choice is made again on the pooled scores.
+    fn choose(
+        &self,
+        ck: &Path,
+        curve: &[EvalPoint],
+    ) -> anyhow::Result<(Selection, Vec<EvalPoint>)> {
+        let e = &self.run.base.experiment;
+        // Candidates are the trained checkpoints; the start is the curve's origin.
+        let mut trained: Vec<Point> = curve[1..].iter().map(candidate).collect();
+        let rule = Rule {
+            patience: e.patience,
+            min_delta: e.min_delta,
+            standard_errors: e.fall_standard_errors,
+        };
+        let selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
+        if !selection.close() || selection.fired.is_some() {
+            return Ok((selection, Vec::new()));
+        }
         let lead = trained[selection.best];
         let close: Vec<usize> = (0..trained.len())
             .filter(|&i| {
@@ -541,37 +618,48 @@ fn run_recipe(
             selection.margin_se.unwrap_or(f64::NAN),
             close.iter().map(|&i| trained[i].step).collect::<Vec<_>>()
         );
+        let mut second_draws = Vec::new();
         for i in close {
             let step = trained[i].step;
             let file = ck.join(format!("step-{step:08}")).join("policy.bpk");
-            let policy = load_policy(&file, &c.policy, &device)
-                .with_context(|| format!("loading {}", file.display()))?;
-            let mut again = evaluator.evaluate(
-                runtime,
-                step,
-                &file,
-                &policy,
-                &reference,
-                &c.policy,
-                &components,
-                seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EC0_0D,
-            )?;
+            let mut again = self.point(step, &file, SECOND_DRAW)?;
             again.draw = 1;
             let p = &mut trained[i];
-            p.held_out = 0.5 * (p.held_out + again.judge_overall);
-            p.held_out_se =
-                0.5 * (p.held_out_se.powi(2) + finite(again.judge_overall_se).powi(2)).sqrt();
-            p.train_reward = 0.5 * (p.train_reward + again.train_reward);
-            p.train_reward_se =
-                0.5 * (p.train_reward_se.powi(2) + finite(again.train_reward_se).powi(2)).sqrt();
+            pool(p, &candidate(&again));
             eprintln!(
                 "   step {step:>5}, second draw: held-out panel {:.3}; pooled {:.3} ± {:.3}",
                 again.judge_overall, p.held_out, p.held_out_se
             );
             second_draws.push(again);
         }
-        selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
+        let selection = select(&trained, &rule).context("the run saved no checkpoint to choose")?;
+        Ok((selection, second_draws))
     }
+}
+
+/// A checkpoint as a selection candidate (an unmeasured standard error counts as 0).
+fn candidate(p: &EvalPoint) -> Point {
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    Point {
+        step: p.step,
+        held_out: p.judge_overall,
+        held_out_se: finite(p.judge_overall_se),
+        train_reward: p.train_reward,
+        train_reward_se: finite(p.train_reward_se),
+    }
+}
+
+/// Two draws of one checkpoint pooled: the means averaged, the standard errors of the mean.
+fn pool(p: &mut Point, again: &Point) {
+    p.held_out = 0.5 * (p.held_out + again.held_out);
+    p.held_out_se = 0.5 * (p.held_out_se.powi(2) + again.held_out_se.powi(2)).sqrt();
+    p.train_reward = 0.5 * (p.train_reward + again.train_reward);
+    p.train_reward_se = 0.5 * (p.train_reward_se.powi(2) + again.train_reward_se.powi(2)).sqrt();
+}
+
+/// Pins the chosen checkpoint (with the reason) and removes the other step folders but the
+/// last: they were evaluated and are not needed. Returns the chosen folder.
+fn pin_and_prune(ck: &Path, selection: &Selection) -> anyhow::Result<PathBuf> {
     let chosen_dir = ck.join(format!("step-{:08}", selection.best_step));
     let reason = match &selection.fired {
         Some(f) => f.reason.clone(),
@@ -593,35 +681,30 @@ fn run_recipe(
     };
     checkpoint::pin(&chosen_dir, &reason)?;
     eprintln!("   chose step {}: {reason}", selection.best_step);
-    // Keep the chosen and the last step folders; the rest were evaluated and are not needed.
-    let latest = checkpoint::latest(&ck);
-    for (_, folder) in step_folders(&ck)? {
+    let latest = checkpoint::latest(ck);
+    for (_, folder) in step_folders(ck)? {
         if !checkpoint::is_pinned(&folder) && Some(&folder) != latest.as_ref() {
             std::fs::remove_dir_all(&folder)
                 .with_context(|| format!("removing {}", folder.display()))?;
         }
     }
-    let record = RunRecord {
-        recipe: recipe.name.clone(),
-        seed,
-        dir: dir.clone(),
-        init_policy: start.to_path_buf(),
-        reference_policy: reference_file,
-        steps: recipe.steps,
-        curve,
-        second_draws,
-        chosen: chosen_dir.join("policy.bpk"),
-        selection,
-        training_seconds,
-        evaluation_seconds,
-    };
+    Ok(chosen_dir)
+}
+
+/// The held-out curve as `curve.jsonl`, and in the same TensorBoard run and MLflow run as the
+/// learner's steps.
+fn record_curve(
+    c: &Config,
+    dir: &Path,
+    record: &RunRecord,
+    summary: &crate::local::Summary,
+) -> anyhow::Result<()> {
     let mut lines = String::new();
     for p in &record.curve {
         lines.push_str(&serde_json::to_string(p)?);
         lines.push('\n');
     }
     musicrl_config::fsutil::write_atomic(&dir.join("curve.jsonl"), lines.as_bytes())?;
-    // The held-out curve in the same TensorBoard run and MLflow run as the learner's steps.
     let mut points = Vec::with_capacity(record.curve.len());
     for p in &record.curve {
         let value = serde_json::to_value(p)?;
@@ -653,8 +736,7 @@ fn run_recipe(
             eprintln!("warning: the held-out curve did not reach MLflow: {e}");
         }
     }
-    write_json(&dir.join("selection.json"), &record.selection)?;
-    Ok(record)
+    Ok(())
 }
 
 /// `musicrl experiment`.
@@ -731,9 +813,18 @@ pub fn run(
                 })?;
                 (from.clone(), true)
             };
-            let record = run_recipe(
-                runtime, &config, recipe, seed, &start, anchored, &evaluator, &out, args.quick,
-            )?;
+            let record = RecipeRun {
+                runtime,
+                base: &config,
+                recipe,
+                seed,
+                start: &start,
+                anchored,
+                evaluator: &evaluator,
+                out: &out,
+                quick: args.quick,
+            }
+            .run()?;
             chosen.insert(recipe.name.clone(), record.chosen.clone());
             runs.push(record);
         }

@@ -295,9 +295,25 @@ fn push_charts(
     Ok(())
 }
 
-/// Writes `out/report.html` for an experiment; returns its path.
+/// Writes `out/report.html` for an experiment, section by section; returns its path.
 pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
-    let mut html = format!(
+    let mut html = experiment_header(r);
+    side_by_side_tables(&mut html, r);
+    held_out_curves(&mut html, r)?;
+    selection_table(&mut html, r);
+    training_charts(&mut html, r)?;
+    example_pairs(&mut html, out, r)?;
+    html.push_str(crate::sheet::RENDER);
+    html.push_str("</body></html>\n");
+    crate::sheet::write_script(out)?;
+    let page = out.join("report.html");
+    musicrl_config::fsutil::write_atomic(&page, html.as_bytes())?;
+    Ok(page)
+}
+
+/// The page's head and the experiment's one-paragraph description.
+fn experiment_header(r: &Results) -> String {
+    format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>musicrl experiment</title><style>{STYLE}</style></head><body>\n\
@@ -319,8 +335,12 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         } else {
             ""
         }
-    );
+    )
+}
 
+/// Every comparison's win rate (mean ± sd over seeds, and per seed) and the models' mean
+/// panel scores.
+fn side_by_side_tables(html: &mut String, r: &Results) {
     html.push_str("<h2>Side by side</h2>\n<table><tr><th>model</th><th>against</th><th>win %</th><th>tie %</th><th>loss %</th><th>win rate (mean ± sd)</th><th>per seed: win rate (p)</th></tr>\n");
     for row in &r.table {
         let per: Vec<String> = row
@@ -359,8 +379,11 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         );
     }
     html.push_str("</table>\n<p class=\"note\">Mean panel scores (1–5) and measured key, meter and well-formedness (0–1), mean ± sd over seeds.</p>\n");
+}
 
-    // Held-out curves: every recipe's runs, against KL to their reference.
+/// The held-out curves: every recipe's runs against KL to their reference, each reward
+/// component, and the measures over steps.
+fn held_out_curves(html: &mut String, r: &Results) -> anyhow::Result<()> {
     html.push_str("<h2 id=\"curves\">Held-out curves</h2>\n<p class=\"note\">Each point is one checkpoint evaluated on the held-out prompts; the circled point is the checkpoint chosen. KL is Σ<sub>t</sub> KL(π‖π<sub>ref</sub>) along a clip, averaged over clips, against each run's own reference (RL-RU's is RL-R's chosen checkpoint).</p>\n<div class=\"charts\">\n");
     let all: Vec<&RunRecord> = r.runs.iter().collect();
     let by_kl: [Axis; 4] = [
@@ -379,9 +402,7 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
             p.judge_appeal
         }),
     ];
-    push_charts(&mut html, "KL to reference", &by_kl, |f| {
-        curve_series(&all, f)
-    })?;
+    push_charts(html, "KL to reference", &by_kl, |f| curve_series(&all, f))?;
     let names: Vec<String> = r
         .runs
         .first()
@@ -421,12 +442,13 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         ),
         ("clip length", "tokens", |p| p.mean_length),
     ];
-    push_charts(&mut html, "learner step", &by_step, |f| {
-        step_series(&all, f)
-    })?;
+    push_charts(html, "learner step", &by_step, |f| step_series(&all, f))?;
     html.push_str("</div>\n");
+    Ok(())
+}
 
-    // Checkpoint selection and the over-optimisation rule.
+/// Checkpoint selection and the over-optimisation rule, run by run.
+fn selection_table(html: &mut String, r: &Results) {
     html.push_str("<h2 id=\"selection\">Checkpoint selection</h2>\n<table><tr><th>run</th><th>steps</th><th>start's held-out overall</th><th>chosen step</th><th>its held-out overall</th><th>lead over the runner-up (± s.e.)</th><th>over-optimisation rule</th></tr>\n");
     for run in &r.runs {
         let start = run.curve.first().map_or(f64::NAN, |p| p.judge_overall);
@@ -472,8 +494,10 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
         );
     }
     html.push_str("</table>\n");
+}
 
-    // Training: loss parts, entropy, lag, per recipe.
+/// Training: loss parts, entropy, lag, per recipe.
+fn training_charts(html: &mut String, r: &Results) -> anyhow::Result<()> {
     html.push_str("<h2 id=\"training\">Training</h2>\n");
     for recipe in &r.plan.recipes {
         let runs: Vec<(String, PathBuf)> = r
@@ -483,10 +507,13 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
             .map(|x| (model_name(&x.recipe, x.seed), x.dir.clone()))
             .collect();
         let _ = writeln!(html, "<h3>{}</h3>", esc(&recipe.name));
-        history_charts(&runs, &mut html)?;
+        history_charts(&runs, html)?;
     }
+    Ok(())
+}
 
-    // Example pairs: the model most preferred to θ0 against θ0, first seed.
+/// Example pairs: the model most preferred to θ0 against θ0, first seed.
+fn example_pairs(html: &mut String, out: &Path, r: &Results) -> anyhow::Result<()> {
     if let (Some(&seed), Some(best)) = (
         r.seeds.first(),
         r.table
@@ -505,19 +532,9 @@ pub fn write_experiment(out: &Path, r: &Results) -> anyhow::Result<PathBuf> {
             esc(&best.a),
             esc(&best.b)
         );
-        side_by_side(
-            out,
-            &mut html,
-            (&a_name, &a_name, &a),
-            (&b_name, &b_name, &b),
-        )?;
+        side_by_side(out, html, (&a_name, &a_name, &a), (&b_name, &b_name, &b))?;
     }
-    html.push_str(crate::sheet::RENDER);
-    html.push_str("</body></html>\n");
-    crate::sheet::write_script(out)?;
-    let page = out.join("report.html");
-    musicrl_config::fsutil::write_atomic(&page, html.as_bytes())?;
-    Ok(page)
+    Ok(())
 }
 
 /// One model's clips on a page: its label, the prefix of its rendered files, its samples.
