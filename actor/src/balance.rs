@@ -151,7 +151,7 @@ pub fn reward_channel(
                 tracing::info!(%addr, "reward server replica removed");
                 live.remove(&addr);
             }
-            metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_REWARD_REPLICAS)
+            metrics::gauge!(musicrl_telemetry::metrics_catalog::ACTOR_REWARD_REPLICAS)
                 .set(live.len() as f64);
             tokio::select! {
                 () = tokio::time::sleep(every) => {}

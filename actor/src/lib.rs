@@ -180,7 +180,9 @@ impl Actor {
     /// Validates the configuration, makes the clients and starts following the broadcast.
     fn start(config: Config, actor_id: String) -> Result<Self> {
         config.validate().map_err(musicrl_common::Error::from)?;
-        musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Actor);
+        musicrl_telemetry::metrics_catalog::register(
+            musicrl_telemetry::metrics_catalog::Role::Actor,
+        );
         if !config.actor.prompts.as_os_str().is_empty() && !config.actor.prompts.exists() {
             return Err(musicrl_common::Error::from(musicrl_config::paths::missing(
                 "actor.prompts",
@@ -406,20 +408,20 @@ impl Actor {
         let sampled = sampled?;
         if let Some(load) = loaded {
             self.outcome.versions_loaded += 1;
-            metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PARAM_LOAD_SECONDS)
+            metrics::histogram!(musicrl_telemetry::metrics_catalog::ACTOR_PARAM_LOAD_SECONDS)
                 .record(load.as_secs_f64());
-            metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_POLICY_VERSION)
+            metrics::gauge!(musicrl_telemetry::metrics_catalog::ACTOR_POLICY_VERSION)
                 .set(blob.version.0 as f64);
         }
         let n_tokens: usize = sampled.iter().map(|s| s.tokens.len()).sum();
         let first_sequence = self.sequence;
         self.sequence += sampled.len() as u64;
         self.outcome.sampled += sampled.len() as u64;
-        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_SAMPLE_SECONDS)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::ACTOR_SAMPLE_SECONDS)
             .record(took.as_secs_f64());
-        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_SAMPLES_TOTAL)
+        metrics::counter!(musicrl_telemetry::metrics_catalog::ACTOR_SAMPLES_TOTAL)
             .increment(sampled.len() as u64);
-        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_TOKENS_TOTAL)
+        metrics::counter!(musicrl_telemetry::metrics_catalog::ACTOR_TOKENS_TOTAL)
             .increment(n_tokens as u64);
         Ok(Step::Ready((sampled, first_sequence)))
     }
@@ -537,10 +539,12 @@ impl Actor {
         outcome.samples_rejected += pushed.rejected.saturating_sub(after_end);
         outcome.max_policy_version_used = outcome.max_policy_version_used.max(blob.version.0);
         let lag = pushed.learner_version.saturating_sub(blob.version.0);
-        metrics::gauge!(musicrl_common::metrics_catalog::ACTOR_POLICY_LAG).set(lag as f64);
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::ACTOR_POLICY_LAG).set(lag as f64);
         if pushed.rejected > 0 {
-            metrics::counter!(musicrl_common::metrics_catalog::ACTOR_TRAJECTORIES_REJECTED_TOTAL)
-                .increment(pushed.rejected);
+            metrics::counter!(
+                musicrl_telemetry::metrics_catalog::ACTOR_TRAJECTORIES_REJECTED_TOTAL
+            )
+            .increment(pushed.rejected);
             if pushed
                 .rejections
                 .iter()
@@ -652,7 +656,7 @@ async fn score(
         musicrl_common::security::authorize(&mut request, token);
         let started = Instant::now();
         let response = client.score(request).await?;
-        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_REWARD_CALL_SECONDS)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::ACTOR_REWARD_CALL_SECONDS)
             .record(started.elapsed().as_secs_f64());
         wire::score_response_from_wire(response.into_inner(), inputs.len())
             .map_err(|e| tonic::Status::internal(e.to_string()))
@@ -661,7 +665,7 @@ async fn score(
     let (scores, components, version) = call
         .retry(backoff(config))
         .notify(|e: &tonic::Status, wait| {
-            metrics::counter!(musicrl_common::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "reward").increment(1);
+            metrics::counter!(musicrl_telemetry::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "reward").increment(1);
             failures += 1;
             if failures == 1 && closed_connection(e) {
                 // The server recycles connections (reward.max_connection_age_seconds) so
@@ -710,14 +714,14 @@ async fn push(
         let mut request = tonic::Request::new(tokio_stream::iter(items));
         musicrl_common::security::authorize(&mut request, token);
         let summary = client.push_trajectories(request).await?.into_inner();
-        metrics::histogram!(musicrl_common::metrics_catalog::ACTOR_PUSH_SECONDS)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::ACTOR_PUSH_SECONDS)
             .record(started.elapsed().as_secs_f64());
         Ok::<_, tonic::Status>(summary)
     };
     call.retry(backoff(config))
         .when(|e: &tonic::Status| e.code() != tonic::Code::InvalidArgument)
         .notify(|e: &tonic::Status, wait| {
-            metrics::counter!(musicrl_common::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "learner").increment(1);
+            metrics::counter!(musicrl_telemetry::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "learner").increment(1);
             tracing::warn!(code = ?e.code(), message = e.message(), ?wait, "push failed; retrying");
         })
         .await

@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     musicrl_orchestrate::process::keep_freed_heap();
-    musicrl_common::telemetry::init_tracing();
+    musicrl_telemetry::init_tracing();
     let cli = musicrl::args::Cli::parse();
     match musicrl::main_with(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,8 +3,8 @@
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use musicrl_common::telemetry::serve_metrics;
 use musicrl_config::Config;
+use musicrl_telemetry::serve_metrics;
 
 use crate::args::{ActorArgs, LearnerArgs, RewardArgs};
 use musicrl_orchestrate::process::{shutdown_signal, write_outcome, write_ready};

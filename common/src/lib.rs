@@ -1,19 +1,17 @@
 //! Shared machinery of the networked musicrl roles: domain types, the wire conversions, gRPC
-//! server set-up, security, the metrics catalog and telemetry set-up.
+//! server set-up and security.
 //!
 //! The configuration is its own crate (`musicrl-config`, a leaf), the policy families theirs
-//! (`musicrl-policy`) and the experiment trackers theirs (`musicrl-tracking`); this crate
-//! re-exports none of them.
+//! (`musicrl-policy`), the experiment trackers (`musicrl-tracking`) and logging and metrics
+//! (`musicrl-telemetry`) theirs; this crate re-exports none of them.
 //!
 //! Architecture invariant: this crate is the only one that converts wire types to domain
 //! types (`wire`).
 
 pub mod error;
 pub mod grpc;
-pub mod metrics_catalog;
 pub mod prompts;
 pub mod security;
-pub mod telemetry;
 pub mod types;
 pub mod wire;
 

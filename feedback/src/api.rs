@@ -15,10 +15,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use musicrl_common::metrics_catalog as catalog;
 use musicrl_common::wire::ScoreInput;
 use musicrl_prefdb::db::is_id;
 use musicrl_prefdb::{Db, NewClip, NewVote, Outcome, Pair, now_ms};
+use musicrl_telemetry::metrics_catalog as catalog;
 use serde::{Deserialize, Serialize};
 
 use crate::assets;
@@ -68,11 +68,8 @@ impl AppState {
                 None => tracing::info!("the feedback service is SERVING again"),
             }
         }
-        metrics::gauge!(musicrl_common::metrics_catalog::FEEDBACK_SERVING).set(if now.is_none() {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::FEEDBACK_SERVING)
+            .set(if now.is_none() { 1.0 } else { 0.0 });
         held.clone_from(&now);
         now
     }

@@ -85,7 +85,7 @@ impl From<musicrl_prefdb::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!(musicrl_common::metrics_catalog::FEEDBACK_REJECTED_TOTAL, "reason" => self.reason)
+        metrics::counter!(musicrl_telemetry::metrics_catalog::FEEDBACK_REJECTED_TOTAL, "reason" => self.reason)
             .increment(1);
         let mut response = (
             self.status,

@@ -203,7 +203,9 @@ pub async fn serve(
     max_body_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Feedback);
+    musicrl_telemetry::metrics_catalog::register(
+        musicrl_telemetry::metrics_catalog::Role::Feedback,
+    );
     // The database is checked on a cadence, not per /healthz call: probes stay cheap and a
     // failing database is reported however often the probe asks.
     let health = {

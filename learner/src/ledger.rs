@@ -228,7 +228,7 @@ impl Ledger {
     pub fn publish(&self, pending: u64) {
         let a = self.snapshot(pending);
         let g = |account: &'static str, v: u64| {
-            metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_LEDGER_TRAJECTORIES, "account" => account)
+            metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_LEDGER_TRAJECTORIES, "account" => account)
                 .set(v as f64);
         };
         g("sampled", a.sampled);

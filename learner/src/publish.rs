@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use musicrl_common::metrics_catalog as mc;
 use musicrl_common::types::PolicyVersion;
 use musicrl_config::PolicyConfig;
 use musicrl_policy::melody::params::ParameterBlob;
+use musicrl_telemetry::metrics_catalog as mc;
 
 use crate::family::{Learn, Snapshot};
 

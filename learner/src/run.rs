@@ -73,7 +73,7 @@ pub async fn serve(
 ) -> Result<LearnerOutcome> {
     config.validate().map_err(musicrl_common::Error::from)?;
     let config = crate::named_run::open(&config)?;
-    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::Learner);
+    musicrl_telemetry::metrics_catalog::register(musicrl_telemetry::metrics_catalog::Role::Learner);
 
     let (trainer, counters, mut blob) = restore(&config).await?;
     let start_step = trainer.step_count();
@@ -93,7 +93,7 @@ pub async fn serve(
     shared.publish_ledger();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LearnerServiceServer<Learner>>().await;
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(1.0);
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_SERVING).set(1.0);
     let health_only = musicrl_common::grpc::spawn_health_only(
         &config.learner.health_listen,
         health_service.clone(),
@@ -174,15 +174,16 @@ fn share(
     }
     let tokens = musicrl_common::security::TokenStore::open(
         &config.security.tokens_file,
-        musicrl_common::metrics_catalog::LEARNER_AUTH_FAILURES_TOTAL,
+        musicrl_telemetry::metrics_catalog::LEARNER_AUTH_FAILURES_TOTAL,
     )?;
     let reward_keys =
         musicrl_common::security::RewardKeys::load(&config.security.reward_keys_file)?;
     if reward_keys.is_empty() {
         tracing::info!("no reward keys: rewards are trusted as pushed (security.reward_keys_file)");
     }
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(start_step as f64);
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_POLICY_VERSION)
+        .set(start_step as f64);
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(0.0);
     Ok(Shared {
         progress: std::sync::Mutex::new(Progress {
             step: start_step,
@@ -269,7 +270,7 @@ async fn not_serving(
 ) {
     tracing::warn!(reason = %reason, "learner NOT_SERVING");
     shared.progress().not_serving = Some(reason);
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SERVING).set(0.0);
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_SERVING).set(0.0);
     health
         .set_not_serving::<LearnerServiceServer<Learner>>()
         .await;
@@ -439,7 +440,7 @@ fn train_loop(
             break;
         };
         let batch_wait_seconds = wait_started.elapsed().as_secs_f64();
-        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_BATCH_WAIT_SECONDS)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::LEARNER_BATCH_WAIT_SECONDS)
             .record(batch_wait_seconds);
         let step_started = Instant::now();
         let stats = match run.update(&batch) {
@@ -538,11 +539,11 @@ impl<'a> TrainLoop<'a> {
             let mut p = self.shared.progress();
             p.ledger.drop_n("shutdown", batch.len() as u64);
             p.gathered = 0;
-            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
+            metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
                 .increment(batch.len() as u64);
             return None;
         }
-        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_QUEUE_DEPTH)
             .set(self.shared.queue_depth() as f64);
         Some(batch)
     }
@@ -556,13 +557,13 @@ impl<'a> TrainLoop<'a> {
             }
             Admission::Stale { lag } => {
                 tracing::debug!(lag, "dropped a stale trajectory");
-                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "stale").increment(1);
+                metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "stale").increment(1);
                 let mut p = self.shared.progress();
                 p.trajectories_dropped_stale += 1;
                 p.ledger.drop_n("stale", 1);
             }
             Admission::Future => {
-                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "future_version").increment(1);
+                metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "future_version").increment(1);
                 self.shared.progress().ledger.drop_n("future_version", 1);
             }
         }
@@ -577,13 +578,13 @@ impl<'a> TrainLoop<'a> {
                 tracing::info_span!("train_step", step = self.trainer.step_count() + 1).entered();
             self.trainer.try_train_step(batch)
         };
-        metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_STEP_SECONDS)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::LEARNER_STEP_SECONDS)
             .record(step_started.elapsed().as_secs_f64());
         match stats {
             Ok(stats) => {
                 if stats.rewards_clipped > 0 {
                     metrics::counter!(
-                        musicrl_common::metrics_catalog::LEARNER_REWARDS_CLIPPED_TOTAL
+                        musicrl_telemetry::metrics_catalog::LEARNER_REWARDS_CLIPPED_TOTAL
                     )
                     .increment(stats.rewards_clipped as u64);
                 }
@@ -598,9 +599,9 @@ impl<'a> TrainLoop<'a> {
                     trajectories = batch.len(),
                     "skipped an update whose loss or gradient was not finite"
                 );
-                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_BATCHES_SKIPPED_TOTAL, "reason" => skipped.reason)
+                metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_BATCHES_SKIPPED_TOTAL, "reason" => skipped.reason)
                     .increment(1);
-                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "skipped_update")
+                metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "skipped_update")
                     .increment(batch.len() as u64);
                 {
                     let mut p = self.shared.progress();
@@ -683,8 +684,10 @@ impl<'a> TrainLoop<'a> {
     fn account(&mut self, stats: &StepStats, batch: &[Trajectory]) {
         if stats.scorer_versions > 1 {
             self.outcome.mixed_scorer_batches += 1;
-            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_MIXED_SCORER_BATCHES_TOTAL)
-                .increment(1);
+            metrics::counter!(
+                musicrl_telemetry::metrics_catalog::LEARNER_MIXED_SCORER_BATCHES_TOTAL
+            )
+            .increment(1);
             tracing::warn!(
                 step = stats.step,
                 versions = stats.scorer_versions,
@@ -747,7 +750,7 @@ impl<'a> TrainLoop<'a> {
         }
         if left > 0 {
             self.shared.progress().ledger.drop_n("shutdown", left);
-            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
+            metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_DROPPED_TOTAL, "reason" => "shutdown")
                 .increment(left);
             tracing::info!(
                 trajectories = left,
@@ -782,7 +785,7 @@ impl<'a> TrainLoop<'a> {
         outcome.trajectories_dropped_stale = p.trajectories_dropped_stale;
         outcome.completed = completed;
         if outcome.completed {
-            metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
+            metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_TRAINING_COMPLETE).set(1.0);
         }
         if let Some(m) = mlflow {
             outcome.mlflow_run_id = Some(m.run_id().to_string());
@@ -818,7 +821,7 @@ fn save_checkpoint(trainer: &FamilyTrainer, shared: &Shared, config: &Config) ->
     };
     let started = Instant::now();
     let folder = checkpoint::save(&config.learner.checkpoint_dir, trainer, counters, config)?;
-    metrics::histogram!(musicrl_common::metrics_catalog::LEARNER_CHECKPOINT_SECONDS)
+    metrics::histogram!(musicrl_telemetry::metrics_catalog::LEARNER_CHECKPOINT_SECONDS)
         .record(started.elapsed().as_secs_f64());
     tracing::info!(step = trainer.step_count(), path = %folder.display(), "checkpoint saved");
     Ok(())
@@ -972,31 +975,32 @@ fn open_tensorboard(
 }
 
 fn record_step_metrics(s: &StepStats) {
-    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_STEPS_TOTAL).increment(1);
-    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TOKENS_TOTAL)
+    metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_STEPS_TOTAL).increment(1);
+    metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TOKENS_TOTAL)
         .increment(s.batch_tokens as u64);
-    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_TRAINED_TOTAL)
+    metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_TRAINED_TOTAL)
         .increment(s.batch_size as u64);
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_VERSION).set(s.step as f64);
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_POLICY_VERSION).set(s.step as f64);
     for (part, v) in [
         ("total", s.loss),
         ("policy", s.policy_loss),
         ("value", s.value_loss),
     ] {
-        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_LOSS, "part" => part)
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_LOSS, "part" => part)
             .set(f64::from(v));
     }
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_KL).set(f64::from(s.kl));
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_ENTROPY).set(f64::from(s.entropy));
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_REWARD_MEAN)
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_KL).set(f64::from(s.kl));
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_ENTROPY).set(f64::from(s.entropy));
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_REWARD_MEAN)
         .set(f64::from(s.reward_mean));
     for (name, v) in &s.component_means {
-        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_REWARD_COMPONENT_MEAN, "component" => name.clone())
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_REWARD_COMPONENT_MEAN, "component" => name.clone())
             .set(f64::from(*v));
     }
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_GRAD_NORM).set(f64::from(s.grad_norm));
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_IMPORTANCE_WEIGHT_MEAN)
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_GRAD_NORM)
+        .set(f64::from(s.grad_norm));
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_IMPORTANCE_WEIGHT_MEAN)
         .set(f64::from(s.importance_weight));
-    metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_POLICY_LAG_MEAN)
+    metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_POLICY_LAG_MEAN)
         .set(f64::from(s.policy_lag_mean));
 }

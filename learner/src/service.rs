@@ -119,7 +119,7 @@ impl CompactForm {
         match converted {
             Ok(Ok(form)) => {
                 metrics::histogram!(
-                    musicrl_common::metrics_catalog::LEARNER_BROADCAST_COMPACT_SECONDS
+                    musicrl_telemetry::metrics_catalog::LEARNER_BROADCAST_COMPACT_SECONDS
                 )
                 .record(started.elapsed().as_secs_f64());
                 let form = Arc::new(form);
@@ -215,7 +215,7 @@ fn invalid_push(
     }
     shared.publish_ledger();
     tracing::warn!(reason = r.reason, detail = %r.detail, index, "refused a push with a malformed trajectory");
-    metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
+    metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
         .increment(1);
     Status::invalid_argument(format!(
         "trajectory {index}: {r}; nothing of this push was used"
@@ -296,7 +296,7 @@ impl LearnerService for Learner {
                 // Already received (a push retried after its answer was lost): once only.
                 tally.duplicates += 1;
                 metrics::counter!(
-                    musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_DUPLICATE_TOTAL
+                    musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_DUPLICATE_TOTAL
                 )
                 .increment(1);
                 continue;
@@ -320,8 +320,10 @@ impl LearnerService for Learner {
                 continue;
             }
             tally.accepted += 1;
-            metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_ACCEPTED_TOTAL)
-                .increment(1);
+            metrics::counter!(
+                musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_ACCEPTED_TOTAL
+            )
+            .increment(1);
             let mut p = self.shared.progress();
             p.trajectories_accepted += 1;
             p.max_policy_version_seen = p.max_policy_version_seen.max(version);
@@ -352,7 +354,7 @@ impl LearnerService for Learner {
             .subscribers
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
             .map_err(|_| {
-                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "too_many_subscribers").increment(1);
+                metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "too_many_subscribers").increment(1);
                 tracing::warn!(actor = %actor, max, "refused a parameter subscriber: too many");
                 Status::resource_exhausted(format!(
                     "the learner already serves {max} parameter subscribers (learner.max_subscribers)"
@@ -368,7 +370,7 @@ impl LearnerService for Learner {
         let (tx, rx) = mpsc::channel(16);
         let mut closing = self.shared.closing.clone();
         tokio::spawn(async move {
-            metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
+            metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
             tracing::info!(actor = %actor, %encoding, "parameter subscriber connected");
             loop {
                 let blob = params.borrow_and_update().clone();
@@ -392,13 +394,13 @@ impl LearnerService for Learner {
                     }
                     if superseded && !tx.is_closed() {
                         metrics::counter!(
-                            musicrl_common::metrics_catalog::LEARNER_BROADCAST_SUPERSEDED_TOTAL
+                            musicrl_telemetry::metrics_catalog::LEARNER_BROADCAST_SUPERSEDED_TOTAL
                         )
                         .increment(1);
                         continue;
                     }
                     metrics::histogram!(
-                        musicrl_common::metrics_catalog::LEARNER_BROADCAST_SEND_SECONDS
+                        musicrl_telemetry::metrics_catalog::LEARNER_BROADCAST_SEND_SECONDS
                     )
                     .record(started.elapsed().as_secs_f64());
                     if tx.is_closed() {
@@ -414,7 +416,7 @@ impl LearnerService for Learner {
                 }
             }
             let n = shared.subscribers.fetch_sub(1, Ordering::Relaxed) - 1;
-            metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
+            metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_SUBSCRIBERS).set(n as f64);
             tracing::info!(actor = %actor, "parameter subscriber left");
         });
         Ok(Response::new(
@@ -482,7 +484,7 @@ async fn receive_push<'a>(
                 )));
             }
             Err(_) => {
-                metrics::counter!(musicrl_common::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "push_memory_budget").increment(1);
+                metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_REQUESTS_REFUSED_TOTAL, "reason" => "push_memory_budget").increment(1);
                 tracing::warn!(
                     actor = %item.actor_id,
                     read = index,
@@ -513,7 +515,7 @@ async fn receive_push<'a>(
         }
     }
     if batch.is_empty() {
-        metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => "empty_push").increment(1);
+        metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => "empty_push").increment(1);
         return Err(Status::invalid_argument(
             "empty push: at least one trajectory is needed",
         ));
@@ -594,7 +596,7 @@ impl PushTally {
         } else {
             tracing::warn!(reason = r.reason, detail = %r.detail, "rejected a trajectory");
         }
-        metrics::counter!(musicrl_common::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
+        metrics::counter!(musicrl_telemetry::metrics_catalog::LEARNER_TRAJECTORIES_REJECTED_TOTAL, "reason" => r.reason)
             .increment(1);
         *self.rejections.entry(r.reason).or_default() += 1;
     }
@@ -614,7 +616,7 @@ impl PushTally {
             p.trajectories_rejected += invalid;
             p.policy_version
         };
-        metrics::gauge!(musicrl_common::metrics_catalog::LEARNER_QUEUE_DEPTH)
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::LEARNER_QUEUE_DEPTH)
             .set(shared.queue_depth() as f64);
         shared.publish_ledger();
         pb::PushSummary {

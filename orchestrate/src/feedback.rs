@@ -23,7 +23,7 @@ pub async fn serve(mut config: Config, args: &FeedbackPlan) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(&f.listen)
         .await
         .with_context(|| format!("cannot listen on feedback.listen = {:?}", f.listen))?;
-    let metrics_addr = musicrl_common::telemetry::serve_metrics(&f.metrics_listen)
+    let metrics_addr = musicrl_telemetry::serve_metrics(&f.metrics_listen)
         .with_context(|| format!("feedback.metrics_listen = {:?}", f.metrics_listen))?;
     eprintln!(
         "loading the pair source ({}) and opening {}",

@@ -79,7 +79,7 @@ struct Queued {
 impl Drop for Queued {
     fn drop(&mut self) {
         let left = self.queued.fetch_sub(self.n, Ordering::SeqCst) - self.n;
-        metrics::gauge!(musicrl_common::metrics_catalog::REWARD_QUEUED_SAMPLES).set(left as f64);
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::REWARD_QUEUED_SAMPLES).set(left as f64);
     }
 }
 
@@ -138,7 +138,7 @@ impl Batcher {
             queued: self.queued.clone(),
             n,
         };
-        metrics::gauge!(musicrl_common::metrics_catalog::REWARD_QUEUED_SAMPLES)
+        metrics::gauge!(musicrl_telemetry::metrics_catalog::REWARD_QUEUED_SAMPLES)
             .set(self.queued() as f64);
         let (reply, answer) = oneshot::channel();
         let model = self.model.load_full();
@@ -201,8 +201,10 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, limits: Limits) {
         pending.retain(|p| {
             if p.job.reply.is_closed() {
                 let left = p.job.inputs.len() - p.next;
-                metrics::counter!(musicrl_common::metrics_catalog::REWARD_ABANDONED_SAMPLES_TOTAL)
-                    .increment(left as u64);
+                metrics::counter!(
+                    musicrl_telemetry::metrics_catalog::REWARD_ABANDONED_SAMPLES_TOTAL
+                )
+                .increment(left as u64);
                 tracing::debug!(samples = left, "dropped a call whose caller has gone");
                 false
             } else {
@@ -243,7 +245,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, limits: Limits) {
                 break;
             }
         }
-        metrics::histogram!(musicrl_common::metrics_catalog::REWARD_SCORED_BATCH_SIZE)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::REWARD_SCORED_BATCH_SIZE)
             .record(samples as f64);
         let merged: Vec<ScoreInput> = plan
             .iter()

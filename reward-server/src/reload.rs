@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use musicrl_common::metrics_catalog as catalog;
 use musicrl_config::{RewardConfig, SecurityConfig};
+use musicrl_telemetry::metrics_catalog as catalog;
 
 use crate::batcher::ModelHandle;
 use crate::combine::RewardModel;

@@ -90,7 +90,7 @@ impl Rewards {
 
     async fn score_inner(&self, request: pb::ScoreRequest) -> Result<pb::ScoreResponse, Status> {
         let batch = wire::score_request_from_wire(request, &self.limits, self.max_batch)?;
-        metrics::histogram!(musicrl_common::metrics_catalog::REWARD_BATCH_SIZE)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::REWARD_BATCH_SIZE)
             .record(batch.len() as f64);
         // The inputs are kept for sealing only when there is a key to seal with.
         let inputs = if self.keys.is_empty() {
@@ -121,7 +121,7 @@ impl Rewards {
                     now,
                 );
             }
-            metrics::counter!(musicrl_common::metrics_catalog::REWARD_SEALED_TOTAL)
+            metrics::counter!(musicrl_telemetry::metrics_catalog::REWARD_SEALED_TOTAL)
                 .increment(scores.len() as u64);
         }
         Ok(pb::ScoreResponse {
@@ -140,7 +140,8 @@ impl RewardService for Rewards {
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
         let started = Instant::now();
-        let inflight = metrics::gauge!(musicrl_common::metrics_catalog::REWARD_INFLIGHT_REQUESTS);
+        let inflight =
+            metrics::gauge!(musicrl_telemetry::metrics_catalog::REWARD_INFLIGHT_REQUESTS);
         inflight.increment(1.0);
         // Decremented however the call ends, including when its client goes away and the
         // future is dropped.
@@ -148,7 +149,7 @@ impl RewardService for Rewards {
         // passed) is counted as cancelled.
         let _answered = scopeguard(move || inflight.decrement(1.0));
         let mut cancelled = scopeguard(|| {
-            metrics::counter!(musicrl_common::metrics_catalog::REWARD_REQUESTS_TOTAL, "code" => "cancelled").increment(1);
+            metrics::counter!(musicrl_telemetry::metrics_catalog::REWARD_REQUESTS_TOTAL, "code" => "cancelled").increment(1);
         });
         let result = match self.tokens.check(&request, Permission::Score) {
             Ok(()) => self.score_inner(request.into_inner()).await,
@@ -166,9 +167,9 @@ impl RewardService for Rewards {
                 _ => "error",
             },
         };
-        metrics::counter!(musicrl_common::metrics_catalog::REWARD_REQUESTS_TOTAL, "code" => code)
+        metrics::counter!(musicrl_telemetry::metrics_catalog::REWARD_REQUESTS_TOTAL, "code" => code)
             .increment(1);
-        metrics::histogram!(musicrl_common::metrics_catalog::REWARD_REQUEST_SECONDS)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::REWARD_REQUEST_SECONDS)
             .record(started.elapsed().as_secs_f64());
         if let Err(s) = &result {
             tracing::warn!(code = ?s.code(), message = s.message(), "score request failed");
@@ -199,7 +200,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate().map_err(musicrl_common::Error::from)?;
-    musicrl_common::metrics_catalog::register(musicrl_common::metrics_catalog::Role::RewardServer);
+    musicrl_telemetry::metrics_catalog::register(
+        musicrl_telemetry::metrics_catalog::Role::RewardServer,
+    );
     // An audio-token policy's clips are heard through its codec (`reward.codec`, else the
     // policy's own folder).
     let mut reward = config.reward.clone();
@@ -216,7 +219,7 @@ pub async fn serve(
     }
     let tokens = TokenStore::open(
         &config.security.tokens_file,
-        musicrl_common::metrics_catalog::REWARD_AUTH_FAILURES_TOTAL,
+        musicrl_telemetry::metrics_catalog::REWARD_AUTH_FAILURES_TOTAL,
     )?;
     let keys = RewardKeys::load(&config.security.reward_keys_file)?;
     let handle = Arc::new(arc_swap::ArcSwap::new(model.clone()));

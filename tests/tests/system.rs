@@ -14,7 +14,7 @@ const STEPS: u64 = 40;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reward_rises_with_real_services_and_actors_follow_new_versions() {
     let metrics =
-        musicrl_common::telemetry::install_test_recorder().expect("first recorder in this process");
+        musicrl_telemetry::install_test_recorder().expect("first recorder in this process");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = tiny_config(dir.path());
     config.learner.steps = STEPS;

@@ -51,7 +51,7 @@ pub async fn follow(
                 tracing::warn!(code = ?e.code(), message = e.message(), "parameter stream failed; resubscribing");
             }
         }
-        metrics::counter!(musicrl_common::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "learner").increment(1);
+        metrics::counter!(musicrl_telemetry::metrics_catalog::ACTOR_RECONNECTS_TOTAL, "target" => "learner").increment(1);
         let wait = delays.next().unwrap_or(Duration::from_secs(1));
         tokio::time::sleep(wait).await;
     }
@@ -110,7 +110,7 @@ async fn subscribe_once(
             Ok(Some(blob)) => {
                 if let Some(t) = first_chunk_at.take() {
                     metrics::histogram!(
-                        musicrl_common::metrics_catalog::ACTOR_PARAM_RECEIVE_SECONDS
+                        musicrl_telemetry::metrics_catalog::ACTOR_PARAM_RECEIVE_SECONDS
                     )
                     .record(t.elapsed().as_secs_f64());
                 }

@@ -183,7 +183,7 @@ impl RewardModel {
                 .iter()
                 .map(|s| codec.decode(&s.tokens))
                 .collect::<Result<Vec<_>>>()?;
-            metrics::histogram!(musicrl_common::metrics_catalog::REWARD_DECODE_SECONDS)
+            metrics::histogram!(musicrl_telemetry::metrics_catalog::REWARD_DECODE_SECONDS)
                 .record(decode_started.elapsed().as_secs_f64());
             let decoded = Decoded {
                 sample_rate: codec.sample_rate(),
@@ -212,7 +212,7 @@ impl RewardModel {
         })
         .await
         .map_err(|e| RewardError::Internal(format!("rendering task: {e}")))??;
-        metrics::histogram!(musicrl_common::metrics_catalog::REWARD_RENDER_SECONDS)
+        metrics::histogram!(musicrl_telemetry::metrics_catalog::REWARD_RENDER_SECONDS)
             .record(started.elapsed().as_secs_f64());
         Ok(Arc::new(batch))
     }
@@ -226,7 +226,7 @@ impl RewardModel {
             async move {
             let started = std::time::Instant::now();
             let scores = c.scorer.score_windows(batch).await?;
-            metrics::histogram!(musicrl_common::metrics_catalog::REWARD_COMPONENT_SECONDS, "component" => c.scorer.name().to_string())
+            metrics::histogram!(musicrl_telemetry::metrics_catalog::REWARD_COMPONENT_SECONDS, "component" => c.scorer.name().to_string())
                 .record(started.elapsed().as_secs_f64());
             if scores.len() != n {
                 return Err(RewardError::Scorer {

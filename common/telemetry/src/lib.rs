@@ -1,10 +1,12 @@
-//! Logging (tracing) and metrics (Prometheus) set-up shared by every process.
+//! Logging (tracing) and metrics (Prometheus) set-up shared by every process, and the
+//! catalog of every metric the project exports (`metrics_catalog`). No gRPC, no tensors.
 
+pub mod metrics_catalog;
+
+use std::io::{Error, Result};
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::error::{Error, Result};
 
 /// Latency buckets in seconds (histograms, not summaries, so they aggregate across pods).
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -47,18 +49,18 @@ pub fn serve_metrics(listen: &str) -> Result<Option<SocketAddr>> {
         return Ok(None);
     }
     // Bind first so that port 0 resolves to a real port we can report.
-    let probe = std::net::TcpListener::bind(listen)
-        .map_err(|e| Error::Internal(format!("cannot bind metrics address {listen}: {e}")))?;
-    let addr = probe
-        .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let probe = std::net::TcpListener::bind(listen).map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!("cannot bind metrics address {listen}: {e}"),
+        )
+    })?;
+    let addr = probe.local_addr()?;
     drop(probe);
     prometheus_builder()
         .with_http_listener(addr)
         .install()
-        .map_err(|e| {
-            Error::Internal(format!("cannot start the metrics exporter on {addr}: {e}"))
-        })?;
+        .map_err(|e| Error::other(format!("cannot start the metrics exporter on {addr}: {e}")))?;
     spawn_process_metrics();
     Ok(Some(addr))
 }

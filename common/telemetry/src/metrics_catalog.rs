@@ -798,7 +798,7 @@ mod tests {
 
     #[test]
     fn architecture_md_lists_exactly_the_catalog() {
-        let doc = include_str!("../../ARCHITECTURE.md");
+        let doc = include_str!("../../../ARCHITECTURE.md");
         let listed: std::collections::BTreeSet<&str> = doc
             .lines()
             .filter_map(|l| l.strip_prefix("| `musicrl_"))
