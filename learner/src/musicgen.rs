@@ -220,18 +220,7 @@ impl MusicgenTrainer {
         let reward_mean = rewards.iter().sum::<f32>() / b as f32;
         let value_only = self.step < self.schedule.value_warmup_steps;
         if self.step == 0 {
-            // Start the baseline at the first batch's mean reward: the head's weights start
-            // at zero, so V is its bias.
-            let bias = self
-                .trainable
-                .value
-                .bias
-                .as_ref()
-                .map_or(0.0, |b| b.val().into_scalar::<f32>());
-            let delta = reward_mean - bias;
-            if delta.is_finite() {
-                self.trainable = self.trainable.clone().shift_value_bias(delta);
-            }
+            self.start_baseline_at(reward_mean);
         }
 
         let cond = self
@@ -239,17 +228,7 @@ impl MusicgenTrainer {
             .encode(&captions)
             .map_err(|e| shape_error(e.to_string()))?;
         let dev = &self.device;
-        let ref_logits = {
-            let logits = match &self.reference {
-                Some(reference) => reference
-                    .forward(&self.model, &cond, &clips)
-                    .map(|o| o.logits),
-                None => self.trainable.reference_logits(&self.model, &cond, &clips),
-            }
-            .map_err(|e| shape_error(e.to_string()))?;
-            let [b, k, t, v] = logits.dims();
-            Tensor::<3>::from_data(logits.reshape([b, k * t, v]).into_data(), dev)
-        };
+        let ref_logits = self.reference_logits(&cond, &clips)?;
         let out = self
             .trainable
             .forward(&self.model, &cond, &clips)
@@ -317,6 +296,42 @@ impl MusicgenTrainer {
             rewards_clipped,
             fresh_logprob_gap: gap,
         })
+    }
+
+    /// Starts the value baseline at the first batch's mean reward: the head's weights start
+    /// at zero, so V is its bias.
+    fn start_baseline_at(&mut self, reward_mean: f32) {
+        let bias = self
+            .trainable
+            .value
+            .bias
+            .as_ref()
+            .map_or(0.0, |b| b.val().into_scalar::<f32>());
+        let delta = reward_mean - bias;
+        if delta.is_finite() {
+            self.trainable = self.trainable.clone().shift_value_bias(delta);
+        }
+    }
+
+    /// The KL reference's logits over the clips, flattened to `[B, K·T, V]` off the autodiff
+    /// graph: the loaded reference, or (with adapters) the frozen decoder without them.
+    fn reference_logits(
+        &self,
+        cond: &musicrl_policy::musicgen::Conditioning,
+        clips: &[Vec<Vec<u32>>],
+    ) -> Result<Tensor<3>, SkippedBatch> {
+        let logits = match &self.reference {
+            Some(reference) => reference
+                .forward(&self.model, cond, clips)
+                .map(|o| o.logits),
+            None => self.trainable.reference_logits(&self.model, cond, clips),
+        }
+        .map_err(|e| shape_error(e.to_string()))?;
+        let [b, k, t, v] = logits.dims();
+        Ok(Tensor::<3>::from_data(
+            logits.reshape([b, k * t, v]).into_data(),
+            &self.device,
+        ))
     }
 }
 

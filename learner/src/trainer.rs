@@ -444,6 +444,34 @@ impl Trainer {
         })
     }
 
+    /// Starts the value baseline at the first batch's mean reward: shifts the value head's
+    /// bias so the mean of V over the batch's real positions is that reward.
+    fn start_baseline_at(
+        &mut self,
+        reward_mean: f32,
+        captions: &[&str],
+        tokens: &[u32],
+        mask: &[f32],
+        t: usize,
+    ) {
+        let plain = self.device.clone().without_autodiff();
+        let b = captions.len();
+        let c = caption_batch(captions, &self.policy_config, &plain);
+        let out = self
+            .policy
+            .valid()
+            .forward_rl(&c, token_tensor(tokens, b, t, &plain));
+        let values = musicrl_policy::melody::to_vec_f32(out.values);
+        let (sum, n) = values
+            .iter()
+            .zip(mask)
+            .fold((0.0f32, 0.0f32), |(s, n), (v, m)| (s + v * m, n + m));
+        let delta = reward_mean - sum / n.max(1.0);
+        if delta.is_finite() {
+            self.policy = self.policy.clone().shift_value_bias(delta);
+        }
+    }
+
     /// The tensor work of an update: the padded batch, the reference and policy forwards,
     /// the loss and its backward.
     fn compute(&mut self, batch: &[Trajectory]) -> Computed {
@@ -456,19 +484,7 @@ impl Trainer {
         let b = batch.len();
         let t = lens.iter().copied().max().unwrap_or(1).max(1);
 
-        // Pad to [B, T]; positions after a trajectory's END are cut, padding repeats token 0,
-        // and both are masked out.
-        let mut tokens = Vec::with_capacity(b * t);
-        let mut behaviour = Vec::with_capacity(b * t);
-        let mut mask = Vec::with_capacity(b * t);
-        for (x, &len) in batch.iter().zip(&lens) {
-            for i in 0..t {
-                let real = i < len;
-                tokens.push(if real { x.tokens[i] } else { 0 });
-                behaviour.push(if real { x.behaviour_logprobs[i] } else { 0.0 });
-                mask.push(if real { 1.0f32 } else { 0.0 });
-            }
-        }
+        let (tokens, behaviour, mask) = pad(batch, &lens, t);
         // The declared bound: a reward outside ±reward_clip (a misconfigured or hostile
         // scorer) counts as the bound, so no single batch can dominate the update.
         let (rewards, rewards_clipped) = self.schedule.clipped_rewards(batch);
@@ -476,25 +492,11 @@ impl Trainer {
         let reward_mean = rewards.iter().sum::<f32>() / b as f32;
         let value_only = self.step < self.schedule.value_warmup_steps;
 
+        if self.step == 0 {
+            self.start_baseline_at(reward_mean, &captions, &tokens, &mask, t);
+        }
         let dev = &self.device;
         let plain = dev.clone().without_autodiff();
-        if self.step == 0 {
-            // Start the baseline at the first batch's mean reward.
-            let c = caption_batch(&captions, &self.policy_config, &plain);
-            let out = self
-                .policy
-                .valid()
-                .forward_rl(&c, token_tensor(&tokens, b, t, &plain));
-            let values = musicrl_policy::melody::to_vec_f32(out.values);
-            let (sum, n) = values
-                .iter()
-                .zip(&mask)
-                .fold((0.0f32, 0.0f32), |(s, n), (v, m)| (s + v * m, n + m));
-            let delta = reward_mean - sum / n.max(1.0);
-            if delta.is_finite() {
-                self.policy = self.policy.clone().shift_value_bias(delta);
-            }
-        }
         let ref_logits = {
             let c = caption_batch(&captions, &self.policy_config, &plain);
             let out = self
@@ -545,6 +547,24 @@ impl Trainer {
             gap,
         }
     }
+}
+
+/// The batch padded to `[B, T]`: tokens, behaviour log-probabilities and the mask. Positions
+/// after a trajectory's END are cut, padding repeats token 0, and both are masked out.
+fn pad(batch: &[Trajectory], lens: &[usize], t: usize) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    let b = batch.len();
+    let mut tokens = Vec::with_capacity(b * t);
+    let mut behaviour = Vec::with_capacity(b * t);
+    let mut mask = Vec::with_capacity(b * t);
+    for (x, &len) in batch.iter().zip(lens) {
+        for i in 0..t {
+            let real = i < len;
+            tokens.push(if real { x.tokens[i] } else { 0 });
+            behaviour.push(if real { x.behaviour_logprobs[i] } else { 0.0 });
+            mask.push(if real { 1.0f32 } else { 0.0 });
+        }
+    }
+    (tokens, behaviour, mask)
 }
 
 /// The reported parts of a loss ([`crate::loss::LossParts`] read back).
