@@ -444,28 +444,25 @@ fn no_reward_component_can_be_the_judge() {
     }
 }
 
-/// Each workspace crate's floor (1 for a crate that depends on no other project crate,
-/// otherwise one above its highest dependency) and its direct project dependencies, from the
-/// manifests' `[dependencies]` (not dev-dependencies), as ARCHITECTURE.md shows them.
-fn crate_floors() -> String {
+/// The workspace's crates (short names, without `musicrl-`), each with its direct project
+/// dependencies from `[dependencies]` (not dev-dependencies) and its floor: 1 for a crate
+/// that depends on no other project crate, otherwise one above its highest dependency.
+struct CrateGraph {
+    deps: std::collections::BTreeMap<String, Vec<String>>,
+    floors: std::collections::BTreeMap<String, usize>,
+}
+
+fn crate_graph() -> CrateGraph {
     use std::collections::BTreeMap;
-    let root: toml::Table = manifest(".").parse().expect("the root manifest parses");
-    let members = root["workspace"]["members"]
-        .as_array()
-        .expect("workspace.members is a list");
+    let short = |n: &str| n.trim_start_matches("musicrl-").to_string();
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for member in members {
-        let folder = member.as_str().expect("a member is a path");
-        let text: toml::Table = manifest(folder)
-            .parse()
-            .expect("a member's manifest parses");
-        let name = text["package"]["name"]
-            .as_str()
-            .expect("a package name")
-            .to_string();
-        let mut project = normal_project_dependencies(folder);
+    for (name, folder) in members() {
+        let mut project: Vec<String> = normal_project_dependencies(&folder)
+            .iter()
+            .map(|d| short(d))
+            .collect();
         project.sort();
-        deps.insert(name, project);
+        deps.insert(short(&name), project);
     }
     fn floor(name: &str, deps: &BTreeMap<String, Vec<String>>, seen: &mut Vec<String>) -> usize {
         assert!(
@@ -481,24 +478,133 @@ fn crate_floors() -> String {
         seen.pop();
         f
     }
-    let mut floors: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for (name, direct) in &deps {
-        let short = |n: &str| n.trim_start_matches("musicrl-").to_string();
+    let floors = deps
+        .keys()
+        .map(|n| (n.clone(), floor(n, &deps, &mut Vec::new())))
+        .collect();
+    CrateGraph { deps, floors }
+}
+
+/// The floors as ARCHITECTURE.md shows them.
+fn crate_floors() -> String {
+    let g = crate_graph();
+    let mut rows: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for (name, direct) in &g.deps {
         let entry = if direct.is_empty() {
-            short(name)
+            name.clone()
         } else {
-            let names: Vec<String> = direct.iter().map(|d| short(d)).collect();
-            format!("{} ← {}", short(name), names.join(", "))
+            format!("{name} ← {}", direct.join(", "))
         };
-        floors
-            .entry(floor(name, &deps, &mut Vec::new()))
-            .or_default()
-            .push(entry);
+        rows.entry(g.floors[name]).or_default().push(entry);
     }
-    floors
-        .iter()
+    rows.iter()
         .map(|(f, crates)| format!("floor {f}: {}\n", crates.join(" · ")))
         .collect()
+}
+
+/// The crate graph as an SVG picture (`docs/img/crates.svg`): one row a floor, the top floor
+/// first; an arrow from each crate to each dependency that no other of its dependencies
+/// already leads to (the transitive reduction, so the picture stays readable).
+fn crate_graph_svg() -> String {
+    use std::fmt::Write as _;
+    let g = crate_graph();
+    let top = g.floors.values().copied().max().unwrap_or(1);
+    let mut rows: std::collections::BTreeMap<usize, Vec<&String>> = Default::default();
+    for (name, f) in &g.floors {
+        rows.entry(*f).or_default().push(name);
+    }
+    let widest = rows.values().map(Vec::len).max().unwrap_or(1);
+    let (box_w, box_h, gap_x, gap_y, margin) = (104usize, 30usize, 24usize, 62usize, 20usize);
+    let width = 2 * margin + widest * box_w + (widest - 1) * gap_x;
+    let height = 2 * margin + top * box_h + (top - 1) * gap_y;
+    let mut at: std::collections::BTreeMap<&String, (usize, usize)> = Default::default();
+    for (f, names) in &rows {
+        let row_w = names.len() * box_w + (names.len() - 1) * gap_x;
+        let x0 = (width - row_w) / 2;
+        let y = margin + (top - f) * (box_h + gap_y);
+        for (i, n) in names.iter().enumerate() {
+            at.insert(n, (x0 + i * (box_w + gap_x), y));
+        }
+    }
+    fn reaches(
+        from: &str,
+        to: &str,
+        deps: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> bool {
+        deps[from].iter().any(|d| d == to || reaches(d, to, deps))
+    }
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <!-- generated by tests/tests/architecture.rs from the workspace manifests -->\n\
+         <defs><marker id=\"a\" viewBox=\"0 0 8 8\" refX=\"8\" refY=\"4\" markerWidth=\"7\" \
+         markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0 L8,4 L0,8 z\" fill=\"#777\"/></marker></defs>\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    // Each crate's arrows in a colour of its own, so an arrow that passes behind a box is
+    // still traced to the crate it leaves.
+    let palette = [
+        "#c0392b", "#2471a3", "#229954", "#b9770e", "#7d3c98", "#138d75", "#a04000", "#2e4053",
+    ];
+    for (i, (name, direct)) in g.deps.iter().enumerate() {
+        let (x, y) = at[name];
+        let colour = palette[i % palette.len()];
+        for d in direct {
+            let implied = direct.iter().any(|o| o != d && reaches(o, d, &g.deps));
+            if implied {
+                continue;
+            }
+            let (dx, dy) = at[d];
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{dy}\" stroke=\"{colour}\" \
+                 stroke-opacity=\"0.75\" marker-end=\"url(#a)\"/>",
+                x + box_w / 2,
+                y + box_h,
+                dx + box_w / 2
+            );
+        }
+    }
+    for (f, names) in &rows {
+        for n in names {
+            let (x, y) = at[n];
+            let fill = if *f == 1 { "#eef5ee" } else { "#eef2fa" };
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x}\" y=\"{y}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"5\" \
+                 fill=\"{fill}\" stroke=\"#446\"/><text x=\"{}\" y=\"{}\" \
+                 text-anchor=\"middle\">{n}</text>",
+                x + box_w / 2,
+                y + box_h / 2 + 5
+            );
+        }
+    }
+    for f in 1..=top {
+        let y = margin + (top - f) * (box_h + gap_y) + box_h / 2 + 5;
+        let _ = writeln!(
+            svg,
+            "<text x=\"4\" y=\"{y}\" fill=\"#888\" font-size=\"11\">{f}</text>"
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[test]
+fn the_crate_graph_picture_is_the_manifests() {
+    // docs/img/crates.svg is generated from the manifests, never drawn by hand:
+    // `UPDATE_CRATE_GRAPH=1 cargo test --test architecture` rewrites it.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img/crates.svg");
+    let expected = crate_graph_svg();
+    if std::env::var_os("UPDATE_CRATE_GRAPH").is_some() {
+        std::fs::write(&path, &expected).expect("docs/img/crates.svg is writable");
+    }
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        current == expected,
+        "docs/img/crates.svg is not the manifests' crate graph: \
+         run `UPDATE_CRATE_GRAPH=1 cargo test --workspace --test architecture`"
+    );
 }
 
 #[test]
