@@ -76,7 +76,7 @@ fn endpoint(
                 .http2_keep_alive_interval(Duration::from_secs(30))
         })
         .map_err(|e| bad(e.to_string()))?;
-    musicrl_common::security::tls::endpoint(security, e, host).map_err(|e| bad(e.to_string()))
+    musicrl_security::tls::endpoint(security, e, host).map_err(|e| bad(e.to_string()))
 }
 
 /// Every address the targets resolve to now; `None` for a target whose lookup failed.

@@ -191,7 +191,7 @@ impl Actor {
             .into());
         }
         let prompts = load_prompts(&config.actor.prompts)?;
-        let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
+        let token = musicrl_security::tokens::client_token(&config.security.token_file)?;
         let learner = learner_client(&config, &config.actor.learner)?;
         let reward = RewardServiceClient::new(balance::reward_channel(
             &config.actor.reward,
@@ -653,7 +653,7 @@ async fn score(
         let mut client = client.clone();
         let mut request = tonic::Request::new(wire::score_request_to_wire(inputs));
         request.set_timeout(timeout);
-        musicrl_common::security::authorize(&mut request, token);
+        musicrl_security::authorize(&mut request, token);
         let started = Instant::now();
         let response = client.score(request).await?;
         metrics::histogram!(musicrl_telemetry::metrics_catalog::ACTOR_REWARD_CALL_SECONDS)
@@ -712,7 +712,7 @@ async fn push(
         let started = Instant::now();
         let items: Vec<_> = trajectories.iter().map(wire::trajectory_to_wire).collect();
         let mut request = tonic::Request::new(tokio_stream::iter(items));
-        musicrl_common::security::authorize(&mut request, token);
+        musicrl_security::authorize(&mut request, token);
         let summary = client.push_trajectories(request).await?.into_inner();
         metrics::histogram!(musicrl_telemetry::metrics_catalog::ACTOR_PUSH_SECONDS)
             .record(started.elapsed().as_secs_f64());

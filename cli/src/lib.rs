@@ -178,7 +178,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Security(args) => match &args.command {
             args::SecurityCommand::Init { dir, names } => {
-                let w = musicrl_common::security::pki::init(dir, names)?;
+                let w = musicrl_security::pki::init(dir, names)?;
                 eprintln!(
                     "wrote a development CA, certificates for {names:?}, tokens for actor, operator and admin, and a reward key in {}",
                     w.dir.display()

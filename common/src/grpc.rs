@@ -53,11 +53,11 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// A server builder with the project's transport settings: TLS from `[security]` (when
-/// configured), at most `max_streams` concurrent calls per connection, and `timeout` on
-/// every call (None: no deadline of the server's own).
+/// A server builder with the project's transport settings: `tls` (from `[security]`, made by
+/// `musicrl_security::tls::server`), at most `max_streams` concurrent calls per connection,
+/// and `timeout` on every call (None: no deadline of the server's own).
 pub fn server_builder(
-    security: &musicrl_config::SecurityConfig,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     max_streams: u32,
     timeout: Option<std::time::Duration>,
 ) -> crate::Result<tonic::transport::Server> {
@@ -65,7 +65,7 @@ pub fn server_builder(
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }
-    if let Some(tls) = crate::security::tls::server(security)? {
+    if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
             .map_err(|e| crate::Error::invalid(format!("security.tls_cert: {e}")))?;

@@ -1,5 +1,5 @@
-//! Shared machinery of the networked musicrl roles: domain types, the wire conversions, gRPC
-//! server set-up and security.
+//! Shared machinery of the networked musicrl roles: domain types, the wire conversions and
+//! gRPC server set-up. Security (TLS, tokens, seals) builds on it in `musicrl-security`.
 //!
 //! The configuration is its own crate (`musicrl-config`, a leaf), the policy families theirs
 //! (`musicrl-policy`), the experiment trackers (`musicrl-tracking`) and logging and metrics
@@ -11,7 +11,6 @@
 pub mod error;
 pub mod grpc;
 pub mod prompts;
-pub mod security;
 pub mod types;
 pub mod wire;
 

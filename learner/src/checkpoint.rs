@@ -64,7 +64,7 @@ pub struct Counters {
     /// The reward seals trained on and still in their window: a restarted learner refuses
     /// them again (`replayed_seal`).
     #[serde(default)]
-    pub spent_seals: Vec<musicrl_common::security::seal::SpentSeal>,
+    pub spent_seals: Vec<musicrl_security::seal::SpentSeal>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -172,12 +172,11 @@ fn share(
             "trajectories queued when the previous learner last checkpointed died with it (dropped as learner_restart)"
         );
     }
-    let tokens = musicrl_common::security::TokenStore::open(
+    let tokens = musicrl_security::TokenStore::open(
         &config.security.tokens_file,
         musicrl_telemetry::metrics_catalog::LEARNER_AUTH_FAILURES_TOTAL,
     )?;
-    let reward_keys =
-        musicrl_common::security::RewardKeys::load(&config.security.reward_keys_file)?;
+    let reward_keys = musicrl_security::RewardKeys::load(&config.security.reward_keys_file)?;
     if reward_keys.is_empty() {
         tracing::info!("no reward keys: rewards are trusted as pushed (security.reward_keys_file)");
     }
@@ -203,7 +202,7 @@ fn share(
         tokens,
         reward_keys,
         seal_max_age_ms: (config.security.reward_seal_max_age_seconds * 1000.0) as u64,
-        spent_seals: std::sync::Mutex::new(musicrl_common::security::SpentSeals::restore(
+        spent_seals: std::sync::Mutex::new(musicrl_security::SpentSeals::restore(
             &counters.spent_seals,
         )),
         push_memory: tokio::sync::Semaphore::new(config.learner.max_push_mb_in_flight << 10),
@@ -338,7 +337,7 @@ fn grpc_server(
         musicrl_common::grpc::reflection(&["musicrl.v1.LearnerService"])?;
     let max_message = musicrl_common::wire::max_trajectory_bytes(&TokenLimits::of(&config.policy));
     Ok(musicrl_common::grpc::server_builder(
-        &config.security,
+        musicrl_security::tls::server(&config.security)?,
         config.learner.max_concurrent_streams,
         Some(Duration::from_secs_f64(
             config.learner.request_timeout_seconds,
@@ -817,7 +816,7 @@ fn save_checkpoint(trainer: &FamilyTrainer, shared: &Shared, config: &Config) ->
         ledger: p.ledger.clone(),
         spent_seals: shared
             .spent_seals()
-            .unexpired(musicrl_common::security::seal::now_unix_ms()),
+            .unexpired(musicrl_security::seal::now_unix_ms()),
     };
     let started = Instant::now();
     let folder = checkpoint::save(&config.learner.checkpoint_dir, trainer, counters, config)?;

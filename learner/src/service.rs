@@ -16,12 +16,12 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use musicrl_common::security::{Permission, RewardKeys, SealedContent, SpentSeals, TokenStore};
 use musicrl_common::wire::{self, Rejection, TokenLimits};
 use musicrl_common::{PolicyVersion, Trajectory};
 use musicrl_policy::melody::params::{ParameterBlob, ParameterEncoding};
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_server::LearnerService;
+use musicrl_security::{Permission, RewardKeys, SealedContent, SpentSeals, TokenStore};
 
 use crate::ledger::{Accounting, Ledger};
 
@@ -290,7 +290,7 @@ impl LearnerService for Learner {
         // memory it holds of the budget for pushes in flight is released when this returns.
         let (batch, _memory) = receive_push(&self.shared, request.into_inner()).await?;
         let mut tally = PushTally::default();
-        let now_ms = musicrl_common::security::seal::now_unix_ms();
+        let now_ms = musicrl_security::seal::now_unix_ms();
         for t in batch {
             if !self.shared.progress().ledger.receive(&t.actor_id, &t.id) {
                 // Already received (a push retried after its answer was lost): once only.

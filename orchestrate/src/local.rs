@@ -669,7 +669,7 @@ fn already_done(out: &Path, config: &Config) -> Option<anyhow::Result<Summary>> 
 /// OUT/security (the actors use the actor token, this supervisor too).
 fn secure_connections(config: &mut Config, out: &Path) -> anyhow::Result<()> {
     let dir = out.join("security");
-    let written = musicrl_common::security::pki::init(&dir, &["localhost".into()])?;
+    let written = musicrl_security::pki::init(&dir, &["localhost".into()])?;
     config.security = written.config;
     config.security.token_file = dir.join("actor.token");
     eprintln!(
@@ -1017,7 +1017,7 @@ async fn follow_progress(
     );
     let interactive = !bar.is_hidden();
     let mut client = None;
-    let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
+    let token = musicrl_security::tokens::client_token(&config.security.token_file)?;
     let mut last_print = Instant::now();
     let (mut last_step, mut last_change) = (u64::MAX, Instant::now());
     let mut interrupted = false;
@@ -1056,7 +1056,7 @@ async fn follow_progress(
         }
         if let Some(c) = client.as_mut() {
             let mut request = tonic::Request::new(StatusRequest {});
-            musicrl_common::security::authorize(&mut request, token.as_ref());
+            musicrl_security::authorize(&mut request, token.as_ref());
             match c.status(request).await {
                 Ok(s) => {
                     let s = s.into_inner();

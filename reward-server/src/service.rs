@@ -9,11 +9,11 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use musicrl_common::grpc::ENCODINGS;
-use musicrl_common::security::{Permission, RewardKeys, SealedContent, TokenStore};
 use musicrl_common::wire::{self, TokenLimits};
 use musicrl_config::Config;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::reward_service_server::{RewardService, RewardServiceServer};
+use musicrl_security::{Permission, RewardKeys, SealedContent, TokenStore};
 
 use crate::batcher::{Batcher, Limits};
 use crate::combine::RewardModel;
@@ -103,7 +103,7 @@ impl Rewards {
         let components = model.components();
         let scorer_version = model.scorer_version();
         if !self.keys.is_empty() {
-            let now = musicrl_common::security::seal::now_unix_ms();
+            let now = musicrl_security::seal::now_unix_ms();
             for (input, score) in inputs.iter().zip(scores.iter_mut()) {
                 let named: Vec<(String, f32)> = components
                     .iter()
@@ -248,7 +248,7 @@ pub async fn serve(
     let (reflection_v1, reflection_v1alpha) =
         musicrl_common::grpc::reflection(&["musicrl.v1.RewardService"])?;
     let mut builder = musicrl_common::grpc::server_builder(
-        &config.security,
+        musicrl_security::tls::server(&config.security)?,
         config.reward.max_concurrent_streams,
         None,
     )?;

@@ -8,11 +8,11 @@ use std::time::Duration;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use musicrl_common::security::pki;
 use musicrl_config::Config;
 use musicrl_proto::v1 as pb;
 use musicrl_proto::v1::learner_service_client::LearnerServiceClient;
 use musicrl_proto::v1::reward_service_client::RewardServiceClient;
+use musicrl_security::pki;
 use musicrl_tests::{start_actor, start_learner, start_reward_server, tiny_config};
 
 static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

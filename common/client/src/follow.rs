@@ -67,7 +67,7 @@ pub fn spawn_follower(
     out: watch::Sender<Option<Arc<ParameterBlob>>>,
 ) -> crate::Result<tokio::task::JoinHandle<()>> {
     let client = crate::learner_client(config, url)?;
-    let token = musicrl_common::security::tokens::client_token(&config.security.token_file)?;
+    let token = musicrl_security::tokens::client_token(&config.security.token_file)?;
     Ok(tokio::spawn(follow(
         client,
         token,
@@ -97,7 +97,7 @@ async fn subscribe_once(
         actor_id: actor_id.to_string(),
         encoding: musicrl_common::wire::encoding_to_wire(encoding) as i32,
     });
-    musicrl_common::security::authorize(&mut request, token);
+    musicrl_security::authorize(&mut request, token);
     let mut stream = client.subscribe_parameters(request).await?.into_inner();
     let mut assembler = ChunkAssembler::new(MAX_PARAMETER_BYTES);
     let mut first_chunk_at = None;

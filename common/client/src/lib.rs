@@ -53,7 +53,7 @@ pub fn lazy_channel(url: &str, security: &musicrl_config::SecurityConfig) -> Res
     };
     let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| bad(e.to_string()))?;
     let host = endpoint.uri().host().unwrap_or("").to_string();
-    let endpoint = musicrl_common::security::tls::endpoint(security, endpoint, &host)
+    let endpoint = musicrl_security::tls::endpoint(security, endpoint, &host)
         .map_err(|e| bad(e.to_string()))?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(5))

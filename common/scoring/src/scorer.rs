@@ -321,12 +321,12 @@ impl RemoteScorer {
         let e = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| bad(e.to_string()))?;
         let host = e.uri().host().unwrap_or("").to_string();
-        let channel = musicrl_common::security::tls::endpoint(security, e, &host)
+        let channel = musicrl_security::tls::endpoint(security, e, &host)
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(5))
             .timeout(std::time::Duration::from_secs(60))
             .connect_lazy();
-        let token = musicrl_common::security::tokens::client_token(&security.token_file)?;
+        let token = musicrl_security::tokens::client_token(&security.token_file)?;
         Ok(Self {
             name: name.into(),
             endpoint: endpoint.to_string(),
@@ -362,7 +362,7 @@ impl RemoteScorer {
     async fn call(&self, request: pb::ScoreRequest) -> Result<Vec<f32>> {
         let n = request.samples.len();
         let mut request = tonic::Request::new(request);
-        musicrl_common::security::authorize(&mut request, self.token.as_ref());
+        musicrl_security::authorize(&mut request, self.token.as_ref());
         let response = self
             .client
             .clone()

@@ -14,8 +14,8 @@ use rcgen::{
 
 use musicrl_config::SecurityConfig;
 
-fn err(e: rcgen::Error) -> crate::Error {
-    crate::Error::Internal(format!("certificate generation: {e}"))
+fn err(e: rcgen::Error) -> musicrl_common::Error {
+    musicrl_common::Error::Internal(format!("certificate generation: {e}"))
 }
 
 fn random_secret() -> String {
@@ -37,16 +37,16 @@ pub struct Written {
 /// Writes `dir/{ca.pem, server.pem, server.key, client.pem, client.key, tokens,
 /// actor.token, operator.token, admin.token, reward.keys}`; the server certificate names
 /// `names` (DNS names or IP addresses). Private files are mode 0600.
-pub fn init(dir: &Path, names: &[String]) -> crate::Result<Written> {
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-    let write = |name: &str, text: &str| -> crate::Result<PathBuf> {
+pub fn init(dir: &Path, names: &[String]) -> musicrl_common::Result<Written> {
+    std::fs::create_dir_all(dir).map_err(|e| musicrl_common::Error::io(dir, e))?;
+    let write = |name: &str, text: &str| -> musicrl_common::Result<PathBuf> {
         let path = dir.join(name);
         musicrl_config::fsutil::write_atomic(&path, text.as_bytes())?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| crate::Error::io(&path, e))?;
+                .map_err(|e| musicrl_common::Error::io(&path, e))?;
         }
         Ok(path)
     };
@@ -67,7 +67,7 @@ pub fn init(dir: &Path, names: &[String]) -> crate::Result<Written> {
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = usages;
         let cert = params.signed_by(&key, &issuer).map_err(err)?;
-        Ok::<_, crate::Error>((cert.pem(), key.serialize_pem()))
+        Ok::<_, musicrl_common::Error>((cert.pem(), key.serialize_pem()))
     };
     let (server_pem, server_key) = leaf(
         names.to_vec(),

@@ -1,4 +1,5 @@
-//! Transport security, bearer tokens and reward seals (`[security]`).
+//! Transport security, bearer tokens and reward seals (`[security]`), for every role that
+//! serves or calls gRPC; the wire types it checks come from `musicrl-common`.
 //!
 //! Threat model (also in `ARCHITECTURE.md` and `docs/operations.md`): the network between
 //! pods and any client that can reach a port are untrusted; the learner and the reward
@@ -17,9 +18,9 @@ pub use seal::{RewardKeys, SealedContent, SpentSeals};
 pub use tokens::{Permission, Role, TokenStore, authorize};
 
 /// Reads a secret file, saying which key named it when it cannot.
-pub(crate) fn read_secret(key: &str, path: &std::path::Path) -> crate::Result<Vec<u8>> {
+pub(crate) fn read_secret(key: &str, path: &std::path::Path) -> musicrl_common::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        crate::Error::Config(crate::error::ConfigError::Invalid {
+        musicrl_common::Error::Config(musicrl_common::error::ConfigError::Invalid {
             field: key.to_string(),
             why: format!("cannot read {}: {e}", path.display()),
         })

@@ -13,7 +13,7 @@ use super::read_secret;
 use musicrl_config::SecurityConfig;
 
 /// The server's TLS configuration, or None when TLS is off.
-pub fn server(config: &SecurityConfig) -> crate::Result<Option<ServerTlsConfig>> {
+pub fn server(config: &SecurityConfig) -> musicrl_common::Result<Option<ServerTlsConfig>> {
     if !config.server_tls() {
         return Ok(None);
     }
@@ -29,7 +29,10 @@ pub fn server(config: &SecurityConfig) -> crate::Result<Option<ServerTlsConfig>>
 
 /// The client's TLS configuration for a server reached by the name `host`, or None when
 /// TLS is off (`tls_ca` unset).
-pub fn client(config: &SecurityConfig, host: &str) -> crate::Result<Option<ClientTlsConfig>> {
+pub fn client(
+    config: &SecurityConfig,
+    host: &str,
+) -> musicrl_common::Result<Option<ClientTlsConfig>> {
     if config.tls_ca.as_os_str().is_empty() {
         return Ok(None);
     }
@@ -57,18 +60,18 @@ pub fn endpoint(
     config: &SecurityConfig,
     endpoint: tonic::transport::Endpoint,
     host: &str,
-) -> crate::Result<tonic::transport::Endpoint> {
+) -> musicrl_common::Result<tonic::transport::Endpoint> {
     let https = endpoint.uri().scheme_str() == Some("https");
     let uri = endpoint.uri().clone();
     match client(config, host)? {
         Some(tls) if https => endpoint
             .tls_config(tls)
-            .map_err(|e| crate::Error::invalid(format!("TLS for {uri}: {e}"))),
-        Some(_) => Err(crate::Error::invalid(format!(
+            .map_err(|e| musicrl_common::Error::invalid(format!("TLS for {uri}: {e}"))),
+        Some(_) => Err(musicrl_common::Error::invalid(format!(
             "{} is plain http but security.tls_ca is set: use an https:// URL",
             endpoint.uri()
         ))),
-        None if https => Err(crate::Error::invalid(format!(
+        None if https => Err(musicrl_common::Error::invalid(format!(
             "{} is https: set security.tls_ca to the CA that signs the server's certificate",
             endpoint.uri()
         ))),

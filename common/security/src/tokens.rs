@@ -96,7 +96,7 @@ pub struct TokenStore {
 /// How often the file's modification time is looked at.
 const RECHECK: Duration = Duration::from_secs(2);
 
-fn parse_tokens(path: &Path, text: &str) -> crate::Result<Vec<(Role, blake3::Hash)>> {
+fn parse_tokens(path: &Path, text: &str) -> musicrl_common::Result<Vec<(Role, blake3::Hash)>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -105,21 +105,21 @@ fn parse_tokens(path: &Path, text: &str) -> crate::Result<Vec<(Role, blake3::Has
         }
         let mut parts = line.split_whitespace();
         let (Some(role), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(crate::Error::invalid(format!(
+            return Err(musicrl_common::Error::invalid(format!(
                 "{}:{}: expected `ROLE TOKEN`",
                 path.display(),
                 i + 1
             )));
         };
         let role = Role::parse(role).ok_or_else(|| {
-            crate::Error::invalid(format!(
+            musicrl_common::Error::invalid(format!(
                 "{}:{}: unknown role {role:?} (actor, operator or admin)",
                 path.display(),
                 i + 1
             ))
         })?;
         if token.len() < 16 {
-            return Err(crate::Error::invalid(format!(
+            return Err(musicrl_common::Error::invalid(format!(
                 "{}:{}: a token needs at least 16 characters",
                 path.display(),
                 i + 1
@@ -128,7 +128,7 @@ fn parse_tokens(path: &Path, text: &str) -> crate::Result<Vec<(Role, blake3::Has
         out.push((role, blake3::hash(token.as_bytes())));
     }
     if out.is_empty() {
-        return Err(crate::Error::invalid(format!(
+        return Err(musicrl_common::Error::invalid(format!(
             "{}: no tokens (an empty file would lock every client out)",
             path.display()
         )));
@@ -139,7 +139,7 @@ fn parse_tokens(path: &Path, text: &str) -> crate::Result<Vec<(Role, blake3::Has
 impl TokenStore {
     /// Loads `path` (empty: no authentication). A bad file is an error at start-up; later,
     /// a bad edit is logged and the previous tokens stay in force.
-    pub fn open(path: &Path, metric: &'static str) -> crate::Result<Self> {
+    pub fn open(path: &Path, metric: &'static str) -> musicrl_common::Result<Self> {
         let (entries, modified) = if path.as_os_str().is_empty() {
             (Vec::new(), None)
         } else {
@@ -224,7 +224,7 @@ impl TokenStore {
             return;
         }
         match std::fs::read_to_string(&self.path)
-            .map_err(|e| crate::Error::io(&self.path, e))
+            .map_err(|e| musicrl_common::Error::io(&self.path, e))
             .and_then(|t| parse_tokens(&self.path, &t))
         {
             Ok(entries) => {
@@ -245,7 +245,9 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 /// A client's token, read from `security.token_file` (empty: none).
-pub fn client_token(path: &Path) -> crate::Result<Option<MetadataValue<tonic::metadata::Ascii>>> {
+pub fn client_token(
+    path: &Path,
+) -> musicrl_common::Result<Option<MetadataValue<tonic::metadata::Ascii>>> {
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
@@ -253,7 +255,7 @@ pub fn client_token(path: &Path) -> crate::Result<Option<MetadataValue<tonic::me
     let text = String::from_utf8_lossy(&text);
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() {
-        return Err(crate::Error::invalid(format!(
+        return Err(musicrl_common::Error::invalid(format!(
             "security.token_file {}: the first line holds no token",
             path.display()
         )));
@@ -261,7 +263,7 @@ pub fn client_token(path: &Path) -> crate::Result<Option<MetadataValue<tonic::me
     MetadataValue::try_from(format!("Bearer {token}"))
         .map(Some)
         .map_err(|_| {
-            crate::Error::invalid(format!(
+            musicrl_common::Error::invalid(format!(
                 "security.token_file {}: the token is not printable ASCII",
                 path.display()
             ))

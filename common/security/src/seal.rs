@@ -14,9 +14,9 @@
 
 use std::path::Path;
 
-use crate::error::Error;
-use crate::types::RewardSeal;
-use crate::wire::Rejection;
+use musicrl_common::Error;
+use musicrl_common::types::RewardSeal;
+use musicrl_common::wire::Rejection;
 
 /// What a seal vouches for.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +69,9 @@ fn key_id(key: &[u8; 32]) -> String {
 
 impl RewardKeys {
     /// Keys from secrets (each at least 32 bytes), derived with BLAKE3's key derivation.
-    pub fn from_secrets<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> crate::Result<Self> {
+    pub fn from_secrets<'a>(
+        secrets: impl IntoIterator<Item = &'a [u8]>,
+    ) -> musicrl_common::Result<Self> {
         let mut keys = Vec::new();
         for (i, s) in secrets.into_iter().enumerate() {
             if s.len() < 32 {
@@ -86,7 +88,7 @@ impl RewardKeys {
     }
 
     /// `security.reward_keys_file`: one secret a line (empty path: no keys).
-    pub fn load(path: &Path) -> crate::Result<Self> {
+    pub fn load(path: &Path) -> musicrl_common::Result<Self> {
         if path.as_os_str().is_empty() {
             return Ok(Self::default());
         }
