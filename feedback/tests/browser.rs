@@ -98,6 +98,31 @@ async fn wait_for(client: &fantoccini::Client, what: &str, script: &str, timeout
     }
 }
 
+/// With `FEEDBACK_TEST_SCREENSHOTS=DIR`, the page as it is now, written to DIR/NAME.
+async fn screenshot_if_asked(c: &fantoccini::Client, name: &str) {
+    if let Ok(dir) = std::env::var("FEEDBACK_TEST_SCREENSHOTS") {
+        let png = c.screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join(name), png).expect("writes");
+    }
+}
+
+/// Clicks the vote button of `side` ("a" or "b") and waits for the page's thank-you.
+async fn vote_for(c: &fantoccini::Client, side: &str) {
+    c.find(Locator::Id(&format!("vote-{side}")))
+        .await
+        .expect("the vote button")
+        .click()
+        .await
+        .expect("clicks");
+    wait_for(
+        c,
+        "the thank-you",
+        "return document.getElementById('status').textContent.indexOf('Thank you') >= 0",
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 /// The keyboard plays A, then B (keys 1 and 2), each until the page reports it heard; then
 /// the vote buttons open.
 async fn play_both(c: &fantoccini::Client) {
@@ -189,11 +214,7 @@ async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
     );
     assert_eq!(s.db.last_vote_id().await.expect("reads"), 0);
 
-    if let Ok(dir) = std::env::var("FEEDBACK_TEST_SCREENSHOTS") {
-        let png = c.screenshot().await.expect("a screenshot");
-        std::fs::write(std::path::Path::new(&dir).join("feedback-desktop.png"), png)
-            .expect("writes");
-    }
+    screenshot_if_asked(&c, "feedback-desktop.png").await;
 
     play_both(&c).await;
     c.find(Locator::Id("comment"))
@@ -202,19 +223,7 @@ async fn a_listener_plays_both_clips_and_votes_in_a_real_browser() {
         .send_keys("B has the better lilt")
         .await
         .expect("types");
-    c.find(Locator::Id("vote-b"))
-        .await
-        .expect("the B button")
-        .click()
-        .await
-        .expect("clicks");
-    wait_for(
-        &c,
-        "the thank-you",
-        "return document.getElementById('status').textContent.indexOf('Thank you') >= 0",
-        Duration::from_secs(10),
-    )
-    .await;
+    vote_for(&c, "b").await;
 
     let votes =
         s.db.decisive_votes(VoteFilter::default())
@@ -303,29 +312,10 @@ async fn a_listener_votes_on_musicgen_clips_heard_through_the_codec() {
         .await
         .expect("runs");
     assert_eq!(disabled.as_bool(), Some(true));
-    if let Ok(dir) = std::env::var("FEEDBACK_TEST_SCREENSHOTS") {
-        let png = c.screenshot().await.expect("a screenshot");
-        std::fs::write(
-            std::path::Path::new(&dir).join("feedback-musicgen.png"),
-            png,
-        )
-        .expect("writes");
-    }
+    screenshot_if_asked(&c, "feedback-musicgen.png").await;
 
     play_both(&c).await;
-    c.find(Locator::Id("vote-a"))
-        .await
-        .expect("the A button")
-        .click()
-        .await
-        .expect("clicks");
-    wait_for(
-        &c,
-        "the thank-you",
-        "return document.getElementById('status').textContent.indexOf('Thank you') >= 0",
-        Duration::from_secs(10),
-    )
-    .await;
+    vote_for(&c, "a").await;
     let votes =
         s.db.decisive_votes(VoteFilter::default())
             .await

@@ -34,7 +34,7 @@ use musicrl_judge::{Panel, PanelConfig};
 use musicrl_prefdb::{Db, VoteFilter};
 
 use crate::feedback::{BotReport, bot};
-use crate::judging::{sample_policy, write_samples};
+use crate::judging::{sample_models, write_samples};
 use crate::plan::{BotPlan, EvaluatePlan, LocalPlan, LoopPlan, RewardKind, TrainRewardPlan};
 use crate::process::write_json;
 
@@ -568,21 +568,13 @@ pub fn run(
                 (format!("off-policy-{seed}"), off.final_policy.clone()),
                 (format!("theta0-{seed}"), theta0.clone()),
             ];
-            let mut models = Vec::new();
-            for (m, (name, path)) in named.iter().enumerate() {
-                models.push((
-                    name.clone(),
-                    sample_policy(
-                        &config,
-                        name,
-                        path,
-                        &judge_prompts,
-                        args.judge_pairs_per_prompt,
-                        seed,
-                        m as u64,
-                    )?,
-                ));
-            }
+            let models = sample_models(
+                &config,
+                &named,
+                &judge_prompts,
+                args.judge_pairs_per_prompt,
+                seed,
+            )?;
             let report = musicrl_judge::compare(&panel, &models)?;
             eprint!("{}", report.table());
             write_samples(&args.out.join("samples"), &models, None)?;

@@ -269,21 +269,7 @@ pub fn judge(
                 anyhow::bail!("two models are named {n:?}: give each a distinct --name");
             }
         }
-        let mut models = Vec::new();
-        for (m, (name, path)) in named.iter().enumerate() {
-            models.push((
-                name.clone(),
-                sample_policy(
-                    config,
-                    name,
-                    path,
-                    &prompts,
-                    args.pairs_per_prompt,
-                    args.seed,
-                    m as u64,
-                )?,
-            ));
-        }
+        let models = sample_models(config, &named, &prompts, args.pairs_per_prompt, args.seed)?;
         (
             models,
             serde_json::json!({
@@ -377,6 +363,33 @@ pub(crate) fn file_safe(name: &str) -> String {
             } else {
                 '_'
             }
+        })
+        .collect()
+}
+
+/// Samples of each named policy (`sample_policy`), each model its own stream of draws in
+/// the order given: the models one panel judges together.
+pub(crate) fn sample_models(
+    config: &Config,
+    named: &[(String, PathBuf)],
+    prompts: &[String],
+    pairs_per_prompt: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, Vec<Sample>)>> {
+    named
+        .iter()
+        .enumerate()
+        .map(|(m, (name, path))| {
+            let samples = sample_policy(
+                config,
+                name,
+                path,
+                prompts,
+                pairs_per_prompt,
+                seed,
+                m as u64,
+            )?;
+            Ok((name.clone(), samples))
         })
         .collect()
 }

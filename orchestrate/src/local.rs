@@ -559,7 +559,6 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
         secure_connections(&mut config, &out)?;
     }
     let mut processes = Processes::start(&config, &out).await?;
-    let training_started = Instant::now();
     let followed = follow_progress(
         &mut processes.learner,
         &mut processes.actors,
@@ -572,9 +571,9 @@ pub async fn run(mut config: Config, args: LocalPlan) -> anyhow::Result<Summary>
         Ok((status, by)) => (Ok(status), by),
         Err(e) => (Err(e), None),
     };
+    let training_started = processes.training_started;
     processes.stop(learner_status).await?;
-    let (mut summary, outcome) = summarise(&config, &out, training_started, secure)?;
-    summary.wall_seconds = started.elapsed().as_secs_f64();
+    let (mut summary, outcome) = summarise(&config, &out, (started, training_started), secure)?;
     summary.interrupted = stopped_by.map(str::to_string);
     write_json(&out.join("summary.json"), &summary)?;
     judge_and_report(&config, &out, &mut summary, &outcome);
@@ -685,6 +684,8 @@ struct Processes {
     learner: Role,
     actors: Vec<Role>,
     learner_addr: std::net::SocketAddr,
+    /// When the learner reported ready: training time counts from here.
+    training_started: Instant,
 }
 
 impl Processes {
@@ -735,6 +736,7 @@ impl Processes {
         let reward_ready =
             wait_ready(&mut reward, &run_dir.join("reward-server.ready.json")).await?;
         let learner_ready = wait_ready(&mut learner, &run_dir.join("learner.ready.json")).await?;
+        let training_started = Instant::now();
         let learner_addr = learner_ready
             .grpc
             .context("the learner reported no gRPC address")?;
@@ -789,6 +791,7 @@ impl Processes {
             learner,
             actors,
             learner_addr,
+            training_started,
         })
     }
 
@@ -846,11 +849,12 @@ fn describe_policy(p: &musicrl_config::PolicyConfig) -> String {
     }
 }
 
-/// The run's summary from the processes' outcome files and the history.
+/// The run's summary from the processes' outcome files and the history; `started` is when
+/// the run began and when training did (the learner ready).
 fn summarise(
     config: &Config,
     out: &Path,
-    training_started: Instant,
+    (started, training_started): (Instant, Instant),
     secure: bool,
 ) -> anyhow::Result<(Summary, musicrl_learner::LearnerOutcome)> {
     let run_dir = out.join("run");
@@ -885,7 +889,7 @@ fn summarise(
         max_policy_version_seen_by_actors: outcome.max_policy_version_seen_by_actors,
         samples_per_second: outcome.trajectories_accepted as f64 / training_seconds.max(1e-9),
         training_seconds,
-        wall_seconds: training_seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
         actors: config.local.actors,
         actor_outcomes,
         out: out.to_path_buf(),

@@ -32,7 +32,7 @@ use musicrl_judge::{Comparison, Panel, PanelConfig, Report};
 use musicrl_learner::checkpoint;
 use musicrl_policy::melody::params::{load_policy, save_policy};
 
-use crate::judging::{sample_policy, write_samples};
+use crate::judging::{sample_models, write_samples};
 use crate::plan::{ExperimentPlan, LocalPlan};
 use crate::process::write_json;
 use evaluate::{EvalPoint, Evaluator};
@@ -839,21 +839,13 @@ pub fn run(
             .map(|r| (model_name(&r.name, seed), chosen[&r.name].clone()))
             .collect();
         named.push((model_name(START_THETA0, seed), theta0.clone()));
-        let mut models = Vec::new();
-        for (m, (name, path)) in named.iter().enumerate() {
-            models.push((
-                name.clone(),
-                sample_policy(
-                    &config,
-                    name,
-                    path,
-                    &judge_prompts,
-                    e.judge_pairs_per_prompt,
-                    seed,
-                    m as u64,
-                )?,
-            ));
-        }
+        let models = sample_models(
+            &config,
+            &named,
+            &judge_prompts,
+            e.judge_pairs_per_prompt,
+            seed,
+        )?;
         let report = musicrl_judge::compare(&panel, &models)?;
         eprint!("{}", report.table());
         write_samples(&out.join("samples"), &models, None)?;
