@@ -90,10 +90,16 @@ async fn wait_for(client: &fantoccini::Client, what: &str, script: &str, timeout
         if v.as_bool() == Some(true) {
             return;
         }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out waiting for {what} ({script})"
-        );
+        if started.elapsed() >= timeout {
+            let said = client
+                .execute(
+                    "return document.getElementById('status').textContent",
+                    vec![],
+                )
+                .await
+                .ok();
+            panic!("timed out waiting for {what} ({script}); the page's status says {said:?}");
+        }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
@@ -106,7 +112,9 @@ async fn screenshot_if_asked(c: &fantoccini::Client, name: &str) {
     }
 }
 
-/// Clicks the vote button of `side` ("a" or "b") and waits for the page's thank-you.
+/// Clicks the vote button of `side` ("a" or "b") and waits for the page's thank-you. The
+/// deadline is generous: in a debug build on two cores the vote is answered behind the
+/// server drawing the next pairs (for MusicGen, sampling and decoding through the codec).
 async fn vote_for(c: &fantoccini::Client, side: &str) {
     c.find(Locator::Id(&format!("vote-{side}")))
         .await
@@ -118,7 +126,7 @@ async fn vote_for(c: &fantoccini::Client, side: &str) {
         c,
         "the thank-you",
         "return document.getElementById('status').textContent.indexOf('Thank you') >= 0",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
     )
     .await;
 }
